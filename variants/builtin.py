@@ -1,0 +1,19 @@
+"""Built-in variants. Each is a few lines: a ``@register`` decorator on a build function."""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from variants.registry import register
+
+
+def clone(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """A copy of the reference with the same weights, on ``device`` in ``dtype``."""
+    return copy.deepcopy(reference).to(device=device, dtype=dtype)
+
+
+@register("eager", "the seed's scSE module, as written (two full-size products and a sum)",
+          dtypes=("float32", "float16", "bfloat16", "float64"))
+def build_eager(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    return clone(reference, device, dtype)

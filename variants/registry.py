@@ -1,0 +1,206 @@
+"""The variant registry: a small API that variants depend on, and that knows nothing of the runner.
+
+A variant is a named way to compute scSE. ``build(reference, device, dtype)`` returns a callable
+that computes the same function as ``reference`` (an ``ScSE`` on the CPU in float32) with the same
+weights, on ``device``, for inputs of ``dtype``. Other packages add variants through the
+entry-point group ``harness.variants``; each entry point names a module (imported for its
+``@register`` calls), a ``Variant``, or a function returning one or several.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib.metadata
+import re
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+
+from variants.reference import FUSIONS
+
+ENTRY_POINT_GROUP = "harness.variants"
+DEVICES: tuple[str, ...] = ("cpu", "cuda")
+DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16", "float64")
+MODES: tuple[str, ...] = ("forward", "train")
+
+Builder = Callable[[torch.nn.Module, torch.device, torch.dtype], Callable[[torch.Tensor], torch.Tensor]]
+
+
+def always_available() -> str | None:
+    """The default availability check: nothing is missing."""
+    return None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What the harness needs to know about one implementation of scSE."""
+
+    name: str
+    description: str
+    build: Builder
+    devices: frozenset[str] = frozenset(DEVICES)
+    dtypes: frozenset[str] = frozenset(("float32", "float16", "bfloat16"))
+    modes: frozenset[str] = frozenset(MODES)
+    fusions: frozenset[str] = frozenset(FUSIONS)
+    available: Callable[[], str | None] = always_available
+    #: Extra tags other tools may read (e.g. ``{"timed_on_cpu": False}``); never needed to run.
+    tags: tuple[tuple[str, object], ...] = field(default=())
+
+    def unsupported(self, device: str, dtype: str, mode: str, fusion: str) -> str | None:
+        """Why this variant can't run the combination, or None when it can."""
+        dev = torch.device(device).type
+        if dev not in self.devices:
+            return f"{self.name} runs on {', '.join(sorted(self.devices))}, not {dev}"
+        if dtype not in self.dtypes:
+            return f"{self.name} supports {', '.join(sorted(self.dtypes))}, not {dtype}"
+        if mode not in self.modes:
+            return f"{self.name} supports mode {', '.join(sorted(self.modes))}, not {mode}"
+        if fusion not in self.fusions:
+            return f"{self.name} supports fusion {', '.join(sorted(self.fusions))}, not {fusion}"
+        return None
+
+    def unavailable(self, device: str) -> str | None:
+        """Why this variant can't run here at all (a missing library, no CUDA), or None."""
+        dev = torch.device(device).type
+        if dev not in self.devices:
+            return f"needs {' or '.join(d.upper() if d == 'cuda' else d for d in sorted(self.devices))}"
+        try:
+            return self.available()
+        except Exception as exc:  # an availability check must never take the tool down
+            return f"availability check failed: {exc}"
+
+
+_REGISTRY: dict[str, Variant] = {}
+_entry_points_loaded = False
+
+
+def _as_set(values: Iterable[str] | str) -> frozenset[str]:
+    return frozenset([values] if isinstance(values, str) else values)
+
+
+def add_variant(variant: Variant, *, replace: bool = False) -> Variant:
+    """Register ``variant``; a second variant under a taken name is an error unless ``replace``."""
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", variant.name):
+        raise ValueError(f"variant name {variant.name!r} must be letters, digits, '_', '-' or '.'")
+    if variant.name in _REGISTRY and not replace and _REGISTRY[variant.name] != variant:
+        raise ValueError(f"variant {variant.name!r} is already registered")
+    _REGISTRY[variant.name] = variant
+    return variant
+
+
+def register(
+    name: str,
+    description: str,
+    *,
+    devices: Iterable[str] | str = DEVICES,
+    dtypes: Iterable[str] | str = ("float32", "float16", "bfloat16"),
+    modes: Iterable[str] | str = MODES,
+    fusions: Iterable[str] | str = FUSIONS,
+    available: Callable[[], str | None] = always_available,
+    replace: bool = False,
+    tags: dict[str, object] | None = None,
+) -> Callable[[Builder], Builder]:
+    """Decorator: register the decorated ``build(reference, device, dtype)`` function as a variant."""
+
+    def decorate(build: Builder) -> Builder:
+        add_variant(
+            Variant(
+                name=name,
+                description=description,
+                build=build,
+                devices=_as_set(devices),
+                dtypes=_as_set(dtypes),
+                modes=_as_set(modes),
+                fusions=_as_set(fusions),
+                available=available,
+                tags=tuple(sorted((tags or {}).items())),
+            ),
+            replace=replace,
+        )
+        return build
+
+    return decorate
+
+
+def unregister(name: str) -> None:
+    """Remove a variant (tests use this to clean up)."""
+    _REGISTRY.pop(name, None)
+
+
+def load_entry_points() -> list[str]:
+    """Import every ``harness.variants`` entry point once; returns warnings for broken plugins."""
+    global _entry_points_loaded
+    problems: list[str] = []
+    if _entry_points_loaded:
+        return problems
+    _entry_points_loaded = True
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+            if isinstance(obj, Variant):
+                add_variant(obj)
+            elif callable(obj) and not isinstance(obj, type):
+                made = obj()
+                for v in [made] if isinstance(made, Variant) else list(made or ()):
+                    add_variant(v)
+        except Exception as exc:  # one broken plugin must not hide the others
+            message = f"variant plugin {ep.name!r} ({ep.value}) failed to load: {exc}"
+            problems.append(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+    return problems
+
+
+def reload_entry_points() -> list[str]:
+    """Forget that entry points were loaded and load them again (for tests and long sessions)."""
+    global _entry_points_loaded
+    _entry_points_loaded = False
+    return load_entry_points()
+
+
+def _natural_key(name: str) -> list[object]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def all_variants() -> dict[str, Variant]:
+    """Every registered variant, built-in and from plugins, by name."""
+    import variants.builtin  # noqa: F401  (registers the built-in variants)
+
+    load_entry_points()
+    return dict(_REGISTRY)
+
+
+def list_variants(patterns: Iterable[str] | str = "*", exclude: Iterable[str] | str = ()) -> list[str]:
+    """Names matching any of the glob ``patterns`` (comma-separated allowed) and none of ``exclude``."""
+    include = _split(patterns) or ["*"]
+    excluded = _split(exclude)
+    names = all_variants()
+    picked = {
+        n
+        for n in names
+        if any(fnmatch.fnmatchcase(n, p) for p in include) and not any(fnmatch.fnmatchcase(n, p) for p in excluded)
+    }
+    return sorted(picked, key=_natural_key)
+
+
+def get_variant(name: str) -> Variant:
+    """The variant called ``name``; a KeyError that suggests the nearest names otherwise."""
+    found = all_variants()
+    if name in found:
+        return found[name]
+    raise KeyError(unknown_variant_message(name, found))
+
+
+def unknown_variant_message(name: str, known: Iterable[str] | None = None) -> str:
+    """One line naming the unknown variant and the nearest registered names."""
+    names = sorted(known if known is not None else all_variants())
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(names)}"
+    return f"unknown variant {name!r}{hint}"
+
+
+def _split(values: Iterable[str] | str) -> list[str]:
+    """Turn a comma-separated string or an iterable of them into a flat list (never per character)."""
+    items = [values] if isinstance(values, str) else list(values)
+    return [p.strip() for item in items for p in item.split(",") if p.strip()]
