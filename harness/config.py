@@ -1,0 +1,287 @@
+"""Sweep configuration: parsed and validated once, from flags, a TOML file or Python arguments.
+
+Every value may arrive as a comma-separated string (the CLI), a list (TOML, Python) or a scalar;
+``SweepConfig.build`` turns them all into one frozen, validated object, and every problem is a
+``ConfigError`` whose message is a single line fit to show a user.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.timing import CACHE_MODES, TimingPolicy
+from variants.reference import FUSIONS
+from variants.registry import DTYPES, MODES, all_variants, unknown_variant_message
+
+Shape = tuple[int, int, int]  # (C, H, W)
+
+
+class ConfigError(ValueError):
+    """Bad input from the user: the message is one line that names the problem."""
+
+
+#: The default sweep, per device type. The CPU one finishes in well under 3 minutes on 2 cores.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "cpu": {
+        "variants": ("eager",),
+        "shapes": ((32, 64, 64), (64, 32, 32)),
+        "batch_sizes": (1, 8),
+        "dtypes": ("float32",),
+        "modes": ("forward", "train"),
+    },
+    "cuda": {
+        "variants": ("eager",),
+        "shapes": ((64, 128, 128), (256, 64, 64)),
+        "batch_sizes": (8, 32),
+        "dtypes": ("float32", "float16"),
+        "modes": ("forward", "train"),
+    },
+}
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """What to measure and how. ``build`` is the only way in that validates."""
+
+    device: str = "cpu"
+    variants: tuple[str, ...] = ("eager",)
+    shapes: tuple[Shape, ...] = ((32, 64, 64),)
+    batch_sizes: tuple[int, ...] = (1, 8)
+    dtypes: tuple[str, ...] = ("float32",)
+    modes: tuple[str, ...] = ("forward", "train")
+    reductions: tuple[int, ...] = (2,)
+    fusions: tuple[str, ...] = ("add",)
+    biases: tuple[bool, ...] = (False,)
+    threads: int | None = None
+    cache: str = "cold"
+    timing: TimingPolicy = field(default_factory=TimingPolicy)
+    seed: int = 0
+    out: str | None = None
+    #: Variant names the user spelled out (not matched by a glob): some variants time only then.
+    explicit_variants: frozenset[str] = frozenset()
+
+    @classmethod
+    def build(cls, config_file: str | Path | None = None, **options: Any) -> SweepConfig:
+        """Merge defaults ← config file ← ``options`` (None means "not given"), then validate."""
+        merged: dict[str, Any] = {}
+        if config_file is not None:
+            merged.update(read_toml(config_file))
+        merged.update({k: v for k, v in options.items() if v is not None})
+        unknown = sorted(set(merged) - set(OPTION_NAMES))
+        if unknown:
+            raise ConfigError(f"unknown option {unknown[0]!r}; known: {', '.join(OPTION_NAMES)}")
+        device = resolve_device(str(merged.get("device", "auto")))
+        defaults = DEFAULTS[torch.device(device).type]
+        get = lambda key: merged.get(key, defaults.get(key, getattr(_BASE, key)))  # noqa: E731
+
+        patterns = parse_strings(get("variants"), "variant")
+        names, explicit = expand_variants(patterns)
+        policy = TimingPolicy(
+            warmup_s=parse_float(merged.get("warmup_s", _BASE.timing.warmup_s), "warmup_s", minimum=0.0),
+            min_samples=parse_int(merged.get("min_samples", _BASE.timing.min_samples), "min_samples"),
+            max_samples=parse_int(merged.get("max_samples", _BASE.timing.max_samples), "max_samples"),
+            rel_ci=parse_float(merged.get("rel_ci", _BASE.timing.rel_ci), "rel_ci", minimum=1e-6),
+            max_time_s=parse_float(merged.get("max_time_s", _BASE.timing.max_time_s), "max_time_s", minimum=1e-3),
+        )
+        if policy.min_samples > policy.max_samples:
+            raise ConfigError(f"min_samples {policy.min_samples} exceeds max_samples {policy.max_samples}")
+        config = cls(
+            device=device,
+            variants=tuple(names),
+            shapes=parse_shapes(get("shapes")),
+            batch_sizes=parse_ints(get("batch_sizes"), "batch size"),
+            dtypes=parse_choices(get("dtypes"), DTYPES, "dtype"),
+            modes=parse_choices(get("modes"), MODES, "mode"),
+            reductions=parse_ints(get("reductions"), "reduction"),
+            fusions=parse_choices(get("fusions"), FUSIONS, "fusion"),
+            biases=parse_bools(get("biases"), "bias"),
+            threads=None if merged.get("threads") is None else parse_int(merged["threads"], "threads"),
+            cache=parse_choices(get("cache"), CACHE_MODES, "cache")[0],
+            timing=policy,
+            seed=parse_int(get("seed"), "seed", minimum=0),
+            out=None if merged.get("out") is None else str(merged["out"]),
+            explicit_variants=frozenset(explicit),
+        )
+        config.check_reductions()
+        return config
+
+    def check_reductions(self) -> None:
+        """Every reduction must leave at least one hidden channel for every shape."""
+        for c, _, _ in self.shapes:
+            for r in self.reductions:
+                if c // r < 1:
+                    raise ConfigError(f"reduction {r} leaves no hidden channel for C={c} (C//r = {c // r})")
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly record of the configuration (for env.json)."""
+        d = dataclasses.asdict(self)
+        d["explicit_variants"] = sorted(self.explicit_variants)
+        return d
+
+
+_BASE = SweepConfig()
+OPTION_NAMES: tuple[str, ...] = (
+    "device", "variants", "shapes", "batch_sizes", "dtypes", "modes", "reductions", "fusions", "biases",
+    "threads", "cache", "warmup_s", "min_samples", "max_samples", "rel_ci", "max_time_s", "seed", "out",
+)  # fmt: skip
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Options from a TOML file; keys may use dashes (``batch-sizes``) or underscores."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(p)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
+    table = data.get("sweep", data)
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"config file {str(p)!r}: [sweep] must be a table")
+    return {str(k).replace("-", "_"): v for k, v in table.items()}
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` picks CUDA when there is one; asking for CUDA where there is none is an error."""
+    device = device.strip().lower()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ConfigError(f"--device {device}: CUDA is not available here ({why})")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif dev.type != "cpu":
+        raise ConfigError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
+    return str(dev)
+
+
+def _items(value: Any) -> list[Any]:
+    """A flat list from a comma-separated string, a scalar or an iterable of either."""
+    if isinstance(value, str):
+        return [p.strip() for p in value.split(",") if p.strip()]
+    if isinstance(value, Iterable) and not isinstance(value, (bytes, Mapping)):
+        out: list[Any] = []
+        for v in value:
+            out.extend(_items(v) if isinstance(v, str) else [v])
+        return out
+    return [value]
+
+
+def parse_strings(value: Any, what: str) -> list[str]:
+    items = [str(v) for v in _items(value)]
+    if not items:
+        raise ConfigError(f"no {what} given")
+    return items
+
+
+def parse_int(value: Any, what: str, minimum: int = 1) -> int:
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        number = int(str(value).strip()) if not isinstance(value, (int, float)) else int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be an integer, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{what} must be ≥ {minimum}, got {number}")
+    return number
+
+
+def parse_float(value: Any, what: str, minimum: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be a number, got {value!r}") from None
+    if not number >= minimum:  # also rejects NaN
+        raise ConfigError(f"{what} must be ≥ {minimum}, got {value!r}")
+    return number
+
+
+def parse_ints(value: Any, what: str) -> tuple[int, ...]:
+    items = _items(value)
+    if not items:
+        raise ConfigError(f"no {what} given")
+    return tuple(dict.fromkeys(parse_int(v, what) for v in items))
+
+
+def parse_bools(value: Any, what: str) -> tuple[bool, ...]:
+    truth = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    out = []
+    for v in _items(value):
+        if isinstance(v, bool):
+            out.append(v)
+        elif str(v).strip().lower() in truth:
+            out.append(truth[str(v).strip().lower()])
+        else:
+            raise ConfigError(f"{what} must be true or false, got {v!r}")
+    if not out:
+        raise ConfigError(f"no {what} given")
+    return tuple(dict.fromkeys(out))
+
+
+def parse_choices(value: Any, choices: Iterable[str], what: str) -> tuple[str, ...]:
+    allowed = tuple(choices)
+    items = [str(v).strip().lower() for v in _items(value)]
+    if not items:
+        raise ConfigError(f"no {what} given")
+    for item in items:
+        if item not in allowed:
+            raise ConfigError(f"unknown {what} {item!r}; choose from {', '.join(allowed)}")
+    return tuple(dict.fromkeys(items))
+
+
+def parse_shape(text: Any) -> Shape:
+    """``"32x64x64"`` (C x H x W) or a 3-item list to a positive (C, H, W) triple."""
+    parts = text if isinstance(text, (list, tuple)) else str(text).lower().replace("×", "x").split("x")
+    if len(parts) != 3:
+        raise ConfigError(f"malformed shape {text!r}: expected CxHxW, e.g. 32x64x64")
+    try:
+        c, h, w = (int(str(p).strip()) for p in parts)
+    except ValueError:
+        raise ConfigError(f"malformed shape {text!r}: expected CxHxW with integers, e.g. 32x64x64") from None
+    if min(c, h, w) < 1:
+        raise ConfigError(f"shape {text!r} has a zero or negative size")
+    return (c, h, w)
+
+
+def parse_shapes(value: Any) -> tuple[Shape, ...]:
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (list, tuple)) for v in value):
+        items: list[Any] = list(value)
+    else:
+        items = _items(value)
+    if not items:
+        raise ConfigError("no shape given")
+    return tuple(dict.fromkeys(parse_shape(v) for v in items))
+
+
+def expand_variants(patterns: list[str]) -> tuple[list[str], list[str]]:
+    """Glob patterns to registered names (in registry order); also the names spelled out exactly."""
+    known = all_variants()
+    names: list[str] = []
+    explicit: list[str] = []
+    for pattern in patterns:
+        if any(ch in pattern for ch in "*?["):
+            matched = [n for n in known if fnmatch.fnmatchcase(n, pattern)]
+            if not matched:
+                raise ConfigError(f"no variant matches {pattern!r}; known: {', '.join(sorted(known))}")
+        elif pattern in known:
+            matched = [pattern]
+            explicit.append(pattern)
+        else:
+            raise ConfigError(unknown_variant_message(pattern, known))
+        names.extend(m for m in matched if m not in names)
+    return names, explicit

@@ -1,0 +1,144 @@
+"""Reports from a results DataFrame: Markdown tables per device, dtype and mode, and a rich summary.
+
+Rows are variants; columns are ``shape × batch`` (with reduction/fusion/bias when the sweep varied
+them). Speedups are over the seed's ``eager`` of the same configuration, measured in the same run.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+BASELINE_VARIANT = "eager"
+GROUP_COLUMNS: tuple[str, ...] = ("device", "dtype", "mode")
+CONFIG_COLUMNS: tuple[str, ...] = ("channels", "height", "width", "batch", "reduction", "fusion", "bias")
+
+
+def config_label(frame: pd.DataFrame) -> pd.Series:
+    """``CxHxW b<batch>``, plus ``r<reduction>``, the fusion and bias where the frame has several."""
+    label = (
+        frame["channels"].astype(str) + "x" + frame["height"].astype(str) + "x" + frame["width"].astype(str)
+        + " b" + frame["batch"].astype(str)
+    )  # fmt: skip
+    if frame["reduction"].nunique() > 1:
+        label = label + " r" + frame["reduction"].astype(str)
+    if frame["fusion"].nunique() > 1:
+        label = label + " " + frame["fusion"].astype(str)
+    if "bias" in frame and frame["bias"].nunique() > 1:
+        label = label + frame["bias"].map({True: " bias", False: ""}).fillna("")
+    return label
+
+
+def with_speedup(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add ``speedup_vs_eager``: eager's median over the variant's, same configuration, valid rows only."""
+    out = frame.copy()
+    out["speedup_vs_eager"] = float("nan")
+    ok = out[out["status"] == "ok"]
+    keys = list(GROUP_COLUMNS + CONFIG_COLUMNS)
+    base = ok[ok["variant"] == BASELINE_VARIANT].set_index(keys)["median_ms"]
+    if base.empty:
+        return out
+    joined = ok.join(base.rename("_eager_ms"), on=keys)
+    out.loc[joined.index, "speedup_vs_eager"] = joined["_eager_ms"] / joined["median_ms"]
+    return out
+
+
+def _cell(row: Mapping[str, Any]) -> str:
+    status = row["status"]
+    if status == "ok":
+        return f"{row['median_ms']:.4g} ± {row['iqr_ms']:.2g}"
+    return status.upper()
+
+
+def groups(frame: pd.DataFrame) -> list[tuple[tuple[str, str, str], pd.DataFrame]]:
+    """(device, dtype, mode) groups in a stable order."""
+    present = frame.dropna(subset=["status"])
+    return [(tuple(map(str, k)), g) for k, g in present.groupby(list(GROUP_COLUMNS), sort=True)]
+
+
+def pivot(group: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Variants × configurations of one column; the configuration order is the sweep's."""
+    g = group.assign(config=config_label(group))
+    table = g.pivot_table(index="variant", columns="config", values=value, aggfunc="first", sort=False)
+    order = [v for v in dict.fromkeys(g["variant"]) if v in table.index]
+    return table.loc[order]
+
+
+def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
+    """The whole report.md."""
+    frame = with_speedup(frame)
+    lines = ["# scSE benchmark report", ""]
+    if env:
+        where = env.get("gpu_name") or env.get("cpu_model")
+        lines += [
+            f"- device: {env.get('device_name', env.get('device'))} ({where}), threads: {env.get('threads')}",
+            f"- torch {env.get('torch')}, CUDA {env.get('cuda')}, Python {env.get('python')}, "
+            f"commit {str(env.get('git_commit'))[:10]}{' (dirty)' if env.get('git_dirty') else ''}, {env.get('date')}",
+            "",
+        ]
+    lines += [
+        "Cells: median latency in ms ± IQR. Only cases that matched the float64 reference are timed.",
+        "",
+    ]
+    for (device, dtype, mode), group in groups(frame):
+        lines += [f"## {device} · {dtype} · {mode}", ""]
+        cells = group.assign(cell=[_cell(r) for r in group.to_dict("records")])
+        lines += [pivot(cells, "cell").fillna("").to_markdown(disable_numparse=True), ""]
+        speed = pivot(group, "speedup_vs_eager")
+        if speed.notna().any().any():
+            lines += [f"Speedup over `{BASELINE_VARIANT}` (×, higher is faster):", ""]
+            lines += [speed.map(lambda v: f"{v:.2f}" if pd.notna(v) else "").to_markdown(disable_numparse=True), ""]
+    problems = frame[frame["status"] != "ok"]
+    if not problems.empty:
+        lines += ["## Cases not timed", ""]
+        cols = ["variant", "device", "dtype", "mode", "batch", "channels", "height", "width", "status", "reason"]
+        lines += [problems[cols].to_markdown(index=False), ""]
+    return "\n".join(lines)
+
+
+STYLES = {"mismatch": "bold red", "error": "yellow", "oom": "magenta", "skipped": "dim"}
+
+
+def summary_tables(frame: pd.DataFrame) -> list[Table]:
+    """Rich tables, variants × configurations: median, IQR and speedup over eager; failures in colour."""
+    frame = with_speedup(frame)
+    tables = []
+    for (device, dtype, mode), group in groups(frame):
+        g = group.assign(config=config_label(group))
+        configs = list(dict.fromkeys(g["config"]))
+        table = Table(title=f"{device} · {dtype} · {mode}  (median ms ± IQR, ×speedup over {BASELINE_VARIANT})")
+        table.add_column("variant", style="bold")
+        for config in configs:
+            table.add_column(config, justify="right")
+        for variant, rows in g.groupby("variant", sort=False):
+            by_config = {r["config"]: r for r in rows.to_dict("records")}
+            cells = []
+            for config in configs:
+                r = by_config.get(config)
+                if r is None:
+                    cells.append("")
+                elif r["status"] == "ok":
+                    speed = r["speedup_vs_eager"]
+                    tail = f" [cyan]{speed:.2f}×[/]" if pd.notna(speed) else ""
+                    noisy = " [yellow]~[/]" if r.get("noisy") else ""
+                    cells.append(f"{r['median_ms']:.4g} ± {r['iqr_ms']:.2g}{tail}{noisy}")
+                else:
+                    cells.append(f"[{STYLES.get(r['status'], 'red')}]{str(r['status']).upper()}[/]")
+            table.add_row(str(variant), *cells)
+        tables.append(table)
+    return tables
+
+
+def print_summary(frame: pd.DataFrame, console: Console) -> None:
+    for table in summary_tables(frame):
+        console.print(table)
+    problems = frame[frame["status"].isin(["mismatch", "error", "oom"])]
+    for r in problems.to_dict("records"):
+        style = STYLES.get(r["status"], "red")
+        console.print(f"[{style}]{r['status'].upper()}[/] {r['variant']} {r['channels']}x{r['height']}x{r['width']} "
+                      f"b{r['batch']} {r['dtype']} {r['mode']}: {r['reason']}")
+    if frame["noisy"].fillna(False).astype(bool).any():
+        console.print("[yellow]~[/] noisy: IQR above 10% of the median; compare such cells with care.")

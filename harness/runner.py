@@ -1,0 +1,230 @@
+"""The runner: for each case, build the variant, check it against float64, then time it.
+
+A case never ends the sweep. Whatever goes wrong becomes the row's ``status`` and ``reason``:
+``skipped`` (unsupported or unavailable here), ``mismatch`` (wrong numbers: not timed),
+``oom``, or ``error`` (any other exception).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as _dt
+import gc
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from harness.cases import Case
+from harness.correctness import Check, normwise_error, tolerance
+from harness.stats import Stats
+from harness.timing import Clock, TimingPolicy, make_clock, measure
+from variants.reference import ScSE
+from variants.registry import Variant
+
+Fn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def case_seed(case: Case, seed: int) -> int:
+    """A seed fixed by the configuration, so every variant of a configuration sees the same data."""
+    text = f"{seed}:{case.batch}:{case.channels}:{case.height}:{case.width}:{case.reduction}:{case.fusion}:{case.bias}"
+    return zlib.crc32(text.encode())
+
+
+def make_reference(case: Case, seed: int) -> ScSE:
+    """The float32 CPU reference module of the case's configuration, with seeded weights.
+
+    The gate of ``fusion="gate"`` starts at 0 in training, where σ(α) = ½ would hide a variant
+    that swaps the two branches; here it is drawn at random so the check can see that.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(case_seed(case, seed))
+        ref = ScSE(case.channels, case.reduction, case.fusion, case.bias)
+        if case.fusion == "gate":
+            torch.nn.init.normal_(ref.gate, std=1.0)
+    return ref.eval()
+
+
+def make_input(case: Case, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A standard-normal input, drawn on the CPU so that it is the same on every device."""
+    gen = torch.Generator().manual_seed(case_seed(case, seed) + 1)
+    x = torch.randn(case.batch, case.channels, case.height, case.width, generator=gen)
+    return x.to(device=device, dtype=dtype)
+
+
+def trainable(fn: object) -> dict[str, torch.nn.Parameter]:
+    """The parameters a train step differentiates: those of ``fn`` when it is a module."""
+    if isinstance(fn, torch.nn.Module):
+        return {name: p for name, p in fn.named_parameters() if p.requires_grad}
+    return {}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def skip_reason(case: Case, variant: Variant, explicit: bool) -> str | None:
+    """Why the case is not run at all, or None."""
+    reason = variant.unavailable(case.device)
+    if reason:
+        return reason
+    reason = variant.unsupported(case.device, case.dtype, case.mode, case.fusion)
+    if reason:
+        return reason
+    if dict(variant.tags).get("interpreted_on_cpu") and case.device == "cpu" and not explicit:
+        return "runs in the Triton interpreter on CPU (correctness only, not timed); name it explicitly to time it"
+    return None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The first call's results, kept for the correctness check."""
+
+    output: torch.Tensor
+    grads: dict[str, torch.Tensor]
+    seconds: float
+
+
+def first_call(fn: Fn, x: torch.Tensor, params: dict[str, torch.Tensor], grad_out: torch.Tensor | None) -> Outcome:
+    """Run the variant once, as the timed loop will, and time it (compilation happens here)."""
+    t0 = time.perf_counter()
+    if grad_out is None:
+        with torch.no_grad():
+            y = fn(x)
+        grads: dict[str, torch.Tensor] = {}
+    else:
+        y = fn(x)
+        names = ["input", *params]
+        values = torch.autograd.grad(y, [x, *params.values()], grad_out, allow_unused=True)
+        grads = {n: g for n, g in zip(names, values, strict=True) if g is not None}
+    sync(x.device)
+    return Outcome(y.detach(), grads, time.perf_counter() - t0)
+
+
+def verify(case: Case, variant: Variant, ref: ScSE, x: torch.Tensor, x_before: torch.Tensor,
+           got: Outcome, grad_out: torch.Tensor | None) -> Check:
+    """Compare the variant's first call with the reference computed in float64 on the same input."""
+    device = x.device
+    compute_dtype = str(dict(variant.tags).get("compute_dtype", case.dtype))
+    tol = tolerance(compute_dtype, device)
+    grad_tol = tolerance(compute_dtype, device, grad=True) if grad_out is not None else None
+    ref64 = copy.deepcopy(ref).to(device=device, dtype=torch.float64)
+    x64 = x.detach().to(torch.float64).requires_grad_(grad_out is not None)
+
+    def fail(problem: str, err: float = float("nan"), grad_err: float | None = None) -> Check:
+        return Check(err, grad_err, tol, grad_tol, problem)
+
+    if not torch.equal(x.detach(), x_before):
+        return fail("the variant modified its input")
+    if tuple(got.output.shape) != tuple(x.shape):
+        return fail(f"output shape {tuple(got.output.shape)} differs from the input's {tuple(x.shape)}")
+    if got.output.device != device:
+        return fail(f"output is on {got.output.device}, not {device}")
+    y64 = ref64(x64)
+    err = normwise_error(got.output, y64)
+    if err > tol:
+        what = "NaN or Inf in the output" if err == float("inf") else f"output error {err:.3g} > tolerance {tol:.3g}"
+        return fail(what, err)
+    grad_err: float | None = None
+    if grad_out is not None:
+        ref_params = dict(ref64.named_parameters())
+        names = ["input", *[n for n in got.grads if n in ref_params]]
+        ref_grads = torch.autograd.grad(y64, [x64, *[ref_params[n] for n in names[1:]]], grad_out.to(torch.float64))
+        if "input" not in got.grads:
+            return fail("no gradient reached the input", err)
+        errors = {n: normwise_error(got.grads[n], g) for n, g in zip(names, ref_grads, strict=True)}
+        worst = max(errors, key=lambda n: errors[n])
+        grad_err = errors[worst]
+        if grad_err > grad_tol:  # type: ignore[operator]
+            return fail(f"gradient of {worst} error {grad_err:.3g} > tolerance {grad_tol:.3g}", err, grad_err)
+    return Check(err, grad_err, tol, grad_tol, None)
+
+
+def make_step(fn: Fn, x: torch.Tensor, params: dict[str, torch.Tensor], grad_out: torch.Tensor | None) -> Callable[[], object]:
+    """The timed call. Train mode differentiates ``(y * grad_out).sum()`` with ``autograd.grad``,
+    so no ``.grad`` accumulates between calls and nothing needs clearing inside the timed region."""
+    if grad_out is None:
+        return lambda: fn(x)
+    inputs = [x, *params.values()]
+    return lambda: torch.autograd.grad(fn(x), inputs, grad_out, allow_unused=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolicy, seed: int) -> dict[str, Any]:
+    """Check, then time, one case that is known to be runnable; returns the row's measured fields."""
+    device, dtype = torch.device(case.device), getattr(torch, case.dtype)
+    train = case.mode == "train"
+    ref = make_reference(case, seed)
+    x = make_input(case, seed, device, dtype)
+    x_before = x.clone()
+    if train:
+        x.requires_grad_(True)
+    gen = torch.Generator().manual_seed(case_seed(case, seed) + 2)
+    grad_out = torch.randn(tuple(x.shape), generator=gen).to(device, dtype) if train else None
+    fn = variant.build(ref, device, dtype)
+    params = trainable(fn) if train else {}
+    got = first_call(fn, x, params, grad_out)
+    check = verify(case, variant, ref, x, x_before, got, grad_out)
+    row: dict[str, Any] = {
+        "max_rel_err": check.max_rel_err,
+        "grad_rel_err": check.grad_rel_err,
+        "tolerance": check.tolerance,
+        "first_call_s": got.seconds,
+    }
+    del got
+    if not check.passed:
+        return row | {"status": "mismatch", "reason": check.problem}
+    step = make_step(fn, x, params, grad_out)
+    with torch.no_grad() if not train else contextlib.nullcontext():
+        timing = measure(step, clock, policy)
+    stats = Stats.from_samples(timing.samples_ms)
+    return row | stats.as_dict() | {
+        "status": "ok",
+        "reason": None,
+        "throughput_img_s": case.batch / (stats.median_ms * 1e-3) if stats.median_ms > 0 else None,
+        "calls_per_sample": timing.calls_per_sample,
+        "warmup_calls": timing.warmup_calls,
+        "stop_reason": timing.stop_reason,
+        "samples_ms": list(timing.samples_ms),
+    }
+
+
+def run_case(case: Case, variant: Variant, clock: Clock | None, policy: TimingPolicy, seed: int,
+             explicit: bool = False, cache: str = "cold") -> dict[str, Any]:
+    """One finished row for ``case``, whatever happens."""
+    row: dict[str, Any] = case.as_dict() | {"threads": torch.get_num_threads(), "cache": cache}
+    reason = skip_reason(case, variant, explicit)
+    if reason is not None or clock is None:
+        return row | {"status": "skipped", "reason": reason or "no clock for this device"}
+    try:
+        row |= measure_case(case, variant, clock, policy, seed)
+    except torch.OutOfMemoryError as exc:
+        row |= {"status": "oom", "reason": _one_line(exc)}
+    except Exception as exc:  # noqa: BLE001 - one failing case must never end the sweep
+        row |= {"status": "error", "reason": _one_line(exc)}
+    finally:
+        gc.collect()
+        if case.device.startswith("cuda") and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    row["finished_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return row
+
+
+def iter_rows(cases: list[Case], variants: dict[str, Variant], clock: Clock | None, policy: TimingPolicy,
+              seed: int, explicit: frozenset[str] = frozenset(), cache: str = "cold") -> Iterator[dict[str, Any]]:
+    """Rows in case order; the caller stores each as it arrives and may stop between any two."""
+    for case in cases:
+        yield run_case(case, variants[case.variant], clock, policy, seed, case.variant in explicit, cache)
+
+
+def clock_for(device: str, cache: str) -> Clock:
+    """The clock for the run's device, made once per run (the L2 flush buffer is allocated once)."""
+    return make_clock(torch.device(device), cache)

@@ -1,0 +1,79 @@
+"""Statistics of one case, derived from its raw samples (never stored instead of them)."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+#: IQR/median above this marks a measurement as noisy (torch.utils.benchmark and pyperf warn at 10%).
+NOISE_THRESHOLD = 0.10
+
+
+def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Distribution-free confidence interval of the median, from order statistics (binomial).
+
+    Latency samples are skewed (a long right tail), so a normal-theory interval would lie;
+    the order-statistic interval assumes nothing but independence. Fewer than 6 samples cannot
+    give a 95% interval: then it is ``(nan, nan)``.
+    """
+    x = np.asarray(samples, dtype=float)
+    if x.size == 0:
+        return (math.nan, math.nan)
+    ci = sps.quantile_test(x, q=float(np.median(x)), p=0.5).confidence_interval(confidence)
+    return (float(ci.low), float(ci.high))
+
+
+def ci_half_width(samples: Sequence[float], confidence: float = 0.95) -> float:
+    """The larger distance from the median to an end of its CI, relative to the median."""
+    low, high = median_ci(samples, confidence)
+    med = float(np.median(samples))
+    if math.isnan(low) or med <= 0:
+        return math.inf
+    return max(med - low, high - med) / med
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Summary of a case's samples, in milliseconds per call."""
+
+    median_ms: float
+    iqr_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    max_ms: float
+    p05_ms: float
+    p95_ms: float
+    ci_low_ms: float
+    ci_high_ms: float
+    n_samples: int
+    noisy: bool
+
+    @classmethod
+    def from_samples(cls, samples_ms: Sequence[float], confidence: float = 0.95) -> Stats:
+        x = np.asarray(samples_ms, dtype=float)
+        if x.size == 0:
+            raise ValueError("no samples")
+        p05, q1, med, q3, p95 = np.percentile(x, [5, 25, 50, 75, 95])
+        low, high = median_ci(x, confidence)
+        iqr = float(q3 - q1)
+        return cls(
+            median_ms=float(med),
+            iqr_ms=iqr,
+            mean_ms=float(x.mean()),
+            std_ms=float(x.std(ddof=1)) if x.size > 1 else 0.0,
+            min_ms=float(x.min()),
+            max_ms=float(x.max()),
+            p05_ms=float(p05),
+            p95_ms=float(p95),
+            ci_low_ms=low,
+            ci_high_ms=high,
+            n_samples=int(x.size),
+            noisy=bool(med > 0 and iqr / med > NOISE_THRESHOLD),
+        )
+
+    def as_dict(self) -> dict[str, float | int | bool]:
+        return asdict(self)
