@@ -1,0 +1,443 @@
+"""FLOPs of one scSE configuration, counted three ways, each with its convention in the open.
+
+Papers and tools mix up multiply-adds and FLOPs, and most counters drop element-wise work,
+which is most of scSE's. So every row carries three counts:
+
+* ``fvcore_flops`` -- fvcore's ``FlopCountAnalysis`` (one multiply-add = 1 flop), traced with
+  ``torch.jit`` on the eager reference, with handles added for the element-wise ops fvcore
+  otherwise skips. fvcore traces the forward pass only: in ``train`` rows it is the forward
+  share, and ``fvcore_scope`` says so.
+* ``torch_flops`` -- ``torch.utils.flop_counter.FlopCounterMode`` (one multiply-add = 2 flops),
+  with formulas added for pooling, reductions and element-wise ops, forward and backward.
+* ``analytic_flops`` -- the closed form in :data:`ANALYTIC_FORMULA_MD` (2 flops per multiply-add).
+
+All three share one rule for everything that is not a multiply-add (see
+:data:`ANALYTIC_FORMULA_MD`), so they must agree exactly once the multiply-adds are weighted alike;
+``tests/test_flops.py`` checks that they do.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import math
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
+
+from variants.reference import FUSIONS, ScSE
+
+MODES: tuple[str, ...] = ("forward", "train")
+#: One multiply-add counts 1 (fvcore's convention) or 2 (FlopCounterMode's, and hardware peaks').
+CONVENTIONS: tuple[str, ...] = ("mac=1", "mac=2")
+SCOPE_FORWARD = "forward"
+SCOPE_TRAIN = "forward+backward"
+
+ANALYTIC_FORMULA_MD = r"""
+### FLOP counts
+
+Three columns count the FLOPs of a case, each by its own tool and convention:
+
+| column | counted by | one multiply-add is | scope |
+|---|---|---|---|
+| `fvcore_flops` | fvcore `FlopCountAnalysis` (jit trace of the eager reference) | 1 flop | forward only, also in `train` rows (`fvcore_scope`) |
+| `torch_flops` | `torch.utils.flop_counter.FlopCounterMode` | 2 flops | forward, or forward + backward in `train` rows |
+| `analytic_flops` | the closed form below | 2 flops | forward, or forward + backward in `train` rows |
+
+Neither library counts element-wise work on its own (fvcore warns "Unsupported operator" and
+counts 0; FlopCounterMode counts only matmuls and convolutions), and for scSE that is most of the
+work. The harness adds one rule to both: every element-wise arithmetic op or comparison (add,
+sub, mul, div, neg, maximum, relu, sigmoid, and the backward ops `sigmoid_backward`,
+`threshold_backward`) costs **1 flop per output element**; a reduction (mean, sum, pooling, the
+bias gradient) costs **1 flop per input element**; a convolution's bias costs 1 flop per output
+element; views, copies, concatenation, fills and selects (`where`, `masked_fill`) cost 0.
+Any op a counter meets without a rule is listed in `fvcore_uncounted` / `torch_uncounted`.
+
+With N batch, C channels, H×W pixels, K = ⌊C/r⌋ hidden channels, b = 1 with bias (else 0),
+m = 2 flops per multiply-add (m = 1 in fvcore's convention),
+P = N·C·H·W (elements of x) and Q = N·H·W (elements of the spatial map):
+
+**Forward**
+
+| part | flops |
+|---|---|
+| cSE: average pool | P |
+| cSE: 1×1 conv C→K, ReLU, 1×1 conv K→C, sigmoid | m·2·N·C·K + N·K + N·C + b·(N·K + N·C) |
+| cSE: x · gate | P |
+| sSE: 1×1 conv C→1, sigmoid | m·N·C·H·W + Q + b·Q |
+| sSE: x · gate | P |
+| combine `add` / `max` / `mul` | P |
+| combine `gate` (σ(α)·c + (1−σ(α))·s) | 3P + 2C |
+| combine `concat` (1×1 conv 2C→C) | m·2·C·P + b·P |
+
+Forward total: 3P + m·N·C·(2K + H·W) + N·K + N·C + Q + b·(N·K + N·C + Q) + combine.
+For `add` with no bias that is 4P + Q + N·(K + C) + m·(P + 2·N·C·K): the element-wise 4P
+outweighs the 2P + 4·N·C·K of the convolutions.
+
+**Backward** (added in `train` rows; the gradient of the output is given, and gradients flow to
+x and to every parameter, as for a block inside a network), op by op as PyTorch autograd
+computes it:
+
+| part | flops |
+|---|---|
+| each x · gate product: grad of x, grad of the gate, sum over the broadcast dims | 3P (×2 products) |
+| x is read by 4 ops: 3 gradient accumulations | 3P |
+| average pool backward (grad / (H·W)) | P |
+| sigmoid backward (cSE, sSE), ReLU backward | N·C + Q + N·K |
+| each 1×1 conv: grad of input + grad of weight (+ bias grad, a reduction) | 2× its forward multiply-adds (+ b·its output elements) |
+| combine `add` | 0 |
+| combine `max` (autograd's tie-splitting rule: per input a comparison, an equality test, a halving) | 6P |
+| combine `mul` | 2P |
+| combine `gate` (4 products and 2 sums over P; neg, add and sigmoid backward over C) | 6P + 3C |
+| combine `concat` | the 2C→C conv's backward: m·4·C·P + b·P |
+
+Backward total: 10P + N·C + Q + N·K + m·2·N·C·(2K + H·W) + b·(N·K + N·C + Q) + combine's backward.
+"""
+
+# -- element-wise rules shared by both counters -------------------------------------------------
+
+#: aten ops that cost 1 flop per output element.
+ELEMENTWISE_OPS: tuple[str, ...] = (
+    "add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "neg", "neg_",
+    "maximum", "minimum", "relu", "relu_", "sigmoid", "sigmoid_", "sigmoid_backward",
+    "threshold_backward", "eq", "ne", "gt", "lt", "ge", "le",
+)
+#: aten reductions: 1 flop per input element.
+REDUCTION_OPS: tuple[str, ...] = ("mean", "sum", "_adaptive_avg_pool2d")
+#: aten ops that only move, select or create data: 0 flops, by the convention above.
+ZERO_COST_OPS: frozenset[str] = frozenset({
+    "view", "_unsafe_view", "reshape", "_reshape_alias", "expand", "expand_as", "detach", "alias",
+    "t", "transpose", "permute", "squeeze", "unsqueeze", "as_strided", "slice", "select", "narrow",
+    "split", "split_with_sizes", "unbind", "cat", "stack", "clone", "copy_", "contiguous", "_to_copy",
+    "to", "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "new_zeros",
+    "new_ones", "zeros_like", "ones_like", "full_like", "fill_", "zero_", "lift_fresh", "where",
+    "masked_fill", "masked_fill_", "_local_scalar_dense",
+})
+
+
+@dataclass(frozen=True)
+class FlopCount:
+    """One counter's answer: the total, its convention and scope, and what it could not count."""
+
+    flops: int | None
+    #: "mac=1" or "mac=2": what one multiply-add counts.
+    convention: str
+    #: "forward" or "forward+backward".
+    scope: str
+    #: Ops the counter met without a rule (counted as 0); empty when everything was counted.
+    uncounted: tuple[str, ...] = ()
+    #: Flops per op, for tables and for finding where a disagreement comes from.
+    by_op: tuple[tuple[str, int], ...] = ()
+    #: Why there is no count (library missing, tracing failed), else None.
+    error: str | None = None
+
+    @property
+    def uncounted_text(self) -> str:
+        """The uncounted ops as one cell: ``""`` when none."""
+        return ", ".join(self.uncounted)
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+
+
+# -- fvcore -------------------------------------------------------------------------------------
+
+
+def _numel(shape: Sequence[int] | None) -> int:
+    return math.prod(shape) if shape is not None else 0
+
+
+def _fvcore_handles() -> dict[str, Callable[[list[Any], list[Any]], Any]]:
+    """Handles for the ops fvcore skips, under the shared element-wise rules."""
+    from fvcore.nn.jit_handles import conv_flop_jit, get_shape
+
+    def per_output_element(inputs: list[Any], outputs: list[Any]) -> int:
+        return _numel(get_shape(outputs[0]))
+
+    def per_input_element(inputs: list[Any], outputs: list[Any]) -> int:
+        return _numel(get_shape(inputs[0]))
+
+    def free(inputs: list[Any], outputs: list[Any]) -> int:
+        return 0
+
+    def conv_with_bias(inputs: list[Any], outputs: list[Any]) -> Counter[str]:
+        # fvcore's handle counts the multiplies only; a bias adds one flop per output element.
+        counts = Counter(conv_flop_jit(inputs, outputs))
+        if get_shape(inputs[2]) is not None:
+            counts["conv_bias"] += _numel(get_shape(outputs[0]))
+        return counts
+
+    handles: dict[str, Callable[[list[Any], list[Any]], Any]] = {
+        f"aten::{op}": per_output_element for op in ELEMENTWISE_OPS
+    }
+    handles.update({f"aten::{op}": per_input_element for op in ("mean", "sum", "adaptive_avg_pool2d")})
+    handles.update({f"aten::{op}": free for op in ZERO_COST_OPS})
+    handles["aten::_convolution"] = conv_with_bias
+    return handles
+
+
+@contextmanager
+def _quiet(logger_names: Sequence[str]) -> Iterator[None]:
+    """Silence Python warnings and the named loggers, so no tracing chatter reaches the screen."""
+    loggers = [logging.getLogger(name) for name in logger_names]
+    saved = [lg.disabled for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.disabled = True
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, was in zip(loggers, saved):
+            lg.disabled = was
+
+
+def fvcore_flops(module: torch.nn.Module, x: torch.Tensor, mode: str) -> FlopCount:
+    """fvcore's count (1 flop per multiply-add) of ``module(x)``, traced with ``torch.jit``.
+
+    ``module`` must be eager (jit tracing fails on compiled modules): pass the reference. fvcore
+    sees only the forward graph, so in ``train`` mode the count is the forward pass's and the
+    scope says "forward". Never raises: a missing fvcore or a failed trace gives ``flops=None``.
+    """
+    _check_mode(mode)
+    try:
+        from fvcore.nn import FlopCountAnalysis
+    except ImportError as exc:  # pragma: no cover - fvcore is a dependency
+        return FlopCount(None, "mac=1", SCOPE_FORWARD, error=f"fvcore not importable: {exc}")
+    try:
+        with _quiet(("fvcore", "fvcore.nn.jit_analysis")), torch.no_grad():
+            analysis = (
+                FlopCountAnalysis(module, (x,))
+                .set_op_handle(**_fvcore_handles())
+                .unsupported_ops_warnings(False)
+                .uncalled_modules_warnings(False)
+                .tracer_warnings("none")
+            )
+            total = int(analysis.total())
+            by_op = tuple(sorted((str(k), int(v)) for k, v in analysis.by_operator().items()))
+            uncounted = tuple(sorted(analysis.unsupported_ops()))
+    except Exception as exc:  # noqa: BLE001 - a metric must never stop a run
+        return FlopCount(None, "mac=1", SCOPE_FORWARD, error=f"fvcore failed: {type(exc).__name__}: {exc}")
+    return FlopCount(total, "mac=1", SCOPE_FORWARD, uncounted, by_op)
+
+
+# -- torch.utils.flop_counter -------------------------------------------------------------------
+
+
+def _prod(shape: Any) -> int:
+    return math.prod(shape) if shape is not None else 0
+
+
+def _per_output_element(*args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    return _prod(out_shape)
+
+
+def _per_input_element(*args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    return _prod(args[0])
+
+
+def _shape_of(t: Any) -> Any:
+    return t.shape if isinstance(t, torch.Tensor) else t
+
+
+def _conv_with_bias(*args: Any, out_val: Any = None, **kwargs: Any) -> int:
+    """Torch's own conv formula (multiply-adds only), plus one flop per output element for a bias."""
+    # args: input, weight, bias (None without), stride, padding, dilation, transposed, ...
+    flops = int(flop_registry[torch.ops.aten.convolution](*args, out_val=out_val, **kwargs))
+    return flops + (_prod(_shape_of(out_val)) if args[2] is not None else 0)
+
+
+def _conv_backward_with_bias(*args: Any, out_val: Any = None, **kwargs: Any) -> int:
+    """Torch's own conv backward formula, plus the bias gradient: a sum over grad_out."""
+    # args: grad_out, input, weight, bias_sizes, stride, padding, dilation, transposed,
+    # output_padding, groups, output_mask.
+    flops = int(flop_registry[torch.ops.aten.convolution_backward](*args, out_val=out_val, **kwargs))
+    output_mask = args[10]
+    return flops + (_prod(_shape_of(args[0])) if output_mask[2] else 0)
+
+
+# FlopCounterMode passes raw tensors (not shapes) to formulas marked like this.
+_conv_with_bias._get_raw = True  # type: ignore[attr-defined]
+_conv_backward_with_bias._get_raw = True  # type: ignore[attr-defined]
+
+
+def torch_custom_mapping() -> dict[Any, Callable[..., int]]:
+    """FlopCounterMode formulas for the ops it does not count, under the shared rules."""
+    aten = torch.ops.aten
+    mapping: dict[Any, Callable[..., int]] = {}
+    for op in ELEMENTWISE_OPS:
+        if hasattr(aten, op):
+            mapping[getattr(aten, op)] = _per_output_element
+    for op in REDUCTION_OPS:
+        mapping[getattr(aten, op)] = _per_input_element
+    # The pooling backward writes a gradient of the input's shape: one division per element.
+    mapping[aten._adaptive_avg_pool2d_backward] = _per_output_element
+    for op in (aten.convolution, aten._convolution):
+        mapping[op] = _conv_with_bias
+    mapping[aten.convolution_backward] = _conv_backward_with_bias
+    return mapping
+
+
+class _FlopCounter(FlopCounterMode):
+    """FlopCounterMode that also remembers the ops it met with no formula and no zero-cost rule."""
+
+    def __init__(self) -> None:
+        super().__init__(display=False, custom_mapping=torch_custom_mapping())
+        self.uncounted: Counter[str] = Counter()
+
+    def _count_flops(self, func_packet: Any, out: Any, args: Any, kwargs: Any) -> Any:
+        # Called once per op that FlopCounterMode could not decompose further.
+        if func_packet not in self.flop_registry:
+            name = getattr(func_packet, "__name__", str(func_packet))
+            if name not in ZERO_COST_OPS:
+                self.uncounted[f"aten.{name}"] += 1
+        return super()._count_flops(func_packet, out, args, kwargs)
+
+
+def torch_flops(module: torch.nn.Module, x: torch.Tensor, mode: str, *, on_meta: bool = True) -> FlopCount:
+    """FlopCounterMode's count (2 flops per multiply-add) of ``module(x)``, with backward in train.
+
+    Forward runs under ``no_grad`` (``inference_mode`` made the counter read 0 in some torch
+    versions). Train runs ``module(x)`` and its backward with gradients for x and every parameter.
+    With ``on_meta`` the module and input are copied to the meta device, so nothing is computed.
+    """
+    _check_mode(mode)
+    try:
+        if on_meta:
+            module = copy.deepcopy(module).to("meta")
+            x = torch.empty(x.shape, dtype=x.dtype, device="meta")
+        counter = _FlopCounter()
+        if mode == "forward":
+            with torch.no_grad(), counter:
+                module(x)
+        else:
+            x = x.detach().requires_grad_(True)
+            with torch.enable_grad(), counter:
+                y = module(x)
+                y.backward(torch.ones_like(y))
+    except Exception as exc:  # noqa: BLE001 - a metric must never stop a run
+        return FlopCount(None, "mac=2", SCOPE_FORWARD if mode == "forward" else SCOPE_TRAIN,
+                         error=f"FlopCounterMode failed: {type(exc).__name__}: {exc}")
+    by_op = tuple(sorted((str(k), int(v)) for k, v in counter.get_flop_counts().get("Global", {}).items()))
+    return FlopCount(
+        int(counter.get_total_flops()),
+        "mac=2",
+        SCOPE_FORWARD if mode == "forward" else SCOPE_TRAIN,
+        tuple(sorted(counter.uncounted)),
+        by_op,
+    )
+
+
+# -- analytic -----------------------------------------------------------------------------------
+
+
+def analytic_breakdown(
+    batch: int,
+    channels: int,
+    height: int,
+    width: int,
+    reduction: int,
+    fusion: str,
+    bias: bool,
+    mode: str,
+    convention: str = "mac=2",
+) -> dict[str, int]:
+    """The closed form of :data:`ANALYTIC_FORMULA_MD`, term by term."""
+    _check_mode(mode)
+    if fusion not in FUSIONS:
+        raise ValueError(f"unknown fusion {fusion!r}; choose from {', '.join(FUSIONS)}")
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown convention {convention!r}; choose from {', '.join(CONVENTIONS)}")
+    m = 1 if convention == "mac=1" else 2
+    n, c, hw = batch, channels, height * width
+    k = channels // reduction
+    if k < 1:
+        raise ValueError(f"reduction {reduction} leaves no hidden channel for C={channels}")
+    b = 1 if bias else 0
+    p, q = n * c * hw, n * hw
+
+    terms: dict[str, int] = {
+        "cse_pool": p,
+        "cse_mlp": m * 2 * n * c * k + n * k + n * c + b * (n * k + n * c),
+        "cse_product": p,
+        "sse_conv_sigmoid": m * n * c * hw + q + b * q,
+        "sse_product": p,
+    }
+    combine_fwd = {"add": p, "max": p, "mul": p, "gate": 3 * p + 2 * c, "concat": m * 2 * c * p + b * p}
+    terms["combine"] = combine_fwd[fusion]
+    if mode == "forward":
+        return terms
+
+    combine_bwd = {"add": 0, "max": 6 * p, "mul": 2 * p, "gate": 6 * p + 3 * c, "concat": m * 4 * c * p + b * p}
+    terms.update({
+        "bwd_products": 2 * 3 * p,
+        "bwd_grad_accumulation": 3 * p,
+        "bwd_pool": p,
+        "bwd_activations": n * c + q + n * k,
+        "bwd_convs": m * 2 * (2 * n * c * k + n * c * hw) + b * (n * k + n * c + q),
+        "bwd_combine": combine_bwd[fusion],
+    })
+    return terms
+
+
+def analytic_flops(
+    batch: int,
+    channels: int,
+    height: int,
+    width: int,
+    reduction: int,
+    fusion: str,
+    bias: bool,
+    mode: str,
+    convention: str = "mac=2",
+) -> int:
+    """The project's closed-form FLOP count of one call (forward, or forward + backward in train)."""
+    return sum(analytic_breakdown(batch, channels, height, width, reduction, fusion, bias, mode, convention).values())
+
+
+def arithmetic_intensity(flops: int | float | None, bytes_moved: int | float | None) -> float | None:
+    """FLOPs per byte moved; None when either is unknown or no bytes move."""
+    if flops is None or bytes_moved is None or bytes_moved <= 0:
+        return None
+    return float(flops) / float(bytes_moved)
+
+
+# -- what the runner calls ----------------------------------------------------------------------
+
+#: Columns :func:`flop_columns` fills, in report order.
+FLOP_COLUMNS: tuple[str, ...] = (
+    "fvcore_flops", "fvcore_scope", "fvcore_uncounted", "torch_flops", "torch_uncounted", "analytic_flops",
+)
+
+
+@functools.lru_cache(maxsize=256)
+def flop_columns(
+    shape: tuple[int, int, int, int], reduction: int, fusion: str, bias: bool, mode: str
+) -> dict[str, object]:
+    """The FLOP columns of a row, counted on a fresh eager reference of the configuration.
+
+    Cached: the counts depend only on the configuration, not on the variant, dtype or device.
+    fvcore traces on the CPU in float32 with the full shape (jit tracing needs real tensors);
+    FlopCounterMode runs on the meta device. Errors land in the ``*_uncounted`` cells.
+    """
+    n, c, h, w = shape
+    reference = ScSE(c, reduction, fusion, bias)
+    x = torch.zeros(shape)
+    fv = fvcore_flops(reference, x, mode)
+    tc = torch_flops(reference, x, mode)
+    return {
+        "fvcore_flops": fv.flops,
+        "fvcore_scope": fv.scope,
+        "fvcore_uncounted": fv.error or fv.uncounted_text,
+        "torch_flops": tc.flops,
+        "torch_uncounted": tc.error or tc.uncounted_text,
+        "analytic_flops": analytic_flops(n, c, h, w, reduction, fusion, bias, mode, "mac=2"),
+    }
