@@ -17,3 +17,10 @@ def clone(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) 
           dtypes=("float32", "float16", "bfloat16", "float64"))
 def build_eager(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     return clone(reference, device, dtype)
+
+# The variant zoo (issue 3): one module per family, each registering on import.
+import variants.amp  # noqa: E402,F401
+import variants.compiled  # noqa: E402,F401
+import variants.cuda_graph  # noqa: E402,F401
+import variants.eager_forms  # noqa: E402,F401
+import variants.smp  # noqa: E402,F401

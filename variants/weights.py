@@ -1,0 +1,61 @@
+"""Moving the reference's weights into another implementation, and saying which name is which.
+
+Every variant must compute the reference's function with the reference's weights. Most keep the
+reference's parameter names; one that cannot (smp's ``cSE.1.weight`` for the reference's
+``cse.fc.0.weight``) sets ``reference_names`` on the module it builds, a map from its own
+parameter names to the reference's. The conformance suite (``harness.testing``) reads that map to
+compare gradients name by name.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn as nn
+
+from variants.reference import ScSE
+
+#: The attribute a built module may set: ``{own parameter name: reference parameter name}``.
+REFERENCE_NAMES_ATTR = "reference_names"
+
+
+def reference_names(module: object) -> dict[str, str]:
+    """The module's map from its parameter names to the reference's (empty: the names are the same)."""
+    return dict(getattr(module, REFERENCE_NAMES_ATTR, None) or {})
+
+
+@torch.no_grad()
+def copy_weights(
+    module: nn.Module,
+    reference: nn.Module,
+    names: Mapping[str, str] | None = None,
+    *,
+    zero_missing: bool = False,
+) -> nn.Module:
+    """Copy ``reference``'s parameters into ``module``, reshaping where only the layout differs.
+
+    A 1x1 conv's ``(out, in, 1, 1)`` weight and a Linear's ``(out, in)`` weight hold the same
+    numbers, so a reshape is allowed when the element counts agree. ``zero_missing`` zeroes a
+    parameter the reference lacks (a bias of a bias-free reference), which leaves the function as is.
+    """
+    names = dict(names or {})
+    ref_params = dict(reference.named_parameters())
+    for name, param in module.named_parameters():
+        ref_name = names.get(name, name)
+        source = ref_params.get(ref_name)
+        if source is None:
+            if zero_missing:
+                param.zero_()
+                continue
+            raise KeyError(f"{type(module).__name__}.{name} has no reference parameter {ref_name!r}")
+        if source.numel() != param.numel():
+            raise ValueError(f"{name}: {tuple(param.shape)} can't hold the reference's {tuple(source.shape)}")
+        param.copy_(source.reshape(param.shape))
+    return module
+
+
+def rebuild(cls: type[ScSE], reference: ScSE, device: torch.device, dtype: torch.dtype) -> ScSE:
+    """An instance of the ``ScSE`` subclass ``cls`` with the reference's configuration and weights."""
+    module = cls(reference.channels, reduction=reference.reduction, fusion=reference.fusion, bias=reference.bias)
+    module.load_state_dict(reference.state_dict(), strict=True)
+    return module.to(device=device, dtype=dtype)
