@@ -1,0 +1,258 @@
+"""compare: verdicts from synthetic samples whose answer is known, and every way input can be bad."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from compare_helpers import CPU_ENV, case, noise, row, write_run
+from rich.console import Console
+
+from harness import compare as cmp
+from harness.compare import CompareError, Verdict
+
+
+def one_case(tmp_path: Path, base_samples: list[float], cur_samples: list[float], **kwargs: float) -> cmp.CaseResult:
+    base = write_run(tmp_path / "base", [row(case(), base_samples)])
+    cur = write_run(tmp_path / "cur", [row(case(), cur_samples)])
+    result = cmp.compare(base, cur, **kwargs)
+    assert len(result.cases) == 1
+    return result.cases[0]
+
+
+def test_identical_runs_are_same_and_pass(tmp_path: Path) -> None:
+    rows = [row(case(v, b), noise(1.0 + b, seed=b)) for v in ("eager", "other") for b in (1, 8)]
+    run = write_run(tmp_path / "run", rows)
+    result = cmp.compare(run, run)
+    assert [c.verdict for c in result.cases] == [Verdict.SAME] * 4
+    assert all(c.ratio == 1.0 for c in result.cases)
+    assert not result.failed
+    assert result.env_differences == ()
+
+
+def test_thirty_percent_slower_is_a_regression(tmp_path: Path) -> None:
+    c = one_case(tmp_path, noise(1.0, seed=1), noise(1.3, seed=2))
+    assert c.verdict is Verdict.SLOWER and c.regression
+    assert c.ratio == pytest.approx(1.3, rel=0.02)
+    assert c.p_value is not None and c.p_value < 1e-6
+    assert c.method == "mann-whitney"
+
+
+def test_thirty_percent_faster_is_faster_not_a_regression(tmp_path: Path) -> None:
+    c = one_case(tmp_path, noise(1.3, seed=1), noise(1.0, seed=2))
+    assert c.verdict is Verdict.FASTER and not c.regression
+
+
+def test_significant_but_small_change_is_same(tmp_path: Path) -> None:
+    """2% slower with tight samples is real but under the 5% threshold: not worth failing a build."""
+    c = one_case(tmp_path, noise(1.0, rel=0.001, seed=1), noise(1.02, rel=0.001, seed=2))
+    assert c.p_value is not None and c.p_value < 1e-6
+    assert c.verdict is Verdict.SAME and not c.regression
+
+
+def test_threshold_is_configurable(tmp_path: Path) -> None:
+    c = one_case(tmp_path, noise(1.0, rel=0.001, seed=1), noise(1.02, rel=0.001, seed=2), threshold=0.01)
+    assert c.verdict is Verdict.SLOWER
+
+
+def test_large_change_without_significance_is_ambiguous(tmp_path: Path) -> None:
+    """Samples that overlap heavily: medians 10% apart, but the test cannot tell them apart."""
+    base = [1.0, 3.0, 0.5, 2.0, 1.0, 2.5, 0.7, 1.5]
+    cur = [v * 1.1 for v in base[::-1]]
+    c = one_case(tmp_path, base, cur)
+    assert c.ratio == pytest.approx(1.1)
+    assert c.p_value is not None and c.p_value > 0.01
+    assert c.verdict is Verdict.AMBIGUOUS and not c.regression
+
+
+def test_too_few_samples_is_ambiguous_even_when_far_apart(tmp_path: Path) -> None:
+    """Three samples a side can never give p < 0.01 (the smallest exact p is 0.1)."""
+    c = one_case(tmp_path, [1.0, 1.01, 0.99], [2.0, 2.01, 1.99])
+    assert cmp.min_attainable_p(3, 3) == pytest.approx(0.1)
+    assert c.verdict is Verdict.AMBIGUOUS and not c.regression
+    assert "too few samples" in c.note
+
+
+def test_alpha_is_configurable(tmp_path: Path) -> None:
+    """Five samples a side: p = 2/252 ≈ 0.008 at best, significant at 0.01, not at 0.001."""
+    base, cur = [1.0, 1.01, 0.99, 1.02, 0.98], [2.0, 2.01, 1.99, 2.02, 1.98]
+    assert one_case(tmp_path / "a", base, cur).verdict is Verdict.SLOWER
+    assert one_case(tmp_path / "b", base, cur, alpha=0.001).verdict is Verdict.AMBIGUOUS
+
+
+def test_faster_threshold_is_symmetric_on_a_log_scale() -> None:
+    assert cmp.judge(1.06, 1e-9, True, 0.05, 0.01) is Verdict.SLOWER
+    assert cmp.judge(1.04, 1e-9, True, 0.05, 0.01) is Verdict.SAME
+    assert cmp.judge(1 / 1.06, 1e-9, True, 0.05, 0.01) is Verdict.FASTER
+    assert cmp.judge(1 / 1.04, 1e-9, True, 0.05, 0.01) is Verdict.SAME
+
+
+def test_regression_is_named_among_many_cases(tmp_path: Path) -> None:
+    keys = [case(v, b) for v in ("eager", "fast") for b in (1, 8)]
+    base = write_run(tmp_path / "base", [row(k, noise(1.0, seed=i)) for i, k in enumerate(keys)])
+    slow = {("fast", 8)}
+    cur_rows = [row(k, noise(1.3 if (k["variant"], k["batch"]) in slow else 1.0, seed=10 + i))
+                for i, k in enumerate(keys)]  # fmt: skip
+    cur = write_run(tmp_path / "cur", cur_rows)
+    result = cmp.compare(base, cur)
+    assert result.failed
+    assert [(r.fields["variant"], r.fields["batch"]) for r in result.regressions] == [("fast", 8)]
+    assert result.cases[0].verdict is Verdict.SLOWER  # worst first
+    md = cmp.to_markdown(result)
+    assert "❌" in md and "fast 8×32×16×16" in md and "SLOWER" in md
+    assert "1 regression" in cmp.headline(result)
+
+
+def test_one_sided_cases_are_listed(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "base", [row(case("eager"), noise(1.0)), row(case("gone"), noise(1.0))])
+    cur = write_run(tmp_path / "cur", [row(case("eager"), noise(1.0, seed=3)), row(case("new"), noise(1.0))])
+    result = cmp.compare(base, cur)
+    assert [dict(k)["variant"] for k in result.only_baseline] == ["gone"]
+    assert [dict(k)["variant"] for k in result.only_current] == ["new"]
+    md = cmp.to_markdown(result)
+    assert "1 case(s) only in the baseline" in md and "gone 8×32×16×16" in md
+    assert "1 case(s) only in the current run" in md and "new 8×32×16×16" in md
+
+
+def test_a_case_that_turns_wrong_fails_the_comparison(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "base", [row(case("eager"), noise(1.0)), row(case("x"), noise(1.0))])
+    cur = write_run(tmp_path / "cur", [row(case("eager"), noise(1.0, seed=4)),
+                                       row(case("x"), status="mismatch", reason="max rel err 0.3")])  # fmt: skip
+    result = cmp.compare(base, cur)
+    assert not result.regressions
+    assert [s.label for s in result.broken] == ["x 8×32×16×16 cpu float32 forward r2 add"]
+    assert result.failed
+    assert "max rel err 0.3" in cmp.to_markdown(result)
+
+
+def test_a_newly_skipped_case_is_listed_but_does_not_fail(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "base", [row(case("eager"), noise(1.0)), row(case("x"), noise(1.0))])
+    cur = write_run(tmp_path / "cur", [row(case("eager"), noise(1.0, seed=4)),
+                                       row(case("x"), status="skipped", reason="needs CUDA")])  # fmt: skip
+    result = cmp.compare(base, cur)
+    assert len(result.status_changes) == 1 and not result.broken and not result.failed
+
+
+def test_different_devices_is_an_error(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "base", [row(case(), noise(1.0))])
+    cuda_env = CPU_ENV | {"device": "cuda", "gpu_name": "NVIDIA H100"}
+    cur = write_run(tmp_path / "cur", [row(case(device="cuda"), noise(1.0))], env=cuda_env)
+    with pytest.raises(CompareError, match="different devices: baseline ran on cpu, current on cuda"):
+        cmp.compare(base, cur)
+
+
+def test_no_case_in_common_is_an_error(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "base", [row(case(batch=1), noise(1.0))])
+    cur = write_run(tmp_path / "cur", [row(case(batch=2), noise(1.0))])
+    with pytest.raises(CompareError, match="no case in common"):
+        cmp.compare(base, cur)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file or folder"),
+        ("", "holds no results"),
+        ('{"a": 1}\n', "not a results file"),
+    ],
+)
+def test_bad_files_are_one_line_errors(tmp_path: Path, content: str | None, message: str) -> None:
+    good = write_run(tmp_path / "good", [row(case(), noise(1.0))])
+    bad = tmp_path / "bad.jsonl"
+    if content is not None:
+        bad.write_text(content)
+    with pytest.raises(CompareError, match=message) as info:
+        cmp.compare(good, bad)
+    assert "\n" not in str(info.value)
+
+
+def test_a_folder_without_results_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CompareError, match="no results.jsonl or results.csv"):
+        cmp.load_run(tmp_path / "empty")
+
+
+def test_a_cut_off_last_line_is_skipped_with_a_note(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", [row(case(), noise(1.0))])
+    with (run / "results.jsonl").open("a") as f:
+        f.write('{"variant": "eag')
+    loaded = cmp.load_run(run)
+    assert len(loaded.records) == 1
+    assert any("not a whole JSON row" in n for n in loaded.notes)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [("torch", "2.99.0", "torch version"), ("hostname", "other-host", "host"), ("cpu_model", "Other", "CPU model")],
+)
+def test_environment_differences_warn_and_strict_env_errors(tmp_path: Path, field: str, value: str,
+                                                           words: str) -> None:  # fmt: skip
+    base = write_run(tmp_path / "base", [row(case(), noise(1.0))])
+    cur = write_run(tmp_path / "cur", [row(case(), noise(1.0, seed=5))], env=CPU_ENV | {field: value})
+    result = cmp.compare(base, cur)
+    assert len(result.env_differences) == 1 and result.env_differences[0].startswith(f"{words} differs")
+    assert "[!WARNING]" in cmp.to_markdown(result)
+    with pytest.raises(CompareError, match="environments differ"):
+        cmp.compare(base, cur, strict_env=True)
+
+
+def test_gpu_model_difference_is_reported_on_cuda(tmp_path: Path) -> None:
+    env = CPU_ENV | {"device": "cuda", "gpu_name": "NVIDIA H100 80GB HBM3"}
+    base = write_run(tmp_path / "base", [row(case(device="cuda"), noise(1.0))], env=env)
+    cur = write_run(tmp_path / "cur", [row(case(device="cuda"), noise(1.0, seed=6))],
+                    env=env | {"gpu_name": "NVIDIA A100", "cpu_model": "whatever"})  # fmt: skip
+    result = cmp.compare(base, cur)
+    assert result.env_differences == ("GPU model differs: baseline 'NVIDIA H100 80GB HBM3', current 'NVIDIA A100'",)
+
+
+def test_csv_keys_match_jsonl_keys_and_use_ci_overlap(tmp_path: Path) -> None:
+    """A .csv has no samples: cases still match (8 == 8.0, "False" == False) and the CIs decide."""
+    base = write_run(tmp_path / "base", [row(case(), noise(1.0, seed=1)), row(case("b"), noise(1.0, seed=2))])
+    cur = write_run(tmp_path / "cur", [row(case(), noise(1.3, seed=3)), row(case("b"), noise(1.0, seed=4))])
+    result = cmp.compare(base / "results.csv", cur)
+    by_variant = {c.fields["variant"]: c for c in result.cases}
+    assert by_variant["eager"].method == "ci-overlap" and by_variant["eager"].verdict is Verdict.SLOWER
+    assert by_variant["b"].verdict is Verdict.SAME
+    assert cmp.CI_OVERLAP_P == pytest.approx(0.0056, abs=1e-4)
+
+
+def test_csv_without_usable_intervals_is_ambiguous(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "base", [row(case(), noise(1.0, seed=1))])
+    cur = write_run(tmp_path / "cur", [row(case(), noise(1.3, seed=3))])
+    c = cmp.compare(base / "results.csv", cur / "results.csv", alpha=0.001).cases[0]
+    assert c.verdict is Verdict.AMBIGUOUS and c.note.startswith("no raw samples")
+
+
+def test_repeated_case_keeps_the_last_row(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", [row(case(), noise(5.0)), row(case(), noise(1.0))])
+    other = write_run(tmp_path / "other", [row(case(), noise(1.0, seed=9))])
+    result = cmp.compare(run, other)
+    assert result.cases[0].baseline_ms == pytest.approx(1.0, rel=0.02)
+    assert any("more than once" in n for n in result.notes)
+
+
+def test_older_file_without_bias_column_still_matches(tmp_path: Path) -> None:
+    old = case()
+    del old["bias"]
+    base = write_run(tmp_path / "base", [row(old, noise(1.0))])
+    cur = write_run(tmp_path / "cur", [row(case(), noise(1.0, seed=2))])
+    result = cmp.compare(base, cur)
+    assert len(result.cases) == 1
+    assert any("bias on one side only" in n for n in result.notes)
+
+
+def test_rich_rendering_puts_the_environment_warning_first(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "base", [row(case(), noise(1.0))])
+    cur = write_run(tmp_path / "cur", [row(case(), noise(1.3, seed=7))], env=CPU_ENV | {"hostname": "elsewhere"})
+    console = Console(record=True, width=200, color_system=None)
+    cmp.render(cmp.compare(base, cur), console)
+    text = console.export_text()
+    assert text.index("WARNING") < text.index("SLOWER") < text.index("FAIL: 1 regression")
+
+
+def test_markdown_puts_same_cases_in_a_folded_section(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "run", [row(case(), noise(1.0))])
+    md = cmp.to_markdown(cmp.compare(run, run))
+    assert md.startswith("## ✅ Benchmark comparison")
+    assert "<details><summary>1 case(s) within ±5% (SAME)</summary>" in md
+    table_lines = [line for line in md.splitlines() if line.startswith("|")]
+    assert len(table_lines) == 3  # header, rule, one case
