@@ -46,9 +46,9 @@ Three columns count the FLOPs of a case, each by its own tool and convention:
 
 | column | counted by | one multiply-add is | scope |
 |---|---|---|---|
-| `fvcore_flops` | fvcore `FlopCountAnalysis` (jit trace of the eager reference) | 1 flop | forward only, also in `train` rows (`fvcore_scope`) |
-| `torch_flops` | `torch.utils.flop_counter.FlopCounterMode` | 2 flops | forward, or forward + backward in `train` rows |
-| `analytic_flops` | the closed form below | 2 flops | forward, or forward + backward in `train` rows |
+| `fvcore_flops` | fvcore `FlopCountAnalysis`, jit-traced eager reference | 1 flop | forward only (`fvcore_scope`) |
+| `torch_flops` | `torch.utils.flop_counter.FlopCounterMode` | 2 flops | forward; + backward in `train` rows |
+| `analytic_flops` | the closed form below | 2 flops | forward; + backward in `train` rows |
 
 Neither library counts element-wise work on its own (fvcore warns "Unsupported operator" and
 counts 0; FlopCounterMode counts only matmuls and convolutions), and for scSE that is most of the
@@ -86,11 +86,11 @@ computes it:
 
 | part | flops |
 |---|---|
-| each x · gate product: grad of x, grad of the gate, sum over the broadcast dims | 3P (×2 products) |
+| each x · gate product: grad of x, grad of the gate, sum over the broadcast dims | 3P (×2 products)¹ |
 | x is read by 4 ops: 3 gradient accumulations | 3P |
 | average pool backward (grad / (H·W)) | P |
 | sigmoid backward (cSE, sSE), ReLU backward | N·C + Q + N·K |
-| each 1×1 conv: grad of input + grad of weight (+ bias grad, a reduction) | 2× its forward multiply-adds (+ b·its output elements) |
+| each 1×1 conv: grad of input, of weight (+ bias grad, a sum) | 2× its forward multiply-adds + b·its output size |
 | combine `add` | 0 |
 | combine `max` (autograd's tie-splitting rule: per input a comparison, an equality test, a halving) | 6P |
 | combine `mul` | 2P |
@@ -98,6 +98,9 @@ computes it:
 | combine `concat` | the 2C→C conv's backward: m·4·C·P + b·P |
 
 Backward total: 10P + N·C + Q + N·K + m·2·N·C·(2K + H·W) + b·(N·K + N·C + Q) + combine's backward.
+
+¹ Autograd skips the sum when nothing was broadcast: cSE's when H·W = 1, sSE's when C = 1, and
+the two in `gate` when N·H·W = 1; each skipped sum takes P off.
 """
 
 # -- element-wise rules shared by both counters -------------------------------------------------
@@ -196,7 +199,7 @@ def _quiet(logger_names: Sequence[str]) -> Iterator[None]:
             warnings.simplefilter("ignore")
             yield
     finally:
-        for lg, was in zip(loggers, saved):
+        for lg, was in zip(loggers, saved, strict=True):
             lg.disabled = was
 
 
@@ -209,7 +212,8 @@ def fvcore_flops(module: torch.nn.Module, x: torch.Tensor, mode: str) -> FlopCou
     """
     _check_mode(mode)
     try:
-        from fvcore.nn import FlopCountAnalysis
+        with _quiet(("fvcore",)):  # importing fvcore already trips torch.jit's deprecation warnings
+            from fvcore.nn import FlopCountAnalysis
     except ImportError as exc:  # pragma: no cover - fvcore is a dependency
         return FlopCount(None, "mac=1", SCOPE_FORWARD, error=f"fvcore not importable: {exc}")
     try:
@@ -376,9 +380,16 @@ def analytic_breakdown(
     if mode == "forward":
         return terms
 
-    combine_bwd = {"add": 0, "max": 6 * p, "mul": 2 * p, "gate": 6 * p + 3 * c, "concat": m * 4 * c * p + b * p}
+    # Autograd sums a broadcast gate's gradient back to the gate's shape, unless nothing was broadcast.
+    def reduce_to_gate(broadcast: bool) -> int:
+        return p if broadcast else 0
+
+    gate_sums = 2 * reduce_to_gate(n * hw > 1)
+    combine_bwd = {
+        "add": 0, "max": 6 * p, "mul": 2 * p, "gate": 4 * p + gate_sums + 3 * c, "concat": m * 4 * c * p + b * p,
+    }
     terms.update({
-        "bwd_products": 2 * 3 * p,
+        "bwd_products": 2 * 2 * p + reduce_to_gate(hw > 1) + reduce_to_gate(c > 1),
         "bwd_grad_accumulation": 3 * p,
         "bwd_pool": p,
         "bwd_activations": n * c + q + n * k,
