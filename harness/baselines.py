@@ -1,0 +1,120 @@
+"""Committed baselines, one per device model: a timing is only comparable with one from the same hardware.
+
+``results/baselines/<slug>/`` holds a copy of a run folder (results.jsonl, results.csv, env.json,
+report.md). The slug is the GPU model on CUDA and the CPU model on CPU, so that CI on an H100
+finds the H100 baseline and a laptop never silently compares with it.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+#: Where baselines live, relative to the project root (the CLI's working directory).
+DEFAULT_ROOT = Path("results/baselines")
+#: What a baseline keeps of a run folder; results.jsonl is required, the others are copied when present.
+RUN_FILES: tuple[str, ...] = ("results.jsonl", "results.csv", "env.json", "report.md")
+#: Trademark noise that makes the same CPU read differently across kernels and firmware.
+_NOISE = re.compile(r"\((?:r|tm)\)|\bcpu\b|\bprocessor\b|@.*$", re.IGNORECASE)
+
+
+class BaselineError(LookupError):
+    """No baseline can be saved or found; the message is one line fit to show a user."""
+
+
+def device_model(env: Mapping[str, Any]) -> str:
+    """The hardware a run's timings belong to: the GPU model on CUDA, the CPU model otherwise."""
+    device = str(env.get("device") or "cpu").split(":")[0]
+    name = env.get("gpu_name") if device == "cuda" else env.get("cpu_model")
+    if not name:
+        raise BaselineError(f"the run's env.json names no {'GPU' if device == 'cuda' else 'CPU'} model")
+    return str(name)
+
+
+def device_slug(env: Mapping[str, Any]) -> str:
+    """A folder name for the device: ``cuda-nvidia-h100-80gb-hbm3``, ``cpu-intel-xeon-platinum-8375c``.
+
+    The device type is part of it, so a CPU and a GPU baseline never share a folder. Clock speeds
+    after ``@`` and ``(R)``/``(TM)`` marks are dropped: they vary between reports of one model.
+    """
+    device = str(env.get("device") or "cpu").split(":")[0]
+    model = _NOISE.sub(" ", device_model(env))
+    words = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")
+    return f"{device}-{words}" if words else device
+
+
+def _read_env(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "env.json"
+    try:
+        env = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BaselineError(f"{path}: cannot read the run's environment ({exc})") from None
+    if not isinstance(env, dict):
+        raise BaselineError(f"{path}: not a JSON object")
+    return env
+
+
+def save_baseline(run_dir: str | Path, root: str | Path = DEFAULT_ROOT) -> Path:
+    """Copy a run folder to ``root/<slug>/``, replacing the previous baseline for that device.
+
+    The copy is written beside the target and renamed into place, so a failure half-way leaves
+    the old baseline intact.
+    """
+    src = Path(run_dir)
+    if not (src / "results.jsonl").is_file():
+        raise BaselineError(f"{src}: not a run folder (no results.jsonl)")
+    target = Path(root) / device_slug(_read_env(src))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        for name in RUN_FILES:
+            if (src / name).is_file():
+                shutil.copy2(src / name, staging / name)
+        for png in sorted(src.glob("*.png")):  # report.md may embed them
+            shutil.copy2(png, staging / png.name)
+        old = target.with_name(f".{target.name}.old")
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def list_baselines(root: str | Path = DEFAULT_ROOT) -> list[str]:
+    """The slugs that have a baseline, sorted."""
+    base = Path(root)
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and (p / "results.jsonl").is_file())  # fmt: skip
+
+
+def find_baseline(env: Mapping[str, Any], root: str | Path = DEFAULT_ROOT) -> Path:
+    """The baseline folder for the device described by ``env``; a one-line error naming the others."""
+    slug = device_slug(env)
+    path = Path(root) / slug
+    if (path / "results.jsonl").is_file():
+        return path
+    others = list_baselines(root)
+    known = f"; baselines exist for: {', '.join(others)}" if others else f"; {root} holds none"
+    raise BaselineError(
+        f"no baseline for {device_model(env)!r} ({slug}){known}. "
+        "Save one with: python -m harness run ... --save-baseline"
+    )
+
+
+def find_baseline_for(run: str | Path, root: str | Path = DEFAULT_ROOT) -> Path:
+    """The baseline matching the device that ``run`` (a run folder or a file in one) was measured on."""
+    p = Path(run)
+    folder = p if p.is_dir() else p.parent
+    if not (folder / "env.json").is_file():
+        raise BaselineError(f"{folder}: no env.json, so the device it ran on is unknown")
+    return find_baseline(_read_env(folder), root)
