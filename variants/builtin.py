@@ -24,3 +24,4 @@ import variants.compiled  # noqa: E402,F401
 import variants.cuda_graph  # noqa: E402,F401
 import variants.eager_forms  # noqa: E402,F401
 import variants.smp  # noqa: E402,F401
+import variants.triton_fused  # noqa: E402,F401

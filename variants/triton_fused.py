@@ -526,7 +526,16 @@ class TritonScSE(torch.nn.Module):
     tags={"interpreted_on_cpu": True},
 )
 def build_triton_fused(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """The fused module on ``device``; parameters stay float32 whatever ``dtype`` the input has.
+
+    The kernels read the weights into float32 anyway (a few KB next to the activation), and
+    float32 master weights, as under autocast, keep max fusion's branch choices, and so its
+    gradients, those of the float32 reference instead of flipping where a rounded weight moves
+    x·c past x·σ(s).
+    """
     reason = triton_unavailable(device)
     if reason:
         raise RuntimeError(reason)
-    return TritonScSE(reference).to(device=device, dtype=dtype)
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"triton_fused computes float32, float16 or bfloat16 inputs, not {dtype}")
+    return TritonScSE(reference).to(device=device, dtype=torch.float32)

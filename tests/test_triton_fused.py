@@ -1,0 +1,335 @@
+"""``triton_fused`` against the float64 reference: forward, the input's and every parameter's gradient.
+
+On CPU the kernels run in Triton's interpreter, which must be switched on (``TRITON_INTERPRET=1``)
+before ``triton.language`` is imported, and stays on for the whole process once it is. So that this
+file works whatever the pytest process imported before it, and leaks no interpreter mode into other
+tests, the interpreted checks run in one child process (this file, run as a script) that computes
+every case and reports the errors as JSON; the tests here assert on them. On a CUDA machine the
+same cases also run in-process on the GPU, compiled (``-m cuda``).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import traceback
+import zlib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the child process runs this file as a script
+    sys.path.insert(0, str(ROOT))
+
+from harness.correctness import normwise_error, tolerance  # noqa: E402
+from variants.reference import ScSE  # noqa: E402
+
+#: (id, N, C, H, W, fusion, bias, dtype, layout). Spatial sizes stay tiny where C is large, so the
+#: interpreter (one numpy program at a time) keeps the whole file well under two minutes.
+CASES: list[tuple[str, int, int, int, int, str, bool, str, str]] = [
+    ("odd-add", 2, 3, 7, 5, "add", False, "float32", "nchw"),
+    ("odd-max", 2, 3, 7, 5, "max", False, "float32", "nchw"),
+    ("odd-mul-bias", 2, 3, 7, 5, "mul", True, "float32", "nchw"),
+    ("odd-gate-bias", 2, 3, 7, 5, "gate", True, "float32", "nchw"),
+    ("batch1-add", 1, 16, 9, 11, "add", True, "float32", "nchw"),
+    ("c1-add", 2, 1, 4, 3, "add", False, "float32", "nchw"),
+    ("c200-max-2blocks", 2, 200, 3, 5, "max", True, "float32", "nchw"),
+    ("c1024-add", 1, 1024, 2, 3, "add", True, "float32", "nchw"),
+    ("c1024-max-cl", 2, 1024, 3, 2, "max", False, "float32", "channels_last"),
+    ("cl-add", 2, 24, 5, 7, "add", True, "float32", "channels_last"),
+    ("cl-gate", 2, 24, 5, 7, "gate", False, "float32", "channels_last"),
+    ("strided-add", 2, 12, 6, 5, "add", True, "float32", "strided"),
+    ("strided-max", 2, 12, 6, 5, "max", False, "float32", "strided"),
+    ("ties-max", 2, 8, 6, 6, "max", True, "float32", "zeros"),
+    ("many-tiles-add", 2, 8, 40, 33, "add", True, "float32", "nchw"),
+    ("fp16-add", 2, 24, 5, 7, "add", True, "float16", "nchw"),
+    ("fp16-max-cl", 2, 24, 5, 7, "max", False, "float16", "channels_last"),
+    ("fp16-gate", 2, 24, 5, 7, "gate", True, "float16", "nchw"),
+    ("fp16-c1024", 1, 1024, 2, 3, "mul", False, "float16", "nchw"),
+    ("bf16-add", 2, 24, 5, 7, "add", False, "bfloat16", "nchw"),
+    ("bf16-max", 2, 24, 5, 7, "max", True, "bfloat16", "channels_last"),
+    ("bf16-mul", 2, 24, 5, 7, "mul", True, "bfloat16", "nchw"),
+]
+CASE_IDS = [c[0] for c in CASES]
+
+
+def make_case(case: tuple, device: str) -> tuple[ScSE, torch.Tensor]:
+    """The reference module (float32, CPU, random gate) and the input, laid out as the case says."""
+    _, n, c, h, w, fusion, bias, dtype, layout = case
+    torch.manual_seed(zlib.crc32(case[0].encode()))
+    ref = ScSE(c, 2 if c > 1 else 1, fusion, bias)
+    if fusion == "gate":
+        torch.nn.init.normal_(ref.gate)  # zeros would make σ(α) = ½ and hide swapped branches
+    if bias:
+        with torch.no_grad():
+            for m in (ref.cse.fc[0], ref.cse.fc[2], ref.sse.Conv1x1):
+                m.bias.normal_(0.0, 0.5)
+    x = torch.randn(n, c, h, w)
+    if layout == "zeros":  # exact zeros make u = v in max: torch splits the gradient between them
+        x[:, :, ::2, ::3] = 0.0
+    x = x.to(device=device, dtype=getattr(torch, dtype))
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    elif layout == "strided":  # a view that is neither NCHW- nor channels_last-dense
+        wide = torch.randn(n, c, h, 2 * w, device=device).to(x.dtype)
+        x = wide[..., ::2]
+        assert not x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
+    return ref, x
+
+
+def evaluate(case: tuple, device: str) -> dict[str, Any]:
+    """Errors of output and gradients against float64, and whether the input survived unchanged."""
+    import variants.triton_fused as tf
+
+    ref, x = make_case(case, device)
+    dtype = x.dtype
+    x = x.requires_grad_(True)
+    before = x.detach().clone()
+    module = tf.build_triton_fused(ref, torch.device(device), dtype)
+    y = module(x)
+    gen = torch.Generator().manual_seed(1234)
+    dy = torch.randn(tuple(y.shape), generator=gen).to(device=device, dtype=dtype)
+    params = dict(module.named_parameters())
+    grads = torch.autograd.grad(y, [x, *params.values()], dy)
+
+    ref64 = copy.deepcopy(ref).double().to(device)
+    x64 = x.detach().double().requires_grad_(True)
+    y64 = ref64(x64)
+    ref_params = dict(ref64.named_parameters())
+    ref_grads = torch.autograd.grad(y64, [x64, *[ref_params[k] for k in params]], dy.double())
+
+    errors = {"output": normwise_error(y, y64)}
+    for name, got, want in zip(["input", *params], grads, ref_grads, strict=True):
+        errors[name] = normwise_error(got, want)
+    return {
+        "errors": errors,
+        "param_names": sorted(params),
+        "ref_param_names": sorted(ref_params),
+        "input_unchanged": bool(torch.equal(x.detach(), before)),
+        "out_dtype": str(y.dtype).removeprefix("torch."),
+        "out_shape": list(y.shape),
+        "out_channels_last": bool(y.is_contiguous(memory_format=torch.channels_last)) and x.shape[1] > 1,
+        "dx_dtype": str(grads[0].dtype).removeprefix("torch."),
+    }
+
+
+def runner_rows() -> dict[str, dict[str, Any]]:
+    """The harness's own runner on triton_fused (its float64 check and gradient check included)."""
+    from harness.cases import Case
+    from harness.runner import run_case
+    from harness.timing import CpuClock, TimingPolicy
+    from variants.registry import get_variant
+
+    policy = TimingPolicy(warmup_s=0.0, min_samples=1, max_samples=2, rel_ci=0.5, max_time_s=0.01)
+    variant = get_variant("triton_fused")
+    rows = {}
+    for mode in ("forward", "train"):
+        case = Case("triton_fused", "cpu", "float32", mode, 2, 12, 5, 7, 2, "max", True)
+        rows[mode] = run_case(case, variant, CpuClock(), policy, seed=0, explicit=True)
+    case = Case("triton_fused", "cpu", "float32", "forward", 2, 12, 5, 7, 2, "add", False)
+    rows["implicit"] = run_case(case, variant, CpuClock(), policy, seed=0, explicit=False)
+    case = Case("triton_fused", "cpu", "float32", "forward", 2, 12, 5, 7, 2, "concat", False)
+    rows["concat"] = run_case(case, variant, CpuClock(), policy, seed=0, explicit=True)
+    keep = ("status", "reason", "max_rel_err", "grad_rel_err")
+    return {k: {f: row.get(f) for f in keep} for k, row in rows.items()}
+
+
+def worker() -> None:
+    """Child process entry: every case in the interpreter, results as one JSON object on stdout."""
+    import variants.triton_fused as tf
+
+    out: dict[str, Any] = {"unavailable": tf.triton_unavailable("cpu"), "cases": {}}
+    for case in CASES:
+        try:
+            out["cases"][case[0]] = evaluate(case, "cpu")
+        except Exception:  # noqa: BLE001 - report it to the parent, which fails the case's test
+            out["cases"][case[0]] = {"exception": traceback.format_exc()}
+    try:
+        out["runner"] = runner_rows()
+    except Exception:  # noqa: BLE001
+        out["runner"] = {"exception": traceback.format_exc()}
+    print("@@RESULT@@" + json.dumps(out))
+
+
+def child_env(interpret: bool) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.pop("TRITON_INTERPRET", None)
+    if interpret:
+        env["TRITON_INTERPRET"] = "1"
+    return env
+
+
+@lru_cache(maxsize=1)
+def interpreted_results() -> dict[str, Any]:
+    """Run the worker once per session (cached) and parse its report."""
+    pytest.importorskip("triton")
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--worker"],
+        env=child_env(True), cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    marker = [line for line in proc.stdout.splitlines() if line.startswith("@@RESULT@@")]
+    if proc.returncode != 0 or not marker:
+        raise AssertionError(f"interpreter worker failed (rc={proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-5000:]}")
+    return json.loads(marker[-1].removeprefix("@@RESULT@@"))
+
+
+def assert_case(case: tuple, result: dict[str, Any], device: str) -> None:
+    assert "exception" not in result, result.get("exception")
+    dtype = case[7]
+    assert result["input_unchanged"], "the variant modified its input"
+    assert result["out_dtype"] == dtype and result["dx_dtype"] == dtype
+    assert result["out_shape"] == list(case[1:5])
+    assert result["param_names"] == result["ref_param_names"], "parameters must carry the reference's names"
+    if case[8] == "channels_last":
+        assert result["out_channels_last"], "a channels_last input should give a channels_last output"
+    tol, grad_tol = tolerance(dtype, device), tolerance(dtype, device, grad=True)
+    errors = result["errors"]
+    assert errors["output"] <= tol, f"output error {errors['output']:.3g} > {tol:.3g}"
+    expected = {"output", "input", *result["ref_param_names"]}
+    assert set(errors) == expected, f"gradients missing for {expected - set(errors)}"
+    bad = {k: v for k, v in errors.items() if k != "output" and not v <= grad_tol}
+    assert not bad, f"gradient errors above {grad_tol:.3g}: {bad}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_interpreted_matches_float64_reference(case: tuple) -> None:
+    results = interpreted_results()
+    assert results["unavailable"] is None, results["unavailable"]
+    assert_case(case, results["cases"][case[0]], "cpu")
+
+
+def test_runner_checks_and_skips_in_interpreter() -> None:
+    """Through the harness runner: checked and timed when named, skipped when not, concat refused."""
+    rows = interpreted_results()["runner"]
+    assert "exception" not in rows, rows.get("exception")
+    for mode in ("forward", "train"):
+        assert rows[mode]["status"] == "ok", rows[mode]
+    assert rows["train"]["grad_rel_err"] is not None and rows["train"]["grad_rel_err"] <= tolerance("float32", "cpu",
+                                                                                                   grad=True)
+    assert rows["implicit"]["status"] == "skipped" and "interpreter" in rows["implicit"]["reason"]
+    assert rows["concat"]["status"] == "skipped" and "concat" in rows["concat"]["reason"]
+
+
+AVAILABILITY_PROBE = """
+import json, os, sys
+import variants.triton_fused as tf
+from variants.registry import get_variant
+v = get_variant("triton_fused")
+found = {"plain_cpu": tf.triton_unavailable("cpu"), "plain_registry": v.unavailable("cpu")}
+import triton  # now triton.language is set up for compiled kernels, and the variable comes late
+os.environ["TRITON_INTERPRET"] = "1"
+found["late_env"] = tf.triton_unavailable("cpu")
+try:
+    tf._kernels()
+    found["late_env_kernels"] = None
+except RuntimeError as exc:
+    found["late_env_kernels"] = str(exc)
+print("@@RESULT@@" + json.dumps(found))
+"""
+
+
+def test_availability_reasons_without_interpreter() -> None:
+    pytest.importorskip("triton")
+    if torch.cuda.is_available():
+        pytest.skip("with CUDA the variant is available without the interpreter")
+    proc = subprocess.run([sys.executable, "-c", AVAILABILITY_PROBE], env=child_env(False), cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout.split("@@RESULT@@")[-1])
+    assert "TRITON_INTERPRET=1" in found["plain_cpu"] and "CUDA" in found["plain_cpu"]
+    assert "TRITON_INTERPRET=1" in found["plain_registry"]
+    assert "after triton was imported" in found["late_env"]
+    assert found["late_env_kernels"] and "after triton was imported" in found["late_env_kernels"]
+
+
+def test_reports_missing_triton(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    import variants.triton_fused as tf
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(tf, "triton", None)
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "triton" else real_find_spec(name, *a))
+    assert tf.triton_unavailable("cpu") == "triton is not installed"
+    assert tf._available() == "triton is not installed"
+    with pytest.raises(RuntimeError, match="triton is not installed"):
+        tf.build_triton_fused(ScSE(4), torch.device("cpu"), torch.float32)
+
+
+def test_registration() -> None:
+    from variants.registry import get_variant
+
+    v = get_variant("triton_fused")
+    tags = dict(v.tags)
+    assert tags.get("interpreted_on_cpu") is True
+    assert v.devices == frozenset({"cpu", "cuda"})
+    assert v.fusions == frozenset({"add", "max", "mul", "gate"})
+    assert "concat" in (v.unsupported("cpu", "float32", "forward", "concat") or "")
+    assert v.unsupported("cpu", "float16", "train", "max") is None
+    assert v.unsupported("cpu", "float64", "forward", "add") is not None
+
+
+def test_block_sizes_cover_large_channel_counts() -> None:
+    import variants.triton_fused as tf
+
+    for c in (1, 3, 64, 127, 128, 129, 200, 1024, 2048):
+        block_c, block_p, num_cb = tf.block_sizes(c, 7 * 5)
+        assert block_c & (block_c - 1) == 0 and block_p & (block_p - 1) == 0
+        assert num_cb * block_c >= c > (num_cb - 1) * block_c, (c, block_c, num_cb)
+        assert block_c <= tf.MAX_BLOCK_C and block_c * block_p <= max(tf.TILE_ELEMENTS, 16 * block_c)
+    assert tf.block_sizes(1024, 64)[2] == 1024 // tf.MAX_BLOCK_C
+
+
+def test_layout_helpers_never_copy_dense_inputs() -> None:
+    import variants.triton_fused as tf
+
+    x = torch.randn(2, 6, 5, 4)
+    assert tf.as_kernel_layout(x) is x and tf.pixel_strides(x) == (120, 20, 1)
+    cl = x.to(memory_format=torch.channels_last)
+    assert tf.as_kernel_layout(cl) is cl and tf.pixel_strides(cl) == (120, 1, 6)
+    view = x[..., ::2]
+    fixed = tf.as_kernel_layout(view)
+    assert fixed is not view and fixed.is_contiguous() and torch.equal(fixed, view)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_cuda_matches_float64_reference(case: tuple) -> None:
+    """The same cases compiled for the GPU (run with ``pytest -m cuda`` on a CUDA machine)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    import variants.triton_fused as tf
+
+    reason = tf.triton_unavailable("cuda")
+    if reason:
+        pytest.skip(reason)
+    assert_case(case, evaluate(case, "cuda"), "cuda")
+
+
+@pytest.mark.cuda
+def test_cuda_large_shape_forward() -> None:
+    """A benchmark-sized shape: many pixel tiles and pool splits, float16, both layouts."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    import variants.triton_fused as tf
+
+    torch.manual_seed(0)
+    ref = ScSE(64, 2, "add")
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(8, 64, 128, 128, device="cuda").to(torch.float16).to(memory_format=memory_format)
+        y = tf.build_triton_fused(ref, torch.device("cuda"), torch.float16)(x)
+        want = copy.deepcopy(ref).double().cuda()(x.double())
+        assert normwise_error(y, want) <= tolerance("float16", "cuda")
+
+
+if __name__ == "__main__" and "--worker" in sys.argv:
+    worker()
