@@ -1,0 +1,205 @@
+"""Peak memory of one call, measured after warm-up, above what was live before it.
+
+* CUDA: the caching allocator's own peak counters. After warm-up (cuBLAS/cuDNN workspaces and
+  compiled kernels persist), synchronize, empty the cache, note what is allocated and reserved,
+  ``reset_peak_memory_stats``, run, synchronize, and read ``allocated_bytes.all.peak`` (=
+  ``max_memory_allocated``) and ``reserved_bytes.all.peak``. The cache is emptied first so that
+  reserved memory left over from the timing loop does not hide what the call itself makes the
+  allocator reserve (block rounding and fragmentation included).
+* CPU: torch has no peak API and ``tracemalloc`` sees no tensors, so the peak comes from the
+  profiler's memory events (``profile_memory=True``): every allocation and free, summed in time
+  order.
+* Both: the process's resident high-water mark (``VmHWM``), reset right before the call by
+  writing ``5`` to ``/proc/self/clear_refs`` where the OS allows it. It counts the whole process
+  (interpreter, libraries, the profiler), so it is a ceiling, not the call's own footprint.
+"""
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+#: Columns :meth:`MemoryUsage.as_row` fills.
+MEMORY_COLUMNS: tuple[str, ...] = (
+    "peak_mem_bytes", "peak_reserved_bytes", "process_hwm_bytes", "process_hwm_reset", "mem_source",
+)
+
+PROC_SELF = Path("/proc/self")
+
+
+@dataclass(frozen=True)
+class MemoryUsage:
+    """Memory of one measured call; None where this device or OS cannot say."""
+
+    #: Peak bytes of tensors allocated during the call, above those live before it.
+    peak_mem_bytes: int | None
+    #: CUDA only: peak bytes the caching allocator reserved during the call, above the baseline.
+    peak_reserved_bytes: int | None
+    #: The process's resident high-water mark after the call (VmHWM), in bytes.
+    process_hwm_bytes: int | None
+    #: Whether VmHWM was reset right before the call (else it is the process's lifetime peak).
+    process_hwm_reset: bool = False
+    #: Where ``peak_mem_bytes`` comes from: "cuda_allocator", "profiler", or "" when unknown.
+    source: str = ""
+    #: CUDA only: times the allocator freed its cache and retried (a sign of memory pressure).
+    alloc_retries: int | None = None
+
+    def as_row(self) -> dict[str, object]:
+        """The row's memory columns."""
+        return {
+            "peak_mem_bytes": self.peak_mem_bytes,
+            "peak_reserved_bytes": self.peak_reserved_bytes,
+            "process_hwm_bytes": self.process_hwm_bytes,
+            "process_hwm_reset": self.process_hwm_reset,
+            "mem_source": self.source,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- process high-water mark --------------------------------------------------------------------
+
+
+def reset_hwm(proc: Path = PROC_SELF) -> bool:
+    """Reset the process's VmHWM to its current RSS; False where the OS does not allow it."""
+    try:
+        (proc / "clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def read_hwm(proc: Path = PROC_SELF) -> int | None:
+    """VmHWM in bytes from ``/proc/self/status``; None where there is no such file or line."""
+    try:
+        text = (proc / "status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("VmHWM:"):
+            parts = line.split()
+            try:
+                value = int(parts[1])
+            except (IndexError, ValueError):
+                return None
+            unit = parts[2].lower() if len(parts) > 2 else "kb"
+            return value * {"kb": 1024, "mb": 1024**2, "gb": 1024**3, "b": 1}.get(unit, 1024)
+    return None
+
+
+# -- CPU: the profiler's memory events ----------------------------------------------------------
+
+
+def peak_from_events(events: list[tuple[int, int]]) -> int:
+    """Peak of the running sum of ``(time, bytes)`` allocation (+) and free (-) events, in time order.
+
+    Zero when the call freed more than it allocated before any new allocation: the peak is above
+    the memory live before the call, and that baseline is the running sum's zero.
+    """
+    running = peak = 0
+    for _, nbytes in sorted(events, key=lambda e: e[0]):
+        running += nbytes
+        peak = max(peak, running)
+    return peak
+
+
+def profiler_memory_events(prof: torch.profiler.profile, device_type: str = "cpu") -> list[tuple[int, int]]:
+    """``(start_ns, bytes)`` of every allocation and free on ``device_type`` the profiler recorded.
+
+    The raw kineto events are read, not ``prof.events()``: there an allocation made inside an op is
+    folded into that op, and only allocations outside any op stay separate ``[memory]`` events.
+    """
+    wanted = torch.device(device_type).type.upper()
+    events = []
+    for e in prof.profiler.kineto_results.events():  # type: ignore[union-attr]
+        if e.name() != "[memory]":
+            continue
+        if str(e.device_type()).split(".")[-1].upper() != wanted:
+            continue
+        events.append((int(e.start_ns()), int(e.nbytes())))
+    return events
+
+
+def _cpu_peak(step: Callable[[], object], proc: Path) -> MemoryUsage:
+    from torch.profiler import ProfilerActivity, profile
+
+    reset = reset_hwm(proc)
+    peak: int | None = None
+    try:
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            out = step()
+        hwm = read_hwm(proc)
+        del out  # freed after the profiler stopped: the output counts towards the peak
+        peak = peak_from_events(profiler_memory_events(prof, "cpu"))
+    except Exception:  # noqa: BLE001 - a metric must never stop a run
+        hwm = read_hwm(proc)
+    return MemoryUsage(peak, None, hwm, reset, "profiler" if peak is not None else "")
+
+
+# -- CUDA: the caching allocator's counters -----------------------------------------------------
+
+
+def _cuda_peak(step: Callable[[], object], device: torch.device, cuda: ModuleType | Any, proc: Path,
+               empty_cache: bool) -> MemoryUsage:
+    cuda.synchronize(device)
+    if empty_cache:
+        cuda.empty_cache()
+    base_allocated = int(cuda.memory_allocated(device))
+    base_reserved = int(cuda.memory_reserved(device))
+    cuda.reset_peak_memory_stats(device)
+    reset = reset_hwm(proc)
+    out = step()
+    cuda.synchronize(device)
+    stats = cuda.memory_stats(device)
+    hwm = read_hwm(proc)
+    del out
+    peak_allocated = int(stats.get("allocated_bytes.all.peak", cuda.max_memory_allocated(device)))
+    peak_reserved = stats.get("reserved_bytes.all.peak")
+    retries = stats.get("num_alloc_retries")
+    return MemoryUsage(
+        max(0, peak_allocated - base_allocated),
+        max(0, int(peak_reserved) - base_reserved) if peak_reserved is not None else None,
+        hwm,
+        reset,
+        "cuda_allocator",
+        int(retries) if retries is not None else None,
+    )
+
+
+def measure_memory(
+    step: Callable[[], object],
+    device: torch.device | str,
+    *,
+    warmup: int = 1,
+    empty_cache: bool = True,
+    cuda: ModuleType | Any = None,
+    proc: Path = PROC_SELF,
+) -> MemoryUsage:
+    """Peak memory of one ``step()`` (the runner's timed call) after ``warmup`` calls.
+
+    ``cuda`` stands in for ``torch.cuda`` (tests pass a fake); ``proc`` for ``/proc/self``.
+    Errors in the measurement itself give None fields; errors in ``step`` propagate, as they
+    would have in the timed loop.
+    """
+    device = torch.device(device)
+    for _ in range(warmup):
+        step()
+    gc.collect()
+    if device.type == "cuda":
+        return _cuda_peak(step, device, cuda if cuda is not None else torch.cuda, proc, empty_cache)
+    if device.type == "cpu":
+        return _cpu_peak(step, proc)
+    reset = reset_hwm(proc)
+    step()
+    return MemoryUsage(None, None, read_hwm(proc), reset, "")
+
+
+def unavailable() -> MemoryUsage:
+    """The memory columns of a row that was not measured."""
+    return MemoryUsage(None, None, None, False, "")

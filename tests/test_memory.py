@@ -1,0 +1,174 @@
+"""Peak memory: the profiler-derived CPU peak, the CUDA allocator arithmetic (fake), VmHWM parsing."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from harness.memory import MEMORY_COLUMNS, measure_memory, peak_from_events, read_hwm, reset_hwm, unavailable
+from variants.reference import ScSE
+
+MiB = 1 << 20
+
+
+def test_peak_follows_allocations_in_time_order() -> None:
+    def step() -> torch.Tensor:
+        a = torch.ones(MiB // 4)  # 1 MiB of float32
+        b = torch.ones(MiB // 2)  # 2 MiB: 3 MiB live here
+        del a, b
+        return torch.ones(MiB // 8)  # 0.5 MiB, held as the output
+
+    usage = measure_memory(step, "cpu", warmup=0)
+    assert usage.source == "profiler"
+    assert usage.peak_mem_bytes == 3 * MiB
+    assert usage.peak_reserved_bytes is None
+
+
+def forward_peak(batch: int) -> tuple[int, int]:
+    module, x = ScSE(16, 2, "add"), torch.randn(batch, 16, 32, 32)
+    with torch.no_grad():
+        usage = measure_memory(lambda: module(x), "cpu")
+    assert usage.peak_mem_bytes is not None
+    return usage.peak_mem_bytes, x.nbytes
+
+
+def test_forward_peak_is_plausible_and_grows_with_batch() -> None:
+    small, x_small = forward_peak(2)
+    large, x_large = forward_peak(8)
+    # c = x·cSE, s = x·sSE and y = c + s are live together: at least three tensors of x's size.
+    assert 3 * x_small <= small <= 5 * x_small
+    assert 3 * x_large <= large <= 5 * x_large
+    assert large > 3.5 * small
+
+
+def test_train_peak_exceeds_forward_peak() -> None:
+    module = ScSE(16, 2, "max")
+    x = torch.randn(4, 16, 32, 32, requires_grad=True)
+    grad = torch.randn_like(x)
+    params = list(module.parameters())
+    train = measure_memory(lambda: torch.autograd.grad(module(x), [x, *params], grad), "cpu")
+    with torch.no_grad():
+        forward = measure_memory(lambda: module(x), "cpu")
+    assert train.peak_mem_bytes is not None and forward.peak_mem_bytes is not None
+    assert train.peak_mem_bytes > forward.peak_mem_bytes + x.nbytes
+
+
+def test_peak_from_events_sorts_by_time() -> None:
+    # Out of order on purpose: at t=1 +100, t=2 +50, t=3 -100, t=4 +20.
+    assert peak_from_events([(3, -100), (1, 100), (4, 20), (2, 50)]) == 150
+    assert peak_from_events([(1, -64), (2, -64)]) == 0
+    assert peak_from_events([]) == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux's")
+def test_process_hwm_sees_a_large_allocation() -> None:
+    small = measure_memory(lambda: torch.ones(16), "cpu", warmup=0)
+    large = measure_memory(lambda: torch.ones(64 * MiB // 4), "cpu", warmup=0)  # 64 MiB, touched
+    assert small.process_hwm_bytes is not None and large.process_hwm_bytes is not None
+    assert large.process_hwm_bytes >= 64 * MiB
+    if small.process_hwm_reset and large.process_hwm_reset:
+        assert large.process_hwm_bytes - small.process_hwm_bytes >= 32 * MiB
+
+
+def test_hwm_parsing_and_missing_proc(tmp_path: Path) -> None:
+    (tmp_path / "status").write_text("Name:\tpython\nVmPeak:\t 999 kB\nVmHWM:\t  225408 kB\nVmRSS:\t 1 kB\n")
+    assert read_hwm(tmp_path) == 225408 * 1024
+    assert reset_hwm(tmp_path) is True and (tmp_path / "clear_refs").read_text() == "5"
+    nowhere = tmp_path / "absent"
+    assert read_hwm(nowhere) is None
+    assert reset_hwm(nowhere) is False
+    (tmp_path / "status").write_text("Name:\tpython\n")
+    assert read_hwm(tmp_path) is None
+
+
+class FakeCuda:
+    """Just enough of ``torch.cuda``'s allocator counters to check the arithmetic."""
+
+    def __init__(self, allocated: int, reserved: int, cached: int) -> None:
+        self.allocated, self.reserved, self.cached = allocated, reserved, cached
+        self.peak_allocated, self.peak_reserved = 10**12, 10**12  # stale peaks from the timing loop
+        self.calls: list[str] = []
+
+    def synchronize(self, device: Any = None) -> None:
+        self.calls.append("synchronize")
+
+    def empty_cache(self) -> None:
+        self.calls.append("empty_cache")
+        self.reserved -= self.cached
+        self.cached = 0
+
+    def memory_allocated(self, device: Any = None) -> int:
+        return self.allocated
+
+    def memory_reserved(self, device: Any = None) -> int:
+        return self.reserved
+
+    def max_memory_allocated(self, device: Any = None) -> int:
+        return self.peak_allocated
+
+    def reset_peak_memory_stats(self, device: Any = None) -> None:
+        self.calls.append("reset")
+        self.peak_allocated, self.peak_reserved = self.allocated, self.reserved
+
+    def memory_stats(self, device: Any = None) -> dict[str, int]:
+        return {
+            "allocated_bytes.all.peak": self.peak_allocated,
+            "reserved_bytes.all.peak": self.peak_reserved,
+            "num_alloc_retries": 0,
+        }
+
+    def allocate(self, nbytes: int, reserve: int) -> None:
+        self.allocated += nbytes
+        self.reserved += reserve
+        self.peak_allocated = max(self.peak_allocated, self.allocated)
+        self.peak_reserved = max(self.peak_reserved, self.reserved)
+
+    def free(self, nbytes: int) -> None:
+        self.allocated -= nbytes
+
+
+def test_cuda_peaks_are_above_the_baseline(tmp_path: Path) -> None:
+    fake = FakeCuda(allocated=100 * MiB, reserved=300 * MiB, cached=150 * MiB)
+    (tmp_path / "status").write_text("VmHWM:\t 2048 kB\n")
+    phase = {"measured": False}
+
+    def step() -> None:
+        if phase["measured"]:
+            fake.allocate(30 * MiB, reserve=40 * MiB)  # a temporary
+            fake.allocate(10 * MiB, reserve=0)  # the output
+            fake.free(30 * MiB)
+
+    usage = measure_memory(step, "cuda:0", warmup=0, cuda=fake, proc=tmp_path)
+    assert usage.peak_mem_bytes == 0  # a call that allocates nothing
+    phase["measured"] = True
+    fake.calls.clear()
+    usage = measure_memory(step, "cuda:0", warmup=0, cuda=fake, proc=tmp_path)
+    assert usage.source == "cuda_allocator"
+    assert usage.peak_mem_bytes == 40 * MiB
+    assert usage.peak_reserved_bytes == 40 * MiB
+    assert usage.alloc_retries == 0
+    assert usage.process_hwm_bytes == 2048 * 1024 and usage.process_hwm_reset
+    # The cache is emptied and the stale peaks reset before the call, and the call is waited for.
+    assert fake.calls == ["synchronize", "empty_cache", "reset", "synchronize"]
+
+
+def test_row_columns() -> None:
+    assert tuple(unavailable().as_row()) == MEMORY_COLUMNS
+    assert all(v in (None, False, "") for v in unavailable().as_row().values())
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_real_cuda_peak() -> None:
+    x = torch.randn(8, 64, 64, 64, device="cuda")
+    module = ScSE(64, 4, "add").cuda()
+    with torch.no_grad():
+        usage = measure_memory(lambda: module(x), "cuda")
+    assert usage.peak_mem_bytes is not None and usage.peak_mem_bytes >= 3 * x.nbytes
+    # Reserved growth may be below the allocated peak: temporaries can fit into segments that x's
+    # allocation already reserved (1-10 MiB requests share 20 MiB segments).
+    assert usage.peak_reserved_bytes is not None and usage.peak_reserved_bytes >= 0
+    assert usage.process_hwm_bytes is not None
