@@ -31,7 +31,7 @@ _TENSOR_PASSES: dict[str, dict[str, int]] = {
 
 def _itemsize(dtype: torch.dtype | str) -> int:
     if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+        dtype = getattr(torch, dtype.removeprefix("torch."), None)
     if not isinstance(dtype, torch.dtype):
         raise TypeError(f"not a torch dtype: {dtype!r}")
     return torch.empty((), dtype=dtype).element_size()
