@@ -88,10 +88,11 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     width = max(len(n) for n in names)
     for name in names:
         v = registry[name]
-        reason = v.unavailable(device) if device == "cpu" else v.unavailable(device)
+        reason = v.unavailable(device)
         where = ",".join(sorted(v.devices))
         state = "[green]ready[/]" if reason is None else f"[red]unavailable[/] ({reason})"
-        console.print(f"[bold]{name:<{width}}[/]  {v.description}  [dim]\\[{where}][/]  {state}", highlight=False)
+        console.print(f"[bold]{name:<{width}}[/]  {v.description}  [dim]\\[{where}][/]  {state}", highlight=False,
+                      soft_wrap=True)
     return EXIT_OK
 
 

@@ -164,9 +164,9 @@ def measure(
 ) -> Timing:
     """Warm up by time, calibrate the block size, then sample until the median's CI is tight enough.
 
-    Stops at the first of: CI half-width ≤ ``rel_ci`` (checked from ``min_samples`` on, then after
-    every 10% more samples, since the interval costs a few ms to compute), the time budget spent,
-    or ``max_samples``. ``now`` is the wall clock the budgets are kept by (a fake one in tests).
+    ``min_samples`` are always taken. Then it stops at the first of: CI half-width ≤ ``rel_ci``
+    (checked from ``min_samples`` on, then after every 10% more samples, since the interval costs a
+    few ms to compute), the time budget spent, or ``max_samples``. ``now`` is the wall clock the budgets are kept by (a fake one in tests).
     """
     warmup_calls, per_call = _warm_up(clock, fn, policy.warmup_s, now)
     calls = max(1, math.ceil(clock.min_block_s / max(per_call, 1e-12)))
@@ -184,7 +184,7 @@ def measure(
                 reason = "converged"
                 break
             next_check = max(n + 1, math.ceil(n * 1.1))
-        if now() - start >= policy.max_time_s:
+        if n >= policy.min_samples and now() - start >= policy.max_time_s:
             reason = "budget"
             break
     return Timing(tuple(samples), calls, warmup_calls, reason)

@@ -1,0 +1,43 @@
+"""Shared fixtures: fast timing policies and temporary variants that are always unregistered."""
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.timing import TimingPolicy
+from variants.registry import register, unregister
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+FAST = TimingPolicy(warmup_s=0.0, min_samples=3, max_samples=20, rel_ci=0.05, max_time_s=0.05)
+#: Options for harness.run that keep a CPU sweep to a second or two.
+FAST_RUN = {"warmup_s": 0, "min_samples": 3, "max_samples": 20, "max_time_s": 0.05, "rel_ci": 0.05}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def temp_variant() -> Iterator:
+    """Register variants for one test: ``temp_variant(name, build, **register_kwargs)``."""
+    names: list[str] = []
+
+    def add(name: str, build, **kwargs):
+        kwargs.setdefault("description", f"test variant {name}")
+        register(name, kwargs.pop("description"), replace=True, **kwargs)(build)
+        names.append(name)
+        return name
+
+    yield add
+    for name in names:
+        unregister(name)

@@ -1,0 +1,98 @@
+"""Configuration: flags, TOML and Python values become one validated SweepConfig; bad input is one line."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from harness.cases import expand
+from harness.config import ConfigError, SweepConfig
+
+
+def test_comma_strings_and_lists_mean_the_same() -> None:
+    a = SweepConfig.build(device="cpu", shapes="32x64x64,8x5x7", batch_sizes="1,8", dtypes="float32,float16")
+    b = SweepConfig.build(device="cpu", shapes=[[32, 64, 64], "8x5x7"], batch_sizes=[1, 8], dtypes=["float32", "float16"])
+    assert a == b
+    assert a.shapes == ((32, 64, 64), (8, 5, 7))
+
+
+def test_cases_cover_the_product_with_variants_adjacent() -> None:
+    cfg = SweepConfig.build(device="cpu", shapes="32x8x8,16x4x4", batch_sizes="1,2", modes="forward,train",
+                            reductions="2,4", fusions="add,max")
+    cases = expand(cfg)
+    assert len(cases) == 2 * 2 * 2 * 2 * 2
+    assert len({c.key for c in cases}) == len(cases)
+
+
+def test_toml_file_is_read_and_flags_override_it(tmp_path: Path) -> None:
+    path = tmp_path / "sweep.toml"
+    path.write_text('[sweep]\nshapes = ["16x8x8"]\nbatch-sizes = [2, 4]\nmodes = "forward"\nreductions = [2, 4]\n')
+    cfg = SweepConfig.build(path, device="cpu", batch_sizes="3")
+    assert cfg.shapes == ((16, 8, 8),)
+    assert cfg.batch_sizes == (3,)
+    assert cfg.modes == ("forward",)
+    assert cfg.reductions == (2, 4)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"variants": "eagr"}, "unknown variant 'eagr'; did you mean eager"),
+        ({"variants": "nothing*"}, "no variant matches 'nothing*'"),
+        ({"shapes": "32x64"}, "malformed shape '32x64'"),
+        ({"shapes": "axbxc"}, "malformed shape 'axbxc'"),
+        ({"shapes": "32x0x64"}, "zero or negative size"),
+        ({"shapes": "8x4x4", "reductions": "16"}, "reduction 16 leaves no hidden channel for C=8"),
+        ({"batch_sizes": "-1"}, "batch size must be ≥ 1"),
+        ({"dtypes": "float8"}, "unknown dtype 'float8'"),
+        ({"modes": "inference"}, "unknown mode 'inference'"),
+        ({"fusions": "sum"}, "unknown fusion 'sum'"),
+        ({"device": "tpu"}, "device"),
+        ({"max_time_s": "soon"}, "max_time_s must be a number"),
+        ({"colour": "red"}, "unknown option 'colour'"),
+    ],
+)
+def test_bad_input_is_one_clear_line(options: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        SweepConfig.build(**{"device": "cpu", **options})
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_cuda_without_cuda_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        SweepConfig.build(device="cuda")
+
+
+def test_auto_device_falls_back_to_cpu_with_cpu_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    cfg = SweepConfig.build()
+    assert cfg.device == "cpu"
+    assert cfg.variants and cfg.shapes
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("shapes = [", "bad.toml' is not valid TOML"), ("[sweep]\nshapes = 3\n", "malformed shape 3"),
+     ("sweep = 3\n", "[sweep] must be a table")],
+)
+def test_invalid_config_files_are_refused(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        SweepConfig.build(path, device="cpu")
+
+
+def test_missing_config_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        SweepConfig.build(tmp_path / "nope.toml")
+
+
+def test_globs_expand_and_exact_names_are_explicit(temp_variant) -> None:
+    temp_variant("eager_twin", lambda ref, device, dtype: ref.to(device, dtype))
+    cfg = SweepConfig.build(device="cpu", variants="eager*")
+    assert set(cfg.variants) >= {"eager", "eager_twin"}
+    assert cfg.explicit_variants == frozenset()
+    assert SweepConfig.build(device="cpu", variants="eager_twin").explicit_variants == {"eager_twin"}

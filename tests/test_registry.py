@@ -1,0 +1,108 @@
+"""The registry: decorator registration, glob listing, and plugins from another installed package."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import variants
+from variants.registry import get_variant, list_variants, reload_entry_points, unregister
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_eager_is_registered_and_builds_the_seed_module() -> None:
+    v = get_variant("eager")
+    ref = variants.ScSE(8)
+    fn = v.build(ref, torch.device("cpu"), torch.float64)
+    x = torch.randn(1, 8, 3, 3, dtype=torch.float64)
+    torch.testing.assert_close(fn(x), ref.double()(x))
+    assert fn is not ref  # a copy: the reference stays float32 for the next variant
+
+
+def test_list_variants_filters_by_glob(temp_variant) -> None:
+    temp_variant("zz_one", lambda r, d, t: r)
+    temp_variant("zz_two", lambda r, d, t: r)
+    assert list_variants("zz_*") == ["zz_one", "zz_two"]
+    assert list_variants("zz_*", exclude="*two") == ["zz_one"]
+    assert list_variants(["zz_one", "eager"]) == ["eager", "zz_one"]
+
+
+def test_unknown_name_suggests_the_nearest() -> None:
+    with pytest.raises(KeyError, match="did you mean eager"):
+        get_variant("eagre")
+
+
+def test_unsupported_combinations_give_reasons(temp_variant) -> None:
+    temp_variant("zz_cuda", lambda r, d, t: r, devices=("cuda",), dtypes=("float16",), modes=("forward",),
+                 fusions=("add",))
+    v = get_variant("zz_cuda")
+    assert v.unavailable("cpu") == "needs CUDA"
+    assert "not float32" in v.unsupported("cuda", "float32", "forward", "add")
+    assert "not train" in v.unsupported("cuda", "float16", "train", "add")
+    assert "not max" in v.unsupported("cuda", "float16", "forward", "max")
+    assert v.unsupported("cuda", "float16", "forward", "add") is None
+
+
+def test_a_failing_availability_check_is_a_reason_not_a_crash(temp_variant) -> None:
+    def boom() -> str | None:
+        raise RuntimeError("driver exploded")
+
+    temp_variant("zz_boom", lambda r, d, t: r, available=boom)
+    assert "driver exploded" in get_variant("zz_boom").unavailable("cpu")
+
+
+def test_duplicate_names_are_refused() -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        variants.register("eager", "again")(lambda r, d, t: r)
+
+
+def make_plugin(root: Path) -> None:
+    """An installed-looking package (a dist-info with an entry point) outside this repo."""
+    pkg = root / "scse_plugin"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(textwrap.dedent('''
+        import copy
+        from variants import register
+
+        @register("plugin_eager", "a variant from another package")
+        def build(reference, device, dtype):
+            return copy.deepcopy(reference).to(device, dtype)
+    '''))
+    info = root / "scse_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: scse-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[harness.variants]\nplugin = scse_plugin\n")
+
+
+def test_entry_point_plugins_are_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_plugin(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        reload_entry_points()
+        assert "plugin_eager" in list_variants("plugin_*")
+    finally:
+        unregister("plugin_eager")
+        sys.modules.pop("scse_plugin", None)
+
+
+def test_plugin_variants_run_from_the_cli(tmp_path: Path) -> None:
+    make_plugin(tmp_path)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    out = subprocess.run([sys.executable, "-m", "harness", "list"], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "plugin_eager" in out.stdout and "a variant from another package" in out.stdout
+    run = subprocess.run(
+        [sys.executable, "-m", "harness", "run", "--device", "cpu", "--variants", "plugin_eager,eager", "--shapes",
+         "8x4x4", "--batch-sizes", "1", "--modes", "forward", "--max-time", "0.05", "--warmup", "0",
+         "--out", str(tmp_path / "run"), "--quiet"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "plugin_eager" in (tmp_path / "run" / "results.csv").read_text()

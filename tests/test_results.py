@@ -1,0 +1,52 @@
+"""The results store keeps every finished row, even across a kill mid-write."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from harness.results import COLUMNS, OutputError, RunFolder, read_jsonl, to_frame
+
+
+def test_rows_are_durable_as_soon_as_appended(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path / "run")
+    folder.append({"variant": "eager", "median_ms": 1.5, "ci_low_ms": math.nan, "samples_ms": [1.4, 1.5, 1.6]})
+    lines = (tmp_path / "run" / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    row = json.loads(lines[0])  # strict JSON: NaN stored as null
+    assert row["ci_low_ms"] is None and row["samples_ms"] == [1.4, 1.5, 1.6]
+
+
+def test_a_cut_off_last_line_is_skipped_with_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"variant": "a"}\n{"variant": "b"}\n{"variant": "c", "med')
+    with pytest.warns(RuntimeWarning, match="last line"):
+        rows = read_jsonl(path)
+    assert [r["variant"] for r in rows] == ["a", "b"]
+
+
+def test_frame_has_every_standard_column_and_csv_drops_raw_samples(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path)
+    frame = to_frame([{"variant": "eager", "status": "ok", "samples_ms": [1.0], "extra_metric": 3}])
+    assert list(frame.columns[: len(COLUMNS)]) == list(COLUMNS)
+    assert "extra_metric" in frame.columns
+    header = folder.write_csv(frame).read_text().splitlines()[0].split(",")
+    assert "samples_ms" not in header and "median_ms" in header
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_folder_is_refused_as_non_root(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(OutputError, match="cannot be written"):
+        RunFolder(locked / "run")
+
+
+def test_a_file_in_the_way_is_refused(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(OutputError, match="cannot be written"):
+        RunFolder(blocker / "run")

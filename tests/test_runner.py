@@ -1,0 +1,158 @@
+"""The runner: correctness gates timing, and one bad case never ends the sweep."""
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from conftest import FAST
+
+from harness.cases import Case
+from harness.runner import make_reference, run_case
+from harness.timing import CpuClock
+from variants.registry import get_variant
+
+CLOCK = CpuClock()
+
+
+def case(variant: str, mode: str = "forward", dtype: str = "float32", fusion: str = "add", **kw) -> Case:
+    base = dict(batch=2, channels=8, height=5, width=7, reduction=2, bias=False)
+    return Case(variant, "cpu", dtype, mode, fusion=fusion, **{**base, **kw})
+
+
+def run(c: Case) -> dict:
+    return run_case(c, get_variant(c.variant), CLOCK, FAST, seed=0)
+
+
+@pytest.mark.parametrize("mode", ["forward", "train"])
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "float64"])
+def test_eager_passes_and_is_timed(mode: str, dtype: str) -> None:
+    row = run(case("eager", mode, dtype))
+    assert row["status"] == "ok", row["reason"]
+    assert row["max_rel_err"] <= row["tolerance"]
+    assert (row["grad_rel_err"] is not None) == (mode == "train")
+    assert row["n_samples"] == len(row["samples_ms"]) >= 3
+    assert row["ci_low_ms"] <= row["median_ms"] <= row["ci_high_ms"] or math.isnan(row["ci_low_ms"])
+    assert row["throughput_img_s"] == pytest.approx(2 / (row["median_ms"] * 1e-3))
+
+
+@pytest.mark.parametrize("fusion", ["add", "max", "mul", "gate", "concat"])
+def test_every_fusion_of_the_reference_passes_train(fusion: str) -> None:
+    row = run(case("eager", "train", fusion=fusion))
+    assert row["status"] == "ok", row["reason"]
+
+
+def wrong_sign(ref, device, dtype):
+    m = copy.deepcopy(ref).to(device, dtype)
+    return lambda x: -m(x)
+
+
+def writes_input(ref, device, dtype):
+    m = copy.deepcopy(ref).to(device, dtype)
+
+    def fn(x):
+        y = m(x)
+        with torch.no_grad():
+            x.mul_(1.0001)
+        return y
+
+    return fn
+
+
+def nan_out(ref, device, dtype):
+    m = copy.deepcopy(ref).to(device, dtype)
+    return lambda x: m(x) * float("nan")
+
+
+def bad_grad(ref, device, dtype):
+    """Right forward, wrong backward: the spatial branch's gradient is dropped."""
+    m = copy.deepcopy(ref).to(device, dtype)
+
+    def fn(x):
+        return m.cse(x) + m.sse(x.detach())  # forward unchanged, gradient through sSE lost
+
+    m.forward = fn
+    return m
+
+
+@pytest.mark.parametrize(
+    ("build", "mode", "reason"),
+    [
+        (wrong_sign, "forward", "output error"),
+        (writes_input, "forward", "modified its input"),
+        (nan_out, "forward", "NaN or Inf"),
+        (bad_grad, "train", "gradient of input"),
+    ],
+)
+def test_wrong_variants_are_mismatches_and_not_timed(temp_variant, build, mode: str, reason: str) -> None:
+    name = temp_variant(f"zz_{build.__name__}", build, dtypes=("float32",))
+    row = run(case(name, mode))
+    assert row["status"] == "mismatch"
+    assert reason in row["reason"]
+    assert row.get("median_ms") is None and "samples_ms" not in row
+
+
+def test_an_exception_is_an_error_row(temp_variant) -> None:
+    def explode(ref, device, dtype):
+        raise RuntimeError("kernel launch failed\nsecond line")
+
+    name = temp_variant("zz_explode", explode)
+    row = run(case(name))
+    assert row["status"] == "error"
+    assert row["reason"] == "RuntimeError: kernel launch failed"
+
+
+def test_oom_is_its_own_status(temp_variant) -> None:
+    def oom(ref, device, dtype):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 TiB")
+
+    row = run(case(temp_variant("zz_oom", oom)))
+    assert row["status"] == "oom"
+    assert "out of memory" in row["reason"]
+
+
+def test_unsupported_and_unavailable_are_skipped_with_reasons(temp_variant) -> None:
+    name = temp_variant("zz_fp32", lambda r, d, t: r, dtypes=("float32",))
+    assert "not float16" in run(case(name, dtype="float16"))["reason"]
+    gone = temp_variant("zz_gone", lambda r, d, t: r, available=lambda: "triton is not installed")
+    row = run(case(gone))
+    assert (row["status"], row["reason"]) == ("skipped", "triton is not installed")
+
+
+def test_interpreted_variants_are_timed_on_cpu_only_when_named(temp_variant) -> None:
+    name = temp_variant("zz_interp", lambda r, d, t: copy.deepcopy(r).to(d, t), tags={"interpreted_on_cpu": True})
+    c = case(name)
+    assert run_case(c, get_variant(name), CLOCK, FAST, seed=0)["status"] == "skipped"
+    assert run_case(c, get_variant(name), CLOCK, FAST, seed=0, explicit=True)["status"] == "ok"
+
+
+def test_gate_reference_is_not_at_its_symmetric_start() -> None:
+    ref = make_reference(case("eager", fusion="gate"), seed=0)
+    assert ref.gate.abs().max() > 0.1
+
+
+class DoubleGrad(torch.autograd.Function):
+    """Identity forward, doubled gradient: a backward bug the output cannot show."""
+
+    @staticmethod
+    def forward(ctx, w):
+        return w.view_as(w)
+
+    @staticmethod
+    def backward(ctx, g):
+        return 2 * g
+
+
+def test_parameter_gradients_are_checked_by_name(temp_variant) -> None:
+    def wrong_weight_grad(ref, device, dtype):
+        m = copy.deepcopy(ref).to(device, dtype)
+        conv = m.sse.Conv1x1
+        m.sse.forward = lambda x: x * torch.sigmoid(torch.nn.functional.conv2d(x, DoubleGrad.apply(conv.weight)))
+        return m
+
+    name = temp_variant("zz_paramgrad", wrong_weight_grad, dtypes=("float32",))
+    assert run(case(name, "forward"))["status"] == "ok"
+    row = run(case(name, "train"))
+    assert row["status"] == "mismatch"
+    assert "gradient of sse.Conv1x1.weight" in row["reason"]
