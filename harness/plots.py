@@ -1,0 +1,288 @@
+"""Figures for report.md: speedup over eager, latency against batch size, and a bandwidth roofline.
+
+Built on ``matplotlib.figure.Figure`` with the Agg canvas, never ``pyplot``: no display is needed
+and the caller's global backend (a notebook's, say) is left alone. Only valid (``status == "ok"``)
+rows are drawn. Each function returns None when the data cannot make its figure (no ``eager``
+to compare with, a single batch size, no bandwidth columns), so a report never shows an empty plot.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter, LogFormatter
+
+BASELINE_VARIANT = "eager"
+#: Columns that, with the shape and batch, say which rows are the same configuration.
+CONFIG_COLUMNS: tuple[str, ...] = ("device", "dtype", "mode", "reduction", "fusion", "bias")
+SHAPE_COLUMNS: tuple[str, ...] = ("channels", "height", "width")
+ROOFLINE_COLUMNS: tuple[str, ...] = ("achieved_gbps", "arithmetic_intensity")
+FILENAMES: dict[str, str] = {
+    "speedup": "speedup.png",
+    "latency": "latency_vs_batch.png",
+    "roofline": "roofline.png",
+}
+DPI = 110
+
+
+class PlainLogFormatter(LogFormatter):
+    """Matplotlib's choice of which log ticks to label, written as 0.04 rather than 4e-02."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return f"{x:g}" if super().__call__(x, pos) else ""
+
+
+def valid_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Timed rows only, with the columns the figures group on present (older files lack ``bias``)."""
+    needed = {"variant", "status", "median_ms", "batch", *SHAPE_COLUMNS}
+    if not needed <= set(frame.columns):
+        return pd.DataFrame(columns=sorted(needed | set(CONFIG_COLUMNS)))
+    ok = frame[(frame["status"] == "ok") & frame["median_ms"].notna()].copy()
+    for column in CONFIG_COLUMNS:
+        if column not in ok.columns:
+            ok[column] = ""
+    ok["median_ms"] = ok["median_ms"].astype(float)
+    return ok
+
+
+def _varying(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    return [c for c in columns if c in frame.columns and frame[c].astype(str).nunique() > 1]
+
+
+def _config_label(row: Mapping[str, Any], columns: Sequence[str]) -> str:
+    """``float16 train r4`` from the columns that vary; empty when none does."""
+    parts = []
+    for c in columns:
+        value = row[c]
+        if c == "reduction":
+            parts.append(f"r{value}")
+        elif c == "bias":
+            parts.append("bias" if str(value) == "True" else "no bias")
+        else:
+            parts.append(str(value))
+    return " ".join(parts)
+
+
+def _grid(n: int, width: float = 5.0, height: float = 3.6, max_cols: int = 3) -> tuple[Figure, list[Any]]:
+    cols = min(max_cols, n)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(width * cols, height * rows + 0.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def _subtitle(env: Mapping[str, Any] | None) -> str:
+    if not env:
+        return ""
+    where = env.get("gpu_name") or env.get("cpu_model") or env.get("device") or ""
+    return f"\n{where} · torch {env.get('torch', '?')}"
+
+
+def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Eager's median over each variant's, matched on shape, batch and configuration (same run)."""
+    ok = valid_rows(frame)
+    keys = list(CONFIG_COLUMNS + SHAPE_COLUMNS) + ["batch"]
+    base = ok[ok["variant"] == BASELINE_VARIANT].drop_duplicates(keys, keep="last")
+    base = base.set_index(keys)["median_ms"].rename("eager_ms")
+    others = ok[ok["variant"] != BASELINE_VARIANT]
+    joined = others.join(base, on=keys, how="inner")
+    return joined.assign(speedup=joined["eager_ms"] / joined["median_ms"])
+
+
+def speedup_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> Figure | None:
+    """Bars of speedup over eager per variant, one panel per input shape N×C×H×W."""
+    table = speedup_table(frame)
+    if table.empty:
+        return None
+    hue_columns = _varying(table, CONFIG_COLUMNS)
+    table = table.assign(hue=[_config_label(r, hue_columns) for r in table.to_dict("records")])
+    panels = list(table.groupby(["batch", *SHAPE_COLUMNS], sort=True))
+    hues = list(dict.fromkeys(table["hue"]))
+    variants = list(dict.fromkeys(table["variant"]))
+    colours = {h: f"C{i % 10}" for i, h in enumerate(hues)}
+    fig, axes = _grid(len(panels), width=max(4.5, 0.9 * len(variants) * max(1, len(hues)) + 1.5))
+    bar_width = 0.8 / max(1, len(hues))
+    for ax, ((batch, c, h, w), group) in zip(axes, panels, strict=True):
+        x = np.arange(len(variants))
+        for i, hue in enumerate(hues):
+            sub = group[group["hue"] == hue].set_index("variant")["speedup"]
+            sub = sub[~sub.index.duplicated(keep="last")]
+            values = [sub.get(v, np.nan) for v in variants]
+            offsets = x - 0.4 + bar_width * (i + 0.5)
+            bars = ax.bar(offsets, values, bar_width, color=colours[hue], label=hue or None)
+            ax.bar_label(bars, labels=[f"{v:.2f}×" if np.isfinite(v) else "" for v in values], fontsize=7, padding=2)
+        ax.axhline(1.0, color="black", linestyle="--", linewidth=1)
+        ax.set_xticks(x, variants, rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"input {batch}×{c}×{h}×{w} (N×C×H×W)", fontsize=10)
+        ax.set_ylabel(f"speedup over {BASELINE_VARIANT} (×)")
+        ax.margins(x=0.02)
+    top = float(np.nanmax(table["speedup"]))
+    for ax in axes:  # one scale for every panel, so bar heights compare across shapes
+        ax.set_ylim(0, max(1.2, top * 1.2))
+    if any(hues):
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8, title=" · ".join(hue_columns),
+                   title_fontsize=8)  # fmt: skip
+    fig.suptitle(
+        f"Speedup over {BASELINE_VARIANT} (median latency ratio; higher is faster, dashed line = {BASELINE_VARIANT})"
+        + _subtitle(env),
+        fontsize=11,
+    )
+    return fig
+
+
+def latency_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> Figure | None:
+    """Median latency against batch size, log–log, one line per variant and one panel per C×H×W.
+
+    Error bars are the 95% confidence interval of the median where the rows have one. A slope of
+    1 means latency grows in proportion to the batch (no fixed overhead left to amortise).
+    """
+    ok = valid_rows(frame)
+    if ok.empty:
+        return None
+    panel_columns = [*SHAPE_COLUMNS, *_varying(ok, CONFIG_COLUMNS)]
+    panels = [(k, g) for k, g in ok.groupby(panel_columns, sort=True) if g["batch"].nunique() > 1]
+    if not panels:
+        return None
+    fig, axes = _grid(len(panels))
+    variants = list(dict.fromkeys(ok["variant"]))
+    colours = {v: f"C{i % 10}" for i, v in enumerate(variants)}
+    extra = panel_columns[len(SHAPE_COLUMNS):]
+    for ax, (key, group) in zip(axes, panels, strict=True):
+        key = key if isinstance(key, tuple) else (key,)
+        for variant, lines in group.groupby("variant", sort=False):
+            lines = lines.sort_values("batch").drop_duplicates("batch", keep="last")
+            y = lines["median_ms"].to_numpy(dtype=float)
+            yerr = None
+            if {"ci_low_ms", "ci_high_ms"} <= set(lines.columns):
+                low = lines["ci_low_ms"].to_numpy(dtype=float)
+                high = lines["ci_high_ms"].to_numpy(dtype=float)
+                if np.isfinite(low).all() and np.isfinite(high).all():
+                    yerr = np.vstack([np.clip(y - low, 0, None), np.clip(high - y, 0, None)])
+            ax.errorbar(lines["batch"].to_numpy(dtype=float), y, yerr=yerr, marker="o", markersize=4,
+                        capsize=2, color=colours[variant], label=str(variant))  # fmt: skip
+        batches = sorted(group["batch"].unique())
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(PlainLogFormatter(labelOnlyBase=False))
+        ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
+        ax.tick_params(axis="y", which="minor", labelsize=7)
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.set_xlabel("batch size N (images)")
+        ax.set_ylabel("median latency per call (ms)")
+        label = _config_label(dict(zip(extra, key[len(SHAPE_COLUMNS):], strict=True)), extra)
+        ax.set_title(f"C×H×W = {key[0]}×{key[1]}×{key[2]}" + (f" · {label}" if label else ""), fontsize=10)
+        ax.grid(True, which="both", linewidth=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8, title="variant", title_fontsize=8)
+    fig.suptitle("Latency against batch size (log–log; error bars: 95% CI of the median)" + _subtitle(env),
+                 fontsize=11)  # fmt: skip
+    return fig
+
+
+def roofline_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None,
+                    peak_gbps: float | None = None) -> Figure | None:  # fmt: skip
+    """Achieved bandwidth against arithmetic intensity, under the measured copy-bandwidth ceiling.
+
+    scSE is memory-bound, so the ceiling that matters is bandwidth: a point's height is how much
+    of the device's measured copy speed a variant reaches on the bytes the case must move.
+    """
+    ok = valid_rows(frame)
+    if ok.empty or not set(ROOFLINE_COLUMNS) <= set(ok.columns):
+        return None
+    ok = ok.assign(**{c: pd.to_numeric(ok[c], errors="coerce") for c in ROOFLINE_COLUMNS})
+    ok = ok.dropna(subset=list(ROOFLINE_COLUMNS))
+    ok = ok[(ok["arithmetic_intensity"] > 0) & (ok["achieved_gbps"] > 0)]
+    if ok.empty:
+        return None
+    if peak_gbps is None and "peak_bw_gbps" in ok.columns:
+        measured = pd.to_numeric(ok["peak_bw_gbps"], errors="coerce").dropna()
+        peak_gbps = float(measured.median()) if not measured.empty else None
+    if peak_gbps is None and env and env.get("peak_bw_gbps"):
+        peak_gbps = float(env["peak_bw_gbps"])
+    fig = Figure(figsize=(9.0, 5.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    dtypes = list(dict.fromkeys(ok["dtype"].astype(str)))
+    markers = dict(zip(dtypes, "os^Dvp*", strict=False))
+    for i, (variant, group) in enumerate(ok.groupby("variant", sort=False)):
+        for dtype, sub in group.groupby(group["dtype"].astype(str), sort=False):
+            ax.scatter(sub["arithmetic_intensity"], sub["achieved_gbps"], color=f"C{i % 10}",
+                       marker=markers.get(dtype, "o"), s=28, alpha=0.85,
+                       label=f"{variant}" + (f" ({dtype})" if len(dtypes) > 1 else ""))  # fmt: skip
+    low, top = float(ok["achieved_gbps"].min()), float(ok["achieved_gbps"].max())
+    if peak_gbps:
+        ax.axhline(peak_gbps, color="black", linewidth=1.5)
+        ax.annotate(f"measured copy bandwidth {peak_gbps:,.0f} GB/s", (0.01, peak_gbps), xytext=(0, 4),
+                    xycoords=("axes fraction", "data"), textcoords="offset points", fontsize=8)  # fmt: skip
+        top = max(top, peak_gbps)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylim(low / 2, top * 2)
+    ax.yaxis.set_major_formatter(PlainLogFormatter(labelOnlyBase=False))
+    ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
+    ax.tick_params(axis="y", which="minor", labelsize=7)
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))  # scSE's intensities span under a decade
+    ax.tick_params(axis="x", which="minor", labelsize=7)
+    if peak_gbps:  # after the log scale is set, or the secondary axis keeps linear tick labels
+        ceiling = peak_gbps
+        share = ax.secondary_yaxis("right", functions=(lambda v: v / ceiling * 100, lambda p: p * ceiling / 100))
+        share.set_ylabel("% of measured copy bandwidth")
+        share.yaxis.set_major_formatter(PlainLogFormatter(labelOnlyBase=False))
+        share.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
+    ax.set_xlabel("arithmetic intensity (FLOP per byte of bytes_min)")
+    ax.set_ylabel("achieved bandwidth (GB/s, bytes_min / median time)")
+    ax.grid(True, which="both", linewidth=0.3)
+    fig.legend(loc="outside right upper", fontsize=8, title="variant", title_fontsize=8)
+    ax.set_title("Bandwidth roofline: how close each case comes to the device's copy speed" + _subtitle(env),
+                 fontsize=11)  # fmt: skip
+    return fig
+
+
+def write_plots(frame: pd.DataFrame, out_dir: str | Path, env: Mapping[str, Any] | None = None) -> list[Path]:
+    """Write every figure the data supports as PNG into ``out_dir``; returns the paths written.
+
+    A figure the data no longer supports is removed, so a rebuilt report never embeds a stale one.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    makers = {"speedup": speedup_figure, "latency": latency_figure, "roofline": roofline_figure}
+    written = []
+    for name, make in makers.items():
+        path = out / FILENAMES[name]
+        fig = make(frame, env)
+        if fig is None:
+            path.unlink(missing_ok=True)
+            continue
+        fig.savefig(path, dpi=DPI)
+        written.append(path)
+    return written
+
+
+CAPTIONS: dict[str, str] = {
+    FILENAMES["speedup"]: "Speedup over eager",
+    FILENAMES["latency"]: "Latency against batch size",
+    FILENAMES["roofline"]: "Bandwidth roofline",
+}
+
+
+def markdown(paths: Sequence[Path], relative_to: str | Path) -> str:
+    """A ``## Figures`` section embedding ``paths`` by paths relative to report.md's folder."""
+    if not paths:
+        return ""
+    lines = ["## Figures", ""]
+    for path in paths:
+        caption = CAPTIONS.get(path.name, path.stem)
+        rel = Path(path).resolve().relative_to(Path(relative_to).resolve()).as_posix()
+        lines += [f"### {caption}", "", f"![{caption}]({rel})", ""]
+    return "\n".join(lines)

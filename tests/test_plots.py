@@ -1,0 +1,105 @@
+"""Figures: drawn from the right numbers, labelled with units, and left out when the data can't make them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from compare_helpers import case
+
+from harness import plots
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def frame(with_roofline: bool = True, batches: tuple[int, ...] = (1, 8), eager: bool = True) -> pd.DataFrame:
+    """eager at 1 ms per image, ``fast`` twice as fast; two shapes; a mismatch that must be ignored."""
+    rows = []
+    speed = {"eager": 1.0, "fast": 2.0} if eager else {"fast": 2.0, "other": 1.0}
+    for channels, side in ((32, 16), (64, 8)):
+        for batch in batches:
+            for variant, s in speed.items():
+                ms = batch * (channels / 32) / s
+                r = case(variant, batch, channels, side, side)
+                r |= {"status": "ok", "median_ms": ms, "ci_low_ms": ms * 0.95, "ci_high_ms": ms * 1.05}
+                if with_roofline:
+                    r |= {"achieved_gbps": 100.0 * s, "arithmetic_intensity": 0.75, "peak_bw_gbps": 400.0}
+                rows.append(r)
+    rows.append(case("broken") | {"status": "mismatch", "median_ms": None})
+    return pd.DataFrame(rows)
+
+
+def test_speedup_table_is_eager_over_variant_on_the_same_configuration() -> None:
+    table = plots.speedup_table(frame())
+    assert sorted(table["variant"].unique()) == ["fast"]
+    assert table["speedup"].tolist() == pytest.approx([2.0] * 4)
+
+
+def test_speedup_bars_have_the_speedup_heights_and_labels() -> None:
+    fig = plots.speedup_figure(frame())
+    assert fig is not None
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 4  # one panel per N×C×H×W
+    assert {ax.get_title() for ax in axes} == {
+        "input 1×32×16×16 (N×C×H×W)", "input 8×32×16×16 (N×C×H×W)",
+        "input 1×64×8×8 (N×C×H×W)", "input 8×64×8×8 (N×C×H×W)",
+    }  # fmt: skip
+    for ax in axes:
+        assert [p.get_height() for p in ax.patches] == pytest.approx([2.0])
+        assert ax.get_ylabel() == "speedup over eager (×)"
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["fast"]
+    assert "Speedup over eager" in fig.get_suptitle()
+
+
+def test_latency_panels_are_log_log_with_units() -> None:
+    fig = plots.latency_figure(frame(batches=(1, 8, 32)), env={"cpu_model": "Test CPU", "torch": "2.13.0"})
+    assert fig is not None
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["C×H×W = 32×16×16", "C×H×W = 64×8×8"]
+    for ax in axes:
+        assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+        assert ax.get_xlabel() == "batch size N (images)"
+        assert ax.get_ylabel() == "median latency per call (ms)"
+        eager_line = ax.get_lines()[0]
+        assert list(eager_line.get_xdata()) == [1, 8, 32]
+    assert list(axes[0].get_lines()[0].get_ydata()) == pytest.approx([1.0, 8.0, 32.0])
+    assert "Test CPU · torch 2.13.0" in fig.get_suptitle()
+
+
+def test_roofline_plots_achieved_bandwidth_under_the_ceiling() -> None:
+    fig = plots.roofline_figure(frame())
+    assert fig is not None
+    ax = fig.axes[0]
+    assert ax.get_xlabel().startswith("arithmetic intensity (FLOP per byte")
+    assert ax.get_ylabel().startswith("achieved bandwidth (GB/s")
+    ceilings = [line for line in ax.get_lines() if list(line.get_ydata()) == [400.0, 400.0]]
+    assert len(ceilings) == 1
+    points = sorted(float(y) for coll in ax.collections for _, y in coll.get_offsets())
+    assert points == pytest.approx([100.0] * 4 + [200.0] * 4)
+
+
+def test_figures_the_data_cannot_make_are_none() -> None:
+    assert plots.speedup_figure(frame(eager=False)) is None
+    assert plots.latency_figure(frame(batches=(8,))) is None
+    assert plots.roofline_figure(frame(with_roofline=False)) is None
+    assert plots.speedup_figure(pd.DataFrame({"variant": ["eager"], "status": ["error"], "median_ms": [None]})) is None
+
+
+def test_write_plots_writes_pngs_and_removes_stale_ones(tmp_path: Path) -> None:
+    written = plots.write_plots(frame(), tmp_path)
+    assert [p.name for p in written] == ["speedup.png", "latency_vs_batch.png", "roofline.png"]
+    for path in written:
+        assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 10_000
+    again = plots.write_plots(frame(with_roofline=False), tmp_path)
+    assert [p.name for p in again] == ["speedup.png", "latency_vs_batch.png"]
+    assert not (tmp_path / "roofline.png").exists()
+
+
+def test_markdown_embeds_relative_paths(tmp_path: Path) -> None:
+    figs = tmp_path / "figs"
+    figs.mkdir()
+    written = [figs / plots.FILENAMES[name] for name in ("speedup", "roofline")]
+    md = plots.markdown(written, tmp_path)
+    assert "![Speedup over eager](figs/speedup.png)" in md
+    assert "![Bandwidth roofline](figs/roofline.png)" in md
+    assert plots.markdown([], tmp_path) == ""
