@@ -21,6 +21,7 @@ def build_eager(reference: torch.nn.Module, device: torch.device, dtype: torch.d
 # The variant zoo (issue 3): one module per family, each registering on import.
 import variants.amp  # noqa: E402,F401
 import variants.compiled  # noqa: E402,F401
+import variants.cuda_fused  # noqa: E402,F401
 import variants.cuda_graph  # noqa: E402,F401
 import variants.eager_forms  # noqa: E402,F401
 import variants.smp  # noqa: E402,F401

@@ -1,0 +1,180 @@
+"""``cuda_fused``: the CUDA sources compile without a GPU; on a GPU the forward matches float64.
+
+CI has nvcc but a CPU-only torch, so the extension cannot be built there. The kernels (.cu) need
+CUDA headers only and are compiled to an object with nvcc, with the flags torch's extension
+builder adds; the binding (.cpp) includes no CUDA header and is syntax-checked against torch's
+headers with the host compiler. Together they catch syntax and type errors before a GPU sees them.
+"""
+from __future__ import annotations
+
+import copy
+import re
+import shutil
+import subprocess
+import sysconfig
+from pathlib import Path
+
+import pytest
+import torch
+
+import variants.cuda_fused as cf
+from harness.correctness import normwise_error, tolerance
+from variants.reference import ScSE
+from variants.registry import get_variant
+
+#: What torch.utils.cpp_extension passes to nvcc besides the include paths (torch 2.x).
+TORCH_NVCC_FLAGS = [
+    "-std=c++20",
+    "-D__CUDA_NO_HALF_OPERATORS__",
+    "-D__CUDA_NO_HALF_CONVERSIONS__",
+    "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
+    "-D__CUDA_NO_HALF2_OPERATORS__",
+    "--expt-relaxed-constexpr",
+]
+#: A100 and H100, the cards the targets speak of.
+ARCHS = ["-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90"]
+
+
+def nvcc_or_skip() -> str:
+    nvcc = cf.find_nvcc()
+    if nvcc is None:
+        pytest.skip("nvcc not found")
+    return nvcc
+
+
+def test_kernels_compile_to_an_object_with_nvcc(tmp_path: Path) -> None:
+    nvcc = nvcc_or_skip()
+    obj = tmp_path / "scse_fused.o"
+    cmd = [nvcc, "-c", "-O3", *TORCH_NVCC_FLAGS, *ARCHS, "-Werror", "all-warnings", "-Xcompiler", "-Wall,-Wextra",
+           "-Xptxas", "-v", f"-I{cf.CSRC}", str(cf.CSRC / "scse_fused.cu"), "-o", str(obj)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"nvcc failed:\n{proc.stdout}\n{proc.stderr}"
+    assert obj.stat().st_size > 0
+    # ptxas -v: every kernel of every arch and dtype was compiled, and none spills registers
+    entries = re.findall(r"Compiling entry function '(\w+)' for '(sm_\d+)'", proc.stderr)
+    kernels = {"pool_pixels_fast", "pool_channels_fast", "apply_pixels_fast", "apply_channels_fast"}
+    for arch in ("sm_80", "sm_90"):
+        names = [name for name, a in entries if a == arch]
+        for kernel in kernels:
+            assert sum(kernel in name for name in names) == 3, f"{kernel} not built for 3 dtypes on {arch}"
+    spills = [int(b) for b in re.findall(r"(\d+) bytes spill stores", proc.stderr)]
+    assert spills and not any(spills), "a kernel spills registers"
+    if shutil.which("nm"):
+        symbols = subprocess.run(["nm", "-C", str(obj)], capture_output=True, text=True, check=True).stdout
+        for entry in ("scse::pool_partials(", "scse::apply(", "scse::error_string("):
+            assert entry in symbols, f"{entry} missing from the object"
+
+
+@pytest.mark.slow
+def test_binding_compiles_against_torch_headers() -> None:
+    """The binding against this torch's headers (a CPU build is enough: it includes no CUDA header)."""
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler")
+    from torch.utils.cpp_extension import include_paths
+
+    includes = [arg for path in [*include_paths(), sysconfig.get_paths()["include"]] for arg in ("-isystem", path)]
+    cmd = [cxx, "-fsyntax-only", "-std=c++20", "-Wall", "-Wextra", "-Werror",
+           f"-DTORCH_EXTENSION_NAME={cf.EXTENSION_NAME}", "-DTORCH_API_INCLUDE_EXTENSION_H", *includes, f"-I{cf.CSRC}",
+           str(cf.CSRC / "scse_fused.cpp")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"the binding does not compile:\n{proc.stderr[-5000:]}"
+
+
+def test_host_and_device_agree_on_codes() -> None:
+    """The Python fusion codes are the header's enum values, and match the Triton variant's."""
+    header = (cf.CSRC / "scse_fused.h").read_text()
+    enum = dict(re.findall(r"k(Add|Max|Mul|Gate) = (\d+)", header))
+    assert {k.lower(): int(v) for k, v in enum.items()} == cf.FUSION_CODES
+    from variants.triton_fused import FUSION_CODES
+
+    assert FUSION_CODES == cf.FUSION_CODES
+
+
+def test_registration() -> None:
+    v = get_variant("cuda_fused")
+    assert v.devices == frozenset({"cuda"})
+    assert v.modes == frozenset({"forward"})
+    assert v.fusions == frozenset({"add", "max", "mul", "gate"})
+    assert "train" in (v.unsupported("cuda", "float16", "train", "add") or "")
+    assert v.unavailable("cpu") is not None
+
+
+def test_reasons_when_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.version, "cuda", None)
+    assert "needs a CUDA build of torch" in cf.unavailable_reason()
+    assert "needs a CUDA build of torch" in get_variant("cuda_fused").unavailable("cuda")
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.delenv("CUDA_HOME", raising=False)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    assert "nvcc not found" in cf.unavailable_reason()
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: "/usr/bin/nvcc")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "GPU" in cf.unavailable_reason()
+    with pytest.raises(RuntimeError, match="GPU"):
+        cf.build_cuda_fused(ScSE(4), torch.device("cuda"), torch.float32)
+
+
+# ---- on a GPU ---------------------------------------------------------------------------------
+
+GPU_CASES = [
+    # (N, C, H, W, fusion, bias, dtype, layout)
+    (2, 3, 7, 5, "add", False, "float32", "nchw"),
+    (1, 16, 9, 11, "max", True, "float32", "nchw"),
+    (2, 200, 13, 3, "mul", True, "float32", "nchw"),
+    (2, 1024, 5, 6, "gate", True, "float32", "nchw"),
+    (2, 24, 5, 7, "add", True, "float32", "channels_last"),
+    (2, 1024, 5, 6, "max", False, "float16", "channels_last"),
+    (2, 12, 6, 5, "gate", False, "float16", "strided"),
+    (4, 64, 64, 64, "add", False, "float16", "nchw"),
+    (4, 64, 64, 64, "max", True, "float16", "channels_last"),
+    (2, 24, 5, 7, "add", True, "bfloat16", "nchw"),
+    (1, 1, 3, 3, "add", True, "float32", "nchw"),
+]
+
+
+def _gpu_input(case: tuple) -> tuple[ScSE, torch.Tensor]:
+    n, c, h, w, fusion, bias, dtype, layout = case
+    torch.manual_seed(c * 1000 + h)
+    ref = ScSE(c, 2 if c > 1 else 1, fusion, bias)
+    if fusion == "gate":
+        torch.nn.init.normal_(ref.gate)
+    x = torch.randn(n, c, h, w, device="cuda").to(getattr(torch, dtype))
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    elif layout == "strided":
+        x = torch.randn(n, c, h, 2 * w, device="cuda").to(x.dtype)[..., ::2]
+    return ref, x
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", GPU_CASES, ids=[f"{c[1]}x{c[2]}x{c[3]}-{c[4]}-{c[6]}-{c[7]}" for c in GPU_CASES])
+def test_cuda_forward_matches_float64(case: tuple) -> None:
+    if cf.unavailable_reason():
+        pytest.skip(cf.unavailable_reason())
+    ref, x = _gpu_input(case)
+    before = x.clone()
+    y = cf.build_cuda_fused(ref, torch.device("cuda"), x.dtype)(x)
+    torch.cuda.synchronize()
+    assert torch.equal(x, before), "the variant modified its input"
+    assert y.dtype == x.dtype and y.shape == x.shape and y.is_cuda
+    if case[7] == "channels_last":
+        assert y.is_contiguous(memory_format=torch.channels_last)
+    want = copy.deepcopy(ref).double().cuda()(x.double())
+    err = normwise_error(y, want)
+    assert err <= tolerance(case[6], "cuda"), f"error {err:.3g}"
+
+
+@pytest.mark.cuda
+def test_cuda_fused_agrees_with_triton_fused() -> None:
+    if cf.unavailable_reason():
+        pytest.skip(cf.unavailable_reason())
+    import variants.triton_fused as tf
+
+    if tf.triton_unavailable("cuda"):
+        pytest.skip(tf.triton_unavailable("cuda"))
+    ref, x = _gpu_input((8, 64, 32, 32, "max", True, "float32", "nchw"))
+    a = cf.build_cuda_fused(ref, torch.device("cuda"), x.dtype)(x)
+    b = tf.build_triton_fused(ref, torch.device("cuda"), x.dtype)(x)
+    assert normwise_error(a, b) <= 1e-5
