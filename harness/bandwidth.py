@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import Any, Protocol
 
 import torch
 
@@ -116,6 +117,45 @@ def pct_of_peak_bw(nbytes: int, seconds: float, peak_bytes_per_s: float) -> floa
     if seconds <= 0 or not peak_bytes_per_s or peak_bytes_per_s <= 0:
         return float("nan")
     return 100.0 * nbytes / seconds / peak_bytes_per_s
+
+
+#: The columns ``bandwidth_columns`` adds to a row, in report order.
+BANDWIDTH_COLUMNS: tuple[str, ...] = ("bytes_min", "bytes_fused", "achieved_gbps", "pct_of_peak_bw")
+#: The env.json key for the copy bandwidth measured once per run (bytes/s, read + write counted).
+ENV_KEY = "copy_bandwidth_bytes_s"
+
+
+class CaseLike(Protocol):
+    """What ``bandwidth_columns`` reads from a case (``harness.cases.Case`` has all of it)."""
+
+    batch: int
+    channels: int
+    height: int
+    width: int
+    dtype: str
+    reduction: int
+    fusion: str
+    bias: bool
+    mode: str
+
+
+def bandwidth_columns(case: CaseLike, median_ms: float | None = None,
+                      peak_bytes_per_s: float | None = None) -> dict[str, Any]:
+    """The row's bandwidth columns; the rates are None until the case has a median time.
+
+    ``achieved_gbps`` divides ``bytes_min`` (not the bytes a variant really moves) by the median,
+    so every variant of a configuration is measured against the same work.
+    """
+    args = (case.batch, case.channels, case.height, case.width, case.dtype, case.reduction, case.fusion, case.bias)
+    moved = bytes_min(*args, mode=case.mode)
+    cols: dict[str, Any] = {"bytes_min": moved, "bytes_fused": bytes_fused(*args, mode=case.mode),
+                            "achieved_gbps": None, "pct_of_peak_bw": None}
+    if median_ms is not None and median_ms > 0:
+        seconds = median_ms * 1e-3
+        cols["achieved_gbps"] = achieved_gbps(moved, seconds)
+        if peak_bytes_per_s:
+            cols["pct_of_peak_bw"] = pct_of_peak_bw(moved, seconds, peak_bytes_per_s)
+    return cols
 
 
 def measure_copy_bandwidth(

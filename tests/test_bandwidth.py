@@ -74,6 +74,23 @@ def test_copy_bandwidth_counts_read_and_write(monkeypatch: pytest.MonkeyPatch) -
     assert bw.measure_copy_bandwidth("cpu", nbytes=1000, repeats=3, warmup=0) == pytest.approx(2000.0)
 
 
+def test_bandwidth_columns_of_a_case() -> None:
+    from harness.cases import Case
+
+    case = Case("eager", "cuda", "float16", "forward", 32, 64, 128, 128, 2, "add", False)
+    cols = bw.bandwidth_columns(case, median_ms=0.1, peak_bytes_per_s=3.0e12)
+    assert set(cols) == set(bw.BANDWIDTH_COLUMNS)
+    assert cols["bytes_min"] == bw.bytes_min(32, 64, 128, 128, "float16")
+    assert cols["bytes_fused"] == bw.bytes_fused(32, 64, 128, 128, "float16")
+    assert cols["achieved_gbps"] == pytest.approx(cols["bytes_min"] / 1e-4 / 1e9)
+    assert cols["pct_of_peak_bw"] == pytest.approx(100 * cols["bytes_min"] / 1e-4 / 3.0e12)
+    skipped = bw.bandwidth_columns(case)
+    assert skipped["achieved_gbps"] is None and skipped["pct_of_peak_bw"] is None
+    train = bw.bandwidth_columns(Case("eager", "cuda", "float16", "train", 32, 64, 128, 128, 2, "add", False), 1.0)
+    assert train["bytes_min"] == bw.bytes_min(32, 64, 128, 128, "float16", mode="train")
+    assert train["pct_of_peak_bw"] is None  # no copy bandwidth measured
+
+
 @pytest.mark.cuda
 def test_cuda_copy_bandwidth_is_plausible() -> None:
     if not torch.cuda.is_available():
