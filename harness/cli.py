@@ -55,6 +55,8 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", help="seed for weights and inputs (default 0)")
     p.add_argument("--out", help="run folder (default results/runs/<time>-<device>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
+    p.add_argument("--save-baseline", dest="save_baseline", action="store_true",
+                   help="also store the run as this device's baseline under results/baselines/")  # issue 6
     p.set_defaults(handler=cmd_run)
 
 
@@ -69,6 +71,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if frame.attrs.get("interrupted"):
         console.print("[yellow]interrupted: the report holds the cases finished so far[/]")
         return EXIT_INTERRUPTED
+    if args.save_baseline:  # issue 6: never from an interrupted run, whose cases are incomplete
+        save_baseline_of(frame.attrs["run_dir"], console)
     return EXIT_OK
 
 
@@ -115,8 +119,111 @@ def cmd_env(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+# --- issue 6: compare, report, baselines -------------------------------------------------------------
+
+
+def save_baseline_of(run_dir: str, console: Console) -> None:
+    from harness.baselines import BaselineError, save_baseline
+
+    try:
+        path = save_baseline(run_dir)
+    except (BaselineError, OSError) as exc:
+        raise UsageError(f"cannot save the baseline: {exc}") from None
+    console.print(f"baseline: {path}")
+
+
+def add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare", help="compare a run with a baseline; exit 1 on a regression",
+        description="Match cases by their key columns and judge each: ratio of medians and a Mann-Whitney U "
+                    "test on the raw samples. Exit 0: no regression; 1: a case is slower beyond the threshold "
+                    "and significant, or turned wrong; 2: bad input.",
+    )  # fmt: skip
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="BASELINE CURRENT (run folders or results files); only CURRENT with --baseline")  # fmt: skip
+    p.add_argument("--baseline", dest="use_baseline", action="store_true",
+                   help="compare CURRENT with the committed baseline of the device it ran on")  # fmt: skip
+    p.add_argument("--threshold", type=float, default=None, help="smallest slowdown that counts (default 0.05)")
+    p.add_argument("--alpha", type=float, default=None, help="significance level of the test (default 0.01)")
+    p.add_argument("--markdown", metavar="FILE", help="also write Markdown for a PR comment or a CI job summary")
+    p.add_argument("--strict-env", dest="strict_env", action="store_true",
+                   help="different GPU model, torch version or host is an error, not a warning")  # fmt: skip
+    p.add_argument("--baselines-dir", dest="baselines_dir", default=None, help="default results/baselines")
+    p.set_defaults(handler=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from pathlib import Path
+
+    from harness import compare as cmp
+    from harness.baselines import DEFAULT_ROOT, BaselineError, find_baseline_for
+
+    try:
+        if args.use_baseline:
+            if len(args.runs) != 1:
+                raise UsageError("with --baseline give only the current run")
+            current = args.runs[0]
+            baseline: str | Path = find_baseline_for(current, args.baselines_dir or DEFAULT_ROOT)
+        elif len(args.runs) != 2:
+            raise UsageError("give BASELINE and CURRENT (or --baseline CURRENT)")
+        else:
+            baseline, current = args.runs
+        result = cmp.compare(
+            baseline, current,
+            threshold=cmp.DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
+            alpha=cmp.DEFAULT_ALPHA if args.alpha is None else args.alpha,
+            strict_env=args.strict_env,
+        )  # fmt: skip
+    except (cmp.CompareError, BaselineError) as exc:
+        raise UsageError(str(exc)) from None
+    cmp.render(result, console)
+    if args.markdown:
+        try:
+            Path(args.markdown).write_text(cmp.to_markdown(result), encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.markdown}: {exc.strerror or exc}") from None
+    return EXIT_FAIL if result.failed else EXIT_OK
+
+
+def add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="rebuild report.md and results.csv from a run's results.jsonl",
+                       description="Rebuild report.md and results.csv from results.jsonl; with --plots, "
+                                   "also write PNG figures into the run folder and embed them.")  # fmt: skip
+    p.add_argument("run", metavar="RUN", help="a run folder")
+    p.add_argument("--plots", action="store_true", help="write speedup, latency and roofline figures (PNG)")
+    p.set_defaults(handler=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from pathlib import Path
+
+    from harness import plots
+    from harness.results import REPORT_MD, RunFolder, read_jsonl, to_frame
+
+    path = Path(args.run)
+    if not (path / "results.jsonl").is_file():
+        raise UsageError(f"{path}: not a run folder (no results.jsonl)")
+    folder = RunFolder(path)
+    rows = read_jsonl(folder.jsonl)
+    if not rows:
+        raise UsageError(f"{folder.jsonl}: holds no results")
+    frame, env = to_frame(rows), folder.read_env()
+    folder.write_csv(frame)
+    text = report.markdown(frame, env)
+    written = plots.write_plots(frame, folder.path, env) if args.plots else []
+    if written:
+        text = text.rstrip("\n") + "\n\n" + plots.markdown(written, folder.path)
+    (folder.path / REPORT_MD).write_text(text, encoding="utf-8")
+    console.print(f"rebuilt: {folder.path / REPORT_MD}, {folder.path / 'results.csv'}"
+                  + "".join(f", {p}" for p in written))  # fmt: skip
+    return EXIT_OK
+
+
+# --- end of issue 6 ---------------------------------------------------------------------------------
+
+
 #: Sub-commands in help order; other modules add theirs here.
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_run, add_list, add_env]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_run, add_list, add_env, add_compare, add_report]
 
 
 def build_parser() -> Parser:

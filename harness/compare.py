@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from rich import box
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.panel import Panel
@@ -355,7 +356,7 @@ def compare_case(
         possible = min_attainable_p(b_samples.size, c_samples.size) < alpha
         p_value: float | None = float(sps.mannwhitneyu(b_samples, c_samples, alternative="two-sided").pvalue)
         if not possible:
-            notes.append(f"too few samples ({b_samples.size} vs {c_samples.size}) to reach p < {alpha:g}")
+            notes.append("few samples")
         method = "mann-whitney"
         n_b, n_c = int(b_samples.size), int(c_samples.size)
     else:
@@ -370,10 +371,10 @@ def compare_case(
             overlap = lows[0] <= highs[1] and lows[1] <= highs[0]
             # Non-overlapping intervals bound p below CI_OVERLAP_P; overlapping ones say nothing.
             p_value, possible, method = (1.0 if overlap else CI_OVERLAP_P), True, "ci-overlap"
-            notes.append("no raw samples: judged by 95% CI overlap")
+            notes.append("CI overlap")
     verdict = judge(ratio, p_value, possible, threshold, alpha)
     if _truthy(base.get("noisy")) or _truthy(cur.get("noisy")):
-        notes.append("noisy (IQR > 10% of median)")
+        notes.append("noisy")
     return CaseResult(
         key=key,
         baseline_ms=b_med,
@@ -476,18 +477,52 @@ def compare(
 # ---------------------------------------------------------------------------------------- rendering
 
 
+#: Key fields besides the variant and the input shape, in the order labels show them.
+CONFIG_FIELDS: tuple[str, ...] = ("device", "dtype", "mode", "reduction", "fusion", "bias")
+#: What the short notes in the tables mean.
+NOTE_LEGEND: dict[str, str] = {
+    "noisy": "IQR above 10% of the median on one side",
+    "few samples": "too few samples for the test ever to reach p < alpha",
+    "CI overlap": "no raw samples: judged by whether the 95% CIs of the medians overlap",
+    "no raw samples": "no raw samples and no usable confidence interval",
+}
+
+
+def _config_part(column: str, value: Any) -> str:
+    if column == "reduction":
+        return f"r{value}"
+    if column == "bias":
+        return "bias" if value else "no bias"
+    return str(value)
+
+
+def shape_label(fields: Mapping[str, Any]) -> str:
+    return "×".join(str(fields.get(c)) for c in ("batch", "channels", "height", "width") if c in fields)
+
+
+def config_label(fields: Mapping[str, Any], columns: Sequence[str] = CONFIG_FIELDS) -> str:
+    """``float32 forward r2 add``: the given key fields, compactly."""
+    return " ".join(_config_part(c, fields[c]) for c in columns if c in fields)
+
+
 def case_label(fields: Mapping[str, Any]) -> str:
-    """``eager 8×32×64×64 float32 forward r2 add`` — every key field, compact, in a fixed order."""
-    shape = "×".join(str(fields.get(c)) for c in ("batch", "channels", "height", "width") if c in fields)
-    parts = [str(fields.get("variant")), shape]
-    parts += [str(fields[c]) for c in ("device", "dtype", "mode") if c in fields]
-    if "reduction" in fields:
-        parts.append(f"r{fields['reduction']}")
-    if "fusion" in fields:
-        parts.append(str(fields["fusion"]))
-    if fields.get("bias"):
-        parts.append("bias")
-    return " ".join(parts)
+    """``eager 8×32×64×64 cpu float32 forward r2 add``: every key field, in a fixed order."""
+    shown = [c for c in CONFIG_FIELDS if c != "bias" or fields.get("bias")]
+    parts = [str(fields.get("variant")), shape_label(fields), config_label(fields, shown)]
+    return " ".join(p for p in parts if p)
+
+
+def varying_fields(comparison: Comparison) -> tuple[list[str], dict[str, Any]]:
+    """Config fields that differ between the comparison's cases, and the values all of them share."""
+    keys = [c.key for c in comparison.cases] + [s.key for s in comparison.status_changes]
+    keys += list(comparison.only_baseline) + list(comparison.only_current)
+    values: dict[str, set[Any]] = {}
+    for key in keys:
+        for column, value in key:
+            values.setdefault(column, set()).add(value)
+    varying = [c for c in CONFIG_FIELDS if len(values.get(c, ())) > 1]
+    common = {c: next(iter(values[c])) for c in CONFIG_FIELDS if len(values.get(c, ())) == 1}
+    return varying, common
 
 
 def _pct(change: float) -> str:
@@ -513,22 +548,32 @@ def headline(comparison: Comparison) -> str:
     return f"OK: no regression ({counts})"
 
 
-def _case_table_frame(cases: Sequence[CaseResult]) -> pd.DataFrame:
-    return pd.DataFrame.from_records(
-        [
-            {
-                "case": c.label,
-                "baseline ms": f"{c.baseline_ms:.4g}",
-                "current ms": f"{c.current_ms:.4g}",
-                "change": _pct(c.change),
-                "p": _p(c.p_value),
-                "n": f"{c.n_baseline}/{c.n_current}",
-                "verdict": c.verdict.value,
-                "note": c.note,
-            }
-            for c in cases
-        ]
-    )
+def _case_table_frame(cases: Sequence[CaseResult], config_columns: Sequence[str]) -> pd.DataFrame:
+    records = []
+    for c in cases:
+        record = {"variant": c.fields.get("variant"), "N×C×H×W": shape_label(c.fields)}
+        if config_columns:
+            record["config"] = config_label(c.fields, config_columns)
+        record |= {
+            "verdict": c.verdict.value,
+            "change": _pct(c.change),
+            "baseline ms": f"{c.baseline_ms:.4g}",
+            "current ms": f"{c.current_ms:.4g}",
+            "p": _p(c.p_value),
+            "n": f"{c.n_baseline}/{c.n_current}",
+            "note": c.note,
+        }
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def _common_line(common: Mapping[str, Any]) -> str:
+    return "All cases: " + " · ".join(_config_part(c, v) for c, v in common.items()) if common else ""
+
+
+def _legend(cases: Sequence[CaseResult]) -> list[str]:
+    used = {part for c in cases for part in c.note.split("; ") if part}
+    return [f"{name}: {meaning}" for name, meaning in NOTE_LEGEND.items() if name in used]
 
 
 def _key_frame(keys: Iterable[Key]) -> pd.DataFrame:
@@ -551,10 +596,13 @@ def to_markdown(comparison: Comparison, *, title: str = "Benchmark comparison") 
         f"{c.threshold:.0%} with Mann–Whitney p < {c.alpha:g} on the raw samples.",
         "",
     ]
+    varying, common = varying_fields(c)
+    if common:
+        lines += [_common_line(common) + ".", ""]
     news = [r for r in c.cases if r.verdict is not Verdict.SAME]
     same = [r for r in c.cases if r.verdict is Verdict.SAME]
     if news:
-        lines += [_case_table_frame(news).to_markdown(index=False), ""]
+        lines += [_case_table_frame(news, varying).to_markdown(index=False), ""]
     if c.status_changes:
         lines += ["### Cases whose status changed", ""]
         frame = pd.DataFrame.from_records(
@@ -571,9 +619,10 @@ def to_markdown(comparison: Comparison, *, title: str = "Benchmark comparison") 
             lines += [_key_frame(keys).to_markdown(index=False), "", "</details>", ""]
     if same:
         lines += [f"<details><summary>{len(same)} case(s) within ±{c.threshold:.0%} (SAME)</summary>", ""]
-        lines += [_case_table_frame(same).to_markdown(index=False), "", "</details>", ""]
-    if c.notes:
-        lines += ["<details><summary>Notes</summary>", ""] + [f"- {escape_md(n)}" for n in c.notes]
+        lines += [_case_table_frame(same, varying).to_markdown(index=False), "", "</details>", ""]
+    notes = _legend(c.cases) + list(c.notes)
+    if notes:
+        lines += ["<details><summary>Notes</summary>", ""] + [f"- {escape_md(n)}" for n in notes]
         lines += ["", "</details>", ""]
     return "\n".join(lines)
 
@@ -586,17 +635,36 @@ def escape_md(text: str) -> str:
 STYLES = {Verdict.SLOWER: "bold red", Verdict.FASTER: "green", Verdict.AMBIGUOUS: "yellow", Verdict.SAME: "dim"}
 
 
-def rich_table(comparison: Comparison) -> Table:
-    """Every compared case, worst first, coloured by verdict."""
-    table = Table(title=f"{comparison.baseline} → {comparison.current}", title_justify="left")
-    for name, justify in (("case", "left"), ("baseline ms", "right"), ("current ms", "right"), ("change", "right"),
-                          ("p", "right"), ("n", "right"), ("verdict", "left"), ("note", "left")):  # fmt: skip
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    frame = _case_table_frame(comparison.cases)
+#: Columns a narrow terminal may drop, least useful first (the Markdown keeps them all).
+OPTIONAL_COLUMNS: tuple[str, ...] = ("n", "note", "p", "baseline ms")
+
+
+def rich_table(comparison: Comparison, width: int | None = None) -> Table:
+    """Every compared case, worst first, coloured by verdict; fields shared by all cases go in the caption.
+
+    Identity columns never wrap or shrink; when ``width`` is too small for everything, the
+    columns in ``OPTIONAL_COLUMNS`` are left out in that order rather than truncate a verdict.
+    """
+    varying, common = varying_fields(comparison)
+    frame = _case_table_frame(comparison.cases, varying)
+    numeric = {"baseline ms", "current ms", "change", "p", "n"}
+    widths = {name: max([len(str(v)) for v in frame[name]] + [len(name)]) for name in frame.columns}
+    shown = list(frame.columns)
+    for name in OPTIONAL_COLUMNS:
+        if width is None or sum(widths[c] + 2 for c in shown) <= width:
+            break
+        if name in shown:
+            shown.remove(name)
+    table = Table(title=f"{comparison.baseline} → {comparison.current}", title_justify="left",
+                  caption=_common_line(common), caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+                  collapse_padding=True)  # fmt: skip
+    for name in shown:
+        table.add_column(name, justify="right" if name in numeric else "left", no_wrap=name != "note",
+                         min_width=None if name == "note" else widths[name])  # fmt: skip
     for r, row in zip(comparison.cases, frame.to_dict("records"), strict=True):
-        cells = [escape(str(row[c])) for c in frame.columns]
-        cells[list(frame.columns).index("verdict")] = f"[{STYLES[r.verdict]}]{r.verdict.value}[/]"
-        table.add_row(*cells)
+        cells = {k: escape(str(v)) for k, v in row.items() if k in shown}
+        cells["verdict"] = f"[{STYLES[r.verdict]}]{r.verdict.value}[/]"
+        table.add_row(*cells.values())
     return table
 
 
@@ -611,7 +679,7 @@ def render(comparison: Comparison, console: Console) -> None:
                 border_style="bold yellow",
             )
         )
-    console.print(rich_table(c))
+    console.print(rich_table(c, console.width))
     parts: list[Any] = []
     for s in c.status_changes:
         style = "bold red" if s.broken else "yellow"
@@ -619,7 +687,7 @@ def render(comparison: Comparison, console: Console) -> None:
     for keys, words in ((c.only_baseline, "only in the baseline"), (c.only_current, "only in the current run")):
         for k in keys:
             parts.append(f"[dim]{words}:[/] {escape(case_label(dict(k)))}")
-    for note in c.notes:
+    for note in _legend(c.cases) + list(c.notes):
         parts.append(f"[dim]note: {escape(note)}[/]")
     if parts:
         console.print(Group(*parts))
