@@ -13,7 +13,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from harness import envinfo, report
+from harness import envinfo, metrics, report
 from harness.cases import expand
 from harness.config import SweepConfig
 from harness.results import REPORT_MD, RunFolder, default_run_dir, to_frame
@@ -72,6 +72,7 @@ def run(
     write: bool = True,
     progress: bool = False,
     console: Console | None = None,
+    profile: bool = False,
     **options: Any,
 ) -> pd.DataFrame:
     """Run a sweep and return its rows as a DataFrame (``frame.attrs["run_dir"]`` is the folder).
@@ -81,11 +82,13 @@ def run(
     ``cache``, ``warmup_s``, ``min_samples``, ``max_samples``, ``rel_ci``, ``max_time_s``,
     ``seed``, ``out``. Each takes a list or a comma-separated string. ``config`` is a TOML file
     whose values the options override. Bad input raises ``harness.ConfigError``.
+    ``profile`` also writes a torch.profiler Chrome trace per timed case to ``<run>/traces/``.
     """
     cfg = SweepConfig.build(config, **options)
     cases = expand(cfg)
     registry = all_variants()
     folder = RunFolder(cfg.out or default_run_dir(cfg.device)) if write else None
+    trace_dir = folder.path / metrics.TRACES_DIR if profile and folder is not None else None
     rows: list[dict[str, Any]] = []
     interrupted = False
     with torch_threads(cfg.threads):
@@ -109,7 +112,7 @@ def run(
                         break
                     bar.update(task, description=case.label)
                     row = run_case(case, registry[case.variant], clock, cfg.timing, cfg.seed,
-                                   case.variant in cfg.explicit_variants, cache)
+                                   case.variant in cfg.explicit_variants, cache, trace_dir)
                     if folder is not None:
                         folder.append(row)
                     rows.append(row)

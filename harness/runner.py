@@ -14,10 +14,12 @@ import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from harness import metrics  # profiling metrics (issue 5): FLOPs, memory, GPU telemetry, traces
 from harness.cases import Case
 from harness.correctness import Check, normwise_error, tolerance
 from harness.stats import Stats
@@ -158,8 +160,13 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolicy, seed: int) -> dict[str, Any]:
-    """Check, then time, one case that is known to be runnable; returns the row's measured fields."""
+def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolicy, seed: int,
+                 trace_dir: Path | None = None) -> dict[str, Any]:
+    """Check, then time, one case that is known to be runnable; returns the row's measured fields.
+
+    After the timed loop: GPU telemetry over it, peak memory of one more call, and with
+    ``trace_dir`` a profiler trace (``metrics.after_timing``; none of it inside the loop).
+    """
     device, dtype = torch.device(case.device), getattr(torch, case.dtype)
     train = case.mode == "train"
     ref = make_reference(case, seed)
@@ -183,8 +190,16 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
     if not check.passed:
         return row | {"status": "mismatch", "reason": check.problem}
     step = make_step(fn, x, params, grad_out)
-    with torch.no_grad() if not train else contextlib.nullcontext():
-        timing = measure(step, clock, policy)
+    telemetry = metrics.begin_telemetry(device)
+    try:
+        with torch.no_grad() if not train else contextlib.nullcontext():
+            timing = measure(step, clock, policy)
+            calls = timing.warmup_calls + len(timing.samples_ms) * timing.calls_per_sample
+            trace = metrics.trace_path(trace_dir, case) if trace_dir is not None else None
+            profiled = metrics.after_timing(step, device, telemetry, calls, trace)
+    finally:
+        if telemetry is not None:
+            telemetry.close()
     stats = Stats.from_samples(timing.samples_ms)
     return row | stats.as_dict() | {
         "status": "ok",
@@ -194,18 +209,19 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
         "warmup_calls": timing.warmup_calls,
         "stop_reason": timing.stop_reason,
         "samples_ms": list(timing.samples_ms),
-    }
+    } | profiled
 
 
 def run_case(case: Case, variant: Variant, clock: Clock | None, policy: TimingPolicy, seed: int,
-             explicit: bool = False, cache: str = "cold") -> dict[str, Any]:
-    """One finished row for ``case``, whatever happens."""
+             explicit: bool = False, cache: str = "cold", trace_dir: Path | None = None) -> dict[str, Any]:
+    """One finished row for ``case``, whatever happens. ``trace_dir``: write a profiler trace there."""
     row: dict[str, Any] = case.as_dict() | {"threads": torch.get_num_threads(), "cache": cache}
+    row |= metrics.config_columns(case)  # FLOPs depend on the configuration only: every row has them
     reason = skip_reason(case, variant, explicit)
     if reason is not None or clock is None:
         return row | {"status": "skipped", "reason": reason or "no clock for this device"}
     try:
-        row |= measure_case(case, variant, clock, policy, seed)
+        row |= measure_case(case, variant, clock, policy, seed, trace_dir)
     except torch.OutOfMemoryError as exc:
         row |= {"status": "oom", "reason": _one_line(exc)}
     except Exception as exc:  # noqa: BLE001 - one failing case must never end the sweep
