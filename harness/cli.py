@@ -57,6 +57,8 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
     p.add_argument("--save-baseline", dest="save_baseline", action="store_true",
                    help="also store the run as this device's baseline under results/baselines/")  # issue 6
+    p.add_argument("--profile", action="store_true",
+                   help="also write a torch.profiler Chrome trace per timed case to <run>/traces/")  # issue 5
     p.set_defaults(handler=cmd_run)
 
 
@@ -64,7 +66,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     options = {k: getattr(args, k) for k in (
         "device", "variants", "shapes", "batch_sizes", "dtypes", "modes", "reductions", "fusions", "biases",
         "threads", "cache", "warmup_s", "min_samples", "max_samples", "rel_ci", "max_time_s", "seed", "out")}  # fmt: skip
-    frame = api.run(args.config, progress=not args.quiet, console=console, **options)
+    frame = api.run(args.config, progress=not args.quiet, console=console, profile=args.profile, **options)
     if not args.quiet:
         report.print_summary(frame, console)
     console.print(f"results: {frame.attrs['run_dir']}")
