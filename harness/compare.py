@@ -297,7 +297,8 @@ def min_attainable_p(n1: int, n2: int) -> float:
     """
     if n1 < 1 or n2 < 1:
         return 1.0
-    return min(1.0, 2.0 / math.comb(n1 + n2, n1))
+    log_comb = math.lgamma(n1 + n2 + 1) - math.lgamma(n1 + 1) - math.lgamma(n2 + 1)  # comb overflows a float
+    return min(1.0, 2.0 * math.exp(-log_comb))
 
 
 def _samples(value: Any) -> np.ndarray:

@@ -72,6 +72,12 @@ def test_too_few_samples_is_ambiguous_even_when_far_apart(tmp_path: Path) -> Non
     assert c.note == "few samples"
 
 
+def test_min_attainable_p_handles_thousands_of_samples() -> None:
+    assert cmp.min_attainable_p(5, 5) == pytest.approx(2 / 252)
+    assert cmp.min_attainable_p(2000, 2000) == 0.0
+    assert cmp.min_attainable_p(0, 10) == 1.0
+
+
 def test_alpha_is_configurable(tmp_path: Path) -> None:
     """Five samples a side: p = 2/252 ≈ 0.008 at best, significant at 0.01, not at 0.001."""
     base, cur = [1.0, 1.01, 0.99, 1.02, 0.98], [2.0, 2.01, 1.99, 2.02, 1.98]

@@ -1,0 +1,161 @@
+"""compare, report and baselines end to end, on real (small) CPU runs made through ``harness.run``.
+
+The runs use one torch thread: on a shared two-core machine an OpenMP barrier waiting for a
+descheduled thread turns a 0.1 ms call into tens of ms now and then, and a benchmark CI on a
+shared CPU runner should pin threads for the same reason (see .github/workflows/bench.yml).
+"""
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+import harness
+from harness import compare as cmp
+from harness.cli import main
+
+#: Small and quick: about a second per run on two cores, yet a 30% change stands far above the noise.
+RUN: dict[str, object] = {
+    "shapes": "16x32x32", "batch_sizes": "2", "modes": "forward", "threads": 1,
+    "warmup_s": 0.05, "min_samples": 10, "max_time_s": 0.3,
+}  # fmt: skip
+TWIN = "twin_e2e"
+#: The twin calls the module this many times per call; its slow double does 30% more work.
+BASE_REPEATS, SLOW_REPEATS = 10, 13
+
+
+def repeated(times: int) -> Callable[[torch.nn.Module, torch.device, torch.dtype], Callable]:
+    """A build function whose callable runs the reference ``times`` times and returns the last output."""
+
+    def build(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> Callable:
+        module = copy.deepcopy(reference).to(device=device, dtype=dtype)
+
+        def call(x: torch.Tensor) -> torch.Tensor:
+            for _ in range(times - 1):
+                module(x)
+            return module(x)
+
+        return call
+
+    return build
+
+
+def run(out: Path, variants: str) -> Path:
+    frame = harness.run(out=str(out), variants=variants, **RUN)
+    assert (frame["status"] == "ok").all(), frame[["variant", "status", "reason"]]
+    return Path(frame.attrs["run_dir"])
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run(tmp_path_factory.mktemp("run") / "run", "eager")
+
+
+def test_a_run_compared_with_itself_passes(real_run: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["compare", str(real_run), str(real_run)]) == 0
+    out = capsys.readouterr().out
+    assert "OK: no regression (0 faster, 0 slower, 1 same, 0 ambiguous)" in out
+
+
+def test_a_variant_doing_thirty_percent_more_work_is_a_named_regression(
+    tmp_path: Path, temp_variant: Callable, capsys: pytest.CaptureFixture
+) -> None:
+    temp_variant(TWIN, repeated(BASE_REPEATS), modes="forward")
+    before = run(tmp_path / "before", f"eager,{TWIN}")
+    temp_variant(TWIN, repeated(SLOW_REPEATS), modes="forward")  # same name, 30% more work
+    after = run(tmp_path / "after", f"eager,{TWIN}")
+    md = tmp_path / "summary.md"
+    code = main(["compare", str(before), str(after), "--markdown", str(md)])
+    out = capsys.readouterr().out
+    result = cmp.compare(before, after)
+    assert [r.fields["variant"] for r in result.regressions] == [TWIN]
+    slow = result.regressions[0]
+    assert slow.verdict is cmp.Verdict.SLOWER and slow.p_value is not None and slow.p_value < 0.01
+    assert 1.15 < slow.ratio < 1.5  # 13/10 of the calls, give or take the noise
+    assert code == 1
+    assert any(TWIN in line and "SLOWER" in line for line in out.splitlines()), out
+    assert "1 regression" in out
+    text = md.read_text()
+    assert text.startswith("## ❌") and f"| {TWIN}" in text
+
+
+def test_noise_alone_raises_no_false_regression(tmp_path: Path, record_property: Callable) -> None:
+    """Pairs of identical runs at the default threshold and alpha: every case must pass."""
+    pairs, false_alarms, changes = 3, 0, []
+    for i in range(pairs):
+        a = run(tmp_path / f"{i}a", "eager,eager_factored")
+        b = run(tmp_path / f"{i}b", "eager,eager_factored")
+        result = cmp.compare(a, b)
+        false_alarms += len(result.regressions)
+        changes += [round(c.change * 100, 1) for c in result.cases]
+    record_property("false_alarms", f"{false_alarms}/{len(changes)}; changes % {changes}")
+    assert len(changes) == 2 * pairs
+    assert false_alarms == 0, f"{false_alarms} false regression(s) in {len(changes)} cases; changes % {changes}"
+
+
+def test_report_rebuilds_csv_and_markdown_with_plots(tmp_path: Path, real_run: Path) -> None:
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    for name in ("results.jsonl", "env.json"):
+        (folder / name).write_bytes((real_run / name).read_bytes())
+    assert main(["report", str(folder)]) == 0
+    assert (folder / "results.csv").is_file() and "# scSE benchmark report" in (folder / "report.md").read_text()
+    assert "## Figures" not in (folder / "report.md").read_text()
+    # One eager case at one batch size: no speedup (nothing but eager) and no latency line (one batch).
+    assert main(["report", str(folder), "--plots"]) == 0
+    assert not list(folder.glob("*.png"))
+
+
+def test_save_baseline_then_compare_with_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    flags = ["--shapes", "16x32x32", "--batch-sizes", "1,2", "--modes", "forward", "--threads", "1",
+             "--warmup", "0.02", "--max-time", "0.2", "--quiet"]  # fmt: skip
+    assert main(["run", *flags, "--out", "first", "--save-baseline"]) == 0
+    saved = [p for p in (tmp_path / "results" / "baselines").iterdir()]
+    assert len(saved) == 1 and saved[0].name.startswith("cpu-")
+    assert json.loads((saved[0] / "env.json").read_text())["device"] == "cpu"
+    assert main(["report", "first", "--plots"]) == 0
+    assert (tmp_path / "first" / "latency_vs_batch.png").is_file()
+    assert "![Latency against batch size](latency_vs_batch.png)" in (tmp_path / "first" / "report.md").read_text()
+    capsys.readouterr()
+    assert main(["compare", "--baseline", "first"]) == 0
+    assert f"results/baselines/{saved[0].name} → first" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["compare", "nope", "nope2"], "nope: no such file or folder"),
+        (["compare", "one"], "give BASELINE and CURRENT"),
+        (["compare", "--baseline", "a", "b"], "with --baseline give only the current run"),
+        (["report", "nowhere"], "not a run folder"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, args: list[str], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_compare_across_devices_and_without_common_cases_is_exit_2(tmp_path: Path, real_run: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    other = tmp_path / "other"
+    other.mkdir()
+    rows = [json.loads(line) for line in (real_run / "results.jsonl").read_text().splitlines()]
+    env = json.loads((real_run / "env.json").read_text())
+    (other / "results.jsonl").write_text("".join(json.dumps(r | {"device": "cuda"}) + "\n" for r in rows))
+    (other / "env.json").write_text(json.dumps(env | {"device": "cuda", "gpu_name": "NVIDIA H100"}))
+    assert main(["compare", str(real_run), str(other)]) == 2
+    assert "different devices: baseline ran on cpu, current on cuda" in capsys.readouterr().err
+    (other / "env.json").write_text(json.dumps(env))
+    (other / "results.jsonl").write_text("".join(json.dumps(r | {"batch": 999}) + "\n" for r in rows))
+    assert main(["compare", str(real_run), str(other)]) == 2
+    assert "no case in common" in capsys.readouterr().err
