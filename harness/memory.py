@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from harness.profiling import quiet_kineto
+
 #: Columns :meth:`MemoryUsage.as_row` fills.
 MEMORY_COLUMNS: tuple[str, ...] = (
     "peak_mem_bytes", "peak_reserved_bytes", "process_hwm_bytes", "process_hwm_reset", "mem_source",
@@ -132,7 +134,7 @@ def _cpu_peak(step: Callable[[], object], proc: Path) -> MemoryUsage:
     reset = reset_hwm(proc)
     peak: int | None = None
     try:
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        with quiet_kineto(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             out = step()
         hwm = read_hwm(proc)
         del out  # freed after the profiler stopped: the output counts towards the peak

@@ -6,14 +6,50 @@ overhead never touches the timings. Each profiled call is wrapped in a ``call <i
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import re
-from collections.abc import Callable, Sequence
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 MODES: tuple[str, ...] = ("forward", "train")
+#: Lines kineto writes to stderr on every profiler start and stop, whatever KINETO_LOG_LEVEL says.
+KINETO_NOISE = re.compile(r"^(USDT|STAGE):\S+ \S+ \d+:\d+ \S+\.cpp:\d+\] ")
+
+
+@contextlib.contextmanager
+def quiet_kineto() -> Iterator[None]:
+    """Drop kineto's per-session log lines from stderr; everything else written there is passed on.
+
+    They come from C++ straight to file descriptor 2, so the descriptor itself is swapped for a
+    temporary file for the duration, then the other lines are written back in order.
+    """
+    fd = 2  # C++ writes to descriptor 2, whatever Python's sys.stderr is now
+    sys.stderr.flush()
+    try:
+        saved = os.dup(fd)
+    except OSError:
+        yield
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), fd)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode(errors="replace")
+            kept = [line for line in text.splitlines(keepends=True) if not KINETO_NOISE.match(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def activities_for(device: torch.device | str) -> list[ProfilerActivity]:
@@ -48,7 +84,7 @@ def write_step_trace(
         step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    with profile(activities=activities_for(device), record_shapes=True) as prof:
+    with quiet_kineto(), profile(activities=activities_for(device), record_shapes=True) as prof:
         for i in range(calls):
             with record_function(f"call {i}"):
                 step()

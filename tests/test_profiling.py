@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from harness.profiling import activities_for, trace_name, write_trace
+from harness.profiling import activities_for, quiet_kineto, trace_name, write_trace
 from variants.reference import ScSE
 
 
@@ -50,3 +50,20 @@ def test_names_and_activities() -> None:
     assert trace_name(label) == "eager_32x64x64_b8_float32_forward_r2_add.trace.json"
     assert trace_name("a/b:c") == "a_b_c.trace.json"
     assert len(activities_for("cpu")) == 1
+
+
+def test_kineto_noise_is_dropped_and_the_rest_kept(capfd: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    with quiet_kineto():
+        os.write(2, b"USDT:2026-11-25 18:47:15 4493:4493 SyncActivityProfilerHandler.cpp:52] profiler_start\n")
+        os.write(2, b"a real warning\n")
+        os.write(2, b"STAGE:2026-11-25 18:47:34 4552:4552 SyncActivityProfilerHandler.cpp:51] Completed Stage\n")
+    _, err = capfd.readouterr()
+    assert err == "a real warning\n"
+
+
+def test_profiling_a_case_prints_nothing(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    write_trace(ScSE(4), torch.randn(1, 4, 4, 4), "forward", tmp_path / "t.json", calls=1)
+    out, err = capfd.readouterr()
+    assert "USDT" not in err and "profiler_start" not in err

@@ -1,0 +1,81 @@
+"""The runner's rows carry the profiling metrics (issue 5), and ``--profile`` writes traces."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import FAST, FAST_RUN
+
+from harness import api
+from harness.bandwidth import bytes_min
+from harness.cases import Case
+from harness.flops import analytic_flops
+from harness.metrics import METRIC_COLUMNS, after_timing, begin_telemetry, config_columns
+from harness.runner import run_case
+from harness.timing import CpuClock
+from variants.registry import get_variant
+
+
+def case(mode: str = "forward", variant: str = "eager", **kw: Any) -> Case:
+    base: dict[str, Any] = dict(batch=2, channels=8, height=5, width=7, reduction=2, fusion="max", bias=True)
+    return Case(variant, "cpu", "float32", mode, **{**base, **kw})
+
+
+@pytest.mark.parametrize("mode", ["forward", "train"])
+def test_timed_rows_have_every_metric(mode: str, tmp_path: Path) -> None:
+    c = case(mode)
+    row = run_case(c, get_variant("eager"), CpuClock(), FAST, seed=0, trace_dir=tmp_path)
+    assert row["status"] == "ok", row["reason"]
+    assert set(METRIC_COLUMNS) <= set(row)
+    assert row["analytic_flops"] == row["torch_flops"] == analytic_flops(2, 8, 5, 7, 2, "max", True, mode)
+    assert row["fvcore_flops"] == analytic_flops(2, 8, 5, 7, 2, "max", True, "forward", "mac=1")
+    moved = bytes_min(2, 8, 5, 7, "float32", 2, "max", True, mode)
+    assert row["arithmetic_intensity"] == pytest.approx(row["analytic_flops"] / moved)
+    x_bytes = 2 * 8 * 5 * 7 * 4
+    assert row["peak_mem_bytes"] >= x_bytes and row["mem_source"] == "profiler"
+    assert row["peak_reserved_bytes"] is None
+    # CPU: the telemetry columns are there and empty.
+    assert row["gpu_util_mean"] is None and row["throttled"] is None and row["throttle_reasons"] == ""
+    trace = tmp_path / Path(row["trace_file"]).name
+    assert json.loads(trace.read_text())["traceEvents"]
+
+
+def test_train_peak_above_forward_peak() -> None:
+    forward = run_case(case("forward"), get_variant("eager"), CpuClock(), FAST, seed=0)
+    train = run_case(case("train"), get_variant("eager"), CpuClock(), FAST, seed=0)
+    assert train["peak_mem_bytes"] > forward["peak_mem_bytes"]
+
+
+def test_skipped_rows_still_have_their_flops(temp_variant: Any) -> None:
+    name = temp_variant("h5_never", lambda ref, device, dtype: ref, available=lambda: "not here")
+    row = run_case(case(variant=name), get_variant(name), CpuClock(), FAST, seed=0)
+    assert row["status"] == "skipped"
+    assert row["analytic_flops"] == analytic_flops(2, 8, 5, 7, 2, "max", True, "forward")
+    assert "peak_mem_bytes" not in row and "trace_file" not in row
+
+
+def test_config_columns_never_raise() -> None:
+    bad = case(reduction=64)  # no hidden channel: ScSE refuses to build
+    cols = config_columns(bad)
+    assert cols["analytic_flops"] is None and "error" in str(cols["torch_uncounted"])
+
+
+def test_no_telemetry_on_cpu_and_no_trace_unless_asked() -> None:
+    assert begin_telemetry(torch.device("cpu")) is None
+    cols = after_timing(lambda: torch.ones(8), torch.device("cpu"), None, calls=10)
+    assert cols["trace_file"] is None and cols["gpu_util_samples"] is None and cols["peak_mem_bytes"] == 32
+
+
+def test_run_with_profile_writes_traces_into_the_run_folder(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    frame = api.run(device="cpu", shapes="8x4x4", batch_sizes="2", modes="forward,train", out=str(out),
+                    profile=True, **FAST_RUN)
+    assert list(frame["status"]) == ["ok", "ok"]
+    traces = sorted(p.name for p in (out / "traces").iterdir())
+    assert traces == sorted(Path(t).name for t in frame["trace_file"])
+    assert len(traces) == 2
+    csv = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert {"fvcore_flops", "torch_flops", "analytic_flops", "peak_mem_bytes", "gpu_util_mean"} <= set(csv)
