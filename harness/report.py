@@ -69,6 +69,7 @@ def pivot(group: pd.DataFrame, value: str) -> pd.DataFrame:
 
 def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
     """The whole report.md."""
+    from harness.profile_report import profiling_markdown  # here: profile_report imports this module
     frame = with_speedup(frame)
     lines = ["# scSE benchmark report", ""]
     if env:
@@ -91,6 +92,7 @@ def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
         if speed.notna().any().any():
             lines += [f"Speedup over `{BASELINE_VARIANT}` (×, higher is faster):", ""]
             lines += [speed.map(lambda v: f"{v:.2f}" if pd.notna(v) else "").to_markdown(disable_numparse=True), ""]
+        lines += profiling_markdown(group)  # issue 5: FLOPs, peak memory, GPU telemetry
     problems = frame[frame["status"] != "ok"]
     if not problems.empty:
         lines += ["## Cases not timed", ""]

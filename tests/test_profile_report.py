@@ -1,0 +1,56 @@
+"""Report tables for FLOPs, peak memory and GPU telemetry."""
+from __future__ import annotations
+
+from typing import Any
+
+from harness.profile_report import memory_table, profiling_markdown, si
+from harness.report import markdown
+from harness.results import to_frame
+
+
+def row(variant: str, median: float, gpu: bool = False, **kw: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "variant": variant, "device": "cuda" if gpu else "cpu", "dtype": "float32", "mode": "forward", "batch": 8,
+        "channels": 32, "height": 64, "width": 64, "reduction": 2, "fusion": "add", "bias": False, "status": "ok",
+        "reason": None, "median_ms": median, "iqr_ms": 0.01, "noisy": False,
+        "analytic_flops": 6_400_000, "torch_flops": 6_400_000, "fvcore_flops": 3_500_000, "fvcore_scope": "forward",
+        "fvcore_uncounted": "", "torch_uncounted": "", "arithmetic_intensity": 0.76,
+        "peak_mem_bytes": 3 << 20, "peak_reserved_bytes": (20 << 20) if gpu else None,
+    }
+    if gpu:
+        base |= {"gpu_util_mean": 97.2, "gpu_util_max": 100.0, "sm_clock_min_mhz": 1755.0,
+                 "sm_clock_mean_mhz": 1980.0, "mem_clock_min_mhz": 2619.0, "mem_clock_mean_mhz": 2619.0,
+                 "power_mean_w": 412.0, "energy_per_call_j": 0.0123, "temperature_c": 55.0,
+                 "throttled": True, "throttle_reasons": "sw_power_cap"}
+    return base | kw
+
+
+def test_cpu_group_gets_flop_and_memory_tables_but_no_telemetry() -> None:
+    frame = to_frame([row("eager", 1.0), row("fast", 0.5, peak_mem_bytes=1 << 20)])
+    md = markdown(frame)
+    flops = [line for line in md.splitlines() if line.startswith("| 32x64x64 b8") and "M" in line]
+    assert len(flops) == 1
+    assert [c.strip() for c in flops[0].strip("|").split("|")] == ["32x64x64 b8", "6.4 M", "6.4 M", "3.5 M", "0.76"]
+    table = "\n".join(memory_table(frame)).splitlines()
+    memory = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table if line.startswith("| ")}
+    memory.pop("variant")
+    assert memory == {"eager": "3", "fast": "1"}
+    assert "GPU telemetry" not in md
+
+
+def test_gpu_group_gets_telemetry_and_reserved() -> None:
+    frame = to_frame([row("eager", 1.0, gpu=True), row("fast", 0.5, gpu=True, throttled=False, throttle_reasons="")])
+    lines = profiling_markdown(frame)
+    md = "\n".join(lines)
+    assert "3 (20)" in md  # allocated MiB (reserved MiB)
+    assert "GPU telemetry" in md and "not SM occupancy" in md
+    assert "97/100" in md and "1755–1980" in md and "12.3" in md and "sw_power_cap" in md
+
+
+def test_uncounted_ops_are_listed() -> None:
+    frame = to_frame([row("eager", 1.0, torch_uncounted="aten.tanh")])
+    assert "Not counted: aten.tanh" in "\n".join(profiling_markdown(frame))
+
+
+def test_si() -> None:
+    assert si(4940) == "4.94 k" and si(1.234e9) == "1.23 G" and si(12) == "12" and si(None) == ""
