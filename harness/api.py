@@ -13,11 +13,12 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from harness import envinfo, metrics, report
+from harness import envinfo, isolation, metrics, report, sharding
+from harness import resume as resuming
 from harness.cases import expand
 from harness.config import SweepConfig
 from harness.results import REPORT_MD, RunFolder, default_run_dir, to_frame
-from harness.runner import clock_for, run_case
+from harness.runner import clock_for
 from variants.registry import all_variants
 
 
@@ -73,6 +74,7 @@ def run(
     progress: bool = False,
     console: Console | None = None,
     profile: bool = False,
+    resume: str | Path | None = None,
     **options: Any,
 ) -> pd.DataFrame:
     """Run a sweep and return its rows as a DataFrame (``frame.attrs["run_dir"]`` is the folder).
@@ -83,13 +85,17 @@ def run(
     ``seed``, ``out``. Each takes a list or a comma-separated string. ``config`` is a TOML file
     whose values the options override. Bad input raises ``harness.ConfigError``.
     ``profile`` also writes a torch.profiler Chrome trace per timed case to ``<run>/traces/``.
+    Issue 7: ``isolate``, ``case_timeout``, ``oom_retry`` and ``shard`` (``"K/N"``) are options too;
+    ``resume`` names a run folder whose sweep is finished in place (its done cases skipped).
     """
-    cfg = SweepConfig.build(config, **options)
-    cases = expand(cfg)
+    cfg = resuming.config_for(resume, config, options) if resume is not None else SweepConfig.build(config, **options)
     registry = all_variants()
-    folder = RunFolder(cfg.out or default_run_dir(cfg.device)) if write else None
+    cases = sharding.select(expand(cfg), cfg.shard, registry, cfg.timing)  # issue 7: all cases without a shard
+    folder = RunFolder(cfg.out or default_run_dir(cfg.device)) if write or resume is not None else None
     trace_dir = folder.path / metrics.TRACES_DIR if profile and folder is not None else None
     rows: list[dict[str, Any]] = []
+    if resume is not None and folder is not None:  # issue 7: keep the rows done, run the rest
+        rows, cases = resuming.split(folder, cases)
     interrupted = False
     with torch_threads(cfg.threads):
         env = envinfo.collect(cfg.device) | {"config": cfg.as_dict()}
@@ -104,15 +110,16 @@ def run(
         )  # fmt: skip
         flag = StopFlag()
         try:
-            with bar, flag.installed(console if progress else None):
+            executor = isolation.CaseExecutor(cfg, registry, clock, cache, trace_dir,  # issue 7: crashes → rows
+                                              folder.path if folder is not None else None)
+            with bar, flag.installed(console if progress else None), executor:
                 task = bar.add_task("starting", total=len(cases))
                 for case in cases:
                     if flag.stop:
                         interrupted = True
                         break
                     bar.update(task, description=case.label)
-                    row = run_case(case, registry[case.variant], clock, cfg.timing, cfg.seed,
-                                   case.variant in cfg.explicit_variants, cache, trace_dir)
+                    row = executor.run(case)
                     if folder is not None:
                         folder.append(row)
                     rows.append(row)

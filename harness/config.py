@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from harness.sharding import Shard
 from harness.timing import CACHE_MODES, TimingPolicy
 from variants.reference import FUSIONS
 from variants.registry import DTYPES, MODES, all_variants, unknown_variant_message
@@ -66,6 +67,15 @@ class SweepConfig:
     out: str | None = None
     #: Variant names the user spelled out (not matched by a glob): some variants time only then.
     explicit_variants: frozenset[str] = frozenset()
+    # issue 7: fault tolerance and scaling out (harness.isolation, harness.oom, harness.sharding)
+    #: Run every case in a worker child process (crashes and hangs become rows).
+    isolate: bool = False
+    #: Seconds a case may take in a worker before it is killed (``timeout`` row); implies ``isolate``.
+    case_timeout: float | None = None
+    #: On ``oom``, try again at half the batch (``batch_run`` records the batch measured).
+    oom_retry: bool = False
+    #: Run only this shard of the case list (``K/N``).
+    shard: Shard | None = None
 
     @classmethod
     def build(cls, config_file: str | Path | None = None, **options: Any) -> SweepConfig:
@@ -108,6 +118,7 @@ class SweepConfig:
             seed=parse_int(get("seed"), "seed", minimum=0),
             out=None if merged.get("out") is None else str(merged["out"]),
             explicit_variants=frozenset(explicit),
+            **fault_options(merged),  # issue 7
         )
         config.check_reductions()
         return config
@@ -130,7 +141,24 @@ _BASE = SweepConfig()
 OPTION_NAMES: tuple[str, ...] = (
     "device", "variants", "shapes", "batch_sizes", "dtypes", "modes", "reductions", "fusions", "biases",
     "threads", "cache", "warmup_s", "min_samples", "max_samples", "rel_ci", "max_time_s", "seed", "out",
+    "isolate", "case_timeout", "oom_retry", "shard",  # issue 7
 )  # fmt: skip
+
+
+def fault_options(merged: Mapping[str, Any]) -> dict[str, Any]:
+    """Issue 7's options, validated: a time limit implies isolation (only a child can be killed)."""
+    timeout = merged.get("case_timeout")
+    timeout = None if timeout is None else parse_float(timeout, "case_timeout", minimum=1e-3)
+    try:
+        shard = None if merged.get("shard") is None else Shard.parse(merged["shard"])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return {
+        "isolate": parse_bools(merged.get("isolate", False), "isolate")[0] or timeout is not None,
+        "case_timeout": timeout,
+        "oom_retry": parse_bools(merged.get("oom_retry", False), "oom_retry")[0],
+        "shard": shard,
+    }
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

@@ -101,7 +101,10 @@ def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
     return "\n".join(lines)
 
 
-STYLES = {"mismatch": "bold red", "error": "yellow", "oom": "magenta", "skipped": "dim"}
+STYLES = {"mismatch": "bold red", "error": "yellow", "oom": "magenta", "skipped": "dim",
+          "crashed": "bold red", "timeout": "red"}  # crashed, timeout: issue 7
+#: Statuses the console summary lists one by one, with their reasons.
+FAILED = ("mismatch", "error", "oom", "crashed", "timeout")
 
 
 def summary_tables(frame: pd.DataFrame) -> list[Table]:
@@ -137,7 +140,7 @@ def summary_tables(frame: pd.DataFrame) -> list[Table]:
 def print_summary(frame: pd.DataFrame, console: Console) -> None:
     for table in summary_tables(frame):
         console.print(table)
-    problems = frame[frame["status"].isin(["mismatch", "error", "oom"])]
+    problems = frame[frame["status"].isin(FAILED)]
     for r in problems.to_dict("records"):
         style = STYLES.get(r["status"], "red")
         console.print(f"[{style}]{r['status'].upper()}[/] {r['variant']} {r['channels']}x{r['height']}x{r['width']} "

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime as _dt
-import gc
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ import torch
 from harness import metrics  # profiling metrics (issue 5): FLOPs, memory, GPU telemetry, traces
 from harness.cases import Case
 from harness.correctness import Check, normwise_error, tolerance
+from harness.oom import is_out_of_memory, release_memory  # issue 7: CPU allocation failures are oom too
 from harness.stats import Stats
 from harness.timing import Clock, TimingPolicy, make_clock, measure
 from variants.reference import ScSE
@@ -222,14 +222,10 @@ def run_case(case: Case, variant: Variant, clock: Clock | None, policy: TimingPo
         return row | {"status": "skipped", "reason": reason or "no clock for this device"}
     try:
         row |= measure_case(case, variant, clock, policy, seed, trace_dir)
-    except torch.OutOfMemoryError as exc:
-        row |= {"status": "oom", "reason": _one_line(exc)}
     except Exception as exc:  # noqa: BLE001 - one failing case must never end the sweep
-        row |= {"status": "error", "reason": _one_line(exc)}
+        row |= {"status": "oom" if is_out_of_memory(exc) else "error", "reason": _one_line(exc)}
     finally:
-        gc.collect()
-        if case.device.startswith("cuda") and torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        release_memory(case.device)
     row["finished_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return row
 

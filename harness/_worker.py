@@ -1,0 +1,99 @@
+"""The child side of ``--isolate``: ``python -m harness._worker`` runs cases sent by the parent.
+
+Protocol: one JSON object a line. The worker says ``{"ready": pid}`` once torch is imported, then
+answers each request line on stdin with ``{"row": {...}}`` on its own copy of stdout. File
+descriptor 1 itself is pointed at stderr, so a variant that prints cannot corrupt the protocol.
+The worker ignores SIGINT (the parent owns Ctrl-C and lets the case in progress finish) and exits
+when its stdin closes or its parent dies, so a killed sweep leaves no orphan behind.
+"""
+from __future__ import annotations
+
+import faulthandler
+import importlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+
+def jsonable(value: Any) -> Any:
+    """For ``json.dumps``: numpy and torch scalars as numbers, tuples and sets as lists."""
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def send(proto: IO[str], message: dict[str, Any]) -> None:
+    proto.write(json.dumps(message, default=jsonable, allow_nan=True) + "\n")
+    proto.flush()
+
+
+def watch_parent(parent: int, every_s: float = 0.5) -> None:
+    """Exit as soon as the parent is gone (reparented), even in the middle of a hung case."""
+
+    def loop() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(3)
+            time.sleep(every_s)
+
+    threading.Thread(target=loop, name="parent-watch", daemon=True).start()
+
+
+def run_request(request: dict[str, Any], clocks: dict[tuple[str, str], Any]) -> dict[str, Any]:
+    """One row for one request; any failure outside ``run_case`` is an error row, not a dead worker."""
+    import torch
+
+    from harness.cases import Case
+    from harness.runner import clock_for, run_case
+    from harness.timing import TimingPolicy
+    from variants.registry import all_variants
+
+    case = Case(**request["case"])
+    try:
+        variant = all_variants().get(case.variant)
+        if variant is None and request.get("module"):
+            importlib.import_module(request["module"])  # a module that registers the variant on import
+            variant = all_variants().get(case.variant)
+        if variant is None:
+            raise LookupError(f"variant {case.variant!r} is not registered in the worker process; register it in "
+                              "an importable module or a harness.variants plugin")  # fmt: skip
+        if request.get("threads"):
+            torch.set_num_threads(int(request["threads"]))
+        key = (case.device, str(request["clock_cache"]))
+        if key not in clocks:
+            clocks[key] = clock_for(*key)
+        trace_dir = request.get("trace_dir")
+        return run_case(case, variant, clocks[key], TimingPolicy(**request["timing"]), int(request["seed"]),
+                        bool(request["explicit"]), str(request["cache"]),
+                        None if trace_dir is None else Path(trace_dir))  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - report it as the case's row; the worker lives on
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return case.as_dict() | {"status": "error", "reason": f"{type(exc).__name__}: {first}".rstrip(": ")}
+
+
+def main() -> int:
+    proto = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    faulthandler.enable()  # a segfault or abort leaves its Python stack in the worker log
+    watch_parent(os.getppid())
+    import harness.runner  # noqa: F401  (torch and the variants, before saying ready)
+
+    send(proto, {"ready": os.getpid()})
+    clocks: dict[tuple[str, str], Any] = {}
+    for line in sys.stdin:
+        if line.strip():
+            send(proto, {"row": run_request(json.loads(line), clocks)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""Running cases so that no case can end the sweep: in-process, or in a worker child process.
+
+In-process is the default: it is fast, and the runner already turns exceptions into rows. A case
+runs in a worker (``python -m harness._worker``, one JSON row a line over a pipe) when the sweep
+asks for it (``--isolate``, ``--case-timeout``), when its variant is tagged ``isolate=True``, or
+for the rest of the sweep after an in-process case left a sticky CUDA error (after which this
+process's CUDA context is unusable). The worker is reused from case to case and replaced when it:
+
+- dies (a segfault, ``abort()``, a fatal CUDA error): ``status=crashed``, with the signal or exit
+  status and the first line of the Python stack that ``faulthandler`` left in ``workers.log``;
+- gives no row within the time limit: it is killed, ``status=timeout``;
+- reports a sticky CUDA error (an illegal address, a device-side assert): ``status=crashed``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import torch
+
+from harness import oom
+from harness.cases import Case
+from harness.config import SweepConfig
+from harness.runner import run_case, skip_reason
+from harness.timing import Clock
+from variants.registry import Variant
+
+WORKERS_LOG = "workers.log"
+#: The time limit per case under isolation when ``--case-timeout`` is not given: generous enough
+#: for ``torch.compile(mode="max-autotune")`` on a large shape, short of a night lost to a hang.
+DEFAULT_CASE_TIMEOUT_S = 600.0
+#: How long a fresh worker may take to import torch and the variants before it counts as crashed.
+STARTUP_TIMEOUT_S = 300.0
+#: Errors after which a CUDA context is unusable: every later kernel in the process fails too.
+STICKY_CUDA_MESSAGES: tuple[str, ...] = (
+    "illegal memory access", "illegal address", "ILLEGAL_ADDRESS", "device-side assert",
+    "misaligned address", "unspecified launch failure", "illegal instruction", "uncorrectable ECC error",
+    "CUDA_ERROR_LAUNCH_FAILED", "cudaErrorIllegalAddress", "cudaErrorLaunchFailure",
+)  # fmt: skip
+
+
+def is_sticky_cuda_error(row: dict[str, Any]) -> bool:
+    """An ``error`` row on a CUDA device whose reason is one of the errors that poison the context."""
+    reason = str(row.get("reason") or "")
+    return (row.get("status") == "error" and str(row.get("device", "")).startswith("cuda")
+            and any(m.lower() in reason.lower() for m in STICKY_CUDA_MESSAGES))  # fmt: skip
+
+
+def describe_exit(returncode: int | None) -> str:
+    """``killed by SIGABRT`` or ``exited with status 3``: how the worker ended."""
+    if returncode is None:
+        return "closed its output"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class WorkerFailure(Exception):
+    """The worker gave no row: ``status`` is ``crashed`` or ``timeout``; the message is the reason."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class Worker:
+    """One child process that runs cases until it is closed, or crashes or hangs (then it is dead)."""
+
+    def __init__(self, log: Path, startup_timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+        self.log = log
+        # The child sees the parent's import path (as multiprocessing's spawn does), so variants
+        # registered by modules or plugins the parent can import are found there too.
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p or os.getcwd() for p in sys.path))
+        with log.open("ab") as stderr:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "harness._worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=stderr, env=env, text=True, encoding="utf-8", bufsize=1,
+            )  # fmt: skip
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, name=f"worker-{self.proc.pid}", daemon=True).start()
+        ready = self._receive(startup_timeout_s, log_from=0, what="start")
+        if "ready" not in ready:
+            self.kill()
+            raise WorkerFailure("crashed", f"worker process said {ready!r} instead of ready")
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def _log_size(self) -> int:
+        try:
+            return self.log.stat().st_size
+        except OSError:
+            return 0
+
+    def _log_hint(self, start: int) -> str:
+        """The line of the worker's log since ``start`` that best says what killed it."""
+        try:
+            with self.log.open("rb") as f:
+                f.seek(start)
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        fatal = [ln for ln in lines if ln.startswith("Fatal Python error")]
+        hint = fatal[0] if fatal else (lines[-1] if lines else "")
+        return hint[:200]
+
+    def _receive(self, timeout_s: float, log_from: int, what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                line = self.lines.get(timeout=max(left, 0.0)) if left > 0 else self.lines.get_nowait()
+            except queue.Empty:
+                self.kill()
+                raise WorkerFailure("timeout", f"no result within {timeout_s:g} s; the worker was killed") from None
+            if line is None:
+                code = self.proc.wait()
+                hint = self._log_hint(log_from)
+                prefix = "worker process " if what == "run" else "worker process failed to start: "
+                raise WorkerFailure("crashed", f"{prefix}{describe_exit(code)}" + (f" ({hint})" if hint else ""))
+            if line.strip():
+                return json.loads(line)
+
+    def run(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """The row for ``request``; ``WorkerFailure`` when the worker dies or overruns ``timeout_s``."""
+        start = self._log_size()
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(json.dumps(request) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # it died between cases: _receive reports how
+        return dict(self._receive(timeout_s, start, "run")["row"])
+
+    def kill(self) -> None:
+        if self.alive:
+            self.proc.kill()
+        self.proc.wait()
+
+    def close(self, grace_s: float = 10.0) -> None:
+        """Ask politely (close stdin), then kill."""
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=grace_s)
+        except (OSError, subprocess.TimeoutExpired):
+            self.kill()
+
+
+class CaseExecutor:
+    """Runs each case where it is safe (see the module docstring) and returns its row, always.
+
+    A context manager: leaving it closes the worker, on Ctrl-C too.
+    """
+
+    def __init__(self, cfg: SweepConfig, registry: dict[str, Variant], clock: Clock | None, cache: str,
+                 trace_dir: Path | None = None, log_dir: Path | None = None) -> None:
+        self.cfg = cfg
+        self.registry = registry
+        self.clock = clock
+        self.cache = cache
+        self.trace_dir = trace_dir
+        self.timeout_s = cfg.case_timeout or DEFAULT_CASE_TIMEOUT_S
+        self.worker: Worker | None = None
+        self.isolate_all = cfg.isolate
+        self._own_log = log_dir is None
+        if log_dir is None:
+            fd, name = tempfile.mkstemp(prefix="harness-workers-", suffix=".log")
+            os.close(fd)
+            self.log = Path(name)
+        else:
+            self.log = log_dir / WORKERS_LOG
+
+    def __enter__(self) -> CaseExecutor:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
+        if self._own_log:
+            self.log.unlink(missing_ok=True)
+
+    def isolated(self, variant: Variant) -> bool:
+        return self.isolate_all or bool(dict(variant.tags).get("isolate"))
+
+    def run(self, case: Case) -> dict[str, Any]:
+        """The case's row; with ``oom_retry``, at smaller batches until it fits."""
+        return oom.run_with_retry(self.run_once, case) if self.cfg.oom_retry else self.run_once(case)
+
+    def run_once(self, case: Case) -> dict[str, Any]:
+        variant = self.registry[case.variant]
+        explicit = case.variant in self.cfg.explicit_variants
+        if self.isolated(variant) and skip_reason(case, variant, explicit) is None and self.clock is not None:
+            return self._in_worker(case, variant, explicit)
+        row = run_case(case, variant, self.clock, self.cfg.timing, self.cfg.seed, explicit, self.cache, self.trace_dir)
+        if is_sticky_cuda_error(row):
+            self.isolate_all = True
+            warnings.warn("a sticky CUDA error ended this process's CUDA context; the rest of the sweep runs "
+                          "in worker processes", RuntimeWarning, stacklevel=2)  # fmt: skip
+            row |= {"status": "crashed", "reason": f"sticky CUDA error (later cases run isolated): {row['reason']}"}
+        return row
+
+    def request(self, case: Case, variant: Variant, explicit: bool) -> dict[str, Any]:
+        """What the worker needs to run ``case`` exactly as ``run_case`` would here."""
+        return {
+            "case": case.as_dict(), "timing": asdict(self.cfg.timing), "seed": self.cfg.seed, "explicit": explicit,
+            "cache": self.cache, "clock_cache": self.cfg.cache, "threads": self.cfg.threads,
+            "trace_dir": None if self.trace_dir is None else str(self.trace_dir),
+            "module": getattr(variant.build, "__module__", None),
+        }  # fmt: skip
+
+    def _in_worker(self, case: Case, variant: Variant, explicit: bool) -> dict[str, Any]:
+        try:
+            if self.worker is None or not self.worker.alive:
+                self.worker = Worker(self.log)
+            row = self.worker.run(self.request(case, variant, explicit), self.timeout_s)
+        except WorkerFailure as failure:
+            if self.worker is not None:
+                self.worker.kill()
+            self.worker = None  # the next case gets a fresh one
+            threads = self.cfg.threads or torch.get_num_threads()
+            return case.as_dict() | {"threads": threads, "cache": self.cache, "status": failure.status,
+                                     "reason": str(failure), "finished_at": now()}  # fmt: skip
+        if is_sticky_cuda_error(row):
+            self.worker.close(grace_s=2.0)
+            self.worker = None
+            row |= {"status": "crashed", "reason": f"sticky CUDA error (worker replaced): {row['reason']}"}
+        return row

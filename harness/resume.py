@@ -1,0 +1,101 @@
+"""``run --resume RUN``: finish a sweep that was killed, interrupted or ran out of time.
+
+The sweep is the one stored in RUN's env.json (flags given now override it), the cases already in
+RUN's results.jsonl (matched by their key, whatever their status) are skipped, and the rest are
+appended to the same file. A last line cut off by a kill is dropped with a warning and the file is
+truncated to its last whole row, so the rows appended next start on a line of their own.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from harness.cases import KEY_COLUMNS, Case
+from harness.config import OPTION_NAMES, ConfigError, SweepConfig, read_toml
+from harness.results import ENV_JSON, RESULTS_JSONL, RunFolder
+
+#: Stored ``timing`` fields that are options of their own.
+TIMING_OPTIONS: tuple[str, ...] = ("warmup_s", "min_samples", "max_samples", "rel_ci", "max_time_s")
+
+
+def repair_jsonl(path: str | Path) -> int:
+    """Make the file end with a whole row; returns the number of bytes dropped.
+
+    A tail that is whole JSON but lacks its newline keeps its row and gets the newline.
+    """
+    p = Path(path)
+    if not p.exists():
+        return 0
+    data = p.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return 0
+    cut = data.rfind(b"\n") + 1  # 0 when the only line is cut off
+    tail = data[cut:]
+    try:
+        json.loads(tail)
+    except ValueError:
+        pass
+    else:
+        with p.open("ab") as f:
+            f.write(b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return 0
+    with p.open("r+b") as f:
+        f.truncate(cut)
+        f.flush()
+        os.fsync(f.fileno())
+    warnings.warn(f"{p}: its last line was cut off mid-row ({len(tail)} bytes); dropped it and truncated the file "
+                  "to its last whole row", RuntimeWarning, stacklevel=2)  # fmt: skip
+    return len(tail)
+
+
+def row_key(row: Mapping[str, Any]) -> tuple[object, ...]:
+    return tuple(row.get(c) for c in KEY_COLUMNS)
+
+
+def stored_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """env.json's ``config`` (``SweepConfig.as_dict``) as options for ``SweepConfig.build``."""
+    options = {k: v for k, v in config.items() if k in OPTION_NAMES and k != "out"}
+    timing = config.get("timing") or {}
+    options |= {k: timing[k] for k in TIMING_OPTIONS if k in timing}
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def config_for(run: str | Path, config_file: str | Path | None, options: Mapping[str, Any]) -> SweepConfig:
+    """The sweep to resume: RUN's stored one ← ``config_file`` ← ``options``, written into RUN."""
+    path = Path(run)
+    if not path.is_dir():
+        raise ConfigError(f"--resume {str(path)!r}: no such run folder")
+    env_path = path / ENV_JSON
+    if not env_path.exists() and not (path / RESULTS_JSONL).exists():
+        raise ConfigError(f"--resume {str(path)!r}: not a run folder (no env.json or results.jsonl)")
+    out = options.get("out")
+    if out is not None and Path(out).resolve() != path.resolve():
+        raise ConfigError(f"--resume appends to {str(path)!r} itself; drop --out {str(out)!r}")
+    stored: dict[str, Any] = {}
+    if env_path.exists():
+        try:
+            stored = dict(json.loads(env_path.read_text(encoding="utf-8")).get("config") or {})
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"--resume {str(path)!r}: env.json cannot be read: {exc}") from None
+    given = {k: v for k, v in options.items() if v is not None}
+    merged = stored_options(stored) | (read_toml(config_file) if config_file is not None else {}) | given
+    cfg = SweepConfig.build(None, **(merged | {"out": str(path)}))
+    if "variants" not in given and "explicit_variants" in stored:
+        # The stored names are all spelled out; which of them the user named is what was stored.
+        cfg = dataclasses.replace(cfg, explicit_variants=frozenset(stored["explicit_variants"]))
+    return cfg
+
+
+def split(folder: RunFolder, cases: Sequence[Case]) -> tuple[list[dict[str, Any]], list[Case]]:
+    """The rows RUN already holds (the file repaired first) and the cases still to run."""
+    repair_jsonl(folder.jsonl)
+    rows = folder.rows()
+    done = {row_key(r) for r in rows}
+    return rows, [c for c in cases if c.key not in done]
