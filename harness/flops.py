@@ -430,20 +430,28 @@ FLOP_COLUMNS: tuple[str, ...] = (
 
 
 @functools.lru_cache(maxsize=256)
+def _fvcore_forward(shape: tuple[int, int, int, int], reduction: int, fusion: str, bias: bool) -> FlopCount:
+    """fvcore's count of a fresh reference: traced on the CPU in float32 with the full shape (jit
+    tracing needs real tensors). Forward only, so one trace serves both modes."""
+    reference = ScSE(shape[1], reduction, fusion, bias)
+    with torch.no_grad():
+        return fvcore_flops(reference, torch.zeros(shape), "forward")
+
+
+@functools.lru_cache(maxsize=256)
 def flop_columns(
     shape: tuple[int, int, int, int], reduction: int, fusion: str, bias: bool, mode: str
 ) -> dict[str, object]:
     """The FLOP columns of a row, counted on a fresh eager reference of the configuration.
 
     Cached: the counts depend only on the configuration, not on the variant, dtype or device.
-    fvcore traces on the CPU in float32 with the full shape (jit tracing needs real tensors);
-    FlopCounterMode runs on the meta device. Errors land in the ``*_uncounted`` cells.
+    FlopCounterMode runs on the meta device, so it computes nothing. Errors land in the
+    ``*_uncounted`` cells.
     """
     n, c, h, w = shape
-    reference = ScSE(c, reduction, fusion, bias)
-    x = torch.zeros(shape)
-    fv = fvcore_flops(reference, x, mode)
-    tc = torch_flops(reference, x, mode)
+    _check_mode(mode)
+    fv = _fvcore_forward(shape, reduction, fusion, bias)
+    tc = torch_flops(ScSE(c, reduction, fusion, bias), torch.empty(shape, device="meta"), mode)
     return {
         "fvcore_flops": fv.flops,
         "fvcore_scope": fv.scope,
