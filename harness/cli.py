@@ -59,14 +59,19 @@ def add_run(sub: argparse._SubParsersAction) -> None:
                    help="also store the run as this device's baseline under results/baselines/")  # issue 6
     p.add_argument("--profile", action="store_true",
                    help="also write a torch.profiler Chrome trace per timed case to <run>/traces/")  # issue 5
+    add_fault_arguments(p)  # issue 7
     p.set_defaults(handler=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     options = {k: getattr(args, k) for k in (
         "device", "variants", "shapes", "batch_sizes", "dtypes", "modes", "reductions", "fusions", "biases",
-        "threads", "cache", "warmup_s", "min_samples", "max_samples", "rel_ci", "max_time_s", "seed", "out")}  # fmt: skip
-    frame = api.run(args.config, progress=not args.quiet, console=console, profile=args.profile, **options)
+        "threads", "cache", "warmup_s", "min_samples", "max_samples", "rel_ci", "max_time_s", "seed", "out",
+        "isolate", "case_timeout", "oom_retry", "shard")}  # fmt: skip
+    if check_launch_arguments(args):  # issue 7: the shards go to Slurm (or local processes) instead
+        return cmd_launch(args, options, console)
+    frame = api.run(args.config, progress=not args.quiet, console=console, profile=args.profile,
+                    resume=args.resume, **options)  # fmt: skip
     if not args.quiet:
         report.print_summary(frame, console)
     console.print(f"results: {frame.attrs['run_dir']}")
@@ -224,8 +229,90 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 # --- end of issue 6 ---------------------------------------------------------------------------------
 
 
+# --- issue 7: isolation, resume, shards, merge, Slurm -----------------------------------------------
+
+
+def add_fault_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("faults and scaling out")
+    g.add_argument("--isolate", action="store_true", default=None,
+                   help="run cases in a worker process: a crash or hang becomes a crashed/timeout row")
+    g.add_argument("--case-timeout", dest="case_timeout", metavar="S",
+                   help="kill a case's worker after S seconds (status=timeout); implies --isolate (default 600)")
+    g.add_argument("--oom-retry", dest="oom_retry", action="store_true", default=None,
+                   help="on oom, retry at half the batch; batch_run records the batch measured")
+    g.add_argument("--resume", metavar="RUN", help="finish the sweep stored in RUN, skipping the cases it holds")
+    g.add_argument("--shard", metavar="K/N", help="run only shard K of N (balanced by estimated cost)")
+    g.add_argument("--launcher", choices=("slurm", "local"),
+                   help="submit --shards N shards through submitit (Slurm job array, or local processes), "
+                        "then merge them into --out")
+    g.add_argument("--shards", type=int, metavar="N", help="with --launcher: how many shards")
+    g.add_argument("--slurm-partition", dest="slurm_partition", metavar="P", help="Slurm partition")
+    g.add_argument("--slurm-time", dest="slurm_time", type=int, metavar="MIN", help="time limit per task (240)")
+    g.add_argument("--slurm-gpus", dest="slurm_gpus", type=int, metavar="N", help="GPUs per task (1; 0 on cpu)")
+    g.add_argument("--slurm-cpus", dest="slurm_cpus", type=int, metavar="N", help="CPUs per task")
+
+
+def check_launch_arguments(args: argparse.Namespace) -> bool:
+    """Whether ``run`` launches shards; launcher flags without ``--launcher`` (or the reverse) are usage errors."""
+    slurm_flags = [f for f, v in (("--shards", args.shards), ("--slurm-partition", args.slurm_partition),
+                                  ("--slurm-time", args.slurm_time), ("--slurm-gpus", args.slurm_gpus),
+                                  ("--slurm-cpus", args.slurm_cpus)) if v is not None]  # fmt: skip
+    if args.launcher is None:
+        if slurm_flags:
+            raise UsageError(f"{slurm_flags[0]} needs --launcher slurm (for one shard of a sweep use --shard K/N)")
+        return False
+    if args.shards is None:
+        raise UsageError("--launcher needs --shards N")
+    for flag, value in (("--shard", args.shard), ("--resume", args.resume)):
+        if value is not None:
+            raise UsageError(f"--launcher cannot be combined with {flag} (shards resume by themselves)")
+    return True
+
+
+def cmd_launch(args: argparse.Namespace, options: dict[str, object], console: Console) -> int:
+    from harness import slurm
+
+    settings = slurm.SlurmOptions(
+        shards=args.shards, launcher=args.launcher, partition=args.slurm_partition,
+        time_min=args.slurm_time if args.slurm_time is not None else 240,
+        gpus_per_task=args.slurm_gpus, cpus_per_task=args.slurm_cpus,
+    )  # fmt: skip
+    result, failed = slurm.launch(options, settings, args.config, console)
+    if result is not None:
+        console.print(f"merged {result.rows} rows from {len(result.runs)} shard(s) into {result.out}")
+    for line in failed:
+        console.print(f"[red]failed:[/] {line}", highlight=False)
+    return EXIT_FAIL if failed or result is None else EXIT_OK
+
+
+def add_merge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "merge", help="join run folders (shards) into one; refuse duplicate or conflicting cases",
+        description="Join run folders into a new one (results.jsonl, results.csv, report.md, env.json). "
+                    "A case in two runs, or runs of different settings, is refused.",
+    )  # fmt: skip
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, e.g. the shards of one sweep")
+    p.add_argument("--out", required=True, metavar="MERGED", help="the new run folder")
+    p.add_argument("--allow-mixed-env", dest="allow_mixed_env", action="store_true",
+                   help="merge runs from different GPUs or torch versions (warn instead of refusing)")
+    p.set_defaults(handler=cmd_merge)
+
+
+def cmd_merge(args: argparse.Namespace, console: Console) -> int:
+    from harness.merge import merge
+
+    result = merge(args.runs, args.out, allow_mixed_env=args.allow_mixed_env)
+    console.print(f"merged {result.rows} rows from {len(result.runs)} run(s) into {result.out}")
+    return EXIT_OK
+
+
+# --- end of issue 7 ---------------------------------------------------------------------------------
+
+
 #: Sub-commands in help order; other modules add theirs here.
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_run, add_list, add_env, add_compare, add_report]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_run, add_list, add_env, add_compare, add_report, add_merge,
+]
 
 
 def build_parser() -> Parser:

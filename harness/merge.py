@@ -1,0 +1,151 @@
+"""``python -m harness merge RUN... --out MERGED``: join run folders (shards, resumed pieces) into one.
+
+Merging refuses, with one line naming the case or the setting and both runs, anything that would
+make the merged run say something no single run measured:
+
+- a case (by its key) in two runs, or twice in one: a *duplicate* when both rows agree, a
+  *conflict* when they do not; either way one of them would be silently dropped;
+- runs measured under different settings: another seed, timing policy, cache policy or thread
+  count, or another device type, GPU model, torch, CUDA or Triton version, TF32 setting (and CPU
+  model for CPU runs). ``allow_mixed_env`` turns the environment differences into warnings.
+
+The inputs are only read. A last line cut off by a kill is skipped with a warning (``run --resume``
+repairs a run folder in place).
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.cases import KEY_COLUMNS
+from harness.config import ConfigError
+from harness.results import ENV_JSON, RESULTS_JSONL, RunFolder, read_jsonl, to_frame
+
+#: Sweep settings every merged run must share (keys of env.json's ``config``).
+CONFIG_MUST_MATCH: tuple[str, ...] = ("seed", "timing", "cache", "threads")
+#: Environment facts every merged run must share (keys of env.json).
+ENV_MUST_MATCH: tuple[str, ...] = ("device", "gpu_name", "torch", "cuda", "triton", "tf32")
+#: Config lists that may differ between merged runs; the merged env.json records their union.
+SWEPT: tuple[str, ...] = ("variants", "shapes", "batch_sizes", "dtypes", "modes", "reductions", "fusions", "biases",
+                          "explicit_variants")
+#: Fields that say whether two rows of one case agree (a duplicate) or not (a conflict).
+RESULT_FIELDS: tuple[str, ...] = ("status", "reason", "median_ms", "n_samples", "max_rel_err")
+
+
+class MergeError(ConfigError):
+    """Runs that cannot be merged: one line naming the case or setting and the runs involved."""
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    out: Path
+    runs: tuple[Path, ...]
+    rows: int
+
+
+def _label(row: Mapping[str, Any]) -> str:
+    return (f"{row.get('variant')} {row.get('channels')}x{row.get('height')}x{row.get('width')} b{row.get('batch')} "
+            f"{row.get('dtype')} {row.get('mode')} r{row.get('reduction')} {row.get('fusion')} bias={row.get('bias')} "
+            f"on {row.get('device')}")  # fmt: skip
+
+
+def _read_env(run: Path) -> dict[str, Any]:
+    path = run / ENV_JSON
+    if not path.exists():
+        return {}
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as exc:
+        raise MergeError(f"{path}: cannot be read: {exc}") from None
+
+
+def check_settings(envs: Mapping[Path, Mapping[str, Any]], allow_mixed_env: bool = False) -> None:
+    """Refuse runs measured under different sweep settings or (unless allowed) environments."""
+    first, *rest = envs.items()
+    for run, env in rest:
+        for key in CONFIG_MUST_MATCH:
+            a, b = (first[1].get("config") or {}).get(key), (env.get("config") or {}).get(key)
+            if a != b:
+                raise MergeError(f"conflicting setting {key}: {a!r} in {first[0]} but {b!r} in {run}; "
+                                 "merge only runs of the same sweep")  # fmt: skip
+        keys = ENV_MUST_MATCH + (("cpu_model",) if env.get("device") == "cpu" else ())
+        for key in keys:
+            a, b = first[1].get(key), env.get(key)
+            if a != b:
+                message = f"different environment: {key} is {a!r} in {first[0]} but {b!r} in {run}"
+                if not allow_mixed_env:
+                    raise MergeError(message + " (--allow-mixed-env to merge anyway)")
+                warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def check_shards(envs: Mapping[Path, Mapping[str, Any]]) -> list[str]:
+    """Which shards of an N-way split are missing (a warning, not an error: a shard may be empty)."""
+    seen: dict[int, set[int]] = {}
+    for env in envs.values():
+        shard = (env.get("config") or {}).get("shard")
+        if isinstance(shard, Mapping):
+            seen.setdefault(int(shard["count"]), set()).add(int(shard["index"]))
+    return [f"{k}/{n}" for n, got in sorted(seen.items()) for k in range(1, n + 1) if k not in got]
+
+
+def collect_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
+    """Every row of every run, refusing a case key that appears twice."""
+    where: dict[tuple[object, ...], tuple[Path, dict[str, Any]]] = {}
+    rows: list[dict[str, Any]] = []
+    for run in runs:
+        for row in read_jsonl(run / RESULTS_JSONL):
+            key = tuple(row.get(c) for c in KEY_COLUMNS)
+            if key in where:
+                other, seen = where[key]
+                same = all(seen.get(f) == row.get(f) for f in RESULT_FIELDS)
+                runs_text = f"twice in {run}" if other == run else f"in {other} and {run}"
+                kind = "duplicate case" if same else "conflicting results for case"
+                raise MergeError(f"{kind} {_label(row)}: {runs_text}")
+            where[key] = (run, row)
+            rows.append(row)
+    return rows
+
+
+def merge(runs: Sequence[str | Path], out: str | Path, allow_mixed_env: bool = False) -> MergeResult:
+    """Join ``runs`` into a new run folder ``out``: results.jsonl, results.csv, report.md, env.json."""
+    from harness.api import write_outputs  # the api imports the whole pipeline; only merging needs it
+
+    paths = [Path(r) for r in ([runs] if isinstance(runs, (str, Path)) else runs)]
+    if not paths:
+        raise MergeError("give at least one run folder to merge")
+    target = Path(out)
+    resolved: dict[Path, Path] = {}
+    for path in paths:
+        if not path.is_dir() or not ((path / RESULTS_JSONL).exists() or (path / ENV_JSON).exists()):
+            raise MergeError(f"{path}: not a run folder (no results.jsonl or env.json)")
+        if path.resolve() in resolved:
+            raise MergeError(f"{path} is given twice (as {resolved[path.resolve()]} too)")
+        resolved[path.resolve()] = path
+    if target.resolve() in resolved:
+        raise MergeError(f"--out {target} is one of the runs to merge; merge into a new folder")
+    if (target / RESULTS_JSONL).exists():
+        raise MergeError(f"--out {target} already holds results; merge into a new folder")
+    envs = {p: _read_env(p) for p in paths}
+    check_settings(envs, allow_mixed_env)
+    rows = collect_rows(paths)
+    missing = check_shards(envs)
+    if missing:
+        warnings.warn(f"shard(s) {', '.join(missing)} are not among the runs merged: the merged run is not the "
+                      "whole sweep", RuntimeWarning, stacklevel=2)  # fmt: skip
+    folder = RunFolder(target)
+    for row in rows:
+        folder.append(row)
+    env = dict(next(iter(envs.values())))
+    config = dict(env.get("config") or {}) | {"shard": None, "out": str(target)}
+    for key in SWEPT:  # runs of other variants or shapes may be merged too: record the union
+        values = [v for e in envs.values() for v in ((e.get("config") or {}).get(key) or [])]
+        config[key] = list({json.dumps(v): v for v in values}.values())
+    seen = lambda key: sorted({str(e[key]) for e in envs.values() if e.get(key)})  # noqa: E731
+    env |= {"config": config, "merged_from": [str(p) for p in paths], "merged_hosts": seen("hostname"),
+            "merged_git_commits": seen("git_commit")}  # fmt: skip
+    write_outputs(folder, to_frame(rows), env)
+    return MergeResult(target, tuple(paths), len(rows))
