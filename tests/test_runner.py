@@ -156,3 +156,25 @@ def test_parameter_gradients_are_checked_by_name(temp_variant) -> None:
     row = run(case(name, "train"))
     assert row["status"] == "mismatch"
     assert "gradient of sse.Conv1x1.weight" in row["reason"]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_low_precision_max_fusion_train_passes_for_the_seed_module(dtype: str) -> None:
+    """max's gradient jumps at ties; the seed module in low precision must not be called wrong for it."""
+    row = run(case("eager", "train", dtype, fusion="max", batch=8, channels=32, height=32, width=32))
+    assert row["status"] == "ok", row["reason"]
+    assert row["eager_rel_err"] > 0
+
+
+def test_low_precision_allowance_does_not_hide_a_wrong_variant(temp_variant) -> None:
+    """A bfloat16 variant 5% off is far worse than bfloat16 itself: still a mismatch."""
+
+    def off_by_5_percent(ref, device, dtype):
+        m = copy.deepcopy(ref).to(device, dtype)
+        return lambda x: m(x) * 1.05
+
+    name = temp_variant("zz_off5", off_by_5_percent, dtypes=("bfloat16",))
+    row = run(case(name, "forward", "bfloat16", batch=4, channels=32, height=16, width=16))
+    assert row["status"] == "mismatch"
+    assert "output error" in row["reason"]
+    assert row["tolerance"] < 0.05
