@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import FAST, FAST_RUN
 
 from harness import api
 from harness.bandwidth import bytes_min
@@ -15,8 +14,11 @@ from harness.cases import Case
 from harness.flops import analytic_flops
 from harness.metrics import METRIC_COLUMNS, after_timing, begin_telemetry, config_columns
 from harness.runner import run_case
-from harness.timing import CpuClock
+from harness.timing import CpuClock, TimingPolicy
 from variants.registry import get_variant
+
+FAST = TimingPolicy(warmup_s=0.0, min_samples=3, max_samples=20, rel_ci=0.05, max_time_s=0.05)
+FAST_RUN = {"warmup_s": 0, "min_samples": 3, "max_samples": 20, "max_time_s": 0.05, "rel_ci": 0.05}
 
 
 def case(mode: str = "forward", variant: str = "eager", **kw: Any) -> Case:
