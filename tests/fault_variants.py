@@ -1,0 +1,113 @@
+"""Variants that fail on purpose, for the fault-injection tests (issue 7).
+
+Importing this module registers them (so a worker process that imports it, or a run that loads it
+as a ``harness.variants`` plugin, finds them); ``register_all``/``unregister_all`` let a test
+process add and remove them around one test. Never run ``fault_abort``, ``fault_segv`` or
+``fault_hang`` in-process: they take the process down or never return.
+"""
+from __future__ import annotations
+
+import copy
+import ctypes
+import os
+import textwrap
+import time
+from pathlib import Path
+
+import torch
+
+from variants.registry import register, unregister
+
+#: A batch above this makes ``fault_oom`` ask the CPU allocator for more memory than exists.
+OOM_ABOVE_BATCH = 2
+#: Seconds ``fault_slow`` takes to build, so a subprocess sweep lasts long enough to be killed.
+SLOW_BUILD_S = 0.4
+
+
+def _copy(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    return copy.deepcopy(reference).to(device=device, dtype=dtype)
+
+
+def build_raise(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    raise RuntimeError("injected fault\nsecond line")
+
+
+def build_abort(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    os.abort()
+
+
+def build_segv(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    ctypes.string_at(0)  # reads address 0: SIGSEGV
+    raise AssertionError("unreachable")
+
+
+def build_hang(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    while True:
+        time.sleep(60)
+
+
+def build_slow(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    time.sleep(SLOW_BUILD_S)
+    return _copy(reference, device, dtype)
+
+
+def build_print(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    print("{not a JSON row")  # a worker must keep such output out of its protocol
+    os.write(1, b"not JSON either\n")
+    return _copy(reference, device, dtype)
+
+
+class BigBatchOom(torch.nn.Module):
+    """The reference, except that a batch above ``OOM_ABOVE_BATCH`` fails in the CPU allocator."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > OOM_ABOVE_BATCH:
+            torch.empty(1 << 60, dtype=torch.uint8)  # a real allocation failure, not a fake message
+        return self.inner(x)
+
+
+def build_oom(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    return BigBatchOom(_copy(reference, device, dtype))
+
+
+FAULTS = {
+    "fault_raise": (build_raise, {}),
+    "fault_abort": (build_abort, {}),
+    "fault_abort_tagged": (build_abort, {"isolate": True}),
+    "fault_segv": (build_segv, {}),
+    "fault_hang": (build_hang, {}),
+    "fault_slow": (build_slow, {}),
+    "fault_print": (build_print, {}),
+    "fault_oom": (build_oom, {}),
+}
+
+
+def register_all() -> list[str]:
+    for name, (build, tags) in FAULTS.items():
+        register(name, f"fault injection: {name}", devices=("cpu",), dtypes=("float32",), replace=True,
+                 tags=tags or None)(build)
+    return list(FAULTS)
+
+
+def unregister_all() -> None:
+    for name in FAULTS:
+        unregister(name)
+
+
+def make_plugin(root: Path) -> Path:
+    """A dist-info that makes this module a ``harness.variants`` plugin; put ``root`` on PYTHONPATH."""
+    info = root / "fault_variants_plugin-0.1.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fault-variants-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent("""\
+        [harness.variants]
+        faults = fault_variants
+    """))
+    return root
+
+
+register_all()

@@ -1,0 +1,352 @@
+"""Fault injection (issue 7): a variant that raises, aborts, segfaults, hangs or runs out of memory,
+and a runner interrupted with SIGINT or killed with SIGKILL and resumed. After each, every finished
+row is kept and the case set is complete and free of duplicates."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import torch
+from conftest import FAST_RUN
+
+import harness
+from harness import isolation, oom
+from harness.cases import KEY_COLUMNS, Case, expand
+from harness.config import SweepConfig
+from harness.results import read_jsonl
+from harness.resume import repair_jsonl
+from variants.registry import all_variants
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+TINY: dict[str, Any] = {"device": "cpu", "shapes": "4x4x4", "batch_sizes": [1], "modes": "forward", **FAST_RUN}
+FAST_FLAGS = ["--warmup", "0", "--min-samples", "3", "--max-samples", "20", "--max-time", "0.05", "--rel-ci", "0.05"]
+
+
+@pytest.fixture
+def faults() -> Iterator[ModuleType]:
+    """The fault variants, registered for one test (imported here, never at collection)."""
+    import fault_variants
+
+    fault_variants.register_all()
+    yield fault_variants
+    fault_variants.unregister_all()
+
+
+def keys(rows: list[dict[str, Any]]) -> list[tuple[object, ...]]:
+    return [tuple(r[c] for c in KEY_COLUMNS) for r in rows]
+
+
+def assert_complete(run_dir: str | Path, **options: Any) -> list[dict[str, Any]]:
+    """results.jsonl holds every case of the sweep exactly once, each line a whole row."""
+    path = Path(run_dir) / "results.jsonl"
+    text = path.read_text(encoding="utf-8")
+    assert text.endswith("\n")
+    rows = [json.loads(line) for line in text.splitlines()]
+    got = keys(rows)
+    assert len(got) == len(set(got)), "a case is in the results twice"
+    expected = {c.key for c in expand(SweepConfig.build(**options))}
+    assert set(got) == expected
+    return rows
+
+
+def by_variant(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {r["variant"]: r for r in rows}
+
+
+# --- in-process faults ----------------------------------------------------------------------------
+
+
+def test_a_raising_variant_is_an_error_row_and_the_sweep_goes_on(tmp_path: Path, faults: ModuleType) -> None:
+    options = TINY | {"variants": "fault_raise,eager", "batch_sizes": [1, 2]}
+    frame = harness.run(**options, out=str(tmp_path))
+    rows = assert_complete(tmp_path, **options)
+    assert len(frame) == len(rows) == 4
+    for row in rows:
+        if row["variant"] == "fault_raise":
+            assert (row["status"], row["reason"]) == ("error", "RuntimeError: injected fault")
+        else:
+            assert row["status"] == "ok" and row["median_ms"] > 0
+
+
+def test_a_cpu_allocation_failure_is_an_oom_row(tmp_path: Path, faults: ModuleType) -> None:
+    options = TINY | {"variants": "fault_oom", "batch_sizes": [1, 8]}
+    rows = {r["batch"]: r for r in assert_complete(harness.run(**options, out=str(tmp_path)).attrs["run_dir"],
+                                                     **options)}  # fmt: skip
+    assert rows[1]["status"] == "ok"
+    assert rows[8]["status"] == "oom"
+    assert "DefaultCPUAllocator" in rows[8]["reason"]
+    assert "batch_run" not in rows[8]  # only --oom-retry records it
+
+
+def test_oom_retry_halves_the_batch_and_records_the_batch_run(tmp_path: Path, faults: ModuleType) -> None:
+    options = TINY | {"variants": "fault_oom", "batch_sizes": [1, 8], "oom_retry": True}
+    rows = {r["batch"]: r for r in assert_complete(harness.run(**options, out=str(tmp_path)).attrs["run_dir"],
+                                                     **options)}  # fmt: skip
+    assert faults.OOM_ABOVE_BATCH == 2
+    retried = rows[8]
+    assert (retried["status"], retried["batch"], retried["batch_run"]) == ("ok", 8, 2)
+    assert retried["reason"] == "out of memory at batch 8, 4; ran at batch 2"
+    assert retried["throughput_img_s"] == pytest.approx(2 / (retried["median_ms"] * 1e-3))
+    assert (rows[1]["batch_run"], rows[1]["reason"]) == (1, None)
+
+
+def test_oom_retry_that_never_fits_stays_oom(tmp_path: Path, faults: ModuleType, monkeypatch) -> None:
+    monkeypatch.setattr(faults, "OOM_ABOVE_BATCH", 0)
+    frame = harness.run(**(TINY | {"variants": "fault_oom", "batch_sizes": [4], "oom_retry": True}), write=False)
+    row = frame.iloc[0]
+    assert (row["status"], row["batch"], row["batch_run"]) == ("oom", 4, 1)
+    assert row["reason"].startswith("out of memory at batch 4, 2, 1: RuntimeError:")
+
+
+def test_retry_releases_memory_between_attempts(monkeypatch) -> None:
+    released: list[str] = []
+    monkeypatch.setattr(oom, "release_memory", released.append)
+    asked: list[int] = []
+
+    def run_once(case: Case) -> dict[str, Any]:
+        asked.append(case.batch)
+        return {"status": "oom" if case.batch > 2 else "ok", "reason": None}
+
+    row = oom.run_with_retry(run_once, Case("eager", "cpu", "float32", "forward", 16, 4, 4, 4, 2, "add"))
+    assert asked == [16, 8, 4, 2]
+    assert released == ["cpu"] * 3
+    assert (row["batch"], row["batch_run"], row["status"]) == (16, 2, "ok")
+
+
+def test_what_counts_as_out_of_memory() -> None:
+    assert oom.is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert oom.is_out_of_memory(MemoryError())
+    try:
+        torch.empty(1 << 60, dtype=torch.uint8)
+    except RuntimeError as exc:
+        assert oom.is_out_of_memory(exc)
+    else:
+        pytest.fail("a 1 EiB allocation succeeded")
+    assert not oom.is_out_of_memory(RuntimeError("shape mismatch"))
+    assert not oom.is_out_of_memory(ValueError("can't allocate memory"))
+
+
+def test_a_sticky_cuda_error_in_process_is_crashed_and_isolates_the_rest(monkeypatch) -> None:
+    sticky = {"status": "error", "device": "cuda", "reason": "RuntimeError: CUDA error: an illegal memory access"}
+    monkeypatch.setattr(isolation, "run_case", lambda case, *a: case.as_dict() | sticky)
+    cfg = SweepConfig.build(device="cpu", variants="eager")
+    executor = isolation.CaseExecutor(cfg, all_variants(), None, "hot")
+    with executor, pytest.warns(RuntimeWarning, match="sticky CUDA error"):
+        row = executor.run(Case("eager", "cuda", "float32", "forward", 1, 4, 4, 4, 2, "add"))
+    assert row["status"] == "crashed"
+    assert "illegal memory access" in row["reason"]
+    assert executor.isolate_all
+    assert not isolation.is_sticky_cuda_error(sticky | {"device": "cpu"})
+    assert not isolation.is_sticky_cuda_error(sticky | {"reason": "RuntimeError: CUDA out of memory"})
+
+
+# --- faults that need a worker process ------------------------------------------------------------
+
+
+def test_abort_and_segfault_under_isolate_are_crashed_rows(tmp_path: Path, faults: ModuleType) -> None:
+    options = TINY | {"variants": "fault_abort,fault_print,eager,fault_segv", "isolate": True}
+    frame = harness.run(**options, out=str(tmp_path))
+    rows = by_variant(assert_complete(tmp_path, **options))
+    assert len(frame) == 4
+    assert rows["fault_abort"]["status"] == "crashed"
+    assert "killed by SIGABRT" in rows["fault_abort"]["reason"]
+    assert "Fatal Python error: Aborted" in rows["fault_abort"]["reason"]
+    assert rows["fault_segv"]["status"] == "crashed"
+    assert "killed by SIGSEGV" in rows["fault_segv"]["reason"]
+    # The sweep went on in a fresh worker, whose prints did not break the protocol.
+    assert rows["fault_print"]["status"] == rows["eager"]["status"] == "ok"
+    assert "Fatal Python error" in (tmp_path / isolation.WORKERS_LOG).read_text()
+
+
+def test_a_variant_may_ask_for_isolation(tmp_path: Path, faults: ModuleType) -> None:
+    options = TINY | {"variants": "eager,fault_abort_tagged"}
+    rows = by_variant(assert_complete(harness.run(**options, out=str(tmp_path)).attrs["run_dir"], **options))
+    assert rows["eager"]["status"] == "ok"
+    assert rows["fault_abort_tagged"]["status"] == "crashed"
+    assert "SIGABRT" in rows["fault_abort_tagged"]["reason"]
+
+
+def test_a_hang_is_a_timeout_row_and_the_next_case_runs(tmp_path: Path, faults: ModuleType) -> None:
+    options = TINY | {"variants": "fault_hang,eager", "case_timeout": 4}
+    start = time.monotonic()
+    frame = harness.run(**options, out=str(tmp_path))
+    assert time.monotonic() - start < 90
+    rows = by_variant(assert_complete(tmp_path, **options))
+    assert len(frame) == 2
+    assert rows["fault_hang"]["status"] == "timeout"
+    assert rows["fault_hang"]["reason"] == "no result within 4 s; the worker was killed"
+    assert rows["eager"]["status"] == "ok"
+    assert SweepConfig.build(**options).isolate  # a time limit implies isolation
+
+
+# --- the runner itself interrupted or killed ------------------------------------------------------
+
+
+def subprocess_env(tmp_path: Path, faults: ModuleType, **extra: str) -> dict[str, str]:
+    """PYTHONPATH with the fault variants installed as a harness.variants plugin."""
+    plugin = faults.make_plugin(tmp_path / "plugin")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin), str(TESTS), str(ROOT)]), **extra}
+
+
+def wait_for_rows(path: Path, count: int, proc: subprocess.Popen, timeout_s: float = 120.0) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists():
+            rows = path.read_bytes().count(b"\n")
+            if rows >= count:
+                return rows
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (status {proc.returncode}) before {count} rows were written")
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail(f"no {count} rows within {timeout_s} s")
+
+
+SWEEP_FLAGS = ["--device", "cpu", "--variants", "fault_slow,eager", "--shapes", "4x4x4,8x4x4", "--batch-sizes", "1,2",
+               "--modes", "forward", *FAST_FLAGS, "--quiet"]  # fmt: skip
+SWEEP_OPTIONS = {"device": "cpu", "variants": "fault_slow,eager", "shapes": "4x4x4,8x4x4", "batch_sizes": [1, 2],
+                 "modes": "forward"}  # fmt: skip
+
+
+def test_first_ctrl_c_stops_after_the_case_writes_the_report_and_exits_130(tmp_path: Path,
+                                                                             faults: ModuleType) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *SWEEP_FLAGS, "--out", str(out)],
+                            env=subprocess_env(tmp_path, faults), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    before = wait_for_rows(out / "results.jsonl", 1, proc)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    rows = read_jsonl(out / "results.jsonl")
+    assert before <= len(rows) <= before + 1 < 8  # the case in progress finished; no later case started
+    assert len(set(keys(rows))) == len(rows)
+    report = (out / "report.md").read_text()
+    assert "eager" in report or "fault_slow" in report
+    assert len((out / "results.csv").read_text().splitlines()) == len(rows) + 1
+    assert "interrupted" in stdout
+
+
+def worker_pids(marker: str) -> list[int]:
+    """Worker processes started under this test (their environment carries ``marker``)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            worker = b"harness._worker" in (proc / "cmdline").read_bytes()
+            if worker and marker.encode() in (proc / "environ").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_sigkill_mid_sweep_then_resume_completes_every_case_once(tmp_path: Path, faults: ModuleType) -> None:
+    out = tmp_path / "run"
+    marker = f"HARNESS_TEST_{uuid.uuid4().hex}"
+    env = subprocess_env(tmp_path, faults, HARNESS_TEST_MARKER=marker)
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *SWEEP_FLAGS, "--isolate", "--out", str(out)],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    wait_for_rows(out / "results.jsonl", 2, proc)
+    assert worker_pids(marker), "the isolated run has no worker"
+    proc.kill()
+    proc.wait()
+    results = out / "results.jsonl"
+    kept = results.read_bytes()
+    assert 2 <= kept.count(b"\n") < 8
+    with results.open("ab") as f:  # what a kill in the middle of a write leaves
+        f.write(b'{"variant": "eager", "device": "cpu", "dtype": "flo')
+    deadline = time.monotonic() + 10
+    while worker_pids(marker) and time.monotonic() < deadline:  # the orphaned worker notices and exits
+        time.sleep(0.1)
+    assert not worker_pids(marker)
+
+    done = subprocess.run([sys.executable, "-m", "harness", "run", "--resume", str(out), "--quiet"],
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "cut off" in done.stderr
+    assert results.read_bytes().startswith(kept)  # every row finished before the kill is kept as it was
+    rows = assert_complete(out, **SWEEP_OPTIONS, **FAST_RUN)
+    assert all(r["status"] == "ok" for r in rows)
+    assert (out / "report.md").exists()
+
+
+# --- resume, in-process ---------------------------------------------------------------------------
+
+
+def test_repair_truncates_a_cut_off_line_and_keeps_a_whole_one(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": 2')
+    with pytest.warns(RuntimeWarning, match="cut off"):
+        assert repair_jsonl(path) == len(b'{"a": 2')
+    assert path.read_bytes() == b'{"a": 1}\n'
+    path.write_bytes(b'{"a": 1}\n{"a": 2}')  # whole, only its newline missing
+    assert repair_jsonl(path) == 0
+    assert path.read_bytes() == b'{"a": 1}\n{"a": 2}\n'
+    path.write_bytes(b'{"a": 1')
+    with pytest.warns(RuntimeWarning):
+        repair_jsonl(path)
+    assert path.read_bytes() == b""
+    assert repair_jsonl(tmp_path / "missing.jsonl") == 0
+
+
+def test_resume_in_process_runs_only_the_missing_cases(tmp_path: Path) -> None:
+    options = TINY | {"variants": "eager", "batch_sizes": [1, 2], "shapes": "4x4x4,8x4x4"}
+    harness.run(**options, out=str(tmp_path))
+    results = tmp_path / "results.jsonl"
+    lines = results.read_bytes().splitlines(keepends=True)
+    results.write_bytes(lines[0] + lines[1][:25])
+    with pytest.warns(RuntimeWarning, match="cut off"):
+        frame = harness.run(resume=tmp_path)
+    rows = assert_complete(tmp_path, **options)
+    assert results.read_bytes().startswith(lines[0])
+    assert json.loads(lines[0])["finished_at"] == rows[0]["finished_at"]
+    assert len(frame) == 4  # the report covers the whole run, the rows kept included
+
+
+def test_resume_restores_which_variants_were_named(tmp_path: Path, temp_variant) -> None:
+    temp_variant("zz_interp", lambda r, d, t: r.to(d, t), tags={"interpreted_on_cpu": True})
+    harness.run(**TINY, variants="zz_*,eager", out=str(tmp_path))
+    stored = json.loads((tmp_path / "env.json").read_text())["config"]
+    assert stored["explicit_variants"] == ["eager"]
+    (tmp_path / "results.jsonl").unlink()
+    frame = harness.run(resume=tmp_path)
+    status = dict(zip(frame["variant"], frame["status"], strict=True))
+    assert status == {"zz_interp": "skipped", "eager": "ok"}  # still not timed: it was matched by a glob
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--resume", "/nonexistent/run"], "no such run folder"),
+        (["run", "--case-timeout", "0"], "case_timeout must be"),
+        (["run", "--shard", "2"], "malformed shard"),
+    ],
+)
+def test_bad_fault_flags_are_one_line_and_exit_2(args: list[str], message: str, capsys) -> None:
+    from harness.cli import main
+
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_resume_refuses_another_out(tmp_path: Path, capsys) -> None:
+    from harness.cli import main
+
+    (tmp_path / "env.json").write_text("{}")
+    assert main(["run", "--resume", str(tmp_path), "--out", str(tmp_path / "elsewhere")]) == 2
+    assert "drop --out" in capsys.readouterr().err
