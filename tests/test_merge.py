@@ -1,0 +1,136 @@
+"""``python -m harness merge`` (issue 7): run folders joined into one; duplicate or conflicting cases,
+and runs of different settings, refused with one line and exit 2."""
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FAST_RUN
+
+import harness
+from harness.cases import KEY_COLUMNS
+from harness.cli import main
+from harness.merge import MergeError, merge
+from harness.results import read_jsonl
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real run of four cases, to be cut into pieces."""
+    out = tmp_path_factory.mktemp("source")
+    harness.run(device="cpu", variants="eager,mean_squeeze", shapes="4x4x4", batch_sizes=[1, 2], modes="forward",
+                out=str(out), **FAST_RUN)  # fmt: skip
+    return out
+
+
+@pytest.fixture
+def piece(real_run: Path, tmp_path: Path) -> Callable[..., Path]:
+    """``piece(name, rows, **env_changes)``: a run folder holding some of the real run's rows."""
+    rows = read_jsonl(real_run / "results.jsonl")
+    env = json.loads((real_run / "env.json").read_text())
+
+    def make(name: str, which: list[int], config: dict[str, Any] | None = None, **changes: Any) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "env.json").write_text(json.dumps(env | changes | {"config": env["config"] | (config or {})}))
+        (folder / "results.jsonl").write_text("".join(json.dumps(rows[i]) + "\n" for i in which))
+        return folder
+
+    return make
+
+
+def refused(args: list[str], capsys: pytest.CaptureFixture) -> str:
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_merge_joins_runs_and_writes_every_output(piece, real_run: Path, tmp_path: Path, capsys) -> None:
+    a, b = piece("a", [0, 1]), piece("b", [2, 3])
+    before = (a / "results.jsonl").read_bytes()
+    assert main(["merge", str(a), str(b), "--out", str(tmp_path / "m")]) == 0
+    assert "merged 4 rows from 2 run(s)" in capsys.readouterr().out
+    merged = read_jsonl(tmp_path / "m" / "results.jsonl")
+    assert merged == read_jsonl(real_run / "results.jsonl")
+    env = json.loads((tmp_path / "m" / "env.json").read_text())
+    assert env["merged_from"] == [str(a), str(b)]
+    assert env["config"]["shard"] is None
+    assert (tmp_path / "m" / "report.md").read_text().count("mean_squeeze") >= 1
+    assert len((tmp_path / "m" / "results.csv").read_text().splitlines()) == 5
+    assert (a / "results.jsonl").read_bytes() == before  # inputs are only read
+
+
+def test_a_case_in_two_runs_is_a_duplicate(piece, tmp_path: Path, capsys) -> None:
+    a, b = piece("a", [0, 1]), piece("b", [1, 2])
+    err = refused(["merge", str(a), str(b), "--out", str(tmp_path / "m")], capsys)
+    assert "duplicate case mean_squeeze 4x4x4 b1" in err and str(a) in err and str(b) in err
+    assert not (tmp_path / "m" / "results.jsonl").exists()
+
+
+def test_two_results_for_one_case_are_a_conflict(piece, tmp_path: Path, capsys) -> None:
+    a, b = piece("a", [0]), piece("b", [1])
+    rows = read_jsonl(a / "results.jsonl")
+    changed = rows[0] | {"median_ms": rows[0]["median_ms"] * 2}
+    (b / "results.jsonl").write_text(json.dumps(changed) + "\n")
+    err = refused(["merge", str(a), str(b), "--out", str(tmp_path / "m")], capsys)
+    assert err.startswith("error: conflicting results for case eager 4x4x4 b1")
+
+
+def test_a_case_twice_in_one_run_is_refused(piece, tmp_path: Path) -> None:
+    a = piece("a", [0, 0])
+    with pytest.raises(MergeError, match=f"twice in {a}"):
+        merge([a], tmp_path / "m")
+
+
+@pytest.mark.parametrize(("config", "env", "message"), [
+    ({"seed": 1}, {}, "conflicting setting seed: 0 in"),
+    ({"timing": {"warmup_s": 1.0}}, {}, "conflicting setting timing"),
+    ({}, {"torch": "1.0.0"}, "different environment: torch"),
+    ({}, {"gpu_name": "NVIDIA H100"}, "different environment: gpu_name"),
+])  # fmt: skip
+def test_runs_of_different_settings_are_refused(piece, tmp_path: Path, capsys, config, env, message) -> None:
+    a, b = piece("a", [0]), piece("b", [1], config, **env)
+    assert message in refused(["merge", str(a), str(b), "--out", str(tmp_path / "m")], capsys)
+
+
+def test_allow_mixed_env_warns_instead(piece, tmp_path: Path) -> None:
+    a, b = piece("a", [0]), piece("b", [1], torch="1.0.0")
+    with pytest.warns(RuntimeWarning, match="torch"):
+        assert merge([a, b], tmp_path / "m", allow_mixed_env=True).rows == 2
+    with pytest.raises(MergeError, match="seed"):  # settings of the sweep are never waved through
+        merge([a, piece("c", [2], {"seed": 5})], tmp_path / "m2", allow_mixed_env=True)
+
+
+def test_bad_folders_are_refused(piece, tmp_path: Path, capsys) -> None:
+    a, b = piece("a", [0]), piece("b", [1])
+    (tmp_path / "empty").mkdir()
+    assert "not a run folder" in refused(["merge", str(tmp_path / "empty"), "--out", str(tmp_path / "m")], capsys)
+    assert "given twice" in refused(["merge", str(a), str(a) + "/", "--out", str(tmp_path / "m")], capsys)
+    assert "is one of the runs" in refused(["merge", str(a), str(b), "--out", str(a)], capsys)
+    shutil.copytree(b, tmp_path / "taken")
+    assert "already holds results" in refused(["merge", str(a), "--out", str(tmp_path / "taken")], capsys)
+    assert "the following arguments are required: --out" in refused(["merge", str(a)], capsys)
+
+
+def test_a_cut_off_line_in_an_input_is_skipped_with_a_warning(piece, tmp_path: Path) -> None:
+    a = piece("a", [0, 1])
+    with (a / "results.jsonl").open("a") as f:
+        f.write('{"variant": "eager", "dev')
+    before = (a / "results.jsonl").read_bytes()
+    with pytest.warns(RuntimeWarning, match="cut off"):
+        assert merge([a], tmp_path / "m").rows == 2
+    assert (a / "results.jsonl").read_bytes() == before
+
+
+def test_missing_shards_are_a_warning(piece, tmp_path: Path) -> None:
+    a = piece("a", [0], {"shard": {"index": 1, "count": 3}})
+    b = piece("b", [1], {"shard": {"index": 3, "count": 3}})
+    with pytest.warns(RuntimeWarning, match=r"shard\(s\) 2/3 are not among"):
+        merge([a, b], tmp_path / "m")
+    keys = [tuple(r[c] for c in KEY_COLUMNS) for r in read_jsonl(tmp_path / "m" / "results.jsonl")]
+    assert len(keys) == 2
