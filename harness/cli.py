@@ -12,6 +12,7 @@ from typing import NoReturn
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness import api, envinfo, report
@@ -331,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return int(args.handler(args, console))
     except (UsageError, ConfigError, OutputError) as exc:
-        errors.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        errors.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)  # "[slurm]" is no markup
         return EXIT_USAGE
     except KeyboardInterrupt:
         errors.print("[yellow]interrupted[/]")

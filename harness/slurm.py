@@ -104,7 +104,7 @@ def launch(options: Mapping[str, Any], slurm: SlurmOptions, config_file: str | N
     if (root / "results.jsonl").exists():
         raise ConfigError(f"--out {root} already holds results; launch into a new folder")
     gpus = slurm.gpus_per_task if slurm.gpus_per_task is not None else (0 if device == "cpu" else 1)
-    executor = submitit.AutoExecutor(folder=root / LOGS_DIR / "%A_%a", cluster=LAUNCHERS[slurm.launcher])
+    executor = submitit.AutoExecutor(folder=root / LOGS_DIR / "%j", cluster=LAUNCHERS[slurm.launcher])
     executor.update_parameters(
         name="harness", timeout_min=slurm.time_min, tasks_per_node=1, nodes=1, gpus_per_node=gpus,
         cpus_per_task=slurm.cpus_per_task, slurm_partition=slurm.partition, slurm_array_parallelism=slurm.shards,

@@ -1,0 +1,84 @@
+"""``run --launcher slurm|local --shards N`` (issue 7), driven through submitit's local executor: the
+shards run as a job array, then merge into the run folder; a requeued shard resumes."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import FAST_RUN
+
+from harness.cases import KEY_COLUMNS, expand
+from harness.cli import main
+from harness.config import SweepConfig
+from harness.results import read_jsonl
+from harness.slurm import ShardJob, SlurmOptions, shard_dir
+
+submitit = pytest.importorskip("submitit")
+
+SWEEP = {"device": "cpu", "variants": "eager,mean_squeeze", "shapes": "4x4x4,8x4x4", "batch_sizes": [1],
+         "modes": "forward", **FAST_RUN}  # fmt: skip
+FLAGS = ["--device", "cpu", "--variants", "eager,mean_squeeze", "--shapes", "4x4x4,8x4x4", "--batch-sizes", "1",
+         "--modes", "forward", "--warmup", "0", "--min-samples", "3", "--max-samples", "20", "--max-time", "0.05",
+         "--rel-ci", "0.05"]  # fmt: skip
+
+
+def test_local_launcher_runs_the_shards_and_merges_them(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))  # the tasks import harness
+    out = tmp_path / "run"
+    assert main(["run", *FLAGS, "--launcher", "local", "--shards", "2", "--slurm-time", "10", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "submitted 2 shard(s)" in printed and "merged 4 rows from 2 shard(s)" in printed
+    for k in (1, 2):
+        env = json.loads((shard_dir(out, k, 2) / "env.json").read_text())
+        assert env["config"]["shard"] == {"index": k, "count": 2}
+    rows = read_jsonl(out / "results.jsonl")
+    got = [tuple(r[c] for c in KEY_COLUMNS) for r in rows]
+    assert len(got) == len(set(got)) == 4
+    assert set(got) == {c.key for c in expand(SweepConfig.build(**SWEEP))}
+    assert all(r["status"] == "ok" for r in rows)
+    assert (out / "report.md").exists()
+
+
+def test_a_requeued_shard_resumes_instead_of_starting_over(tmp_path: Path) -> None:
+    job = ShardJob(dict(SWEEP), None, str(tmp_path), 2)
+    first = Path(job(1))
+    assert first == shard_dir(tmp_path, 1, 2)
+    rows = read_jsonl(first / "results.jsonl")
+    assert len(rows) == 2
+    results = first / "results.jsonl"
+    results.write_text(results.read_text().splitlines(keepends=True)[0])  # as if killed after one case
+    assert Path(job(1)) == first
+    again = read_jsonl(results)
+    assert again[0] == rows[0] and len(again) == 2  # the row kept, the missing one run, nothing twice
+    delayed = job.checkpoint(1)
+    assert delayed.function is job and delayed.args == (1,)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--shards", "2"], "--shards needs --launcher slurm"),
+    (["--slurm-partition", "gpu"], "--slurm-partition needs --launcher slurm"),
+    (["--launcher", "slurm"], "--launcher needs --shards N"),
+    (["--launcher", "slurm", "--shards", "2", "--shard", "1/2"], "cannot be combined with --shard"),
+    (["--launcher", "slurm", "--shards", "0"], "--shards must be ≥ 1"),
+    (["--launcher", "pbs", "--shards", "2"], "invalid choice"),
+    (["--launcher", "local", "--shards", "2", "--shapes", "4x4"], "malformed shape"),
+])  # fmt: skip
+def test_bad_launcher_flags_are_one_line_and_exit_2(args: list[str], message: str, capsys) -> None:
+    assert main(["run", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_without_submitit_the_launcher_says_how_to_get_it(monkeypatch, capsys) -> None:
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit now raises ImportError
+    assert main(["run", *FLAGS, "--launcher", "slurm", "--shards", "2"]) == 2
+    assert "pip install 'scse-harness[slurm]'" in capsys.readouterr().err
+
+
+def test_slurm_options_are_validated() -> None:
+    from harness.config import ConfigError
+
+    with pytest.raises(ConfigError, match="--slurm-time"):
+        SlurmOptions(shards=2, time_min=0)
