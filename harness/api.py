@@ -13,7 +13,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from harness import envinfo, isolation, metrics, report, sharding
+from harness import bandwidth, envinfo, isolation, metrics, report, sharding
 from harness import resume as resuming
 from harness.cases import expand
 from harness.config import SweepConfig
@@ -95,10 +95,11 @@ def run(
     trace_dir = folder.path / metrics.TRACES_DIR if profile and folder is not None else None
     rows: list[dict[str, Any]] = []
     if resume is not None and folder is not None:  # issue 7: keep the rows done, run the rest
-        rows, cases = resuming.split(folder, cases)
+        rows, cases = resuming.split(folder, cases, cfg.device)
     interrupted = False
     with torch_threads(cfg.threads):
         env = envinfo.collect(cfg.device) | {"config": cfg.as_dict()}
+        env[bandwidth.ENV_KEY] = peak_bw = bandwidth.measure_copy_bandwidth(cfg.device)  # once per run
         if folder is not None:
             folder.write_env(env)
         clock = clock_for(cfg.device, cfg.cache)
@@ -120,6 +121,8 @@ def run(
                         break
                     bar.update(task, description=case.label)
                     row = executor.run(case)
+                    median = row.get("median_ms") if row.get("status") == "ok" else None
+                    row |= bandwidth.bandwidth_columns(case, median, peak_bw)
                     if folder is not None:
                         folder.append(row)
                     rows.append(row)

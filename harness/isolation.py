@@ -203,11 +203,15 @@ class CaseExecutor:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
+        self.close(abort=kind is not None)
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        """Let the worker finish and exit; on ``abort`` (a second Ctrl-C, an error) kill it at once."""
         if self.worker is not None:
-            self.worker.close()
+            if abort:
+                self.worker.kill()
+            else:
+                self.worker.close()
             self.worker = None
         if self._own_log:
             self.log.unlink(missing_ok=True)

@@ -93,8 +93,27 @@ def config_for(run: str | Path, config_file: str | Path | None, options: Mapping
     return cfg
 
 
-def split(folder: RunFolder, cases: Sequence[Case]) -> tuple[list[dict[str, Any]], list[Case]]:
-    """The rows RUN already holds (the file repaired first) and the cases still to run."""
+def check_environment(stored: Mapping[str, Any], device: str) -> None:
+    """Warn when the rows kept were measured elsewhere (a requeued job on another node): the run's
+    env.json will describe only the environment of the rows added now."""
+    from harness import envinfo
+    from harness.merge import ENV_MUST_MATCH
+
+    if not stored:
+        return
+    now = envinfo.collect(device)
+    for key in ENV_MUST_MATCH + (("cpu_model",) if now.get("device") == "cpu" else ()):
+        if stored.get(key) != now.get(key):
+            warnings.warn(f"resuming in another environment: {key} was {stored.get(key)!r}, now {now.get(key)!r}; "
+                          "the run mixes rows from both", RuntimeWarning, stacklevel=3)  # fmt: skip
+
+
+def split(folder: RunFolder, cases: Sequence[Case],
+          device: str | None = None) -> tuple[list[dict[str, Any]], list[Case]]:
+    """The rows RUN already holds (the file repaired first) and the cases still to run; with
+    ``device``, also warn if RUN was measured in another environment."""
+    if device is not None:
+        check_environment(folder.read_env(), device)
     repair_jsonl(folder.jsonl)
     rows = folder.rows()
     done = {row_key(r) for r in rows}

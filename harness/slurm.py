@@ -110,7 +110,11 @@ def launch(options: Mapping[str, Any], slurm: SlurmOptions, config_file: str | N
         cpus_per_task=slurm.cpus_per_task, slurm_partition=slurm.partition, slurm_array_parallelism=slurm.shards,
     )  # fmt: skip
     job = ShardJob(dict(given), config_file, str(root), slurm.shards)
-    jobs = executor.map_array(job, list(range(1, slurm.shards + 1)))
+    try:
+        jobs = executor.map_array(job, list(range(1, slurm.shards + 1)))
+    except Exception as exc:  # noqa: BLE001 - no sbatch here, a refused partition: say so in one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"cannot submit the shards ({slurm.launcher}): {first}") from None
     say = console.print if console is not None else (lambda *a, **k: None)
     say(f"submitted {len(jobs)} shard(s): job {jobs[0].job_id.split('_')[0]}; logs in {root / LOGS_DIR}")
     failed: list[str] = []
