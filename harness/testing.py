@@ -55,18 +55,22 @@ class InputSpec:
     height: int
     width: int
     layout: str = "contiguous"  # or "non_contiguous", "channels_last"
+    #: The values are ``offset + scale * N(0, 1)``: a large offset makes half-precision sums overflow.
+    scale: float = 1.0
+    offset: float = 0.0
 
     def make(self, seed: int, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
-        """A standard-normal input drawn in float32 on the CPU (the same on every device)."""
+        """A normal input drawn in float32 on the CPU (the same on every device)."""
         gen = torch.Generator().manual_seed(seed)
         n, c, h, w = self.batch, self.channels, self.height, self.width
+        size = (n, c, 2 * w, h) if self.layout == "non_contiguous" else (n, c, h, w)
+        x = (self.offset + self.scale * torch.randn(size, generator=gen)).to(device=device, dtype=dtype)
         if self.layout == "non_contiguous":
-            # Every other column of a wider tensor: contiguous in neither NCHW nor NHWC.
-            x = torch.randn(n, c, h, 2 * w, generator=gen).to(device=device, dtype=dtype)[..., ::2]
-        else:
-            x = torch.randn(n, c, h, w, generator=gen).to(device=device, dtype=dtype)
-            if self.layout == "channels_last":
-                x = x.contiguous(memory_format=torch.channels_last)
+            # Every other row of a wider tensor, then H and W swapped: contiguous in neither NCHW
+            # nor NHWC, and H, W can't be merged by .view (as a transposed activation can't).
+            x = x[:, :, ::2].transpose(2, 3)
+        elif self.layout == "channels_last":
+            x = x.contiguous(memory_format=torch.channels_last)
         return x
 
 

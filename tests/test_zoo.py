@@ -1,0 +1,415 @@
+"""The variant zoo's specific promises, and proof that the conformance suite catches wrong variants."""
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+import torch.nn as nn
+
+from harness.testing import (
+    ConformanceError,
+    InputSpec,
+    case_tolerance,
+    check_variant,
+    parameter_names,
+    tie_free_cotangent,
+)
+from variants.amp import AutocastFp16ScSE
+from variants.compiled import compiled_graphs
+from variants.eager_forms import FACTORED_FUSIONS, FactoredScSE
+from variants.reference import FUSIONS, ScSE
+from variants.registry import get_variant, list_variants
+from variants.smp import SMP_TO_REFERENCE, SmpSCSE, to_reference_state_dict
+
+CPU = torch.device("cpu")
+ZOO = (
+    "eager", "eager_factored", "mean_squeeze", "linear_excite", "channels_last", "amp_fp16", "amp_bf16",
+    "compile", "compile_max_autotune", "compile_reduce_overhead", "cuda_graph", "smp",
+)  # fmt: skip
+#: Only the main input, one dtype: enough to show a broken variant fails, and fast.
+QUICK = {"dtypes": "float32", "reductions": 2, "biases": False, "inputs": ["main"]}
+
+
+def test_every_zoo_variant_is_registered_with_what_it_supports() -> None:
+    names = set(list_variants())
+    assert set(ZOO) <= names, f"missing: {sorted(set(ZOO) - names)}"
+    assert get_variant("cuda_graph").devices == {"cuda"}
+    assert get_variant("cuda_graph").modes == {"forward"}
+    assert get_variant("smp").fusions == {"add"}
+    assert dict(get_variant("smp").tags)["biases"] == (True,)
+    assert dict(get_variant("amp_fp16").tags)["compute_dtype"] == "float16"
+    assert get_variant("amp_bf16").dtypes == {"float32", "bfloat16"}
+    for name in ("compile", "compile_max_autotune", "compile_reduce_overhead"):
+        assert dict(get_variant(name).tags)["compiles"] is True
+
+
+# --- smp -------------------------------------------------------------------------------------------
+
+
+class SmpOriginalSCSE(nn.Module):
+    """segmentation_models_pytorch.base.modules.SCSEModule as smp writes it (smp isn't installed
+    here); its checkpoints are what the smp variant must load."""
+
+    def __init__(self, in_channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        self.cSE = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(in_channels, in_channels // reduction, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels // reduction, in_channels, 1),
+            nn.Sigmoid(),
+        )
+        self.sSE = nn.Sequential(nn.Conv2d(in_channels, 1, 1), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.cSE(x) + x * self.sSE(x)
+
+
+def _checkpoint(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A state_dict through torch.save/torch.load, as a checkpoint file would give it."""
+    buf = io.BytesIO()
+    torch.save(module.state_dict(), buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def _smp_modules() -> list[type[nn.Module]]:
+    found: list[type[nn.Module]] = [SmpOriginalSCSE]
+    try:
+        from segmentation_models_pytorch.base.modules import SCSEModule  # the real one, when installed
+
+        found.append(SCSEModule)
+    except ImportError:
+        pass
+    return found
+
+
+@pytest.mark.parametrize("smp_class", _smp_modules(), ids=lambda c: c.__module__)
+def test_smp_checkpoint_loads_strictly_and_matches_the_reference(smp_class: type[nn.Module]) -> None:
+    torch.manual_seed(0)
+    original = smp_class(64).double()  # reduction 16 by default, bias on every conv
+    checkpoint = _checkpoint(original)
+    assert set(checkpoint) == set(SMP_TO_REFERENCE)
+
+    variant_module = SmpSCSE(64).double()
+    variant_module.load_state_dict(checkpoint, strict=True)
+    reference = ScSE(64, reduction=16, fusion="add", bias=True).double()
+    reference.load_state_dict(to_reference_state_dict(checkpoint), strict=True)
+
+    x = torch.randn(2, 64, 9, 7, dtype=torch.float64)
+    expected = original(x)
+    torch.testing.assert_close(variant_module(x), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(reference(x), expected, rtol=1e-12, atol=1e-12)
+    # and the registered variant, built from that reference, is the same function again
+    built = get_variant("smp").build(reference.float(), CPU, torch.float64)
+    torch.testing.assert_close(built(x), expected, rtol=1e-12, atol=1e-12)
+    assert set(built.state_dict()) == set(checkpoint)
+
+
+def test_smp_names_map_onto_every_reference_parameter() -> None:
+    reference = ScSE(32, reduction=16, bias=True)
+    assert set(SMP_TO_REFERENCE.values()) == {n for n, _ in reference.named_parameters()}
+    built = get_variant("smp").build(reference, CPU, torch.float32)
+    assert set(parameter_names(built).values()) == set(SMP_TO_REFERENCE.values())
+    with pytest.raises(KeyError, match="cse.fc.0.weight"):
+        to_reference_state_dict({"cse.fc.0.weight": torch.zeros(1)})  # a seed checkpoint isn't smp's
+
+
+# --- eager_factored --------------------------------------------------------------------------------
+
+
+def test_eager_factored_is_offered_only_for_exact_fusions() -> None:
+    variant = get_variant("eager_factored")
+    assert set(variant.fusions) == set(FACTORED_FUSIONS) == {"add", "mul", "gate"}
+    for fusion in set(FUSIONS) - set(FACTORED_FUSIONS):
+        assert f"not {fusion}" in (variant.unsupported("cpu", "float32", "forward", fusion) or "")
+        with pytest.raises(ValueError, match="does not factor exactly"):
+            FactoredScSE(8, fusion=fusion)
+
+
+def test_factoring_max_would_be_wrong_where_x_is_negative() -> None:
+    """Why max is excluded: x·max(c, s) equals max(x·c, x·s) only where x ≥ 0."""
+    torch.manual_seed(1)
+    ref = ScSE(8, 2, "max").double()
+    x = torch.randn(2, 8, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        c = ref.cse.fc(ref.cse.avg_pool(x))
+        s = torch.sigmoid(ref.sse.Conv1x1(x))
+        naive, right = x * torch.maximum(c, s), ref(x)
+    nonneg = x >= 0
+    torch.testing.assert_close(naive[nonneg], right[nonneg])
+    assert (naive[~nonneg] - right[~nonneg]).abs().max() > 1e-3
+
+
+def test_eager_factored_writes_a_fresh_buffer_not_the_input() -> None:
+    torch.manual_seed(2)
+    ref = ScSE(8, 2, "add")
+    fn = get_variant("eager_factored").build(ref, CPU, torch.float32)
+    x = torch.randn(2, 8, 5, 5)
+    before = x.clone()
+    with torch.no_grad():
+        y = fn(x)
+    assert y.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+    assert torch.equal(x, before)
+    torch.testing.assert_close(y, ref(x), rtol=1e-5, atol=1e-6)
+
+
+# --- AMP and pytorch/pytorch#43992 ------------------------------------------------------------------
+
+#: channels_last activations around 2 over 256×256 pixels: their sum (~1.3e5) overflows float16
+#: (max 65504), so a squeeze that accumulates in half precision gives Inf, then NaN. The values
+#: themselves stay small, so the gates' logits are as well conditioned as with N(0, 1) input.
+LARGE_CHANNELS_LAST = InputSpec("large_channels_last", 1, 8, 256, 256, "channels_last", scale=0.5, offset=2.0)
+
+
+def test_the_large_input_overflows_a_half_precision_sum() -> None:
+    x = LARGE_CHANNELS_LAST.make(0, CPU, torch.float16)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.isfinite(x).all()
+    assert torch.isinf(x.sum((2, 3))).all()
+
+
+@pytest.mark.parametrize(("name", "dtype"), [
+    ("amp_fp16", "float16"), ("amp_fp16", "float32"), ("amp_bf16", "bfloat16"), ("amp_bf16", "float32"),
+])  # fmt: skip
+def test_amp_gives_no_nan_on_large_channels_last_input(name: str, dtype: str) -> None:
+    """pytorch#43992: AdaptiveAvgPool2d on channels_last under AMP gave NaN in SE blocks. The AMP
+    variants squeeze with a float32-accumulated mean, so every fusion stays finite and accurate."""
+    report = check_variant(name, dtypes=dtype, modes="forward", biases=False, reductions=2,
+                           inputs=[LARGE_CHANNELS_LAST])
+    assert len(report.checked) == len(FUSIONS)
+
+
+class HalfSumSqueeze(AutocastFp16ScSE):
+    """An AMP scSE that squeezes by summing in the activations' dtype: what #43992's kernels did."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, dtype=torch.float16):
+            pooled = x.sum((2, 3), keepdim=True) / (x.shape[2] * x.shape[3])
+            out = self.combine(x * self.cse.fc(pooled), self.sse(x))
+        return out.to(x.dtype)
+
+
+def test_a_half_precision_squeeze_fails_on_that_input(temp_variant) -> None:
+    """The test above can fail: the same check catches a squeeze that overflows."""
+
+    def build(reference: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+        module = HalfSumSqueeze(reference.channels, reference.reduction, reference.fusion, reference.bias)
+        module.load_state_dict(reference.state_dict())
+        return module.to(device)
+
+    name = temp_variant("test_half_sum_squeeze", build, dtypes=("float16",), tags={"compute_dtype": "float16"})
+    with pytest.raises(ConformanceError, match="NaN or Inf"):
+        check_variant(name, dtypes="float16", modes="forward", fusions="add", biases=False, reductions=2,
+                      inputs=[LARGE_CHANNELS_LAST])
+    check_variant(name, **{**QUICK, "dtypes": "float16"})  # ordinary inputs pass: only the overflow shows it
+
+
+def test_amp_is_held_to_its_compute_dtype_and_returns_the_input_dtype() -> None:
+    amp = get_variant("amp_fp16")
+    assert case_tolerance(amp, "float32", "cpu") == case_tolerance(get_variant("eager"), "float16", "cpu")
+    ref = ScSE(8, 2, "concat")  # autocast alone would hand back the projection's float16
+    y = amp.build(ref, CPU, torch.float32)(torch.randn(1, 8, 4, 4))
+    assert y.dtype == torch.float32
+
+
+# --- compiled variants -----------------------------------------------------------------------------
+
+
+def test_each_compiled_build_counts_its_own_graphs_and_recompiles_per_shape() -> None:
+    variant = get_variant("compile")
+    if variant.unavailable("cpu"):
+        pytest.skip(variant.unavailable("cpu"))
+    ref = ScSE(4, 2)
+    first = variant.build(ref, CPU, torch.float32)
+    assert compiled_graphs(first) == 0
+    with torch.no_grad():
+        first(torch.randn(1, 4, 3, 3))
+        assert compiled_graphs(first) == 1
+        first(torch.randn(1, 4, 3, 3))
+        assert compiled_graphs(first) == 1  # same shape: no recompile
+        first(torch.randn(1, 4, 5, 3))
+        assert compiled_graphs(first) == 2  # a new shape is one recompile (dynamic=False)
+        second = variant.build(ref, CPU, torch.float32)
+        second(torch.randn(1, 4, 3, 3))
+    assert compiled_graphs(second) == 1  # its own cache: first's graph was not reused
+    assert compiled_graphs(first) == 2
+
+
+def test_a_compiled_wrappers_prefix_is_dropped_from_parameter_names() -> None:
+    wrapped = torch.compile(ScSE(4, 2))  # lazy: nothing compiles until called
+    names = parameter_names(wrapped)
+    assert all(k.startswith("_orig_mod.") for k in names)
+    assert set(names.values()) == {n for n, _ in ScSE(4, 2).named_parameters()}
+
+
+# --- CUDA graphs -----------------------------------------------------------------------------------
+
+
+def test_cuda_graph_says_why_it_cannot_run_here() -> None:
+    variant = get_variant("cuda_graph")
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    assert "CUDA" in (variant.unavailable("cpu") or "")
+    with pytest.raises(ConformanceError, match="nothing was checked: needs CUDA"):
+        check_variant("cuda_graph")
+
+
+@pytest.mark.cuda
+def test_cuda_graph_replays_and_recaptures_on_a_new_shape() -> None:
+    dev = torch.device("cuda")
+    ref = ScSE(16, 2)
+    fn = get_variant("cuda_graph").build(ref, dev, torch.float32)
+    eager = ScSE(16, 2).to(dev)
+    eager.load_state_dict(ref.state_dict())
+    for shape in [(2, 16, 8, 8), (2, 16, 8, 8), (1, 16, 5, 7)]:
+        x = torch.randn(shape, device=dev)
+        with torch.no_grad():
+            torch.testing.assert_close(fn(x).clone(), eager(x), rtol=1e-4, atol=1e-5)
+    assert compiled_graphs(fn) == 2
+
+
+# --- the suite catches wrong variants -----------------------------------------------------------
+
+
+class WrongSign(ScSE):
+    """x·cSE − x·sSE: one sign wrong."""
+
+    def combine(self, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return c - s
+
+
+class WritesIntoInput(ScSE):
+    """Saves a buffer by scaling its input in place: right values, clobbered input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.cse.fc(self.cse.avg_pool(x))
+        s = torch.sigmoid(self.sse.Conv1x1(x))
+        return x.mul_(c + s)
+
+
+class _NegateGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: object, y: torch.Tensor) -> torch.Tensor:
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+        return -grad
+
+
+class WrongBackward(ScSE):
+    """Right forward, gradient of the wrong sign: only train mode can tell."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _NegateGrad.apply(super().forward(x))
+
+
+class SwappedGate(ScSE):
+    """σ(α)·sSE + (1−σ(α))·cSE: the branches swapped, invisible while α = 0."""
+
+    def combine(self, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        g = torch.sigmoid(self.gate)
+        return g * s + (1 - g) * c
+
+
+class UpcastsOutput(ScSE):
+    """Computes in float32 and forgets to cast back."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ScSE.forward(self.float(), x.float())
+
+
+class NeedsContiguous(ScSE):
+    """Pools with ``.view``, which fails on a non-contiguous input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = x.view(x.shape[0], x.shape[1], -1).mean(-1)[:, :, None, None]
+        return self.combine(x * self.cse.fc(pooled), self.sse(x))
+
+
+class Stale(ScSE):
+    """Caches its first output and returns it forever."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not hasattr(self, "_cached"):
+            self._cached = super().forward(x)
+        return self._cached
+
+
+class RenamedWithoutMap(ScSE):
+    """Adds a parameter the reference doesn't have, and says nothing about it."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.extra = nn.Parameter(torch.zeros(1))
+
+
+def _builder(cls: type[ScSE], dtype_of_module: torch.dtype | None = None):
+    def build(reference: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+        module = cls(reference.channels, reference.reduction, reference.fusion, reference.bias)
+        module.load_state_dict(reference.state_dict(), strict=False)
+        return module.to(device=device, dtype=dtype_of_module or dtype)
+
+    return build
+
+
+@pytest.mark.parametrize(("cls", "options", "expected"), [
+    (WrongSign, {}, r"\[float32-forward-add-bias0-r2, input main\]: output: error .* > tolerance"),
+    (WrongSign, {"modes": "train"}, r"input gradient error .* > tolerance"),
+    (WritesIntoInput, {"modes": "forward"}, r"the input was modified"),
+    (WritesIntoInput, {"modes": "train"}, r"raised RuntimeError"),  # in place on a leaf that needs grad
+    (WrongBackward, {"modes": "train"}, r"gradient of 'cse.fc.0.weight' error .* > tolerance"),
+    (SwappedGate, {"fusions": "gate"}, r"output: error"),
+    (UpcastsOutput, {"dtypes": "float16", "modes": "forward"}, r"dtype torch.float32 differs from the input's"),
+    (NeedsContiguous, {"inputs": None, "modes": "forward"}, r"input non_contiguous\]: raised RuntimeError"),
+    (Stale, {"modes": "forward"}, r"second call: error"),
+    (RenamedWithoutMap, {"modes": "train"}, r"parameter 'extra' .* has no counterpart in the reference"),
+])  # fmt: skip
+def test_a_broken_variant_fails_conformance(temp_variant, cls: type[ScSE], options: dict, expected: str) -> None:
+    name = temp_variant(f"test_broken_{cls.__name__}", _builder(cls), dtypes=("float32", "float16"))
+    kwargs = {**QUICK, "fusions": "add", **options}
+    if kwargs["inputs"] is None:
+        kwargs.pop("inputs")
+    with pytest.raises(ConformanceError, match=expected) as info:
+        check_variant(name, **kwargs)
+    assert isinstance(info.value, AssertionError)
+    assert f"variant {name!r} failed" in str(info.value)
+
+
+def test_the_broken_variants_are_gone_afterwards() -> None:
+    assert not [n for n in list_variants() if n.startswith("test_")]
+
+
+def test_every_failure_is_listed_not_just_the_first(temp_variant) -> None:
+    name = temp_variant("test_broken_all", _builder(WrongSign), dtypes=("float32",))
+    report = check_variant(name, dtypes="float32", modes="forward", fusions="add", biases=False, reductions=2,
+                           raise_on_failure=False)
+    assert not report.passed
+    assert {f.input for f in report.failures} == {"main", "batch1", "odd", "non_contiguous", "channels_last"}
+    with pytest.raises(ConformanceError) as info:
+        report.raise_for_failures()
+    assert str(info.value).count("\n  - ") == len(report.failures)
+
+
+def test_a_correct_variant_passes_with_a_report_of_what_ran(temp_variant) -> None:
+    name = temp_variant("test_correct", _builder(ScSE), dtypes=("float32",), fusions=("add", "gate"))
+    report = check_variant(name, dtypes="float32", biases=False, reductions=2)
+    assert report.passed
+    assert len(report.checked) == 2 * 2 * 5  # fusions × modes × inputs
+    assert {c.fusion for c, _ in report.skipped} == {"max", "mul", "concat"}  # each with its reason
+    assert all("supports fusion add, gate" in reason for _, reason in report.skipped)
+
+
+def test_near_ties_of_max_are_taken_out_of_the_cotangent_and_nothing_else() -> None:
+    """max's gradient jumps where x·c = x·s; the suite zeroes the cotangent only within the margin."""
+    torch.manual_seed(3)
+    ref = ScSE(8, 2, "max").double()
+    x = torch.randn(2, 8, 6, 6, dtype=torch.float64)
+    g = torch.ones_like(x)
+    masked = tie_free_cotangent(ref, x, g, margin=0.05)
+    with torch.no_grad():
+        gap = (ref.cse.fc(ref.cse.avg_pool(x)) - torch.sigmoid(ref.sse.Conv1x1(x))).abs().expand_as(x)
+    assert torch.equal(masked == 0, gap < 0.05)
+    assert 0 < int((masked == 0).sum()) < x.numel()
