@@ -34,12 +34,17 @@ import torch
 from harness.correctness import normwise_error, tolerance
 from variants.reference import FUSIONS, ScSE
 from variants.registry import DTYPES, MODES, Variant, get_variant, list_variants
-from variants.weights import reference_names
+from variants.tags import bias_unsupported, compute_dtype, supported_biases, tag
+from variants.weights import parameter_names
+
+__all__ = [
+    "INPUTS", "ConformanceError", "ConformanceReport", "Config", "Failure", "InputSpec", "case_tolerance",
+    "check_config", "check_run", "check_variant", "configurations", "parameter_names", "pytest_params",
+    "supported_biases", "tag", "tie_free_cotangent", "torch_threads",
+]  # fmt: skip
 
 #: Reductions checked by default: the seed's 2 and smp's/SENet's 16 (1 hidden channel at C=16).
 DEFAULT_REDUCTIONS: tuple[int, ...] = (2, 16)
-#: Prefixes wrappers add to parameter names: torch.compile's OptimizedModule.
-WRAPPER_PREFIXES: tuple[str, ...] = ("_orig_mod.",)
 #: Where a gradient is ill-conditioned, a variant may miss it by this multiple of PyTorch's own
 #: error in the same precision (see ``grad_tolerances``).
 EAGER_FACTOR = 2.0
@@ -150,23 +155,10 @@ class ConformanceReport:
 # --- what a variant declares ---------------------------------------------------------------------
 
 
-def tag(variant: Variant, key: str, default: Any = None) -> Any:
-    return dict(variant.tags).get(key, default)
-
-
-def supported_biases(variant: Variant) -> tuple[bool, ...]:
-    """The bias settings a variant supports: its tag ``biases``, else both."""
-    return tuple(bool(b) for b in tag(variant, "biases", (False, True)))
-
-
 def unsupported(variant: Variant, device: str, config: Config) -> str | None:
     """Why ``variant`` can't run ``config`` on ``device``, or None: the registry's answer plus bias."""
     reason = variant.unsupported(device, config.dtype, config.mode, config.fusion)
-    if reason:
-        return reason
-    if config.bias not in supported_biases(variant):
-        return f"{variant.name} supports bias={', '.join(str(b) for b in supported_biases(variant))} only"
-    return None
+    return reason or bias_unsupported(variant, config.bias)
 
 
 def case_tolerance(variant: Variant, dtype: str, device: torch.device | str, grad: bool = False) -> float:
@@ -175,28 +167,7 @@ def case_tolerance(variant: Variant, dtype: str, device: torch.device | str, gra
     An AMP variant takes float32 input but computes in float16 (tag ``compute_dtype``), so it is
     held to float16's tolerance; a float16 input is never held to better than float16's.
     """
-    compute = str(tag(variant, "compute_dtype", dtype))
-    return max(tolerance(dtype, device, grad), tolerance(compute, device, grad))
-
-
-def parameter_names(fn: object) -> dict[str, str]:
-    """The callable's trainable parameters as ``{own name: reference name}``.
-
-    Wrapper prefixes (torch.compile's ``_orig_mod.``) are dropped, then the module's
-    ``reference_names`` map applies (to the name with or without the prefix).
-    """
-    if not isinstance(fn, torch.nn.Module):
-        return {}
-    names = reference_names(fn)
-    out = {}
-    for name, p in fn.named_parameters():
-        if not p.requires_grad:
-            continue
-        bare = name
-        for prefix in WRAPPER_PREFIXES:
-            bare = bare.replace(prefix, "")
-        out[name] = names.get(name, names.get(bare, bare))
-    return out
+    return max(tolerance(dtype, device, grad), tolerance(compute_dtype(variant, dtype), device, grad))
 
 
 # --- the checks ----------------------------------------------------------------------------------
@@ -289,7 +260,7 @@ def grad_tolerances(
     hold their kernels to a multiple of the PyTorch error in the same precision).
     """
     device = x.device
-    compute = str(tag(variant, "compute_dtype", dtype))
+    compute = compute_dtype(variant, dtype)
     xb = x.detach().clone().requires_grad_(True)
     if compute == dtype:
         base = copy.deepcopy(ref).to(device=device, dtype=xb.dtype)

@@ -17,11 +17,33 @@ from variants.reference import ScSE
 
 #: The attribute a built module may set: ``{own parameter name: reference parameter name}``.
 REFERENCE_NAMES_ATTR = "reference_names"
+#: Prefixes wrappers add to parameter names: torch.compile's OptimizedModule.
+WRAPPER_PREFIXES: tuple[str, ...] = ("_orig_mod.",)
 
 
 def reference_names(module: object) -> dict[str, str]:
     """The module's map from its parameter names to the reference's (empty: the names are the same)."""
     return dict(getattr(module, REFERENCE_NAMES_ATTR, None) or {})
+
+
+def parameter_names(fn: object) -> dict[str, str]:
+    """The callable's trainable parameters as ``{own name: reference name}`` (empty: not a module).
+
+    Wrapper prefixes (torch.compile's ``_orig_mod.``) are dropped, then the module's
+    ``reference_names`` map applies (to the name with or without the prefix).
+    """
+    if not isinstance(fn, nn.Module):
+        return {}
+    names = reference_names(fn)
+    out = {}
+    for name, p in fn.named_parameters():
+        if not p.requires_grad:
+            continue
+        bare = name
+        for prefix in WRAPPER_PREFIXES:
+            bare = bare.replace(prefix, "")
+        out[name] = names.get(name, names.get(bare, bare))
+    return out
 
 
 @torch.no_grad()
