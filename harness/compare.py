@@ -117,6 +117,7 @@ class CaseResult:
     verdict: Verdict
     regression: bool
     method: str  # "mann-whitney", "ci-overlap" or "none"
+    noise: float = 0.0  # the larger IQR / median of the two sides
     note: str = ""
 
     @property
@@ -198,6 +199,7 @@ class Comparison:
                 "verdict": c.verdict.value,
                 "regression": c.regression,
                 "method": c.method,
+                "noise": c.noise,
                 "note": c.note,
             }
             for c in self.cases
@@ -322,21 +324,37 @@ def _float(value: Any) -> float:
 
 
 def judge(
-    ratio: float, p_value: float | None, significant_possible: bool, threshold: float, alpha: float
+    ratio: float,
+    p_value: float | None,
+    significant_possible: bool,
+    threshold: float,
+    alpha: float,
+    noise: float = 0.0,
 ) -> Verdict:
-    """The verdict from the size of the change and its significance.
+    """The verdict from the size of the change, its significance, and the runs' own spread.
 
     Slower means ``ratio > 1 + threshold``; faster means ``ratio < 1 / (1 + threshold)``, so that
-    a 5% threshold is the same distance on a log scale either way.
+    a 5% threshold is the same distance on a log scale either way. ``noise`` is the larger
+    relative IQR (IQR / median) of the two sides: the test treats a run's samples as independent,
+    but interference on a shared machine shifts whole runs, so a change no larger than the
+    samples' own spread is AMBIGUOUS however small its p-value (see ``NOTE_LEGEND["within noise"]``).
     """
-    large = ratio > 1.0 + threshold or ratio < 1.0 / (1.0 + threshold)
+    size = abs(math.log(ratio)) if 0 < ratio < math.inf else math.inf
     if not significant_possible or p_value is None:
         return Verdict.AMBIGUOUS
-    if not large:
+    if size <= math.log1p(threshold):
         return Verdict.SAME
-    if p_value >= alpha:
+    if p_value >= alpha or size <= math.log1p(noise):
         return Verdict.AMBIGUOUS
     return Verdict.SLOWER if ratio > 1.0 else Verdict.FASTER
+
+
+def relative_iqr(samples: np.ndarray) -> float:
+    """IQR / median of the samples; 0 when there are none to judge by."""
+    if samples.size < 2:
+        return 0.0
+    q1, med, q3 = np.percentile(samples, [25, 50, 75])
+    return float((q3 - q1) / med) if med > 0 else 0.0
 
 
 def compare_case(
@@ -360,9 +378,12 @@ def compare_case(
             notes.append("few samples")
         method = "mann-whitney"
         n_b, n_c = int(b_samples.size), int(c_samples.size)
+        noise = max(relative_iqr(b_samples), relative_iqr(c_samples))
     else:
         ratio = c_med / b_med if b_med > 0 else math.inf
         n_b, n_c = int(_float(base.get("n_samples")) or 0), int(_float(cur.get("n_samples")) or 0)
+        spreads = [_float(r.get("iqr_ms")) / m for r, m in ((base, b_med), (cur, c_med)) if m > 0]
+        noise = max([v for v in spreads if math.isfinite(v)], default=0.0)
         lows = (_float(base.get("ci_low_ms")), _float(cur.get("ci_low_ms")))
         highs = (_float(base.get("ci_high_ms")), _float(cur.get("ci_high_ms")))
         if any(math.isnan(v) for v in lows + highs) or alpha < CI_OVERLAP_P:
@@ -373,7 +394,9 @@ def compare_case(
             # Non-overlapping intervals bound p below CI_OVERLAP_P; overlapping ones say nothing.
             p_value, possible, method = (1.0 if overlap else CI_OVERLAP_P), True, "ci-overlap"
             notes.append("CI overlap")
-    verdict = judge(ratio, p_value, possible, threshold, alpha)
+    verdict = judge(ratio, p_value, possible, threshold, alpha, noise)
+    if verdict is Verdict.AMBIGUOUS and possible and p_value is not None and p_value < alpha:
+        notes.append("within noise")
     if _truthy(base.get("noisy")) or _truthy(cur.get("noisy")):
         notes.append("noisy")
     return CaseResult(
@@ -387,6 +410,7 @@ def compare_case(
         verdict=verdict,
         regression=verdict is Verdict.SLOWER,
         method=method,
+        noise=noise,
         note="; ".join(notes),
     )
 
@@ -483,6 +507,8 @@ CONFIG_FIELDS: tuple[str, ...] = ("device", "dtype", "mode", "reduction", "fusio
 #: What the short notes in the tables mean.
 NOTE_LEGEND: dict[str, str] = {
     "noisy": "IQR above 10% of the median on one side",
+    "within noise": "significant, but the change is no larger than the samples' own IQR / median: "
+    "whole runs shift that much on a busy machine",
     "few samples": "too few samples for the test ever to reach p < alpha",
     "CI overlap": "no raw samples: judged by whether the 95% CIs of the medians overlap",
     "no raw samples": "no raw samples and no usable confidence interval",

@@ -92,6 +92,25 @@ def test_faster_threshold_is_symmetric_on_a_log_scale() -> None:
     assert cmp.judge(1 / 1.04, 1e-9, True, 0.05, 0.01) is Verdict.SAME
 
 
+def test_change_within_the_runs_own_spread_is_ambiguous_however_significant(tmp_path: Path) -> None:
+    """Relative IQR about 13%: an 8% shift over 2000 samples is 'significant' but no larger than the
+    noise that moves whole runs on a busy machine; a 30% shift still stands out."""
+    base = noise(1.0, n=2000, rel=0.1, seed=1)
+    within = one_case(tmp_path / "a", base, noise(1.08, n=2000, rel=0.1, seed=2))
+    assert within.p_value is not None and within.p_value < 1e-10
+    assert within.noise == pytest.approx(0.135, abs=0.01)
+    assert within.verdict is Verdict.AMBIGUOUS and within.note == "within noise; noisy"
+    beyond = one_case(tmp_path / "b", base, noise(1.3, n=2000, rel=0.1, seed=3))
+    assert beyond.verdict is Verdict.SLOWER
+
+
+def test_noise_gate_in_judge() -> None:
+    assert cmp.judge(1.08, 1e-9, True, 0.05, 0.01, noise=0.10) is Verdict.AMBIGUOUS
+    assert cmp.judge(1.08, 1e-9, True, 0.05, 0.01, noise=0.05) is Verdict.SLOWER
+    assert cmp.judge(1 / 1.08, 1e-9, True, 0.05, 0.01, noise=0.10) is Verdict.AMBIGUOUS
+    assert cmp.judge(1.03, 1e-9, True, 0.05, 0.01, noise=0.10) is Verdict.SAME
+
+
 def test_regression_is_named_among_many_cases(tmp_path: Path) -> None:
     keys = [case(v, b) for v in ("eager", "fast") for b in (1, 8)]
     base = write_run(tmp_path / "base", [row(k, noise(1.0, seed=i)) for i, k in enumerate(keys)])
