@@ -18,6 +18,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogFormatter
 
+from harness.bandwidth import ENV_KEY as COPY_BANDWIDTH_KEY
+
 BASELINE_VARIANT = "eager"
 #: Columns that, with the shape and batch, say which rows are the same configuration.
 CONFIG_COLUMNS: tuple[str, ...] = ("device", "dtype", "mode", "reduction", "fusion", "bias")
@@ -193,6 +195,9 @@ def roofline_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None,
                     peak_gbps: float | None = None) -> Figure | None:  # fmt: skip
     """Achieved bandwidth against arithmetic intensity, under the measured copy-bandwidth ceiling.
 
+    The ceiling is ``peak_gbps``, else a ``peak_bw_gbps`` column, else the copy bandwidth the run
+    measured (env.json's ``copy_bandwidth_bytes_s``); without any, the points are drawn alone.
+
     scSE is memory-bound, so the ceiling that matters is bandwidth: a point's height is how much
     of the device's measured copy speed a variant reaches on the bytes the case must move.
     """
@@ -207,8 +212,8 @@ def roofline_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None,
     if peak_gbps is None and "peak_bw_gbps" in ok.columns:
         measured = pd.to_numeric(ok["peak_bw_gbps"], errors="coerce").dropna()
         peak_gbps = float(measured.median()) if not measured.empty else None
-    if peak_gbps is None and env and env.get("peak_bw_gbps"):
-        peak_gbps = float(env["peak_bw_gbps"])
+    if peak_gbps is None and env and env.get(COPY_BANDWIDTH_KEY):  # bytes/s, measured once per run
+        peak_gbps = float(env[COPY_BANDWIDTH_KEY]) / 1e9
     fig = Figure(figsize=(9.0, 5.0), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()

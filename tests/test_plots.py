@@ -103,3 +103,12 @@ def test_markdown_embeds_relative_paths(tmp_path: Path) -> None:
     assert "![Speedup over eager](figs/speedup.png)" in md
     assert "![Bandwidth roofline](figs/roofline.png)" in md
     assert plots.markdown([], tmp_path) == ""
+
+
+def test_roofline_ceiling_from_the_runs_measured_copy_bandwidth() -> None:
+    rows = frame().drop(columns=["peak_bw_gbps"])
+    fig = plots.roofline_figure(rows, env={"copy_bandwidth_bytes_s": 250e9})
+    assert fig is not None
+    assert [list(line.get_ydata()) for line in fig.axes[0].get_lines()] == [[250.0, 250.0]]
+    bare = plots.roofline_figure(rows)
+    assert bare is not None and bare.axes[0].get_lines() == []
