@@ -109,8 +109,9 @@ class Worker:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
+        with self.proc.stdout:  # closed here, by its only reader, once the worker has gone
+            for line in self.proc.stdout:
+                self.lines.put(line)
         self.lines.put(None)
 
     def _log_size(self) -> int:
@@ -164,6 +165,11 @@ class Worker:
         if self.alive:
             self.proc.kill()
         self.proc.wait()
+        if self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass  # a broken pipe to a dead worker
 
     def close(self, grace_s: float = 10.0) -> None:
         """Ask politely (close stdin), then kill."""
