@@ -32,7 +32,8 @@ COLUMNS: tuple[str, ...] = KEY_COLUMNS + (
     "median_ms", "iqr_ms", "ci_low_ms", "ci_high_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "p05_ms", "p95_ms",
     "n_samples", "noisy", "throughput_img_s",
     "max_rel_err", "grad_rel_err", "tolerance", "grad_tolerance", "eager_rel_err",
-    "calls_per_sample", "warmup_calls", "stop_reason", "first_call_s", "threads", "cache", "finished_at",
+    "calls_per_sample", "warmup_calls", "stop_reason", "first_call_s", "compile_s", "recompiles", "threads", "cache",
+    "finished_at",
 )  # fmt: skip
 #: Raw data kept in results.jsonl but left out of the CSV.
 RAW_COLUMNS: tuple[str, ...] = ("samples_ms",)

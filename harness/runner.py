@@ -24,8 +24,11 @@ from harness.correctness import Check, allowed, normwise_error, relative_l2_erro
 from harness.oom import is_out_of_memory, release_memory  # issue 7: CPU allocation failures are oom too
 from harness.stats import Stats
 from harness.timing import Clock, TimingPolicy, make_clock, measure
+from variants.compiled import compiled_graphs  # issue 3: compile_s and recompiles
 from variants.reference import ScSE
 from variants.registry import Variant
+from variants.tags import bias_unsupported, compiles, input_memory_format
+from variants.weights import parameter_names
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -75,6 +78,9 @@ def skip_reason(case: Case, variant: Variant, explicit: bool) -> str | None:
     if reason:
         return reason
     reason = variant.unsupported(case.device, case.dtype, case.mode, case.fusion)
+    if reason:
+        return reason
+    reason = bias_unsupported(variant, case.bias)  # issue 3: smp's convs always have a bias
     if reason:
         return reason
     if dict(variant.tags).get("interpreted_on_cpu") and case.device == "cpu" and not explicit:
@@ -130,7 +136,11 @@ def verify(case: Case, variant: Variant, ref: ScSE, x: torch.Tensor, x_before: t
         return fail(f"output is on {got.output.device}, not {device}")
     if train and "input" not in got.grads:
         return fail("no gradient reached the input")
-    names = ["input", *[n for n in got.grads if n != "input" and n in dict(ref.named_parameters())]]
+    ref_names = dict(ref.named_parameters())
+    unmatched = sorted(n for n in got.grads if n != "input" and n not in ref_names)
+    if unmatched:  # issue 3: a renamed parameter must be mapped (reference_names), never skipped
+        return fail(f"parameter {unmatched[0]} has no counterpart in the reference (set reference_names)")
+    names = ["input", *[n for n in got.grads if n != "input"]]
     y64, grads64 = reference_outputs(ref, x, grad_out, torch.float64, names)
     seed_err: float | None = None
     seed_grad_errs: dict[str, float] = {}
@@ -169,6 +179,13 @@ def reference_outputs(ref: ScSE, x: torch.Tensor, grad_out: torch.Tensor | None,
     return y.detach(), dict(zip(names, values, strict=True))
 
 
+def _reference_named(fn: object, grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Gradients keyed by the reference's parameter names (issue 3: smp's ``cSE.1.weight`` is
+    ``cse.fc.0.weight``; torch.compile's ``_orig_mod.`` prefix is dropped)."""
+    names = parameter_names(fn)
+    return {names.get(n, n): g for n, g in grads.items()}
+
+
 def make_step(fn: Fn, x: torch.Tensor, params: dict[str, torch.Tensor], grad_out: torch.Tensor | None) -> Callable[[], object]:
     """The timed call. Train mode differentiates ``(y * grad_out).sum()`` with ``autograd.grad``,
     so no ``.grad`` accumulates between calls and nothing needs clearing inside the timed region."""
@@ -193,7 +210,7 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
     device, dtype = torch.device(case.device), getattr(torch, case.dtype)
     train = case.mode == "train"
     ref = make_reference(case, seed)
-    x = make_input(case, seed, device, dtype)
+    x = make_input(case, seed, device, dtype).contiguous(memory_format=input_memory_format(variant))
     x_before = x.clone()
     if train:
         x.requires_grad_(True)
@@ -202,6 +219,8 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
     fn = variant.build(ref, device, dtype)
     params = trainable(fn) if train else {}
     got = first_call(fn, x, params, grad_out)
+    got = Outcome(got.output, _reference_named(fn, got.grads), got.seconds)
+    graphs_after_first = compiled_graphs(fn) if compiles(variant) else None
     check = verify(case, variant, ref, x, x_before, got, grad_out)
     row: dict[str, Any] = {
         "max_rel_err": check.max_rel_err,
@@ -210,6 +229,8 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
         "grad_tolerance": check.grad_tolerance,
         "eager_rel_err": check.eager_rel_err,
         "first_call_s": got.seconds,
+        # issue 3: a compiling variant's first call is its compile time, never a latency sample
+        "compile_s": got.seconds if graphs_after_first is not None else None,
     }
     del got
     if not check.passed:
@@ -219,6 +240,8 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
     try:
         with torch.no_grad() if not train else contextlib.nullcontext():
             timing = measure(step, clock, policy)
+            if graphs_after_first is not None:  # issue 3: graphs compiled by warm-up and timed calls
+                row["recompiles"] = compiled_graphs(fn) - graphs_after_first
             calls = timing.warmup_calls + len(timing.samples_ms) * timing.calls_per_sample
             trace = metrics.trace_path(trace_dir, case) if trace_dir is not None else None
             profiled = metrics.after_timing(step, device, telemetry, calls, trace)

@@ -1,12 +1,15 @@
 """The variant zoo's specific promises, and proof that the conformance suite catches wrong variants."""
 from __future__ import annotations
 
+import copy
 import io
 
 import pytest
 import torch
 import torch.nn as nn
 
+from harness.cases import Case
+from harness.runner import clock_for, run_case
 from harness.testing import (
     ConformanceError,
     InputSpec,
@@ -15,12 +18,14 @@ from harness.testing import (
     parameter_names,
     tie_free_cotangent,
 )
+from harness.timing import TimingPolicy
 from variants.amp import AutocastFp16ScSE
 from variants.compiled import compiled_graphs
 from variants.eager_forms import FACTORED_FUSIONS, FactoredScSE
 from variants.reference import FUSIONS, ScSE
 from variants.registry import get_variant, list_variants
 from variants.smp import SMP_TO_REFERENCE, SmpSCSE, to_reference_state_dict
+from variants.weights import copy_weights
 
 CPU = torch.device("cpu")
 ZOO = (
@@ -413,3 +418,70 @@ def test_near_ties_of_max_are_taken_out_of_the_cotangent_and_nothing_else() -> N
         gap = (ref.cse.fc(ref.cse.avg_pool(x)) - torch.sigmoid(ref.sse.Conv1x1(x))).abs().expand_as(x)
     assert torch.equal(masked == 0, gap < 0.05)
     assert 0 < int((masked == 0).sum()) < x.numel()
+
+
+# --- what the runner does for the zoo ----------------------------------------------------------------
+
+RUN_FAST = TimingPolicy(warmup_s=0.0, min_samples=3, max_samples=10, rel_ci=0.05, max_time_s=0.05)
+
+
+def _row(variant: str, mode: str = "forward", bias: bool = False, reduction: int = 2, channels: int = 16) -> dict:
+    case = Case(variant, "cpu", "float32", mode, 2, channels, 8, 8, reduction, "add", bias)
+    return run_case(case, get_variant(variant), clock_for("cpu", "cold"), RUN_FAST, seed=0, explicit=True)
+
+
+def test_runner_skips_smp_without_bias_and_checks_its_renamed_gradients_with_bias() -> None:
+    skipped = _row("smp", bias=False)
+    assert skipped["status"] == "skipped" and "bias=True only" in skipped["reason"]
+    row = _row("smp", mode="train", bias=True, reduction=16, channels=32)
+    assert row["status"] == "ok", row["reason"]
+    assert row["grad_rel_err"] < row["grad_tolerance"]
+
+
+class SmpWithoutMap(SmpSCSE):
+    """smp's names without the map that says which is which."""
+
+    reference_names: dict[str, str] = {}
+
+
+def test_runner_flags_a_parameter_it_cannot_match(temp_variant) -> None:
+    def build(reference: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+        module = SmpWithoutMap(reference.channels, reference.reduction)
+        return copy_weights(module, reference, SMP_TO_REFERENCE, zero_missing=True).to(device, dtype)
+
+    name = temp_variant("test_unmatched", build, dtypes=("float32",), fusions=("add",))
+    row = _row(name, mode="train")
+    assert row["status"] == "mismatch"
+    assert "cSE.1.bias has no counterpart" in row["reason"]
+    with pytest.raises(ConformanceError, match="'cSE.1.weight' .* has no counterpart"):
+        check_variant(name, **{**QUICK, "modes": "train"})
+
+
+def test_runner_gives_channels_last_variants_nhwc_input(temp_variant) -> None:
+    seen: list[bool] = []
+
+    def build(reference: nn.Module, device: torch.device, dtype: torch.dtype):
+        module = copy.deepcopy(reference).to(device=device, dtype=dtype)
+
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.is_contiguous(memory_format=torch.channels_last))
+            return module(x)
+
+        return fn
+
+    name = temp_variant("test_nhwc", build, dtypes=("float32",), modes=("forward",),
+                        tags={"input_memory_format": "channels_last"})
+    assert _row(name)["status"] == "ok"
+    assert seen and all(seen)
+
+
+def test_runner_records_compile_s_apart_from_latency_and_counts_recompiles() -> None:
+    if get_variant("compile").unavailable("cpu"):
+        pytest.skip(get_variant("compile").unavailable("cpu"))
+    row = _row("compile", channels=4)
+    assert row["status"] == "ok", row["reason"]
+    assert row["compile_s"] == row["first_call_s"] > 0
+    assert row["compile_s"] * 1e3 > 10 * row["median_ms"]  # compiling is no latency sample
+    assert row["recompiles"] == 0
+    eager = _row("eager", channels=4)
+    assert eager["compile_s"] is None and "recompiles" not in eager
