@@ -31,6 +31,9 @@ FILENAMES: dict[str, str] = {
     "roofline": "roofline.png",
 }
 DPI = 110
+#: Per-variant markers and line styles, so that variants whose numbers coincide stay visible.
+MARKERS = "osD^vPX*<>"
+LINESTYLES = ("-", "--", ":", "-.")
 
 
 class PlainLogFormatter(LogFormatter):
@@ -170,8 +173,10 @@ def latency_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) ->
                 high = lines["ci_high_ms"].to_numpy(dtype=float)
                 if np.isfinite(low).all() and np.isfinite(high).all():
                     yerr = np.vstack([np.clip(y - low, 0, None), np.clip(high - y, 0, None)])
-            ax.errorbar(lines["batch"].to_numpy(dtype=float), y, yerr=yerr, marker="o", markersize=4,
-                        capsize=2, color=colours[variant], label=str(variant))  # fmt: skip
+            i = variants.index(variant)
+            ax.errorbar(lines["batch"].to_numpy(dtype=float), y, yerr=yerr, marker=MARKERS[i % len(MARKERS)],
+                        markersize=5, linestyle=LINESTYLES[i % len(LINESTYLES)], capsize=2, color=colours[variant],
+                        markerfacecolor="none", label=str(variant))  # fmt: skip
         batches = sorted(group["batch"].unique())
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -218,11 +223,11 @@ def roofline_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None,
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     dtypes = list(dict.fromkeys(ok["dtype"].astype(str)))
-    markers = dict(zip(dtypes, "os^Dvp*", strict=False))
     for i, (variant, group) in enumerate(ok.groupby("variant", sort=False)):
-        for dtype, sub in group.groupby(group["dtype"].astype(str), sort=False):
-            ax.scatter(sub["arithmetic_intensity"], sub["achieved_gbps"], color=f"C{i % 10}",
-                       marker=markers.get(dtype, "o"), s=28, alpha=0.85,
+        for j, (dtype, sub) in enumerate(group.groupby(group["dtype"].astype(str), sort=False)):
+            colour = f"C{i % 10}"  # hollow markers, so coinciding variants show through one another
+            ax.scatter(sub["arithmetic_intensity"], sub["achieved_gbps"], marker=MARKERS[i % len(MARKERS)], s=36,
+                       facecolors="none" if j == 0 else colour, edgecolors=colour, linewidths=1.2,
                        label=f"{variant}" + (f" ({dtype})" if len(dtypes) > 1 else ""))  # fmt: skip
     low, top = float(ok["achieved_gbps"].min()), float(ok["achieved_gbps"].max())
     if peak_gbps:

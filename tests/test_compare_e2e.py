@@ -105,9 +105,11 @@ def test_report_rebuilds_csv_and_markdown_with_plots(tmp_path: Path, real_run: P
     assert main(["report", str(folder)]) == 0
     assert (folder / "results.csv").is_file() and "# scSE benchmark report" in (folder / "report.md").read_text()
     assert "## Figures" not in (folder / "report.md").read_text()
-    # One eager case at one batch size: no speedup (nothing but eager) and no latency line (one batch).
+    # One eager case at one batch size: no speedup (nothing but eager), no latency line (one batch),
+    # but a roofline point from the run's bandwidth columns under its measured copy bandwidth.
     assert main(["report", str(folder), "--plots"]) == 0
-    assert not list(folder.glob("*.png"))
+    assert [p.name for p in folder.glob("*.png")] == ["roofline.png"]
+    assert "![Bandwidth roofline](roofline.png)" in (folder / "report.md").read_text()
 
 
 def test_save_baseline_then_compare_with_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
