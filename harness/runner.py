@@ -179,11 +179,18 @@ def reference_outputs(ref: ScSE, x: torch.Tensor, grad_out: torch.Tensor | None,
     return y.detach(), dict(zip(names, values, strict=True))
 
 
-def _reference_named(fn: object, grads: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Gradients keyed by the reference's parameter names (issue 3: smp's ``cSE.1.weight`` is
-    ``cse.fc.0.weight``; torch.compile's ``_orig_mod.`` prefix is dropped)."""
+def _reference_named(fn: object, grads: dict[str, torch.Tensor], ref: ScSE) -> dict[str, torch.Tensor]:
+    """Gradients keyed by the reference's parameter names and in its shapes (issue 3: smp's
+    ``cSE.1.weight`` is ``cse.fc.0.weight``; torch.compile's ``_orig_mod.`` prefix is dropped;
+    linear_excite's ``(out, in)`` Linear weight is the reference's ``(out, in, 1, 1)`` conv weight)."""
     names = parameter_names(fn)
-    return {names.get(n, n): g for n, g in grads.items()}
+    shapes = {n: p.shape for n, p in ref.named_parameters()}
+    out = {}
+    for name, g in grads.items():
+        key = names.get(name, name)
+        same_size = key in shapes and g.numel() == shapes[key].numel()
+        out[key] = g.reshape(shapes[key]) if same_size else g
+    return out
 
 
 def make_step(fn: Fn, x: torch.Tensor, params: dict[str, torch.Tensor], grad_out: torch.Tensor | None) -> Callable[[], object]:
@@ -219,7 +226,7 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
     fn = variant.build(ref, device, dtype)
     params = trainable(fn) if train else {}
     got = first_call(fn, x, params, grad_out)
-    got = Outcome(got.output, _reference_named(fn, got.grads), got.seconds)
+    got = Outcome(got.output, _reference_named(fn, got.grads, ref), got.seconds)
     graphs_after_first = compiled_graphs(fn) if compiles(variant) else None
     check = verify(case, variant, ref, x, x_before, got, grad_out)
     row: dict[str, Any] = {

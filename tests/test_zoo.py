@@ -485,3 +485,9 @@ def test_runner_records_compile_s_apart_from_latency_and_counts_recompiles() -> 
     assert row["recompiles"] == 0
     eager = _row("eager", channels=4)
     assert eager["compile_s"] is None and "recompiles" not in eager
+
+
+def test_runner_compares_a_linear_weights_gradient_with_the_convs() -> None:
+    row = _row("linear_excite", mode="train")
+    assert row["status"] == "ok", row["reason"]
+    assert row["grad_rel_err"] < row["grad_tolerance"]
