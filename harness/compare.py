@@ -30,13 +30,8 @@ from rich.panel import Panel
 from rich.table import Table
 from scipy import stats as sps
 
-#: Columns that identify a case. Columns absent from both files (older schemas) are ignored.
-KEY_COLUMNS: tuple[str, ...] = (
-    "variant", "device", "dtype", "mode", "batch", "channels", "height", "width", "reduction", "fusion", "bias",
-)  # fmt: skip
-RESULTS_JSONL = "results.jsonl"
-RESULTS_CSV = "results.csv"
-ENV_JSON = "env.json"
+from harness.cases import KEY_COLUMNS  # older schemas may lack some: only shared columns are matched
+from harness.results import ENV_JSON, RESULTS_CSV, RESULTS_JSONL
 
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_ALPHA = 0.01
