@@ -106,7 +106,7 @@ def test_env_shows_the_record() -> None:
 
 def test_python_api_returns_a_dataframe_and_can_skip_writing(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    frame = harness.run(device="cpu", shapes="8x4x4", batch_sizes=1, modes="forward", write=False,
+    frame = harness.run(device="cpu", variants="eager", shapes="8x4x4", batch_sizes=1, modes="forward", write=False,
                         warmup_s=0, min_samples=3, max_time_s=0.05)
     assert isinstance(frame, pd.DataFrame) and len(frame) == 1
     assert frame.attrs["run_dir"] is None
@@ -114,7 +114,7 @@ def test_python_api_returns_a_dataframe_and_can_skip_writing(tmp_path: Path, mon
 
 
 def test_threads_are_set_and_recorded(tmp_path: Path) -> None:
-    frame = harness.run(device="cpu", shapes="8x4x4", batch_sizes=1, modes="forward", threads=1,
+    frame = harness.run(device="cpu", variants="eager", shapes="8x4x4", batch_sizes=1, modes="forward", threads=1,
                         out=tmp_path / "t", warmup_s=0, min_samples=3, max_time_s=0.05)
     assert frame["threads"].tolist() == [1]
 
