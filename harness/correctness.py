@@ -14,6 +14,7 @@ error is at most ``max(tolerance, SEED_FACTOR × error of eager in the same dtyp
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -48,30 +49,28 @@ def tolerance(dtype: str, device: torch.device | str, grad: bool = False) -> flo
     return tol * (GRAD_FACTOR if grad else 1.0)
 
 
-def normwise_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """``max|actual - expected| / max|expected|`` in float64; inf when ``actual`` has NaN or Inf."""
+def _relative_error(actual: torch.Tensor, expected: torch.Tensor, norm: Callable[[torch.Tensor], float]) -> float:
+    """``norm(actual - expected) / norm(expected)`` in float64 on the CPU; inf for NaN or Inf in ``actual``."""
     a = actual.detach().to(device="cpu", dtype=torch.float64)
     e = expected.detach().to(device="cpu", dtype=torch.float64)
     if a.shape != e.shape:
         raise ValueError(f"shape {tuple(a.shape)} differs from the reference's {tuple(e.shape)}")
     if not torch.isfinite(a).all():
         return math.inf
-    scale = e.abs().max().item()
-    diff = (a - e).abs().max().item() if a.numel() else 0.0
+    if a.numel() == 0:
+        return 0.0
+    scale, diff = norm(e), norm(a - e)
     return diff / scale if scale > 0 else diff
+
+
+def normwise_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """``max|actual - expected| / max|expected|``: for outputs."""
+    return _relative_error(actual, expected, lambda t: t.abs().max().item())
 
 
 def relative_l2_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    """``‖actual - expected‖₂ / ‖expected‖₂`` in float64; inf when ``actual`` has NaN or Inf."""
-    a = actual.detach().to(device="cpu", dtype=torch.float64)
-    e = expected.detach().to(device="cpu", dtype=torch.float64)
-    if a.shape != e.shape:
-        raise ValueError(f"shape {tuple(a.shape)} differs from the reference's {tuple(e.shape)}")
-    if not torch.isfinite(a).all():
-        return math.inf
-    scale = e.norm().item()
-    diff = (a - e).norm().item()
-    return diff / scale if scale > 0 else diff
+    """``‖actual - expected‖₂ / ‖expected‖₂``: for gradients."""
+    return _relative_error(actual, expected, lambda t: t.norm().item())
 
 
 def allowed(floor: float, seed_error: float | None) -> float:
