@@ -39,8 +39,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "dtypes": ("float32",),
         "modes": ("forward", "train"),
     },
-    "cuda": {
-        "variants": ("eager",),
+    "cuda": {  # the choices a GPU user weighs; cuda_fused builds an extension on first use, so ask for it
+        "variants": ("eager", "eager_factored", "channels_last", "compile", "cuda_graph", "triton_fused"),
         "shapes": ((64, 128, 128), (256, 64, 64)),
         "batch_sizes": (8, 32),
         "dtypes": ("float32", "float16"),
