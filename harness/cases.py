@@ -56,7 +56,7 @@ def expand(config: SweepConfig) -> list[Case]:
                         for fusion in config.fusions:
                             for bias in config.biases:
                                 for variant in config.variants:
-                                    cases.append(
-                                        Case(variant, config.device, dtype, mode, batch, c, h, w, reduction, fusion, bias)
-                                    )
+                                    case = Case(variant, config.device, dtype, mode, batch, c, h, w,
+                                                reduction, fusion, bias)
+                                    cases.append(case)
     return cases

@@ -17,7 +17,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ class CompareError(ValueError):
     """Input that cannot be compared; the message is one line fit to show a user."""
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     FASTER = "FASTER"
     SLOWER = "SLOWER"
     SAME = "SAME"

@@ -126,5 +126,5 @@ def collect(device: str | torch.device = "cpu") -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }

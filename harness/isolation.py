@@ -72,7 +72,7 @@ def describe_exit(returncode: int | None) -> str:
 
 
 def now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 class WorkerFailure(Exception):

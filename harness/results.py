@@ -45,7 +45,7 @@ class OutputError(OSError):
 
 def default_run_dir(device: str, root: str | Path = "results/runs") -> Path:
     """``results/runs/<UTC time>-<device>``: sortable, and never the same twice in a second."""
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
     return Path(root) / f"{stamp}-{device.replace(':', '')}"
 
 

@@ -193,7 +193,9 @@ def _reference_named(fn: object, grads: dict[str, torch.Tensor], ref: ScSE) -> d
     return out
 
 
-def make_step(fn: Fn, x: torch.Tensor, params: dict[str, torch.Tensor], grad_out: torch.Tensor | None) -> Callable[[], object]:
+def make_step(
+    fn: Fn, x: torch.Tensor, params: dict[str, torch.Tensor], grad_out: torch.Tensor | None
+) -> Callable[[], object]:
     """The timed call. Train mode differentiates ``(y * grad_out).sum()`` with ``autograd.grad``,
     so no ``.grad`` accumulates between calls and nothing needs clearing inside the timed region."""
     if grad_out is None:
@@ -281,7 +283,7 @@ def run_case(case: Case, variant: Variant, clock: Clock | None, policy: TimingPo
         row |= {"status": "oom" if is_out_of_memory(exc) else "error", "reason": _one_line(exc)}
     finally:
         release_memory(case.device)
-    row["finished_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    row["finished_at"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     return row
 
 

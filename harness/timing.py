@@ -166,7 +166,8 @@ def measure(
 
     ``min_samples`` are always taken. Then it stops at the first of: CI half-width ≤ ``rel_ci``
     (checked from ``min_samples`` on, then after every 10% more samples, since the interval costs a
-    few ms to compute), the time budget spent, or ``max_samples``. ``now`` is the wall clock the budgets are kept by (a fake one in tests).
+    few ms to compute), the time budget spent, or ``max_samples``. ``now`` is the wall clock the
+    budgets are kept by (a fake one in tests).
     """
     warmup_calls, per_call = _warm_up(clock, fn, policy.warmup_s, now)
     calls = max(1, math.ceil(clock.min_block_s / max(per_call, 1e-12)))

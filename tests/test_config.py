@@ -12,7 +12,8 @@ from harness.config import ConfigError, SweepConfig
 
 def test_comma_strings_and_lists_mean_the_same() -> None:
     a = SweepConfig.build(device="cpu", shapes="32x64x64,8x5x7", batch_sizes="1,8", dtypes="float32,float16")
-    b = SweepConfig.build(device="cpu", shapes=[[32, 64, 64], "8x5x7"], batch_sizes=[1, 8], dtypes=["float32", "float16"])
+    b = SweepConfig.build(device="cpu", shapes=[[32, 64, 64], "8x5x7"], batch_sizes=[1, 8],
+                          dtypes=["float32", "float16"])
     assert a == b
     assert a.shapes == ((32, 64, 64), (8, 5, 7))
 

@@ -73,8 +73,8 @@ def test_no_telemetry_on_cpu_and_no_trace_unless_asked() -> None:
 
 def test_run_with_profile_writes_traces_into_the_run_folder(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    frame = api.run(device="cpu", shapes="8x4x4", batch_sizes="2", modes="forward,train", out=str(out),
-                    profile=True, **FAST_RUN)
+    frame = api.run(device="cpu", variants="eager", shapes="8x4x4", batch_sizes="2", modes="forward,train",
+                    out=str(out), profile=True, **FAST_RUN)
     assert list(frame["status"]) == ["ok", "ok"]
     traces = sorted(p.name for p in (out / "traces").iterdir())
     assert traces == sorted(Path(t).name for t in frame["trace_file"])
