@@ -129,6 +129,10 @@ class CaseResult:
         return case_label(self.fields)
 
 
+#: A case that was ``ok`` and now ends in one of these fails the comparison like a regression.
+BROKEN_STATUSES = frozenset({"mismatch", "error", "oom", "crashed", "timeout"})
+
+
 @dataclass(frozen=True)
 class StatusChange:
     """A case timed on one side but not the other (a mismatch, an error, a skip)."""
@@ -141,7 +145,7 @@ class StatusChange:
     @property
     def broken(self) -> bool:
         """Valid before, wrong or failing now: as bad as a regression."""
-        return self.baseline_status == "ok" and self.current_status in ("mismatch", "error", "oom")
+        return self.baseline_status == "ok" and self.current_status in BROKEN_STATUSES
 
     @property
     def label(self) -> str:

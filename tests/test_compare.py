@@ -150,6 +150,14 @@ def test_a_case_that_turns_wrong_fails_the_comparison(tmp_path: Path) -> None:
     assert "max rel err 0.3" in cmp.to_markdown(result)
 
 
+@pytest.mark.parametrize("status", ["mismatch", "error", "oom", "crashed", "timeout"])
+def test_every_failing_status_breaks_a_case_that_was_ok(tmp_path: Path, status: str) -> None:
+    base = write_run(tmp_path / "base", [row(case("eager"), noise(1.0)), row(case("x"), noise(1.0))])
+    cur = write_run(tmp_path / "cur", [row(case("eager"), noise(1.0, seed=4)),
+                                       row(case("x"), status=status, reason="worker died")])  # fmt: skip
+    assert cmp.compare(base, cur).failed
+
+
 def test_a_newly_skipped_case_is_listed_but_does_not_fail(tmp_path: Path) -> None:
     base = write_run(tmp_path / "base", [row(case("eager"), noise(1.0)), row(case("x"), noise(1.0))])
     cur = write_run(tmp_path / "cur", [row(case("eager"), noise(1.0, seed=4)),
