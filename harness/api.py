@@ -13,7 +13,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from harness import bandwidth, envinfo, isolation, metrics, report, sharding
+from harness import allocator, bandwidth, envinfo, isolation, metrics, report, sharding
 from harness import resume as resuming
 from harness.cases import expand
 from harness.config import SweepConfig
@@ -99,6 +99,8 @@ def run(
     interrupted = False
     with torch_threads(cfg.threads):
         env = envinfo.collect(cfg.device) | {"config": cfg.as_dict()}
+        env["cpu_allocator"] = allocator.allocator_name()
+        env["steady_malloc"] = cfg.device == "cpu" and cfg.steady_malloc and allocator.make_steady()
         env[bandwidth.ENV_KEY] = peak_bw = bandwidth.measure_copy_bandwidth(cfg.device)  # once per run
         if folder is not None:
             folder.write_env(env)

@@ -47,6 +47,8 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fusions", help="add, max, mul, gate, concat (comma-separated)")
     p.add_argument("--bias", dest="biases", help="false, true or both: false,true")
     p.add_argument("--threads", help="torch CPU threads for the run (default: torch's own)")
+    p.add_argument("--steady-malloc", dest="steady_malloc",
+                   help="CPU: keep glibc malloc from returning memory to the OS between calls (default true)")
     p.add_argument("--cache", choices=("cold", "hot"), help="CUDA: flush L2 before each call (cold, default) or not")
     p.add_argument("--warmup", dest="warmup_s", help="warm-up seconds per case (default 0.1)")
     p.add_argument("--min-samples", dest="min_samples", help="samples before the CI test may stop (default 10)")
@@ -67,8 +69,8 @@ def add_run(sub: argparse._SubParsersAction) -> None:
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     options = {k: getattr(args, k) for k in (
         "device", "variants", "shapes", "batch_sizes", "dtypes", "modes", "reductions", "fusions", "biases",
-        "threads", "cache", "warmup_s", "min_samples", "max_samples", "rel_ci", "max_time_s", "seed", "out",
-        "isolate", "case_timeout", "oom_retry", "shard")}  # fmt: skip
+        "threads", "steady_malloc", "cache", "warmup_s", "min_samples", "max_samples", "rel_ci", "max_time_s",
+        "seed", "out", "isolate", "case_timeout", "oom_retry", "shard")}  # fmt: skip
     if check_launch_arguments(args):  # issue 7: the shards go to Slurm (or local processes) instead
         return cmd_launch(args, options, console)
     frame = api.run(args.config, progress=not args.quiet, console=console, profile=args.profile,

@@ -47,9 +47,10 @@ ENV_FIELDS: tuple[tuple[str, str], ...] = (
     ("cuda", "CUDA version"),
     ("hostname", "host"),
     ("threads", "torch threads"),
+    ("steady_malloc", "steady CPU allocator"),
 )
 #: Of ``ENV_FIELDS``, those that only matter on one kind of device.
-CPU_ONLY_FIELDS = frozenset({"cpu_model", "threads"})
+CPU_ONLY_FIELDS = frozenset({"cpu_model", "threads", "steady_malloc"})
 CUDA_ONLY_FIELDS = frozenset({"gpu_name", "cuda"})
 
 

@@ -63,6 +63,8 @@ class SweepConfig:
     fusions: tuple[str, ...] = ("add",)
     biases: tuple[bool, ...] = (False,)
     threads: int | None = None
+    #: CPU: keep glibc from handing freed memory back to the OS between calls (harness.allocator).
+    steady_malloc: bool = True
     cache: str = "cold"
     timing: TimingPolicy = field(default_factory=TimingPolicy)
     seed: int = 0
@@ -115,6 +117,7 @@ class SweepConfig:
             fusions=parse_choices(get("fusions"), FUSIONS, "fusion"),
             biases=parse_bools(get("biases"), "bias"),
             threads=None if merged.get("threads") is None else parse_int(merged["threads"], "threads"),
+            steady_malloc=parse_bools(merged.get("steady_malloc", True), "steady_malloc")[0],
             cache=parse_choices(get("cache"), CACHE_MODES, "cache")[0],
             timing=policy,
             seed=parse_int(get("seed"), "seed", minimum=0),
@@ -142,7 +145,8 @@ class SweepConfig:
 _BASE = SweepConfig()
 OPTION_NAMES: tuple[str, ...] = (
     "device", "variants", "shapes", "batch_sizes", "dtypes", "modes", "reductions", "fusions", "biases",
-    "threads", "cache", "warmup_s", "min_samples", "max_samples", "rel_ci", "max_time_s", "seed", "out",
+    "threads", "steady_malloc", "cache", "warmup_s", "min_samples", "max_samples", "rel_ci", "max_time_s", "seed",
+    "out",
     "isolate", "case_timeout", "oom_retry", "shard",  # issue 7
 )  # fmt: skip
 

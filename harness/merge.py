@@ -26,7 +26,7 @@ from harness.config import ConfigError
 from harness.results import ENV_JSON, RESULTS_JSONL, RunFolder, read_jsonl, to_frame
 
 #: Sweep settings every merged run must share (keys of env.json's ``config``).
-CONFIG_MUST_MATCH: tuple[str, ...] = ("seed", "timing", "cache", "threads")
+CONFIG_MUST_MATCH: tuple[str, ...] = ("seed", "timing", "cache", "threads", "steady_malloc")
 #: Environment facts every merged run must share (keys of env.json).
 ENV_MUST_MATCH: tuple[str, ...] = ("device", "gpu_name", "torch", "cuda", "triton", "tf32")
 #: Config lists that may differ between merged runs; the merged env.json records their union.

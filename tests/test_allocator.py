@@ -1,0 +1,45 @@
+"""The steady CPU allocator: after it, a freed block is reused without page faults."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.allocator import allocator_name
+
+ROOT = Path(__file__).resolve().parent.parent
+PROBE = """
+import resource, sys
+sys.path.insert(0, {root!r})
+import torch
+from harness.allocator import make_steady
+if sys.argv[1] == "steady":
+    assert make_steady()
+for _ in range(3):  # warm: the first allocations fault in any case
+    torch.empty(8 << 20).fill_(1.0)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    torch.empty(8 << 20).fill_(1.0)  # 32 MiB allocated, touched, freed
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def faults(mode: str) -> int:
+    out = subprocess.run([sys.executable, "-c", PROBE.format(root=str(ROOT)), mode], capture_output=True, text=True,
+                         timeout=120, env={"PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout.strip())
+
+
+@pytest.mark.skipif(allocator_name() != "glibc", reason="needs glibc's malloc")
+def test_steady_malloc_stops_page_faults_on_reused_blocks() -> None:
+    plain, steady = faults("plain"), faults("steady")
+    assert plain > 20 * 4000  # 32 MiB is 8192 pages: glibc gives it back to the OS each time
+    assert steady < plain / 20
+
+
+def test_preloaded_allocators_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libjemalloc.so.2")
+    assert allocator_name() == "jemalloc"
