@@ -97,6 +97,8 @@ class SweepConfig:
 
         patterns = parse_strings(get("variants"), "variant")
         names, explicit = expand_variants(patterns)
+        if "variants" not in merged:  # the default list is not the user naming a variant
+            explicit = []
         policy = TimingPolicy(
             warmup_s=parse_float(merged.get("warmup_s", _BASE.timing.warmup_s), "warmup_s", minimum=0.0),
             min_samples=parse_int(merged.get("min_samples", _BASE.timing.min_samples), "min_samples"),

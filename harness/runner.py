@@ -11,7 +11,7 @@ import copy
 import datetime as _dt
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -285,13 +285,6 @@ def run_case(case: Case, variant: Variant, clock: Clock | None, policy: TimingPo
         release_memory(case.device)
     row["finished_at"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     return row
-
-
-def iter_rows(cases: list[Case], variants: dict[str, Variant], clock: Clock | None, policy: TimingPolicy,
-              seed: int, explicit: frozenset[str] = frozenset(), cache: str = "cold") -> Iterator[dict[str, Any]]:
-    """Rows in case order; the caller stores each as it arrives and may stop between any two."""
-    for case in cases:
-        yield run_case(case, variants[case.variant], clock, policy, seed, case.variant in explicit, cache)
 
 
 def clock_for(device: str, cache: str) -> Clock:

@@ -97,3 +97,8 @@ def test_globs_expand_and_exact_names_are_explicit(temp_variant) -> None:
     assert set(cfg.variants) >= {"eager", "eager_twin"}
     assert cfg.explicit_variants == frozenset()
     assert SweepConfig.build(device="cpu", variants="eager_twin").explicit_variants == {"eager_twin"}
+
+
+def test_default_variants_are_not_explicit() -> None:
+    """Only names the user typed may time an interpreter-only variant on CPU."""
+    assert SweepConfig.build(device="cpu").explicit_variants == frozenset()
