@@ -11,7 +11,6 @@ with nvcc but without a CUDA build of torch can still compile both (``tests/test
 """
 from __future__ import annotations
 
-import copy
 import functools
 import os
 import shutil
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from variants.registry import register
+from variants.weights import ReferenceWeights
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES: tuple[Path, ...] = (CSRC / "scse_fused.cpp", CSRC / "scse_fused.cu")
@@ -112,17 +112,8 @@ def scse_cuda(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
                          FUSION_CODES[fusion], stream)
 
 
-class CudaScSE(torch.nn.Module):
+class CudaScSE(ReferenceWeights):
     """Holds a float32 copy of the reference's parameters under the same names; forward is fused."""
-
-    def __init__(self, reference: torch.nn.Module) -> None:
-        super().__init__()
-        ref = copy.deepcopy(reference)
-        self.fusion: str = ref.fusion
-        self.cse = ref.cse
-        self.sse = ref.sse
-        if ref.fusion == "gate":
-            self.gate = ref.gate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return scse_cuda(self, x)

@@ -19,7 +19,6 @@ module first still run the kernels in the interpreter on CPU once the variable i
 """
 from __future__ import annotations
 
-import copy
 import importlib.util
 import os
 import sys
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from variants.registry import register
+from variants.weights import ReferenceWeights
 
 # Triton is imported on first use, not here: its standard library (tl.zeros, tl.sum, ...) is
 # jitted when triton.language is imported, in interpreter mode only if TRITON_INTERPRET=1 is set
@@ -499,17 +499,11 @@ def scse_fused(module: torch.nn.Module, x: torch.Tensor, max_block_c: int = MAX_
                               fusion, max_block_c)
 
 
-class TritonScSE(torch.nn.Module):
+class TritonScSE(ReferenceWeights):
     """Holds a copy of the reference's parameters under the same names; forward is fused."""
 
     def __init__(self, reference: torch.nn.Module, max_block_c: int = MAX_BLOCK_C) -> None:
-        super().__init__()
-        ref = copy.deepcopy(reference)
-        self.fusion: str = ref.fusion
-        self.cse = ref.cse
-        self.sse = ref.sse
-        if ref.fusion == "gate":
-            self.gate = ref.gate
+        super().__init__(reference)
         self.max_block_c = max_block_c
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

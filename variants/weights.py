@@ -8,6 +8,7 @@ compare gradients name by name.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import torch
@@ -81,3 +82,17 @@ def rebuild(cls: type[ScSE], reference: ScSE, device: torch.device, dtype: torch
     module = cls(reference.channels, reduction=reference.reduction, fusion=reference.fusion, bias=reference.bias)
     module.load_state_dict(reference.state_dict(), strict=True)
     return module.to(device=device, dtype=dtype)
+
+
+class ReferenceWeights(nn.Module):
+    """A copy of the reference's parameters under the same names, for a variant that computes the
+    forward its own way (a fused kernel) but must keep the reference's weights and gradients."""
+
+    def __init__(self, reference: ScSE) -> None:
+        super().__init__()
+        ref = copy.deepcopy(reference)
+        self.fusion: str = ref.fusion
+        self.cse = ref.cse
+        self.sse = ref.sse
+        if ref.fusion == "gate":
+            self.gate = ref.gate
