@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from harness.cases import KEY_COLUMNS
+from harness.figures import FIGURE_COLUMNS, RAW_FIGURE_COLUMNS
 
 RESULTS_JSONL = "results.jsonl"
 RESULTS_CSV = "results.csv"
@@ -31,12 +32,13 @@ COLUMNS: tuple[str, ...] = KEY_COLUMNS + (
     "status", "reason",
     "median_ms", "iqr_ms", "ci_low_ms", "ci_high_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "p05_ms", "p95_ms",
     "n_samples", "noisy", "throughput_img_s",
+    *FIGURE_COLUMNS,
     "max_rel_err", "grad_rel_err", "tolerance", "grad_tolerance", "eager_rel_err",
     "calls_per_sample", "warmup_calls", "stop_reason", "first_call_s", "compile_s", "recompiles", "threads", "cache",
     "finished_at",
 )  # fmt: skip
 #: Raw data kept in results.jsonl but left out of the CSV.
-RAW_COLUMNS: tuple[str, ...] = ("samples_ms",)
+RAW_COLUMNS: tuple[str, ...] = ("samples_ms", *RAW_FIGURE_COLUMNS)
 
 
 class OutputError(OSError):

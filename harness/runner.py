@@ -12,7 +12,7 @@ import datetime as _dt
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,9 @@ import torch
 from harness import metrics  # profiling metrics (issue 5): FLOPs, memory, GPU telemetry, traces
 from harness.cases import Case
 from harness.correctness import Check, allowed, normwise_error, relative_l2_error, tolerance
+from harness.figures import timing_columns
 from harness.oom import is_out_of_memory, release_memory  # issue 7: CPU allocation failures are oom too
-from harness.stats import Stats
-from harness.timing import Clock, TimingPolicy, make_clock, measure
+from harness.timing import Clock, CpuClock, Timing, TimingPolicy, measure
 from variants.compiled import compiled_graphs  # issue 3: compile_s and recompiles
 from variants.reference import ScSE
 from variants.registry import Variant
@@ -248,25 +248,33 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
     telemetry = metrics.begin_telemetry(device)
     try:
         with torch.no_grad() if not train else contextlib.nullcontext():
-            timing = measure(step, clock, policy)
-            if graphs_after_first is not None:  # issue 3: graphs compiled by warm-up and timed calls
+            timing, wall, remeasured = time_step(step, clock, policy)
+            if graphs_after_first is not None:  # graphs compiled by warm-up and timed calls
                 row["recompiles"] = compiled_graphs(fn) - graphs_after_first
-            calls = timing.warmup_calls + len(timing.samples_ms) * timing.calls_per_sample
+            calls = sum(t.warmup_calls + len(t.samples_ms) * t.calls_per_sample for t in (timing, wall) if t)
             trace = metrics.trace_path(trace_dir, case) if trace_dir is not None else None
             profiled = metrics.after_timing(step, device, telemetry, calls, trace)
     finally:
         if telemetry is not None:
             telemetry.close()
-    stats = Stats.from_samples(timing.samples_ms)
-    return row | stats.as_dict() | {
-        "status": "ok",
-        "reason": None,
-        "throughput_img_s": case.batch / (stats.median_ms * 1e-3) if stats.median_ms > 0 else None,
-        "calls_per_sample": timing.calls_per_sample,
-        "warmup_calls": timing.warmup_calls,
-        "stop_reason": timing.stop_reason,
-        "samples_ms": list(timing.samples_ms),
-    } | profiled
+    figures = timing_columns(timing, wall, device.type == "cuda", case.batch, remeasured)
+    return row | {"status": "ok", "reason": None} | figures | profiled
+
+
+def time_step(step: Callable[[], object], clock: Clock, policy: TimingPolicy) -> tuple[Timing, Timing | None, bool]:
+    """The primary timing (measured again once if the CPU was starved), then, on CUDA, wall time.
+
+    Wall samples are synchronous calls on an already warm step: they need no warm-up, and half
+    the budget, since each sample is one call and its spread is the host's, not the GPU's.
+    """
+    timing = measure(step, clock, policy)
+    remeasured = timing.disturbed
+    if remeasured:
+        timing = measure(step, clock, policy)
+    wall = None
+    if clock.wall is not None:
+        wall = measure(step, clock.wall, replace(policy, warmup_s=0.0, max_time_s=policy.max_time_s / 2))
+    return timing, wall, remeasured
 
 
 def run_case(case: Case, variant: Variant, clock: Clock | None, policy: TimingPolicy, seed: int,
@@ -289,4 +297,9 @@ def run_case(case: Case, variant: Variant, clock: Clock | None, policy: TimingPo
 
 def clock_for(device: str, cache: str) -> Clock:
     """The clock for the run's device, made once per run (the L2 flush buffer is allocated once)."""
-    return make_clock(torch.device(device), cache)
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        from harness.cuda_clock import make_cuda_clock
+
+        return make_cuda_clock(dev, cache)
+    return CpuClock()

@@ -1,32 +1,66 @@
 """Timers: calibrated, adaptively stopped measurement of one callable on CPU or CUDA.
 
-One loop, two clocks. ``CpuClock`` times blocks of calls with ``perf_counter_ns``; ``CudaClock``
-times with CUDA events on the current stream and, by default, flushes L2 before every call so
-that a tensor smaller than the cache is not measured out of it. The adaptive loop
-(``measure``) is clock-agnostic, which is what lets the tests drive it with a fake clock.
+One loop, several clocks. A clock times a block of calls and returns a :class:`Block`: the time
+the calls took where they ran, the host's time issuing them, and how long the CPU threads waited
+for a core. The adaptive loop (:func:`measure`) is clock-agnostic, which lets the tests drive it
+with fake clocks, and :mod:`harness.cuda_clock` drives the CUDA clocks with a fake stream.
+
+- ``CpuClock``: ``perf_counter_ns`` around a block of calls; the CPU is the device, so its three
+  figures are one. It reads the threads' run-queue wait (:mod:`harness.cpu_wait`) around each
+  block, so a sample taken while another process held a core is known as such.
+- ``CudaClock`` (in :mod:`harness.cuda_clock`): GPU time from CUDA events, with the calls queued
+  behind a holding kernel so that the host's launch time never shows as GPU idle time; the
+  host's enqueue time per call beside it; and ``WallClock``: sync, call, sync.
 """
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import torch
+import numpy as np
 
+from harness.cpu_wait import ThreadWait
 from harness.stats import ci_half_width
 
 CACHE_MODES: tuple[str, ...] = ("cold", "hot")
 
+#: A sample whose threads waited for a core longer than this share of its wall time was starved.
+STARVED_SHARE = 0.05
+#: A case is disturbed when fewer than this share of its samples ran unstarved, ...
+MIN_CLEAN_SHARE = 0.5
+#: ... or when the starved samples moved its median by more than this, relative to the clean ones.
+MAX_MEDIAN_SHIFT = 0.02
+
+
+@dataclass(frozen=True)
+class Block:
+    """What one block of ``calls`` calls cost, in seconds (totals over the block)."""
+
+    #: Where the work ran: GPU time on CUDA (no host gaps), wall time on the CPU.
+    device_s: float
+    #: The host's time issuing the calls (CUDA: enqueue only, no sync). On the CPU, ``device_s``.
+    host_s: float
+    #: Run-queue wait summed over the process's threads (CPU); NaN where it cannot be read.
+    wait_s: float = 0.0
+    #: CUDA: tries whose holding kernel ran out before the host finished queuing (each was redone).
+    overran: int = 0
+
 
 class Clock(Protocol):
-    """Times ``calls`` back-to-back calls of ``fn`` and returns the total in seconds."""
+    """Times ``calls`` back-to-back calls of ``fn``."""
 
     #: The smallest block (seconds) whose timer overhead stays under 0.1% of it.
     min_block_s: float
+    #: The clock of synchronous wall time where it differs from this one (CUDA), else None.
+    wall: Clock | None
 
-    def time_block(self, fn: Callable[[], object], calls: int) -> float: ...
+    def time_block(self, fn: Callable[[], object], calls: int) -> Block: ...
+
+    def prepare(self) -> None:
+        """Called after warm-up, before the first sample."""
 
     def sync(self) -> None: ...
 
@@ -43,78 +77,34 @@ def timer_overhead_ns(repeats: int = 2000) -> float:
 
 
 class CpuClock:
-    """Wall time over blocks of calls; blocks are long enough that the timer costs < 0.1%."""
+    """Wall time over blocks of calls; blocks are long enough that the timer costs < 0.1%.
 
-    def __init__(self) -> None:
+    The run-queue wait is read outside the ``perf_counter`` pair, so it costs the sample nothing.
+    """
+
+    wall: Clock | None = None  # the CPU's wall time is what this clock measures
+
+    def __init__(self, wait: ThreadWait | None = None) -> None:
         overhead_s = max(timer_overhead_ns(), 20.0) * 1e-9
         self.min_block_s = 1000 * overhead_s
+        self.wait = wait if wait is not None else ThreadWait()
 
-    def time_block(self, fn: Callable[[], object], calls: int) -> float:
+    def prepare(self) -> None:
+        """Before the samples: re-list the threads, now that warm-up has started torch's intra-op pool."""
+        self.wait.refresh()
+
+    def time_block(self, fn: Callable[[], object], calls: int) -> Block:
+        w0 = self.wait.read_ns()
         t0 = time.perf_counter_ns()
         for _ in range(calls):
             fn()
-        return (time.perf_counter_ns() - t0) * 1e-9
+        elapsed = (time.perf_counter_ns() - t0) * 1e-9
+        w1 = self.wait.read_ns()
+        wait = math.nan if w0 is None or w1 is None else (w1 - w0) * 1e-9
+        return Block(elapsed, elapsed, wait)
 
     def sync(self) -> None:
         return None
-
-
-class CudaClock:
-    """CUDA events on the current stream.
-
-    ``cache="cold"`` zeroes a buffer twice the size of L2 before every call, outside the event
-    pair, as triton's do_bench and nvbench's cold mode do; each call then gets its own pair of
-    events. ``cache="hot"`` times a block of back-to-back calls between one pair: data that fits
-    in L2 stays there, as it would inside a network whose neighbouring layers just touched it.
-    """
-
-    #: cudaEventElapsedTime resolves about 0.5 µs; 1000x that keeps it under 0.1% of a block.
-    EVENT_RESOLUTION_S = 0.5e-6
-
-    def __init__(self, device: torch.device, cache: str = "cold", max_calls: int = 4096) -> None:
-        if cache not in CACHE_MODES:
-            raise ValueError(f"cache must be one of {CACHE_MODES}, not {cache!r}")
-        self.device = device
-        self.cache = cache
-        self.min_block_s = 1000 * self.EVENT_RESOLUTION_S
-        props = torch.cuda.get_device_properties(device)
-        l2 = int(getattr(props, "L2_cache_size", 0) or 0) or 64 * 2**20
-        self.flush_buffer = torch.empty(2 * l2, dtype=torch.int8, device=device) if cache == "cold" else None
-        self._starts = [torch.cuda.Event(enable_timing=True) for _ in range(max_calls)]
-        self._ends = [torch.cuda.Event(enable_timing=True) for _ in range(max_calls)]
-
-    def time_block(self, fn: Callable[[], object], calls: int) -> float:
-        stream = torch.cuda.current_stream(self.device)
-        if self.flush_buffer is None:
-            start, end = self._starts[0], self._ends[0]
-            start.record(stream)
-            for _ in range(calls):
-                fn()
-            end.record(stream)
-            end.synchronize()
-            return start.elapsed_time(end) * 1e-3
-        total_ms, done = 0.0, 0
-        while done < calls:  # chunks, so that the events can be reused
-            chunk = min(calls - done, len(self._starts))
-            for i in range(chunk):
-                self.flush_buffer.zero_()
-                self._starts[i].record(stream)
-                fn()
-                self._ends[i].record(stream)
-            self._ends[chunk - 1].synchronize()
-            total_ms += sum(self._starts[i].elapsed_time(self._ends[i]) for i in range(chunk))
-            done += chunk
-        return total_ms * 1e-3
-
-    def sync(self) -> None:
-        torch.cuda.synchronize(self.device)
-
-
-def make_clock(device: torch.device, cache: str = "cold") -> Clock:
-    """The right clock for ``device``."""
-    if device.type == "cuda":
-        return CudaClock(device, cache)
-    return CpuClock()
 
 
 @dataclass(frozen=True)
@@ -143,6 +133,38 @@ class Timing:
     calls_per_sample: int
     warmup_calls: int
     stop_reason: str  # "converged", "budget" or "max_samples"
+    #: The host's time per call in each sample (CUDA: enqueue time; CPU: the same as ``samples_ms``).
+    host_samples_ms: tuple[float, ...] = ()
+    #: Per sample, the share of its wall time that the process's threads waited for a core (NaN: unknown).
+    wait_shares: tuple[float, ...] = ()
+    #: CUDA: holding-kernel tries that ran out before the host finished queuing (all redone).
+    overran: int = 0
+
+    @property
+    def starved(self) -> np.ndarray:
+        """Which samples were taken while the threads waited for a core beyond ``STARVED_SHARE``."""
+        shares = np.asarray(self.wait_shares, dtype=float)
+        return shares > STARVED_SHARE  # NaN (unknown) compares False
+
+    @property
+    def wait_share(self) -> float | None:
+        """The median sample's share of time spent waiting for a core; None when unknown."""
+        shares = np.asarray(self.wait_shares, dtype=float)
+        if shares.size == 0 or np.isnan(shares).all():
+            return None
+        return float(np.nanmedian(shares))
+
+    @property
+    def disturbed(self) -> bool:
+        """Too few samples ran with the CPU to themselves, or the starved ones moved the median."""
+        if self.wait_share is None:
+            return False
+        starved = self.starved
+        clean = np.asarray(self.samples_ms, dtype=float)[~starved]
+        if clean.size < MIN_CLEAN_SHARE * starved.size or clean.size == 0:
+            return True
+        shift = float(np.median(self.samples_ms)) / float(np.median(clean)) - 1.0
+        return abs(shift) > MAX_MEDIAN_SHIFT
 
 
 Now = Callable[[], float]
@@ -153,7 +175,7 @@ def _warm_up(clock: Clock, fn: Callable[[], object], warmup_s: float, now: Now) 
     calls, last = 0, math.inf
     deadline = now() + warmup_s
     while True:
-        last = clock.time_block(fn, 1)
+        last = clock.time_block(fn, 1).device_s
         calls += 1
         if calls >= 2 and now() >= deadline:
             return calls, last
@@ -170,12 +192,20 @@ def measure(
     budgets are kept by (a fake one in tests).
     """
     warmup_calls, per_call = _warm_up(clock, fn, policy.warmup_s, now)
+    clock.prepare()
     calls = max(1, math.ceil(clock.min_block_s / max(per_call, 1e-12)))
     samples: list[float] = []
+    hosts: list[float] = []
+    waits: list[float] = []
+    overran = 0
     next_check = policy.min_samples
     start = now()
     while True:
-        samples.append(clock.time_block(fn, calls) / calls * 1e3)
+        block = clock.time_block(fn, calls)
+        samples.append(block.device_s / calls * 1e3)
+        hosts.append(block.host_s / calls * 1e3)
+        waits.append(block.wait_s / block.device_s if block.device_s > 0 else math.nan)
+        overran += block.overran
         n = len(samples)
         if n >= policy.max_samples:
             reason = "max_samples"
@@ -188,4 +218,18 @@ def measure(
         if n >= policy.min_samples and now() - start >= policy.max_time_s:
             reason = "budget"
             break
-    return Timing(tuple(samples), calls, warmup_calls, reason)
+    return Timing(tuple(samples), calls, warmup_calls, reason, tuple(hosts), tuple(waits), overran)
+
+
+def pooled(timings: Sequence[Timing]) -> Timing:
+    """One timing from several (processes or attempts): samples concatenated, reasons joined."""
+    reasons = list(dict.fromkeys(t.stop_reason for t in timings))
+    return Timing(
+        samples_ms=tuple(s for t in timings for s in t.samples_ms),
+        calls_per_sample=max(t.calls_per_sample for t in timings),
+        warmup_calls=sum(t.warmup_calls for t in timings),
+        stop_reason=reasons[0] if len(reasons) == 1 else "+".join(reasons),
+        host_samples_ms=tuple(s for t in timings for s in t.host_samples_ms),
+        wait_shares=tuple(s for t in timings for s in t.wait_shares),
+        overran=sum(t.overran for t in timings),
+    )

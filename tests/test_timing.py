@@ -7,20 +7,28 @@ import time
 import numpy as np
 import pytest
 
-from harness.timing import CpuClock, TimingPolicy, measure, timer_overhead_ns
+from harness.runner import time_step
+from harness.timing import Block, CpuClock, Timing, TimingPolicy, measure, timer_overhead_ns
 
 
 class FakeClock:
-    """Each call of ``fn`` "takes" the next duration; a fake wall clock advances by the same."""
+    """Each call of ``fn`` "takes" the next duration; a fake wall clock advances by the same.
 
-    def __init__(self, durations, min_block_s: float = 1e-3) -> None:
+    ``waits`` gives each block's run-queue wait as a share of its time (default: none).
+    """
+
+    wall = None
+
+    def __init__(self, durations, min_block_s: float = 1e-3, waits=None) -> None:
         self.durations = iter(durations)
+        self.waits = iter(waits) if waits is not None else itertools.repeat(0.0)
         self.min_block_s = min_block_s
         self.now = 0.0
         self.calls = 0
         self.blocks: list[int] = []
+        self.prepared = 0
 
-    def time_block(self, fn, calls: int) -> float:
+    def time_block(self, fn, calls: int) -> Block:
         self.blocks.append(calls)
         total = 0.0
         for _ in range(calls):
@@ -28,18 +36,21 @@ class FakeClock:
             self.calls += 1
             total += next(self.durations)
         self.now += total
-        return total
+        return Block(total, total, total * next(self.waits))
+
+    def prepare(self) -> None:
+        self.prepared += 1
 
     def sync(self) -> None:
         pass
 
-    def wall(self) -> float:
+    def elapsed(self) -> float:
         return self.now
 
 
 def test_block_size_is_calibrated_to_the_clock_resolution() -> None:
     clock = FakeClock(itertools.repeat(1e-5))  # 10 µs calls, 1 ms blocks -> 100 calls a sample
-    timing = measure(lambda: None, clock, TimingPolicy(warmup_s=0.0, min_samples=10, rel_ci=0.01), now=clock.wall)
+    timing = measure(lambda: None, clock, TimingPolicy(warmup_s=0.0, min_samples=10, rel_ci=0.01), now=clock.elapsed)
     assert timing.calls_per_sample == 100
     assert set(clock.blocks[timing.warmup_calls:]) == {100}
     assert timing.samples_ms[0] == pytest.approx(0.01)
@@ -47,7 +58,7 @@ def test_block_size_is_calibrated_to_the_clock_resolution() -> None:
 
 def test_constant_times_converge_at_the_minimum_sample_count() -> None:
     clock = FakeClock(itertools.repeat(2e-3))
-    timing = measure(lambda: None, clock, TimingPolicy(warmup_s=0.0, min_samples=10), now=clock.wall)
+    timing = measure(lambda: None, clock, TimingPolicy(warmup_s=0.0, min_samples=10), now=clock.elapsed)
     assert timing.stop_reason == "converged"
     assert len(timing.samples_ms) == 10
     assert timing.calls_per_sample == 1
@@ -57,7 +68,7 @@ def test_noisy_times_run_until_the_budget() -> None:
     rng = np.random.default_rng(0)
     clock = FakeClock(iter(rng.lognormal(np.log(2e-3), 0.5, 100_000)))  # too spread for ±1% in 0.5 s
     policy = TimingPolicy(warmup_s=0.0, min_samples=10, max_time_s=0.5, max_samples=10_000)
-    timing = measure(lambda: None, clock, policy, now=clock.wall)
+    timing = measure(lambda: None, clock, policy, now=clock.elapsed)
     assert timing.stop_reason == "budget"
     assert 0.5 <= sum(timing.samples_ms) / 1e3 <= 0.51
 
@@ -65,14 +76,14 @@ def test_noisy_times_run_until_the_budget() -> None:
 def test_max_samples_caps_the_loop() -> None:
     clock = FakeClock(itertools.cycle([1e-3, 2e-3]))
     policy = TimingPolicy(warmup_s=0.0, min_samples=5, max_samples=7, max_time_s=100)
-    timing = measure(lambda: None, clock, policy, now=clock.wall)
+    timing = measure(lambda: None, clock, policy, now=clock.elapsed)
     assert timing.stop_reason == "max_samples"
     assert len(timing.samples_ms) == 7
 
 
 def test_warm_up_runs_for_its_time() -> None:
     clock = FakeClock(itertools.repeat(1e-3))
-    timing = measure(lambda: None, clock, TimingPolicy(warmup_s=0.05), now=clock.wall)
+    timing = measure(lambda: None, clock, TimingPolicy(warmup_s=0.05), now=clock.elapsed)
     assert timing.warmup_calls in (50, 51)
 
 
@@ -80,9 +91,10 @@ def test_cpu_clock_overhead_is_under_a_thousandth_of_a_block() -> None:
     clock = CpuClock()
     assert timer_overhead_ns() * 1e-9 <= clock.min_block_s / 1000 * 1.5  # measured again: same order
     calls = []
-    elapsed = clock.time_block(lambda: calls.append(time.sleep(0.001)), 5)
+    block = clock.time_block(lambda: calls.append(time.sleep(0.001)), 5)
     assert len(calls) == 5
-    assert elapsed >= 0.005
+    assert block.device_s >= 0.005
+    assert block.host_s == block.device_s
 
 
 def test_policy_rejects_nonsense() -> None:
@@ -95,6 +107,58 @@ def test_policy_rejects_nonsense() -> None:
 def test_the_budget_never_cuts_below_min_samples() -> None:
     clock = FakeClock(itertools.cycle([1.0, 1.2, 0.9]))  # one second a call, budget 0.1 s
     policy = TimingPolicy(warmup_s=0.0, min_samples=6, max_time_s=0.1)
-    timing = measure(lambda: None, clock, policy, now=clock.wall)
+    timing = measure(lambda: None, clock, policy, now=clock.elapsed)
     assert timing.stop_reason == "budget"
     assert len(timing.samples_ms) == 6
+
+
+def timing_with(samples, waits) -> Timing:
+    return Timing(tuple(samples), 1, 2, "converged", tuple(samples), tuple(waits))
+
+
+def test_a_clean_timing_is_not_disturbed() -> None:
+    assert not timing_with([1.0] * 20, [0.0] * 20).disturbed
+    assert not timing_with([1.0] * 20, [float("nan")] * 20).disturbed  # unknown is not disturbed
+    assert timing_with([1.0] * 20, [float("nan")] * 20).wait_share is None
+
+
+def test_mostly_starved_samples_make_a_disturbed_timing() -> None:
+    waits = [0.5] * 11 + [0.0] * 9  # fewer than half the samples had the cores to themselves
+    assert timing_with([1.0] * 20, waits).disturbed
+
+
+def test_a_few_starved_samples_that_leave_the_median_alone_do_not_disturb() -> None:
+    samples = [1.0] * 18 + [30.0] * 2
+    assert not timing_with(samples, [0.0] * 18 + [0.6] * 2).disturbed
+
+
+def test_starved_samples_that_move_the_median_disturb() -> None:
+    clean = [1.0 + 0.01 * i for i in range(12)]
+    samples = clean + [2.0] * 8  # the starved 40% pull the median up the clean ones' spread
+    timing = timing_with(samples, [0.0] * 12 + [0.3] * 8)
+    assert float(np.median(samples)) / float(np.median(clean)) > 1.03
+    assert timing.disturbed
+    assert not timing_with(samples, [0.0] * 20).disturbed  # the same times, unstarved: a slow tail
+
+
+def test_the_loop_takes_the_prepare_hook_after_warm_up_and_keeps_per_sample_figures() -> None:
+    clock = FakeClock(itertools.repeat(2e-3), waits=itertools.repeat(0.01))
+    timing = measure(lambda: None, clock, TimingPolicy(warmup_s=0.0, min_samples=10), now=clock.elapsed)
+    assert clock.prepared == 1
+    assert len(timing.host_samples_ms) == len(timing.wait_shares) == len(timing.samples_ms)
+    assert timing.wait_share == pytest.approx(0.01)
+
+
+def test_a_starved_case_is_measured_again_once_and_flagged_only_if_still_starved() -> None:
+    policy = TimingPolicy(warmup_s=0.0, min_samples=10, max_samples=10)
+    # 12 blocks per measurement (2 warm-up + 10 samples): starved first, then clean
+    clock = FakeClock(itertools.repeat(2e-3), waits=itertools.chain([0.5] * 12, itertools.repeat(0.0)))
+    timing, wall, remeasured = time_step(lambda: None, clock, policy)
+    assert remeasured and not timing.disturbed and wall is None
+    clock = FakeClock(itertools.repeat(2e-3), waits=itertools.repeat(0.5))
+    timing, _, remeasured = time_step(lambda: None, clock, policy)
+    assert remeasured and timing.disturbed
+    clock = FakeClock(itertools.repeat(2e-3))
+    timing, _, remeasured = time_step(lambda: None, clock, policy)
+    assert not remeasured and not timing.disturbed
+    assert clock.prepared == 1

@@ -1,0 +1,77 @@
+"""How long this process's threads waited for a CPU core: the direct signal of a starved CPU case.
+
+Linux keeps, per thread, the time it was runnable but not running (``run_delay``, the second
+field of ``/proc/self/task/<tid>/schedstat``, in ns). On an idle machine it stays near zero; when
+another process takes a core that an OpenMP worker needs, it grows by the time stolen, and a
+2-thread call that takes 2 ms runs 40 ms while one thread waits. CPU time against wall time
+cannot say that for a multi-threaded call (spinning threads burn CPU while they wait); the run
+queue delay can, for any number of threads.
+
+Where the files do not exist (not Linux) the reader reports ``None``: unknown, not zero.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+TASKS = Path("/proc/self/task")
+
+
+class ThreadWait:
+    """Sums ``run_delay`` over the process's threads, reading files kept open (a few µs a read).
+
+    ``refresh`` re-lists the threads: call it after warm-up, once the intra-op pool exists.
+    """
+
+    def __init__(self, tasks: Path = TASKS) -> None:
+        self.tasks = tasks
+        self._fds: dict[str, int] = {}
+        self._last: dict[str, int] = {}
+        self._total = 0
+        self.refresh()
+
+    @property
+    def available(self) -> bool:
+        return bool(self._fds)
+
+    def refresh(self) -> None:
+        self.close()
+        try:
+            names = os.listdir(self.tasks)
+        except OSError:
+            return
+        for name in names:
+            try:
+                self._fds[name] = os.open(self.tasks / name / "schedstat", os.O_RDONLY)
+            except OSError:
+                continue  # a thread that ended meanwhile, or no schedstat in this kernel
+        self.read_ns()  # the baseline each thread's increase is counted from
+
+    def read_ns(self) -> int | None:
+        """Run-queue wait of the known threads since ``refresh``, in ns; None when it cannot be read.
+
+        Kept as a sum of per-thread increases, so a thread that exits never makes it go down.
+        """
+        if not self._fds:
+            return None
+        for name, fd in list(self._fds.items()):
+            try:
+                delay = int(os.pread(fd, 128, 0).split()[1])
+            except (OSError, IndexError, ValueError):
+                os.close(fd)  # the thread has exited: its wait no longer grows
+                del self._fds[name]
+                continue
+            self._total += delay - self._last.get(name, delay)
+            self._last[name] = delay
+        return self._total
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds, self._last = {}, {}
+
+    def __del__(self) -> None:
+        self.close()

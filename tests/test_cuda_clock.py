@@ -1,0 +1,131 @@
+"""The CUDA clocks' blocking and batching logic, on a fake stream with a simulated timeline."""
+from __future__ import annotations
+
+import pytest
+from fake_gpu import FakeGpu
+
+from harness import cuda_clock
+from harness.cuda_clock import MIN_HOLD_S, CudaClock, WallClock
+from harness.figures import timing_columns
+from harness.timing import TimingPolicy, measure
+
+# A launch-bound variant: 10 kernels a call, 30 µs of host time and 10 µs of GPU time each.
+KERNELS, HOST_S, DEVICE_S = 10, 30e-6, 10e-6
+GPU_PER_CALL = KERNELS * DEVICE_S
+HOST_PER_CALL = KERNELS * HOST_S
+
+
+def launch_bound(gpu: FakeGpu):
+    return gpu.call(KERNELS, HOST_S, DEVICE_S)
+
+
+@pytest.mark.parametrize("cache", ["cold", "hot"])
+def test_held_batches_see_only_gpu_time(cache: str) -> None:
+    gpu = FakeGpu()
+    clock = CudaClock(gpu, cache, now=gpu.now)
+    block = clock.time_block(launch_bound(gpu), 8)
+    assert block.device_s / 8 == pytest.approx(GPU_PER_CALL, rel=1e-9)
+    assert block.host_s / 8 == pytest.approx(HOST_PER_CALL, rel=1e-9)
+    assert block.overran == 0
+
+
+def test_without_a_hold_the_event_pairs_would_include_host_gaps() -> None:
+    """The fake is faithful: a hold that ends at once lets the GPU wait for the host, as on a real GPU,
+    and the clock sees that the hold ran out."""
+    gpu = FakeGpu(hold_scale=0.0)
+    clock = CudaClock(gpu, "cold", now=gpu.now)
+    block = clock.time_block(launch_bound(gpu), 4)
+    per_call = block.device_s / 4
+    assert per_call > 2.5 * GPU_PER_CALL  # the GPU idled between launches inside the pair
+    assert block.overran >= cuda_clock.MAX_TRIES  # every try ran out, and was counted
+
+
+def test_a_hold_sized_too_short_is_detected_and_the_batch_measured_again() -> None:
+    gpu = FakeGpu()
+    clock = CudaClock(gpu, "cold", now=gpu.now)
+    clock.queue_s_per_call = 1e-6  # a wrong estimate: the first hold is MIN_HOLD_S, far too short for 32 calls
+    block = clock.time_block(launch_bound(gpu), 32)
+    assert gpu.holds[0] == MIN_HOLD_S
+    assert block.overran == 1
+    assert gpu.holds[1] >= cuda_clock.HOLD_MARGIN * 32 * HOST_PER_CALL  # sized from the measured queuing
+    assert block.device_s / 32 == pytest.approx(GPU_PER_CALL, rel=1e-9)
+
+
+def test_the_hold_is_sized_from_the_last_batch_host_time() -> None:
+    gpu = FakeGpu()
+    clock = CudaClock(gpu, "cold", now=gpu.now)
+    clock.time_block(launch_bound(gpu), 4)
+    queued = clock.queue_s_per_call
+    assert HOST_PER_CALL < queued < HOST_PER_CALL * 1.1  # the call plus the flush and two events
+    assert clock.hold_for(10) == pytest.approx(cuda_clock.HOLD_MARGIN * queued * 10 + cuda_clock.HOLD_SLACK_S)
+    assert clock.hold_for(1) == MIN_HOLD_S
+
+
+def test_a_host_stall_in_one_try_is_redone() -> None:
+    gpu = FakeGpu()
+    clock = CudaClock(gpu, "cold", now=gpu.now)
+    clock.time_block(launch_bound(gpu), 4)  # sizes the hold
+    stalls = [0.05]  # the first call of the next batch is preempted for 50 ms
+
+    def stalling() -> None:
+        if stalls:
+            gpu.host += stalls.pop()
+        launch_bound(gpu)()
+
+    block = clock.time_block(stalling, 4)
+    assert block.overran == 1
+    assert block.device_s / 4 == pytest.approx(GPU_PER_CALL, rel=1e-9)
+
+
+def test_a_full_launch_queue_splits_the_batch() -> None:
+    """Beyond the launch queue's depth the host waits for the GPU and no hold helps: halve the batch."""
+    gpu = FakeGpu(queue_limit=60)
+    clock = CudaClock(gpu, "cold", now=gpu.now)
+    block = clock.time_block(launch_bound(gpu), 32)  # 32 x 13 queued items, 60 fit
+    assert block.overran >= 2
+    assert clock.max_batch < 32
+    assert clock.max_batch * (KERNELS + 3) + 2 <= 60 * 2  # small enough to nearly fit
+    assert block.device_s / 32 == pytest.approx(GPU_PER_CALL, rel=1e-9)
+    clock.prepare()
+    assert clock.max_batch == cuda_clock.START_BATCH_CALLS
+
+
+def test_wall_clock_sees_what_a_synchronous_caller_sees() -> None:
+    gpu = FakeGpu()
+    block = WallClock(gpu, "hot", now=gpu.now).time_block(launch_bound(gpu), 3)
+    # each call: the host launches for 300 µs; the last kernel then runs 10 µs
+    assert block.device_s / 3 == pytest.approx(HOST_PER_CALL + DEVICE_S, rel=1e-9)
+
+
+def test_measure_gives_gpu_host_and_wall_figures_and_the_bound() -> None:
+    gpu = FakeGpu()
+    clock = CudaClock(gpu, "cold", now=gpu.now)
+    policy = TimingPolicy(warmup_s=0.001, min_samples=10, max_time_s=0.05)
+    fn = launch_bound(gpu)
+    timing = measure(fn, clock, policy, now=gpu.now)
+    wall = measure(fn, clock.wall, policy, now=gpu.now)
+    row = timing_columns(timing, wall, on_cuda=True, batch=8)
+    assert row["median_ms"] == pytest.approx(GPU_PER_CALL * 1e3)
+    assert row["host_ms"] == pytest.approx(HOST_PER_CALL * 1e3)
+    assert row["wall_ms"] > row["host_ms"] > row["median_ms"]
+    assert row["bound"] == "host"
+    assert row["overran"] == 0
+    assert timing.calls_per_sample == 5  # 0.5 ms blocks of 0.1 ms calls
+
+
+def test_a_device_bound_call_is_bound_by_the_device() -> None:
+    gpu = FakeGpu()
+    clock = CudaClock(gpu, "cold", now=gpu.now)
+    fn = gpu.call(2, 5e-6, 200e-6)
+    policy = TimingPolicy(warmup_s=0.001, min_samples=10, max_time_s=0.05)
+    timing = measure(fn, clock, policy, now=gpu.now)
+    row = timing_columns(timing, measure(fn, clock.wall, policy, now=gpu.now), on_cuda=True, batch=8)
+    assert row["bound"] == "device"
+    assert row["median_ms"] == pytest.approx(0.4)
+    assert row["host_ms"] == pytest.approx(0.01)
+    assert row["wall_ms"] == pytest.approx(0.405, rel=1e-6)  # launch of the first kernel, then the GPU
+
+
+def test_cache_mode_is_checked() -> None:
+    with pytest.raises(ValueError):
+        CudaClock(FakeGpu(), "lukewarm")
