@@ -190,9 +190,7 @@ class CudaClock:
             overran += 1
             if attempt >= 1 and calls > 1:
                 self.max_batch = half = calls // 2
-                first, second = self._batch(fn, half), self._batch(fn, calls - half)
-                return Block(first.device_s + second.device_s, first.host_s + second.host_s, 0.0,
-                             overran + first.overran + second.overran)
+                return Block.total([self._batch(fn, half), self._batch(fn, calls - half)], overran)
             hold_s = min(MAX_HOLD_S, max(2 * hold_s, self.hold_for(calls)))
         return replace(block, overran=overran)
 
@@ -207,7 +205,7 @@ class CudaClock:
             n = min(calls - done, self.max_batch)
             blocks.append(self._batch(fn, n))
             done += n
-        return Block(sum(b.device_s for b in blocks), sum(b.host_s for b in blocks), 0.0, sum(b.overran for b in blocks))
+        return Block.total(blocks)
 
     def sync(self) -> None:
         self.stream.synchronize()

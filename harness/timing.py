@@ -48,6 +48,12 @@ class Block:
     #: CUDA: tries whose holding kernel ran out before the host finished queuing (each was redone).
     overran: int = 0
 
+    @staticmethod
+    def total(blocks: Sequence[Block], overran: int = 0) -> Block:
+        """The blocks of one sample added up (a batch measured in parts), plus ``overran`` more tries."""
+        return Block(sum(b.device_s for b in blocks), sum(b.host_s for b in blocks),
+                     sum(b.wait_s for b in blocks), overran + sum(b.overran for b in blocks))
+
 
 class Clock(Protocol):
     """Times ``calls`` back-to-back calls of ``fn``."""

@@ -64,7 +64,8 @@ def one_core():
     procs: list[subprocess.Popen] = []
 
     def compete() -> None:
-        code = f"import os, time\nos.sched_setaffinity(0, {{{core}}})\nend = time.time() + 60\nwhile time.time() < end: pass"
+        code = f"import os, time\nos.sched_setaffinity(0, {{{core}}})\nend = time.time() + 60\n"
+        code += "while time.time() < end: pass"
         procs.append(subprocess.Popen([sys.executable, "-c", code]))
         time.sleep(0.3)  # let it start spinning
 
