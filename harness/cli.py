@@ -55,6 +55,8 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-samples", dest="max_samples", help="hard cap on samples per case (default 2000)")
     p.add_argument("--rel-ci", dest="rel_ci", help="stop when the median's 95%% CI is within ± this (default 0.01)")
     p.add_argument("--max-time", dest="max_time_s", help="time budget per case in seconds (default 2)")
+    p.add_argument("--processes", metavar="K",
+                   help="spread each case's samples over K fresh worker processes and pool them (default 1)")
     p.add_argument("--seed", help="seed for weights and inputs (default 0)")
     p.add_argument("--out", help="run folder (default results/runs/<time>-<device>)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
@@ -70,7 +72,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     options = {k: getattr(args, k) for k in (
         "device", "variants", "shapes", "batch_sizes", "dtypes", "modes", "reductions", "fusions", "biases",
         "threads", "steady_malloc", "cache", "warmup_s", "min_samples", "max_samples", "rel_ci", "max_time_s",
-        "seed", "out", "isolate", "case_timeout", "oom_retry", "shard")}  # fmt: skip
+        "seed", "out", "isolate", "case_timeout", "oom_retry", "shard", "processes")}  # fmt: skip
     if check_launch_arguments(args):  # issue 7: the shards go to Slurm (or local processes) instead
         return cmd_launch(args, options, console)
     frame = api.run(args.config, progress=not args.quiet, console=console, profile=args.profile,

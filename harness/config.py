@@ -80,6 +80,9 @@ class SweepConfig:
     oom_retry: bool = False
     #: Run only this shard of the case list (``K/N``).
     shard: Shard | None = None
+    #: Spread each case's samples over this many worker processes and pool them (as pyperf does):
+    #: separate processes differ by 10-20% on a shared CPU, and one process's samples cannot show it.
+    processes: int = 1
 
     @classmethod
     def build(cls, config_file: str | Path | None = None, **options: Any) -> SweepConfig:
@@ -149,7 +152,7 @@ OPTION_NAMES: tuple[str, ...] = (
     "device", "variants", "shapes", "batch_sizes", "dtypes", "modes", "reductions", "fusions", "biases",
     "threads", "steady_malloc", "cache", "warmup_s", "min_samples", "max_samples", "rel_ci", "max_time_s", "seed",
     "out",
-    "isolate", "case_timeout", "oom_retry", "shard",  # issue 7
+    "isolate", "case_timeout", "oom_retry", "shard", "processes",
 )  # fmt: skip
 
 
@@ -166,6 +169,7 @@ def fault_options(merged: Mapping[str, Any]) -> dict[str, Any]:
         "case_timeout": timeout,
         "oom_retry": parse_bools(merged.get("oom_retry", False), "oom_retry")[0],
         "shard": shard,
+        "processes": parse_int(merged.get("processes", 1), "processes"),
     }
 
 

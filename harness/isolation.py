@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -34,8 +34,9 @@ import torch
 from harness import oom
 from harness.cases import Case
 from harness.config import SweepConfig
+from harness.figures import pool_rows
 from harness.runner import run_case, skip_reason
-from harness.timing import Clock
+from harness.timing import Clock, TimingPolicy
 from variants.registry import Variant
 
 WORKERS_LOG = "workers.log"
@@ -195,7 +196,7 @@ class CaseExecutor:
         self.cache = cache
         self.trace_dir = trace_dir
         self.timeout_s = cfg.case_timeout or DEFAULT_CASE_TIMEOUT_S
-        self.worker: Worker | None = None
+        self.workers: dict[int, Worker] = {}
         self.isolate_all = cfg.isolate
         self._own_log = log_dir is None
         if log_dir is None:
@@ -212,13 +213,13 @@ class CaseExecutor:
         self.close(abort=kind is not None)
 
     def close(self, abort: bool = False) -> None:
-        """Let the worker finish and exit; on ``abort`` (a second Ctrl-C, an error) kill it at once."""
-        if self.worker is not None:
+        """Let the workers finish and exit; on ``abort`` (a second Ctrl-C, an error) kill them at once."""
+        for worker in self.workers.values():
             if abort:
-                self.worker.kill()
+                worker.kill()
             else:
-                self.worker.close()
-            self.worker = None
+                worker.close()
+        self.workers = {}
         if self._own_log:
             self.log.unlink(missing_ok=True)
 
@@ -232,7 +233,10 @@ class CaseExecutor:
     def run_once(self, case: Case) -> dict[str, Any]:
         variant = self.registry[case.variant]
         explicit = case.variant in self.cfg.explicit_variants
-        if self.isolated(variant) and skip_reason(case, variant, explicit) is None and self.clock is not None:
+        runnable = skip_reason(case, variant, explicit) is None and self.clock is not None
+        if runnable and self.cfg.processes > 1:
+            return self._in_processes(case, variant, explicit)
+        if runnable and self.isolated(variant):
             return self._in_worker(case, variant, explicit)
         row = run_case(case, variant, self.clock, self.cfg.timing, self.cfg.seed, explicit, self.cache, self.trace_dir)
         if is_sticky_cuda_error(row):
@@ -242,29 +246,48 @@ class CaseExecutor:
             row |= {"status": "crashed", "reason": f"sticky CUDA error (later cases run isolated): {row['reason']}"}
         return row
 
-    def request(self, case: Case, variant: Variant, explicit: bool) -> dict[str, Any]:
+    def _in_processes(self, case: Case, variant: Variant, explicit: bool) -> dict[str, Any]:
+        """The case measured in each of ``processes`` workers, each with its share of the time
+        budget, and their samples pooled: the spread between processes (heap layout, thread
+        placement, what else the machine ran) then shows in the row, as pyperf's workers show it."""
+        k = self.cfg.processes
+        policy = replace(self.cfg.timing, max_time_s=self.cfg.timing.max_time_s / k)
+        rows = []
+        for slot in range(k):
+            row = self._in_worker(case, variant, explicit, slot, policy)
+            if row.get("status") != "ok":
+                return row | {"processes": k}
+            rows.append(row)
+        return pool_rows(rows)
+
+    def request(self, case: Case, variant: Variant, explicit: bool,
+                policy: TimingPolicy | None = None) -> dict[str, Any]:
         """What the worker needs to run ``case`` exactly as ``run_case`` would here."""
+        timing = asdict(policy or self.cfg.timing)
         return {
-            "case": case.as_dict(), "timing": asdict(self.cfg.timing), "seed": self.cfg.seed, "explicit": explicit,
+            "case": case.as_dict(), "timing": timing, "seed": self.cfg.seed, "explicit": explicit,
             "cache": self.cache, "clock_cache": self.cfg.cache, "threads": self.cfg.threads,
             "trace_dir": None if self.trace_dir is None else str(self.trace_dir),
             "module": getattr(variant.build, "__module__", None),
         }  # fmt: skip
 
-    def _in_worker(self, case: Case, variant: Variant, explicit: bool) -> dict[str, Any]:
+    def _in_worker(self, case: Case, variant: Variant, explicit: bool, slot: int = 0,
+                   policy: TimingPolicy | None = None) -> dict[str, Any]:
+        """The case's row from worker ``slot`` (started if it is not running)."""
+        worker = self.workers.get(slot)
         try:
-            if self.worker is None or not self.worker.alive:
-                self.worker = Worker(self.log)
-            row = self.worker.run(self.request(case, variant, explicit), self.timeout_s)
+            if worker is None or not worker.alive:
+                worker = self.workers[slot] = Worker(self.log)
+            row = worker.run(self.request(case, variant, explicit, policy), self.timeout_s)
         except WorkerFailure as failure:
-            if self.worker is not None:
-                self.worker.kill()
-            self.worker = None  # the next case gets a fresh one
+            if worker is not None:
+                worker.kill()
+            self.workers.pop(slot, None)  # the next case gets a fresh one
             threads = self.cfg.threads or torch.get_num_threads()
             return case.as_dict() | {"threads": threads, "cache": self.cache, "status": failure.status,
                                      "reason": str(failure), "finished_at": now()}  # fmt: skip
         if is_sticky_cuda_error(row):
-            self.worker.close(grace_s=2.0)
-            self.worker = None
+            worker.close(grace_s=2.0)
+            self.workers.pop(slot, None)
             row |= {"status": "crashed", "reason": f"sticky CUDA error (worker replaced): {row['reason']}"}
         return row

@@ -7,22 +7,27 @@ import pytest
 import torch
 
 import harness
-from harness.timing import CudaClock, TimingPolicy, measure
+from harness.cases import Case
+from harness.cuda_clock import make_cuda_clock
+from harness.figures import timing_columns
+from harness.runner import make_input, make_reference, time_step
+from harness.timing import TimingPolicy, measure
+from variants.registry import get_variant
 
 pytestmark = pytest.mark.cuda
 
 
 def test_cold_clock_flushes_twice_the_l2() -> None:
     device = torch.device("cuda")
-    clock = CudaClock(device, "cold")
+    clock = make_cuda_clock(device, "cold")
     l2 = torch.cuda.get_device_properties(device).L2_cache_size
-    assert clock.flush_buffer is not None and clock.flush_buffer.numel() == 2 * l2
+    assert clock.stream.flush_buffer.numel() == 2 * l2
 
 
 @pytest.mark.parametrize("cache", ["cold", "hot"])
 def test_cuda_events_time_a_known_sleep(cache: str) -> None:
     """torch.cuda._sleep spins for a number of cycles: the measured time must scale with it."""
-    clock = CudaClock(torch.device("cuda"), cache)
+    clock = make_cuda_clock(torch.device("cuda"), cache)
     policy = TimingPolicy(warmup_s=0.01, min_samples=5, max_time_s=0.2)
     short = measure(lambda: torch.cuda._sleep(100_000), clock, policy)
     long = measure(lambda: torch.cuda._sleep(1_000_000), clock, policy)
@@ -34,8 +39,8 @@ def test_cold_cache_is_not_faster_than_hot_for_an_l2_sized_tensor() -> None:
     l2 = torch.cuda.get_device_properties(0).L2_cache_size
     x = torch.randn(l2 // 4 // 4, device="cuda")  # a quarter of L2 in float32
     policy = TimingPolicy(warmup_s=0.05, min_samples=20, max_time_s=0.5)
-    cold = measure(lambda: x.mul(2.0), CudaClock(torch.device("cuda"), "cold"), policy)
-    hot = measure(lambda: x.mul(2.0), CudaClock(torch.device("cuda"), "hot"), policy)
+    cold = measure(lambda: x.mul(2.0), make_cuda_clock(torch.device("cuda"), "cold"), policy)
+    hot = measure(lambda: x.mul(2.0), make_cuda_clock(torch.device("cuda"), "hot"), policy)
     med = lambda t: sorted(t.samples_ms)[len(t.samples_ms) // 2]  # noqa: E731
     assert med(cold) >= med(hot)
 
@@ -47,5 +52,60 @@ def test_a_cuda_sweep_verifies_and_times(tmp_path: Path) -> None:
     assert (frame["status"] == "ok").all(), frame[["dtype", "mode", "reason"]]
     assert (frame["device"] == "cuda").all()
     assert frame["median_ms"].gt(0).all()
+    assert frame["host_ms"].gt(0).all() and frame["wall_ms"].gt(0).all()
+    assert frame["bound"].isin(["host", "device"]).all()
+    assert (frame["overran"] == 0).all()
     env = (tmp_path / "run" / "env.json").read_text()
     assert torch.cuda.get_device_name(0) in env
+
+
+def _forward(variant: str, batch: int, channels: int, size: int):
+    """The variant's fp16 forward on its case's input, as the runner builds it."""
+    case = Case(variant, "cuda", "float16", "forward", batch, channels, size, size, 2, "add")
+    device = torch.device("cuda")
+    fn = get_variant(variant).build(make_reference(case, 0), device, torch.float16)
+    x = make_input(case, 0, device, torch.float16)
+    return lambda: fn(x)
+
+
+def _figures(step, clock) -> dict:
+    policy = TimingPolicy(warmup_s=0.1, min_samples=20, max_time_s=1.0)
+    with torch.no_grad():
+        timing, wall, _ = time_step(step, clock, policy)
+    return timing_columns(timing, wall, on_cuda=True, batch=32)
+
+
+TIMED = [("eager", 64, 128), ("eager", 32, 256), ("triton_fused", 64, 128)]
+
+
+@pytest.mark.parametrize(("variant", "channels", "size"), TIMED)
+def test_gpu_time_agrees_with_do_bench_and_with_itself(variant: str, channels: int, size: int) -> None:
+    """Device-bound: within 3% of triton's do_bench. Host-bound: do_bench includes the host's gaps,
+    so the GPU time is below it. Two runs in one process agree within 2% either way."""
+    triton_testing = pytest.importorskip("triton.testing")
+    step = _forward(variant, 32, channels, size)
+    clock = make_cuda_clock(torch.device("cuda"), "cold")
+    first, second = _figures(step, clock), _figures(step, clock)
+    with torch.no_grad():
+        reference = triton_testing.do_bench(step, warmup=25, rep=200, return_mode="median")
+    assert second["median_ms"] == pytest.approx(first["median_ms"], rel=0.02)
+    assert first["overran"] == 0
+    if first["bound"] == "device":
+        assert first["median_ms"] == pytest.approx(reference, rel=0.03)
+    else:
+        assert first["median_ms"] < reference
+    assert first["wall_ms"] >= max(first["median_ms"], first["host_ms"]) * 0.97
+
+
+def test_a_launch_bound_call_is_bound_by_the_host() -> None:
+    x = torch.randn(64, device="cuda")
+
+    def fifty_tiny_ops() -> None:
+        y = x
+        for _ in range(50):
+            y = y + 1.0
+
+    row = _figures(fifty_tiny_ops, make_cuda_clock(torch.device("cuda"), "cold"))
+    assert row["bound"] == "host", row
+    assert row["host_ms"] > row["median_ms"]
+    assert row["wall_ms"] >= row["host_ms"] * 0.97

@@ -1,0 +1,82 @@
+"""The three time figures of a row, and pooling the same case measured in several processes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import harness
+from harness.figures import pool_rows, timing_columns, timings_of
+from harness.timing import Timing
+
+
+def cpu_row(samples, waits=None, **extra) -> dict:
+    timing = Timing(tuple(samples), 2, 3, "converged", tuple(samples), tuple(waits or [0.0] * len(samples)))
+    return {"variant": "eager", "device": "cpu", "batch": 8, "status": "ok"} | timing_columns(
+        timing, None, on_cuda=False, batch=8) | extra
+
+
+def cuda_row(gpu, host, wall) -> dict:
+    timing = Timing(tuple(gpu), 5, 3, "converged", tuple(host), (), overran=1)
+    wall_timing = Timing(tuple(wall), 1, 0, "converged")
+    return {"variant": "eager", "device": "cuda", "batch": 8, "status": "ok"} | timing_columns(
+        timing, wall_timing, on_cuda=True, batch=8)
+
+
+def test_cpu_rows_give_the_call_time_as_host_and_wall_and_no_bound() -> None:
+    row = cpu_row([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    assert row["median_ms"] == row["host_ms"] == row["wall_ms"] == 4.0
+    assert row["host_ci_low_ms"] == row["ci_low_ms"] and row["wall_ci_high_ms"] == row["ci_high_ms"]
+    assert row["bound"] is None and row["disturbed"] is False and row["wait_share"] == 0.0
+    assert row["throughput_img_s"] == pytest.approx(8 / 4e-3)
+
+
+def test_cuda_rows_keep_three_figures_apart_and_name_the_larger_bound() -> None:
+    row = cuda_row(gpu=[0.1] * 9 + [0.12], host=[0.3] * 10, wall=[0.42] * 10)
+    assert row["median_ms"] == pytest.approx(0.1)
+    assert row["host_ms"] == pytest.approx(0.3) and row["wall_ms"] == pytest.approx(0.42)
+    assert row["bound"] == "host" and row["overran"] == 1
+    assert row["disturbed"] is None
+    assert cuda_row(gpu=[0.5] * 10, host=[0.3] * 10, wall=[0.55] * 10)["bound"] == "device"
+
+
+def test_timings_round_trip_through_a_row() -> None:
+    row = cuda_row(gpu=[0.1, 0.2, 0.3], host=[0.4, 0.5, 0.6], wall=[0.7, 0.8, 0.9])
+    timing, wall = timings_of(row)
+    assert timing.samples_ms == (0.1, 0.2, 0.3) and timing.host_samples_ms == (0.4, 0.5, 0.6)
+    assert timing.calls_per_sample == 5 and timing.overran == 1
+    assert wall is not None and wall.samples_ms == (0.7, 0.8, 0.9)
+
+
+def test_pooling_concatenates_samples_and_derives_every_figure_again() -> None:
+    fast, slow = [1.0 + 0.01 * i for i in range(20)], [1.3 + 0.01 * i for i in range(20)]
+    pooled = pool_rows([cpu_row(fast), cpu_row(slow)])
+    assert pooled["n_samples"] == 40 and pooled["processes"] == 2
+    assert pooled["median_ms"] == pytest.approx(float(np.median(fast + slow)))
+    assert pooled["process_medians_ms"] == pytest.approx([np.median(fast), np.median(slow)])
+    assert pooled["iqr_ms"] > 0.2  # the processes' difference shows in the spread compare reads
+    assert pooled["host_ms"] == pooled["median_ms"]
+    assert len(pooled["samples_ms"]) == len(pooled["wait_shares"]) == 40
+
+
+def test_pooling_keeps_a_failure_and_a_disturbance() -> None:
+    bad = {"variant": "eager", "device": "cpu", "batch": 8, "status": "mismatch", "reason": "output error"}
+    assert pool_rows([cpu_row([1.0] * 10), bad])["status"] == "mismatch"
+    still_starved = cpu_row([1.0] * 10, disturbed=True, remeasured=True)
+    pooled = pool_rows([cpu_row([1.0] * 10), still_starved])
+    assert pooled["disturbed"] is True and pooled["remeasured"] is True
+
+
+def test_pooled_cuda_rows_recompute_the_bound() -> None:
+    pooled = pool_rows([cuda_row([0.1] * 10, [0.05] * 10, [0.2] * 10), cuda_row([0.1] * 10, [0.4] * 10, [0.5] * 10)])
+    assert pooled["host_ms"] == pytest.approx(0.225) and pooled["bound"] == "host"
+    assert pooled["overran"] == 2 and len(pooled["wall_samples_ms"]) == 20
+
+
+def test_a_sweep_spread_over_two_processes_pools_them(tmp_path) -> None:
+    frame = harness.run(device="cpu", variants="eager", shapes="16x16x16", batch_sizes=2, modes="forward",
+                        threads=1, processes=2, warmup_s=0.01, min_samples=5, max_time_s=0.1, out=tmp_path / "run")
+    row = frame.iloc[0]
+    assert row["status"] == "ok", row["reason"]
+    assert row["processes"] == 2 and len(row["process_medians_ms"]) == 2
+    assert row["n_samples"] == len(row["samples_ms"])
+    assert min(row["process_medians_ms"]) <= row["median_ms"] <= max(row["process_medians_ms"])
