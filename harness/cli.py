@@ -156,6 +156,9 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", dest="use_baseline", action="store_true",
                    help="compare CURRENT with the committed baseline of the device it ran on")  # fmt: skip
     p.add_argument("--threshold", type=float, default=None, help="smallest slowdown that counts (default 0.05)")
+    p.add_argument("--metric", choices=("median", "host", "wall"), default="median",
+                   help="what to compare: median latency (GPU time on CUDA, default), host time per call, "
+                        "or synchronous wall time")
     p.add_argument("--alpha", type=float, default=None, help="significance level of the test (default 0.01)")
     p.add_argument("--markdown", metavar="FILE", help="also write Markdown for a PR comment or a CI job summary")
     p.add_argument("--strict-env", dest="strict_env", action="store_true",
@@ -184,7 +187,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
             baseline, current,
             threshold=cmp.DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
             alpha=cmp.DEFAULT_ALPHA if args.alpha is None else args.alpha,
-            strict_env=args.strict_env,
+            strict_env=args.strict_env, metric=args.metric,
         )  # fmt: skip
     except (cmp.CompareError, BaselineError) as exc:
         raise UsageError(str(exc)) from None

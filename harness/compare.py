@@ -54,6 +54,29 @@ CPU_ONLY_FIELDS = frozenset({"cpu_model", "threads", "steady_malloc"})
 CUDA_ONLY_FIELDS = frozenset({"gpu_name", "cuda"})
 
 
+@dataclass(frozen=True)
+class Figure:
+    """Which of a row's time figures a comparison judges, and where its numbers are."""
+
+    median: str
+    samples: str
+    ci_low: str
+    ci_high: str
+    iqr: str | None
+
+
+METRIC_WORDS: dict[str, str] = {
+    "median": "median latency (GPU time on CUDA)", "host": "host time per call", "wall": "synchronous wall time",
+}
+#: ``median``: the primary latency (GPU time on CUDA, the call's time on CPU); ``host``: the host's
+#: time to issue a call; ``wall``: sync, call, sync. On CPU all three are the call's time.
+METRICS: dict[str, Figure] = {
+    "median": Figure("median_ms", "samples_ms", "ci_low_ms", "ci_high_ms", "iqr_ms"),
+    "host": Figure("host_ms", "host_samples_ms", "host_ci_low_ms", "host_ci_high_ms", None),
+    "wall": Figure("wall_ms", "wall_samples_ms", "wall_ci_low_ms", "wall_ci_high_ms", None),
+}
+
+
 class CompareError(ValueError):
     """Input that cannot be compared; the message is one line fit to show a user."""
 
@@ -167,6 +190,7 @@ class Comparison:
     only_current: tuple[Key, ...]
     env_differences: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    metric: str = "median"
 
     @property
     def regressions(self) -> tuple[CaseResult, ...]:
@@ -357,17 +381,30 @@ def relative_iqr(samples: np.ndarray) -> float:
     return float((q3 - q1) / med) if med > 0 else 0.0
 
 
+def _figure_of(row: Mapping[str, Any], metric: str) -> tuple[np.ndarray, float, float, float, float]:
+    """Samples, median, CI and IQR of ``metric`` in ``row``. A CPU row keeps one set of samples,
+    which is all three figures': the device is the host there."""
+    fig = METRICS["median" if str(row.get("device", "")).startswith("cpu") else metric]
+    iqr = _float(row.get(fig.iqr)) if fig.iqr else math.nan
+    return (_samples(row.get(fig.samples)), _float(row.get(fig.median)), _float(row.get(fig.ci_low)),
+            _float(row.get(fig.ci_high)), iqr)
+
+
 def compare_case(
     key: Key,
     base: Mapping[str, Any],
     cur: Mapping[str, Any],
     threshold: float,
     alpha: float,
+    metric: str = "median",
 ) -> CaseResult:
-    """Compare one case timed on both sides, from raw samples when both have them."""
-    b_samples = _samples(base.get("samples_ms"))
-    c_samples = _samples(cur.get("samples_ms"))
-    b_med, c_med = _float(base.get("median_ms")), _float(cur.get("median_ms"))
+    """Compare one case timed on both sides, from raw samples when both have them.
+
+    A case measured while its CPU was starved (``disturbed``) on either side gets no SLOWER or
+    FASTER verdict: its numbers say how busy the machine was, not how fast the code is.
+    """
+    b_samples, b_med, b_low, b_high, b_iqr = _figure_of(base, metric)
+    c_samples, c_med, c_low, c_high, c_iqr = _figure_of(cur, metric)
     notes: list[str] = []
     if b_samples.size and c_samples.size:
         b_med, c_med = float(np.median(b_samples)), float(np.median(c_samples))
@@ -382,10 +419,9 @@ def compare_case(
     else:
         ratio = c_med / b_med if b_med > 0 else math.inf
         n_b, n_c = int(_float(base.get("n_samples")) or 0), int(_float(cur.get("n_samples")) or 0)
-        spreads = [_float(r.get("iqr_ms")) / m for r, m in ((base, b_med), (cur, c_med)) if m > 0]
+        spreads = [iqr / m for iqr, m in ((b_iqr, b_med), (c_iqr, c_med)) if m > 0]
         noise = max([v for v in spreads if math.isfinite(v)], default=0.0)
-        lows = (_float(base.get("ci_low_ms")), _float(cur.get("ci_low_ms")))
-        highs = (_float(base.get("ci_high_ms")), _float(cur.get("ci_high_ms")))
+        lows, highs = (b_low, c_low), (b_high, c_high)
         if any(math.isnan(v) for v in lows + highs) or alpha < CI_OVERLAP_P:
             p_value, possible, method = None, False, "none"
             notes.append("no raw samples")
@@ -399,6 +435,13 @@ def compare_case(
         notes.append("within noise")
     if _truthy(base.get("noisy")) or _truthy(cur.get("noisy")):
         notes.append("noisy")
+    if _truthy(base.get("disturbed")) or _truthy(cur.get("disturbed")):
+        notes.append("disturbed")
+        if verdict in (Verdict.SLOWER, Verdict.FASTER):
+            verdict = Verdict.AMBIGUOUS
+    if metric == "median" and (base.get("bound") == "host" or cur.get("bound") == "host"):
+        hosts = [_float(r.get("host_ms")) for r in (base, cur)]
+        notes.append(f"host-bound (host {hosts[0]:.4g} → {hosts[1]:.4g} ms)")
     return CaseResult(
         key=key,
         baseline_ms=b_med,
@@ -444,8 +487,12 @@ def compare(
     threshold: float = DEFAULT_THRESHOLD,
     alpha: float = DEFAULT_ALPHA,
     strict_env: bool = False,
+    metric: str = "median",
 ) -> Comparison:
-    """Match the two runs' cases by their key columns and judge each; raises ``CompareError``."""
+    """Match the two runs' cases by their key columns and judge each on ``metric`` (``METRICS``);
+    raises ``CompareError``."""
+    if metric not in METRICS:
+        raise CompareError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
     if not 0 < threshold < 10:
         raise CompareError(f"threshold must be a fraction such as 0.05, got {threshold}")
     if not 0 < alpha < 1:
@@ -457,6 +504,10 @@ def compare(
     differences = env_differences(base, cur)
     if differences and strict_env:
         raise CompareError("environments differ (--strict-env): " + "; ".join(differences))
+    for run in (base, cur):
+        if metric != "median" and run.device != "cpu" and METRICS[metric].median not in run.columns:
+            raise CompareError(f"{run.source}: no {METRICS[metric].median} column (made before host and wall "
+                               f"time were measured); compare it with --metric median")
     columns = [c for c in KEY_COLUMNS if c in base.columns and c in cur.columns]
     notes = list(base.notes) + list(cur.notes)
     one_sided = sorted((base.columns ^ cur.columns) & set(KEY_COLUMNS))
@@ -475,7 +526,7 @@ def compare(
         b_row, c_row = b_rows[key], c_rows[key]
         b_status, c_status = str(b_row.get("status")), str(c_row.get("status"))
         if b_status == "ok" and c_status == "ok":
-            results.append(compare_case(key, b_row, c_row, threshold, alpha))
+            results.append(compare_case(key, b_row, c_row, threshold, alpha, metric))
         elif b_status != c_status:
             reason = c_row.get("reason") if c_status != "ok" else b_row.get("reason")
             changes.append(StatusChange(key, b_status, c_status, "" if _normalise(reason) is None else str(reason)))
@@ -496,6 +547,7 @@ def compare(
         only_current=only_c,
         env_differences=tuple(differences),
         notes=tuple(notes),
+        metric=metric,
     )
 
 
@@ -512,6 +564,10 @@ NOTE_LEGEND: dict[str, str] = {
     "few samples": "too few samples for the test ever to reach p < alpha",
     "CI overlap": "no raw samples: judged by whether the 95% CIs of the medians overlap",
     "no raw samples": "no raw samples and no usable confidence interval",
+    "disturbed": "the CPU was starved on one side (its threads waited for a core); no SLOWER or FASTER verdict: "
+    "measure again on a quiet machine",
+    "host-bound": "the host's time to issue a call exceeds the GPU time compared here: end to end the host "
+    "time is what a user gets (compare it with --metric host or wall)",
 }
 
 
@@ -599,7 +655,7 @@ def _common_line(common: Mapping[str, Any]) -> str:
 
 
 def _legend(cases: Sequence[CaseResult]) -> list[str]:
-    used = {part for c in cases for part in c.note.split("; ") if part}
+    used = {part.split(" (")[0] for c in cases for part in c.note.split("; ") if part}
     return [f"{name}: {meaning}" for name, meaning in NOTE_LEGEND.items() if name in used]
 
 
@@ -619,7 +675,8 @@ def to_markdown(comparison: Comparison, *, title: str = "Benchmark comparison") 
     lines += [
         f"**{headline(c)}**",
         "",
-        f"Baseline `{c.baseline}` → current `{c.current}`. A regression is a case slower by more than "
+        f"Baseline `{c.baseline}` → current `{c.current}`, compared on {METRIC_WORDS[c.metric]}. "
+        f"A regression is a case slower by more than "
         f"{c.threshold:.0%} with Mann–Whitney p < {c.alpha:g} on the raw samples.",
         "",
     ]

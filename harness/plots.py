@@ -56,6 +56,13 @@ def valid_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return ok
 
 
+def flagged(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A boolean column that older files may lack or hold as text (``disturbed``, ``noisy``)."""
+    if column not in frame.columns:
+        return pd.Series(False, index=frame.index)
+    return frame[column].map(lambda v: v is True or str(v) == "True").astype(bool)
+
+
 def _varying(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
     return [c for c in columns if c in frame.columns and frame[c].astype(str).nunique() > 1]
 
@@ -96,11 +103,13 @@ def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Eager's median over each variant's, matched on shape, batch and configuration (same run)."""
     ok = valid_rows(frame)
     keys = list(CONFIG_COLUMNS + SHAPE_COLUMNS) + ["batch"]
-    base = ok[ok["variant"] == BASELINE_VARIANT].drop_duplicates(keys, keep="last")
-    base = base.set_index(keys)["median_ms"].rename("eager_ms")
+    ok = ok.assign(untrusted=flagged(ok, "disturbed") | flagged(ok, "noisy"))
+    base = ok[ok["variant"] == BASELINE_VARIANT].drop_duplicates(keys, keep="last").set_index(keys)
+    base = base[["median_ms", "untrusted"]].rename(columns={"median_ms": "eager_ms", "untrusted": "eager_untrusted"})
     others = ok[ok["variant"] != BASELINE_VARIANT]
     joined = others.join(base, on=keys, how="inner")
-    return joined.assign(speedup=joined["eager_ms"] / joined["median_ms"])
+    return joined.assign(speedup=joined["eager_ms"] / joined["median_ms"],
+                         untrusted=joined["untrusted"] | joined["eager_untrusted"])
 
 
 def speedup_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> Figure | None:
@@ -119,12 +128,19 @@ def speedup_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) ->
     for ax, ((batch, c, h, w), group) in zip(axes, panels, strict=True):
         x = np.arange(len(variants))
         for i, hue in enumerate(hues):
-            sub = group[group["hue"] == hue].set_index("variant")["speedup"]
+            sub = group[group["hue"] == hue].set_index("variant")[["speedup", "untrusted"]]
             sub = sub[~sub.index.duplicated(keep="last")]
-            values = [sub.get(v, np.nan) for v in variants]
+            values = [float(sub["speedup"].get(v, np.nan)) for v in variants]
+            untrusted = [bool(sub["untrusted"].get(v, False)) for v in variants]
             offsets = x - 0.4 + bar_width * (i + 0.5)
             bars = ax.bar(offsets, values, bar_width, color=colours[hue], label=hue or None)
-            ax.bar_label(bars, labels=[f"{v:.2f}×" if np.isfinite(v) else "" for v in values], fontsize=7, padding=2)
+            for bar, bad in zip(bars, untrusted, strict=True):
+                if bad:  # a noisy or disturbed side: hatched and pale, its label says why
+                    bar.set_hatch("///")
+                    bar.set_alpha(0.45)
+            labels = [(f"{v:.2f}×" + (" ?" if bad else "")) if np.isfinite(v) else ""
+                      for v, bad in zip(values, untrusted, strict=True)]
+            ax.bar_label(bars, labels=labels, fontsize=7, padding=2)
         ax.axhline(1.0, color="black", linestyle="--", linewidth=1)
         ax.set_xticks(x, variants, rotation=30, ha="right", fontsize=8)
         ax.set_title(f"input {batch}×{c}×{h}×{w} (N×C×H×W)", fontsize=10)
@@ -137,9 +153,11 @@ def speedup_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) ->
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside right upper", fontsize=8, title=" · ".join(hue_columns),
                    title_fontsize=8)  # fmt: skip
+    caution = "\nhatched, '?': noisy or disturbed on one side; do not trust the ratio"
+    caution = caution if table["untrusted"].any() else ""
     fig.suptitle(
         f"Speedup over {BASELINE_VARIANT} (median latency ratio; higher is faster, dashed line = {BASELINE_VARIANT})"
-        + _subtitle(env),
+        + caution + _subtitle(env),
         fontsize=11,
     )
     return fig
@@ -154,6 +172,7 @@ def latency_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) ->
     ok = valid_rows(frame)
     if ok.empty:
         return None
+    ok = ok.assign(disturbed=flagged(ok, "disturbed"))
     panel_columns = [*SHAPE_COLUMNS, *_varying(ok, CONFIG_COLUMNS)]
     panels = [(k, g) for k, g in ok.groupby(panel_columns, sort=True) if g["batch"].nunique() > 1]
     if not panels:
@@ -177,6 +196,10 @@ def latency_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) ->
             ax.errorbar(lines["batch"].to_numpy(dtype=float), y, yerr=yerr, marker=MARKERS[i % len(MARKERS)],
                         markersize=5, linestyle=LINESTYLES[i % len(LINESTYLES)], capsize=2, color=colours[variant],
                         markerfacecolor="none", label=str(variant))  # fmt: skip
+            bad = lines[lines["disturbed"]]
+            if not bad.empty:
+                ax.scatter(bad["batch"].to_numpy(dtype=float), bad["median_ms"].to_numpy(dtype=float), marker="x",
+                           s=70, color="red", zorder=5, label="disturbed (CPU starved)")  # fmt: skip
         batches = sorted(group["batch"].unique())
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -189,8 +212,12 @@ def latency_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) ->
         label = _config_label(dict(zip(extra, key[len(SHAPE_COLUMNS):], strict=True)), extra)
         ax.set_title(f"C×H×W = {key[0]}×{key[1]}×{key[2]}" + (f" · {label}" if label else ""), fontsize=10)
         ax.grid(True, which="both", linewidth=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", fontsize=8, title="variant", title_fontsize=8)
+    legend = {}
+    for ax in axes:  # one entry per label, the disturbed mark included wherever it appears
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), loc="outside right upper", fontsize=8, title="variant",
+               title_fontsize=8)  # fmt: skip
     fig.suptitle("Latency against batch size (log–log; error bars: 95% CI of the median)" + _subtitle(env),
                  fontsize=11)  # fmt: skip
     return fig

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 BASELINE_VARIANT = "eager"
@@ -46,11 +47,53 @@ def with_speedup(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+#: The marks a timed cell may carry, and what they mean (the legend under the tables).
+MARKS: dict[str, str] = {
+    "~": "noisy: IQR above 10% of the median; compare such cells with care",
+    "!": "disturbed: the CPU was starved while this case ran (its threads waited for a core, and it stayed so "
+         "when measured again); the number says how busy the machine was: measure again on a quiet machine",
+    "host-bound": "the host's time to issue one call (shown) exceeds the GPU time; end to end, a program that "
+                  "does not overlap it pays the host time",
+}
+
+
+def _flag(row: Mapping[str, Any], column: str) -> bool:
+    value = row.get(column)
+    return value is True or str(value) == "True"
+
+
+def marks(row: Mapping[str, Any]) -> list[str]:
+    """The ``MARKS`` keys that apply to a timed row."""
+    found = []
+    if _flag(row, "noisy"):
+        found.append("~")
+    if _flag(row, "disturbed"):
+        found.append("!")
+    if row.get("bound") == "host":
+        found.append("host-bound")
+    return found
+
+
 def _cell(row: Mapping[str, Any]) -> str:
     status = row["status"]
-    if status == "ok":
-        return f"{row['median_ms']:.4g} ± {row['iqr_ms']:.2g}"
-    return status.upper()
+    if status != "ok":
+        return status.upper()
+    text = f"{row['median_ms']:.4g} ± {row['iqr_ms']:.2g}"
+    for mark in marks(row):
+        text += f" (host-bound: host {row['host_ms']:.4g})" if mark == "host-bound" else f" {mark}"
+    return text
+
+
+def _host_cell(row: Mapping[str, Any]) -> str:
+    if row["status"] != "ok" or pd.isna(row.get("host_ms")):
+        return ""
+    return f"{row['host_ms']:.4g} / {row['wall_ms']:.4g}"
+
+
+def legend(frame: pd.DataFrame) -> list[str]:
+    """Lines explaining the marks that appear in ``frame``'s timed rows."""
+    used = {m for r in frame[frame["status"] == "ok"].to_dict("records") for m in marks(r)}
+    return [f"- `{mark}` {meaning}" for mark, meaning in MARKS.items() if mark in used]
 
 
 def groups(frame: pd.DataFrame) -> list[tuple[tuple[str, str, str], pd.DataFrame]]:
@@ -81,13 +124,21 @@ def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
             "",
         ]
     lines += [
-        "Cells: median latency in ms ± IQR. Only cases that matched the float64 reference are timed.",
+        "Cells: median latency in ms ± IQR (on CUDA the GPU time, without the host's launch gaps). "
+        "Only cases that matched the float64 reference are timed.",
         "",
     ]
+    marked = legend(frame)
+    if marked:
+        lines += marked + [""]
     for (device, dtype, mode), group in groups(frame):
         lines += [f"## {device} · {dtype} · {mode}", ""]
         cells = group.assign(cell=[_cell(r) for r in group.to_dict("records")])
         lines += [pivot(cells, "cell").fillna("").to_markdown(disable_numparse=True), ""]
+        if str(device).startswith("cuda") and "host_ms" in group and group["host_ms"].notna().any():
+            hosts = group.assign(cell=[_host_cell(r) for r in group.to_dict("records")])
+            lines += ["Host time per call (enqueue, no sync) / synchronous wall time (sync, call, sync), ms:", ""]
+            lines += [pivot(hosts, "cell").fillna("").to_markdown(disable_numparse=True), ""]
         speed = pivot(group, "speedup_vs_eager")
         if speed.notna().any().any():
             lines += [f"Speedup over `{BASELINE_VARIANT}` (×, higher is faster):", ""]
@@ -100,6 +151,11 @@ def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
         lines += [problems[cols].to_markdown(index=False), ""]
     return "\n".join(lines)
 
+
+#: How the terminal summary shows each of ``MARKS``.
+SUMMARY_MARKS: dict[str, str] = {
+    "~": " [yellow]~[/]", "!": " [bold red]![/]", "host-bound": " [magenta]host-bound: host {host:.3g}[/]",
+}
 
 STYLES = {"mismatch": "bold red", "error": "yellow", "oom": "magenta", "skipped": "dim",
           "crashed": "bold red", "timeout": "red"}  # crashed, timeout: issue 7
@@ -128,8 +184,8 @@ def summary_tables(frame: pd.DataFrame) -> list[Table]:
                 elif r["status"] == "ok":
                     speed = r["speedup_vs_eager"]
                     tail = f" [cyan]{speed:.2f}×[/]" if pd.notna(speed) else ""
-                    noisy = " [yellow]~[/]" if r.get("noisy") else ""
-                    cells.append(f"{r['median_ms']:.4g} ± {r['iqr_ms']:.2g}{tail}{noisy}")
+                    flags = "".join(SUMMARY_MARKS[m].format(host=r.get("host_ms")) for m in marks(r))
+                    cells.append(f"{r['median_ms']:.4g} ± {r['iqr_ms']:.2g}{tail}{flags}")
                 else:
                     cells.append(f"[{STYLES.get(r['status'], 'red')}]{str(r['status']).upper()}[/]")
             table.add_row(str(variant), *cells)
@@ -145,5 +201,5 @@ def print_summary(frame: pd.DataFrame, console: Console) -> None:
         style = STYLES.get(r["status"], "red")
         console.print(f"[{style}]{r['status'].upper()}[/] {r['variant']} {r['channels']}x{r['height']}x{r['width']} "
                       f"b{r['batch']} {r['dtype']} {r['mode']}: {r['reason']}")
-    if frame["noisy"].fillna(False).astype(bool).any():
-        console.print("[yellow]~[/] noisy: IQR above 10% of the median; compare such cells with care.")
+    for line in legend(frame):
+        console.print(escape(line.removeprefix("- ").replace("`", "")))

@@ -309,3 +309,50 @@ def test_fields_that_vary_get_a_config_column_and_shared_ones_a_caption(tmp_path
     table = cmp.rich_table(result, width=200)
     assert [c.header for c in table.columns][:3] == ["variant", "N×C×H×W", "config"]
     assert table.caption == "All cases: cpu · float32 · r2 · add · no bias"
+
+
+CUDA_ENV = CPU_ENV | {"device": "cuda", "gpu_name": "NVIDIA H100 80GB HBM3"}
+
+
+def cuda_row(gpu: list[float], host: list[float], wall: list[float]) -> dict:
+    out = row(case(device="cuda"), gpu)
+    med = lambda x: sorted(x)[len(x) // 2]  # noqa: E731
+    return out | {"host_samples_ms": host, "wall_samples_ms": wall, "host_ms": med(host), "wall_ms": med(wall),
+                  "bound": "host" if med(host) > med(gpu) else "device"}
+
+
+def test_a_disturbed_side_gets_no_slower_verdict(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "base", [row(case(), noise(1.0, seed=1))])
+    cur = write_run(tmp_path / "cur", [row(case(), noise(1.5, seed=2)) | {"disturbed": True}])
+    (c,) = cmp.compare(base, cur).cases
+    assert c.verdict is Verdict.AMBIGUOUS and not c.regression
+    assert "disturbed" in c.note
+    assert any(line.startswith("disturbed:") for line in cmp._legend([c]))
+    clean = write_run(tmp_path / "clean", [row(case(), noise(1.5, seed=2)) | {"disturbed": False}])
+    assert cmp.compare(base, clean).cases[0].verdict is Verdict.SLOWER
+
+
+def test_cuda_compare_judges_gpu_time_by_default_and_host_or_wall_when_asked(tmp_path: Path) -> None:
+    """A change that only adds launch overhead: GPU time the same, host and wall time 40% slower."""
+    before = cuda_row(noise(0.12, seed=1), noise(0.30, seed=2), noise(0.32, seed=3))
+    after = cuda_row(noise(0.12, seed=4), noise(0.42, seed=5), noise(0.44, seed=6))
+    base = write_run(tmp_path / "base", [before], env=CUDA_ENV)
+    cur = write_run(tmp_path / "cur", [after], env=CUDA_ENV)
+    gpu = cmp.compare(base, cur).cases[0]
+    assert gpu.verdict is Verdict.SAME
+    assert "host-bound (host 0.3" in gpu.note and "→ 0.41" in gpu.note
+    for metric in ("host", "wall"):
+        c = cmp.compare(base, cur, metric=metric).cases[0]
+        assert c.verdict is Verdict.SLOWER and c.ratio == pytest.approx(1.4, rel=0.03), metric
+    assert "host time per call" in cmp.to_markdown(cmp.compare(base, cur, metric="host"))
+
+
+def test_host_metric_on_cpu_uses_the_call_time_and_old_cuda_files_are_refused(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "base", [row(case(), noise(1.0, seed=1))])
+    cur = write_run(tmp_path / "cur", [row(case(), noise(1.3, seed=2))])
+    assert cmp.compare(base, cur, metric="wall").cases[0].verdict is Verdict.SLOWER
+    old = write_run(tmp_path / "old", [row(case(device="cuda"), noise(1.0))], env=CUDA_ENV)
+    with pytest.raises(CompareError, match="no host_ms column"):
+        cmp.compare(old, old, metric="host")
+    with pytest.raises(CompareError, match="unknown metric"):
+        cmp.compare(base, cur, metric="p99")
