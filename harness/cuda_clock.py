@@ -126,6 +126,7 @@ class CudaClock:
         self.now = now
         self.min_block_s = 1000 * self.EVENT_RESOLUTION_S
         self.max_batch = START_BATCH_CALLS
+        self.hold_useless = False
         #: Host seconds per call to queue everything (flush, events, the call) in the last batch.
         self.queue_s_per_call = math.nan
         self._gate = stream.new_event()
@@ -180,10 +181,14 @@ class CudaClock:
 
         A hold that ran out twice, the second time sized from the host time just measured, was
         not too short: the host was stopped (a full launch queue, a pause), so the batch is split.
+        A single call that outruns every hold synchronises inside (``.item()``, a copy to the
+        host): no hold can help it, so for the rest of the case it gets one try a batch, its GPU
+        time includes the host's gaps, and ``overran`` says so.
         """
         hold_s = self.hold_for(calls)
         overran = 0
-        for attempt in range(MAX_TRIES):
+        tries = 1 if self.hold_useless else MAX_TRIES
+        for attempt in range(tries):
             block, ran_out = self._queue(fn, calls, hold_s)
             if not ran_out:
                 return replace(block, overran=overran)
@@ -192,11 +197,13 @@ class CudaClock:
                 self.max_batch = half = calls // 2
                 return Block.total([self._batch(fn, half), self._batch(fn, calls - half)], overran)
             hold_s = min(MAX_HOLD_S, max(2 * hold_s, self.hold_for(calls)))
+        self.hold_useless = calls == 1 or self.hold_useless
         return replace(block, overran=overran)
 
     def prepare(self) -> None:
-        """Before a case's samples: batches may be long again (a split is remembered only per case)."""
+        """After warm-up, before a case's samples: what was learnt of the last case's calls is forgotten."""
         self.max_batch = START_BATCH_CALLS
+        self.hold_useless = False
 
     def time_block(self, fn: Callable[[], object], calls: int) -> Block:
         blocks = []

@@ -129,3 +129,20 @@ def test_a_device_bound_call_is_bound_by_the_device() -> None:
 def test_cache_mode_is_checked() -> None:
     with pytest.raises(ValueError):
         CudaClock(FakeGpu(), "lukewarm")
+
+
+def test_a_call_that_synchronises_gets_one_try_a_batch_once_no_hold_helps() -> None:
+    gpu = FakeGpu()
+    clock = CudaClock(gpu, "cold", now=gpu.now)
+
+    def syncing() -> None:
+        launch_bound(gpu)()
+        gpu.synchronize()  # .item(): the host waits for the hold and everything before
+
+    first = clock.time_block(syncing, 1)
+    assert first.overran == cuda_clock.MAX_TRIES and clock.hold_useless
+    holds = len(gpu.holds)
+    later = clock.time_block(syncing, 1)
+    assert later.overran == 1 and len(gpu.holds) == holds + 1
+    clock.prepare()
+    assert not clock.hold_useless
