@@ -430,9 +430,18 @@ def compare_case(
             # Non-overlapping intervals bound p below CI_OVERLAP_P; overlapping ones say nothing.
             p_value, possible, method = (1.0 if overlap else CI_OVERLAP_P), True, "ci-overlap"
             notes.append("CI overlap")
+    overlap = False
+    b_proc, c_proc = _samples(base.get("process_medians_ms")), _samples(cur.get("process_medians_ms"))
+    if metric == "median" and b_proc.size > 1 and c_proc.size > 1 and min(b_proc.min(), c_proc.min()) > 0:
+        # Several processes a side: their spread is noise too, and a change must show in every one.
+        noise = max(noise, b_proc.max() / b_proc.min() - 1, c_proc.max() / c_proc.min() - 1)
+        overlap = not (c_proc.min() > b_proc.max() if ratio > 1 else c_proc.max() < b_proc.min())
     verdict = judge(ratio, p_value, possible, threshold, alpha, noise)
     if verdict is Verdict.AMBIGUOUS and possible and p_value is not None and p_value < alpha:
         notes.append("within noise")
+    if overlap and verdict in (Verdict.SLOWER, Verdict.FASTER):
+        verdict = Verdict.AMBIGUOUS
+        notes.append("processes overlap")
     if _truthy(base.get("noisy")) or _truthy(cur.get("noisy")):
         notes.append("noisy")
     if _truthy(base.get("disturbed")) or _truthy(cur.get("disturbed")):
@@ -559,11 +568,13 @@ CONFIG_FIELDS: tuple[str, ...] = ("device", "dtype", "mode", "reduction", "fusio
 #: What the short notes in the tables mean.
 NOTE_LEGEND: dict[str, str] = {
     "noisy": "IQR above 10% of the median on one side",
-    "within noise": "significant, but the change is no larger than the samples' own IQR / median: "
-    "whole runs shift that much on a busy machine",
+    "within noise": "significant, but the change is no larger than the samples' own IQR / median (or, with "
+    "--processes, than the spread of the processes' medians): whole runs shift that much on a busy machine",
     "few samples": "too few samples for the test ever to reach p < alpha",
     "CI overlap": "no raw samples: judged by whether the 95% CIs of the medians overlap",
     "no raw samples": "no raw samples and no usable confidence interval",
+    "processes overlap": "with several processes a side (--processes), some process of one run was as fast as "
+    "some process of the other: the change does not show in every process",
     "disturbed": "the CPU was starved on one side (its threads waited for a core); no SLOWER or FASTER verdict: "
     "measure again on a quiet machine",
     "host-bound": "the host's time to issue a call exceeds the GPU time compared here: end to end the host "

@@ -356,3 +356,27 @@ def test_host_metric_on_cpu_uses_the_call_time_and_old_cuda_files_are_refused(tm
         cmp.compare(old, old, metric="host")
     with pytest.raises(CompareError, match="unknown metric"):
         cmp.compare(base, cur, metric="p99")
+
+
+def pooled(medians: list[float], seed: int) -> dict:
+    samples = [v for i, m in enumerate(medians) for v in noise(m, n=20, seed=seed + i)]
+    return row(case(), samples) | {"process_medians_ms": medians, "processes": len(medians)}
+
+
+def test_with_several_processes_a_change_must_show_in_every_process(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "base", [pooled([1.0, 1.02, 1.01], seed=1)])
+    slower = write_run(tmp_path / "slower", [pooled([1.3, 1.32, 1.31], seed=10)])
+    assert cmp.compare(base, slower).cases[0].verdict is Verdict.SLOWER
+    # the same pooled median shift, but one current process is as fast as the baseline's
+    mixed = write_run(tmp_path / "mixed", [pooled([1.3, 1.32, 1.0], seed=10)])
+    (c,) = cmp.compare(base, mixed).cases
+    assert c.verdict is Verdict.AMBIGUOUS and ("processes overlap" in c.note or "within noise" in c.note)
+
+
+def test_the_spread_between_processes_is_noise(tmp_path: Path) -> None:
+    """Processes 40% apart in the baseline: a 29% change, though it shows in every process, is within noise."""
+    base = write_run(tmp_path / "base", [pooled([0.7, 0.9, 0.98], seed=1)])
+    cur = write_run(tmp_path / "cur", [pooled([1.15, 1.16, 1.17], seed=10)])
+    (c,) = cmp.compare(base, cur).cases
+    assert c.verdict is Verdict.AMBIGUOUS and "within noise" in c.note
+    assert c.noise == pytest.approx(0.98 / 0.7 - 1)

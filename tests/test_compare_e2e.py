@@ -72,7 +72,8 @@ def test_a_variant_doing_thirty_percent_more_work_is_a_named_regression(
     code = main(["compare", str(before), str(after), "--markdown", str(md)])
     out = capsys.readouterr().out
     result = cmp.compare(before, after)
-    assert [r.fields["variant"] for r in result.regressions] == [TWIN], [(c.verdict, c.ratio, c.note) for c in result.cases]
+    seen = [(c.fields["variant"], c.verdict, c.ratio, c.note) for c in result.cases]
+    assert [r.fields["variant"] for r in result.regressions] == [TWIN], seen
     slow = result.regressions[0]
     assert slow.verdict is cmp.Verdict.SLOWER and slow.p_value is not None and slow.p_value < 0.01
     assert 1.15 < slow.ratio < 1.5  # 13/10 of the calls, give or take the noise
