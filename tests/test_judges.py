@@ -1,0 +1,156 @@
+"""The judges pinned: each test here fails under a plausible mistake in the code that decides.
+
+The stop rule, the CI width, compare's noise gate and the correctness tolerances are what every
+number and verdict rests on; a mistake in them would not crash anything, it would just lie.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from compare_helpers import case as key_fields
+from compare_helpers import row, write_run
+from conftest import FAST
+from scipy import stats as sps
+
+from harness import compare as cmp
+from harness.cases import Case
+from harness.runner import run_case
+from harness.stats import ci_half_width, median_ci
+from harness.timing import Block, CpuClock, TimingPolicy, measure
+from variants.registry import Variant
+
+# ------------------------------------------------------------------------------------ statistics
+
+
+def test_ci_half_width_is_exactly_the_larger_distance_over_the_median() -> None:
+    x = np.concatenate([np.linspace(1.0, 2.0, 60), np.linspace(2.0, 9.0, 41)])  # skewed: a long right tail
+    ci = sps.quantile_test(x, q=float(np.median(x)), p=0.5).confidence_interval(0.95)
+    med = float(np.median(x))
+    assert median_ci(x) == (float(ci.low), float(ci.high))
+    assert ci_half_width(x) == pytest.approx(max(med - ci.low, ci.high - med) / med, rel=1e-12)
+
+
+# ------------------------------------------------------------------------------------ stop rule
+
+
+class NoisyClock:
+    """Seeded lognormal call times (σ=0.1); a fake wall clock advancing by them."""
+
+    wall = None
+
+    def __init__(self, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.now = 0.0
+        self.min_block_s = 0.0
+        self.drawn: list[float] = []
+
+    def time_block(self, fn, calls: int) -> Block:
+        t = float(self.rng.lognormal(np.log(1e-3), 0.1)) * calls
+        self.drawn.append(t * 1e3 / calls)
+        self.now += t
+        return Block(t, t)
+
+    def prepare(self) -> None:
+        pass
+
+    def sync(self) -> None:
+        pass
+
+    def elapsed(self) -> float:
+        return self.now
+
+
+def first_converged(samples: list[float], start: int, rel_ci: float) -> int:
+    return next(n for n in range(start, len(samples) + 1) if ci_half_width(samples[:n]) <= rel_ci)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_loop_stops_once_the_ci_is_tight_and_not_before(seed: int) -> None:
+    policy = TimingPolicy(warmup_s=0.0, min_samples=10, max_samples=100_000, rel_ci=0.01, max_time_s=1e9)
+    clock = NoisyClock(seed)
+    timing = measure(lambda: None, clock, policy, now=clock.elapsed)
+    samples = list(timing.samples_ms)
+    n = len(samples)
+    assert timing.stop_reason == "converged"
+    assert ci_half_width(samples) <= policy.rel_ci  # never stopped on a wider interval
+    first = first_converged(samples, policy.min_samples, policy.rel_ci)
+    assert first <= n <= math.ceil(first * 1.1) + 1  # checked at least every 10% more samples
+    assert n > 100  # σ=0.1 needs hundreds of samples for ±1%: a loop that stopped early is caught
+
+
+def test_a_wider_target_stops_sooner() -> None:
+    runs = {}
+    for rel in (0.01, 0.03):
+        clock = NoisyClock(0)
+        policy = TimingPolicy(warmup_s=0.0, min_samples=10, max_samples=100_000, rel_ci=rel, max_time_s=1e9)
+        runs[rel] = len(measure(lambda: None, clock, policy, now=clock.elapsed).samples_ms)
+    assert runs[0.03] < runs[0.01] / 4  # the interval shrinks as 1/√n: 3× wider needs about 9× fewer
+
+
+# ------------------------------------------------------------------------------------ compare
+
+
+def test_the_noise_gate_takes_the_noisier_side() -> None:
+    rng = np.random.default_rng(0)
+    quiet = list(1.0 * (1 + 0.01 * rng.standard_normal(400)))
+    noisy = list(1.2 * (1 + 0.3 * rng.standard_normal(400)))  # relative IQR about 0.4
+    for base, cur in ((quiet, noisy), (list(np.array(noisy) / 1.2), list(np.array(quiet) * 1.2))):
+        c = cmp.compare_case((), row(key_fields(), base), row(key_fields(), cur), 0.05, 0.01)
+        assert c.verdict is cmp.Verdict.AMBIGUOUS and "within noise" in c.note, (c.ratio, c.noise)
+        assert c.noise > 0.3
+
+
+def test_a_clear_change_on_quiet_sides_is_slower(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    base = write_run(tmp_path / "b", [row(key_fields(), list(1.0 + 0.01 * rng.standard_normal(200)))])
+    cur = write_run(tmp_path / "c", [row(key_fields(), list(1.2 + 0.012 * rng.standard_normal(200)))])
+    assert cmp.compare(base, cur).cases[0].verdict is cmp.Verdict.SLOWER
+
+
+# ------------------------------------------------------------------------------------ tolerances
+
+
+def variant(name: str, build) -> Variant:
+    return Variant(name, f"test: {name}", build)
+
+
+def in_half_precision(ref, device, dtype):
+    """Claims the case's dtype, computes in float16: the kind of shortcut the tolerance must catch."""
+    m = copy.deepcopy(ref).to(device, torch.float16)
+    return lambda x: m(x.to(torch.float16)).to(x.dtype)
+
+
+def doubled_sse_weight_grad(ref, device, dtype):
+    m = copy.deepcopy(ref).to(device, dtype)
+    m.sse.Conv1x1.weight.register_hook(lambda g: g * 2)
+    return m
+
+
+def check(build, dtype: str, mode: str) -> dict:
+    c = Case("judged", "cpu", dtype, mode, 4, 16, 12, 12, 2, "add")
+    return run_case(c, variant("judged", build), CpuClock(), FAST, seed=0, explicit=True)
+
+
+@pytest.mark.parametrize("mode", ["forward", "train"])
+def test_a_float32_variant_computing_in_float16_is_a_mismatch(mode: str) -> None:
+    result = check(in_half_precision, "float32", mode)
+    assert result["status"] == "mismatch", result
+    assert "error" in result["reason"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_a_doubled_weight_gradient_is_a_mismatch_in_every_dtype(dtype: str) -> None:
+    result = check(doubled_sse_weight_grad, dtype, "train")
+    assert result["status"] == "mismatch", result
+    assert "sse.Conv1x1.weight" in result["reason"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_the_seed_module_itself_passes_the_same_checks(dtype: str) -> None:
+    """The other side of the two tests above: the tolerance is not so tight that the reference fails."""
+    result = check(lambda ref, device, dt: copy.deepcopy(ref).to(device, dt), dtype, "train")
+    assert result["status"] == "ok", result["reason"]
