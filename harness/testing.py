@@ -495,8 +495,10 @@ def pytest_params(
 ) -> list[Any]:
     """``pytest.param(variant_name, config)`` for every variant × configuration, for parametrize.
 
-    Unavailable variants and unsupported configurations are skipped with their reason; ``marks``
-    may add marks (e.g. ``slow``) per case. Use with ``check_config`` in the test body.
+    A configuration the variant declares unsupported gets no case at all: it can never run
+    anywhere, and a skip for it would only inflate the count. A variant unavailable here (no GPU,
+    no Triton) is skipped with its reason, since it runs elsewhere. ``marks`` may add marks (e.g.
+    ``slow``) per case. Use with ``check_config`` in the test body.
     """
     import pytest  # only needed here: pytest is not a runtime dependency
 
@@ -505,9 +507,10 @@ def pytest_params(
         v = get_variant(name)
         why_not = v.unavailable(device)
         for config, reason in configurations(v, device, **axes):
+            if reason:
+                continue
             extra = list(marks(v, config)) if marks else []
-            skip = why_not or reason
-            if skip:
-                extra.append(pytest.mark.skip(reason=skip))
+            if why_not:
+                extra.append(pytest.mark.skip(reason=why_not))
             params.append(pytest.param(name, config, id=f"{name}-{device}-{config.label}", marks=extra))
     return params
