@@ -37,7 +37,7 @@ def faults(mode: str) -> int:
 def test_steady_malloc_stops_page_faults_on_reused_blocks() -> None:
     plain, steady = faults("plain"), faults("steady")
     assert plain > 20 * 4000  # 32 MiB is 8192 pages: glibc gives it back to the OS each time
-    assert steady < plain / 20
+    assert steady < plain / 4  # without it every one of the 20 blocks faults again; a stray one may
 
 
 def test_preloaded_allocators_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
