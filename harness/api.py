@@ -82,7 +82,7 @@ def run(
     ``options`` are the CLI's, with underscores: ``device``, ``variants``, ``shapes``,
     ``batch_sizes``, ``dtypes``, ``modes``, ``reductions``, ``fusions``, ``biases``, ``threads``,
     ``cache``, ``warmup_s``, ``min_samples``, ``max_samples``, ``rel_ci``, ``max_time_s``,
-    ``seed``, ``out``. Each takes a list or a comma-separated string. ``config`` is a TOML file
+    ``seed``, ``out``, ``processes``. Each takes a list or a comma-separated string. ``config`` is a TOML file
     whose values the options override. Bad input raises ``harness.ConfigError``.
     ``profile`` also writes a torch.profiler Chrome trace per timed case to ``<run>/traces/``.
     Issue 7: ``isolate``, ``case_timeout``, ``oom_retry`` and ``shard`` (``"K/N"``) are options too;
