@@ -1,6 +1,7 @@
 """Shared fixtures: fast timing policies and temporary variants that are always unregistered."""
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,12 +20,15 @@ FAST_RUN = {"warmup_s": 0, "min_samples": 3, "max_samples": 20, "max_time_s": 0.
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    """Skip CUDA tests without a GPU, and ``slow`` ones unless asked for (``-m slow`` or SCSE_SLOW=1)."""
+    run_slow = "slow" in (config.getoption("markexpr") or "") or os.environ.get("SCSE_SLOW") == "1"
+    no_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    not_asked = pytest.mark.skip(reason="slow: run with -m slow (tox -e slow) or SCSE_SLOW=1")
     for item in items:
-        if "cuda" in item.keywords:
-            item.add_marker(skip)
+        if "cuda" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(no_gpu)
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(not_asked)
 
 
 @pytest.fixture

@@ -65,7 +65,6 @@ def test_kernels_compile_to_an_object_with_nvcc(tmp_path: Path) -> None:
             assert entry in symbols, f"{entry} missing from the object"
 
 
-@pytest.mark.slow
 def test_binding_compiles_against_torch_headers() -> None:
     """The binding against this torch's headers (a CPU build is enough: it includes no CUDA header)."""
     cxx = shutil.which("g++") or shutil.which("c++")
