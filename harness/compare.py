@@ -31,7 +31,7 @@ from rich.table import Table
 from scipy import stats as sps
 
 from harness.cases import KEY_COLUMNS  # older schemas may lack some: only shared columns are matched
-from harness.results import ENV_JSON, RESULTS_CSV, RESULTS_JSONL
+from harness.results import ENV_JSON, RESULTS_CSV, RESULTS_JSONL, truthy
 
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_ALPHA = 0.01
@@ -442,9 +442,9 @@ def compare_case(
     if overlap and verdict in (Verdict.SLOWER, Verdict.FASTER):
         verdict = Verdict.AMBIGUOUS
         notes.append("processes overlap")
-    if _truthy(base.get("noisy")) or _truthy(cur.get("noisy")):
+    if truthy(base.get("noisy")) or truthy(cur.get("noisy")):
         notes.append("noisy")
-    if _truthy(base.get("disturbed")) or _truthy(cur.get("disturbed")):
+    if truthy(base.get("disturbed")) or truthy(cur.get("disturbed")):
         notes.append("disturbed")
         if verdict in (Verdict.SLOWER, Verdict.FASTER):
             verdict = Verdict.AMBIGUOUS
@@ -465,10 +465,6 @@ def compare_case(
         noise=noise,
         note="; ".join(notes),
     )
-
-
-def _truthy(value: Any) -> bool:
-    return _normalise(value) is True
 
 
 # ------------------------------------------------------------------------------------------ compare

@@ -32,7 +32,6 @@ FIGURE_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 #: Raw per-sample data kept in results.jsonl, left out of the CSV.
 RAW_FIGURE_COLUMNS: tuple[str, ...] = ("host_samples_ms", "wall_samples_ms", "wait_shares", "process_medians_ms")
-BOUNDS: tuple[str, ...] = ("host", "device")
 
 
 def _median_with_ci(samples: Sequence[float]) -> tuple[float, float, float]:

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogFormatter
 
 from harness.bandwidth import ENV_KEY as COPY_BANDWIDTH_KEY
+from harness.results import truthy
 
 BASELINE_VARIANT = "eager"
 #: Columns that, with the shape and batch, say which rows are the same configuration.
@@ -60,7 +61,7 @@ def flagged(frame: pd.DataFrame, column: str) -> pd.Series:
     """A boolean column that older files may lack or hold as text (``disturbed``, ``noisy``)."""
     if column not in frame.columns:
         return pd.Series(False, index=frame.index)
-    return frame[column].map(lambda v: v is True or str(v) == "True").astype(bool)
+    return frame[column].map(truthy).astype(bool)
 
 
 def _varying(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:

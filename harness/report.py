@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from harness.results import truthy
+
 BASELINE_VARIANT = "eager"
 GROUP_COLUMNS: tuple[str, ...] = ("device", "dtype", "mode")
 CONFIG_COLUMNS: tuple[str, ...] = ("channels", "height", "width", "batch", "reduction", "fusion", "bias")
@@ -57,17 +59,12 @@ MARKS: dict[str, str] = {
 }
 
 
-def _flag(row: Mapping[str, Any], column: str) -> bool:
-    value = row.get(column)
-    return value is True or str(value) == "True"
-
-
 def marks(row: Mapping[str, Any]) -> list[str]:
     """The ``MARKS`` keys that apply to a timed row."""
     found = []
-    if _flag(row, "noisy"):
+    if truthy(row.get("noisy")):
         found.append("~")
-    if _flag(row, "disturbed"):
+    if truthy(row.get("disturbed")):
         found.append("!")
     if row.get("bound") == "host":
         found.append("host-bound")

@@ -127,6 +127,11 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def truthy(value: Any) -> bool:
+    """A stored flag (``noisy``, ``disturbed``): True from JSON, numpy or a CSV's ``"True"``; empty is False."""
+    return str(value) == "True"
+
+
 def to_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """Rows to a DataFrame with the standard columns first (missing ones present and empty)."""
     frame = pd.DataFrame(list(rows))

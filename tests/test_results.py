@@ -50,3 +50,12 @@ def test_a_file_in_the_way_is_refused(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(OutputError, match="cannot be written"):
         RunFolder(blocker / "run")
+
+
+def test_stored_flags_read_the_same_from_json_numpy_and_csv() -> None:
+    import numpy as np
+
+    from harness.results import truthy
+
+    assert all(truthy(v) for v in (True, np.bool_(True), "True"))
+    assert not any(truthy(v) for v in (False, np.bool_(False), "False", None, float("nan"), "", 1))
