@@ -50,9 +50,9 @@ def run_request(request: dict[str, Any], clocks: dict[tuple[str, str], Any]) -> 
     """One row for one request; any failure outside ``run_case`` is an error row, not a dead worker."""
     import torch
 
-    from harness.cases import Case
-    from harness.runner import clock_for, run_case
-    from harness.timing import TimingPolicy
+    from harness.measure.timing import TimingPolicy
+    from harness.sweep.cases import Case
+    from harness.sweep.runner import clock_for, run_case
     from variants.registry import all_variants
 
     case = Case(**request["case"])
@@ -85,7 +85,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     faulthandler.enable()  # a segfault or abort leaves its Python stack in the worker log
     watch_parent(os.getppid())
-    import harness.runner  # noqa: F401  (torch and the variants, before saying ready)
+    import harness.sweep.runner  # noqa: F401  (torch and the variants, before saying ready)
 
     send(proto, {"ready": os.getpid()})
     clocks: dict[tuple[str, str], Any] = {}

@@ -13,12 +13,14 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from harness import allocator, bandwidth, envinfo, isolation, metrics, report, sharding
-from harness import resume as resuming
-from harness.cases import expand
-from harness.config import SweepConfig
-from harness.results import REPORT_MD, RunFolder, default_run_dir, to_frame
-from harness.runner import clock_for
+from harness.measure import allocator, bandwidth, envinfo, metrics
+from harness.results import report
+from harness.results.store import REPORT_MD, RunFolder, default_run_dir, to_frame
+from harness.sweep import isolation, sharding
+from harness.sweep import resume as resuming
+from harness.sweep.cases import expand
+from harness.sweep.config import SweepConfig
+from harness.sweep.runner import clock_for
 from variants.registry import all_variants
 
 

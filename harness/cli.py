@@ -15,9 +15,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness import api, envinfo, report
-from harness.config import ConfigError
-from harness.results import OutputError
+from harness import api
+from harness.measure import envinfo
+from harness.results import report
+from harness.results.store import OutputError
+from harness.sweep.config import ConfigError
 from variants.registry import all_variants, list_variants
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -79,7 +81,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                     resume=args.resume, **options)  # fmt: skip
     if not args.quiet:
         report.print_summary(frame, console)
-    console.print(f"results: {frame.attrs['run_dir']}")
+    console.print(f"results: {frame.attrs['run_dir']}", soft_wrap=True)  # a path stays whole, to copy
     if frame.attrs.get("interrupted"):
         console.print("[yellow]interrupted: the report holds the cases finished so far[/]")
         return EXIT_INTERRUPTED
@@ -119,7 +121,7 @@ def add_env(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_env(args: argparse.Namespace, console: Console) -> int:
-    from harness.config import resolve_device
+    from harness.sweep.config import resolve_device
 
     record = envinfo.collect(resolve_device(args.device or "auto"))
     table = Table(title="environment", show_header=False)
@@ -135,7 +137,7 @@ def cmd_env(args: argparse.Namespace, console: Console) -> int:
 
 
 def save_baseline_of(run_dir: str, console: Console) -> None:
-    from harness.baselines import BaselineError, save_baseline
+    from harness.results.baselines import BaselineError, save_baseline
 
     try:
         path = save_baseline(run_dir)
@@ -170,8 +172,8 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from pathlib import Path
 
-    from harness import compare as cmp
-    from harness.baselines import DEFAULT_ROOT, BaselineError, find_baseline_for
+    from harness.results import compare as cmp
+    from harness.results.baselines import DEFAULT_ROOT, BaselineError, find_baseline_for
 
     try:
         if args.use_baseline:
@@ -212,8 +214,8 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from pathlib import Path
 
-    from harness import plots
-    from harness.results import REPORT_MD, RunFolder, read_jsonl, to_frame
+    from harness.results import plots
+    from harness.results.store import REPORT_MD, RunFolder, read_jsonl, to_frame
 
     path = Path(args.run)
     if not (path / "results.jsonl").is_file():
@@ -278,7 +280,7 @@ def check_launch_arguments(args: argparse.Namespace) -> bool:
 
 
 def cmd_launch(args: argparse.Namespace, options: dict[str, object], console: Console) -> int:
-    from harness import slurm
+    from harness.sweep import slurm
 
     settings = slurm.SlurmOptions(
         shards=args.shards, launcher=args.launcher, partition=args.slurm_partition,
@@ -307,7 +309,7 @@ def add_merge(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_merge(args: argparse.Namespace, console: Console) -> int:
-    from harness.merge import merge
+    from harness.results.merge import merge
 
     result = merge(args.runs, args.out, allow_mixed_env=args.allow_mixed_env)
     console.print(f"merged {result.rows} rows from {len(result.runs)} run(s) into {result.out}")

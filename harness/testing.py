@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from harness.correctness import normwise_error, tolerance
+from harness.measure.correctness import normwise_error, tolerance
 from variants.reference import FUSIONS, ScSE
 from variants.registry import DTYPES, MODES, Variant, get_variant, list_variants
 from variants.tags import bias_unsupported, compute_dtype, supported_biases, tag

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.timing import TimingPolicy
+from harness.measure.timing import TimingPolicy
 from variants.registry import register, unregister
 
 sys.path.insert(0, str(Path(__file__).parent))

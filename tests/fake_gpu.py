@@ -1,4 +1,4 @@
-"""A fake CUDA stream on a simulated timeline, for the CUDA clocks' logic (harness.cuda_clock).
+"""A fake CUDA stream on a simulated timeline, for the CUDA clocks' logic (harness.measure.cuda_clock).
 
 The host has a clock; the GPU runs what was queued, in order, each item starting when both the
 GPU is free and the host has finished launching it. An event completes when everything queued
@@ -27,7 +27,7 @@ class FakeEvent:
 
 
 class FakeGpu:
-    """Implements ``harness.cuda_clock.Stream``; ``now`` is the host clock; ``kernel`` is a launch."""
+    """Implements ``harness.measure.cuda_clock.Stream``; ``now`` is the host clock; ``kernel`` is a launch."""
 
     def __init__(self, flush_s: float = 30e-6, event_host_s: float = 1e-6, hold_scale: float = 1.0,
                  queue_limit: int | None = None) -> None:

@@ -25,13 +25,13 @@ try() {
 fresh
 if ! judges; then echo "the unmutated tree fails the judges' tests"; exit 2; fi
 echo "unmutated: the judges' tests pass"
-try "ci_half_width 3x" harness/stats.py 's|    return max(med - low, high - med) / med|    return 3 * max(med - low, high - med) / med|'
-try "loop accepts 3x CI" harness/timing.py 's|            if ci_half_width(samples, policy.confidence) <= policy.rel_ci:|            if ci_half_width(samples, policy.confidence) <= 3 * policy.rel_ci:|'
-try "loop never rechecks" harness/timing.py 's|            next_check = max(n + 1, math.ceil(n \* 1.1))|            next_check = 10**9|'
-try "noise gate min" harness/compare.py 's|        noise = max(relative_iqr(b_samples), relative_iqr(c_samples))|        noise = min(relative_iqr(b_samples), relative_iqr(c_samples))|'
-try "float32 tol 4e-3" harness/correctness.py 's|    "float32": 1e-5,|    "float32": 4e-3,|'
-try "grad factor 1000" harness/correctness.py 's|^GRAD_FACTOR = 2.0|GRAD_FACTOR = 1000.0|'
-try "seed factor 1000" harness/correctness.py 's|^SEED_FACTOR = 5.0|SEED_FACTOR = 1000.0|'
-try "NVML polled in the loop" harness/telemetry.py 's|^        nv = self._nvml$|        nv = self._nvml; __import__("threading").Thread(target=lambda: [(__import__("time").sleep(0.001), nv.nvmlDeviceGetHandleByIndex(0)) for _ in range(24)], daemon=True).start()|'
+try "ci_half_width 3x" harness/measure/stats.py 's|    return max(med - low, high - med) / med|    return 3 * max(med - low, high - med) / med|'
+try "loop accepts 3x CI" harness/measure/timing.py 's|            if ci_half_width(samples, policy.confidence) <= policy.rel_ci:|            if ci_half_width(samples, policy.confidence) <= 3 * policy.rel_ci:|'
+try "loop never rechecks" harness/measure/timing.py 's|            next_check = max(n + 1, math.ceil(n \* 1.1))|            next_check = 10**9|'
+try "noise gate min" harness/results/compare.py 's|        noise = max(relative_iqr(b_samples), relative_iqr(c_samples))|        noise = min(relative_iqr(b_samples), relative_iqr(c_samples))|'
+try "float32 tol 4e-3" harness/measure/correctness.py 's|    "float32": 1e-5,|    "float32": 4e-3,|'
+try "grad factor 1000" harness/measure/correctness.py 's|^GRAD_FACTOR = 2.0|GRAD_FACTOR = 1000.0|'
+try "seed factor 1000" harness/measure/correctness.py 's|^SEED_FACTOR = 5.0|SEED_FACTOR = 1000.0|'
+try "NVML polled in the loop" harness/measure/telemetry.py 's|^        nv = self._nvml$|        nv = self._nvml; __import__("threading").Thread(target=lambda: [(__import__("time").sleep(0.001), nv.nvmlDeviceGetHandleByIndex(0)) for _ in range(24)], daemon=True).start()|'
 rm -rf "$scratch" "$log"
 exit "$survived"

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.allocator import allocator_name
+from harness.measure.allocator import allocator_name
 
 ROOT = Path(__file__).resolve().parent.parent
 PROBE = """
 import resource, sys
 sys.path.insert(0, {root!r})
 import torch
-from harness.allocator import make_steady
+from harness.measure.allocator import make_steady
 if sys.argv[1] == "steady":
     assert make_steady()
 for _ in range(3):  # warm: the first allocations fault in any case

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from harness import bandwidth as bw
+from harness.measure import bandwidth as bw
 from variants.reference import FUSIONS, ScSE
 
 
@@ -75,7 +75,7 @@ def test_copy_bandwidth_counts_read_and_write(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_bandwidth_columns_of_a_case() -> None:
-    from harness.cases import Case
+    from harness.sweep.cases import Case
 
     case = Case("eager", "cuda", "float16", "forward", 32, 64, 128, 128, 2, "add", False)
     cols = bw.bandwidth_columns(case, median_ms=0.1, peak_bytes_per_s=3.0e12)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from compare_helpers import CPU_ENV, case, noise, row, write_run
 
-from harness import baselines
-from harness.baselines import BaselineError
+from harness.results import baselines
+from harness.results.baselines import BaselineError
 
 
 @pytest.mark.parametrize(

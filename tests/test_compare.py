@@ -7,8 +7,8 @@ import pytest
 from compare_helpers import CPU_ENV, case, noise, row, write_run
 from rich.console import Console
 
-from harness import compare as cmp
-from harness.compare import CompareError, Verdict
+from harness.results import compare as cmp
+from harness.results.compare import CompareError, Verdict
 
 
 def one_case(tmp_path: Path, base_samples: list[float], cur_samples: list[float], **kwargs: float) -> cmp.CaseResult:

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 import harness
-from harness import compare as cmp
 from harness.cli import main
+from harness.results import compare as cmp
 
 #: Small and quick: about a second per run on two cores, yet a 30% change stands far above the noise.
 RUN: dict[str, object] = {

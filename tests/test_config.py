@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.cases import expand
-from harness.config import ConfigError, SweepConfig
+from harness.sweep.cases import expand
+from harness.sweep.config import ConfigError, SweepConfig
 
 
 def test_comma_strings_and_lists_mean_the_same() -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.cpu_wait import ThreadWait
-from harness.runner import time_step
-from harness.timing import CpuClock, TimingPolicy, measure
+from harness.measure.cpu_wait import ThreadWait
+from harness.measure.timing import CpuClock, TimingPolicy, measure
+from harness.sweep.runner import time_step
 
 linux_schedstat = pytest.mark.skipif(not ThreadWait().available, reason="no /proc/self/task/*/schedstat here")
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 import harness
-from harness.cases import Case
-from harness.cuda_clock import make_cuda_clock
-from harness.figures import timing_columns
-from harness.runner import make_input, make_reference, time_step
-from harness.timing import TimingPolicy, measure
+from harness.measure.cuda_clock import make_cuda_clock
+from harness.measure.figures import timing_columns
+from harness.measure.timing import TimingPolicy, measure
+from harness.sweep.cases import Case
+from harness.sweep.runner import make_input, make_reference, time_step
 from variants.registry import get_variant
 
 pytestmark = pytest.mark.cuda

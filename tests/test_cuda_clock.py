@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 from fake_gpu import FakeGpu
 
-from harness import cuda_clock
-from harness.cuda_clock import MIN_HOLD_S, CudaClock, WallClock
-from harness.figures import timing_columns
-from harness.timing import TimingPolicy, measure
+from harness.measure import cuda_clock
+from harness.measure.cuda_clock import MIN_HOLD_S, CudaClock, WallClock
+from harness.measure.figures import timing_columns
+from harness.measure.timing import TimingPolicy, measure
 
 # A launch-bound variant: 10 kernels a call, 30 µs of host time and 10 µs of GPU time each.
 KERNELS, HOST_S, DEVICE_S = 10, 30e-6, 10e-6

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import variants.cuda_fused as cf
-from harness.correctness import normwise_error, tolerance
+from harness.measure.correctness import normwise_error, tolerance
 from variants.reference import ScSE
 from variants.registry import get_variant
 

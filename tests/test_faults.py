@@ -20,11 +20,11 @@ import torch
 from conftest import FAST_RUN
 
 import harness
-from harness import isolation, oom
-from harness.cases import KEY_COLUMNS, Case, expand
-from harness.config import SweepConfig
-from harness.results import read_jsonl
-from harness.resume import repair_jsonl
+from harness.results.store import read_jsonl
+from harness.sweep import isolation, oom
+from harness.sweep.cases import KEY_COLUMNS, Case, expand
+from harness.sweep.config import SweepConfig
+from harness.sweep.resume import repair_jsonl
 from variants.registry import all_variants
 
 ROOT = Path(__file__).resolve().parent.parent

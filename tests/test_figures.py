@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import harness
-from harness.figures import pool_rows, timing_columns, timings_of
-from harness.timing import Timing
+from harness.measure.figures import pool_rows, timing_columns, timings_of
+from harness.measure.timing import Timing
 
 
 def cpu_row(samples, waits=None, **extra) -> dict:

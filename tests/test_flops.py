@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from harness.flops import (
+from harness.measure.flops import (
     ANALYTIC_FORMULA_MD,
     FLOP_COLUMNS,
     analytic_breakdown,

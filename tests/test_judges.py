@@ -16,11 +16,11 @@ from compare_helpers import row, write_run
 from conftest import FAST
 from scipy import stats as sps
 
-from harness import compare as cmp
-from harness.cases import Case
-from harness.runner import run_case
-from harness.stats import ci_half_width, median_ci
-from harness.timing import Block, CpuClock, TimingPolicy, measure
+from harness.measure.stats import ci_half_width, median_ci
+from harness.measure.timing import Block, CpuClock, TimingPolicy, measure
+from harness.results import compare as cmp
+from harness.sweep.cases import Case
+from harness.sweep.runner import run_case
 from variants.registry import Variant
 
 # ------------------------------------------------------------------------------------ statistics

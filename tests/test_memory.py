@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from harness.memory import MEMORY_COLUMNS, measure_memory, peak_from_events, read_hwm, reset_hwm, unavailable
+from harness.measure.memory import MEMORY_COLUMNS, measure_memory, peak_from_events, read_hwm, reset_hwm, unavailable
 from variants.reference import ScSE
 
 MiB = 1 << 20
@@ -66,7 +66,7 @@ def test_peak_from_events_sorts_by_time() -> None:
 
 HWM_CHECK = """
 import torch
-from harness.memory import measure_memory
+from harness.measure.memory import measure_memory
 MiB = 1 << 20
 small = measure_memory(lambda: torch.ones(16), "cpu", warmup=0)
 large = measure_memory(lambda: torch.ones(64 * MiB // 4), "cpu", warmup=0)  # 64 MiB, touched

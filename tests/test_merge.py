@@ -12,10 +12,10 @@ import pytest
 from conftest import FAST_RUN
 
 import harness
-from harness.cases import KEY_COLUMNS
 from harness.cli import main
-from harness.merge import MergeError, merge
-from harness.results import read_jsonl
+from harness.results.merge import MergeError, merge
+from harness.results.store import read_jsonl
+from harness.sweep.cases import KEY_COLUMNS
 
 
 @pytest.fixture(scope="module")

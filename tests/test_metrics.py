@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from harness import api
-from harness.bandwidth import bytes_min
-from harness.cases import Case
-from harness.flops import analytic_flops
-from harness.metrics import METRIC_COLUMNS, after_timing, begin_telemetry, config_columns
-from harness.runner import run_case
-from harness.timing import CpuClock, TimingPolicy
+from harness.measure.bandwidth import bytes_min
+from harness.measure.flops import analytic_flops
+from harness.measure.metrics import METRIC_COLUMNS, after_timing, begin_telemetry, config_columns
+from harness.measure.timing import CpuClock, TimingPolicy
+from harness.sweep.cases import Case
+from harness.sweep.runner import run_case
 from variants.registry import get_variant
 
 FAST = TimingPolicy(warmup_s=0.0, min_samples=3, max_samples=20, rel_ci=0.05, max_time_s=0.05)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from compare_helpers import case
 
-from harness import plots
+from harness.results import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

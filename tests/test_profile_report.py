@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.profile_report import memory_table, profiling_markdown, si
-from harness.report import markdown
-from harness.results import to_frame
+from harness.results.profile_report import memory_table, profiling_markdown, si
+from harness.results.report import markdown
+from harness.results.store import to_frame
 
 
 def row(variant: str, median: float, gpu: bool = False, **kw: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from harness.profiling import activities_for, quiet_kineto, trace_name, write_trace
+from harness.measure.profiling import activities_for, quiet_kineto, trace_name, write_trace
 from variants.reference import ScSE
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pandas as pd
 from rich.console import Console
 
-from harness.report import markdown, print_summary, with_speedup
-from harness.results import to_frame
+from harness.results.report import markdown, print_summary, with_speedup
+from harness.results.store import to_frame
 
 
 def row(variant: str, median: float, status: str = "ok", mode: str = "forward", batch: int = 8,

@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import FAST
 
-from harness.cases import Case
-from harness.runner import make_reference, run_case
-from harness.timing import CpuClock
+from harness.measure.timing import CpuClock
+from harness.sweep.cases import Case
+from harness.sweep.runner import make_reference, run_case
 from variants.registry import get_variant
 
 CLOCK = CpuClock()

@@ -9,12 +9,12 @@ import pytest
 from conftest import FAST_RUN
 
 import harness
-from harness import sharding
-from harness.cases import KEY_COLUMNS, Case, expand
-from harness.config import ConfigError, SweepConfig
-from harness.merge import merge
-from harness.results import read_jsonl
-from harness.sharding import Shard
+from harness.results.merge import merge
+from harness.results.store import read_jsonl
+from harness.sweep import sharding
+from harness.sweep.cases import KEY_COLUMNS, Case, expand
+from harness.sweep.config import ConfigError, SweepConfig
+from harness.sweep.sharding import Shard
 from variants.registry import all_variants
 
 

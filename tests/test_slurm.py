@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from conftest import FAST_RUN
 
-from harness.cases import KEY_COLUMNS, expand
 from harness.cli import main
-from harness.config import SweepConfig
-from harness.results import read_jsonl
-from harness.slurm import ShardJob, SlurmOptions, shard_dir
+from harness.results.store import read_jsonl
+from harness.sweep.cases import KEY_COLUMNS, expand
+from harness.sweep.config import SweepConfig
+from harness.sweep.slurm import ShardJob, SlurmOptions, shard_dir
 
 submitit = pytest.importorskip("submitit")
 
@@ -78,7 +78,7 @@ def test_without_submitit_the_launcher_says_how_to_get_it(monkeypatch, capsys) -
 
 
 def test_slurm_options_are_validated() -> None:
-    from harness.config import ConfigError
+    from harness.sweep.config import ConfigError
 
     with pytest.raises(ConfigError, match="--slurm-time"):
         SlurmOptions(shards=2, time_min=0)

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.stats import Stats, ci_half_width, median_ci
+from harness.measure.stats import Stats, ci_half_width, median_ci
 
 
 def test_summary_of_known_samples() -> None:
@@ -54,7 +54,7 @@ def test_no_samples_is_an_error() -> None:
 def test_relative_l2_tolerates_one_flipped_element_but_not_a_scaled_tensor() -> None:
     import torch
 
-    from harness.correctness import normwise_error, relative_l2_error
+    from harness.measure.correctness import normwise_error, relative_l2_error
 
     ref = torch.randn(100_000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     flipped = ref.clone()

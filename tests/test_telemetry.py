@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from harness.telemetry import (
+from harness.measure.telemetry import (
     NVML_UTILIZATION_MD,
     TELEMETRY_COLUMNS,
     Telemetry,

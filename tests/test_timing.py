@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from harness.runner import time_step
-from harness.timing import Block, CpuClock, Timing, TimingPolicy, measure, timer_overhead_ns
+from harness.measure.timing import Block, CpuClock, Timing, TimingPolicy, measure, timer_overhead_ns
+from harness.sweep.runner import time_step
 
 
 class FakeClock:

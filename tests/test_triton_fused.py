@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the child process runs this file as a script
     sys.path.insert(0, str(ROOT))
 
-from harness.correctness import normwise_error, tolerance  # noqa: E402
+from harness.measure.correctness import normwise_error, tolerance  # noqa: E402
 from variants.reference import ScSE  # noqa: E402
 
 #: (id, N, C, H, W, fusion, bias, dtype, layout). Spatial sizes stay tiny where C is large, so the
@@ -121,9 +121,9 @@ def evaluate(case: tuple, device: str) -> dict[str, Any]:
 
 def runner_rows() -> dict[str, dict[str, Any]]:
     """The harness's own runner on triton_fused (its float64 check and gradient check included)."""
-    from harness.cases import Case
-    from harness.runner import run_case
-    from harness.timing import CpuClock, TimingPolicy
+    from harness.measure.timing import CpuClock, TimingPolicy
+    from harness.sweep.cases import Case
+    from harness.sweep.runner import run_case
     from variants.registry import get_variant
 
     policy = TimingPolicy(warmup_s=0.0, min_samples=1, max_samples=2, rel_ci=0.5, max_time_s=0.01)

@@ -15,9 +15,9 @@ import pytest
 import yaml
 from compare_helpers import case, noise, row, write_run
 
-from harness import baselines
 from harness.cli import build_parser
-from harness.config import OPTION_NAMES, read_toml
+from harness.results import baselines
+from harness.sweep.config import OPTION_NAMES, read_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / ".github" / "workflows" / "bench.yml"
@@ -92,7 +92,7 @@ def test_sweep_configs_use_known_options(device: str) -> None:
 
 
 def test_the_cpu_sweep_config_builds() -> None:
-    from harness.config import SweepConfig
+    from harness.sweep.config import SweepConfig
 
     config = SweepConfig.build(ROOT / "results" / "baselines" / "sweep-cpu.toml")
     assert config.threads == 1 and "eager" in config.variants

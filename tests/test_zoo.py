@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from harness.cases import Case
-from harness.runner import clock_for, run_case
+from harness.measure.timing import TimingPolicy
+from harness.sweep.cases import Case
+from harness.sweep.runner import clock_for, run_case
 from harness.testing import (
     ConformanceError,
     InputSpec,
@@ -18,7 +19,6 @@ from harness.testing import (
     parameter_names,
     tie_free_cotangent,
 )
-from harness.timing import TimingPolicy
 from variants.amp import AutocastFp16ScSE
 from variants.compiled import compiled_graphs
 from variants.eager_forms import FACTORED_FUSIONS, FactoredScSE

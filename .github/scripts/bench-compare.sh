@@ -10,7 +10,7 @@ markdown="$(mktemp)"
 
 baseline="$(python - "$run_dir" <<'PY'
 import sys
-from harness.baselines import BaselineError, find_baseline_for
+from harness.results.baselines import BaselineError, find_baseline_for
 try:
     print(find_baseline_for(sys.argv[1]))
 except BaselineError as exc:

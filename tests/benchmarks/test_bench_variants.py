@@ -17,8 +17,8 @@ import time
 import pytest
 import torch
 
-from harness.cases import Case
-from harness.runner import first_call, make_input, make_reference, skip_reason, verify
+from harness.sweep.cases import Case
+from harness.sweep.runner import first_call, make_input, make_reference, skip_reason, verify
 from harness.testing import supported_biases
 from variants.registry import get_variant, list_variants
 

@@ -29,7 +29,7 @@ from typing import Protocol
 
 import torch
 
-from harness.timing import CACHE_MODES, Block
+from harness.measure.timing import CACHE_MODES, Block
 
 Now = Callable[[], float]
 

@@ -31,12 +31,12 @@ from typing import Any
 
 import torch
 
-from harness import oom
-from harness.cases import Case
-from harness.config import SweepConfig
-from harness.figures import pool_rows
-from harness.runner import run_case, skip_reason
-from harness.timing import Clock, TimingPolicy
+from harness.measure.figures import pool_rows
+from harness.measure.timing import Clock, TimingPolicy
+from harness.sweep import oom
+from harness.sweep.cases import Case
+from harness.sweep.config import SweepConfig
+from harness.sweep.runner import run_case, skip_reason
 from variants.registry import Variant
 
 WORKERS_LOG = "workers.log"

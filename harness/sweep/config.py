@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from harness.sharding import Shard
-from harness.timing import CACHE_MODES, TimingPolicy
+from harness.measure.timing import CACHE_MODES, TimingPolicy
+from harness.sweep.sharding import Shard
 from variants.reference import FUSIONS
 from variants.registry import DTYPES, MODES, all_variants, unknown_variant_message
 
@@ -63,7 +63,7 @@ class SweepConfig:
     fusions: tuple[str, ...] = ("add",)
     biases: tuple[bool, ...] = (False,)
     threads: int | None = None
-    #: CPU: keep glibc from handing freed memory back to the OS between calls (harness.allocator).
+    #: CPU: keep glibc from handing freed memory back to the OS between calls (harness.measure.allocator).
     steady_malloc: bool = True
     cache: str = "cold"
     timing: TimingPolicy = field(default_factory=TimingPolicy)
@@ -71,7 +71,7 @@ class SweepConfig:
     out: str | None = None
     #: Variant names the user spelled out (not matched by a glob): some variants time only then.
     explicit_variants: frozenset[str] = frozenset()
-    # issue 7: fault tolerance and scaling out (harness.isolation, harness.oom, harness.sharding)
+    # issue 7: fault tolerance and scaling out (harness.sweep.isolation, harness.sweep.oom, harness.sweep.sharding)
     #: Run every case in a worker child process (crashes and hangs become rows).
     isolate: bool = False
     #: Seconds a case may take in a worker before it is killed (``timeout`` row); implies ``isolate``.

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from harness.config import SweepConfig
+from harness.sweep.config import SweepConfig
 
 #: The columns that identify a case; results are matched, resumed and compared on these.
 KEY_COLUMNS: tuple[str, ...] = (

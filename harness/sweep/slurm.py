@@ -18,9 +18,9 @@ from typing import Any
 
 from rich.console import Console
 
-from harness.config import ConfigError, SweepConfig
-from harness.merge import MergeResult, merge
-from harness.results import ENV_JSON, default_run_dir
+from harness.results.merge import MergeResult, merge
+from harness.results.store import ENV_JSON, default_run_dir
+from harness.sweep.config import ConfigError, SweepConfig
 
 LAUNCHERS: dict[str, str] = {"slurm": "slurm", "local": "local"}  # our name → submitit's cluster name
 SHARDS_DIR = "shards"

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from harness.stats import Stats, median_ci
-from harness.timing import Timing, pooled
+from harness.measure.stats import Stats, median_ci
+from harness.measure.timing import Timing, pooled
 
 #: Columns this module fills, in report order (after the ``Stats`` columns).
 FIGURE_COLUMNS: tuple[str, ...] = (

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from harness.profiling import quiet_kineto
+from harness.measure.profiling import quiet_kineto
 
 #: Columns :meth:`MemoryUsage.as_row` fills.
 MEMORY_COLUMNS: tuple[str, ...] = (

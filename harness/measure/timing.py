@@ -3,12 +3,12 @@
 One loop, several clocks. A clock times a block of calls and returns a :class:`Block`: the time
 the calls took where they ran, the host's time issuing them, and how long the CPU threads waited
 for a core. The adaptive loop (:func:`measure`) is clock-agnostic, which lets the tests drive it
-with fake clocks, and :mod:`harness.cuda_clock` drives the CUDA clocks with a fake stream.
+with fake clocks, and :mod:`harness.measure.cuda_clock` drives the CUDA clocks with a fake stream.
 
 - ``CpuClock``: ``perf_counter_ns`` around a block of calls; the CPU is the device, so its three
-  figures are one. It reads the threads' run-queue wait (:mod:`harness.cpu_wait`) around each
+  figures are one. It reads the threads' run-queue wait (:mod:`harness.measure.cpu_wait`) around each
   block, so a sample taken while another process held a core is known as such.
-- ``CudaClock`` (in :mod:`harness.cuda_clock`): GPU time from CUDA events, with the calls queued
+- ``CudaClock`` (in :mod:`harness.measure.cuda_clock`): GPU time from CUDA events, with the calls queued
   behind a holding kernel so that the host's launch time never shows as GPU idle time; the
   host's enqueue time per call beside it; and ``WallClock``: sync, call, sync.
 """
@@ -22,8 +22,8 @@ from typing import Protocol
 
 import numpy as np
 
-from harness.cpu_wait import ThreadWait
-from harness.stats import ci_half_width
+from harness.measure.cpu_wait import ThreadWait
+from harness.measure.stats import ci_half_width
 
 CACHE_MODES: tuple[str, ...] = ("cold", "hot")
 

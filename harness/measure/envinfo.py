@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from harness.correctness import tf32_enabled
+from harness.measure.correctness import tf32_enabled
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

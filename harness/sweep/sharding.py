@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # cases imports config, which imports this module
-    from harness.cases import Case
-    from harness.timing import TimingPolicy
+    from harness.measure.timing import TimingPolicy
+    from harness.sweep.cases import Case
     from variants.registry import Variant
 
 #: Rough seconds of the first call (compilation, autotuning) by what a variant declares.

@@ -126,7 +126,7 @@ ENV_KEY = "copy_bandwidth_bytes_s"
 
 
 class CaseLike(Protocol):
-    """What ``bandwidth_columns`` reads from a case (``harness.cases.Case`` has all of it)."""
+    """What ``bandwidth_columns`` reads from a case (``harness.sweep.cases.Case`` has all of it)."""
 
     batch: int
     channels: int

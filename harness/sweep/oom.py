@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from harness.cases import Case
+from harness.sweep.cases import Case
 
 #: Messages of allocation failures that are not ``torch.OutOfMemoryError``: the CPU allocator
 #: raises a plain RuntimeError ("DefaultCPUAllocator: can't allocate memory: you tried to allocate

@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.cases import KEY_COLUMNS, Case
-from harness.config import OPTION_NAMES, ConfigError, SweepConfig, read_toml
-from harness.results import ENV_JSON, RESULTS_JSONL, RunFolder
+from harness.results.store import ENV_JSON, RESULTS_JSONL, RunFolder
+from harness.sweep.cases import KEY_COLUMNS, Case
+from harness.sweep.config import OPTION_NAMES, ConfigError, SweepConfig, read_toml
 
 #: Stored ``timing`` fields that are options of their own.
 TIMING_OPTIONS: tuple[str, ...] = ("warmup_s", "min_samples", "max_samples", "rel_ci", "max_time_s")
@@ -96,8 +96,8 @@ def config_for(run: str | Path, config_file: str | Path | None, options: Mapping
 def check_environment(stored: Mapping[str, Any], device: str) -> None:
     """Warn when the rows kept were measured elsewhere (a requeued job on another node): the run's
     env.json will describe only the environment of the rows added now."""
-    from harness import envinfo
-    from harness.merge import ENV_MUST_MATCH
+    from harness.measure import envinfo
+    from harness.results.merge import ENV_MUST_MATCH
 
     if not stored:
         return

@@ -14,14 +14,14 @@ from typing import Any
 
 import torch
 
-from harness.bandwidth import bytes_min
-from harness.cases import Case
-from harness.flops import FLOP_COLUMNS, arithmetic_intensity, flop_columns
-from harness.memory import MEMORY_COLUMNS, measure_memory
-from harness.memory import unavailable as no_memory
-from harness.profiling import trace_name, write_step_trace
-from harness.telemetry import TELEMETRY_COLUMNS, Telemetry, nvml_device_id
-from harness.telemetry import empty as no_telemetry
+from harness.measure.bandwidth import bytes_min
+from harness.measure.flops import FLOP_COLUMNS, arithmetic_intensity, flop_columns
+from harness.measure.memory import MEMORY_COLUMNS, measure_memory
+from harness.measure.memory import unavailable as no_memory
+from harness.measure.profiling import trace_name, write_step_trace
+from harness.measure.telemetry import TELEMETRY_COLUMNS, Telemetry, nvml_device_id
+from harness.measure.telemetry import empty as no_telemetry
+from harness.sweep.cases import Case
 
 #: Every column this module adds, in report order.
 METRIC_COLUMNS: tuple[str, ...] = (

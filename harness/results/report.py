@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.results import truthy
+from harness.results.store import truthy
 
 BASELINE_VARIANT = "eager"
 GROUP_COLUMNS: tuple[str, ...] = ("device", "dtype", "mode")
@@ -109,7 +109,7 @@ def pivot(group: pd.DataFrame, value: str) -> pd.DataFrame:
 
 def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
     """The whole report.md."""
-    from harness.profile_report import profiling_markdown  # here: profile_report imports this module
+    from harness.results.profile_report import profiling_markdown  # here: profile_report imports this module
     frame = with_speedup(frame)
     lines = ["# scSE benchmark report", ""]
     if env:

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.cases import KEY_COLUMNS
-from harness.config import ConfigError
-from harness.results import ENV_JSON, RESULTS_JSONL, RunFolder, read_jsonl, to_frame
+from harness.results.store import ENV_JSON, RESULTS_JSONL, RunFolder, read_jsonl, to_frame
+from harness.sweep.cases import KEY_COLUMNS
+from harness.sweep.config import ConfigError
 
 #: Sweep settings every merged run must share (keys of env.json's ``config``).
 CONFIG_MUST_MATCH: tuple[str, ...] = ("seed", "timing", "cache", "threads", "steady_malloc")

@@ -16,15 +16,15 @@ from typing import Any
 
 import pandas as pd
 
-from harness.cases import KEY_COLUMNS
-from harness.figures import FIGURE_COLUMNS, RAW_FIGURE_COLUMNS
+from harness.measure.figures import FIGURE_COLUMNS, RAW_FIGURE_COLUMNS
+from harness.sweep.cases import KEY_COLUMNS
 
 RESULTS_JSONL = "results.jsonl"
 RESULTS_CSV = "results.csv"
 REPORT_MD = "report.md"
 ENV_JSON = "env.json"
 
-#: ``crashed`` and ``timeout`` come from cases run in a worker process (issue 7, harness.isolation).
+#: ``crashed`` and ``timeout`` come from cases run in a worker process (issue 7, harness.sweep.isolation).
 STATUSES: tuple[str, ...] = ("ok", "mismatch", "error", "oom", "skipped", "crashed", "timeout")
 
 #: The columns every row has, in the order the CSV shows them. Metrics modules add more.

@@ -18,12 +18,12 @@ from typing import Any
 
 import torch
 
-from harness import metrics  # profiling metrics (issue 5): FLOPs, memory, GPU telemetry, traces
-from harness.cases import Case
-from harness.correctness import Check, allowed, normwise_error, relative_l2_error, tolerance
-from harness.figures import timing_columns
-from harness.oom import is_out_of_memory, release_memory  # issue 7: CPU allocation failures are oom too
-from harness.timing import Clock, CpuClock, Timing, TimingPolicy, measure
+from harness.measure import metrics  # profiling metrics (issue 5): FLOPs, memory, GPU telemetry, traces
+from harness.measure.correctness import Check, allowed, normwise_error, relative_l2_error, tolerance
+from harness.measure.figures import timing_columns
+from harness.measure.timing import Clock, CpuClock, Timing, TimingPolicy, measure
+from harness.sweep.cases import Case
+from harness.sweep.oom import is_out_of_memory, release_memory  # issue 7: CPU allocation failures are oom too
 from variants.compiled import compiled_graphs  # issue 3: compile_s and recompiles
 from variants.reference import ScSE
 from variants.registry import Variant
@@ -299,7 +299,7 @@ def clock_for(device: str, cache: str) -> Clock:
     """The clock for the run's device, made once per run (the L2 flush buffer is allocated once)."""
     dev = torch.device(device)
     if dev.type == "cuda":
-        from harness.cuda_clock import make_cuda_clock
+        from harness.measure.cuda_clock import make_cuda_clock
 
         return make_cuda_clock(dev, cache)
     return CpuClock()

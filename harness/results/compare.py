@@ -30,12 +30,12 @@ from rich.panel import Panel
 from rich.table import Table
 from scipy import stats as sps
 
-from harness.cases import KEY_COLUMNS  # older schemas may lack some: only shared columns are matched
-from harness.results import ENV_JSON, RESULTS_CSV, RESULTS_JSONL, truthy
+from harness.results.store import ENV_JSON, RESULTS_CSV, RESULTS_JSONL, truthy
+from harness.sweep.cases import KEY_COLUMNS  # older schemas may lack some: only shared columns are matched
 
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_ALPHA = 0.01
-#: The level of the stored ``ci_low_ms``/``ci_high_ms`` (harness.stats uses 95%).
+#: The level of the stored ``ci_low_ms``/``ci_high_ms`` (harness.measure.stats uses 95%).
 CSV_CI_LEVEL = 0.95
 #: Largest p-value that two non-overlapping 95% intervals can hide (equal widths: z = 1.96·√2).
 CI_OVERLAP_P = float(2 * sps.norm.sf(sps.norm.ppf(0.5 + CSV_CI_LEVEL / 2) * math.sqrt(2)))

@@ -18,8 +18,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogFormatter
 
-from harness.bandwidth import ENV_KEY as COPY_BANDWIDTH_KEY
-from harness.results import truthy
+from harness.measure.bandwidth import ENV_KEY as COPY_BANDWIDTH_KEY
+from harness.results.store import truthy
 
 BASELINE_VARIANT = "eager"
 #: Columns that, with the shape and batch, say which rows are the same configuration.

@@ -1,6 +1,6 @@
 """Report tables for the profiling metrics (issue 5): FLOPs, peak memory, GPU telemetry.
 
-Called by :func:`harness.report.markdown` for each device · dtype · mode group. Frames without the
+Called by :func:`harness.results.report.markdown` for each device · dtype · mode group. Frames without the
 metric columns (older runs) get no tables, not an error.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ import math
 
 import pandas as pd
 
-from harness.report import config_label, pivot
+from harness.results.report import config_label, pivot
 
 MiB = float(1 << 20)
 
