@@ -20,16 +20,9 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def jsonable(value: Any) -> Any:
-    """For ``json.dumps``: numpy and torch scalars as numbers, tuples and sets as lists."""
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
-
-
 def send(proto: IO[str], message: dict[str, Any]) -> None:
+    from harness.results.record import jsonable
+
     proto.write(json.dumps(message, default=jsonable, allow_nan=True) + "\n")
     proto.flush()
 
@@ -51,8 +44,9 @@ def run_request(request: dict[str, Any], clocks: dict[tuple[str, str], Any]) -> 
     import torch
 
     from harness.measure.timing import TimingPolicy
+    from harness.results.record import Status
     from harness.sweep.cases import Case
-    from harness.sweep.runner import clock_for, run_case
+    from harness.sweep.runner import clock_for, failed, one_line, run_case
     from variants.registry import all_variants
 
     case = Case(**request["case"])
@@ -72,10 +66,10 @@ def run_request(request: dict[str, Any], clocks: dict[tuple[str, str], Any]) -> 
         trace_dir = request.get("trace_dir")
         return run_case(case, variant, clocks[key], TimingPolicy(**request["timing"]), int(request["seed"]),
                         bool(request["explicit"]), str(request["cache"]),
-                        None if trace_dir is None else Path(trace_dir))  # fmt: skip
+                        None if trace_dir is None else Path(trace_dir)).to_row()  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - report it as the case's row; the worker lives on
-        first = (str(exc).strip().splitlines() or [""])[0]
-        return case.as_dict() | {"status": "error", "reason": f"{type(exc).__name__}: {first}".rstrip(": ")}
+        threads = torch.get_num_threads()
+        return failed(case, Status.ERROR, one_line(exc), threads=threads, cache=request.get("cache")).to_row()
 
 
 def main() -> int:

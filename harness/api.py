@@ -5,17 +5,17 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from harness.measure import allocator, bandwidth, envinfo, metrics
-from harness.results import report
-from harness.results.store import REPORT_MD, RunFolder, default_run_dir, to_frame
+from harness.measure.envinfo import torch_threads
+from harness.results.store import RunFolder, default_run_dir, to_frame
 from harness.sweep import isolation, sharding
 from harness.sweep import resume as resuming
 from harness.sweep.cases import expand
@@ -50,25 +50,6 @@ class StopFlag:
             signal.signal(signal.SIGINT, previous)
 
 
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Set torch's intra-op thread count for the run and put it back after."""
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def write_outputs(folder: RunFolder, frame: pd.DataFrame, env: dict[str, Any]) -> None:
-    """The derived files: results.csv, report.md, env.json (results.jsonl is written row by row)."""
-    folder.write_env(env)
-    folder.write_csv(frame)
-    (folder.path / REPORT_MD).write_text(report.markdown(frame, env), encoding="utf-8")
-
-
 def run(
     config: str | Path | None = None,
     *,
@@ -87,16 +68,16 @@ def run(
     ``seed``, ``out``, ``processes``. Each takes a list or a comma-separated string. ``config`` is a TOML file
     whose values the options override. Bad input raises ``harness.ConfigError``.
     ``profile`` also writes a torch.profiler Chrome trace per timed case to ``<run>/traces/``.
-    Issue 7: ``isolate``, ``case_timeout``, ``oom_retry`` and ``shard`` (``"K/N"``) are options too;
+    ``isolate``, ``case_timeout``, ``oom_retry`` and ``shard`` (``"K/N"``) are options too;
     ``resume`` names a run folder whose sweep is finished in place (its done cases skipped).
     """
     cfg = resuming.config_for(resume, config, options) if resume is not None else SweepConfig.build(config, **options)
     registry = all_variants()
-    cases = sharding.select(expand(cfg), cfg.shard, registry, cfg.timing)  # issue 7: all cases without a shard
+    cases = sharding.select(expand(cfg), cfg.shard, registry, cfg.timing)  # all cases without a shard
     folder = RunFolder(cfg.out or default_run_dir(cfg.device)) if write or resume is not None else None
     trace_dir = folder.path / metrics.TRACES_DIR if profile and folder is not None else None
     rows: list[dict[str, Any]] = []
-    if resume is not None and folder is not None:  # issue 7: keep the rows done, run the rest
+    if resume is not None and folder is not None:  # keep the rows done, run the rest
         rows, cases = resuming.split(folder, cases, cfg.device)
     interrupted = False
     with torch_threads(cfg.threads):
@@ -115,7 +96,7 @@ def run(
         )  # fmt: skip
         flag = StopFlag()
         try:
-            executor = isolation.CaseExecutor(cfg, registry, clock, cache, trace_dir,  # issue 7: crashes → rows
+            executor = isolation.CaseExecutor(cfg, registry, clock, cache, trace_dir,  # crashes → rows
                                               folder.path if folder is not None else None)
             with bar, flag.installed(console if progress else None), executor:
                 task = bar.add_task("starting", total=len(cases))
@@ -124,17 +105,17 @@ def run(
                         interrupted = True
                         break
                     bar.update(task, description=case.label)
-                    row = executor.run(case)
-                    median = row.get("median_ms") if row.get("status") == "ok" else None
-                    row |= bandwidth.bandwidth_columns(case, median, peak_bw)
+                    result = executor.run(case)
+                    moved = bandwidth.bandwidth_columns(case, result.median_ms, peak_bw)
+                    result = replace(result, metrics=dict(result.metrics) | moved)
                     if folder is not None:
-                        folder.append(row)
-                    rows.append(row)
+                        folder.append(result)
+                    rows.append(result.to_row())
                     bar.advance(task)
         finally:  # on any exit, a second Ctrl-C included, the finished rows get their report
             frame = to_frame(rows)
             if folder is not None:
-                write_outputs(folder, frame, env)
+                folder.write_derived(frame, env)
     frame.attrs["run_dir"] = str(folder.path) if folder is not None else None
     frame.attrs["interrupted"] = interrupted
     return frame

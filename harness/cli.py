@@ -18,6 +18,7 @@ from rich.table import Table
 from harness import api
 from harness.measure import envinfo
 from harness.results import report
+from harness.results.record import SchemaError
 from harness.results.store import OutputError
 from harness.sweep.config import ConfigError
 from variants.registry import all_variants, list_variants
@@ -173,6 +174,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from pathlib import Path
 
     from harness.results import compare as cmp
+    from harness.results import compare_render, compare_stats
     from harness.results.baselines import DEFAULT_ROOT, BaselineError, find_baseline_for
 
     try:
@@ -187,16 +189,16 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
             baseline, current = args.runs
         result = cmp.compare(
             baseline, current,
-            threshold=cmp.DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
-            alpha=cmp.DEFAULT_ALPHA if args.alpha is None else args.alpha,
+            threshold=compare_stats.DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
+            alpha=compare_stats.DEFAULT_ALPHA if args.alpha is None else args.alpha,
             strict_env=args.strict_env, metric=args.metric,
         )  # fmt: skip
     except (cmp.CompareError, BaselineError) as exc:
         raise UsageError(str(exc)) from None
-    cmp.render(result, console)
+    compare_render.render(result, console)
     if args.markdown:
         try:
-            Path(args.markdown).write_text(cmp.to_markdown(result), encoding="utf-8")
+            Path(args.markdown).write_text(compare_render.to_markdown(result), encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot write {args.markdown}: {exc.strerror or exc}") from None
     return EXIT_FAIL if result.failed else EXIT_OK
@@ -214,23 +216,16 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from pathlib import Path
 
-    from harness.results import plots
-    from harness.results.store import REPORT_MD, RunFolder, read_jsonl, to_frame
+    from harness.results.store import REPORT_MD, RunFolder, to_frame
 
     path = Path(args.run)
     if not (path / "results.jsonl").is_file():
         raise UsageError(f"{path}: not a run folder (no results.jsonl)")
-    folder = RunFolder(path)
-    rows = read_jsonl(folder.jsonl)
+    folder = RunFolder(path, create=False)
+    rows = folder.rows()
     if not rows:
         raise UsageError(f"{folder.jsonl}: holds no results")
-    frame, env = to_frame(rows), folder.read_env()
-    folder.write_csv(frame)
-    text = report.markdown(frame, env)
-    written = plots.write_plots(frame, folder.path, env) if args.plots else []
-    if written:
-        text = text.rstrip("\n") + "\n\n" + plots.markdown(written, folder.path)
-    (folder.path / REPORT_MD).write_text(text, encoding="utf-8")
+    written = folder.write_derived(to_frame(rows), folder.read_env(), plots=args.plots)
     console.print(f"rebuilt: {folder.path / REPORT_MD}, {folder.path / 'results.csv'}"
                   + "".join(f", {p}" for p in written))  # fmt: skip
     return EXIT_OK
@@ -340,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return int(args.handler(args, console))
-    except (UsageError, ConfigError, OutputError) as exc:
+    except (UsageError, ConfigError, OutputError, SchemaError) as exc:
         errors.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)  # "[slurm]" is no markup
         return EXIT_USAGE
     except KeyboardInterrupt:

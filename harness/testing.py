@@ -21,17 +21,18 @@ unsupported and unavailable ones skipped with their reason (see tests/test_confo
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import itertools
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from harness.measure.correctness import normwise_error, tolerance
+from harness.measure import correctness
+from harness.measure.correctness import CONFORMANCE, seed_of
+from harness.measure.envinfo import torch_threads
 from variants.reference import FUSIONS, ScSE
 from variants.registry import DTYPES, MODES, Variant, get_variant, list_variants
 from variants.tags import bias_unsupported, compute_dtype, supported_biases, tag
@@ -45,9 +46,6 @@ __all__ = [
 
 #: Reductions checked by default: the seed's 2 and smp's/SENet's 16 (1 hidden channel at C=16).
 DEFAULT_REDUCTIONS: tuple[int, ...] = (2, 16)
-#: Where a gradient is ill-conditioned, a variant may miss it by this multiple of PyTorch's own
-#: error in the same precision (see ``grad_tolerances``).
-EAGER_FACTOR = 2.0
 
 
 @dataclass(frozen=True)
@@ -167,25 +165,11 @@ def case_tolerance(variant: Variant, dtype: str, device: torch.device | str, gra
     An AMP variant takes float32 input but computes in float16 (tag ``compute_dtype``), so it is
     held to float16's tolerance; a float16 input is never held to better than float16's.
     """
-    return max(tolerance(dtype, device, grad), tolerance(compute_dtype(variant, dtype), device, grad))
+    compute = compute_dtype(variant, dtype)
+    return max(correctness.tolerance(dtype, device, grad), correctness.tolerance(compute, device, grad))
 
 
 # --- the checks ----------------------------------------------------------------------------------
-
-
-def _seed(*parts: object) -> int:
-    return zlib.crc32(":".join(map(str, parts)).encode())
-
-
-def make_reference(config: Config, channels: int, seed: int) -> ScSE:
-    """A float32 CPU reference with seeded weights; the gate random, so swapped branches show."""
-    reduction = min(config.reduction, channels)  # C=3 can't have 16: the largest that fits
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_seed(seed, channels, reduction, config.fusion, config.bias))
-        ref = ScSE(channels, reduction, config.fusion, config.bias)
-        if config.fusion == "gate":
-            torch.nn.init.normal_(ref.gate, std=1.0)
-    return ref.eval()
 
 
 def tie_free_cotangent(ref: ScSE, x: torch.Tensor, grad_out: torch.Tensor, margin: float) -> torch.Tensor:
@@ -210,72 +194,68 @@ def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def _compare_grads(
-    fn: object, params: dict[str, torch.nn.Parameter], grads: dict[str, torch.Tensor | None],
-    ref_grads: dict[str, torch.Tensor], allowed: Callable[[str, float], float],
+def _gradient_problems(
+    fn: object, x: torch.Tensor, x_grad: torch.Tensor | None, params: dict[str, torch.nn.Parameter],
+    grads: dict[str, torch.Tensor | None], ref_grads: dict[str, torch.Tensor], floor: float,
+    own_errors: Callable[[], dict[str, float]],
 ) -> list[str]:
-    """Every parameter's gradient against the reference's, matched by (mapped) name."""
-    problems = []
-    mapping = parameter_names(fn)
-    seen: set[str] = set()
-    for name in params:
-        ref_name = mapping[name]
-        if ref_name not in ref_grads:
-            problems.append(f"parameter {name!r} (as {ref_name!r}) has no counterpart in the reference; "
-                            "set reference_names on the built module to map it")
-            continue
-        seen.add(ref_name)
-        got = grads[name]
-        if got is None:
-            problems.append(f"no gradient reached parameter {name!r}")
-            continue
-        expected = ref_grads[ref_name]
-        if got.numel() != expected.numel():
-            problems.append(f"gradient of {name!r} has shape {tuple(got.shape)}, the reference's "
-                            f"{ref_name!r} {tuple(expected.shape)}")
-            continue
-        err = normwise_error(got.reshape(expected.shape), expected)
-        if not err <= allowed(ref_name, err):
-            problems.append(f"gradient of {name!r} error {err:.3g} > tolerance {allowed(ref_name, err):.3g}")
-    missing = sorted(set(ref_grads) - seen)
-    if missing:
-        problems.append(f"reference parameter(s) {', '.join(missing)} have no trainable counterpart in the variant")
-    return problems
+    """The input's and every parameter's gradient against the reference's, matched by (mapped) name.
 
-
-def grad_tolerances(
-    variant: Variant, ref: ScSE, x: torch.Tensor, grad_out: torch.Tensor,
-    ref_grads: dict[str, torch.Tensor], dtype: str,
-) -> dict[str, float]:
-    """Per gradient (``input`` and each reference parameter): the dtype's gradient tolerance, or
-    ``EAGER_FACTOR`` times the error of the plain reference module run in the same precision
-    (in the input's dtype, or under autocast for a variant with a ``compute_dtype``), whichever
-    is larger.
-
-    The normwise measure divides by the gradient's own size, and some gradients are small only
-    because their terms cancel (with reduction 16 a whole weight's gradient is one cancelling sum
-    times the pooled input), or because a hidden unit sits at ReLU's kink. There even PyTorch's own
-    module in that precision misses the float64 gradient by more than the dtype's tolerance; a
-    variant is then held to doing no worse than twice what PyTorch does (as FlashAttention's tests
-    hold their kernels to a multiple of the PyTorch error in the same precision).
+    Each is held to ``floor`` or, where it misses that, to ``CONFORMANCE.seed_factor`` times
+    ``own_errors()`` (PyTorch's own module's error at the variant's precision, by reference name).
     """
-    device = x.device
-    compute = compute_dtype(variant, dtype)
-    xb = x.detach().clone().requires_grad_(True)
-    if compute == dtype:
-        base = copy.deepcopy(ref).to(device=device, dtype=xb.dtype)
-        yb = base(xb)
-    else:  # what PyTorch does in that precision is the reference module under autocast
-        base = copy.deepcopy(ref).to(device=device)
-        with torch.autocast(device_type=device.type, dtype=getattr(torch, compute)):
-            yb = base(xb)
-    base_params = dict(base.named_parameters())
-    got = torch.autograd.grad(yb, [xb, *base_params.values()], grad_out.to(device, yb.dtype))
-    floor = case_tolerance(variant, dtype, device, grad=True)
-    tols = {}
-    for name, g in zip(["input", *base_params], got, strict=True):
-        tols[name] = max(floor, EAGER_FACTOR * normwise_error(g, ref_grads[name]))
-    return tols
+    problems: list[str] = []
+    judged: dict[str, torch.Tensor] = {}  # label → gradient, in the reference's shape
+    as_ref: dict[str, str] = {}  # label → the reference's name
+    slot: dict[str, int] = {}  # label → where its error, if any, goes among the problems
+
+    def compare(label: str, got: torch.Tensor, ref_name: str) -> None:
+        judged[label], as_ref[label], slot[label] = got, ref_name, len(problems)
+        problems.append("")
+
+    if not isinstance(fn, torch.nn.Module):
+        problems.append("train mode: the callable is not an nn.Module, so its parameters can't be trained")
+    if x_grad is None:
+        problems.append("no gradient reached the input")
+    else:
+        if x_grad.dtype != x.dtype:
+            problems.append(f"input gradient dtype {x_grad.dtype} differs from the input's {x.dtype}")
+        compare("input gradient", x_grad, "input")
+    if isinstance(fn, torch.nn.Module):
+        param_refs = {k: v for k, v in ref_grads.items() if k != "input"}
+        mapping = parameter_names(fn)
+        seen: set[str] = set()
+        for name in params:
+            ref_name = mapping[name]
+            if ref_name not in param_refs:
+                problems.append(f"parameter {name!r} (as {ref_name!r}) has no counterpart in the reference; "
+                                "set reference_names on the built module to map it")
+                continue
+            seen.add(ref_name)
+            got = grads[name]
+            if got is None:
+                problems.append(f"no gradient reached parameter {name!r}")
+                continue
+            expected = param_refs[ref_name]
+            if got.numel() != expected.numel():
+                problems.append(f"gradient of {name!r} has shape {tuple(got.shape)}, the reference's "
+                                f"{ref_name!r} {tuple(expected.shape)}")
+                continue
+            compare(f"gradient of {name!r}", got.reshape(expected.shape), ref_name)
+        missing = sorted(set(param_refs) - seen)
+        if missing:
+            problems.append(f"reference parameter(s) {', '.join(missing)} have no trainable counterpart in the variant")
+
+    def seed() -> dict[str, float]:
+        errors = own_errors()
+        return {label: errors[name] for label, name in as_ref.items()}
+
+    expected = {label: ref_grads[name] for label, name in as_ref.items()}
+    verdict = correctness.judge_gradients(CONFORMANCE, floor, judged, expected, seed)
+    for label in verdict.failed:
+        problems[slot[label]] = (f"{label} error {verdict.errors[label]:.3g} > "
+                                 f"tolerance {verdict.limits[label]:.3g}")
+    return [p for p in problems if p]
 
 
 def _check_output(y: object, x: torch.Tensor, expected: torch.Tensor, tol: float, what: str) -> list[str]:
@@ -288,11 +268,12 @@ def _check_output(y: object, x: torch.Tensor, expected: torch.Tensor, tol: float
         problems.append(f"{what}: dtype {y.dtype} differs from the input's {x.dtype}")
     if y.device != x.device:
         problems.append(f"{what}: on {y.device}, not the input's {x.device}")
-    err = normwise_error(y, expected)
-    if err == float("inf"):
+    verdict = correctness.judge_output(CONFORMANCE, tol, y, expected)
+    err, limit = verdict.errors["output"], verdict.limits["output"]
+    if err == math.inf:
         problems.append(f"{what}: NaN or Inf in the output")
-    elif not err <= tol:
-        problems.append(f"{what}: error {err:.3g} > tolerance {tol:.3g} (normwise, vs float64 reference)")
+    elif not verdict.passed:
+        problems.append(f"{what}: error {err:.3g} > tolerance {limit:.3g} (normwise, vs float64 reference)")
     return problems
 
 
@@ -301,11 +282,13 @@ def check_run(variant: Variant, config: Config, spec: InputSpec, device: str = "
     dev = torch.device(device)
     dtype = getattr(torch, config.dtype)
     train = config.mode == "train"
-    ref = make_reference(config, spec.channels, seed)
+    reduction = min(config.reduction, spec.channels)  # C=3 can't have 16: the largest that fits
+    ref_seed = seed_of(seed, spec.channels, reduction, config.fusion, config.bias)
+    ref = correctness.make_reference(spec.channels, reduction, config.fusion, config.bias, ref_seed)
     ref_state = _state(ref)
     tol = case_tolerance(variant, config.dtype, dev)
-    x = spec.make(_seed(seed, spec.name, "x"), dev, dtype)
-    x2 = spec.make(_seed(seed, spec.name, "x2"), dev, dtype)
+    x = spec.make(seed_of(seed, spec.name, "x"), dev, dtype)
+    x2 = spec.make(seed_of(seed, spec.name, "x2"), dev, dtype)
     before = x.clone()
     problems: list[str] = []
 
@@ -318,7 +301,7 @@ def check_run(variant: Variant, config: Config, spec: InputSpec, device: str = "
 
     grad_out = None
     if train:
-        grad_out = torch.randn(tuple(x.shape), generator=torch.Generator().manual_seed(_seed(seed, "g")))
+        grad_out = torch.randn(tuple(x.shape), generator=torch.Generator().manual_seed(seed_of(seed, "g")))
         if config.fusion == "max":
             grad_out = tie_free_cotangent(ref64, x.detach(), grad_out, margin=tol)
         x.requires_grad_(True)
@@ -345,29 +328,16 @@ def check_run(variant: Variant, config: Config, spec: InputSpec, device: str = "
         ref_got = torch.autograd.grad(y64, [x64, *ref_params.values()], grad_out.to(torch.float64))
         ref_grads = dict(zip(["input", *ref_params], ref_got, strict=True))
         floor = case_tolerance(variant, config.dtype, dev, grad=True)
-        cache: dict[str, float] = {}
 
-        def allowed(name: str, err: float) -> float:
-            """The floor, unless the error passes it: then look at PyTorch's own error (computed once)."""
-            if err <= floor:
-                return floor
-            if not cache:
-                cache.update(grad_tolerances(variant, ref, x, grad_out, ref_grads, config.dtype))
-            return cache[name]
+        def own_errors() -> dict[str, float]:
+            """PyTorch's own module's gradient errors at the variant's precision (under autocast for an AMP
+            variant): where a gradient is small only because its terms cancel (with reduction 16 a whole
+            weight's gradient is one cancelling sum) or a hidden unit sits at ReLU's kink, even it misses
+            the float64 gradient by more than the dtype's tolerance."""
+            compute = compute_dtype(variant, config.dtype)
+            return correctness.seed_errors(CONFORMANCE, ref, x, grad_out, compute, (y64.detach(), ref_grads))[1]
 
-        if not isinstance(fn, torch.nn.Module):
-            problems.append("train mode: the callable is not an nn.Module, so its parameters can't be trained")
-        if x_grad is None:
-            problems.append("no gradient reached the input")
-        else:
-            err = normwise_error(x_grad, ref_grads["input"])
-            if x_grad.dtype != x.dtype:
-                problems.append(f"input gradient dtype {x_grad.dtype} differs from the input's {x.dtype}")
-            if not err <= allowed("input", err):
-                problems.append(f"input gradient error {err:.3g} > tolerance {allowed('input', err):.3g}")
-        if isinstance(fn, torch.nn.Module):
-            param_refs = {k: v for k, v in ref_grads.items() if k != "input"}
-            problems += _compare_grads(fn, params, param_grads, param_refs, allowed)
+        problems += _gradient_problems(fn, x, x_grad, params, param_grads, ref_grads, floor, own_errors)
 
     # A second, different input through the same callable: stale buffers or caches show here.
     with torch.no_grad() if not train else torch.enable_grad():
@@ -416,18 +386,6 @@ def configurations(
         config = Config(dtype, mode, fusion, bool(bias), int(reduction))
         out.append((config, unsupported(v, device, config)))
     return out
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with ``threads`` intra-op threads (None: leave as is), then restore."""
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def check_config(

@@ -8,10 +8,14 @@ from compare_helpers import CPU_ENV, case, noise, row, write_run
 from rich.console import Console
 
 from harness.results import compare as cmp
-from harness.results.compare import CompareError, Verdict
+from harness.results import compare_render, compare_stats
+from harness.results.compare import CompareError
+from harness.results.compare_stats import Verdict
 
 
-def one_case(tmp_path: Path, base_samples: list[float], cur_samples: list[float], **kwargs: float) -> cmp.CaseResult:
+def one_case(
+    tmp_path: Path, base_samples: list[float], cur_samples: list[float], **kwargs: float
+) -> cmp.CaseComparison:
     base = write_run(tmp_path / "base", [row(case(), base_samples)])
     cur = write_run(tmp_path / "cur", [row(case(), cur_samples)])
     result = cmp.compare(base, cur, **kwargs)
@@ -67,15 +71,15 @@ def test_large_change_without_significance_is_ambiguous(tmp_path: Path) -> None:
 def test_too_few_samples_is_ambiguous_even_when_far_apart(tmp_path: Path) -> None:
     """Three samples a side can never give p < 0.01 (the smallest exact p is 0.1)."""
     c = one_case(tmp_path, [1.0, 1.01, 0.99], [2.0, 2.01, 1.99])
-    assert cmp.min_attainable_p(3, 3) == pytest.approx(0.1)
+    assert compare_stats.min_attainable_p(3, 3) == pytest.approx(0.1)
     assert c.verdict is Verdict.AMBIGUOUS and not c.regression
     assert c.note == "few samples"
 
 
 def test_min_attainable_p_handles_thousands_of_samples() -> None:
-    assert cmp.min_attainable_p(5, 5) == pytest.approx(2 / 252)
-    assert cmp.min_attainable_p(2000, 2000) == 0.0
-    assert cmp.min_attainable_p(0, 10) == 1.0
+    assert compare_stats.min_attainable_p(5, 5) == pytest.approx(2 / 252)
+    assert compare_stats.min_attainable_p(2000, 2000) == 0.0
+    assert compare_stats.min_attainable_p(0, 10) == 1.0
 
 
 def test_alpha_is_configurable(tmp_path: Path) -> None:
@@ -86,10 +90,10 @@ def test_alpha_is_configurable(tmp_path: Path) -> None:
 
 
 def test_faster_threshold_is_symmetric_on_a_log_scale() -> None:
-    assert cmp.judge(1.06, 1e-9, True, 0.05, 0.01) is Verdict.SLOWER
-    assert cmp.judge(1.04, 1e-9, True, 0.05, 0.01) is Verdict.SAME
-    assert cmp.judge(1 / 1.06, 1e-9, True, 0.05, 0.01) is Verdict.FASTER
-    assert cmp.judge(1 / 1.04, 1e-9, True, 0.05, 0.01) is Verdict.SAME
+    assert compare_stats.judge(1.06, 1e-9, True, 0.05, 0.01) is Verdict.SLOWER
+    assert compare_stats.judge(1.04, 1e-9, True, 0.05, 0.01) is Verdict.SAME
+    assert compare_stats.judge(1 / 1.06, 1e-9, True, 0.05, 0.01) is Verdict.FASTER
+    assert compare_stats.judge(1 / 1.04, 1e-9, True, 0.05, 0.01) is Verdict.SAME
 
 
 def test_change_within_the_runs_own_spread_is_ambiguous_however_significant(tmp_path: Path) -> None:
@@ -105,10 +109,10 @@ def test_change_within_the_runs_own_spread_is_ambiguous_however_significant(tmp_
 
 
 def test_noise_gate_in_judge() -> None:
-    assert cmp.judge(1.08, 1e-9, True, 0.05, 0.01, noise=0.10) is Verdict.AMBIGUOUS
-    assert cmp.judge(1.08, 1e-9, True, 0.05, 0.01, noise=0.05) is Verdict.SLOWER
-    assert cmp.judge(1 / 1.08, 1e-9, True, 0.05, 0.01, noise=0.10) is Verdict.AMBIGUOUS
-    assert cmp.judge(1.03, 1e-9, True, 0.05, 0.01, noise=0.10) is Verdict.SAME
+    assert compare_stats.judge(1.08, 1e-9, True, 0.05, 0.01, noise=0.10) is Verdict.AMBIGUOUS
+    assert compare_stats.judge(1.08, 1e-9, True, 0.05, 0.01, noise=0.05) is Verdict.SLOWER
+    assert compare_stats.judge(1 / 1.08, 1e-9, True, 0.05, 0.01, noise=0.10) is Verdict.AMBIGUOUS
+    assert compare_stats.judge(1.03, 1e-9, True, 0.05, 0.01, noise=0.10) is Verdict.SAME
 
 
 def test_regression_is_named_among_many_cases(tmp_path: Path) -> None:
@@ -122,10 +126,10 @@ def test_regression_is_named_among_many_cases(tmp_path: Path) -> None:
     assert result.failed
     assert [(r.fields["variant"], r.fields["batch"]) for r in result.regressions] == [("fast", 8)]
     assert result.cases[0].verdict is Verdict.SLOWER  # worst first
-    md = cmp.to_markdown(result)
+    md = compare_render.to_markdown(result)
     assert "❌" in md
     assert [line for line in md.splitlines() if "SLOWER" in line][0].startswith("| fast      | 8×32×16×16 | SLOWER")
-    assert "1 regression" in cmp.headline(result)
+    assert "1 regression" in compare_render.headline(result)
 
 
 def test_one_sided_cases_are_listed(tmp_path: Path) -> None:
@@ -134,7 +138,7 @@ def test_one_sided_cases_are_listed(tmp_path: Path) -> None:
     result = cmp.compare(base, cur)
     assert [dict(k)["variant"] for k in result.only_baseline] == ["gone"]
     assert [dict(k)["variant"] for k in result.only_current] == ["new"]
-    md = cmp.to_markdown(result)
+    md = compare_render.to_markdown(result)
     assert "1 case(s) only in the baseline" in md and "gone 8×32×16×16" in md
     assert "1 case(s) only in the current run" in md and "new 8×32×16×16" in md
 
@@ -147,7 +151,7 @@ def test_a_case_that_turns_wrong_fails_the_comparison(tmp_path: Path) -> None:
     assert not result.regressions
     assert [s.label for s in result.broken] == ["x 8×32×16×16 cpu float32 forward r2 add"]
     assert result.failed
-    assert "max rel err 0.3" in cmp.to_markdown(result)
+    assert "max rel err 0.3" in compare_render.to_markdown(result)
 
 
 @pytest.mark.parametrize("status", ["mismatch", "error", "oom", "crashed", "timeout"])
@@ -224,7 +228,7 @@ def test_environment_differences_warn_and_strict_env_errors(tmp_path: Path, fiel
     cur = write_run(tmp_path / "cur", [row(case(), noise(1.0, seed=5))], env=CPU_ENV | {field: value})
     result = cmp.compare(base, cur)
     assert len(result.env_differences) == 1 and result.env_differences[0].startswith(f"{words} differs")
-    assert "[!WARNING]" in cmp.to_markdown(result)
+    assert "[!WARNING]" in compare_render.to_markdown(result)
     with pytest.raises(CompareError, match="environments differ"):
         cmp.compare(base, cur, strict_env=True)
 
@@ -246,7 +250,7 @@ def test_csv_keys_match_jsonl_keys_and_use_ci_overlap(tmp_path: Path) -> None:
     by_variant = {c.fields["variant"]: c for c in result.cases}
     assert by_variant["eager"].method == "ci-overlap" and by_variant["eager"].verdict is Verdict.SLOWER
     assert by_variant["b"].verdict is Verdict.SAME
-    assert cmp.CI_OVERLAP_P == pytest.approx(0.0056, abs=1e-4)
+    assert compare_stats.CI_OVERLAP_P == pytest.approx(0.0056, abs=1e-4)
 
 
 def test_csv_without_usable_intervals_is_ambiguous(tmp_path: Path) -> None:
@@ -278,14 +282,14 @@ def test_rich_rendering_puts_the_environment_warning_first(tmp_path: Path) -> No
     base = write_run(tmp_path / "base", [row(case(), noise(1.0))])
     cur = write_run(tmp_path / "cur", [row(case(), noise(1.3, seed=7))], env=CPU_ENV | {"hostname": "elsewhere"})
     console = Console(record=True, width=200, color_system=None)
-    cmp.render(cmp.compare(base, cur), console)
+    compare_render.render(cmp.compare(base, cur), console)
     text = console.export_text()
     assert text.index("WARNING") < text.index("SLOWER") < text.index("FAIL: 1 regression")
 
 
 def test_markdown_puts_same_cases_in_a_folded_section(tmp_path: Path) -> None:
     run = write_run(tmp_path / "run", [row(case(), noise(1.0))])
-    md = cmp.to_markdown(cmp.compare(run, run))
+    md = compare_render.to_markdown(cmp.compare(run, run))
     assert md.startswith("## ✅ Benchmark comparison")
     assert "<details><summary>1 case(s) within ±5% (SAME)</summary>" in md
     table_lines = [line for line in md.splitlines() if line.startswith("|")]
@@ -296,9 +300,9 @@ def test_narrow_terminal_drops_optional_columns_not_the_verdict(tmp_path: Path) 
     base = write_run(tmp_path / "base", [row(case("a_rather_long_variant_name"), noise(1.0))])
     cur = write_run(tmp_path / "cur", [row(case("a_rather_long_variant_name"), noise(1.3, seed=7))])
     result = cmp.compare(base, cur)
-    narrow = [c.header for c in cmp.rich_table(result, width=80).columns]
+    narrow = [c.header for c in compare_render.rich_table(result, width=80).columns]
     assert "verdict" in narrow and "change" in narrow and "n" not in narrow
-    wide = [c.header for c in cmp.rich_table(result, width=200).columns]
+    wide = [c.header for c in compare_render.rich_table(result, width=200).columns]
     assert wide == ["variant", "N×C×H×W", "verdict", "change", "baseline ms", "current ms", "p", "n", "note"]
 
 
@@ -306,7 +310,7 @@ def test_fields_that_vary_get_a_config_column_and_shared_ones_a_caption(tmp_path
     keys = [case(mode=m) for m in ("forward", "train")]
     run = write_run(tmp_path / "run", [row(k, noise(1.0, seed=i)) for i, k in enumerate(keys)])
     result = cmp.compare(run, run)
-    table = cmp.rich_table(result, width=200)
+    table = compare_render.rich_table(result, width=200)
     assert [c.header for c in table.columns][:3] == ["variant", "N×C×H×W", "config"]
     assert table.caption == "All cases: cpu · float32 · r2 · add · no bias"
 
@@ -327,7 +331,7 @@ def test_a_disturbed_side_gets_no_slower_verdict(tmp_path: Path) -> None:
     (c,) = cmp.compare(base, cur).cases
     assert c.verdict is Verdict.AMBIGUOUS and not c.regression
     assert "disturbed" in c.note
-    assert any(line.startswith("disturbed:") for line in cmp._legend([c]))
+    assert any(line.startswith("disturbed:") for line in compare_render._legend([c]))
     clean = write_run(tmp_path / "clean", [row(case(), noise(1.5, seed=2)) | {"disturbed": False}])
     assert cmp.compare(base, clean).cases[0].verdict is Verdict.SLOWER
 
@@ -344,7 +348,7 @@ def test_cuda_compare_judges_gpu_time_by_default_and_host_or_wall_when_asked(tmp
     for metric in ("host", "wall"):
         c = cmp.compare(base, cur, metric=metric).cases[0]
         assert c.verdict is Verdict.SLOWER and c.ratio == pytest.approx(1.4, rel=0.03), metric
-    assert "host time per call" in cmp.to_markdown(cmp.compare(base, cur, metric="host"))
+    assert "host time per call" in compare_render.to_markdown(cmp.compare(base, cur, metric="host"))
 
 
 def test_host_metric_on_cpu_uses_the_call_time_and_old_cuda_files_are_refused(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import torch
 import harness
 from harness.cli import main
 from harness.results import compare as cmp
+from harness.results.compare_stats import Verdict
 
 #: Small and quick: about a second per run on two cores, yet a 30% change stands far above the noise.
 RUN: dict[str, object] = {
@@ -77,7 +78,7 @@ def test_a_variant_doing_four_times_the_work_is_a_named_regression(
     seen = [(c.fields["variant"], c.verdict, c.ratio, c.note) for c in result.cases]
     assert [r.fields["variant"] for r in result.regressions] == [TWIN], seen
     slow = result.regressions[0]
-    assert slow.verdict is cmp.Verdict.SLOWER and slow.p_value is not None and slow.p_value < 0.01
+    assert slow.verdict is Verdict.SLOWER and slow.p_value is not None and slow.p_value < 0.01
     assert 2.0 < slow.ratio < 8.0  # 20/5 of the calls, give or take a 2x mode on either side
     assert code == 1
     assert any(TWIN in line and "SLOWER" in line for line in out.splitlines()), out

@@ -8,7 +8,7 @@ import torch
 
 import harness
 from harness.measure.cuda_clock import make_cuda_clock
-from harness.measure.figures import timing_columns
+from harness.measure.figures import Figures
 from harness.measure.timing import TimingPolicy, measure
 from harness.sweep.cases import Case
 from harness.sweep.runner import make_input, make_reference, time_step
@@ -72,7 +72,7 @@ def _figures(step, clock) -> dict:
     policy = TimingPolicy(warmup_s=0.1, min_samples=20, max_time_s=1.0)
     with torch.no_grad():
         timing, wall, _ = time_step(step, clock, policy)
-    return timing_columns(timing, wall, on_cuda=True, batch=32)
+    return Figures.of(timing, wall, on_cuda=True, batch=32).as_row()
 
 
 TIMED = [("eager", 64, 128), ("eager", 32, 256), ("triton_fused", 64, 128)]

@@ -6,7 +6,7 @@ from fake_gpu import FakeGpu
 
 from harness.measure import cuda_clock
 from harness.measure.cuda_clock import MIN_HOLD_S, CudaClock, WallClock
-from harness.measure.figures import timing_columns
+from harness.measure.figures import Figures
 from harness.measure.timing import TimingPolicy, measure
 
 # A launch-bound variant: 10 kernels a call, 30 µs of host time and 10 µs of GPU time each.
@@ -104,7 +104,7 @@ def test_measure_gives_gpu_host_and_wall_figures_and_the_bound() -> None:
     fn = launch_bound(gpu)
     timing = measure(fn, clock, policy, now=gpu.now)
     wall = measure(fn, clock.wall, policy, now=gpu.now)
-    row = timing_columns(timing, wall, on_cuda=True, batch=8)
+    row = Figures.of(timing, wall, on_cuda=True, batch=8).as_row()
     assert row["median_ms"] == pytest.approx(GPU_PER_CALL * 1e3)
     assert row["host_ms"] == pytest.approx(HOST_PER_CALL * 1e3)
     assert row["wall_ms"] > row["host_ms"] > row["median_ms"]
@@ -119,7 +119,7 @@ def test_a_device_bound_call_is_bound_by_the_device() -> None:
     fn = gpu.call(2, 5e-6, 200e-6)
     policy = TimingPolicy(warmup_s=0.001, min_samples=10, max_time_s=0.05)
     timing = measure(fn, clock, policy, now=gpu.now)
-    row = timing_columns(timing, measure(fn, clock.wall, policy, now=gpu.now), on_cuda=True, batch=8)
+    row = Figures.of(timing, measure(fn, clock.wall, policy, now=gpu.now), on_cuda=True, batch=8).as_row()
     assert row["bound"] == "device"
     assert row["median_ms"] == pytest.approx(0.4)
     assert row["host_ms"] == pytest.approx(0.01)

@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -20,11 +21,11 @@ import torch
 from conftest import FAST_RUN
 
 import harness
-from harness.results.store import read_jsonl
+from harness.results.record import CaseResult, Status
+from harness.results.store import read_jsonl, repair_jsonl
 from harness.sweep import isolation, oom
 from harness.sweep.cases import KEY_COLUMNS, Case, expand
 from harness.sweep.config import SweepConfig
-from harness.sweep.resume import repair_jsonl
 from variants.registry import all_variants
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,11 +115,12 @@ def test_retry_releases_memory_between_attempts(monkeypatch) -> None:
     monkeypatch.setattr(oom, "release_memory", released.append)
     asked: list[int] = []
 
-    def run_once(case: Case) -> dict[str, Any]:
+    def run_once(case: Case) -> CaseResult:
         asked.append(case.batch)
-        return {"status": "oom" if case.batch > 2 else "ok", "reason": None}
+        return CaseResult(case, Status.OOM if case.batch > 2 else Status.OK)
 
-    row = oom.run_with_retry(run_once, Case("eager", "cpu", "float32", "forward", 16, 4, 4, 4, 2, "add"))
+    result = oom.run_with_retry(run_once, Case("eager", "cpu", "float32", "forward", 16, 4, 4, 4, 2, "add"))
+    row = result.to_row()
     assert asked == [16, 8, 4, 2]
     assert released == ["cpu"] * 3
     assert (row["batch"], row["batch_run"], row["status"]) == (16, 2, "ok")
@@ -138,17 +140,18 @@ def test_what_counts_as_out_of_memory() -> None:
 
 
 def test_a_sticky_cuda_error_in_process_is_crashed_and_isolates_the_rest(monkeypatch) -> None:
-    sticky = {"status": "error", "device": "cuda", "reason": "RuntimeError: CUDA error: an illegal memory access"}
-    monkeypatch.setattr(isolation, "run_case", lambda case, *a: case.as_dict() | sticky)
+    case = Case("eager", "cuda", "float32", "forward", 1, 4, 4, 4, 2, "add")
+    sticky = CaseResult(case, Status.ERROR, "RuntimeError: CUDA error: an illegal memory access")
+    monkeypatch.setattr(isolation, "run_case", lambda case, *a: replace(sticky, case=case))
     cfg = SweepConfig.build(device="cpu", variants="eager")
     executor = isolation.CaseExecutor(cfg, all_variants(), None, "hot")
     with executor, pytest.warns(RuntimeWarning, match="sticky CUDA error"):
-        row = executor.run(Case("eager", "cuda", "float32", "forward", 1, 4, 4, 4, 2, "add"))
+        row = executor.run(case).to_row()
     assert row["status"] == "crashed"
     assert "illegal memory access" in row["reason"]
     assert executor.isolate_all
-    assert not isolation.is_sticky_cuda_error(sticky | {"device": "cpu"})
-    assert not isolation.is_sticky_cuda_error(sticky | {"reason": "RuntimeError: CUDA out of memory"})
+    assert not isolation.is_sticky_cuda_error(replace(sticky, case=replace(case, device="cpu")))
+    assert not isolation.is_sticky_cuda_error(replace(sticky, reason="RuntimeError: CUDA out of memory"))
 
 
 # --- faults that need a worker process ------------------------------------------------------------

@@ -1,25 +1,41 @@
 """The three time figures of a row, and pooling the same case measured in several processes."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 import harness
-from harness.measure.figures import pool_rows, timing_columns, timings_of
+from harness.measure.figures import Figures
 from harness.measure.timing import Timing
+from harness.results.record import CaseResult, Status, pool
+from harness.sweep.cases import Case
 
 
-def cpu_row(samples, waits=None, **extra) -> dict:
+def cpu_figures(samples, waits=None, remeasured=False) -> Figures:
     timing = Timing(tuple(samples), 2, 3, "converged", tuple(samples), tuple(waits or [0.0] * len(samples)))
-    return {"variant": "eager", "device": "cpu", "batch": 8, "status": "ok"} | timing_columns(
-        timing, None, on_cuda=False, batch=8) | extra
+    return Figures.of(timing, None, on_cuda=False, batch=8, remeasured=remeasured)
+
+
+def cpu_row(samples, waits=None) -> dict:
+    return cpu_figures(samples, waits).as_row()
 
 
 def cuda_row(gpu, host, wall) -> dict:
     timing = Timing(tuple(gpu), 5, 3, "converged", tuple(host), (), overran=1)
     wall_timing = Timing(tuple(wall), 1, 0, "converged")
-    return {"variant": "eager", "device": "cuda", "batch": 8, "status": "ok"} | timing_columns(
-        timing, wall_timing, on_cuda=True, batch=8)
+    return Figures.of(timing, wall_timing, on_cuda=True, batch=8).as_row()
+
+
+def result(figures: Figures, device: str = "cpu") -> CaseResult:
+    case = Case("eager", device, "float32", "forward", 8, 16, 8, 8, 2, "add")
+    return CaseResult(case, Status.OK, figures=figures)
+
+
+def pool_rows(rows: list[dict], device: str = "cpu") -> dict:
+    """Pool rows as the executor pools the results of ``--processes`` workers."""
+    return pool([result(Figures.from_row(r), device) for r in rows]).to_row()
 
 
 def test_cpu_rows_give_the_call_time_as_host_and_wall_and_no_bound() -> None:
@@ -41,7 +57,7 @@ def test_cuda_rows_keep_three_figures_apart_and_name_the_larger_bound() -> None:
 
 def test_timings_round_trip_through_a_row() -> None:
     row = cuda_row(gpu=[0.1, 0.2, 0.3], host=[0.4, 0.5, 0.6], wall=[0.7, 0.8, 0.9])
-    timing, wall = timings_of(row)
+    timing, wall = Figures.from_row(row).timings()
     assert timing.samples_ms == (0.1, 0.2, 0.3) and timing.host_samples_ms == (0.4, 0.5, 0.6)
     assert timing.calls_per_sample == 5 and timing.overran == 1
     assert wall is not None and wall.samples_ms == (0.7, 0.8, 0.9)
@@ -59,15 +75,17 @@ def test_pooling_concatenates_samples_and_derives_every_figure_again() -> None:
 
 
 def test_pooling_keeps_a_failure_and_a_disturbance() -> None:
-    bad = {"variant": "eager", "device": "cpu", "batch": 8, "status": "mismatch", "reason": "output error"}
-    assert pool_rows([cpu_row([1.0] * 10), bad])["status"] == "mismatch"
-    still_starved = cpu_row([1.0] * 10, disturbed=True, remeasured=True)
-    pooled = pool_rows([cpu_row([1.0] * 10), still_starved])
+    bad = CaseResult(result(cpu_figures([1.0] * 10)).case, Status.MISMATCH, "output error")
+    kept = pool([result(cpu_figures([1.0] * 10)), bad])
+    assert kept.status is Status.MISMATCH and kept.to_row()["processes"] == 2
+    still_starved = replace(cpu_figures([1.0] * 10, remeasured=True), disturbed=True)
+    pooled = pool([result(cpu_figures([1.0] * 10)), result(still_starved)]).to_row()
     assert pooled["disturbed"] is True and pooled["remeasured"] is True
 
 
 def test_pooled_cuda_rows_recompute_the_bound() -> None:
-    pooled = pool_rows([cuda_row([0.1] * 10, [0.05] * 10, [0.2] * 10), cuda_row([0.1] * 10, [0.4] * 10, [0.5] * 10)])
+    rows = [cuda_row([0.1] * 10, [0.05] * 10, [0.2] * 10), cuda_row([0.1] * 10, [0.4] * 10, [0.5] * 10)]
+    pooled = pool_rows(rows, "cuda")
     assert pooled["host_ms"] == pytest.approx(0.225) and pooled["bound"] == "host"
     assert pooled["overran"] == 2 and len(pooled["wall_samples_ms"]) == 20
 

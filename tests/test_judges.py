@@ -19,6 +19,7 @@ from scipy import stats as sps
 from harness.measure.stats import ci_half_width, median_ci
 from harness.measure.timing import Block, CpuClock, TimingPolicy, measure
 from harness.results import compare as cmp
+from harness.results.compare_stats import Verdict
 from harness.sweep.cases import Case
 from harness.sweep.runner import run_case
 from variants.registry import Variant
@@ -100,7 +101,7 @@ def test_the_noise_gate_takes_the_noisier_side() -> None:
     noisy = list(1.2 * (1 + 0.3 * rng.standard_normal(400)))  # relative IQR about 0.4
     for base, cur in ((quiet, noisy), (list(np.array(noisy) / 1.2), list(np.array(quiet) * 1.2))):
         c = cmp.compare_case((), row(key_fields(), base), row(key_fields(), cur), 0.05, 0.01)
-        assert c.verdict is cmp.Verdict.AMBIGUOUS and "within noise" in c.note, (c.ratio, c.noise)
+        assert c.verdict is Verdict.AMBIGUOUS and "within noise" in c.note, (c.ratio, c.noise)
         assert c.noise > 0.3
 
 
@@ -108,7 +109,7 @@ def test_a_clear_change_on_quiet_sides_is_slower(tmp_path) -> None:
     rng = np.random.default_rng(1)
     base = write_run(tmp_path / "b", [row(key_fields(), list(1.0 + 0.01 * rng.standard_normal(200)))])
     cur = write_run(tmp_path / "c", [row(key_fields(), list(1.2 + 0.012 * rng.standard_normal(200)))])
-    assert cmp.compare(base, cur).cases[0].verdict is cmp.Verdict.SLOWER
+    assert cmp.compare(base, cur).cases[0].verdict is Verdict.SLOWER
 
 
 # ------------------------------------------------------------------------------------ tolerances
@@ -132,7 +133,7 @@ def doubled_sse_weight_grad(ref, device, dtype):
 
 def check(build, dtype: str, mode: str) -> dict:
     c = Case("judged", "cpu", dtype, mode, 4, 16, 12, 12, 2, "add")
-    return run_case(c, variant("judged", build), CpuClock(), FAST, seed=0, explicit=True)
+    return run_case(c, variant("judged", build), CpuClock(), FAST, seed=0, explicit=True).to_row()
 
 
 @pytest.mark.parametrize("mode", ["forward", "train"])

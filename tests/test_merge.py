@@ -14,7 +14,7 @@ from conftest import FAST_RUN
 import harness
 from harness.cli import main
 from harness.results.merge import MergeError, merge
-from harness.results.store import read_jsonl
+from harness.results.store import env_differences, read_jsonl
 from harness.sweep.cases import KEY_COLUMNS
 
 
@@ -91,11 +91,23 @@ def test_a_case_twice_in_one_run_is_refused(piece, tmp_path: Path) -> None:
     ({"seed": 1}, {}, "conflicting setting seed: 0 in"),
     ({"timing": {"warmup_s": 1.0}}, {}, "conflicting setting timing"),
     ({}, {"torch": "1.0.0"}, "different environment: torch"),
-    ({}, {"gpu_name": "NVIDIA H100"}, "different environment: gpu_name"),
+    ({}, {"cpu_model": "Other CPU"}, "different environment: cpu_model"),
 ])  # fmt: skip
 def test_runs_of_different_settings_are_refused(piece, tmp_path: Path, capsys, config, env, message) -> None:
     a, b = piece("a", [0]), piece("b", [1], config, **env)
     assert message in refused(["merge", str(a), str(b), "--out", str(tmp_path / "m")], capsys)
+
+
+def test_what_must_match_depends_on_the_device() -> None:
+    """One table (store.ENVIRONMENT) for merge, resume and compare: the GPU model matters to GPU
+    timings only, the CPU model and threads to CPU timings only, the host to compare only."""
+    a = {"gpu_name": "NVIDIA H100", "cpu_model": "EPYC", "torch": "2.13", "hostname": "a", "threads": 2}
+    b = {"gpu_name": "NVIDIA H200", "cpu_model": "Xeon", "torch": "2.13", "hostname": "b", "threads": 1}
+    keys = lambda device, purpose: [f.key for f, _, _ in env_differences(a, b, device, purpose)]  # noqa: E731
+    assert keys("cuda", "merge") == ["gpu_name"]
+    assert keys("cpu", "merge") == ["cpu_model"]
+    assert keys("cuda", "compare") == ["gpu_name", "hostname"]
+    assert keys("cpu", "compare") == ["cpu_model", "hostname", "threads"]
 
 
 def test_allow_mixed_env_warns_instead(piece, tmp_path: Path) -> None:

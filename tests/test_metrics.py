@@ -29,7 +29,7 @@ def case(mode: str = "forward", variant: str = "eager", **kw: Any) -> Case:
 @pytest.mark.parametrize("mode", ["forward", "train"])
 def test_timed_rows_have_every_metric(mode: str, tmp_path: Path) -> None:
     c = case(mode)
-    row = run_case(c, get_variant("eager"), CpuClock(), FAST, seed=0, trace_dir=tmp_path)
+    row = run_case(c, get_variant("eager"), CpuClock(), FAST, seed=0, trace_dir=tmp_path).to_row()
     assert row["status"] == "ok", row["reason"]
     assert set(METRIC_COLUMNS) <= set(row)
     assert row["analytic_flops"] == row["torch_flops"] == analytic_flops(2, 8, 5, 7, 2, "max", True, mode)
@@ -46,14 +46,14 @@ def test_timed_rows_have_every_metric(mode: str, tmp_path: Path) -> None:
 
 
 def test_train_peak_above_forward_peak() -> None:
-    forward = run_case(case("forward"), get_variant("eager"), CpuClock(), FAST, seed=0)
-    train = run_case(case("train"), get_variant("eager"), CpuClock(), FAST, seed=0)
+    forward = run_case(case("forward"), get_variant("eager"), CpuClock(), FAST, seed=0).to_row()
+    train = run_case(case("train"), get_variant("eager"), CpuClock(), FAST, seed=0).to_row()
     assert train["peak_mem_bytes"] > forward["peak_mem_bytes"]
 
 
 def test_skipped_rows_still_have_their_flops(temp_variant: Any) -> None:
     name = temp_variant("h5_never", lambda ref, device, dtype: ref, available=lambda: "not here")
-    row = run_case(case(variant=name), get_variant(name), CpuClock(), FAST, seed=0)
+    row = run_case(case(variant=name), get_variant(name), CpuClock(), FAST, seed=0).to_row()
     assert row["status"] == "skipped"
     assert row["analytic_flops"] == analytic_flops(2, 8, 5, 7, 2, "max", True, "forward")
     assert "peak_mem_bytes" not in row and "trace_file" not in row

@@ -55,7 +55,7 @@ def test_a_file_in_the_way_is_refused(tmp_path: Path) -> None:
 def test_stored_flags_read_the_same_from_json_numpy_and_csv() -> None:
     import numpy as np
 
-    from harness.results.store import truthy
+    from harness.results.record import truthy
 
     assert all(truthy(v) for v in (True, np.bool_(True), "True"))
     assert not any(truthy(v) for v in (False, np.bool_(False), "False", None, float("nan"), "", 1))

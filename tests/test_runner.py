@@ -22,7 +22,7 @@ def case(variant: str, mode: str = "forward", dtype: str = "float32", fusion: st
 
 
 def run(c: Case) -> dict:
-    return run_case(c, get_variant(c.variant), CLOCK, FAST, seed=0)
+    return run_case(c, get_variant(c.variant), CLOCK, FAST, seed=0).to_row()
 
 
 @pytest.mark.parametrize("mode", ["forward", "train"])
@@ -123,8 +123,8 @@ def test_unsupported_and_unavailable_are_skipped_with_reasons(temp_variant) -> N
 def test_interpreted_variants_are_timed_on_cpu_only_when_named(temp_variant) -> None:
     name = temp_variant("zz_interp", lambda r, d, t: copy.deepcopy(r).to(d, t), tags={"interpreted_on_cpu": True})
     c = case(name)
-    assert run_case(c, get_variant(name), CLOCK, FAST, seed=0)["status"] == "skipped"
-    assert run_case(c, get_variant(name), CLOCK, FAST, seed=0, explicit=True)["status"] == "ok"
+    assert run_case(c, get_variant(name), CLOCK, FAST, seed=0).to_row()["status"] == "skipped"
+    assert run_case(c, get_variant(name), CLOCK, FAST, seed=0, explicit=True).to_row()["status"] == "ok"
 
 
 def test_gate_reference_is_not_at_its_symmetric_start() -> None:

@@ -131,11 +131,11 @@ def runner_rows() -> dict[str, dict[str, Any]]:
     rows = {}
     for mode in ("forward", "train"):
         case = Case("triton_fused", "cpu", "float32", mode, 2, 12, 5, 7, 2, "max", True)
-        rows[mode] = run_case(case, variant, CpuClock(), policy, seed=0, explicit=True)
+        rows[mode] = run_case(case, variant, CpuClock(), policy, seed=0, explicit=True).to_row()
     case = Case("triton_fused", "cpu", "float32", "forward", 2, 12, 5, 7, 2, "add", False)
-    rows["implicit"] = run_case(case, variant, CpuClock(), policy, seed=0, explicit=False)
+    rows["implicit"] = run_case(case, variant, CpuClock(), policy, seed=0, explicit=False).to_row()
     case = Case("triton_fused", "cpu", "float32", "forward", 2, 12, 5, 7, 2, "concat", False)
-    rows["concat"] = run_case(case, variant, CpuClock(), policy, seed=0, explicit=True)
+    rows["concat"] = run_case(case, variant, CpuClock(), policy, seed=0, explicit=True).to_row()
     keep = ("status", "reason", "max_rel_err", "grad_rel_err")
     return {k: {f: row.get(f) for f in keep} for k, row in rows.items()}
 

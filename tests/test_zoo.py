@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from harness.measure.timing import TimingPolicy
 from harness.sweep.cases import Case
-from harness.sweep.runner import clock_for, run_case
+from harness.sweep.runner import clock_for, compiled_graphs, run_case
 from harness.testing import (
     ConformanceError,
     InputSpec,
@@ -20,7 +20,6 @@ from harness.testing import (
     tie_free_cotangent,
 )
 from variants.amp import AutocastFp16ScSE
-from variants.compiled import compiled_graphs
 from variants.eager_forms import FACTORED_FUSIONS, FactoredScSE
 from variants.reference import FUSIONS, ScSE
 from variants.registry import get_variant, list_variants
@@ -427,7 +426,7 @@ RUN_FAST = TimingPolicy(warmup_s=0.0, min_samples=3, max_samples=10, rel_ci=0.05
 
 def _row(variant: str, mode: str = "forward", bias: bool = False, reduction: int = 2, channels: int = 16) -> dict:
     case = Case(variant, "cpu", "float32", mode, 2, channels, 8, 8, reduction, "add", bias)
-    return run_case(case, get_variant(variant), clock_for("cpu", "cold"), RUN_FAST, seed=0, explicit=True)
+    return run_case(case, get_variant(variant), clock_for("cpu", "cold"), RUN_FAST, seed=0, explicit=True).to_row()
 
 
 def test_runner_skips_smp_without_bias_and_checks_its_renamed_gradients_with_bias() -> None:
@@ -484,7 +483,7 @@ def test_runner_records_compile_s_apart_from_latency_and_counts_recompiles() -> 
     assert row["compile_s"] * 1e3 > 10 * row["median_ms"]  # compiling is no latency sample
     assert row["recompiles"] == 0
     eager = _row("eager", channels=4)
-    assert eager["compile_s"] is None and "recompiles" not in eager
+    assert eager["compile_s"] is None and eager["recompiles"] is None
 
 
 def test_runner_compares_a_linear_weights_gradient_with_the_convs() -> None:

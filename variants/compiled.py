@@ -4,7 +4,7 @@ Timing a compiled variant needs two numbers besides latency (the runner records 
 
 * ``compile_s``: the wall time of the first call (the first forward, or forward+backward in train
   mode), which traces and compiles. It is never part of the latency samples.
-* ``recompiles``: graphs compiled after that first call (``compiled_graphs(fn)`` before and after).
+* ``recompiles``: graphs compiled after that first call (``harness.sweep.runner.compiled_graphs`` before and after).
   With one build per case it should be 0; when one build serves several shapes, each new shape
   costs one (``dynamic=False``: every shape gets its own specialised graph, as a benchmark wants).
 
@@ -74,16 +74,6 @@ class CompiledScSE(ScSE):
             # call's output may be overwritten (clone what you keep), as with ``cuda_graph``.
             torch.compiler.cudagraph_mark_step_begin()
         return self._compiled(self, x)
-
-
-def compiled_graphs(fn: object) -> int:
-    """Graphs compiled so far: for this build when it counts its own, else in the whole process."""
-    own = getattr(fn, "compiled_graphs", None)
-    if isinstance(own, int):
-        return own
-    from torch._dynamo.utils import counters
-
-    return int(counters["stats"]["unique_graphs"])
 
 
 def _register(name: str, mode: str, description: str) -> None:

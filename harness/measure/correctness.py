@@ -1,23 +1,35 @@
-"""Correctness before timing: every case is compared with the reference computed in float64.
+"""Correctness before timing: every result is compared with the reference computed in float64.
+
+One engine for the sweep's runner and the conformance suite (``harness.testing``): the seeded
+reference (``seed_of``, ``make_reference``), the reference in a precision (``reference_outputs``),
+the judges (``judge_output``, ``judge_gradients``) and the runner's whole check (``verify``). The
+two differ only by a named ``Policy``: ``SWEEP`` or the stricter ``CONFORMANCE``.
 
 Outputs are judged by the normwise error ``max|y - y_ref| / max|y_ref|``: element-wise relative
 error explodes where the reference crosses zero (scSE outputs do, everywhere), so the largest error
-is scaled by the largest reference value, as BLAS test suites do. Gradients are judged by the
+is scaled by the largest reference value, as BLAS test suites do. The sweep judges gradients by the
 relative Frobenius error ``‖g - g_ref‖ / ‖g_ref‖``: the max fusion's gradient is discontinuous
 where the two branches tie, and a near-tie that rounds the other way moves one element by O(1)
-without being wrong. NaN or Inf never pass.
+without being wrong (conformance removes the ties instead, and judges gradients normwise too).
+NaN or Inf never pass.
 
 A dtype's tolerance is a floor. Low precision is judged against what the seed's own module achieves
 in that dtype, as PyTorch's accuracy checker does with its float64 reference: a case passes when its
-error is at most ``max(tolerance, SEED_FACTOR × error of eager in the same dtype)``.
+error is at most ``max(tolerance, SEED_FACTOR × error of eager in the same dtype)`` (``allowed``).
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from variants.reference import ScSE
+from variants.weights import parameter_names
 
 #: Normwise tolerance per compute dtype. float32 on CUDA with TF32 allowed uses ``TF32_TOLERANCE``.
 TOLERANCES: dict[str, float] = {
@@ -32,6 +44,9 @@ TF32_TOLERANCE = 5e-3
 GRAD_FACTOR = 2.0
 #: How much worse than the seed's module in the same dtype a variant may be.
 SEED_FACTOR = 5.0
+#: The conformance suite's ``SEED_FACTOR``: a gradient that misses its floor may have at most this
+#: multiple of PyTorch's own error at the same precision (as FlashAttention's tests hold kernels).
+EAGER_FACTOR = 2.0
 
 
 def tf32_enabled(device: torch.device | str) -> bool:
@@ -73,11 +88,184 @@ def relative_l2_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return _relative_error(actual, expected, lambda t: t.norm().item())
 
 
-def allowed(floor: float, seed_error: float | None) -> float:
-    """The tolerance actually applied: the dtype's floor, or a multiple of the seed module's own error."""
+def allowed(floor: float, seed_error: float | None, factor: float = SEED_FACTOR) -> float:
+    """The tolerance actually applied: the dtype's floor, or ``factor`` times the seed module's own error.
+
+    A non-finite seed error (the seed's module overflowed too) never excuses anything: the floor applies.
+    """
     if seed_error is None or not math.isfinite(seed_error):
         return floor
-    return max(floor, SEED_FACTOR * seed_error)
+    return max(floor, factor * seed_error)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How a result is judged against float64, beyond the dtype's floor.
+
+    The sweep and the conformance suite share every rule but these; each field says why they differ.
+    """
+
+    #: How many times the seed module's own error in the same precision a variant may have.
+    seed_factor: float
+    #: The measure of a gradient's error: ``relative_l2_error`` or ``normwise_error``.
+    grad_error: Callable[[torch.Tensor, torch.Tensor], float]
+    #: Whether the output's limit may lean on the seed's output error too, or is the floor alone.
+    output_seed: bool
+    #: Whether the seed module runs under autocast in a variant's ``compute_dtype`` (what PyTorch
+    #: achieves at the precision the variant computes in), or plainly in the input's dtype.
+    seed_autocast: bool
+
+
+#: The sweep: arbitrary shapes (up to 100k pixels a channel) and random cotangents, where the max
+#: fusion's branches do tie, so gradients are judged in L2, and outputs in low precision may lean on
+#: what eager costs in the case's dtype (recorded as ``eager_rel_err``).
+SWEEP = Policy(seed_factor=SEED_FACTOR, grad_error=relative_l2_error, output_seed=True, seed_autocast=False)
+#: Conformance is stricter: its inputs are at most 8×8 and its max-fusion cotangent is tie-free
+#: (``harness.testing.tie_free_cotangent``), so nothing excuses a single wrong element. A variant's
+#: author gets the sharp check: every gradient normwise, outputs to the floor alone, and a gradient
+#: that misses its floor at most ``EAGER_FACTOR`` times PyTorch's own error at the variant's precision.
+CONFORMANCE = Policy(seed_factor=EAGER_FACTOR, grad_error=normwise_error, output_seed=False, seed_autocast=True)
+
+
+# --- the reference -------------------------------------------------------------------------------
+
+
+def seed_of(*parts: object) -> int:
+    """A seed fixed by ``parts`` (their text joined with ':'), the same in every process and on every machine."""
+    return zlib.crc32(":".join(map(str, parts)).encode())
+
+
+def make_reference(channels: int, reduction: int, fusion: str, bias: bool, seed: int) -> ScSE:
+    """The float32 CPU reference module with weights drawn from ``seed``.
+
+    The gate of ``fusion="gate"`` starts at 0 in training, where σ(α) = ½ would hide a variant that
+    swaps the two branches; here it is drawn at random so the checks can see that.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        ref = ScSE(channels, reduction, fusion, bias)
+        if fusion == "gate":
+            torch.nn.init.normal_(ref.gate, std=1.0)
+    return ref.eval()
+
+
+def reference_outputs(
+    ref: ScSE, x: torch.Tensor, grad_out: torch.Tensor | None, dtype: torch.dtype, names: list[str],
+    autocast: torch.dtype | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The reference module's output and named gradients (``"input"``, then parameters), on ``x``'s device.
+
+    Computed in ``dtype``; with ``autocast``, the float32 module runs under autocast to that dtype
+    instead, as an AMP variant's arithmetic does. ``x`` is copied, never touched.
+    """
+    module = copy.deepcopy(ref).to(device=x.device) if autocast else copy.deepcopy(ref).to(x.device, dtype)
+    xd = x.detach().to(dtype, copy=True).requires_grad_(grad_out is not None)
+    amp = torch.autocast(x.device.type, dtype=autocast) if autocast else contextlib.nullcontext()
+    with torch.enable_grad() if grad_out is not None else torch.no_grad():
+        with amp:
+            y = module(xd)
+        if grad_out is None:
+            return y.detach(), {}
+        params = dict(module.named_parameters())
+        cotangent = grad_out.to(device=x.device, dtype=y.dtype)
+        values = torch.autograd.grad(y, [xd, *[params[n] for n in names[1:]]], cotangent)
+    return y.detach(), dict(zip(names, values, strict=True))
+
+
+def seed_errors(
+    policy: Policy, ref: ScSE, x: torch.Tensor, grad_out: torch.Tensor | None, compute: str,
+    expected: tuple[torch.Tensor, dict[str, torch.Tensor]],
+) -> tuple[float, dict[str, float]]:
+    """The seed module's own errors against the float64 ``expected`` (output, named gradients), in the
+    precision ``policy`` says: what that precision itself costs on this very input."""
+    y64, grads64 = expected
+    low = getattr(torch, compute)
+    autocast = low if policy.seed_autocast and low != x.dtype else None
+    y, grads = reference_outputs(ref, x, grad_out, x.dtype, list(grads64) or ["input"], autocast)
+    return normwise_error(y, y64), {n: policy.grad_error(grads[n], g) for n, g in grads64.items()}
+
+
+def reference_named(fn: object, grads: dict[str, torch.Tensor], ref: ScSE) -> dict[str, torch.Tensor]:
+    """Gradients keyed by the reference's parameter names and in its shapes (smp's ``cSE.1.weight`` is
+    ``cse.fc.0.weight``; torch.compile's ``_orig_mod.`` prefix is dropped; linear_excite's ``(out, in)``
+    Linear weight is the reference's ``(out, in, 1, 1)`` conv weight)."""
+    names = parameter_names(fn)
+    shapes = {n: p.shape for n, p in ref.named_parameters()}
+    out = {}
+    for name, g in grads.items():
+        key = names.get(name, name)
+        same_size = key in shapes and g.numel() == shapes[key].numel()
+        out[key] = g.reshape(shapes[key]) if same_size else g
+    return out
+
+
+# --- the judgement -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Named errors against float64 and the limit each is held to."""
+
+    errors: dict[str, float]
+    limits: dict[str, float]
+
+    @property
+    def failed(self) -> list[str]:
+        """The names over their limit, in order (NaN or Inf in a result is an infinite error)."""
+        return [n for n, err in self.errors.items() if not err <= self.limits[n]]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+    @property
+    def worst(self) -> str:
+        """The name nearest to (or furthest past) its limit: the one a row reports."""
+        return max(self.errors, key=lambda n: self.errors[n] / self.limits[n])
+
+
+def judge_output(policy: Policy, floor: float, output: torch.Tensor, expected: torch.Tensor,
+                 seed_error: float | None = None) -> Verdict:
+    """The output, normwise, against ``allowed(floor, seed_error)`` (the floor alone unless ``policy.output_seed``)."""
+    limit = allowed(floor, seed_error if policy.output_seed else None, policy.seed_factor)
+    return Verdict({"output": normwise_error(output, expected)}, {"output": limit})
+
+
+def judge_gradients(
+    policy: Policy, floor: float, grads: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
+    seed: dict[str, float] | Callable[[], dict[str, float]] | None = None,
+) -> Verdict:
+    """Each gradient in ``grads`` (keyed like ``expected``), by ``policy.grad_error``, against
+    ``allowed(floor, its seed error)``; without seed errors, against the floor.
+
+    ``seed`` may be a callable: running the seed module costs a backward pass, so it is called only
+    when a gradient misses the floor (then every limit is the floor or above: the same verdict).
+    """
+    errors = {n: policy.grad_error(g, expected[n]) for n, g in grads.items()}
+    if callable(seed):
+        seed = seed() if any(not err <= floor for err in errors.values()) else None
+    own = seed or {}
+    return Verdict(errors, {n: allowed(floor, own.get(n), policy.seed_factor) for n in grads})
+
+
+@dataclass(frozen=True)
+class Trial:
+    """What a variant was given: the reference it was built from, its input (and a copy from before
+    the call, to catch writes to it) and the cotangent of a train step (None: forward only)."""
+
+    ref: ScSE
+    x: torch.Tensor
+    x_before: torch.Tensor
+    grad_out: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the variant's first call gave: output, gradients by reference name, and its time."""
+
+    output: torch.Tensor
+    grads: dict[str, torch.Tensor]
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -95,3 +283,49 @@ class Check:
     @property
     def passed(self) -> bool:
         return self.problem is None
+
+
+def verify(trial: Trial, got: Outcome, compute: str, policy: Policy = SWEEP) -> Check:
+    """The first problem of ``got`` against the reference computed in float64 on the same input.
+
+    The floor is ``compute``'s tolerance. Below float64 the seed's own module runs on the same input
+    too, and its error sets how much error that precision is allowed (``allowed``).
+    """
+    x, train = trial.x, trial.grad_out is not None
+    tol = tolerance(compute, x.device)
+    grad_tol = tolerance(compute, x.device, grad=True) if train else None
+
+    def fail(problem: str) -> Check:
+        return Check(math.nan, None, tol, grad_tol, problem)
+
+    if not torch.equal(x.detach(), trial.x_before):
+        return fail("the variant modified its input")
+    if tuple(got.output.shape) != tuple(x.shape):
+        return fail(f"output shape {tuple(got.output.shape)} differs from the input's {tuple(x.shape)}")
+    if got.output.device != x.device:
+        return fail(f"output is on {got.output.device}, not {x.device}")
+    if train and "input" not in got.grads:
+        return fail("no gradient reached the input")
+    ref_names = dict(trial.ref.named_parameters())
+    unmatched = sorted(n for n in got.grads if n != "input" and n not in ref_names)
+    if unmatched:  # a renamed parameter must be mapped (reference_names), never skipped
+        return fail(f"parameter {unmatched[0]} has no counterpart in the reference (set reference_names)")
+    names = ["input", *[n for n in got.grads if n != "input"]]
+    y64, grads64 = reference_outputs(trial.ref, x, trial.grad_out, torch.float64, names)
+    seed_err: float | None = None
+    seed_grad_errs: dict[str, float] = {}
+    if x.dtype != torch.float64:
+        seed_err, seed_grad_errs = seed_errors(policy, trial.ref, x, trial.grad_out, compute, (y64, grads64))
+    out = judge_output(policy, tol, got.output, y64, seed_err)
+    err, tol = out.errors["output"], out.limits["output"]
+    if not out.passed:
+        what = "NaN or Inf in the output" if err == math.inf else f"output error {err:.3g} > tolerance {tol:.3g}"
+        return Check(err, None, tol, grad_tol, what)
+    if not train:
+        return Check(err, None, tol, None, None, seed_err)
+    assert grad_tol is not None
+    grads = judge_gradients(policy, grad_tol, {n: got.grads[n] for n in grads64}, grads64, seed_grad_errs)
+    worst = grads.worst
+    grad_err, grad_tol = grads.errors[worst], grads.limits[worst]
+    problem = None if grads.passed else f"gradient of {worst} error {grad_err:.3g} > tolerance {grad_tol:.3g}"
+    return Check(err, grad_err, tol, grad_tol, problem, seed_err)

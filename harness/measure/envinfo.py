@@ -1,12 +1,14 @@
 """The environment record: what a number needs beside it to be compared with another."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib.metadata
 import os
 import platform
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -128,3 +130,15 @@ def collect(device: str | torch.device = "cpu") -> dict[str, Any]:
         "platform": platform.platform(),
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Set torch's intra-op thread count for a run (None: leave it) and put it back after."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

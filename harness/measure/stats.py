@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 from scipy import stats as sps
@@ -77,3 +77,7 @@ class Stats:
 
     def as_dict(self) -> dict[str, float | int | bool]:
         return asdict(self)
+
+
+#: The row columns a ``Stats`` fills, in order.
+STATS_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Stats))

@@ -21,14 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.results.store import ENV_JSON, RESULTS_JSONL, RunFolder, read_jsonl, to_frame
-from harness.sweep.cases import KEY_COLUMNS
+from harness.results.store import ENV_JSON, RESULTS_JSONL, RunFolder, env_differences, read_env, row_key, to_frame
 from harness.sweep.config import ConfigError
 
 #: Sweep settings every merged run must share (keys of env.json's ``config``).
 CONFIG_MUST_MATCH: tuple[str, ...] = ("seed", "timing", "cache", "threads", "steady_malloc")
-#: Environment facts every merged run must share (keys of env.json).
-ENV_MUST_MATCH: tuple[str, ...] = ("device", "gpu_name", "torch", "cuda", "triton", "tf32")
 #: Config lists that may differ between merged runs; the merged env.json records their union.
 SWEPT: tuple[str, ...] = ("variants", "shapes", "batch_sizes", "dtypes", "modes", "reductions", "fusions", "biases",
                           "explicit_variants")
@@ -54,13 +51,10 @@ def _label(row: Mapping[str, Any]) -> str:
 
 
 def _read_env(run: Path) -> dict[str, Any]:
-    path = run / ENV_JSON
-    if not path.exists():
-        return {}
     try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError) as exc:
-        raise MergeError(f"{path}: cannot be read: {exc}") from None
+        return read_env(run / ENV_JSON)
+    except OSError as exc:
+        raise MergeError(str(exc)) from None
 
 
 def check_settings(envs: Mapping[Path, Mapping[str, Any]], allow_mixed_env: bool = False) -> None:
@@ -72,14 +66,11 @@ def check_settings(envs: Mapping[Path, Mapping[str, Any]], allow_mixed_env: bool
             if a != b:
                 raise MergeError(f"conflicting setting {key}: {a!r} in {first[0]} but {b!r} in {run}; "
                                  "merge only runs of the same sweep")  # fmt: skip
-        keys = ENV_MUST_MATCH + (("cpu_model",) if env.get("device") == "cpu" else ())
-        for key in keys:
-            a, b = first[1].get(key), env.get(key)
-            if a != b:
-                message = f"different environment: {key} is {a!r} in {first[0]} but {b!r} in {run}"
-                if not allow_mixed_env:
-                    raise MergeError(message + " (--allow-mixed-env to merge anyway)")
-                warnings.warn(message, RuntimeWarning, stacklevel=3)
+        for fact, a, b in env_differences(first[1], env, env.get("device"), "merge"):
+            message = f"different environment: {fact.key} is {a!r} in {first[0]} but {b!r} in {run}"
+            if not allow_mixed_env:
+                raise MergeError(message + " (--allow-mixed-env to merge anyway)")
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def check_shards(envs: Mapping[Path, Mapping[str, Any]]) -> list[str]:
@@ -97,8 +88,8 @@ def collect_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
     where: dict[tuple[object, ...], tuple[Path, dict[str, Any]]] = {}
     rows: list[dict[str, Any]] = []
     for run in runs:
-        for row in read_jsonl(run / RESULTS_JSONL):
-            key = tuple(row.get(c) for c in KEY_COLUMNS)
+        for row in RunFolder(run, create=False).rows():
+            key = row_key(row)
             if key in where:
                 other, seen = where[key]
                 same = all(seen.get(f) == row.get(f) for f in RESULT_FIELDS)
@@ -112,8 +103,6 @@ def collect_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
 
 def merge(runs: Sequence[str | Path], out: str | Path, allow_mixed_env: bool = False) -> MergeResult:
     """Join ``runs`` into a new run folder ``out``: results.jsonl, results.csv, report.md, env.json."""
-    from harness.api import write_outputs  # the api imports the whole pipeline; only merging needs it
-
     paths = [Path(r) for r in ([runs] if isinstance(runs, (str, Path)) else runs)]
     if not paths:
         raise MergeError("give at least one run folder to merge")
@@ -147,5 +136,6 @@ def merge(runs: Sequence[str | Path], out: str | Path, allow_mixed_env: bool = F
     seen = lambda key: sorted({str(e[key]) for e in envs.values() if e.get(key)})  # noqa: E731
     env |= {"config": config, "merged_from": [str(p) for p in paths], "merged_hosts": seen("hostname"),
             "merged_git_commits": seen("git_commit")}  # fmt: skip
-    write_outputs(folder, to_frame(rows), env)
+    folder.write_env(env)
+    folder.write_derived(to_frame(rows), env)
     return MergeResult(target, tuple(paths), len(rows))

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogFormatter
 
 from harness.measure.bandwidth import ENV_KEY as COPY_BANDWIDTH_KEY
-from harness.results.store import truthy
+from harness.results.record import truthy
 
 BASELINE_VARIANT = "eager"
 #: Columns that, with the shape and batch, say which rows are the same configuration.

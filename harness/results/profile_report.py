@@ -1,4 +1,4 @@
-"""Report tables for the profiling metrics (issue 5): FLOPs, peak memory, GPU telemetry.
+"""Report tables for the profiling metrics: FLOPs, peak memory, GPU telemetry.
 
 Called by :func:`harness.results.report.markdown` for each device · dtype · mode group. Frames without the
 metric columns (older runs) get no tables, not an error.
@@ -9,7 +9,7 @@ import math
 
 import pandas as pd
 
-from harness.results.report import config_label, pivot
+from harness.results.tables import config_label, pivot
 
 MiB = float(1 << 20)
 

@@ -13,26 +13,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.results.store import truthy
+from harness.results.profile_report import profiling_markdown
+from harness.results.record import BROKEN, Status, truthy
+from harness.results.tables import CONFIG_COLUMNS, GROUP_COLUMNS, config_label, groups, pivot
 
 BASELINE_VARIANT = "eager"
-GROUP_COLUMNS: tuple[str, ...] = ("device", "dtype", "mode")
-CONFIG_COLUMNS: tuple[str, ...] = ("channels", "height", "width", "batch", "reduction", "fusion", "bias")
-
-
-def config_label(frame: pd.DataFrame) -> pd.Series:
-    """``CxHxW b<batch>``, plus ``r<reduction>``, the fusion and bias where the frame has several."""
-    label = (
-        frame["channels"].astype(str) + "x" + frame["height"].astype(str) + "x" + frame["width"].astype(str)
-        + " b" + frame["batch"].astype(str)
-    )  # fmt: skip
-    if frame["reduction"].nunique() > 1:
-        label = label + " r" + frame["reduction"].astype(str)
-    if frame["fusion"].nunique() > 1:
-        label = label + " " + frame["fusion"].astype(str)
-    if "bias" in frame and frame["bias"].nunique() > 1:
-        label = label + frame["bias"].map({True: " bias", False: ""}).fillna("")
-    return label
 
 
 def with_speedup(frame: pd.DataFrame) -> pd.DataFrame:
@@ -93,23 +78,8 @@ def legend(frame: pd.DataFrame) -> list[str]:
     return [f"- `{mark}` {meaning}" for mark, meaning in MARKS.items() if mark in used]
 
 
-def groups(frame: pd.DataFrame) -> list[tuple[tuple[str, str, str], pd.DataFrame]]:
-    """(device, dtype, mode) groups in a stable order."""
-    present = frame.dropna(subset=["status"])
-    return [(tuple(map(str, k)), g) for k, g in present.groupby(list(GROUP_COLUMNS), sort=True)]
-
-
-def pivot(group: pd.DataFrame, value: str) -> pd.DataFrame:
-    """Variants × configurations of one column; the configuration order is the sweep's."""
-    g = group.assign(config=config_label(group))
-    table = g.pivot_table(index="variant", columns="config", values=value, aggfunc="first", sort=False)
-    order = [v for v in dict.fromkeys(g["variant"]) if v in table.index]
-    return table.loc[order]
-
-
 def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
     """The whole report.md."""
-    from harness.results.profile_report import profiling_markdown  # here: profile_report imports this module
     frame = with_speedup(frame)
     lines = ["# scSE benchmark report", ""]
     if env:
@@ -140,7 +110,7 @@ def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
         if speed.notna().any().any():
             lines += [f"Speedup over `{BASELINE_VARIANT}` (×, higher is faster):", ""]
             lines += [speed.map(lambda v: f"{v:.2f}" if pd.notna(v) else "").to_markdown(disable_numparse=True), ""]
-        lines += profiling_markdown(group)  # issue 5: FLOPs, peak memory, GPU telemetry
+        lines += profiling_markdown(group)  # FLOPs, peak memory, GPU telemetry
     problems = frame[frame["status"] != "ok"]
     if not problems.empty:
         lines += ["## Cases not timed", ""]
@@ -154,10 +124,8 @@ SUMMARY_MARKS: dict[str, str] = {
     "~": " [yellow]~[/]", "!": " [bold red]![/]", "host-bound": " [magenta]host-bound: host {host:.3g}[/]",
 }
 
-STYLES = {"mismatch": "bold red", "error": "yellow", "oom": "magenta", "skipped": "dim",
-          "crashed": "bold red", "timeout": "red"}  # crashed, timeout: issue 7
-#: Statuses the console summary lists one by one, with their reasons.
-FAILED = ("mismatch", "error", "oom", "crashed", "timeout")
+STYLES: dict[str, str] = {Status.MISMATCH: "bold red", Status.ERROR: "yellow", Status.OOM: "magenta",
+                          Status.SKIPPED: "dim", Status.CRASHED: "bold red", Status.TIMEOUT: "red"}  # fmt: skip
 
 
 def summary_tables(frame: pd.DataFrame) -> list[Table]:
@@ -193,7 +161,7 @@ def summary_tables(frame: pd.DataFrame) -> list[Table]:
 def print_summary(frame: pd.DataFrame, console: Console) -> None:
     for table in summary_tables(frame):
         console.print(table)
-    problems = frame[frame["status"].isin(FAILED)]
+    problems = frame[frame["status"].isin(BROKEN)]
     for r in problems.to_dict("records"):
         style = STYLES.get(r["status"], "red")
         console.print(f"[{style}]{r['status'].upper()}[/] {r['variant']} {r['channels']}x{r['height']}x{r['width']} "

@@ -1,7 +1,10 @@
-"""The results store: one run folder, rows appended and flushed the moment a case finishes.
+"""The results store: run folders read and written, rows appended and flushed the moment a case finishes.
 
-``results.jsonl`` is the source of truth (one JSON object a line, raw samples included);
-``results.csv``, ``report.md`` and ``env.json`` are derived from it and can be rebuilt.
+``results.jsonl`` is the source of truth (one ``CaseResult`` row a line, raw samples included);
+``results.csv`` and ``report.md`` are derived from it and can be rebuilt; ``env.json`` holds the
+sweep's configuration and the environment it ran in. Everything that reads a run (report,
+compare, merge, resume) reads it here, and ``ENVIRONMENT`` is the one list of what must match
+between runs whose timings are put side by side.
 """
 from __future__ import annotations
 
@@ -11,12 +14,15 @@ import math
 import os
 import warnings
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from harness.measure.figures import FIGURE_COLUMNS, RAW_FIGURE_COLUMNS
+from harness.results.record import SCHEMA_VERSION, CaseResult, SchemaError, jsonable
 from harness.sweep.cases import KEY_COLUMNS
 
 RESULTS_JSONL = "results.jsonl"
@@ -35,7 +41,7 @@ COLUMNS: tuple[str, ...] = KEY_COLUMNS + (
     *FIGURE_COLUMNS,
     "max_rel_err", "grad_rel_err", "tolerance", "grad_tolerance", "eager_rel_err",
     "calls_per_sample", "warmup_calls", "stop_reason", "first_call_s", "compile_s", "recompiles", "threads", "cache",
-    "finished_at",
+    "finished_at", "schema",
 )  # fmt: skip
 #: Raw data kept in results.jsonl but left out of the CSV.
 RAW_COLUMNS: tuple[str, ...] = ("samples_ms", *RAW_FIGURE_COLUMNS)
@@ -51,14 +57,6 @@ def default_run_dir(device: str, root: str | Path = "results/runs") -> Path:
     return Path(root) / f"{stamp}-{device.replace(':', '')}"
 
 
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
-
-
 def _clean(value: Any) -> Any:
     """JSON has no NaN: store it as null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -69,8 +67,11 @@ def _clean(value: Any) -> Any:
 class RunFolder:
     """A folder holding one run's results; ``append`` makes a finished row durable at once."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        """``create=False`` opens an existing run to read it, and writes nothing there."""
         self.path = Path(path)
+        if not create:
+            return
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write-test"
@@ -83,25 +84,58 @@ class RunFolder:
     def jsonl(self) -> Path:
         return self.path / RESULTS_JSONL
 
-    def append(self, row: Mapping[str, Any]) -> None:
-        """Write one row as a line, flush and fsync: a kill a moment later loses nothing."""
-        line = json.dumps({k: _clean(v) for k, v in row.items()}, default=_json_default, allow_nan=True)
+    def append(self, result: CaseResult | Mapping[str, Any]) -> None:
+        """Write one result as a line, flush and fsync: a kill a moment later loses nothing."""
+        row = result.to_row() if isinstance(result, CaseResult) else result
+        line = json.dumps({k: _clean(v) for k, v in row.items()}, default=jsonable, allow_nan=True)
         with self.jsonl.open("a", encoding="utf-8") as f:
             f.write(line + "\n")
             f.flush()
             os.fsync(f.fileno())
 
     def rows(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.jsonl)
+        """Every whole row, each checked to be one this harness can read (``SchemaError`` if not)."""
+        rows = read_jsonl(self.jsonl)
+        for row in rows:
+            check_schema(row, self.jsonl)
+        return rows
+
+    def results(self, metric_columns: tuple[str, ...] = ()) -> list[CaseResult]:
+        """Every whole row as a ``CaseResult``."""
+        try:
+            return [CaseResult.from_row(row, metric_columns) for row in read_jsonl(self.jsonl)]
+        except SchemaError as exc:
+            raise SchemaError(f"{self.jsonl}: {exc}") from None
+
+    def repair(self) -> int:
+        """Make results.jsonl end with a whole row (after a kill); returns the bytes dropped."""
+        return repair_jsonl(self.jsonl)
+
+    def write_derived(self, frame: pd.DataFrame, env: Mapping[str, Any], plots: bool = False) -> list[Path]:
+        """Rebuild what is derived from the rows: results.csv, report.md and (``plots``) the PNGs."""
+        from harness.results import report
+
+        self.write_csv(frame)
+        text = report.markdown(frame, env)
+        written: list[Path] = []
+        if plots:
+            from harness.results import plots as plotting  # matplotlib: only when asked
+
+            written = plotting.write_plots(frame, self.path, env)
+            if written:
+                text = text.rstrip("\n") + "\n\n" + plotting.markdown(written, self.path)
+        (self.path / REPORT_MD).write_text(text, encoding="utf-8")
+        return written
 
     def write_env(self, env: Mapping[str, Any]) -> Path:
         path = self.path / ENV_JSON
-        path.write_text(json.dumps(dict(env), indent=2, default=_json_default) + "\n", encoding="utf-8")
+        text = json.dumps(dict(env) | {"schema": SCHEMA_VERSION}, indent=2, default=jsonable)
+        path.write_text(text + "\n", encoding="utf-8")
         return path
 
     def read_env(self) -> dict[str, Any]:
-        path = self.path / ENV_JSON
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        """env.json, or {} when the run has none; ``OutputError`` when it cannot be read."""
+        return read_env(self.path / ENV_JSON)
 
     def write_csv(self, frame: pd.DataFrame) -> Path:
         path = self.path / RESULTS_CSV
@@ -109,8 +143,9 @@ class RunFolder:
         return path
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """All whole rows of a results.jsonl; a last line cut off by a kill is skipped with a warning."""
+def read_jsonl(path: str | Path, notes: list[str] | None = None) -> list[dict[str, Any]]:
+    """All whole rows of a results.jsonl. A line cut off by a kill is skipped with a warning, or
+    with a line added to ``notes`` when given."""
     p = Path(path)
     if not p.exists():
         return []
@@ -120,16 +155,196 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             where = "its last line" if number == len(lines) else f"line {number}"
-            warnings.warn(f"{p}: {where} is not a whole JSON row (cut off?); skipped", RuntimeWarning, stacklevel=2)
+            message = f"{p}: {where} is not a whole JSON row (cut off?); skipped"
+            if notes is None:
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+            else:
+                notes.append(message)
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
 
 
-def truthy(value: Any) -> bool:
-    """A stored flag (``noisy``, ``disturbed``): True from JSON, numpy or a CSV's ``"True"``; empty is False."""
-    return str(value) == "True"
+class ResultsError(ValueError):
+    """Results that cannot be read; the message is one line fit to show a user."""
+
+
+@dataclass(frozen=True)
+class LoadedResults:
+    """The rows of a run folder or results file, its environment, and what was odd about them."""
+
+    source: str
+    rows: tuple[dict[str, Any], ...] = field(repr=False)
+    env: dict[str, Any] = field(repr=False)
+    columns: frozenset[str]
+    notes: tuple[str, ...] = ()
+
+
+def load_results(path: str | Path, required: tuple[str, ...] = ("variant", "status")) -> LoadedResults:
+    """A run folder (results.jsonl preferred, else results.csv) or one results file, with the
+    env.json beside it. Missing values are None whichever file they came from."""
+    p = Path(path)
+    if not p.exists():
+        raise ResultsError(f"{p}: no such file or folder")
+    if p.is_dir():
+        found = next((c for c in (p / RESULTS_JSONL, p / RESULTS_CSV) if c.is_file()), None)
+        if found is None:
+            raise ResultsError(f"{p}: no {RESULTS_JSONL} or {RESULTS_CSV} in this folder")
+        file = found
+    else:
+        file = p
+    notes: list[str] = []
+    try:
+        if file.suffix == ".jsonl":
+            frame = pd.DataFrame.from_records(read_jsonl(file, notes))
+            for row in frame.to_dict("records"):
+                check_schema(row, file)
+        elif file.suffix == ".csv":
+            frame = pd.read_csv(file)
+        else:
+            raise ResultsError(f"{file}: expected a run folder, a .jsonl or a .csv results file")
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, SchemaError) as exc:
+        raise ResultsError(f"{file}: cannot read it ({exc.__class__.__name__}: {exc})") from None
+    if frame.empty:
+        raise ResultsError(f"{file}: holds no results")
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise ResultsError(f"{file}: not a results file (no column {', '.join(missing)})")
+    env_path = file.parent / ENV_JSON
+    env: dict[str, Any] = {}
+    if env_path.is_file():
+        try:
+            env = read_env(env_path)
+        except OutputError as exc:
+            notes.append(f"{exc}; environment not checked")
+    else:
+        notes.append(f"{file}: no {ENV_JSON} beside it; its environment cannot be checked")
+    rows = tuple(frame.astype(object).where(frame.notna(), None).to_dict("records"))
+    return LoadedResults(str(p), rows, env, frozenset(frame.columns), tuple(notes))
+
+
+def key_value(value: Any) -> Any:
+    """One spelling per key value: 8 == 8.0 == "8" from CSV, NaN == None, "True" == True."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return int(value) if float(value).is_integer() else float(value)
+    text = str(value)
+    if text in ("True", "False"):
+        return text == "True"
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if number.is_integer() else number
+
+
+def check_schema(row: Mapping[str, Any], where: str | Path) -> None:
+    """Refuse a row written by a newer harness (rows without a ``schema`` are version 1)."""
+    schema = row.get("schema")
+    if isinstance(schema, (int, float)) and not math.isnan(schema) and int(schema) > SCHEMA_VERSION:
+        raise SchemaError(f"{where}: a row of schema {int(schema)}, newer than this harness's {SCHEMA_VERSION}: "
+                          "update the harness to read it")  # fmt: skip
+
+
+def read_env(path: str | Path) -> dict[str, Any]:
+    """A run's env.json, or {} when there is none; ``OutputError`` when it is unreadable or not an object."""
+    p = Path(path)
+    if not p.exists():
+        return {}
+    try:
+        env = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"{p}: cannot be read: {exc}") from None
+    if not isinstance(env, dict):
+        raise OutputError(f"{p}: not a JSON object")
+    return env
+
+
+def repair_jsonl(path: str | Path) -> int:
+    """Make the file end with a whole row; returns the number of bytes dropped.
+
+    A tail that is whole JSON but lacks its newline keeps its row and gets the newline.
+    """
+    p = Path(path)
+    if not p.exists():
+        return 0
+    data = p.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return 0
+    cut = data.rfind(b"\n") + 1  # 0 when the only line is cut off
+    tail = data[cut:]
+    try:
+        json.loads(tail)
+    except ValueError:
+        pass
+    else:
+        with p.open("ab") as f:
+            f.write(b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return 0
+    with p.open("r+b") as f:
+        f.truncate(cut)
+        f.flush()
+        os.fsync(f.fileno())
+    warnings.warn(f"{p}: its last line was cut off mid-row ({len(tail)} bytes); dropped it and truncated the file "
+                  "to its last whole row", RuntimeWarning, stacklevel=2)  # fmt: skip
+    return len(tail)
+
+
+def row_key(row: Mapping[str, Any]) -> tuple[object, ...]:
+    """The values of a row's key columns, one spelling each: what identifies its case."""
+    return tuple(key_value(row.get(c)) for c in KEY_COLUMNS)
+
+
+@dataclass(frozen=True)
+class EnvFact:
+    """A fact about where a run was measured that decides whether two runs' timings belong together."""
+
+    key: str  # in env.json
+    words: str  # how a message names it
+    #: "cpu" or "cuda": it only matters on that kind of device (None: on both).
+    device: str | None = None
+    #: ``compare`` warns when it differs (the timings may not be comparable).
+    compare: bool = True
+    #: ``merge`` refuses runs where it differs, and ``run --resume`` warns.
+    merge: bool = True
+
+
+#: The one list of what must match between runs put side by side.
+ENVIRONMENT: tuple[EnvFact, ...] = (
+    EnvFact("device", "device type", compare=False),  # compare refuses different devices outright
+    EnvFact("gpu_name", "GPU model", "cuda"),
+    EnvFact("cpu_model", "CPU model", "cpu"),
+    EnvFact("torch", "torch version"),
+    EnvFact("cuda", "CUDA version", "cuda"),
+    EnvFact("triton", "Triton version", compare=False),
+    EnvFact("tf32", "TF32 setting", compare=False),
+    EnvFact("hostname", "host", merge=False),
+    EnvFact("threads", "torch threads", "cpu", merge=False),  # merge checks the sweep's threads setting
+    EnvFact("steady_malloc", "steady CPU allocator", "cpu", merge=False),
+)
+
+
+def env_differences(a: Mapping[str, Any], b: Mapping[str, Any], device: str | None,
+                    purpose: str) -> list[tuple[EnvFact, Any, Any]]:
+    """The facts of ``ENVIRONMENT`` used for ``purpose`` (``compare``/``merge``) on which two env.json differ."""
+    out = []
+    for fact in ENVIRONMENT:
+        if not getattr(fact, purpose) or (fact.device is not None and device is not None and fact.device != device):
+            continue
+        if a.get(fact.key) != b.get(fact.key):
+            out.append((fact, a.get(fact.key), b.get(fact.key)))
+    return out
 
 
 def to_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:

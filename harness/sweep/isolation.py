@@ -13,7 +13,6 @@ process's CUDA context is unusable). The worker is reused from case to case and 
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import queue
@@ -31,12 +30,12 @@ from typing import Any
 
 import torch
 
-from harness.measure.figures import pool_rows
 from harness.measure.timing import Clock, TimingPolicy
+from harness.results.record import CaseResult, Status, pool
 from harness.sweep import oom
 from harness.sweep.cases import Case
 from harness.sweep.config import SweepConfig
-from harness.sweep.runner import run_case, skip_reason
+from harness.sweep.runner import failed, run_case, skip_reason
 from variants.registry import Variant
 
 WORKERS_LOG = "workers.log"
@@ -53,11 +52,11 @@ STICKY_CUDA_MESSAGES: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def is_sticky_cuda_error(row: dict[str, Any]) -> bool:
-    """An ``error`` row on a CUDA device whose reason is one of the errors that poison the context."""
-    reason = str(row.get("reason") or "")
-    return (row.get("status") == "error" and str(row.get("device", "")).startswith("cuda")
-            and any(m.lower() in reason.lower() for m in STICKY_CUDA_MESSAGES))  # fmt: skip
+def is_sticky_cuda_error(result: CaseResult) -> bool:
+    """An ``error`` on a CUDA device whose reason is one of the errors that poison the context."""
+    reason = (result.reason or "").lower()
+    return (result.status is Status.ERROR and result.case.device.startswith("cuda")
+            and any(m.lower() in reason for m in STICKY_CUDA_MESSAGES))  # fmt: skip
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -72,14 +71,10 @@ def describe_exit(returncode: int | None) -> str:
     return f"exited with status {returncode}"
 
 
-def now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
 class WorkerFailure(Exception):
-    """The worker gave no row: ``status`` is ``crashed`` or ``timeout``; the message is the reason."""
+    """The worker gave no row: ``status`` is crashed or timeout; the message is the reason."""
 
-    def __init__(self, status: str, reason: str) -> None:
+    def __init__(self, status: Status, reason: str) -> None:
         super().__init__(reason)
         self.status = status
 
@@ -102,7 +97,7 @@ class Worker:
         ready = self._receive(startup_timeout_s, log_from=0, what="start")
         if "ready" not in ready:
             self.kill()
-            raise WorkerFailure("crashed", f"worker process said {ready!r} instead of ready")
+            raise WorkerFailure(Status.CRASHED, f"worker process said {ready!r} instead of ready")
 
     @property
     def alive(self) -> bool:
@@ -142,12 +137,13 @@ class Worker:
                 line = self.lines.get(timeout=max(left, 0.0)) if left > 0 else self.lines.get_nowait()
             except queue.Empty:
                 self.kill()
-                raise WorkerFailure("timeout", f"no result within {timeout_s:g} s; the worker was killed") from None
+                reason = f"no result within {timeout_s:g} s; the worker was killed"
+                raise WorkerFailure(Status.TIMEOUT, reason) from None
             if line is None:
                 code = self.proc.wait()
                 hint = self._log_hint(log_from)
                 prefix = "worker process " if what == "run" else "worker process failed to start: "
-                raise WorkerFailure("crashed", f"{prefix}{describe_exit(code)}" + (f" ({hint})" if hint else ""))
+                raise WorkerFailure(Status.CRASHED, f"{prefix}{describe_exit(code)}" + (f" ({hint})" if hint else ""))
             if line.strip():
                 return json.loads(line)
 
@@ -226,11 +222,11 @@ class CaseExecutor:
     def isolated(self, variant: Variant) -> bool:
         return self.isolate_all or bool(dict(variant.tags).get("isolate"))
 
-    def run(self, case: Case) -> dict[str, Any]:
-        """The case's row; with ``oom_retry``, at smaller batches until it fits."""
+    def run(self, case: Case) -> CaseResult:
+        """The case's result; with ``oom_retry``, at smaller batches until it fits."""
         return oom.run_with_retry(self.run_once, case) if self.cfg.oom_retry else self.run_once(case)
 
-    def run_once(self, case: Case) -> dict[str, Any]:
+    def run_once(self, case: Case) -> CaseResult:
         variant = self.registry[case.variant]
         explicit = case.variant in self.cfg.explicit_variants
         runnable = skip_reason(case, variant, explicit) is None and self.clock is not None
@@ -238,27 +234,29 @@ class CaseExecutor:
             return self._in_processes(case, variant, explicit)
         if runnable and self.isolated(variant):
             return self._in_worker(case, variant, explicit)
-        row = run_case(case, variant, self.clock, self.cfg.timing, self.cfg.seed, explicit, self.cache, self.trace_dir)
-        if is_sticky_cuda_error(row):
+        result = run_case(case, variant, self.clock, self.cfg.timing, self.cfg.seed, explicit, self.cache,
+                          self.trace_dir)  # fmt: skip
+        if is_sticky_cuda_error(result):
             self.isolate_all = True
             warnings.warn("a sticky CUDA error ended this process's CUDA context; the rest of the sweep runs "
                           "in worker processes", RuntimeWarning, stacklevel=2)  # fmt: skip
-            row |= {"status": "crashed", "reason": f"sticky CUDA error (later cases run isolated): {row['reason']}"}
-        return row
+            reason = f"sticky CUDA error (later cases run isolated): {result.reason}"
+            result = replace(result, status=Status.CRASHED, reason=reason)
+        return result
 
-    def _in_processes(self, case: Case, variant: Variant, explicit: bool) -> dict[str, Any]:
+    def _in_processes(self, case: Case, variant: Variant, explicit: bool) -> CaseResult:
         """The case measured in each of ``processes`` workers, each with its share of the time
         budget, and their samples pooled: the spread between processes (heap layout, thread
         placement, what else the machine ran) then shows in the row, as pyperf's workers show it."""
         k = self.cfg.processes
         policy = replace(self.cfg.timing, max_time_s=self.cfg.timing.max_time_s / k)
-        rows = []
+        results = []
         for slot in range(k):
-            row = self._in_worker(case, variant, explicit, slot, policy)
-            if row.get("status") != "ok":
-                return row | {"processes": k}
-            rows.append(row)
-        return pool_rows(rows)
+            result = self._in_worker(case, variant, explicit, slot, policy)
+            results.append(result)
+            if result.status is not Status.OK:
+                break
+        return pool(results)
 
     def request(self, case: Case, variant: Variant, explicit: bool,
                 policy: TimingPolicy | None = None) -> dict[str, Any]:
@@ -272,22 +270,22 @@ class CaseExecutor:
         }  # fmt: skip
 
     def _in_worker(self, case: Case, variant: Variant, explicit: bool, slot: int = 0,
-                   policy: TimingPolicy | None = None) -> dict[str, Any]:
-        """The case's row from worker ``slot`` (started if it is not running)."""
+                   policy: TimingPolicy | None = None) -> CaseResult:
+        """The case's result from worker ``slot`` (started if it is not running)."""
         worker = self.workers.get(slot)
         try:
             if worker is None or not worker.alive:
                 worker = self.workers[slot] = Worker(self.log)
-            row = worker.run(self.request(case, variant, explicit, policy), self.timeout_s)
+            result = CaseResult.from_row(worker.run(self.request(case, variant, explicit, policy), self.timeout_s))
         except WorkerFailure as failure:
             if worker is not None:
                 worker.kill()
             self.workers.pop(slot, None)  # the next case gets a fresh one
             threads = self.cfg.threads or torch.get_num_threads()
-            return case.as_dict() | {"threads": threads, "cache": self.cache, "status": failure.status,
-                                     "reason": str(failure), "finished_at": now()}  # fmt: skip
-        if is_sticky_cuda_error(row):
+            return failed(case, failure.status, str(failure), threads=threads, cache=self.cache)
+        if is_sticky_cuda_error(result):
             worker.close(grace_s=2.0)
             self.workers.pop(slot, None)
-            row |= {"status": "crashed", "reason": f"sticky CUDA error (worker replaced): {row['reason']}"}
-        return row
+            reason = f"sticky CUDA error (worker replaced): {result.reason}"
+            result = replace(result, status=Status.CRASHED, reason=reason)
+        return result

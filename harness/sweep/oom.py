@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 import gc
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
+from harness.results.record import CaseResult, Status
 from harness.sweep.cases import Case
 
 #: Messages of allocation failures that are not ``torch.OutOfMemoryError``: the CPU allocator
@@ -37,26 +37,26 @@ def release_memory(device: str) -> None:
         torch.cuda.empty_cache()
 
 
-RunOnce = Callable[[Case], dict[str, Any]]
+RunOnce = Callable[[Case], CaseResult]
 
 
-def run_with_retry(run_once: RunOnce, case: Case) -> dict[str, Any]:
+def run_with_retry(run_once: RunOnce, case: Case) -> CaseResult:
     """``run_once(case)``; while that is ``oom`` and the batch above 1, again at half the batch."""
     current = case
-    row = run_once(current)
+    result = run_once(current)
     failed: list[int] = []
-    while row.get("status") == "oom" and current.batch > 1:
+    while result.status is Status.OOM and current.batch > 1:
         failed.append(current.batch)
         release_memory(case.device)
         current = dataclasses.replace(current, batch=current.batch // 2)
-        row = run_once(current)
-    row = dict(row) | {"batch": case.batch, "batch_run": current.batch}
+        result = run_once(current)
+    reason = result.reason
     if failed:
         note = f"out of memory at batch {', '.join(map(str, failed))}"
-        if row.get("status") == "oom":
+        if result.status is Status.OOM:
             failed.append(current.batch)
-            row["reason"] = f"out of memory at batch {', '.join(map(str, failed))}: {row.get('reason')}"
+            reason = f"out of memory at batch {', '.join(map(str, failed))}: {result.reason}"
         else:
-            tail = f": {row['reason']}" if row.get("reason") else ""
-            row["reason"] = f"{note}; ran at batch {current.batch}{tail}"
-    return row
+            tail = f": {result.reason}" if result.reason else ""
+            reason = f"{note}; ran at batch {current.batch}{tail}"
+    return dataclasses.replace(result, case=case, batch_run=current.batch, reason=reason)

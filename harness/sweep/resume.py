@@ -8,55 +8,17 @@ truncated to its last whole row, so the rows appended next start on a line of th
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.results.store import ENV_JSON, RESULTS_JSONL, RunFolder
-from harness.sweep.cases import KEY_COLUMNS, Case
+from harness.results.store import ENV_JSON, RESULTS_JSONL, RunFolder, env_differences, read_env, row_key
+from harness.sweep.cases import Case
 from harness.sweep.config import OPTION_NAMES, ConfigError, SweepConfig, read_toml
 
 #: Stored ``timing`` fields that are options of their own.
 TIMING_OPTIONS: tuple[str, ...] = ("warmup_s", "min_samples", "max_samples", "rel_ci", "max_time_s")
-
-
-def repair_jsonl(path: str | Path) -> int:
-    """Make the file end with a whole row; returns the number of bytes dropped.
-
-    A tail that is whole JSON but lacks its newline keeps its row and gets the newline.
-    """
-    p = Path(path)
-    if not p.exists():
-        return 0
-    data = p.read_bytes()
-    if not data or data.endswith(b"\n"):
-        return 0
-    cut = data.rfind(b"\n") + 1  # 0 when the only line is cut off
-    tail = data[cut:]
-    try:
-        json.loads(tail)
-    except ValueError:
-        pass
-    else:
-        with p.open("ab") as f:
-            f.write(b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        return 0
-    with p.open("r+b") as f:
-        f.truncate(cut)
-        f.flush()
-        os.fsync(f.fileno())
-    warnings.warn(f"{p}: its last line was cut off mid-row ({len(tail)} bytes); dropped it and truncated the file "
-                  "to its last whole row", RuntimeWarning, stacklevel=2)  # fmt: skip
-    return len(tail)
-
-
-def row_key(row: Mapping[str, Any]) -> tuple[object, ...]:
-    return tuple(row.get(c) for c in KEY_COLUMNS)
 
 
 def stored_options(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -78,12 +40,10 @@ def config_for(run: str | Path, config_file: str | Path | None, options: Mapping
     out = options.get("out")
     if out is not None and Path(out).resolve() != path.resolve():
         raise ConfigError(f"--resume appends to {str(path)!r} itself; drop --out {str(out)!r}")
-    stored: dict[str, Any] = {}
-    if env_path.exists():
-        try:
-            stored = dict(json.loads(env_path.read_text(encoding="utf-8")).get("config") or {})
-        except (OSError, ValueError, AttributeError) as exc:
-            raise ConfigError(f"--resume {str(path)!r}: env.json cannot be read: {exc}") from None
+    try:
+        stored = dict(read_env(env_path).get("config") or {})
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"--resume {str(path)!r}: env.json cannot be read: {exc}") from None
     given = {k: v for k, v in options.items() if v is not None}
     merged = stored_options(stored) | (read_toml(config_file) if config_file is not None else {}) | given
     cfg = SweepConfig.build(None, **(merged | {"out": str(path)}))
@@ -97,15 +57,13 @@ def check_environment(stored: Mapping[str, Any], device: str) -> None:
     """Warn when the rows kept were measured elsewhere (a requeued job on another node): the run's
     env.json will describe only the environment of the rows added now."""
     from harness.measure import envinfo
-    from harness.results.merge import ENV_MUST_MATCH
 
     if not stored:
         return
     now = envinfo.collect(device)
-    for key in ENV_MUST_MATCH + (("cpu_model",) if now.get("device") == "cpu" else ()):
-        if stored.get(key) != now.get(key):
-            warnings.warn(f"resuming in another environment: {key} was {stored.get(key)!r}, now {now.get(key)!r}; "
-                          "the run mixes rows from both", RuntimeWarning, stacklevel=3)  # fmt: skip
+    for fact, before, after in env_differences(stored, now, now.get("device"), "merge"):
+        warnings.warn(f"resuming in another environment: {fact.key} was {before!r}, now {after!r}; "
+                      "the run mixes rows from both", RuntimeWarning, stacklevel=3)  # fmt: skip
 
 
 def split(folder: RunFolder, cases: Sequence[Case],
@@ -114,7 +72,7 @@ def split(folder: RunFolder, cases: Sequence[Case],
     ``device``, also warn if RUN was measured in another environment."""
     if device is not None:
         check_environment(folder.read_env(), device)
-    repair_jsonl(folder.jsonl)
+    folder.repair()
     rows = folder.rows()
     done = {row_key(r) for r in rows}
     return rows, [c for c in cases if c.key not in done]

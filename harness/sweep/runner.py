@@ -7,50 +7,36 @@ A case never ends the sweep. Whatever goes wrong becomes the row's ``status`` an
 from __future__ import annotations
 
 import contextlib
-import copy
-import datetime as _dt
 import time
-import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from harness.measure import metrics  # profiling metrics (issue 5): FLOPs, memory, GPU telemetry, traces
-from harness.measure.correctness import Check, allowed, normwise_error, relative_l2_error, tolerance
-from harness.measure.figures import timing_columns
+from harness.measure import correctness, metrics
+from harness.measure.correctness import Check, Outcome, Trial, seed_of
+from harness.measure.correctness import reference_named as _reference_named
+from harness.measure.figures import Figures
 from harness.measure.timing import Clock, CpuClock, Timing, TimingPolicy, measure
+from harness.results.record import CaseResult, FirstCall, Status
 from harness.sweep.cases import Case
-from harness.sweep.oom import is_out_of_memory, release_memory  # issue 7: CPU allocation failures are oom too
-from variants.compiled import compiled_graphs  # issue 3: compile_s and recompiles
+from harness.sweep.oom import is_out_of_memory, release_memory
 from variants.reference import ScSE
 from variants.registry import Variant
-from variants.tags import bias_unsupported, compiles, input_memory_format
-from variants.weights import parameter_names
+from variants.tags import bias_unsupported, compiles, compute_dtype, input_memory_format
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def case_seed(case: Case, seed: int) -> int:
     """A seed fixed by the configuration, so every variant of a configuration sees the same data."""
-    text = f"{seed}:{case.batch}:{case.channels}:{case.height}:{case.width}:{case.reduction}:{case.fusion}:{case.bias}"
-    return zlib.crc32(text.encode())
+    return seed_of(seed, case.batch, case.channels, case.height, case.width, case.reduction, case.fusion, case.bias)
 
 
 def make_reference(case: Case, seed: int) -> ScSE:
-    """The float32 CPU reference module of the case's configuration, with seeded weights.
-
-    The gate of ``fusion="gate"`` starts at 0 in training, where σ(α) = ½ would hide a variant
-    that swaps the two branches; here it is drawn at random so the check can see that.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(case_seed(case, seed))
-        ref = ScSE(case.channels, case.reduction, case.fusion, case.bias)
-        if case.fusion == "gate":
-            torch.nn.init.normal_(ref.gate, std=1.0)
-    return ref.eval()
+    """The case's float32 CPU reference (``correctness.make_reference``), its weights drawn from ``case_seed``."""
+    return correctness.make_reference(case.channels, case.reduction, case.fusion, case.bias, case_seed(case, seed))
 
 
 def make_input(case: Case, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -88,15 +74,6 @@ def skip_reason(case: Case, variant: Variant, explicit: bool) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """The first call's results, kept for the correctness check."""
-
-    output: torch.Tensor
-    grads: dict[str, torch.Tensor]
-    seconds: float
-
-
 def first_call(fn: Fn, x: torch.Tensor, params: dict[str, torch.Tensor], grad_out: torch.Tensor | None) -> Outcome:
     """Run the variant once, as the timed loop will, and time it (compilation happens here)."""
     t0 = time.perf_counter()
@@ -115,82 +92,8 @@ def first_call(fn: Fn, x: torch.Tensor, params: dict[str, torch.Tensor], grad_ou
 
 def verify(case: Case, variant: Variant, ref: ScSE, x: torch.Tensor, x_before: torch.Tensor,
            got: Outcome, grad_out: torch.Tensor | None) -> Check:
-    """Compare the variant's first call with the reference computed in float64 on the same input.
-
-    Below float64 the seed's own module runs in the case's dtype too, and its error sets how much
-    error that dtype is allowed (``correctness.allowed``).
-    """
-    device, train = x.device, grad_out is not None
-    compute_dtype = str(dict(variant.tags).get("compute_dtype", case.dtype))
-    tol = tolerance(compute_dtype, device)
-    grad_tol = tolerance(compute_dtype, device, grad=True) if train else None
-
-    def fail(problem: str, err: float = float("nan"), grad_err: float | None = None) -> Check:
-        return Check(err, grad_err, tol, grad_tol, problem)
-
-    if not torch.equal(x.detach(), x_before):
-        return fail("the variant modified its input")
-    if tuple(got.output.shape) != tuple(x.shape):
-        return fail(f"output shape {tuple(got.output.shape)} differs from the input's {tuple(x.shape)}")
-    if got.output.device != device:
-        return fail(f"output is on {got.output.device}, not {device}")
-    if train and "input" not in got.grads:
-        return fail("no gradient reached the input")
-    ref_names = dict(ref.named_parameters())
-    unmatched = sorted(n for n in got.grads if n != "input" and n not in ref_names)
-    if unmatched:  # issue 3: a renamed parameter must be mapped (reference_names), never skipped
-        return fail(f"parameter {unmatched[0]} has no counterpart in the reference (set reference_names)")
-    names = ["input", *[n for n in got.grads if n != "input"]]
-    y64, grads64 = reference_outputs(ref, x, grad_out, torch.float64, names)
-    seed_err: float | None = None
-    seed_grad_errs: dict[str, float] = {}
-    if x.dtype != torch.float64:
-        y_seed, grads_seed = reference_outputs(ref, x, grad_out, x.dtype, names)
-        seed_err = normwise_error(y_seed, y64)
-        seed_grad_errs = {n: relative_l2_error(grads_seed[n], grads64[n]) for n in grads64}
-    tol = allowed(tol, seed_err)
-    err = normwise_error(got.output, y64)
-    if err > tol:
-        what = "NaN or Inf in the output" if err == float("inf") else f"output error {err:.3g} > tolerance {tol:.3g}"
-        return fail(what, err)
-    grad_err: float | None = None
-    if train:
-        limits = {n: allowed(grad_tol, seed_grad_errs.get(n)) for n in grads64}  # type: ignore[arg-type]
-        errors = {n: relative_l2_error(got.grads[n], grads64[n]) for n in grads64}
-        worst = max(errors, key=lambda n: errors[n] / limits[n])
-        grad_err, grad_tol = errors[worst], limits[worst]
-        if grad_err > grad_tol:
-            return Check(err, grad_err, tol, grad_tol,
-                         f"gradient of {worst} error {grad_err:.3g} > tolerance {grad_tol:.3g}", seed_err)
-    return Check(err, grad_err, tol, grad_tol, None, seed_err)
-
-
-def reference_outputs(ref: ScSE, x: torch.Tensor, grad_out: torch.Tensor | None, dtype: torch.dtype,
-                      names: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The reference module's output and named gradients, computed in ``dtype`` on ``x``'s device."""
-    module = copy.deepcopy(ref).to(device=x.device, dtype=dtype)
-    xd = x.detach().to(dtype).requires_grad_(grad_out is not None)
-    with torch.enable_grad() if grad_out is not None else torch.no_grad():
-        y = module(xd)
-        if grad_out is None:
-            return y.detach(), {}
-        params = dict(module.named_parameters())
-        values = torch.autograd.grad(y, [xd, *[params[n] for n in names[1:]]], grad_out.to(dtype))
-    return y.detach(), dict(zip(names, values, strict=True))
-
-
-def _reference_named(fn: object, grads: dict[str, torch.Tensor], ref: ScSE) -> dict[str, torch.Tensor]:
-    """Gradients keyed by the reference's parameter names and in its shapes (issue 3: smp's
-    ``cSE.1.weight`` is ``cse.fc.0.weight``; torch.compile's ``_orig_mod.`` prefix is dropped;
-    linear_excite's ``(out, in)`` Linear weight is the reference's ``(out, in, 1, 1)`` conv weight)."""
-    names = parameter_names(fn)
-    shapes = {n: p.shape for n, p in ref.named_parameters()}
-    out = {}
-    for name, g in grads.items():
-        key = names.get(name, name)
-        same_size = key in shapes and g.numel() == shapes[key].numel()
-        out[key] = g.reshape(shapes[key]) if same_size else g
-    return out
+    """The engine's check (``correctness.verify``, sweep policy) of the variant's first call on this case."""
+    return correctness.verify(Trial(ref, x, x_before, grad_out), got, compute_dtype(variant, case.dtype))
 
 
 def make_step(
@@ -204,14 +107,15 @@ def make_step(
     return lambda: torch.autograd.grad(fn(x), inputs, grad_out, allow_unused=True)
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
+    """An exception as one line for a row's ``reason``: its type and the first line of its message."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolicy, seed: int,
-                 trace_dir: Path | None = None) -> dict[str, Any]:
-    """Check, then time, one case that is known to be runnable; returns the row's measured fields.
+                 trace_dir: Path | None = None) -> CaseResult:
+    """Check, then time, one case that is known to be runnable.
 
     After the timed loop: GPU telemetry over it, peak memory of one more call, and with
     ``trace_dir`` a profiler trace (``metrics.after_timing``; none of it inside the loop).
@@ -231,34 +135,26 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
     got = Outcome(got.output, _reference_named(fn, got.grads, ref), got.seconds)
     graphs_after_first = compiled_graphs(fn) if compiles(variant) else None
     check = verify(case, variant, ref, x, x_before, got, grad_out)
-    row: dict[str, Any] = {
-        "max_rel_err": check.max_rel_err,
-        "grad_rel_err": check.grad_rel_err,
-        "tolerance": check.tolerance,
-        "grad_tolerance": check.grad_tolerance,
-        "eager_rel_err": check.eager_rel_err,
-        "first_call_s": got.seconds,
-        # issue 3: a compiling variant's first call is its compile time, never a latency sample
-        "compile_s": got.seconds if graphs_after_first is not None else None,
-    }
+    # a compiling variant's first call is its compile time, never a latency sample
+    first = FirstCall(got.seconds, got.seconds if graphs_after_first is not None else None)
     del got
     if not check.passed:
-        return row | {"status": "mismatch", "reason": check.problem}
+        return CaseResult(case, Status.MISMATCH, check.problem, check=check, first_call=first)
     step = make_step(fn, x, params, grad_out)
     telemetry = metrics.begin_telemetry(device)
     try:
         with torch.no_grad() if not train else contextlib.nullcontext():
             timing, wall, remeasured = time_step(step, clock, policy)
             if graphs_after_first is not None:  # graphs compiled by warm-up and timed calls
-                row["recompiles"] = compiled_graphs(fn) - graphs_after_first
+                first = replace(first, recompiles=compiled_graphs(fn) - graphs_after_first)
             calls = sum(t.warmup_calls + len(t.samples_ms) * t.calls_per_sample for t in (timing, wall) if t)
             trace = metrics.trace_path(trace_dir, case) if trace_dir is not None else None
             profiled = metrics.after_timing(step, device, telemetry, calls, trace)
     finally:
         if telemetry is not None:
             telemetry.close()
-    figures = timing_columns(timing, wall, device.type == "cuda", case.batch, remeasured)
-    return row | {"status": "ok", "reason": None} | figures | profiled
+    figures = Figures.of(timing, wall, device.type == "cuda", case.batch, remeasured)
+    return CaseResult(case, Status.OK, check=check, first_call=first, figures=figures, metrics=profiled)
 
 
 def time_step(step: Callable[[], object], clock: Clock, policy: TimingPolicy) -> tuple[Timing, Timing | None, bool]:
@@ -278,21 +174,38 @@ def time_step(step: Callable[[], object], clock: Clock, policy: TimingPolicy) ->
 
 
 def run_case(case: Case, variant: Variant, clock: Clock | None, policy: TimingPolicy, seed: int,
-             explicit: bool = False, cache: str = "cold", trace_dir: Path | None = None) -> dict[str, Any]:
-    """One finished row for ``case``, whatever happens. ``trace_dir``: write a profiler trace there."""
-    row: dict[str, Any] = case.as_dict() | {"threads": torch.get_num_threads(), "cache": cache}
-    row |= metrics.config_columns(case)  # FLOPs depend on the configuration only: every row has them
+             explicit: bool = False, cache: str = "cold", trace_dir: Path | None = None) -> CaseResult:
+    """The finished result of ``case``, whatever happens. ``trace_dir``: write a profiler trace there."""
+    threads = torch.get_num_threads()
     reason = skip_reason(case, variant, explicit)
     if reason is not None or clock is None:
-        return row | {"status": "skipped", "reason": reason or "no clock for this device"}
+        return failed(case, Status.SKIPPED, reason or "no clock for this device", threads=threads, cache=cache)
     try:
-        row |= measure_case(case, variant, clock, policy, seed, trace_dir)
+        result = measure_case(case, variant, clock, policy, seed, trace_dir)
+        configured = metrics.config_columns(case)  # FLOPs depend on the configuration only: every row has them
+        result = replace(result, threads=threads, cache=cache, metrics=configured | dict(result.metrics))
     except Exception as exc:  # noqa: BLE001 - one failing case must never end the sweep
-        row |= {"status": "oom" if is_out_of_memory(exc) else "error", "reason": _one_line(exc)}
+        status = Status.OOM if is_out_of_memory(exc) else Status.ERROR
+        result = failed(case, status, one_line(exc), threads=threads, cache=cache)
     finally:
         release_memory(case.device)
-    row["finished_at"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    return row
+    return result.finished()
+
+
+def failed(case: Case, status: Status, reason: str | None, *, threads: int | None, cache: str | None) -> CaseResult:
+    """A case that ended without a measurement, with the columns every row has (FLOPs and such)."""
+    return CaseResult.failure(case, status, reason, threads=threads, cache=cache,
+                              metrics=metrics.config_columns(case))  # fmt: skip
+
+
+def compiled_graphs(fn: object) -> int:
+    """Graphs compiled so far: for this build when it counts its own, else in the whole process."""
+    own = getattr(fn, "compiled_graphs", None)
+    if isinstance(own, int):
+        return own
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 def clock_for(device: str, cache: str) -> Clock:

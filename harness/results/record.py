@@ -1,0 +1,229 @@
+"""One case's result, typed: what the runner returns, the store writes and every reader reads.
+
+A row (one line of results.jsonl, one line of results.csv) is the record's stored form.
+``CaseResult.to_row`` and ``CaseResult.from_row`` are the only code that maps between the two, and
+``failure`` is the only way to make a row for a case that produced no measurement.
+
+Schema versions (the ``schema`` column):
+
+- 1: rows written before the column existed (no ``schema``). Read as they are: the columns they
+  lack are empty.
+- 2: this layout. A row from a newer harness is refused rather than misread.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from harness.measure.correctness import Check
+from harness.measure.figures import FIGURE_COLUMNS, RAW_COLUMNS_ALL, Figures, pooled
+from harness.measure.stats import STATS_COLUMNS
+from harness.sweep.cases import KEY_COLUMNS, Case
+
+SCHEMA_VERSION = 2
+
+
+class SchemaError(ValueError):
+    """A row this harness cannot read; the message is one line fit to show a user."""
+
+
+class Status(StrEnum):
+    """How a case ended."""
+
+    OK = "ok"  # checked and timed
+    MISMATCH = "mismatch"  # wrong numbers: not timed
+    ERROR = "error"  # any other exception
+    OOM = "oom"  # out of memory at this size
+    SKIPPED = "skipped"  # unsupported or unavailable here
+    CRASHED = "crashed"  # the worker process died, or a sticky CUDA error
+    TIMEOUT = "timeout"  # no result within --case-timeout
+
+    @property
+    def broken(self) -> bool:
+        """A case that ran and failed: after ``ok`` in a baseline, as bad as a regression."""
+        return self not in (Status.OK, Status.SKIPPED)
+
+
+#: The statuses of a case that ran and failed.
+BROKEN: frozenset[str] = frozenset(s.value for s in Status if s.broken)
+
+
+#: The correctness columns, and the ``Check`` field each holds.
+CHECK_COLUMNS: tuple[str, ...] = ("max_rel_err", "grad_rel_err", "tolerance", "grad_tolerance", "eager_rel_err")
+#: What the first call cost: all of it for ``first_call_s``, compilation for ``compile_s``.
+FIRST_CALL_COLUMNS: tuple[str, ...] = ("first_call_s", "compile_s", "recompiles")
+
+
+@dataclass(frozen=True)
+class FirstCall:
+    """The first call, timed apart from the samples: a compiling variant's compile time is here."""
+
+    first_call_s: float | None = None
+    #: Set for variants that compile (or capture) on their first call.
+    compile_s: float | None = None
+    #: Graphs compiled after the first call, by warm-up and timed calls.
+    recompiles: int | None = None
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """A finished case: its identity, how it ended, and what was measured."""
+
+    case: Case
+    status: Status
+    reason: str | None = None
+    #: torch's intra-op threads, and the cache policy (``cold``/``hot``) the case ran under.
+    threads: int | None = None
+    cache: str | None = None
+    check: Check | None = None
+    first_call: FirstCall | None = None
+    figures: Figures | None = None
+    #: The metric columns (FLOPs, memory, telemetry, bandwidth, trace), by column name.
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    #: With ``--oom-retry``: the batch actually measured (``case.batch`` is the one asked for).
+    batch_run: int | None = None
+    finished_at: str | None = None
+    #: Columns this harness does not know (a plugin's, a newer minor version's): kept as they are.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def failure(cls, case: Case, status: Status, reason: str | None, *, threads: int | None, cache: str | None,
+                metrics: Mapping[str, Any] | None = None) -> CaseResult:
+        """A case that ended without a measurement: skipped, crashed, timed out or failed."""
+        return cls(case, Status(status), reason, threads, cache, metrics=dict(metrics or {}), finished_at=now())
+
+    def finished(self) -> CaseResult:
+        """This result stamped with the time it finished."""
+        return replace(self, finished_at=now())
+
+    @property
+    def median_ms(self) -> float | None:
+        """The primary latency of an ``ok`` case."""
+        return self.figures.stats.median_ms if self.figures is not None else None
+
+    def to_row(self) -> dict[str, Any]:
+        """The stored form: key columns, status, then every measured column."""
+        row: dict[str, Any] = self.case.as_dict() | {
+            "schema": SCHEMA_VERSION, "status": self.status.value, "reason": self.reason,
+            "threads": self.threads, "cache": self.cache,
+        }  # fmt: skip
+        if self.check is not None:
+            row |= {name: getattr(self.check, name) for name in CHECK_COLUMNS}
+        if self.first_call is not None:
+            row |= {name: getattr(self.first_call, name) for name in FIRST_CALL_COLUMNS}
+        if self.figures is not None:
+            row |= self.figures.as_row()
+        row |= dict(self.metrics)
+        if self.batch_run is not None:
+            row["batch_run"] = self.batch_run
+        row["finished_at"] = self.finished_at
+        return row | dict(self.extra)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], metric_columns: tuple[str, ...] = ()) -> CaseResult:
+        """A stored row back as a record; ``SchemaError`` when the row cannot be one.
+
+        ``metric_columns``: the columns to read as metrics (the rest unknown to this module are
+        kept in ``extra``). Rows of schema 1 are read as they are.
+        """
+        schema = row.get("schema")
+        version = 1 if _empty(schema) else int(schema)
+        if version > SCHEMA_VERSION:
+            raise SchemaError(f"a row of schema {version}, newer than this harness's {SCHEMA_VERSION}: "
+                              "update the harness to read it")  # fmt: skip
+        missing = [c for c in ("variant", "status") if _empty(row.get(c))]
+        if missing:
+            raise SchemaError(f"a row without {' or '.join(missing)}")
+        try:
+            status = Status(str(row["status"]))
+        except ValueError:
+            raise SchemaError(f"unknown status {row['status']!r}") from None
+        used = {"schema", "status", "reason", "threads", "cache", "batch_run", "finished_at", *KEY_COLUMNS}
+        check = None
+        if not all(_empty(row.get(c)) for c in CHECK_COLUMNS):
+            values = {c: None if _empty(row.get(c)) else row.get(c) for c in CHECK_COLUMNS}
+            problem = row.get("reason") if status is Status.MISMATCH else None
+            check = Check(problem=problem, **values)  # type: ignore[arg-type]
+            used |= set(CHECK_COLUMNS)
+        first = None
+        if any(c in row for c in FIRST_CALL_COLUMNS):
+            first = FirstCall(**{c: row.get(c) for c in FIRST_CALL_COLUMNS})
+            used |= set(FIRST_CALL_COLUMNS)
+        figures = Figures.from_row(row) if status is Status.OK else None
+        if figures is not None:
+            used |= {*STATS_COLUMNS, *FIGURE_COLUMNS, *RAW_COLUMNS_ALL, "throughput_img_s", "calls_per_sample",
+                     "warmup_calls", "stop_reason"}  # fmt: skip
+        metrics = {c: row[c] for c in metric_columns if c in row}
+        used |= set(metrics)
+        return cls(
+            case=case_of(row), status=status, reason=_text(row.get("reason")), threads=_int(row.get("threads")),
+            cache=_text(row.get("cache")), check=check, first_call=first, figures=figures, metrics=metrics,
+            batch_run=_int(row.get("batch_run")), finished_at=_text(row.get("finished_at")),
+            extra={k: v for k, v in row.items() if k not in used},
+        )  # fmt: skip
+
+
+def pool(results: list[CaseResult]) -> CaseResult:
+    """One case measured in several processes as one result, its samples pooled.
+
+    A result that is not ``ok`` (a mismatch, an error, a crash in one process) is returned as it
+    is: one failing process is enough to distrust the case. Otherwise the first result's
+    correctness and metrics are kept and every timing figure is derived again from all samples.
+    """
+    k = len(results)
+    for result in results:
+        if result.status is not Status.OK or result.figures is None:
+            return replace(result, extra=dict(result.extra) | {"processes": k})
+    first = results[0]
+    figures = pooled([r.figures for r in results if r.figures is not None], first.case.device.startswith("cuda"),
+                     first.batch_run or first.case.batch)  # fmt: skip
+    return replace(first, figures=figures)
+
+
+def case_of(row: Mapping[str, Any]) -> Case:
+    """The row's case, its key values in their types whatever file they were read from."""
+    values: dict[str, Any] = {}
+    for name in KEY_COLUMNS:
+        value = row.get(name)
+        kind = Case.__dataclass_fields__[name].type
+        if kind == "int":
+            values[name] = _int(value)
+        elif kind == "bool":
+            values[name] = str(value) in ("True", "true", "1") if not isinstance(value, bool) else value
+        else:
+            values[name] = None if _empty(value) else str(value)
+    return Case(**values)
+
+
+def truthy(value: Any) -> bool:
+    """A stored flag (``noisy``, ``disturbed``): True from JSON, numpy or a CSV's ``"True"``; empty is False."""
+    return str(value) == "True"
+
+
+def jsonable(value: Any) -> Any:
+    """For ``json.dumps``: numpy and torch scalars as numbers, tuples and sets as lists."""
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _int(value: Any) -> int | None:
+    return None if _empty(value) else int(float(value))
+
+
+def _text(value: Any) -> str | None:
+    return None if _empty(value) else str(value)
