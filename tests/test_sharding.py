@@ -13,8 +13,7 @@ from harness.results.merge import merge
 from harness.results.store import read_jsonl
 from harness.sweep import sharding
 from harness.sweep.cases import KEY_COLUMNS, Case, expand
-from harness.sweep.config import ConfigError, SweepConfig
-from harness.sweep.sharding import Shard
+from harness.sweep.config import ConfigError, Shard, SweepConfig
 from variants.registry import all_variants
 
 

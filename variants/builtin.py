@@ -18,7 +18,7 @@ def clone(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) 
 def build_eager(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     return clone(reference, device, dtype)
 
-# The variant zoo (issue 3): one module per family, each registering on import.
+# The variant zoo: one module per family, each registering on import.
 import variants.amp  # noqa: E402,F401
 import variants.compiled  # noqa: E402,F401
 import variants.cuda_fused  # noqa: E402,F401

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
 import importlib.metadata
 import re
 import warnings
@@ -21,6 +22,8 @@ import torch
 from variants.reference import FUSIONS
 
 ENTRY_POINT_GROUP = "harness.variants"
+#: Modules whose import registers the built-in variants (plugins come from ``ENTRY_POINT_GROUP``).
+BUILTIN_MODULES: tuple[str, ...] = ("variants.builtin",)
 DEVICES: tuple[str, ...] = ("cpu", "cuda")
 DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16", "float64")
 MODES: tuple[str, ...] = ("forward", "train")
@@ -165,8 +168,8 @@ def _natural_key(name: str) -> list[object]:
 
 def all_variants() -> dict[str, Variant]:
     """Every registered variant, built-in and from plugins, by name."""
-    import variants.builtin  # noqa: F401  (registers the built-in variants)
-
+    for module in BUILTIN_MODULES:  # loaded by name, as plugins are: the registry depends on none of them
+        importlib.import_module(module)
     load_entry_points()
     return dict(_REGISTRY)
 

@@ -116,11 +116,11 @@ class Policy:
     seed_autocast: bool
 
 
-#: The sweep: arbitrary shapes (up to 100k pixels a channel) and random cotangents, where the max
-#: fusion's branches do tie, so gradients are judged in L2, and outputs in low precision may lean on
-#: what eager costs in the case's dtype (recorded as ``eager_rel_err``).
+#: The sweep: any shape, large ones included, and random cotangents, where the max fusion's branches
+#: do tie, so gradients are judged in L2, and outputs in low precision may lean on what eager costs
+#: in the case's dtype (recorded as ``eager_rel_err``).
 SWEEP = Policy(seed_factor=SEED_FACTOR, grad_error=relative_l2_error, output_seed=True, seed_autocast=False)
-#: Conformance is stricter: its inputs are at most 8×8 and its max-fusion cotangent is tie-free
+#: Conformance is stricter: its inputs are small (8×8) and its max-fusion cotangent is tie-free
 #: (``harness.testing.tie_free_cotangent``), so nothing excuses a single wrong element. A variant's
 #: author gets the sharp check: every gradient normwise, outputs to the floor alone, and a gradient
 #: that misses its floor at most ``EAGER_FACTOR`` times PyTorch's own error at the variant's precision.

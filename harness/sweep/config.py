@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,39 @@ from typing import Any
 import torch
 
 from harness.measure.timing import CACHE_MODES, TimingPolicy
-from harness.sweep.sharding import Shard
 from variants.reference import FUSIONS
 from variants.registry import DTYPES, MODES, all_variants, unknown_variant_message
 
 Shape = tuple[int, int, int]  # (C, H, W)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count``, both counted from 1 as written: ``--shard 2/4``."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 1 <= self.index <= self.count:
+            raise ValueError(f"shard {self.index}/{self.count}: need 1 ≤ K ≤ N, e.g. --shard 1/4")
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+    @classmethod
+    def parse(cls, value: Any) -> Shard:
+        """``"K/N"``, a ``Shard``, ``{"index": K, "count": N}`` (env.json) or ``[K, N]``."""
+        if isinstance(value, Shard):
+            return value
+        if isinstance(value, Mapping) and {"index", "count"} <= set(value):
+            value = [value["index"], value["count"]]
+        if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
+            value = f"{value[0]}/{value[1]}"
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(value))
+        if match is None:
+            raise ValueError(f"malformed shard {value!r}: expected K/N with 1 ≤ K ≤ N, e.g. 2/4")
+        return cls(int(match[1]), int(match[2]))
 
 
 class ConfigError(ValueError):

@@ -13,15 +13,12 @@ within 4/3 of the best possible makespan.
 from __future__ import annotations
 
 import heapq
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # cases imports config, which imports this module
-    from harness.measure.timing import TimingPolicy
-    from harness.sweep.cases import Case
-    from variants.registry import Variant
+from harness.measure.timing import TimingPolicy
+from harness.sweep.cases import Case
+from harness.sweep.config import Shard
+from variants.registry import Variant
 
 #: Rough seconds of the first call (compilation, autotuning) by what a variant declares.
 COMPILE_FIRST_CALL_S = 30.0
@@ -31,35 +28,6 @@ AUTOTUNE_FIRST_CALL_S = 120.0
 PER_ELEMENT_S = 5e-8
 MODE_FACTOR: Mapping[str, float] = {"forward": 1.0, "train": 3.0}  # backward costs about twice a forward
 DTYPE_FACTOR: Mapping[str, float] = {"float64": 2.0, "float32": 1.0, "float16": 0.75, "bfloat16": 0.75}
-
-
-@dataclass(frozen=True)
-class Shard:
-    """Shard ``index`` of ``count``, both counted from 1 as written: ``--shard 2/4``."""
-
-    index: int
-    count: int
-
-    def __post_init__(self) -> None:
-        if self.count < 1 or not 1 <= self.index <= self.count:
-            raise ValueError(f"shard {self.index}/{self.count}: need 1 ≤ K ≤ N, e.g. --shard 1/4")
-
-    def __str__(self) -> str:
-        return f"{self.index}/{self.count}"
-
-    @classmethod
-    def parse(cls, value: Any) -> Shard:
-        """``"K/N"``, a ``Shard``, ``{"index": K, "count": N}`` (env.json) or ``[K, N]``."""
-        if isinstance(value, Shard):
-            return value
-        if isinstance(value, Mapping) and {"index", "count"} <= set(value):
-            value = [value["index"], value["count"]]
-        if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
-            value = f"{value[0]}/{value[1]}"
-        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(value))
-        if match is None:
-            raise ValueError(f"malformed shard {value!r}: expected K/N with 1 ≤ K ≤ N, e.g. 2/4")
-        return cls(int(match[1]), int(match[2]))
 
 
 def first_call_s(variant: Variant | None) -> float:
