@@ -32,6 +32,7 @@ try "noise gate min" harness/results/compare_stats.py 's|    noise = max(relativ
 try "float32 tol 4e-3" harness/measure/correctness.py 's|    "float32": 1e-5,|    "float32": 4e-3,|'
 try "grad factor 1000" harness/measure/correctness.py 's|^GRAD_FACTOR = 2.0|GRAD_FACTOR = 1000.0|'
 try "seed factor 1000" harness/measure/correctness.py 's|^SEED_FACTOR = 5.0|SEED_FACTOR = 1000.0|'
+try "sweep policy factor 1000" harness/measure/correctness.py 's|^SWEEP = Policy(seed_factor=SEED_FACTOR,|SWEEP = Policy(seed_factor=1000.0,|'
 try "NVML polled in the loop" harness/measure/telemetry.py 's|^        nv = self._nvml$|        nv = self._nvml; __import__("threading").Thread(target=lambda: [(__import__("time").sleep(0.001), nv.nvmlDeviceGetHandleByIndex(0)) for _ in range(24)], daemon=True).start()|'
 rm -rf "$scratch" "$log"
 exit "$survived"

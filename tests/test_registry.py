@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import variants
-from variants.registry import get_variant, list_variants, reload_entry_points, unregister
+from variants.registry import get_variant, list_variants, register, reload_entry_points, unregister
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,3 +106,16 @@ def test_plugin_variants_run_from_the_cli(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert "plugin_eager" in (tmp_path / "run" / "results.csv").read_text()
+
+
+def test_tags_are_typed_and_a_mistyped_tag_fails_at_registration() -> None:
+    from variants.tags import Tags, tags_of
+
+    with pytest.raises(ValueError, match="compiles"):
+        register("bad_tag_variant", "a tag of the wrong type", tags={"compiles": "yes"})(lambda r, d, t: r)
+    with pytest.raises(ValueError, match="compute_dtype"):
+        Tags.parse({"compute_dtype": "float8"})
+    tags = Tags.parse({"compiles": True, "biases": [True], "my_tool_hint": 3})
+    assert tags.compiles and tags.biases == (True,) and dict(tags.other) == {"my_tool_hint": 3}
+    assert tags_of(get_variant("channels_last")).memory_format == torch.channels_last
+    assert tags_of(get_variant("eager")) == Tags()

@@ -24,6 +24,7 @@ from variants.eager_forms import FACTORED_FUSIONS, FactoredScSE
 from variants.reference import FUSIONS, ScSE
 from variants.registry import get_variant, list_variants
 from variants.smp import SMP_TO_REFERENCE, SmpSCSE, to_reference_state_dict
+from variants.tags import tags_of
 from variants.weights import copy_weights
 
 CPU = torch.device("cpu")
@@ -41,11 +42,11 @@ def test_every_zoo_variant_is_registered_with_what_it_supports() -> None:
     assert get_variant("cuda_graph").devices == {"cuda"}
     assert get_variant("cuda_graph").modes == {"forward"}
     assert get_variant("smp").fusions == {"add"}
-    assert dict(get_variant("smp").tags)["biases"] == (True,)
-    assert dict(get_variant("amp_fp16").tags)["compute_dtype"] == "float16"
+    assert tags_of(get_variant("smp")).biases == (True,)
+    assert tags_of(get_variant("amp_fp16")).compute_dtype == "float16"
     assert get_variant("amp_bf16").dtypes == {"float32", "bfloat16"}
     for name in ("compile", "compile_max_autotune", "compile_reduce_overhead"):
-        assert dict(get_variant(name).tags)["compiles"] is True
+        assert tags_of(get_variant(name)).compiles is True
 
 
 # --- smp -------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from variants.reference import FUSIONS
+from variants.tags import Tags
 
 ENTRY_POINT_GROUP = "harness.variants"
 #: Modules whose import registers the built-in variants (plugins come from ``ENTRY_POINT_GROUP``).
@@ -48,7 +49,7 @@ class Variant:
     modes: frozenset[str] = frozenset(MODES)
     fusions: frozenset[str] = frozenset(FUSIONS)
     available: Callable[[], str | None] = always_available
-    #: Extra tags other tools may read (e.g. ``{"timed_on_cpu": False}``); never needed to run.
+    #: Declared traits as (key, value) pairs; read them typed with ``variants.tags.tags_of``.
     tags: tuple[tuple[str, object], ...] = field(default=())
 
     def unsupported(self, device: str, dtype: str, mode: str, fusion: str) -> str | None:
@@ -93,6 +94,12 @@ def add_variant(variant: Variant, *, replace: bool = False) -> Variant:
     return variant
 
 
+def tags_checked(tags: dict[str, object]) -> dict[str, object]:
+    """The tags as given, once ``Tags.parse`` has accepted them (a mistyped tag fails here)."""
+    Tags.parse(tags)
+    return tags
+
+
 def register(
     name: str,
     description: str,
@@ -118,7 +125,7 @@ def register(
                 modes=_as_set(modes),
                 fusions=_as_set(fusions),
                 available=available,
-                tags=tuple(sorted((tags or {}).items())),
+                tags=tuple(sorted(tags_checked(tags or {}).items())),
             ),
             replace=replace,
         )

@@ -317,15 +317,14 @@ def verify(trial: Trial, got: Outcome, compute: str, policy: Policy = SWEEP) -> 
     if x.dtype != torch.float64:
         seed_err, seed_grad_errs = seed_errors(policy, trial.ref, x, trial.grad_out, compute, (y64, grads64))
     out = judge_output(policy, tol, got.output, y64, seed_err)
-    err, tol = out.errors["output"], out.limits["output"]
+    err, limit = out.errors["output"], out.limits["output"]
     if not out.passed:
-        what = "NaN or Inf in the output" if err == math.inf else f"output error {err:.3g} > tolerance {tol:.3g}"
-        return Check(err, None, tol, grad_tol, what)
-    if not train:
-        return Check(err, None, tol, None, None, seed_err)
-    assert grad_tol is not None
+        what = "NaN or Inf in the output" if err == math.inf else f"output error {err:.3g} > tolerance {limit:.3g}"
+        return Check(err, None, limit, grad_tol, what)
+    if grad_tol is None:
+        return Check(err, None, limit, None, None, seed_err)
     grads = judge_gradients(policy, grad_tol, {n: got.grads[n] for n in grads64}, grads64, seed_grad_errs)
     worst = grads.worst
-    grad_err, grad_tol = grads.errors[worst], grads.limits[worst]
-    problem = None if grads.passed else f"gradient of {worst} error {grad_err:.3g} > tolerance {grad_tol:.3g}"
-    return Check(err, grad_err, tol, grad_tol, problem, seed_err)
+    grad_err, grad_limit = grads.errors[worst], grads.limits[worst]
+    problem = None if grads.passed else f"gradient of {worst} error {grad_err:.3g} > tolerance {grad_limit:.3g}"
+    return Check(err, grad_err, limit, grad_limit, problem, seed_err)

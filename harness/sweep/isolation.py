@@ -37,6 +37,7 @@ from harness.sweep.cases import Case
 from harness.sweep.config import SweepConfig
 from harness.sweep.runner import failed, run_case, skip_reason
 from variants.registry import Variant
+from variants.tags import tags_of
 
 WORKERS_LOG = "workers.log"
 #: The time limit per case under isolation when ``--case-timeout`` is not given: generous enough
@@ -220,7 +221,7 @@ class CaseExecutor:
             self.log.unlink(missing_ok=True)
 
     def isolated(self, variant: Variant) -> bool:
-        return self.isolate_all or bool(dict(variant.tags).get("isolate"))
+        return self.isolate_all or tags_of(variant).isolate
 
     def run(self, case: Case) -> CaseResult:
         """The case's result; with ``oom_retry``, at smaller batches until it fits."""

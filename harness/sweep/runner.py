@@ -24,7 +24,7 @@ from harness.sweep.cases import Case
 from harness.sweep.oom import is_out_of_memory, release_memory
 from variants.reference import ScSE
 from variants.registry import Variant
-from variants.tags import bias_unsupported, compiles, compute_dtype, input_memory_format
+from variants.tags import bias_unsupported, tags_of
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -66,10 +66,10 @@ def skip_reason(case: Case, variant: Variant, explicit: bool) -> str | None:
     reason = variant.unsupported(case.device, case.dtype, case.mode, case.fusion)
     if reason:
         return reason
-    reason = bias_unsupported(variant, case.bias)  # issue 3: smp's convs always have a bias
+    reason = bias_unsupported(variant, case.bias)  # smp's convs always have a bias
     if reason:
         return reason
-    if dict(variant.tags).get("interpreted_on_cpu") and case.device == "cpu" and not explicit:
+    if tags_of(variant).interpreted_on_cpu and case.device == "cpu" and not explicit:
         return "runs in the Triton interpreter on CPU (correctness only, not timed); name it explicitly to time it"
     return None
 
@@ -93,7 +93,7 @@ def first_call(fn: Fn, x: torch.Tensor, params: dict[str, torch.Tensor], grad_ou
 def verify(case: Case, variant: Variant, ref: ScSE, x: torch.Tensor, x_before: torch.Tensor,
            got: Outcome, grad_out: torch.Tensor | None) -> Check:
     """The engine's check (``correctness.verify``, sweep policy) of the variant's first call on this case."""
-    return correctness.verify(Trial(ref, x, x_before, grad_out), got, compute_dtype(variant, case.dtype))
+    return correctness.verify(Trial(ref, x, x_before, grad_out), got, tags_of(variant).dtype_for(case.dtype))
 
 
 def make_step(
@@ -123,7 +123,7 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
     device, dtype = torch.device(case.device), getattr(torch, case.dtype)
     train = case.mode == "train"
     ref = make_reference(case, seed)
-    x = make_input(case, seed, device, dtype).contiguous(memory_format=input_memory_format(variant))
+    x = make_input(case, seed, device, dtype).contiguous(memory_format=tags_of(variant).memory_format)
     x_before = x.clone()
     if train:
         x.requires_grad_(True)
@@ -133,7 +133,7 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
     params = trainable(fn) if train else {}
     got = first_call(fn, x, params, grad_out)
     got = Outcome(got.output, _reference_named(fn, got.grads, ref), got.seconds)
-    graphs_after_first = compiled_graphs(fn) if compiles(variant) else None
+    graphs_after_first = compiled_graphs(fn) if tags_of(variant).compiles else None
     check = verify(case, variant, ref, x, x_before, got, grad_out)
     # a compiling variant's first call is its compile time, never a latency sample
     first = FirstCall(got.seconds, got.seconds if graphs_after_first is not None else None)

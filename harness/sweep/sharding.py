@@ -19,6 +19,7 @@ from harness.measure.timing import TimingPolicy
 from harness.sweep.cases import Case
 from harness.sweep.config import Shard
 from variants.registry import Variant
+from variants.tags import Tags, tags_of
 
 #: Rough seconds of the first call (compilation, autotuning) by what a variant declares.
 COMPILE_FIRST_CALL_S = 30.0
@@ -33,12 +34,12 @@ DTYPE_FACTOR: Mapping[str, float] = {"float64": 2.0, "float32": 1.0, "float16": 
 def first_call_s(variant: Variant | None) -> float:
     """What a variant's first call costs beyond a plain call: a declared ``first_call_s`` tag, else a
     guess from the ``compiles``/``compile_mode`` tags the compiled variants carry."""
-    tags = dict(variant.tags) if variant is not None else {}
-    if "first_call_s" in tags:
-        return float(tags["first_call_s"])  # type: ignore[arg-type]
-    if str(tags.get("compile_mode", "")) == "max-autotune":
+    tags = tags_of(variant) if variant is not None else Tags()
+    if tags.first_call_s is not None:
+        return tags.first_call_s
+    if tags.compile_mode == "max-autotune":
         return AUTOTUNE_FIRST_CALL_S
-    return COMPILE_FIRST_CALL_S if tags.get("compiles") else 0.0
+    return COMPILE_FIRST_CALL_S if tags.compiles else 0.0
 
 
 def estimate_cost(case: Case, variant: Variant | None, policy: TimingPolicy | None = None) -> float:
