@@ -43,6 +43,7 @@ def run_request(request: dict[str, Any], clocks: dict[tuple[str, str], Any]) -> 
     """One row for one request; any failure outside ``run_case`` is an error row, not a dead worker."""
     import torch
 
+    from harness.measure.metrics import metric_set
     from harness.measure.timing import TimingPolicy
     from harness.results.record import Status
     from harness.sweep.cases import Case
@@ -64,12 +65,12 @@ def run_request(request: dict[str, Any], clocks: dict[tuple[str, str], Any]) -> 
         if key not in clocks:
             clocks[key] = clock_for(*key)
         trace_dir = request.get("trace_dir")
+        measures = metric_set(request.get("peak_bytes_per_s"), None if trace_dir is None else Path(trace_dir))
         return run_case(case, variant, clocks[key], TimingPolicy(**request["timing"]), int(request["seed"]),
-                        bool(request["explicit"]), str(request["cache"]),
-                        None if trace_dir is None else Path(trace_dir)).to_row()  # fmt: skip
+                        bool(request["explicit"]), str(request["cache"]), measures).to_row()  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - report it as the case's row; the worker lives on
         threads = torch.get_num_threads()
-        return failed(case, Status.ERROR, one_line(exc), threads=threads, cache=request.get("cache")).to_row()
+        return failed(case, Status.ERROR, one_line(exc), metric_set(), threads, request.get("cache")).to_row()
 
 
 def main() -> int:

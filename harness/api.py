@@ -5,7 +5,6 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +96,7 @@ def run(
         flag = StopFlag()
         try:
             executor = isolation.CaseExecutor(cfg, registry, clock, cache, trace_dir,  # crashes → rows
-                                              folder.path if folder is not None else None)
+                                              folder.path if folder is not None else None, peak_bw)
             with bar, flag.installed(console if progress else None), executor:
                 task = bar.add_task("starting", total=len(cases))
                 for case in cases:
@@ -106,8 +105,6 @@ def run(
                         break
                     bar.update(task, description=case.label)
                     result = executor.run(case)
-                    moved = bandwidth.bandwidth_columns(case, result.median_ms, peak_bw)
-                    result = replace(result, metrics=dict(result.metrics) | moved)
                     if folder is not None:
                         folder.append(result)
                     rows.append(result.to_row())

@@ -1,4 +1,4 @@
-"""The runner's rows carry the profiling metrics (issue 5), and ``--profile`` writes traces."""
+"""The runner's rows carry the metrics (FLOPs, bandwidth, memory, telemetry), and ``--profile`` writes traces."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import torch
 from harness import api
 from harness.measure.bandwidth import bytes_min
 from harness.measure.flops import analytic_flops
-from harness.measure.metrics import METRIC_COLUMNS, after_timing, begin_telemetry, config_columns
+from harness.measure.metrics import METRIC_COLUMNS, Flops, Timed, metric_set
 from harness.measure.timing import CpuClock, TimingPolicy
 from harness.sweep.cases import Case
 from harness.sweep.runner import run_case
@@ -29,13 +29,16 @@ def case(mode: str = "forward", variant: str = "eager", **kw: Any) -> Case:
 @pytest.mark.parametrize("mode", ["forward", "train"])
 def test_timed_rows_have_every_metric(mode: str, tmp_path: Path) -> None:
     c = case(mode)
-    row = run_case(c, get_variant("eager"), CpuClock(), FAST, seed=0, trace_dir=tmp_path).to_row()
+    row = run_case(c, get_variant("eager"), CpuClock(), FAST, seed=0, measures=metric_set(2e10, tmp_path)).to_row()
     assert row["status"] == "ok", row["reason"]
     assert set(METRIC_COLUMNS) <= set(row)
     assert row["analytic_flops"] == row["torch_flops"] == analytic_flops(2, 8, 5, 7, 2, "max", True, mode)
     assert row["fvcore_flops"] == analytic_flops(2, 8, 5, 7, 2, "max", True, "forward", "mac=1")
     moved = bytes_min(2, 8, 5, 7, "float32", 2, "max", True, mode)
     assert row["arithmetic_intensity"] == pytest.approx(row["analytic_flops"] / moved)
+    assert row["bytes_min"] == moved
+    assert row["achieved_gbps"] == pytest.approx(moved / (row["median_ms"] * 1e-3) / 1e9)
+    assert row["pct_of_peak_bw"] == pytest.approx(100 * moved / (row["median_ms"] * 1e-3) / 2e10)
     x_bytes = 2 * 8 * 5 * 7 * 4
     assert row["peak_mem_bytes"] >= x_bytes and row["mem_source"] == "profiler"
     assert row["peak_reserved_bytes"] is None
@@ -61,14 +64,17 @@ def test_skipped_rows_still_have_their_flops(temp_variant: Any) -> None:
 
 def test_config_columns_never_raise() -> None:
     bad = case(reduction=64)  # no hidden channel: ScSE refuses to build
-    cols = config_columns(bad)
+    cols = Flops().configured(bad)
     assert cols["analytic_flops"] is None and "error" in str(cols["torch_uncounted"])
 
 
 def test_no_telemetry_on_cpu_and_no_trace_unless_asked() -> None:
-    assert begin_telemetry(torch.device("cpu")) is None
-    cols = after_timing(lambda: torch.ones(8), torch.device("cpu"), None, calls=10)
+    measures = metric_set()
+    measures.begin(torch.device("cpu"))
+    cols = measures.measured(Timed(case(), lambda: torch.ones(8), torch.device("cpu"), calls=10, median_ms=1.0))
     assert cols["trace_file"] is None and cols["gpu_util_samples"] is None and cols["peak_mem_bytes"] == 32
+    # between them, configured and measured fill every metric column
+    assert set(cols) | set(measures.configured(case())) == set(METRIC_COLUMNS)
 
 
 def test_run_with_profile_writes_traces_into_the_run_folder(tmp_path: Path) -> None:

@@ -1,20 +1,22 @@
-"""The profiling metrics of a row (issue 5), in the shape the runner needs them.
+"""The metrics beside a case's time: each one object with its columns, what it measures and its empty value.
 
-* :func:`config_columns` -- FLOPs three ways and arithmetic intensity: they depend only on the
-  configuration, so every row gets them, skipped and failed ones too (cached per configuration).
-* :func:`begin_telemetry` before the timed loop and :func:`after_timing` after it: GPU
-  telemetry over the loop, then the peak memory of one more call and, with ``--profile``, a
-  profiler trace. Nothing here runs inside the timed loop.
+The runner walks a ``MetricSet`` (one per run): every row gets each metric's ``configured`` values
+(what the configuration alone decides, such as FLOPs), ``begin`` runs just before the timed loop
+and ``measured`` just after it. Nothing here runs inside the timed loop.
+
+A new metric is a class with ``columns``, ``configured``, ``begin`` and ``measured``, added to the
+list in :func:`metric_set`; its columns then appear in every results file and the CSV.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
-from harness.measure.bandwidth import bytes_min
+from harness.measure.bandwidth import BANDWIDTH_COLUMNS, bandwidth_columns, bytes_min
 from harness.measure.flops import FLOP_COLUMNS, arithmetic_intensity, flop_columns
 from harness.measure.memory import MEMORY_COLUMNS, measure_memory
 from harness.measure.memory import unavailable as no_memory
@@ -23,69 +25,201 @@ from harness.measure.telemetry import TELEMETRY_COLUMNS, Telemetry, nvml_device_
 from harness.measure.telemetry import empty as no_telemetry
 from harness.sweep.cases import Case
 
-#: Every column this module adds, in report order.
-METRIC_COLUMNS: tuple[str, ...] = (
-    FLOP_COLUMNS + ("arithmetic_intensity",) + MEMORY_COLUMNS + TELEMETRY_COLUMNS + ("trace_file",)
-)
 TRACES_DIR = "traces"
 
 
-def config_columns(case: Case) -> dict[str, Any]:
-    """FLOP columns and ``arithmetic_intensity`` (analytic_flops / bytes_min, flop per byte)."""
-    shape = (case.batch, case.channels, case.height, case.width)
-    try:
-        cols = dict(flop_columns(shape, case.reduction, case.fusion, case.bias, case.mode))
-        moved = bytes_min(case.batch, case.channels, case.height, case.width, case.dtype,
-                          case.reduction, case.fusion, case.bias, case.mode)
-        cols["arithmetic_intensity"] = arithmetic_intensity(cols["analytic_flops"], moved)  # type: ignore[arg-type]
-    except Exception as exc:  # noqa: BLE001 - a metric never fails a case
-        cols = dict.fromkeys(FLOP_COLUMNS) | {"arithmetic_intensity": None}
-        cols["fvcore_uncounted"] = cols["torch_uncounted"] = f"error: {type(exc).__name__}: {exc}"
-    return cols
+@dataclass(frozen=True)
+class Timed:
+    """What a metric may look at once the case is timed."""
+
+    case: Case
+    #: The timed call (train mode: forward and backward), in the timed loop's grad mode.
+    step: Callable[[], object]
+    device: torch.device
+    #: Calls the timed loop made (warm-up included): the telemetry window's work.
+    calls: int
+    median_ms: float
 
 
-def begin_telemetry(device: torch.device) -> Telemetry | None:
-    """An NVML session started on ``device`` (CUDA only), to be ended by :func:`after_timing`."""
-    if device.type != "cuda":
-        return None
-    telemetry = Telemetry()
-    telemetry.begin(nvml_device_id(device))
-    return telemetry
+class Metric(Protocol):
+    """One metric of a row."""
+
+    #: Every column it fills, in report order.
+    columns: tuple[str, ...]
+
+    def configured(self, case: Case) -> dict[str, Any]:
+        """What the configuration alone decides: every row gets it, skipped and failed ones too."""
+        ...
+
+    def begin(self, device: torch.device) -> None:
+        """Just before the timed loop."""
+        ...
+
+    def measured(self, timed: Timed) -> dict[str, Any]:
+        """After the timed loop; a metric that cannot measure gives its empty values, never raises
+        (except for out of memory, which is the case's result)."""
+        ...
 
 
-def trace_path(trace_dir: Path, case: Case) -> Path:
-    """Where ``--profile`` writes the case's Chrome trace."""
-    label = case.label + (" bias" if case.bias else "")
-    return Path(trace_dir) / trace_name(label)
+class Flops:
+    """FLOPs counted three ways, and the arithmetic intensity (analytic FLOPs per byte that must move)."""
 
+    columns = FLOP_COLUMNS + ("arithmetic_intensity",)
 
-def after_timing(
-    step: Callable[[], object],
-    device: torch.device,
-    telemetry: Telemetry | None,
-    calls: int,
-    trace: Path | None = None,
-) -> dict[str, Any]:
-    """Telemetry over the loop just timed (``calls`` calls), then peak memory of one more call,
-    then the profiler trace if asked. Call it in the same grad mode as the timed loop."""
-    cols: dict[str, Any] = {}
-    if telemetry is not None:
+    def configured(self, case: Case) -> dict[str, Any]:
+        shape = (case.batch, case.channels, case.height, case.width)
         try:
-            cols |= telemetry.end(calls).as_row()
+            cols = dict(flop_columns(shape, case.reduction, case.fusion, case.bias, case.mode))
+            moved = bytes_min(case.batch, case.channels, case.height, case.width, case.dtype,
+                              case.reduction, case.fusion, case.bias, case.mode)  # fmt: skip
+            cols["arithmetic_intensity"] = arithmetic_intensity(cols["analytic_flops"], moved)  # type: ignore[arg-type]
+        except Exception as exc:  # noqa: BLE001 - a metric never fails a case
+            cols = dict.fromkeys(self.columns)
+            cols["fvcore_uncounted"] = cols["torch_uncounted"] = f"error: {type(exc).__name__}: {exc}"
+        return cols
+
+    def begin(self, device: torch.device) -> None:
+        pass
+
+    def measured(self, timed: Timed) -> dict[str, Any]:
+        return {}
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    """The bytes a case must move, and the rate its median achieves against the device's copy bandwidth."""
+
+    #: The run's measured copy bandwidth (``bandwidth.measure_copy_bandwidth``), bytes/s.
+    peak_bytes_per_s: float | None = None
+    columns = BANDWIDTH_COLUMNS
+
+    def configured(self, case: Case) -> dict[str, Any]:
+        return bandwidth_columns(case)
+
+    def begin(self, device: torch.device) -> None:
+        pass
+
+    def measured(self, timed: Timed) -> dict[str, Any]:
+        return bandwidth_columns(timed.case, timed.median_ms, self.peak_bytes_per_s)
+
+
+class GpuTelemetry:
+    """NVML's view of the GPU over the timed loop: utilisation, clocks, power, throttling (CUDA only)."""
+
+    columns = TELEMETRY_COLUMNS
+
+    def __init__(self) -> None:
+        self.session: Telemetry | None = None
+
+    def configured(self, case: Case) -> dict[str, Any]:
+        return {}
+
+    def begin(self, device: torch.device) -> None:
+        self.close()
+        if device.type == "cuda":
+            self.session = Telemetry()
+            self.session.begin(nvml_device_id(device))
+
+    def measured(self, timed: Timed) -> dict[str, Any]:
+        if self.session is None:
+            return no_telemetry().as_row()
+        try:
+            return self.session.end(timed.calls).as_row()
         finally:
-            telemetry.close()
-    else:
-        cols |= no_telemetry().as_row()
-    try:
-        cols |= measure_memory(step, device, warmup=0).as_row()
-    except torch.OutOfMemoryError:
-        raise
-    except Exception:  # noqa: BLE001 - a metric never fails a case
-        cols |= no_memory().as_row()
-    cols["trace_file"] = None
-    if trace is not None:
+            self.close()
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+
+class PeakMemory:
+    """The peak memory of one more call after the loop."""
+
+    columns = MEMORY_COLUMNS
+
+    def configured(self, case: Case) -> dict[str, Any]:
+        return {}
+
+    def begin(self, device: torch.device) -> None:
+        pass
+
+    def measured(self, timed: Timed) -> dict[str, Any]:
         try:
-            cols["trace_file"] = str(Path(TRACES_DIR) / write_step_trace(step, trace, device, warmup=0).name)
+            return measure_memory(timed.step, timed.device, warmup=0).as_row()
+        except torch.OutOfMemoryError:
+            raise
+        except Exception:  # noqa: BLE001 - a metric never fails a case
+            return no_memory().as_row()
+
+
+@dataclass(frozen=True)
+class ProfilerTrace:
+    """With ``--profile``: a torch.profiler Chrome trace of a few calls, written to ``folder``."""
+
+    folder: Path | None = None
+    columns = ("trace_file",)
+
+    def configured(self, case: Case) -> dict[str, Any]:
+        return {}
+
+    def begin(self, device: torch.device) -> None:
+        pass
+
+    def measured(self, timed: Timed) -> dict[str, Any]:
+        if self.folder is None:
+            return {"trace_file": None}
+        label = timed.case.label + (" bias" if timed.case.bias else "")
+        try:
+            written = write_step_trace(timed.step, Path(self.folder) / trace_name(label), timed.device, warmup=0)
         except Exception as exc:  # noqa: BLE001
-            cols["trace_file"] = f"error: {type(exc).__name__}: {exc}"
-    return cols
+            return {"trace_file": f"error: {type(exc).__name__}: {exc}"}
+        return {"trace_file": str(Path(TRACES_DIR) / written.name)}
+
+
+@dataclass(frozen=True)
+class MetricSet:
+    """The metrics of a run, in the order they measure (telemetry ends before memory's extra call)."""
+
+    metrics: tuple[Metric, ...]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(c for m in self.metrics for c in m.columns)
+
+    def configured(self, case: Case) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for metric in self.metrics:
+            out |= metric.configured(case)
+        return out
+
+    def begin(self, device: torch.device) -> None:
+        for metric in self.metrics:
+            metric.begin(device)
+
+    def measured(self, timed: Timed) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        try:
+            for metric in self.metrics:
+                out |= metric.measured(timed)
+        finally:
+            self.close()
+        return out
+
+    def close(self) -> None:
+        """End whatever a metric began (a failed loop leaves no NVML session open)."""
+        for metric in self.metrics:
+            close = getattr(metric, "close", None)
+            if close is not None:
+                close()
+
+
+def metric_set(peak_bytes_per_s: float | None = None, trace_folder: Path | None = None) -> MetricSet:
+    """The metrics every run measures."""
+    return MetricSet((Flops(), Bandwidth(peak_bytes_per_s), GpuTelemetry(), PeakMemory(),
+                      ProfilerTrace(trace_folder)))  # fmt: skip
+
+
+#: Every column the metrics add, in report order.
+METRIC_COLUMNS: tuple[str, ...] = metric_set().columns

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from harness.measure.metrics import metric_set
 from harness.measure.timing import Clock, TimingPolicy
 from harness.results.record import CaseResult, Status, pool
 from harness.sweep import oom
@@ -186,12 +187,15 @@ class CaseExecutor:
     """
 
     def __init__(self, cfg: SweepConfig, registry: dict[str, Variant], clock: Clock | None, cache: str,
-                 trace_dir: Path | None = None, log_dir: Path | None = None) -> None:
+                 trace_dir: Path | None = None, log_dir: Path | None = None,
+                 peak_bytes_per_s: float | None = None) -> None:
         self.cfg = cfg
         self.registry = registry
         self.clock = clock
         self.cache = cache
         self.trace_dir = trace_dir
+        self.peak_bytes_per_s = peak_bytes_per_s
+        self.measures = metric_set(peak_bytes_per_s, trace_dir)
         self.timeout_s = cfg.case_timeout or DEFAULT_CASE_TIMEOUT_S
         self.workers: dict[int, Worker] = {}
         self.isolate_all = cfg.isolate
@@ -236,7 +240,7 @@ class CaseExecutor:
         if runnable and self.isolated(variant):
             return self._in_worker(case, variant, explicit)
         result = run_case(case, variant, self.clock, self.cfg.timing, self.cfg.seed, explicit, self.cache,
-                          self.trace_dir)  # fmt: skip
+                          self.measures)  # fmt: skip
         if is_sticky_cuda_error(result):
             self.isolate_all = True
             warnings.warn("a sticky CUDA error ended this process's CUDA context; the rest of the sweep runs "
@@ -267,6 +271,7 @@ class CaseExecutor:
             "case": case.as_dict(), "timing": timing, "seed": self.cfg.seed, "explicit": explicit,
             "cache": self.cache, "clock_cache": self.cfg.cache, "threads": self.cfg.threads,
             "trace_dir": None if self.trace_dir is None else str(self.trace_dir),
+            "peak_bytes_per_s": self.peak_bytes_per_s,
             "module": getattr(variant.build, "__module__", None),
         }  # fmt: skip
 
@@ -283,7 +288,7 @@ class CaseExecutor:
                 worker.kill()
             self.workers.pop(slot, None)  # the next case gets a fresh one
             threads = self.cfg.threads or torch.get_num_threads()
-            return failed(case, failure.status, str(failure), threads=threads, cache=self.cache)
+            return failed(case, failure.status, str(failure), self.measures, threads, self.cache)
         if is_sticky_cuda_error(result):
             worker.close(grace_s=2.0)
             self.workers.pop(slot, None)

@@ -10,14 +10,14 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
-from harness.measure import correctness, metrics
+from harness.measure import correctness
 from harness.measure.correctness import Check, Outcome, Trial, seed_of
 from harness.measure.correctness import reference_named as _reference_named
 from harness.measure.figures import Figures
+from harness.measure.metrics import MetricSet, Timed, metric_set
 from harness.measure.timing import Clock, CpuClock, Timing, TimingPolicy, measure
 from harness.results.record import CaseResult, FirstCall, Status
 from harness.sweep.cases import Case
@@ -114,12 +114,9 @@ def one_line(exc: BaseException) -> str:
 
 
 def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolicy, seed: int,
-                 trace_dir: Path | None = None) -> CaseResult:
-    """Check, then time, one case that is known to be runnable.
-
-    After the timed loop: GPU telemetry over it, peak memory of one more call, and with
-    ``trace_dir`` a profiler trace (``metrics.after_timing``; none of it inside the loop).
-    """
+                 measures: MetricSet) -> CaseResult:
+    """Check, then time, one case that is known to be runnable; then the metrics that are measured
+    after the timed loop (``measures``; none of it inside the loop)."""
     device, dtype = torch.device(case.device), getattr(torch, case.dtype)
     train = case.mode == "train"
     ref = make_reference(case, seed)
@@ -141,20 +138,18 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
     if not check.passed:
         return CaseResult(case, Status.MISMATCH, check.problem, check=check, first_call=first)
     step = make_step(fn, x, params, grad_out)
-    telemetry = metrics.begin_telemetry(device)
+    measures.begin(device)
     try:
         with torch.no_grad() if not train else contextlib.nullcontext():
             timing, wall, remeasured = time_step(step, clock, policy)
             if graphs_after_first is not None:  # graphs compiled by warm-up and timed calls
                 first = replace(first, recompiles=compiled_graphs(fn) - graphs_after_first)
             calls = sum(t.warmup_calls + len(t.samples_ms) * t.calls_per_sample for t in (timing, wall) if t)
-            trace = metrics.trace_path(trace_dir, case) if trace_dir is not None else None
-            profiled = metrics.after_timing(step, device, telemetry, calls, trace)
+            figures = Figures.of(timing, wall, device.type == "cuda", case.batch, remeasured)
+            measured = measures.measured(Timed(case, step, device, calls, figures.stats.median_ms))
     finally:
-        if telemetry is not None:
-            telemetry.close()
-    figures = Figures.of(timing, wall, device.type == "cuda", case.batch, remeasured)
-    return CaseResult(case, Status.OK, check=check, first_call=first, figures=figures, metrics=profiled)
+        measures.close()
+    return CaseResult(case, Status.OK, check=check, first_call=first, figures=figures, metrics=measured)
 
 
 def time_step(step: Callable[[], object], clock: Clock, policy: TimingPolicy) -> tuple[Timing, Timing | None, bool]:
@@ -174,28 +169,31 @@ def time_step(step: Callable[[], object], clock: Clock, policy: TimingPolicy) ->
 
 
 def run_case(case: Case, variant: Variant, clock: Clock | None, policy: TimingPolicy, seed: int,
-             explicit: bool = False, cache: str = "cold", trace_dir: Path | None = None) -> CaseResult:
-    """The finished result of ``case``, whatever happens. ``trace_dir``: write a profiler trace there."""
+             explicit: bool = False, cache: str = "cold", measures: MetricSet | None = None) -> CaseResult:
+    """The finished result of ``case``, whatever happens. ``measures``: the run's metrics (default:
+    ``metrics.metric_set()``, without a copy bandwidth or profiler traces)."""
+    measures = measures or metric_set()
     threads = torch.get_num_threads()
     reason = skip_reason(case, variant, explicit)
     if reason is not None or clock is None:
-        return failed(case, Status.SKIPPED, reason or "no clock for this device", threads=threads, cache=cache)
+        return failed(case, Status.SKIPPED, reason or "no clock for this device", measures, threads, cache)
     try:
-        result = measure_case(case, variant, clock, policy, seed, trace_dir)
-        configured = metrics.config_columns(case)  # FLOPs depend on the configuration only: every row has them
+        result = measure_case(case, variant, clock, policy, seed, measures)
+        configured = measures.configured(case)  # FLOPs depend on the configuration only: every row has them
         result = replace(result, threads=threads, cache=cache, metrics=configured | dict(result.metrics))
     except Exception as exc:  # noqa: BLE001 - one failing case must never end the sweep
         status = Status.OOM if is_out_of_memory(exc) else Status.ERROR
-        result = failed(case, status, one_line(exc), threads=threads, cache=cache)
+        result = failed(case, status, one_line(exc), measures, threads, cache)
     finally:
         release_memory(case.device)
     return result.finished()
 
 
-def failed(case: Case, status: Status, reason: str | None, *, threads: int | None, cache: str | None) -> CaseResult:
+def failed(case: Case, status: Status, reason: str | None, measures: MetricSet, threads: int | None,
+           cache: str | None) -> CaseResult:
     """A case that ended without a measurement, with the columns every row has (FLOPs and such)."""
     return CaseResult.failure(case, status, reason, threads=threads, cache=cache,
-                              metrics=metrics.config_columns(case))  # fmt: skip
+                              metrics=measures.configured(case))  # fmt: skip
 
 
 def compiled_graphs(fn: object) -> int:
