@@ -21,6 +21,7 @@ from harness.results import report
 from harness.results.record import SchemaError
 from harness.results.store import OutputError
 from harness.sweep.config import ConfigError
+from harness.sweep.options import FAULTS, OPTION_NAMES, OPTIONS
 from variants.registry import all_variants, list_variants
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -40,43 +41,25 @@ def add_run(sub: argparse._SubParsersAction) -> None:
                        description="Verify every case against float64, time it, and write results.jsonl, "
                                    "results.csv, report.md and env.json to the run folder.")
     p.add_argument("--config", help="TOML file with the same options (flags override it)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
-    p.add_argument("--variants", help="comma-separated names or globs, e.g. 'eager*,compile'")
-    p.add_argument("--shapes", help="comma-separated CxHxW, e.g. 32x64x64,64x128x128")
-    p.add_argument("--batch-sizes", dest="batch_sizes", help="comma-separated, e.g. 1,8,32")
-    p.add_argument("--dtypes", help="float32, float16, bfloat16, float64 (comma-separated)")
-    p.add_argument("--modes", help="forward (no autograd) and/or train (forward + backward)")
-    p.add_argument("--reductions", help="channel reductions r (C//r hidden channels), e.g. 2,16")
-    p.add_argument("--fusions", help="add, max, mul, gate, concat (comma-separated)")
-    p.add_argument("--bias", dest="biases", help="false, true or both: false,true")
-    p.add_argument("--threads", help="torch CPU threads for the run (default: torch's own)")
-    p.add_argument("--steady-malloc", dest="steady_malloc",
-                   help="CPU: keep glibc malloc from returning memory to the OS between calls (default true)")
-    p.add_argument("--cache", choices=("cold", "hot"), help="CUDA: flush L2 before each call (cold, default) or not")
-    p.add_argument("--warmup", dest="warmup_s", help="warm-up seconds per case (default 0.1)")
-    p.add_argument("--min-samples", dest="min_samples", help="samples before the CI test may stop (default 10)")
-    p.add_argument("--max-samples", dest="max_samples", help="hard cap on samples per case (default 2000)")
-    p.add_argument("--rel-ci", dest="rel_ci", help="stop when the median's 95%% CI is within ± this (default 0.01)")
-    p.add_argument("--max-time", dest="max_time_s", help="time budget per case in seconds (default 2)")
-    p.add_argument("--processes", metavar="K",
-                   help="spread each case's samples over K fresh worker processes and pool them (default 1)")
-    p.add_argument("--seed", help="seed for weights and inputs (default 0)")
-    p.add_argument("--out", help="run folder (default results/runs/<time>-<device>)")
+    groups = {None: p}
+    for option in OPTIONS:
+        if option.group not in groups:
+            groups[option.group] = p.add_argument_group(option.group)
+        kind: dict[str, object] = ({"action": "store_true", "default": None} if option.switch
+                                   else {"metavar": option.metavar, "choices": option.choices})  # fmt: skip
+        groups[option.group].add_argument(option.flag, dest=option.name, help=option.help, **kind)  # type: ignore
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
     p.add_argument("--save-baseline", dest="save_baseline", action="store_true",
-                   help="also store the run as this device's baseline under results/baselines/")  # issue 6
+                   help="also store the run as this device's baseline under results/baselines/")
     p.add_argument("--profile", action="store_true",
-                   help="also write a torch.profiler Chrome trace per timed case to <run>/traces/")  # issue 5
-    add_fault_arguments(p)  # issue 7
+                   help="also write a torch.profiler Chrome trace per timed case to <run>/traces/")
+    add_launch_arguments(groups[FAULTS])
     p.set_defaults(handler=cmd_run)
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    options = {k: getattr(args, k) for k in (
-        "device", "variants", "shapes", "batch_sizes", "dtypes", "modes", "reductions", "fusions", "biases",
-        "threads", "steady_malloc", "cache", "warmup_s", "min_samples", "max_samples", "rel_ci", "max_time_s",
-        "seed", "out", "isolate", "case_timeout", "oom_retry", "shard", "processes")}  # fmt: skip
-    if check_launch_arguments(args):  # issue 7: the shards go to Slurm (or local processes) instead
+    options = {name: getattr(args, name) for name in OPTION_NAMES}
+    if check_launch_arguments(args):  # the shards go to Slurm (or local processes) instead
         return cmd_launch(args, options, console)
     frame = api.run(args.config, progress=not args.quiet, console=console, profile=args.profile,
                     resume=args.resume, **options)  # fmt: skip
@@ -86,7 +69,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if frame.attrs.get("interrupted"):
         console.print("[yellow]interrupted: the report holds the cases finished so far[/]")
         return EXIT_INTERRUPTED
-    if args.save_baseline:  # issue 6: never from an interrupted run, whose cases are incomplete
+    if args.save_baseline:  # never from an interrupted run, whose cases are incomplete
         save_baseline_of(frame.attrs["run_dir"], console)
     return EXIT_OK
 
@@ -134,7 +117,7 @@ def cmd_env(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-# --- issue 6: compare, report, baselines -------------------------------------------------------------
+# --- compare, report, baselines --------------------------------------------------------------------
 
 
 def save_baseline_of(run_dir: str, console: Console) -> None:
@@ -231,22 +214,12 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-# --- end of issue 6 ---------------------------------------------------------------------------------
+# --- resume, shards, merge, Slurm ------------------------------------------------------------------
 
 
-# --- issue 7: isolation, resume, shards, merge, Slurm -----------------------------------------------
-
-
-def add_fault_arguments(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("faults and scaling out")
-    g.add_argument("--isolate", action="store_true", default=None,
-                   help="run cases in a worker process: a crash or hang becomes a crashed/timeout row")
-    g.add_argument("--case-timeout", dest="case_timeout", metavar="S",
-                   help="kill a case's worker after S seconds (status=timeout); implies --isolate (default 600)")
-    g.add_argument("--oom-retry", dest="oom_retry", action="store_true", default=None,
-                   help="on oom, retry at half the batch; batch_run records the batch measured")
+def add_launch_arguments(g: argparse._ArgumentGroup) -> None:
+    """Resuming a run, and launching its shards through Slurm or local processes."""
     g.add_argument("--resume", metavar="RUN", help="finish the sweep stored in RUN, skipping the cases it holds")
-    g.add_argument("--shard", metavar="K/N", help="run only shard K of N (balanced by estimated cost)")
     g.add_argument("--launcher", choices=("slurm", "local"),
                    help="submit --shards N shards through submitit (Slurm job array, or local processes), "
                         "then merge them into --out")
@@ -310,8 +283,6 @@ def cmd_merge(args: argparse.Namespace, console: Console) -> int:
     console.print(f"merged {result.rows} rows from {len(result.runs)} run(s) into {result.out}")
     return EXIT_OK
 
-
-# --- end of issue 7 ---------------------------------------------------------------------------------
 
 
 #: Sub-commands in help order; other modules add theirs here.

@@ -102,3 +102,32 @@ def test_globs_expand_and_exact_names_are_explicit(temp_variant) -> None:
 def test_default_variants_are_not_explicit() -> None:
     """Only names the user typed may time an interpreter-only variant on CPU."""
     assert SweepConfig.build(device="cpu").explicit_variants == frozenset()
+
+
+def test_a_config_file_takes_the_flags_spellings_too(tmp_path: Path) -> None:
+    path = tmp_path / "sweep.toml"
+    path.write_text('device = "cpu"\nvariants = "eager"\nbias = [true]\nmax-time = 0.5\nwarmup = 0\n'
+                    'batch-sizes = [2]\nmin_samples = 4\n')
+    cfg = SweepConfig.build(path)
+    assert cfg.biases == (True,) and cfg.batch_sizes == (2,)
+    assert (cfg.timing.max_time_s, cfg.timing.warmup_s, cfg.timing.min_samples) == (0.5, 0.0, 4)
+    path.write_text("batch-size = 2\n")
+    with pytest.raises(ConfigError, match="unknown key 'batch-size'; known: device, variants"):
+        SweepConfig.build(path)
+
+
+def test_every_option_is_a_flag_a_keyword_and_a_field() -> None:
+    """One table (harness.sweep.options.OPTIONS) for the CLI, config files, harness.run and resume."""
+    import dataclasses
+
+    from harness.cli import build_parser
+    from harness.measure.timing import TimingPolicy
+    from harness.sweep.options import OPTIONS
+
+    run = build_parser()._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
+    flags = {s for action in run._actions for s in action.option_strings}
+    config_fields = {f.name for f in dataclasses.fields(SweepConfig)}
+    timing_fields = {f.name for f in dataclasses.fields(TimingPolicy)}
+    for option in OPTIONS:
+        assert option.flag in flags
+        assert option.name in (timing_fields if option.timing else config_fields), option.name

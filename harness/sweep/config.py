@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from harness.measure.timing import CACHE_MODES, TimingPolicy
+from harness.sweep.options import OPTION_NAMES, OPTIONS, option_name
 from variants.reference import FUSIONS
 from variants.registry import DTYPES, MODES, all_variants, unknown_variant_message
 
@@ -58,7 +59,7 @@ class ConfigError(ValueError):
 
 
 #: The default sweep, per device type. The CPU one must finish in under 3 minutes on 2 cores with
-#: every variant registered (issue 3): six variants × 2 shapes × 1 batch × 2 modes = 24 cases, at
+#: every variant registered: six variants × 2 shapes × 1 batch × 2 modes = 24 cases, at
 #: ≤ 2.1 s of timing each plus torch.compile's four compiles (≈ 10 s cold, 2–6 s after).
 DEFAULTS: dict[str, dict[str, Any]] = {
     "cpu": {
@@ -119,10 +120,10 @@ class SweepConfig:
         merged: dict[str, Any] = {}
         if config_file is not None:
             merged.update(read_toml(config_file))
-        merged.update({k: v for k, v in options.items() if v is not None})
-        unknown = sorted(set(merged) - set(OPTION_NAMES))
+        unknown = sorted(k for k, v in options.items() if v is not None and k not in OPTION_NAMES)
         if unknown:
             raise ConfigError(f"unknown option {unknown[0]!r}; known: {', '.join(OPTION_NAMES)}")
+        merged.update({k: v for k, v in options.items() if v is not None})
         device = resolve_device(str(merged.get("device", "auto")))
         defaults = DEFAULTS[torch.device(device).type]
         get = lambda key: merged.get(key, defaults.get(key, getattr(_BASE, key)))  # noqa: E731
@@ -157,7 +158,7 @@ class SweepConfig:
             seed=parse_int(get("seed"), "seed", minimum=0),
             out=None if merged.get("out") is None else str(merged["out"]),
             explicit_variants=frozenset(explicit),
-            **fault_options(merged),  # issue 7
+            **fault_options(merged),
         )
         config.check_reductions()
         return config
@@ -177,16 +178,11 @@ class SweepConfig:
 
 
 _BASE = SweepConfig()
-OPTION_NAMES: tuple[str, ...] = (
-    "device", "variants", "shapes", "batch_sizes", "dtypes", "modes", "reductions", "fusions", "biases",
-    "threads", "steady_malloc", "cache", "warmup_s", "min_samples", "max_samples", "rel_ci", "max_time_s", "seed",
-    "out",
-    "isolate", "case_timeout", "oom_retry", "shard", "processes",
-)  # fmt: skip
 
 
 def fault_options(merged: Mapping[str, Any]) -> dict[str, Any]:
-    """Issue 7's options, validated: a time limit implies isolation (only a child can be killed)."""
+    """The options of faults and scaling out, validated: a time limit implies isolation (only a
+    child process can be killed)."""
     timeout = merged.get("case_timeout")
     timeout = None if timeout is None else parse_float(timeout, "case_timeout", minimum=1e-3)
     try:
@@ -203,7 +199,8 @@ def fault_options(merged: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
-    """Options from a TOML file; keys may use dashes (``batch-sizes``) or underscores."""
+    """Options from a TOML file, by name; a key may be spelt as its flag (``batch-sizes``, ``max-time``)
+    or as its keyword (``batch_sizes``, ``max_time_s``)."""
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
@@ -216,7 +213,14 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     table = data.get("sweep", data)
     if not isinstance(table, Mapping):
         raise ConfigError(f"config file {str(p)!r}: [sweep] must be a table")
-    return {str(k).replace("-", "_"): v for k, v in table.items()}
+    options: dict[str, Any] = {}
+    for key, value in table.items():
+        name = option_name(str(key))
+        if name is None:
+            known = ", ".join(o.key for o in OPTIONS)
+            raise ConfigError(f"config file {str(p)!r}: unknown key {str(key)!r}; known: {known}")
+        options[name] = value
+    return options
 
 
 def resolve_device(device: str) -> str:

@@ -15,10 +15,8 @@ from typing import Any
 
 from harness.results.store import ENV_JSON, RESULTS_JSONL, RunFolder, env_differences, read_env, row_key
 from harness.sweep.cases import Case
-from harness.sweep.config import OPTION_NAMES, ConfigError, SweepConfig, read_toml
-
-#: Stored ``timing`` fields that are options of their own.
-TIMING_OPTIONS: tuple[str, ...] = ("warmup_s", "min_samples", "max_samples", "rel_ci", "max_time_s")
+from harness.sweep.config import ConfigError, SweepConfig, read_toml
+from harness.sweep.options import OPTION_NAMES, TIMING_OPTIONS
 
 
 def stored_options(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,79 @@
+"""The sweep's options, in one table: the CLI's flags, the config file's keys, ``harness.run``'s
+keywords and what ``run --resume`` reads back from env.json all come from ``OPTIONS``.
+
+A config file may spell a key as its flag (``batch-sizes``, ``bias``, ``max-time``) or as its
+keyword (``batch_sizes``, ``biases``, ``max_time_s``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a sweep."""
+
+    #: The keyword of ``harness.run`` and the field of ``SweepConfig`` (``SweepConfig.timing``'s when ``timing``).
+    name: str
+    #: The command-line flag.
+    flag: str
+    help: str
+    #: Part of the timing policy (stored under env.json's ``config.timing``).
+    timing: bool = False
+    #: A flag that takes no value (``--isolate``).
+    switch: bool = False
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    #: The CLI's group of flags: None for the sweep itself.
+    group: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The flag without its dashes, as a config file may spell it."""
+        return self.flag.removeprefix("--")
+
+
+FAULTS = "faults and scaling out"
+OPTIONS: tuple[Option, ...] = (
+    Option("device", "--device", "cpu, cuda or cuda:N (default: cuda when available, else cpu)"),
+    Option("variants", "--variants", "comma-separated names or globs, e.g. 'eager*,compile'"),
+    Option("shapes", "--shapes", "comma-separated CxHxW, e.g. 32x64x64,64x128x128"),
+    Option("batch_sizes", "--batch-sizes", "comma-separated, e.g. 1,8,32"),
+    Option("dtypes", "--dtypes", "float32, float16, bfloat16, float64 (comma-separated)"),
+    Option("modes", "--modes", "forward (no autograd) and/or train (forward + backward)"),
+    Option("reductions", "--reductions", "channel reductions r (C//r hidden channels), e.g. 2,16"),
+    Option("fusions", "--fusions", "add, max, mul, gate, concat (comma-separated)"),
+    Option("biases", "--bias", "false, true or both: false,true"),
+    Option("threads", "--threads", "torch CPU threads for the run (default: torch's own)"),
+    Option("steady_malloc", "--steady-malloc",
+           "CPU: keep glibc malloc from returning memory to the OS between calls (default true)"),
+    Option("cache", "--cache", "CUDA: flush L2 before each call (cold, default) or not", choices=("cold", "hot")),
+    Option("warmup_s", "--warmup", "warm-up seconds per case (default 0.1)", timing=True),
+    Option("min_samples", "--min-samples", "samples before the CI test may stop (default 10)", timing=True),
+    Option("max_samples", "--max-samples", "hard cap on samples per case (default 2000)", timing=True),
+    Option("rel_ci", "--rel-ci", "stop when the median's 95%% CI is within ± this (default 0.01)", timing=True),
+    Option("max_time_s", "--max-time", "time budget per case in seconds (default 2)", timing=True),
+    Option("processes", "--processes",
+           "spread each case's samples over K fresh worker processes and pool them (default 1)", metavar="K"),
+    Option("seed", "--seed", "seed for weights and inputs (default 0)"),
+    Option("out", "--out", "run folder (default results/runs/<time>-<device>)"),
+    Option("isolate", "--isolate", "run cases in a worker process: a crash or hang becomes a crashed/timeout row",
+           switch=True, group=FAULTS),
+    Option("case_timeout", "--case-timeout",
+           "kill a case's worker after S seconds (status=timeout); implies --isolate (default 600)", metavar="S",
+           group=FAULTS),
+    Option("oom_retry", "--oom-retry", "on oom, retry at half the batch; batch_run records the batch measured",
+           switch=True, group=FAULTS),
+    Option("shard", "--shard", "run only shard K of N (balanced by estimated cost)", metavar="K/N", group=FAULTS),
+)  # fmt: skip
+OPTION_NAMES: tuple[str, ...] = tuple(o.name for o in OPTIONS)
+TIMING_OPTIONS: tuple[str, ...] = tuple(o.name for o in OPTIONS if o.timing)
+#: Every spelling a config file may use for an option (dashes and underscores alike) → its name.
+SPELLINGS: dict[str, str] = {
+    spelling.replace("-", "_"): o.name for o in OPTIONS for spelling in (o.name, o.key)
+}
+
+
+def option_name(key: str) -> str | None:
+    """The option a config key names (``max-time``, ``max_time_s``, ``bias``), or None."""
+    return SPELLINGS.get(key.strip().replace("-", "_"))
