@@ -1,4 +1,4 @@
-"""Variants that fail on purpose, for the fault-injection tests (issue 7).
+"""Variants that fail on purpose, for the fault-injection tests.
 
 Importing this module registers them (so a worker process that imports it, or a run that loads it
 as a ``harness.variants`` plugin, finds them); ``register_all``/``unregister_all`` let a test

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from harness.measure import bandwidth as bw
+from harness.sweep.cases import Case
 from variants.reference import FUSIONS, ScSE
+
+
+def shape(batch: int, channels: int, height: int, width: int, dtype: str | torch.dtype, reduction: int = 2,
+          fusion: str = "add", bias: bool = False, mode: str = "forward") -> Case:
+    return Case("eager", "cpu", dtype, mode, batch, channels, height, width, reduction, fusion, bias)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)
@@ -23,35 +29,35 @@ def test_floors_of_a_benchmark_shape() -> None:
     tensor = 32 * 64 * 128 * 128 * 2
     weights = (2 * 32 * 64 + 64) * 2
     assert tensor == 64 * 2**20
-    assert bw.bytes_min(32, 64, 128, 128, torch.float16) == 2 * tensor + weights
-    assert bw.bytes_fused(32, 64, 128, 128, torch.float16) == 3 * tensor + weights
-    assert bw.bytes_min(32, 64, 128, 128, "float16") == bw.bytes_min(32, 64, 128, 128, torch.float16)
-    assert bw.bytes_min(32, 64, 128, 128, "float32") == 2 * bw.bytes_min(32, 64, 128, 128, "float16")
+    assert bw.bytes_min(shape(32, 64, 128, 128, torch.float16)) == 2 * tensor + weights
+    assert bw.bytes_fused(shape(32, 64, 128, 128, torch.float16)) == 3 * tensor + weights
+    assert bw.bytes_min(shape(32, 64, 128, 128, "float16")) == bw.bytes_min(shape(32, 64, 128, 128, torch.float16))
+    assert bw.bytes_min(shape(32, 64, 128, 128, "float32")) == 2 * bw.bytes_min(shape(32, 64, 128, 128, "float16"))
 
 
 def test_bias_gate_and_concat_add_weight_bytes() -> None:
-    base = bw.bytes_min(8, 64, 32, 32, "float32")
-    assert bw.bytes_min(8, 64, 32, 32, "float32", bias=True) == base + (32 + 64 + 1) * 4
-    assert bw.bytes_min(8, 64, 32, 32, "float32", fusion="gate") == base + 64 * 4
-    assert bw.bytes_min(8, 64, 32, 32, "float32", fusion="concat") == base + 2 * 64 * 64 * 4
+    base = bw.bytes_min(shape(8, 64, 32, 32, "float32"))
+    assert bw.bytes_min(shape(8, 64, 32, 32, "float32", bias=True)) == base + (32 + 64 + 1) * 4
+    assert bw.bytes_min(shape(8, 64, 32, 32, "float32", fusion="gate")) == base + 64 * 4
+    assert bw.bytes_min(shape(8, 64, 32, 32, "float32", fusion="concat")) == base + 2 * 64 * 64 * 4
 
 
 def test_train_floors() -> None:
     tensor = 4 * 16 * 8 * 8 * 4
     weights = bw.weight_count(16) * 4
-    assert bw.bytes_min(4, 16, 8, 8, "float32", mode="train") == 5 * tensor + 3 * weights
-    assert bw.bytes_fused(4, 16, 8, 8, "float32", mode="train") == 8 * tensor + 3 * weights
+    assert bw.bytes_min(shape(4, 16, 8, 8, "float32", mode="train")) == 5 * tensor + 3 * weights
+    assert bw.bytes_fused(shape(4, 16, 8, 8, "float32", mode="train")) == 8 * tensor + 3 * weights
     with pytest.raises(ValueError, match="mode"):
-        bw.bytes_min(4, 16, 8, 8, "float32", mode="inference")
+        bw.bytes_min(shape(4, 16, 8, 8, "float32", mode="inference"))
 
 
 def test_invalid_shapes() -> None:
     with pytest.raises(ValueError):
-        bw.bytes_min(0, 16, 8, 8, "float32")
+        bw.bytes_min(shape(0, 16, 8, 8, "float32"))
     with pytest.raises(ValueError):
-        bw.bytes_min(1, 3, 8, 8, "float32", reduction=4)
+        bw.bytes_min(shape(1, 3, 8, 8, "float32", reduction=4))
     with pytest.raises(TypeError):
-        bw.bytes_min(1, 3, 8, 8, "not_a_dtype")
+        bw.bytes_min(shape(1, 3, 8, 8, "not_a_dtype"))
 
 
 def test_rates() -> None:
@@ -80,14 +86,14 @@ def test_bandwidth_columns_of_a_case() -> None:
     case = Case("eager", "cuda", "float16", "forward", 32, 64, 128, 128, 2, "add", False)
     cols = bw.bandwidth_columns(case, median_ms=0.1, peak_bytes_per_s=3.0e12)
     assert set(cols) == set(bw.BANDWIDTH_COLUMNS)
-    assert cols["bytes_min"] == bw.bytes_min(32, 64, 128, 128, "float16")
-    assert cols["bytes_fused"] == bw.bytes_fused(32, 64, 128, 128, "float16")
+    assert cols["bytes_min"] == bw.bytes_min(shape(32, 64, 128, 128, "float16"))
+    assert cols["bytes_fused"] == bw.bytes_fused(shape(32, 64, 128, 128, "float16"))
     assert cols["achieved_gbps"] == pytest.approx(cols["bytes_min"] / 1e-4 / 1e9)
     assert cols["pct_of_peak_bw"] == pytest.approx(100 * cols["bytes_min"] / 1e-4 / 3.0e12)
     skipped = bw.bandwidth_columns(case)
     assert skipped["achieved_gbps"] is None and skipped["pct_of_peak_bw"] is None
     train = bw.bandwidth_columns(Case("eager", "cuda", "float16", "train", 32, 64, 128, 128, 2, "add", False), 1.0)
-    assert train["bytes_min"] == bw.bytes_min(32, 64, 128, 128, "float16", mode="train")
+    assert train["bytes_min"] == bw.bytes_min(shape(32, 64, 128, 128, "float16", mode="train"))
     assert train["pct_of_peak_bw"] is None  # no copy bandwidth measured
 
 

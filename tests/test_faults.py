@@ -1,4 +1,4 @@
-"""Fault injection (issue 7): a variant that raises, aborts, segfaults, hangs or runs out of memory,
+"""Fault injection: a variant that raises, aborts, segfaults, hangs or runs out of memory,
 and a runner interrupted with SIGINT or killed with SIGKILL and resumed. After each, every finished
 row is kept and the case set is complete and free of duplicates."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``python -m harness merge`` (issue 7): run folders joined into one; duplicate or conflicting cases,
+"""``python -m harness merge``: run folders joined into one; duplicate or conflicting cases,
 and runs of different settings, refused with one line and exit 2."""
 from __future__ import annotations
 

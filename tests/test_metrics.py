@@ -34,7 +34,7 @@ def test_timed_rows_have_every_metric(mode: str, tmp_path: Path) -> None:
     assert set(METRIC_COLUMNS) <= set(row)
     assert row["analytic_flops"] == row["torch_flops"] == analytic_flops(2, 8, 5, 7, 2, "max", True, mode)
     assert row["fvcore_flops"] == analytic_flops(2, 8, 5, 7, 2, "max", True, "forward", "mac=1")
-    moved = bytes_min(2, 8, 5, 7, "float32", 2, "max", True, mode)
+    moved = bytes_min(c)
     assert row["arithmetic_intensity"] == pytest.approx(row["analytic_flops"] / moved)
     assert row["bytes_min"] == moved
     assert row["achieved_gbps"] == pytest.approx(moved / (row["median_ms"] * 1e-3) / 1e9)

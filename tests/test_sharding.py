@@ -1,4 +1,4 @@
-"""``--shard K/N`` (issue 7): a deterministic partition of the sweep, balanced by estimated cost, that
+"""``--shard K/N``: a deterministic partition of the sweep, balanced by estimated cost, that
 keeps each configuration's variants together; N shards merged give exactly the unsharded sweep."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``run --launcher slurm|local --shards N`` (issue 7), driven through submitit's local executor: the
+"""``run --launcher slurm|local --shards N`` , driven through submitit's local executor: the
 shards run as a job array, then merge into the run folder; a requeued shard resumes."""
 from __future__ import annotations
 

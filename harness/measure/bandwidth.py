@@ -53,58 +53,42 @@ def weight_count(channels: int, reduction: int = 2, fusion: str = "add", bias: b
     return n
 
 
-def _bytes(
-    passes: str,
-    batch: int,
-    channels: int,
-    height: int,
-    width: int,
-    dtype: torch.dtype | str,
-    reduction: int,
-    fusion: str,
-    bias: bool,
-    mode: str,
-) -> int:
+class CaseLike(Protocol):
+    """What the byte counts read from a case (``harness.sweep.cases.Case`` has all of it)."""
+
+    batch: int
+    channels: int
+    height: int
+    width: int
+    dtype: str
+    reduction: int
+    fusion: str
+    bias: bool
+    mode: str
+
+
+def _bytes(passes: str, case: CaseLike) -> int:
+    mode, batch, channels, height, width = case.mode, case.batch, case.channels, case.height, case.width
     if mode not in _TENSOR_PASSES:
         raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(_TENSOR_PASSES)}")
     if min(batch, height, width) < 1:
         raise ValueError(f"invalid shape {batch}x{channels}x{height}x{width}")
-    item = _itemsize(dtype)
+    item = _itemsize(case.dtype)
     tensor = batch * channels * height * width * item
-    weights = weight_count(channels, reduction, fusion, bias) * item
+    weights = weight_count(channels, case.reduction, case.fusion, case.bias) * item
     # train reads the weights in forward and backward and writes their gradients once
     weight_passes = 1 if mode == "forward" else 3
     return _TENSOR_PASSES[mode][passes] * tensor + weight_passes * weights
 
 
-def bytes_min(
-    batch: int,
-    channels: int,
-    height: int,
-    width: int,
-    dtype: torch.dtype | str,
-    reduction: int = 2,
-    fusion: str = "add",
-    bias: bool = False,
-    mode: str = "forward",
-) -> int:
+def bytes_min(case: CaseLike) -> int:
     """The fewest bytes any implementation must move: x read once, out written once, the weights."""
-    return _bytes("min", batch, channels, height, width, dtype, reduction, fusion, bias, mode)
+    return _bytes("min", case)
 
 
-def bytes_fused(
-    batch: int,
-    channels: int,
-    height: int,
-    width: int,
-    dtype: torch.dtype | str,
-    reduction: int = 2,
-    fusion: str = "add",
-    bias: bool = False,
-    mode: str = "forward",
-) -> int:
+def bytes_fused(case: CaseLike) -> int:
     """The two-pass floor: x read twice (pool, then apply), out written once, the weights."""
-    return _bytes("fused", batch, channels, height, width, dtype, reduction, fusion, bias, mode)
+    return _bytes("fused", case)
 
 
 def achieved_gbps(nbytes: int, seconds: float) -> float:
@@ -125,20 +109,6 @@ BANDWIDTH_COLUMNS: tuple[str, ...] = ("bytes_min", "bytes_fused", "achieved_gbps
 ENV_KEY = "copy_bandwidth_bytes_s"
 
 
-class CaseLike(Protocol):
-    """What ``bandwidth_columns`` reads from a case (``harness.sweep.cases.Case`` has all of it)."""
-
-    batch: int
-    channels: int
-    height: int
-    width: int
-    dtype: str
-    reduction: int
-    fusion: str
-    bias: bool
-    mode: str
-
-
 def bandwidth_columns(case: CaseLike, median_ms: float | None = None,
                       peak_bytes_per_s: float | None = None) -> dict[str, Any]:
     """The row's bandwidth columns; the rates are None until the case has a median time.
@@ -146,9 +116,8 @@ def bandwidth_columns(case: CaseLike, median_ms: float | None = None,
     ``achieved_gbps`` divides ``bytes_min`` (not the bytes a variant really moves) by the median,
     so every variant of a configuration is measured against the same work.
     """
-    args = (case.batch, case.channels, case.height, case.width, case.dtype, case.reduction, case.fusion, case.bias)
-    moved = bytes_min(*args, mode=case.mode)
-    cols: dict[str, Any] = {"bytes_min": moved, "bytes_fused": bytes_fused(*args, mode=case.mode),
+    moved = bytes_min(case)
+    cols: dict[str, Any] = {"bytes_min": moved, "bytes_fused": bytes_fused(case),
                             "achieved_gbps": None, "pct_of_peak_bw": None}
     if median_ms is not None and median_ms > 0:
         seconds = median_ms * 1e-3

@@ -70,8 +70,7 @@ class Flops:
         shape = (case.batch, case.channels, case.height, case.width)
         try:
             cols = dict(flop_columns(shape, case.reduction, case.fusion, case.bias, case.mode))
-            moved = bytes_min(case.batch, case.channels, case.height, case.width, case.dtype,
-                              case.reduction, case.fusion, case.bias, case.mode)  # fmt: skip
+            moved = bytes_min(case)
             cols["arithmetic_intensity"] = arithmetic_intensity(cols["analytic_flops"], moved)  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001 - a metric never fails a case
             cols = dict.fromkeys(self.columns)

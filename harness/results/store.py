@@ -30,9 +30,6 @@ RESULTS_CSV = "results.csv"
 REPORT_MD = "report.md"
 ENV_JSON = "env.json"
 
-#: ``crashed`` and ``timeout`` come from cases run in a worker process (issue 7, harness.sweep.isolation).
-STATUSES: tuple[str, ...] = ("ok", "mismatch", "error", "oom", "skipped", "crashed", "timeout")
-
 #: The columns every row has, in the order the CSV shows them. Metrics modules add more.
 COLUMNS: tuple[str, ...] = KEY_COLUMNS + (
     "status", "reason",

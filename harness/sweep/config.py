@@ -101,7 +101,7 @@ class SweepConfig:
     out: str | None = None
     #: Variant names the user spelled out (not matched by a glob): some variants time only then.
     explicit_variants: frozenset[str] = frozenset()
-    # issue 7: fault tolerance and scaling out (harness.sweep.isolation, harness.sweep.oom, harness.sweep.sharding)
+    # faults and scaling out (harness.sweep.isolation, harness.sweep.oom, harness.sweep.sharding)
     #: Run every case in a worker child process (crashes and hangs become rows).
     isolate: bool = False
     #: Seconds a case may take in a worker before it is killed (``timeout`` row); implies ``isolate``.

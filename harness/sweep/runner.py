@@ -14,8 +14,7 @@ from dataclasses import replace
 import torch
 
 from harness.measure import correctness
-from harness.measure.correctness import Check, Outcome, Trial, seed_of
-from harness.measure.correctness import reference_named as _reference_named
+from harness.measure.correctness import Check, Outcome, Trial, reference_named, seed_of
 from harness.measure.figures import Figures
 from harness.measure.metrics import MetricSet, Timed, metric_set
 from harness.measure.timing import Clock, CpuClock, Timing, TimingPolicy, measure
@@ -129,7 +128,7 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
     fn = variant.build(ref, device, dtype)
     params = trainable(fn) if train else {}
     got = first_call(fn, x, params, grad_out)
-    got = Outcome(got.output, _reference_named(fn, got.grads, ref), got.seconds)
+    got = Outcome(got.output, reference_named(fn, got.grads, ref), got.seconds)
     graphs_after_first = compiled_graphs(fn) if tags_of(variant).compiles else None
     check = verify(case, variant, ref, x, x_before, got, grad_out)
     # a compiling variant's first call is its compile time, never a latency sample

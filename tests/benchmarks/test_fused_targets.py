@@ -1,4 +1,4 @@
-"""Issue 4's speed targets for the fused kernels, asserted on a real GPU run (never in timed unit tests).
+"""The fused kernels' speed targets, asserted on a real GPU run (never in timed unit tests).
 
 Runs ``results/baselines/sweep-fused-targets.toml`` once and checks, case by case, the ratios the
 issue sets. Skipped without CUDA, and by the plain ``pytest`` run like every benchmark here.
