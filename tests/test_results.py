@@ -59,3 +59,24 @@ def test_stored_flags_read_the_same_from_json_numpy_and_csv() -> None:
 
     assert all(truthy(v) for v in (True, np.bool_(True), "True"))
     assert not any(truthy(v) for v in (False, np.bool_(False), "False", None, float("nan"), "", 1))
+
+
+def test_rows_of_an_older_schema_are_read_and_of_a_newer_one_refused(tmp_path) -> None:
+    import json
+
+    from harness.cli import main
+    from harness.results.record import SCHEMA_VERSION, CaseResult, SchemaError
+
+    old = {"variant": "eager", "device": "cpu", "dtype": "float32", "mode": "forward", "batch": 8, "channels": 4,
+           "height": 4, "width": 4, "reduction": 2, "fusion": "add", "bias": False, "status": "skipped",
+           "reason": "not here", "a_column_from_a_plugin": 7}
+    result = CaseResult.from_row(old)  # schema 1: no schema column
+    assert result.reason == "not here" and result.extra == {"a_column_from_a_plugin": 7}
+    assert result.to_row()["schema"] == SCHEMA_VERSION and result.to_row()["a_column_from_a_plugin"] == 7
+    newer = old | {"schema": SCHEMA_VERSION + 1}
+    with pytest.raises(SchemaError, match="newer than this harness"):
+        CaseResult.from_row(newer)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.jsonl").write_text(json.dumps(newer) + "\n")
+    assert main(["report", str(run)]) == 2  # one line, no traceback
