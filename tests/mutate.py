@@ -1,0 +1,131 @@
+"""Mutation testing of the judging modules with mutmut: ``python tests/mutate.py [MODULE ...]``.
+
+For each judging module (default: all of ``JUDGES``) the tracked tree is copied to a scratch
+folder, mutmut is configured there for that module and the tests that judge it, and run. The
+checkout is never written to. Printed per module: mutants, killed (a test failed), timed out (the
+mutant made the tests run far longer than unmutated, e.g. a stop rule that never stops: counted as
+killed, as mutmut does), survived, and each survivor by name with its diff.
+
+A survivor is either killed by a new test or explained as equivalent (no test could tell it from
+the original) in ``tests/mutation_equivalents.txt``: one line per mutant, ``name  # why``.
+Exit status 1 when a module kills under ``GOAL`` of its non-equivalent mutants or an unexplained
+mutant survives.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Each judging module and the tests that judge it (kept small: each module in under 30 minutes on 2 cores).
+JUDGES: dict[str, tuple[str, ...]] = {
+    "harness/measure/timing.py": ("tests/test_timing.py", "tests/test_judges.py", "tests/test_cuda_clock.py"),
+    "harness/measure/stats.py": ("tests/test_stats.py", "tests/test_judges.py"),
+    "harness/measure/correctness.py": ("tests/test_judges.py", "tests/test_runner.py", "tests/test_reference.py",
+                                       "tests/test_stats.py"),
+    "harness/results/compare_stats.py": ("tests/test_compare.py", "tests/test_judges.py"),
+    "harness/results/compare.py": ("tests/test_compare.py", "tests/test_judges.py"),
+}
+GOAL = 0.90
+EQUIVALENTS = ROOT / "tests" / "mutation_equivalents.txt"
+KILLED = {"killed", "timeout"}
+
+
+def equivalents() -> dict[str, str]:
+    """Mutants explained as equivalent: name → why."""
+    out = {}
+    if EQUIVALENTS.exists():
+        for line in EQUIVALENTS.read_text(encoding="utf-8").splitlines():
+            name, _, why = line.partition("#")
+            if name.strip():
+                out[name.strip()] = why.strip()
+    return out
+
+
+def scratch_copy() -> Path:
+    """The tracked tree (with the working copy's contents) in a fresh folder."""
+    dest = Path(tempfile.mkdtemp(prefix="harness-mutate-"))
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in files.decode().split("\0"):
+        if name and (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    return dest
+
+
+def configure(tree: Path, module: str, tests: tuple[str, ...]) -> None:
+    quoted = lambda items: "[" + ", ".join(f'"{i}"' for i in items) + "]"  # noqa: E731
+    with (tree / "pyproject.toml").open("a", encoding="utf-8") as f:
+        f.write(f"""
+[tool.mutmut]
+source_paths = {quoted([module])}
+pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]
+pytest_add_cli_args_test_selection = {quoted(tests)}
+also_copy = ["harness", "variants", "tests"]
+""")
+
+
+def mutate(module: str, children: int) -> tuple[dict[str, str], Path]:
+    """Every mutant of ``module`` and how it ended."""
+    tree = scratch_copy()
+    configure(tree, module, JUDGES[module])
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", TRITON_INTERPRET="1", MPLBACKEND="Agg")
+    mutmut = [sys.executable, "-m", "mutmut"]
+    subprocess.run([*mutmut, "run", "--max-children", str(children)], cwd=tree, env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)  # fmt: skip
+    listing = subprocess.run([*mutmut, "results", "--all", "true"], cwd=tree, env=env, capture_output=True,
+                             text=True, check=False).stdout  # fmt: skip
+    found = dict(re.findall(r"^\s*(\S+): (.+?)\s*$", listing, flags=re.M))
+    return found, tree
+
+
+def show(name: str, tree: Path) -> str:
+    out = subprocess.run([sys.executable, "-m", "mutmut", "show", name], cwd=tree, capture_output=True, text=True,
+                         check=False).stdout  # fmt: skip
+    changed = [line for line in out.splitlines() if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    return "\n".join(changed)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", default=list(JUDGES), help="judging modules (default: all)")
+    parser.add_argument("--children", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch trees (to run mutmut browse there)")
+    args = parser.parse_args()
+    explained = equivalents()
+    failed = False
+    for module in args.modules:
+        if module not in JUDGES:
+            print(f"error: {module} is not a judging module; choose from {', '.join(JUDGES)}", file=sys.stderr)
+            return 2
+        started = time.monotonic()
+        found, tree = mutate(module, args.children)
+        equivalent = {n for n in found if n in explained}
+        counted = {n: s for n, s in found.items() if n not in equivalent}
+        killed = sum(s in KILLED for s in counted.values())
+        timeouts = sum(s == "timeout" for s in counted.values())
+        survivors = sorted(n for n, s in counted.items() if s not in KILLED)
+        score = killed / len(counted) if counted else 0.0
+        minutes = (time.monotonic() - started) / 60
+        print(f"{module}: {len(found)} mutants, {len(equivalent)} equivalent; killed {killed} of {len(counted)} "
+              f"({score:.0%}, {timeouts} by timeout), {len(survivors)} survived, {minutes:.1f} min")  # fmt: skip
+        for name in survivors:
+            print(f"  survived: {name} ({counted[name]})")
+            print("    " + show(name, tree).replace("\n", "\n    "))
+        failed |= score < GOAL or bool(survivors) or not found
+        if args.keep:
+            print(f"  scratch tree: {tree}")
+        else:
+            shutil.rmtree(tree, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
