@@ -18,6 +18,9 @@ whose message lists them, so that pytest shows all of them at once::
 
 For pytest, ``pytest_params()`` gives one parametrized case per variant × configuration, with
 unsupported and unavailable ones skipped with their reason (see tests/test_conformance.py).
+
+The inputs, configurations and reports (``INPUTS``, ``Config``, ``ConformanceReport``, ...) are
+defined in ``harness.conformance`` and re-exported here: import them from this module.
 """
 from __future__ import annotations
 
@@ -25,11 +28,11 @@ import copy
 import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from harness.conformance import INPUTS, INPUTS_BY_NAME, Config, ConformanceError, ConformanceReport, Failure, InputSpec
 from harness.measure import correctness
 from harness.measure.correctness import CONFORMANCE, seed_of
 from harness.measure.envinfo import torch_threads
@@ -46,108 +49,6 @@ __all__ = [
 
 #: Reductions checked by default: the seed's 2 and smp's/SENet's 16 (1 hidden channel at C=16).
 DEFAULT_REDUCTIONS: tuple[int, ...] = (2, 16)
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """One input the suite feeds a variant: its size and its memory layout."""
-
-    name: str
-    batch: int
-    channels: int
-    height: int
-    width: int
-    layout: str = "contiguous"  # or "non_contiguous", "channels_last"
-    #: The values are ``offset + scale * N(0, 1)``: a large offset makes half-precision sums overflow.
-    scale: float = 1.0
-    offset: float = 0.0
-
-    def make(self, seed: int, device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
-        """A normal input drawn in float32 on the CPU (the same on every device)."""
-        gen = torch.Generator().manual_seed(seed)
-        n, c, h, w = self.batch, self.channels, self.height, self.width
-        size = (n, c, 2 * w, h) if self.layout == "non_contiguous" else (n, c, h, w)
-        x = (self.offset + self.scale * torch.randn(size, generator=gen)).to(device=device, dtype=dtype)
-        if self.layout == "non_contiguous":
-            # Every other row of a wider tensor, then H and W swapped: contiguous in neither NCHW
-            # nor NHWC, and H, W can't be merged by .view (as a transposed activation can't).
-            x = x[:, :, ::2].transpose(2, 3)
-        elif self.layout == "channels_last":
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
-
-
-#: The inputs every configuration is checked on.
-INPUTS: tuple[InputSpec, ...] = (
-    InputSpec("main", 2, 16, 8, 8),
-    InputSpec("batch1", 1, 16, 8, 8),
-    InputSpec("odd", 2, 3, 7, 5),
-    InputSpec("non_contiguous", 2, 16, 8, 8, "non_contiguous"),
-    InputSpec("channels_last", 2, 16, 8, 8, "channels_last"),
-)
-INPUTS_BY_NAME: dict[str, InputSpec] = {spec.name: spec for spec in INPUTS}
-
-
-@dataclass(frozen=True)
-class Config:
-    """A configuration of the math: what the reference is built with, and how it is run."""
-
-    dtype: str
-    mode: str
-    fusion: str
-    bias: bool
-    reduction: int
-
-    @property
-    def label(self) -> str:
-        return f"{self.dtype}-{self.mode}-{self.fusion}-bias{int(self.bias)}-r{self.reduction}"
-
-
-@dataclass(frozen=True)
-class Failure:
-    """One thing that went wrong, on one configuration and input."""
-
-    variant: str
-    config: Config
-    input: str
-    problem: str
-
-    def __str__(self) -> str:
-        return f"{self.variant} [{self.config.label}, input {self.input}]: {self.problem}"
-
-
-class ConformanceError(AssertionError):
-    """A variant failed conformance; ``failures`` lists every problem found."""
-
-    def __init__(self, variant: str, failures: Sequence[Failure], checked: int, note: str | None = None) -> None:
-        self.variant = variant
-        self.failures = list(failures)
-        lines = [f"variant {variant!r} failed {len(self.failures)} conformance check(s) in {checked} run(s):"]
-        lines += [f"  - {f}" for f in self.failures]
-        super().__init__(f"variant {variant!r}: {note}" if note else "\n".join(lines))
-
-
-@dataclass
-class ConformanceReport:
-    """What ``check_variant`` did: runs checked, configurations skipped (with why) and failures."""
-
-    variant: str
-    checked: list[tuple[Config, str]] = field(default_factory=list)
-    skipped: list[tuple[Config, str]] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-    def raise_for_failures(self) -> ConformanceReport:
-        """Raise ``ConformanceError`` listing every failure; also when nothing at all was checked."""
-        if self.failures:
-            raise ConformanceError(self.variant, self.failures, len(self.checked))
-        if not self.checked:
-            reasons = "; ".join(sorted({r for _, r in self.skipped})) or "no configuration requested"
-            raise ConformanceError(self.variant, [], 0, note=f"nothing was checked: {reasons}")
-        return self
 
 
 # --- what a variant declares ---------------------------------------------------------------------

@@ -9,11 +9,13 @@ which is most of scSE's. So every row carries three counts:
   share, and ``fvcore_scope`` says so.
 * ``torch_flops`` -- ``torch.utils.flop_counter.FlopCounterMode`` (one multiply-add = 2 flops),
   with formulas added for pooling, reductions and element-wise ops, forward and backward.
-* ``analytic_flops`` -- the closed form in :data:`ANALYTIC_FORMULA_MD` (2 flops per multiply-add).
+* ``analytic_flops`` -- the closed form in :data:`ANALYTIC_FORMULA_MD` (2 flops per multiply-add),
+  computed from the sizes alone in ``harness.measure.flop_formula``.
 
 All three share one rule for everything that is not a multiply-add (see
 :data:`ANALYTIC_FORMULA_MD`), so they must agree exactly once the multiply-adds are weighted alike;
-``tests/test_flops.py`` checks that they do.
+``tests/test_flops.py`` checks that they do. This module runs the two counters and fills a row's
+FLOP columns; the formula's names are importable from here too.
 """
 from __future__ import annotations
 
@@ -31,77 +33,14 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-from variants.reference import FUSIONS, ScSE
+# ANALYTIC_FORMULA_MD and analytic_breakdown are only re-exported: the formula's names stay importable from here.
+from harness.measure.flop_formula import ANALYTIC_FORMULA_MD as ANALYTIC_FORMULA_MD
+from harness.measure.flop_formula import analytic_breakdown as analytic_breakdown
+from harness.measure.flop_formula import analytic_flops, check_mode
+from variants.reference import ScSE
 
-MODES: tuple[str, ...] = ("forward", "train")
-#: One multiply-add counts 1 (fvcore's convention) or 2 (FlopCounterMode's, and hardware peaks').
-CONVENTIONS: tuple[str, ...] = ("mac=1", "mac=2")
 SCOPE_FORWARD = "forward"
 SCOPE_TRAIN = "forward+backward"
-
-ANALYTIC_FORMULA_MD = r"""
-### FLOP counts
-
-Three columns count the FLOPs of a case, each by its own tool and convention:
-
-| column | counted by | one multiply-add is | scope |
-|---|---|---|---|
-| `fvcore_flops` | fvcore `FlopCountAnalysis`, jit-traced eager reference | 1 flop | forward only (`fvcore_scope`) |
-| `torch_flops` | `torch.utils.flop_counter.FlopCounterMode` | 2 flops | forward; + backward in `train` rows |
-| `analytic_flops` | the closed form below | 2 flops | forward; + backward in `train` rows |
-
-Neither library counts element-wise work on its own (fvcore warns "Unsupported operator" and
-counts 0; FlopCounterMode counts only matmuls and convolutions), and for scSE that is most of the
-work. The harness adds one rule to both: every element-wise arithmetic op or comparison (add,
-sub, mul, div, neg, maximum, relu, sigmoid, and the backward ops `sigmoid_backward`,
-`threshold_backward`) costs **1 flop per output element**; a reduction (mean, sum, pooling, the
-bias gradient) costs **1 flop per input element**; a convolution's bias costs 1 flop per output
-element; views, copies, concatenation, fills and selects (`where`, `masked_fill`) cost 0.
-Any op a counter meets without a rule is listed in `fvcore_uncounted` / `torch_uncounted`.
-
-With N batch, C channels, H×W pixels, K = ⌊C/r⌋ hidden channels, b = 1 with bias (else 0),
-m = 2 flops per multiply-add (m = 1 in fvcore's convention),
-P = N·C·H·W (elements of x) and Q = N·H·W (elements of the spatial map):
-
-**Forward**
-
-| part | flops |
-|---|---|
-| cSE: average pool | P |
-| cSE: 1×1 conv C→K, ReLU, 1×1 conv K→C, sigmoid | m·2·N·C·K + N·K + N·C + b·(N·K + N·C) |
-| cSE: x · gate | P |
-| sSE: 1×1 conv C→1, sigmoid | m·N·C·H·W + Q + b·Q |
-| sSE: x · gate | P |
-| combine `add` / `max` / `mul` | P |
-| combine `gate` (σ(α)·c + (1−σ(α))·s) | 3P + 2C |
-| combine `concat` (1×1 conv 2C→C) | m·2·C·P + b·P |
-
-Forward total: 3P + m·N·C·(2K + H·W) + N·K + N·C + Q + b·(N·K + N·C + Q) + combine.
-For `add` with no bias that is 4P + Q + N·(K + C) + m·(P + 2·N·C·K): the element-wise 4P
-outweighs the 2P + 4·N·C·K of the convolutions.
-
-**Backward** (added in `train` rows; the gradient of the output is given, and gradients flow to
-x and to every parameter, as for a block inside a network), op by op as PyTorch autograd
-computes it:
-
-| part | flops |
-|---|---|
-| each x · gate product: grad of x, grad of the gate, sum over the broadcast dims | 3P (×2 products)¹ |
-| x is read by 4 ops: 3 gradient accumulations | 3P |
-| average pool backward (grad / (H·W)) | P |
-| sigmoid backward (cSE, sSE), ReLU backward | N·C + Q + N·K |
-| each 1×1 conv: grad of input, of weight (+ bias grad, a sum) | 2× its forward multiply-adds + b·its output size |
-| combine `add` | 0 |
-| combine `max` (autograd's tie-splitting rule: per input a comparison, an equality test, a halving) | 6P |
-| combine `mul` | 2P |
-| combine `gate` (4 products and 2 sums over P; neg, add and sigmoid backward over C) | 6P + 3C |
-| combine `concat` | the 2C→C conv's backward: m·4·C·P + b·P |
-
-Backward total: 10P + N·C + Q + N·K + m·2·N·C·(2K + H·W) + b·(N·K + N·C + Q) + combine's backward.
-
-¹ Autograd skips the sum when nothing was broadcast: cSE's when H·W = 1, sSE's when C = 1, and
-the two in `gate` when N·H·W = 1; each skipped sum takes P off.
-"""
 
 # -- element-wise rules shared by both counters -------------------------------------------------
 
@@ -113,7 +52,7 @@ ELEMENTWISE_OPS: tuple[str, ...] = (
 )
 #: aten reductions: 1 flop per input element.
 REDUCTION_OPS: tuple[str, ...] = ("mean", "sum", "_adaptive_avg_pool2d")
-#: aten ops that only move, select or create data: 0 flops, by the convention above.
+#: aten ops that only move, select or create data: 0 flops, by the convention of ANALYTIC_FORMULA_MD.
 ZERO_COST_OPS: frozenset[str] = frozenset({
     "view", "_unsafe_view", "reshape", "_reshape_alias", "expand", "expand_as", "detach", "alias",
     "t", "transpose", "permute", "squeeze", "unsqueeze", "as_strided", "slice", "select", "narrow",
@@ -144,11 +83,6 @@ class FlopCount:
     def uncounted_text(self) -> str:
         """The uncounted ops as one cell: ``""`` when none."""
         return ", ".join(self.uncounted)
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
 
 
 # -- fvcore -------------------------------------------------------------------------------------
@@ -210,7 +144,7 @@ def fvcore_flops(module: torch.nn.Module, x: torch.Tensor, mode: str) -> FlopCou
     sees only the forward graph, so in ``train`` mode the count is the forward pass's and the
     scope says "forward". Never raises: a missing fvcore or a failed trace gives ``flops=None``.
     """
-    _check_mode(mode)
+    check_mode(mode)
     try:
         with _quiet(("fvcore",)):  # importing fvcore already trips torch.jit's deprecation warnings
             from fvcore.nn import FlopCountAnalysis
@@ -313,7 +247,7 @@ def torch_flops(module: torch.nn.Module, x: torch.Tensor, mode: str, *, on_meta:
     versions). Train runs ``module(x)`` and its backward with gradients for x and every parameter.
     With ``on_meta`` the module and input are copied to the meta device, so nothing is computed.
     """
-    _check_mode(mode)
+    check_mode(mode)
     try:
         if on_meta:
             module = copy.deepcopy(module).to("meta")
@@ -338,80 +272,6 @@ def torch_flops(module: torch.nn.Module, x: torch.Tensor, mode: str, *, on_meta:
         tuple(sorted(counter.uncounted)),
         by_op,
     )
-
-
-# -- analytic -----------------------------------------------------------------------------------
-
-
-def analytic_breakdown(
-    batch: int,
-    channels: int,
-    height: int,
-    width: int,
-    reduction: int,
-    fusion: str,
-    bias: bool,
-    mode: str,
-    convention: str = "mac=2",
-) -> dict[str, int]:
-    """The closed form of :data:`ANALYTIC_FORMULA_MD`, term by term."""
-    _check_mode(mode)
-    if fusion not in FUSIONS:
-        raise ValueError(f"unknown fusion {fusion!r}; choose from {', '.join(FUSIONS)}")
-    if convention not in CONVENTIONS:
-        raise ValueError(f"unknown convention {convention!r}; choose from {', '.join(CONVENTIONS)}")
-    m = 1 if convention == "mac=1" else 2
-    n, c, hw = batch, channels, height * width
-    k = channels // reduction
-    if k < 1:
-        raise ValueError(f"reduction {reduction} leaves no hidden channel for C={channels}")
-    b = 1 if bias else 0
-    p, q = n * c * hw, n * hw
-
-    terms: dict[str, int] = {
-        "cse_pool": p,
-        "cse_mlp": m * 2 * n * c * k + n * k + n * c + b * (n * k + n * c),
-        "cse_product": p,
-        "sse_conv_sigmoid": m * n * c * hw + q + b * q,
-        "sse_product": p,
-    }
-    combine_fwd = {"add": p, "max": p, "mul": p, "gate": 3 * p + 2 * c, "concat": m * 2 * c * p + b * p}
-    terms["combine"] = combine_fwd[fusion]
-    if mode == "forward":
-        return terms
-
-    # Autograd sums a broadcast gate's gradient back to the gate's shape, unless nothing was broadcast.
-    def reduce_to_gate(broadcast: bool) -> int:
-        return p if broadcast else 0
-
-    gate_sums = 2 * reduce_to_gate(n * hw > 1)
-    combine_bwd = {
-        "add": 0, "max": 6 * p, "mul": 2 * p, "gate": 4 * p + gate_sums + 3 * c, "concat": m * 4 * c * p + b * p,
-    }
-    terms.update({
-        "bwd_products": 2 * 2 * p + reduce_to_gate(hw > 1) + reduce_to_gate(c > 1),
-        "bwd_grad_accumulation": 3 * p,
-        "bwd_pool": p,
-        "bwd_activations": n * c + q + n * k,
-        "bwd_convs": m * 2 * (2 * n * c * k + n * c * hw) + b * (n * k + n * c + q),
-        "bwd_combine": combine_bwd[fusion],
-    })
-    return terms
-
-
-def analytic_flops(
-    batch: int,
-    channels: int,
-    height: int,
-    width: int,
-    reduction: int,
-    fusion: str,
-    bias: bool,
-    mode: str,
-    convention: str = "mac=2",
-) -> int:
-    """The project's closed-form FLOP count of one call (forward, or forward + backward in train)."""
-    return sum(analytic_breakdown(batch, channels, height, width, reduction, fusion, bias, mode, convention).values())
 
 
 def arithmetic_intensity(flops: int | float | None, bytes_moved: int | float | None) -> float | None:
@@ -449,7 +309,7 @@ def flop_columns(
     ``*_uncounted`` cells.
     """
     n, c, h, w = shape
-    _check_mode(mode)
+    check_mode(mode)
     fv = _fvcore_forward(shape, reduction, fusion, bias)
     tc = torch_flops(ScSE(c, reduction, fusion, bias), torch.empty(shape, device="meta"), mode)
     return {
