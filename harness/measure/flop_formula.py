@@ -7,6 +7,8 @@ running nothing. The counters that run the module (fvcore, ``FlopCounterMode``) 
 """
 from __future__ import annotations
 
+from typing import Any
+
 from variants.reference import FUSIONS
 
 MODES: tuple[str, ...] = ("forward", "train")
@@ -140,16 +142,7 @@ def analytic_breakdown(
     return terms
 
 
-def analytic_flops(
-    batch: int,
-    channels: int,
-    height: int,
-    width: int,
-    reduction: int,
-    fusion: str,
-    bias: bool,
-    mode: str,
-    convention: str = "mac=2",
-) -> int:
-    """The project's closed-form FLOP count of one call (forward, or forward + backward in train)."""
-    return sum(analytic_breakdown(batch, channels, height, width, reduction, fusion, bias, mode, convention).values())
+def analytic_flops(*args: Any, **kwargs: Any) -> int:
+    """The project's closed-form FLOP count of one call (forward, or forward + backward in train);
+    the arguments are :func:`analytic_breakdown`'s."""
+    return sum(analytic_breakdown(*args, **kwargs).values())
