@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.measure.stats import Stats, ci_half_width, median_ci
+from harness.measure.stats import NOISE_THRESHOLD, STATS_COLUMNS, Stats, ci_half_width, median_ci
 
 
 def test_summary_of_known_samples() -> None:
@@ -63,3 +63,102 @@ def test_relative_l2_tolerates_one_flipped_element_but_not_a_scaled_tensor() -> 
     assert relative_l2_error(flipped, ref) < 1e-2 < normwise_error(flipped, ref)
     assert relative_l2_error(ref * 1.01, ref) == pytest.approx(0.01)
     assert relative_l2_error(ref * float("nan"), ref) == math.inf
+
+
+# ------------------------------------------------------------------------------------ exact summaries (mutation)
+
+
+def order_statistic_ci(n: int, confidence: float = 0.95) -> tuple[int, int]:
+    """1-based ranks of the distribution-free CI of the median, from the binomial directly (not quantile_test)."""
+    from scipy import stats as sps
+
+    k = max(k for k in range(n // 2 + 1) if sps.binom.cdf(k - 1, n, 0.5) <= (1 - confidence) / 2)
+    return k, n + 1 - k
+
+
+def test_every_field_of_a_known_summary() -> None:
+    """1..21: each percentile lands on a sample (index p/5), so a 26th or 96th percentile, ddof=0, a swapped
+    min/max or a dropped confidence would each change a field."""
+    x = np.arange(1.0, 22.0)
+    low, high = order_statistic_ci(21)
+    assert (low, high) == (6, 16)
+    expected = {
+        "median_ms": 11.0, "iqr_ms": 10.0, "mean_ms": 11.0, "std_ms": math.sqrt(38.5), "min_ms": 1.0,
+        "max_ms": 21.0, "p05_ms": 2.0, "p95_ms": 20.0, "ci_low_ms": 6.0, "ci_high_ms": 16.0, "n_samples": 21,
+        "noisy": True,
+    }  # fmt: skip
+    got = Stats.from_samples(list(x)).as_dict()
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert list(got) == list(expected)
+    assert isinstance(got["n_samples"], int) and isinstance(got["noisy"], bool)
+
+
+def test_confidence_reaches_the_interval() -> None:
+    """A 50% interval is narrower than the 95% default: the level must be passed through, not fixed."""
+    x = np.arange(1.0, 22.0)
+    low, high = order_statistic_ci(21, 0.5)
+    assert (low, high) == (9, 13)
+    s = Stats.from_samples(x, confidence=0.5)
+    assert (s.ci_low_ms, s.ci_high_ms) == (9.0, 13.0)
+    assert median_ci(x, 0.5) == (9.0, 13.0)
+    assert median_ci(x) == (6.0, 16.0)
+    assert ci_half_width(x, 0.5) == pytest.approx(2 / 11, rel=1e-12)
+    assert ci_half_width(x) == pytest.approx(5 / 11, rel=1e-12)
+
+
+def test_median_ci_is_an_interval_for_the_median() -> None:
+    """An interval for the median (p = 0.5, not another quantile): skewed samples give ranks 6 and 16."""
+    x = np.array([1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 3, 4, 5, 6, 7, 8, 9, 10, 50, 100])
+    low, high = order_statistic_ci(x.size)
+    assert median_ci(x) == (float(x[low - 1]), float(x[high - 1]))
+    assert median_ci(x) == (1.5, 7.0)
+
+
+def test_six_samples_are_the_fewest_with_a_95_percent_interval() -> None:
+    """Six samples give (min, max); five or none give NaN, not an error."""
+    assert median_ci(np.arange(1.0, 7.0)) == (1.0, 6.0)
+    assert all(math.isnan(v) for v in median_ci(np.arange(1.0, 6.0)))
+    assert all(math.isnan(v) for v in median_ci([]))
+
+
+def test_one_sample_has_no_spread() -> None:
+    """std with one sample is 0, not NaN (ddof=1 would divide by zero); no interval, not noisy."""
+    s = Stats.from_samples([2.0])
+    assert (s.median_ms, s.iqr_ms, s.std_ms, s.min_ms, s.max_ms, s.p05_ms, s.p95_ms) == (2.0, 0.0, 0.0, 2.0, 2.0,
+                                                                                          2.0, 2.0)  # fmt: skip
+    assert math.isnan(s.ci_low_ms) and math.isnan(s.ci_high_ms)
+    assert s.n_samples == 1 and s.noisy is False
+
+
+def test_spread_of_exactly_the_threshold_is_not_noisy() -> None:
+    """Noisy means IQR/median *above* 10%: 9, 10, 11 has IQR 1 and median 10, exactly 0.1."""
+    s = Stats.from_samples([9.0, 10.0, 11.0])
+    assert s.iqr_ms / s.median_ms == NOISE_THRESHOLD
+    assert not s.noisy
+    assert Stats.from_samples([9.0, 10.0, 11.01]).noisy
+
+
+def test_zero_or_negative_median_is_not_noisy_nor_a_finite_half_width() -> None:
+    """A median of 0 or below: not noisy (no division by it) and an infinite relative half width."""
+    assert not Stats.from_samples([-1.0, 0.0, 1.0]).noisy
+    assert not Stats.from_samples([-3.0, -2.0, -1.0]).noisy
+    assert ci_half_width([-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]) == math.inf
+    assert ci_half_width([-7.0, -6.0, -5.0, -4.0, -3.0, -2.0, -1.0]) == math.inf
+
+
+def test_ci_half_width_is_the_larger_side() -> None:
+    """Skewed samples: the distance to the high end (not the low one) over the median."""
+    x = [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 3, 4, 5, 6, 7, 8, 9, 10, 50, 100]
+    assert ci_half_width(x) == pytest.approx((7.0 - 2.0) / 2.0, rel=1e-12)  # not (2.0 - 1.5) / 2.0
+
+
+def test_no_samples_error_says_so() -> None:
+    """The error names the problem."""
+    with pytest.raises(ValueError, match="^no samples$"):
+        Stats.from_samples(np.array([]))
+
+
+def test_stats_columns_are_the_fields_in_order() -> None:
+    """The row columns follow the dataclass: a dropped or reordered field would shift every CSV column."""
+    assert STATS_COLUMNS == ("median_ms", "iqr_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "p05_ms", "p95_ms",
+                             "ci_low_ms", "ci_high_ms", "n_samples", "noisy")  # fmt: skip
