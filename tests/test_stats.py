@@ -162,3 +162,34 @@ def test_stats_columns_are_the_fields_in_order() -> None:
     """The row columns follow the dataclass: a dropped or reordered field would shift every CSV column."""
     assert STATS_COLUMNS == ("median_ms", "iqr_ms", "mean_ms", "std_ms", "min_ms", "max_ms", "p05_ms", "p95_ms",
                              "ci_low_ms", "ci_high_ms", "n_samples", "noisy")  # fmt: skip
+
+
+def test_two_samples_have_a_sample_std() -> None:
+    """Two samples are enough for the ddof=1 std (``x.size > 2`` would report 0 spread)."""
+    s = Stats.from_samples([1.0, 3.0])
+    assert s.std_ms == pytest.approx(math.sqrt(2.0), rel=1e-12)
+    assert (s.median_ms, s.mean_ms, s.iqr_ms) == (2.0, 2.0, 1.0)
+
+
+def test_sub_millisecond_spread_is_noisy() -> None:
+    """A 0.5 ms kernel with a 20% IQR is noisy: the median only has to be positive, not above 1 ms."""
+    s = Stats.from_samples([0.4, 0.5, 0.6])
+    assert s.iqr_ms / s.median_ms == pytest.approx(0.2)
+    assert s.noisy
+
+
+def test_float32_samples_are_summarised_in_double_precision() -> None:
+    """float32 samples (a GPU timer's) give the same Stats as their float64 copy: no float32 mean or std."""
+    x32 = np.random.default_rng(0).lognormal(0.0, 0.3, 1001).astype(np.float32)
+    assert Stats.from_samples(x32) == Stats.from_samples(x32.astype(np.float64))
+    assert median_ci(x32) == median_ci(x32.astype(np.float64))
+
+
+def test_no_samples_give_nan_without_a_numpy_warning() -> None:
+    """An empty input returns (nan, nan) before any median of nothing is taken (no "Mean of empty slice")."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        low, high = median_ci([])
+    assert math.isnan(low) and math.isnan(high)
