@@ -130,11 +130,7 @@ class CaseResult:
         ``metric_columns``: the columns to read as metrics (the rest unknown to this module are
         kept in ``extra``). Rows of schema 1 are read as they are.
         """
-        schema = row.get("schema")
-        version = 1 if _empty(schema) else int(schema)
-        if version > SCHEMA_VERSION:
-            raise SchemaError(f"a row of schema {version}, newer than this harness's {SCHEMA_VERSION}: "
-                              "update the harness to read it")  # fmt: skip
+        check_schema(row)
         missing = [c for c in ("variant", "status") if _empty(row.get(c))]
         if missing:
             raise SchemaError(f"a row without {' or '.join(missing)}")
@@ -165,6 +161,15 @@ class CaseResult:
             batch_run=_int(row.get("batch_run")), finished_at=_text(row.get("finished_at")),
             extra={k: v for k, v in row.items() if k not in used},
         )  # fmt: skip
+
+
+def check_schema(row: Mapping[str, Any]) -> None:
+    """Refuse a row written by a newer harness (rows without a ``schema`` are version 1)."""
+    schema = row.get("schema")
+    version = 1 if _empty(schema) else int(schema)
+    if version > SCHEMA_VERSION:
+        raise SchemaError(f"a row of schema {version}, newer than this harness's {SCHEMA_VERSION}: "
+                          "update the harness to read it")  # fmt: skip
 
 
 def pool(results: list[CaseResult]) -> CaseResult:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from harness.measure.figures import FIGURE_COLUMNS, RAW_FIGURE_COLUMNS
-from harness.results.record import SCHEMA_VERSION, CaseResult, SchemaError, jsonable
+from harness.results.record import SCHEMA_VERSION, CaseResult, SchemaError, check_schema, jsonable
 from harness.sweep.cases import KEY_COLUMNS
 
 RESULTS_JSONL = "results.jsonl"
@@ -94,7 +94,10 @@ class RunFolder:
         """Every whole row, each checked to be one this harness can read (``SchemaError`` if not)."""
         rows = read_jsonl(self.jsonl)
         for row in rows:
-            check_schema(row, self.jsonl)
+            try:
+                check_schema(row)
+            except SchemaError as exc:
+                raise SchemaError(f"{self.jsonl}: {exc}") from None
         return rows
 
     def results(self, metric_columns: tuple[str, ...] = ()) -> list[CaseResult]:
@@ -199,7 +202,7 @@ def load_results(path: str | Path, required: tuple[str, ...] = ("variant", "stat
         if file.suffix == ".jsonl":
             frame = pd.DataFrame.from_records(read_jsonl(file, notes))
             for row in frame.to_dict("records"):
-                check_schema(row, file)
+                check_schema(row)
         elif file.suffix == ".csv":
             frame = pd.read_csv(file)
         else:
@@ -242,14 +245,6 @@ def key_value(value: Any) -> Any:
     except ValueError:
         return text
     return int(number) if number.is_integer() else number
-
-
-def check_schema(row: Mapping[str, Any], where: str | Path) -> None:
-    """Refuse a row written by a newer harness (rows without a ``schema`` are version 1)."""
-    schema = row.get("schema")
-    if isinstance(schema, (int, float)) and not math.isnan(schema) and int(schema) > SCHEMA_VERSION:
-        raise SchemaError(f"{where}: a row of schema {int(schema)}, newer than this harness's {SCHEMA_VERSION}: "
-                          "update the harness to read it")  # fmt: skip
 
 
 def read_env(path: str | Path) -> dict[str, Any]:
