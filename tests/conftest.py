@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +14,47 @@ from harness.measure.timing import TimingPolicy
 from variants.registry import register, unregister
 
 sys.path.insert(0, str(Path(__file__).parent))
+# A test run leaves the checkout as it found it: no bytecode from this process or its children.
+sys.dont_write_bytecode = True
+os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+ROOT = Path(__file__).resolve().parents[1]
 
 FAST = TimingPolicy(warmup_s=0.0, min_samples=3, max_samples=20, rel_ci=0.05, max_time_s=0.05)
 #: Options for harness.run that keep a CPU sweep to a second or two.
 FAST_RUN = {"warmup_s": 0, "min_samples": 3, "max_samples": 20, "max_time_s": 0.05, "rel_ci": 0.05}
+
+
+def checkout_state() -> str | None:
+    """``git status --porcelain --ignored`` of the source tree; None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the xdist controller, or a plain run
+        session.config.stash[CHECKOUT] = checkout_state()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when it left files in the source tree (a test must write under tmp_path)."""
+    before = session.config.stash.get(CHECKOUT, None)
+    if before is None or os.environ.get("HARNESS_ALLOW_DIRTY_CHECKOUT") == "1":
+        return
+    after = checkout_state()
+    if after is not None and after != before:
+        new = sorted(set(after.splitlines()) - set(before.splitlines()))
+        gone = sorted(set(before.splitlines()) - set(after.splitlines()))
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"ERROR: the test run changed the checkout: new {new}, gone {gone}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+CHECKOUT = pytest.StashKey[str | None]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 import harness
 from harness.cli import main
@@ -100,8 +103,22 @@ def test_list_says_what_can_run_here() -> None:
 def test_env_shows_the_record() -> None:
     out = cli("env", "--device", "cpu")
     assert out.returncode == 0
-    for key in ("torch", "cpu_model", "git_commit", "hostname", "threads"):
-        assert key in out.stdout
+    cells = {}
+    for line in out.stdout.splitlines():
+        parts = [p.strip() for p in line.split("│")]
+        if len(parts) == 4:  # "│ key │ value │"
+            cells[parts[1]] = parts[2]
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    assert cells["torch"] == torch.__version__
+    assert cells["python"] == platform.python_version()
+    assert cells["device"] == "cpu" and cells["gpu_name"] == ""
+    assert cells["cpu_count"] == str(os.cpu_count())
+    fresh = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    assert cells["threads"] == fresh  # torch's own default in a fresh process
+    assert cells["hostname"] == socket.gethostname()
+    if commit:
+        assert cells["git_commit"] == commit
 
 
 def test_python_api_returns_a_dataframe_and_can_skip_writing(tmp_path: Path, monkeypatch) -> None:

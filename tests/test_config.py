@@ -71,7 +71,10 @@ def test_auto_device_falls_back_to_cpu_with_cpu_defaults(monkeypatch: pytest.Mon
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     cfg = SweepConfig.build()
     assert cfg.device == "cpu"
-    assert cfg.variants and cfg.shapes
+    # the CPU sweep, not the GPU one: CPU-sized shapes, one batch, float32 only
+    assert cfg.shapes == ((32, 64, 64), (64, 32, 32)) and cfg.batch_sizes == (8,) and cfg.dtypes == ("float32",)
+    assert set(cfg.variants) == {"eager", "eager_factored", "mean_squeeze", "channels_last", "amp_bf16", "compile"}
+    assert cfg.modes == ("forward", "train") and cfg.explicit_variants == frozenset()
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from optional import require
 
 import harness
 from harness.measure.cuda_clock import make_cuda_clock
@@ -82,7 +83,7 @@ TIMED = [("eager", 64, 128), ("eager", 32, 256), ("triton_fused", 64, 128)]
 def test_gpu_time_agrees_with_do_bench_and_with_itself(variant: str, channels: int, size: int) -> None:
     """Device-bound: within 3% of triton's do_bench. Host-bound: do_bench includes the host's gaps,
     so the GPU time is below it. Two runs in one process agree within 2% either way."""
-    triton_testing = pytest.importorskip("triton.testing")
+    triton_testing = require("triton.testing")
     step = _forward(variant, 32, channels, size)
     clock = make_cuda_clock(torch.device("cuda"), "cold")
     first, second = _figures(step, clock), _figures(step, clock)

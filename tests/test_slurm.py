@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FAST_RUN
+from optional import require
 
 from harness.cli import main
 from harness.results.store import read_jsonl
@@ -15,7 +16,7 @@ from harness.sweep.cases import KEY_COLUMNS, expand
 from harness.sweep.config import SweepConfig
 from harness.sweep.slurm import ShardJob, SlurmOptions, shard_dir
 
-submitit = pytest.importorskip("submitit")
+submitit = require("submitit")
 
 SWEEP = {"device": "cpu", "variants": "eager,mean_squeeze", "shapes": "4x4x4,8x4x4", "batch_sizes": [1],
          "modes": "forward", **FAST_RUN}  # fmt: skip

@@ -104,6 +104,19 @@ def test_policy_rejects_nonsense() -> None:
         TimingPolicy(max_time_s=0)
 
 
+@pytest.mark.parametrize("limits", [{"warmup_s": 0.0}, {"min_samples": 1, "max_samples": 1},
+                                    {"min_samples": 7, "max_samples": 7}, {"max_time_s": 1e-9}, {"rel_ci": 1e-9}])
+def test_policy_limits_are_exact_allowed(limits: dict) -> None:
+    TimingPolicy(**limits)
+
+
+@pytest.mark.parametrize("limits", [{"warmup_s": -1e-9}, {"max_time_s": 0.0}, {"max_time_s": -1.0}, {"rel_ci": 0.0},
+                                    {"min_samples": 0}, {"min_samples": 8, "max_samples": 7}])
+def test_policy_limits_are_exact_refused(limits: dict) -> None:
+    with pytest.raises(ValueError, match="warm-up must be|min_samples ≤ max_samples"):
+        TimingPolicy(**limits)
+
+
 def test_the_budget_never_cuts_below_min_samples() -> None:
     clock = FakeClock(itertools.cycle([1.0, 1.2, 0.9]))  # one second a call, budget 0.1 s
     policy = TimingPolicy(warmup_s=0.0, min_samples=6, max_time_s=0.1)

@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the child process runs this file as a script
     sys.path.insert(0, str(ROOT))
 
+from optional import require  # noqa: E402
+
 from harness.measure.correctness import normwise_error, tolerance  # noqa: E402
 from variants.reference import ScSE  # noqa: E402
 
@@ -169,7 +171,7 @@ def child_env(interpret: bool) -> dict[str, str]:
 @lru_cache(maxsize=1)
 def interpreted_results() -> dict[str, Any]:
     """Run the worker once per session (cached) and parse its report."""
-    pytest.importorskip("triton")
+    require("triton")
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--worker"],
         env=child_env(True), cwd=ROOT, capture_output=True, text=True, timeout=600,
@@ -237,7 +239,7 @@ print("@@RESULT@@" + json.dumps(found))
 
 
 def test_availability_reasons_without_interpreter() -> None:
-    pytest.importorskip("triton")
+    require("triton")
     if torch.cuda.is_available():
         pytest.skip("with CUDA the variant is available without the interpreter")
     proc = subprocess.run([sys.executable, "-c", AVAILABILITY_PROBE], env=child_env(False), cwd=ROOT,

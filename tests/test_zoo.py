@@ -7,6 +7,7 @@ import io
 import pytest
 import torch
 import torch.nn as nn
+from optional import why_unavailable
 
 from harness.measure.timing import TimingPolicy
 from harness.sweep.cases import Case
@@ -79,15 +80,15 @@ def _checkpoint(module: nn.Module) -> dict[str, torch.Tensor]:
     return torch.load(buf, weights_only=True)
 
 
-def _smp_modules() -> list[type[nn.Module]]:
-    found: list[type[nn.Module]] = [SmpOriginalSCSE]
-    try:
-        from segmentation_models_pytorch.base.modules import SCSEModule  # the real one, when installed
+def _smp_modules() -> list:
+    """The copy of smp's SCSEModule, and smp's own when it imports (else a skip that says why)."""
+    why = why_unavailable("segmentation_models_pytorch")
+    if why is not None:
+        missing = pytest.param(None, marks=pytest.mark.skip(reason=why), id="segmentation_models_pytorch")
+        return [SmpOriginalSCSE, missing]
+    from segmentation_models_pytorch.base.modules import SCSEModule  # the real one
 
-        found.append(SCSEModule)
-    except Exception:  # noqa: BLE001 - not only ImportError: a torchvision built for another torch raises RuntimeError
-        pass
-    return found
+    return [SmpOriginalSCSE, SCSEModule]
 
 
 @pytest.mark.parametrize("smp_class", _smp_modules(), ids=lambda c: c.__module__)

@@ -188,15 +188,16 @@ def _warm_up(clock: Clock, fn: Callable[[], object], warmup_s: float, now: Now) 
 
 
 def measure(
-    fn: Callable[[], object], clock: Clock, policy: TimingPolicy = TimingPolicy(), now: Now = time.perf_counter
+    fn: Callable[[], object], clock: Clock, policy: TimingPolicy | None = None, now: Now = time.perf_counter
 ) -> Timing:
     """Warm up by time, calibrate the block size, then sample until the median's CI is tight enough.
 
     ``min_samples`` are always taken. Then it stops at the first of: CI half-width ≤ ``rel_ci``
     (checked from ``min_samples`` on, then after every 10% more samples, since the interval costs a
     few ms to compute), the time budget spent, or ``max_samples``. ``now`` is the wall clock the
-    budgets are kept by (a fake one in tests).
+    budgets are kept by (a fake one in tests). Without a policy, ``TimingPolicy()``'s defaults.
     """
+    policy = policy if policy is not None else TimingPolicy()
     warmup_calls, per_call = _warm_up(clock, fn, policy.warmup_s, now)
     clock.prepare()
     calls = max(1, math.ceil(clock.min_block_s / max(per_call, 1e-12)))

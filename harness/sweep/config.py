@@ -126,18 +126,19 @@ class SweepConfig:
         merged.update({k: v for k, v in options.items() if v is not None})
         device = resolve_device(str(merged.get("device", "auto")))
         defaults = DEFAULTS[torch.device(device).type]
-        get = lambda key: merged.get(key, defaults.get(key, getattr(_BASE, key)))  # noqa: E731
+        base = cls()  # the dataclass's own defaults, under the device's
+        get = lambda key: merged.get(key, defaults.get(key, getattr(base, key)))  # noqa: E731
 
         patterns = parse_strings(get("variants"), "variant")
         names, explicit = expand_variants(patterns)
         if "variants" not in merged:  # the default list is not the user naming a variant
             explicit = []
         policy = TimingPolicy(
-            warmup_s=parse_float(merged.get("warmup_s", _BASE.timing.warmup_s), "warmup_s", minimum=0.0),
-            min_samples=parse_int(merged.get("min_samples", _BASE.timing.min_samples), "min_samples"),
-            max_samples=parse_int(merged.get("max_samples", _BASE.timing.max_samples), "max_samples"),
-            rel_ci=parse_float(merged.get("rel_ci", _BASE.timing.rel_ci), "rel_ci", minimum=1e-6),
-            max_time_s=parse_float(merged.get("max_time_s", _BASE.timing.max_time_s), "max_time_s", minimum=1e-3),
+            warmup_s=parse_float(merged.get("warmup_s", base.timing.warmup_s), "warmup_s", minimum=0.0),
+            min_samples=parse_int(merged.get("min_samples", base.timing.min_samples), "min_samples"),
+            max_samples=parse_int(merged.get("max_samples", base.timing.max_samples), "max_samples"),
+            rel_ci=parse_float(merged.get("rel_ci", base.timing.rel_ci), "rel_ci", minimum=1e-6),
+            max_time_s=parse_float(merged.get("max_time_s", base.timing.max_time_s), "max_time_s", minimum=1e-3),
         )
         if policy.min_samples > policy.max_samples:
             raise ConfigError(f"min_samples {policy.min_samples} exceeds max_samples {policy.max_samples}")
@@ -177,7 +178,6 @@ class SweepConfig:
         return d
 
 
-_BASE = SweepConfig()
 
 
 def fault_options(merged: Mapping[str, Any]) -> dict[str, Any]:

@@ -83,6 +83,8 @@ def import_submitit() -> Any:
         import submitit
     except ImportError:
         raise ConfigError("--launcher needs submitit: pip install 'scse-harness[slurm]'") from None
+    except Exception as exc:  # noqa: BLE001 - installed but broken: say so in one line
+        raise ConfigError(f"--launcher needs submitit, which fails to import: {type(exc).__name__}: {exc}") from None
     return submitit
 
 

@@ -1,0 +1,43 @@
+"""A test run that leaves files in the checkout fails (tests/conftest.py compares `git status --ignored`)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_in_repo(tmp_path: Path, test_body: str) -> subprocess.CompletedProcess:
+    """pytest, with this suite's conftest, on one test in a fresh git repository."""
+    if shutil.which("git") is None:
+        pytest.skip("needs git")
+    repo = tmp_path / "repo"
+    (repo / "tests").mkdir(parents=True)
+    shutil.copy(ROOT / "tests" / "conftest.py", repo / "tests" / "conftest.py")
+    (repo / "tests" / "test_one.py").write_text(f"from pathlib import Path\n\n\ndef test_one():\n{test_body}\n")
+    (repo / ".gitignore").write_text("*.log\n")
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], cwd=repo, check=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("HARNESS_ALLOW_DIRTY_CHECKOUT", None)
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=repo,
+                          capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+
+
+def test_a_run_that_writes_into_the_checkout_fails(tmp_path: Path) -> None:
+    out = run_in_repo(tmp_path, "    Path(__file__).parent.parent.joinpath('stray.log').write_text('x')")
+    assert out.returncode == 1, out.stdout
+    assert "changed the checkout" in out.stdout and "stray.log" in out.stdout
+
+
+def test_a_run_that_writes_under_tmp_passes(tmp_path: Path) -> None:
+    out = run_in_repo(tmp_path, "    pass")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert not list((tmp_path / "repo").rglob("__pycache__"))  # no bytecode either
