@@ -9,6 +9,7 @@ when its stdin closes or its parent dies, so a killed sweep leaves no orphan beh
 from __future__ import annotations
 
 import faulthandler
+import gc
 import importlib
 import json
 import os
@@ -39,15 +40,18 @@ def watch_parent(parent: int, every_s: float = 0.5) -> None:
     threading.Thread(target=loop, name="parent-watch", daemon=True).start()
 
 
-def run_request(request: dict[str, Any], clocks: dict[tuple[str, str], Any]) -> dict[str, Any]:
-    """One row for one request; any failure outside ``run_case`` is an error row, not a dead worker."""
+def run_request(request: dict[str, Any], kept: dict[tuple[object, ...], Any]) -> dict[str, Any]:
+    """One row for one request; any failure outside ``run_case`` is an error row, not a dead worker.
+
+    ``kept``: what the worker keeps from request to request, as the parent's executor does: the
+    clocks, the metric set (FLOPs counted once per configuration) and the shared input draws."""
     import torch
 
     from harness.measure.metrics import metric_set
     from harness.measure.timing import TimingPolicy
     from harness.results.record import Status
     from harness.sweep.cases import Case
-    from harness.sweep.runner import clock_for, failed, one_line, run_case
+    from harness.sweep.runner import SharedInputs, clock_for, failed, one_line, run_case
     from variants.registry import all_variants
 
     case = Case(**request["case"])
@@ -61,13 +65,17 @@ def run_request(request: dict[str, Any], clocks: dict[tuple[str, str], Any]) -> 
                               "an importable module or a harness.variants plugin")  # fmt: skip
         if request.get("threads"):
             torch.set_num_threads(int(request["threads"]))
-        key = (case.device, str(request["clock_cache"]))
-        if key not in clocks:
-            clocks[key] = clock_for(*key)
+        key = ("clock", case.device, str(request["clock_cache"]))
+        if key not in kept:
+            kept[key] = clock_for(*key[1:])
         trace_dir = request.get("trace_dir")
-        measures = metric_set(request.get("peak_bytes_per_s"), None if trace_dir is None else Path(trace_dir))
-        return run_case(case, variant, clocks[key], TimingPolicy(**request["timing"]), int(request["seed"]),
-                        bool(request["explicit"]), str(request["cache"]), measures).to_row()  # fmt: skip
+        metrics_key = ("metrics", request.get("peak_bytes_per_s"), trace_dir)
+        if metrics_key not in kept:
+            kept[metrics_key] = metric_set(request.get("peak_bytes_per_s"),
+                                           None if trace_dir is None else Path(trace_dir))  # fmt: skip
+        measures, inputs = kept[metrics_key], kept.setdefault(("inputs",), SharedInputs())
+        return run_case(case, variant, kept[key], TimingPolicy(**request["timing"]), int(request["seed"]),
+                        bool(request["explicit"]), str(request["cache"]), measures, inputs).to_row()  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - report it as the case's row; the worker lives on
         threads = torch.get_num_threads()
         return failed(case, Status.ERROR, one_line(exc), metric_set(), threads, request.get("cache")).to_row()
@@ -82,11 +90,14 @@ def main() -> int:
     watch_parent(os.getppid())
     import harness.sweep.runner  # noqa: F401  (torch and the variants, before saying ready)
 
+    gc.freeze()  # what import made is never garbage: each case's collections skip it (see CaseExecutor)
     send(proto, {"ready": os.getpid()})
-    clocks: dict[tuple[str, str], Any] = {}
+    kept: dict[tuple[object, ...], Any] = {}
     for line in sys.stdin:
         if line.strip():
-            send(proto, {"row": run_request(json.loads(line), clocks)})
+            send(proto, {"row": run_request(json.loads(line), kept)})
+            gc.freeze()  # the case ended with a full collection: what is left is alive
+    gc.unfreeze()  # frozen objects are never freed at exit; some bindings (triton's) then report leaks
     return 0
 
 

@@ -18,7 +18,8 @@ from harness.results.store import RunFolder, default_run_dir, to_frame
 from harness.sweep import isolation, sharding
 from harness.sweep import resume as resuming
 from harness.sweep.cases import expand
-from harness.sweep.config import SweepConfig
+from harness.sweep.config import ConfigError, SweepConfig
+from harness.sweep.isolation import WORKERS_LOG
 from harness.sweep.runner import clock_for
 from variants.registry import all_variants
 
@@ -64,16 +65,23 @@ def run(
     ``options`` are the CLI's, with underscores: ``device``, ``variants``, ``shapes``,
     ``batch_sizes``, ``dtypes``, ``modes``, ``reductions``, ``fusions``, ``biases``, ``threads``,
     ``cache``, ``warmup_s``, ``min_samples``, ``max_samples``, ``rel_ci``, ``max_time_s``,
-    ``seed``, ``out``, ``processes``. Each takes a list or a comma-separated string. ``config`` is a TOML file
-    whose values the options override. Bad input raises ``harness.ConfigError``.
+    ``seed``, ``out``, ``overwrite``, ``processes``. Each takes a list or a comma-separated string.
+    ``config`` is a TOML file whose values the options override. Bad input raises ``harness.ConfigError``.
     ``profile`` also writes a torch.profiler Chrome trace per timed case to ``<run>/traces/``.
     ``isolate``, ``case_timeout``, ``oom_retry`` and ``shard`` (``"K/N"``) are options too;
     ``resume`` names a run folder whose sweep is finished in place (its done cases skipped).
+    A folder that already holds a run is refused (``OutputError``) unless ``resume`` finishes it or
+    ``overwrite=True`` removes that run's files first.
     """
+    if resume is not None and options.get("overwrite"):
+        raise ConfigError("--overwrite cannot be combined with --resume (which finishes the run in place)")
     cfg = resuming.config_for(resume, config, options) if resume is not None else SweepConfig.build(config, **options)
     registry = all_variants()
     cases = sharding.select(expand(cfg), cfg.shard, registry, cfg.timing)  # all cases without a shard
     folder = RunFolder(cfg.out or default_run_dir(cfg.device)) if write or resume is not None else None
+    if folder is not None and resume is None:  # never two runs mixed in one folder
+        # the workers' log and the traces (profiling.trace_name) are the run's too
+        folder.claim(overwrite=cfg.overwrite, also=(WORKERS_LOG, f"{metrics.TRACES_DIR}/*.trace.json"))
     trace_dir = folder.path / metrics.TRACES_DIR if profile and folder is not None else None
     rows: list[dict[str, Any]] = []
     if resume is not None and folder is not None:  # keep the rows done, run the rest

@@ -1,28 +1,21 @@
-"""The command line: ``python -m harness run | list | env``.
+"""The command line: ``python -m harness run | list | env | compare | report | merge``.
 
 Bad input is one line on stderr naming the problem and exit status 2, never a traceback.
 Each sub-command is a pair: a function adding its arguments and a handler returning the exit code.
+Building the parser imports nothing heavy (no torch, pandas or scipy), so ``--help`` answers at
+once; each handler imports what it needs.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-import torch
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from harness.sweep.options import FAULTS, OPTION_NAMES, OPTIONS, ConfigError
 
-from harness import api
-from harness.measure import envinfo
-from harness.results import report
-from harness.results.record import SchemaError
-from harness.results.store import OutputError
-from harness.sweep.config import ConfigError
-from harness.sweep.options import FAULTS, OPTION_NAMES, OPTIONS
-from variants.registry import all_variants, list_variants
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -58,6 +51,9 @@ def add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from harness import api
+    from harness.results import report
+
     options = {name: getattr(args, name) for name in OPTION_NAMES}
     if check_launch_arguments(args):  # the shards go to Slurm (or local processes) instead
         return cmd_launch(args, options, console)
@@ -82,7 +78,15 @@ def add_list(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    import torch
+
+    from variants.registry import all_variants, list_variants
+
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:  # any device may be asked about (cuda on a CPU machine: all unavailable), but not a typo
+        absent = "no CUDA GPU here" if torch.device(device).type == "cuda" and not torch.cuda.is_available() else None
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device: unknown device {device!r}; use cpu, cuda or cuda:N") from None
     registry = all_variants()
     names = list_variants(args.pattern)
     if not names:
@@ -90,7 +94,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     width = max(len(n) for n in names)
     for name in names:
         v = registry[name]
-        reason = v.unavailable(device)
+        reason = v.unavailable(device) or absent
         where = ",".join(sorted(v.devices))
         state = "[green]ready[/]" if reason is None else f"[red]unavailable[/] ({reason})"
         console.print(f"[bold]{name:<{width}}[/]  {v.description}  [dim]\\[{where}][/]  {state}", highlight=False,
@@ -105,6 +109,9 @@ def add_env(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_env(args: argparse.Namespace, console: Console) -> int:
+    from rich.table import Table
+
+    from harness.measure import envinfo
     from harness.sweep.config import resolve_device
 
     record = envinfo.collect(resolve_device(args.device or "auto"))
@@ -154,11 +161,15 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    """Differences of environment are shown as ``store.env_advice`` words them: what differs and how
+    to make a comparable run ("torch threads differ: baseline 1, this run 2; rerun with --threads 1")."""
+    import dataclasses
     from pathlib import Path
 
     from harness.results import compare as cmp
     from harness.results import compare_render, compare_stats
     from harness.results.baselines import DEFAULT_ROOT, BaselineError, find_baseline_for
+    from harness.results.store import env_advice
 
     try:
         if args.use_baseline:
@@ -170,14 +181,23 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
             raise UsageError("give BASELINE and CURRENT (or --baseline CURRENT)")
         else:
             baseline, current = args.runs
+        base, cur = cmp.load_run(baseline), cmp.load_run(current)
+        if base.device and cur.device and base.device != cur.device:  # compare's own refusal says it best
+            advice = []
+        else:
+            advice = env_advice(base.env, cur.env, cur.device or base.device)
+        if advice and args.strict_env:
+            raise UsageError("environments differ (--strict-env): " + "; ".join(advice))
         result = cmp.compare(
-            baseline, current,
+            base, cur,
             threshold=compare_stats.DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
             alpha=compare_stats.DEFAULT_ALPHA if args.alpha is None else args.alpha,
             strict_env=args.strict_env, metric=args.metric,
         )  # fmt: skip
     except (cmp.CompareError, BaselineError) as exc:
         raise UsageError(str(exc)) from None
+    if advice:
+        result = dataclasses.replace(result, env_differences=tuple(advice))
     compare_render.render(result, console)
     if args.markdown:
         try:
@@ -244,6 +264,8 @@ def check_launch_arguments(args: argparse.Namespace) -> bool:
     for flag, value in (("--shard", args.shard), ("--resume", args.resume)):
         if value is not None:
             raise UsageError(f"--launcher cannot be combined with {flag} (shards resume by themselves)")
+    if args.overwrite:
+        raise UsageError("--launcher cannot be combined with --overwrite; launch into a new --out folder")
     return True
 
 
@@ -300,18 +322,33 @@ def build_parser() -> Parser:
     return parser
 
 
+def is_bad_input(exc: Exception) -> bool:
+    """Whether ``exc`` is the user's mistake (one line, exit 2) rather than the harness's."""
+    if isinstance(exc, (UsageError, ConfigError)):
+        return True
+    from harness.results.record import SchemaError  # imported once something failed, not for --help
+    from harness.results.store import OutputError
+
+    return isinstance(exc, (OutputError, SchemaError))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+
     console = Console()
     errors = Console(stderr=True)
     try:
         args = build_parser().parse_args(argv)
         return int(args.handler(args, console))
-    except (UsageError, ConfigError, OutputError, SchemaError) as exc:
-        errors.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)  # "[slurm]" is no markup
-        return EXIT_USAGE
     except KeyboardInterrupt:
         errors.print("[yellow]interrupted[/]")
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        if not is_bad_input(exc):
+            raise
+        errors.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)  # "[slurm]" is no markup
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

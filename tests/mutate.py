@@ -79,6 +79,7 @@ pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-x"]
 pytest_add_cli_args_test_selection = {quoted(tests)}
 also_copy = ["harness", "variants", "tests"]
 do_not_mutate_patterns = {quoted(skipped)}
+process_isolation = "forkserver"
 """)
 
 
@@ -86,7 +87,9 @@ def mutate(module: str, children: int) -> tuple[dict[str, str], Path]:
     """Every mutant of ``module`` and how it ended."""
     tree = scratch_copy()
     configure(tree, module, JUDGES[module])
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", TRITON_INTERPRET="1", MPLBACKEND="Agg")
+    # Forked from a server that has only collected the tests: a fork of a process whose torch thread
+    # pools have run can hang on a lock (mutmut then reports a timeout that no mutant caused).
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", TRITON_INTERPRET="1", MPLBACKEND="Agg", OMP_NUM_THREADS="1")
     mutmut = [sys.executable, "-m", "mutmut"]
 
     def run(*names: str, children: int) -> dict[str, str]:

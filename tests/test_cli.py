@@ -48,6 +48,172 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, capsys:
     assert "Traceback" not in err
 
 
+#: Every run option given nonsense: each must be one line naming the flag, exit 2, before anything runs.
+#: ``{tmp}`` is the test's temporary folder.
+BAD_OPTIONS = [
+    (["--min-samples", "50", "--max-samples", "5"], "--min-samples 50 exceeds --max-samples 5"),
+    (["--min-samples", "0"], "--min-samples"),
+    (["--min-samples", "99999999999999999999"], "--min-samples"),
+    (["--max-samples", "-3"], "--max-samples"),
+    (["--max-samples", "1e3"], "--max-samples"),
+    (["--processes", "0"], "--processes"),
+    (["--processes", "many"], "--processes"),
+    (["--threads", "0"], "--threads"),
+    (["--threads", ""], "--threads"),
+    (["--rel-ci", "2"], "--rel-ci"),
+    (["--rel-ci", "0"], "--rel-ci"),
+    (["--rel-ci", "nan"], "--rel-ci"),
+    (["--warmup", "-1"], "--warmup"),
+    (["--warmup", "inf"], "--warmup"),
+    (["--max-time", "0"], "--max-time"),
+    (["--max-time", "soon"], "--max-time"),
+    (["--seed", "-1"], "--seed"),
+    (["--seed", "1.5"], "--seed"),
+    (["--variants", ""], "--variants"),
+    (["--variants", ","], "--variants"),
+    (["--shapes", ""], "--shapes"),
+    (["--shapes", "1x2x3x4"], "--shapes"),
+    (["--batch-sizes", ""], "--batch-sizes"),
+    (["--batch-sizes", "0"], "--batch-sizes"),
+    (["--dtypes", ""], "--dtypes"),
+    (["--modes", "eval"], "--modes"),
+    (["--reductions", "-2"], "--reductions"),
+    (["--shapes", "8x4x4", "--reductions", "16"], "--reductions"),
+    (["--fusions", "xor"], "--fusions"),
+    (["--bias", "maybe"], "--bias"),
+    (["--steady-malloc", "true,false"], "--steady-malloc"),
+    (["--steady-malloc", ""], "--steady-malloc"),
+    (["--cache", "lukewarm"], "--cache"),
+    (["--shard", "3/2"], "--shard"),
+    (["--shard", "0/2"], "--shard"),
+    (["--shard", "half"], "--shard"),
+    (["--case-timeout", "-1"], "--case-timeout"),
+    (["--case-timeout", "inf"], "--case-timeout"),
+    (["--out", ""], "--out"),
+    (["--device", "tpu"], "--device"),
+    (["--config", ""], "--config"),
+    (["--config", "{tmp}"], "--config"),  # a folder
+    (["--config", "{tmp}/missing.toml"], "--config"),
+    (["--config", "{tmp}/broken.toml"], "--config"),
+    (["--config", "{tmp}/binary.toml"], "--config"),
+    (["--config", "{tmp}/unknown.toml"], "--config"),
+    (["--config", "{tmp}/zero.toml"], "--min-samples"),
+    (["--config", "{tmp}/two-caches.toml"], "--cache"),
+    (["--resume", "{tmp}/missing"], "--resume"),
+    (["--resume", "{tmp}"], "--resume"),  # not a run folder
+    (["--overwrite", "--resume", "{tmp}"], "--overwrite"),
+    (["--launcher", "local", "--shards", "0"], "--shards"),
+    (["--launcher", "local", "--shards", "2", "--overwrite"], "--overwrite"),
+]
+
+
+@pytest.mark.parametrize(("args", "flag"), BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
+def test_every_bad_run_option_is_one_line_naming_its_flag(args: list[str], flag: str, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    (tmp_path / "broken.toml").write_text("shapes = [")
+    (tmp_path / "binary.toml").write_bytes(b"\xff\xfe")
+    (tmp_path / "unknown.toml").write_text("colour = 'blue'\n")
+    (tmp_path / "zero.toml").write_text("[sweep]\nmin-samples = 0\n")
+    (tmp_path / "two-caches.toml").write_text("cache = ['hot', 'cold']\n")
+    device = [] if "--device" in args else ["--device", "cpu"]
+    assert main(["run", *device, *(a.replace("{tmp}", str(tmp_path)) for a in args)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert flag in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [(["list", "--device", "tpu"], "--device"), (["env", "--device", "tpu"], "--device")],
+)
+def test_other_commands_name_a_bad_device(args: list[str], flag: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and flag in err, err
+
+
+TINY_RUN = ["--device", "cpu", "--variants", "eager", "--shapes", "8x4x4", "--batch-sizes", "1", "--modes",
+            "forward", "--quiet", *FAST_FLAGS]  # fmt: skip
+
+
+def test_a_folder_holding_a_run_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for marker in ("results.jsonl", "env.json"):
+        folder = tmp_path / marker
+        folder.mkdir()
+        (folder / marker).write_text("{}\n")
+        assert main(["run", *TINY_RUN, "--out", str(folder)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert "already holds a run" in err and "--overwrite" in err and "--resume" in err, err
+        assert [p.name for p in folder.iterdir()] == [marker]  # untouched
+        assert (folder / marker).read_text() == "{}\n"
+
+
+def test_overwrite_replaces_the_old_run_and_nothing_else(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    (folder / "traces").mkdir(parents=True)
+    old = {"results.jsonl": '{"variant": "old"}\n', "results.csv": "old\n", "report.md": "old\n",
+           "env.json": "{}\n", "workers.log": "old\n", "speedup.png": "old", "traces/old.trace.json": "{}"}
+    for name, text in old.items():
+        (folder / name).write_text(text)
+    (folder / "notes.txt").write_text("mine")
+    (folder / "sweep.toml").write_text("# mine")
+    assert main(["run", *TINY_RUN, "--out", str(folder), "--overwrite"]) == 0
+    rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    assert [r["variant"] for r in rows] == ["eager"]
+    assert {p.name for p in folder.iterdir()} == {"results.jsonl", "results.csv", "report.md", "env.json",
+                                                  "notes.txt", "sweep.toml"}  # fmt: skip
+    assert (folder / "notes.txt").read_text() == "mine" and (folder / "sweep.toml").read_text() == "# mine"
+    assert json.loads((folder / "env.json").read_text())["config"]["overwrite"] is True
+
+
+def test_resume_still_finishes_a_run_in_its_own_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    assert main(["run", *TINY_RUN, "--batch-sizes", "1,2", "--out", str(folder)]) == 0
+    results = folder / "results.jsonl"
+    results.write_text(results.read_text().splitlines(keepends=True)[0])  # as if killed after one case
+    assert main(["run", "--resume", str(folder), "--quiet"]) == 0
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert sorted(r["batch"] for r in rows) == [1, 2]
+
+
+def test_help_does_not_import_torch() -> None:
+    code = (
+        "import contextlib, io, sys\n"
+        "import harness\n"
+        "from harness.cli import main\n"
+        "for argv in (['--help'], ['run', '--help'], ['compare', '--help'], ['list', '--help'], ['merge', '--help']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
+        "        main(argv)\n"
+        "    assert 'usage:' in out.getvalue(), argv\n"
+        "print(sorted(m for m in ('torch', 'pandas', 'scipy', 'numpy') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_lazy_package_names_still_resolve() -> None:
+    assert harness.run.__module__ == "harness.api" and harness.list_variants("eager") == ["eager"]
+    from harness.sweep import config, options
+
+    assert harness.ConfigError is config.ConfigError is options.ConfigError
+    with pytest.raises(AttributeError):
+        harness.no_such_name  # noqa: B018
+
+
+def test_device_name_is_the_gpu_or_the_cpu_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.measure import envinfo
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"NVIDIA H100 80GB HBM3 ({device})")
+    assert envinfo.device_name(torch.device("cuda:0")) == "NVIDIA H100 80GB HBM3 (cuda:0)"
+    monkeypatch.setattr(envinfo, "cpu_model", lambda: "AMD EPYC 7B13")
+    assert envinfo.device_name(torch.device("cpu")) == "AMD EPYC 7B13"
+    assert envinfo.collect("cpu")["device_name"] == "AMD EPYC 7B13"
+
+
 def test_cuda_requested_without_cuda_is_exit_2() -> None:
     out = cli("run", "--device", "cuda")
     if "CUDA is not available" not in out.stderr:

@@ -170,3 +170,25 @@ def test_compare_across_devices_and_without_common_cases_is_exit_2(tmp_path: Pat
     (other / "results.jsonl").write_text("".join(json.dumps(r | {"batch": 999}) + "\n" for r in rows))
     assert main(["compare", str(real_run), str(other)]) == 2
     assert "no case in common" in capsys.readouterr().err
+
+
+def test_a_different_thread_count_is_one_plain_line_saying_how_to_match_it(
+    tmp_path: Path, real_run: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The baselines run with one thread, a default run with torch's own count: say which and how to match."""
+    other = tmp_path / "threads"
+    other.mkdir()
+    (other / "results.jsonl").write_bytes((real_run / "results.jsonl").read_bytes())
+    env = json.loads((real_run / "env.json").read_text())
+    assert env["threads"] == 1
+    (other / "env.json").write_text(json.dumps(env | {"threads": 2, "steady_malloc": not env["steady_malloc"]}))
+    md = tmp_path / "summary.md"
+    assert main(["compare", str(real_run), str(other), "--markdown", str(md)]) == 0
+    out = capsys.readouterr().out
+    line = "torch threads differ: baseline 1, this run 2; rerun with --threads 1"
+    assert line in out and line in md.read_text()
+    flag = f"--steady-malloc {str(env['steady_malloc']).lower()}"
+    assert f"rerun with {flag}" in md.read_text()  # the terminal's panel may wrap it
+    assert main(["compare", str(real_run), str(other), "--strict-env"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and line in err and flag in err, err

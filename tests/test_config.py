@@ -50,7 +50,12 @@ def test_toml_file_is_read_and_flags_override_it(tmp_path: Path) -> None:
         ({"modes": "inference"}, "unknown mode 'inference'"),
         ({"fusions": "sum"}, "unknown fusion 'sum'"),
         ({"device": "tpu"}, "device"),
-        ({"max_time_s": "soon"}, "max_time_s must be a number"),
+        ({"max_time_s": "soon"}, "--max-time must be a number"),
+        ({"max_time_s": float("inf")}, "--max-time must be a finite number"),
+        ({"min_samples": 50, "max_samples": 5}, "--min-samples 50 exceeds --max-samples 5"),
+        ({"rel_ci": 1.0}, "--rel-ci must be below 1"),
+        ({"cache": "hot,cold"}, "--cache takes one value"),
+        ({"out": " "}, "--out is empty"),
         ({"colour": "red"}, "unknown option 'colour'"),
     ],
 )
@@ -87,6 +92,18 @@ def test_invalid_config_files_are_refused(tmp_path: Path, content: str, message:
     path.write_text(content)
     with pytest.raises(ConfigError, match=re.escape(message)):
         SweepConfig.build(path, device="cpu")
+
+
+def test_a_timing_policy_refusal_names_the_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever ``TimingPolicy`` itself refuses comes back as a ConfigError in the user's words."""
+    from harness.sweep import config
+
+    def strict(**fields: object) -> None:
+        raise ValueError("need 1 ≤ min_samples ≤ max_samples and warmup_s ≥ 0")
+
+    monkeypatch.setattr(config, "TimingPolicy", strict)
+    with pytest.raises(ConfigError, match="timing options: need 1 ≤ --min-samples ≤ --max-samples and --warmup ≥ 0"):
+        SweepConfig.build(device="cpu")
 
 
 def test_missing_config_file_is_refused(tmp_path: Path) -> None:

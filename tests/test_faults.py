@@ -335,7 +335,7 @@ def test_resume_restores_which_variants_were_named(tmp_path: Path, temp_variant)
     ("args", "message"),
     [
         (["run", "--resume", "/nonexistent/run"], "no such run folder"),
-        (["run", "--case-timeout", "0"], "case_timeout must be"),
+        (["run", "--case-timeout", "0"], "--case-timeout must be"),
         (["run", "--shard", "2"], "malformed shard"),
     ],
 )

@@ -188,3 +188,20 @@ def test_bad_arguments_are_refused() -> None:
         analytic_flops(1, 4, 2, 2, 2, "add", False, "forward", "macs")
     with pytest.raises(ValueError, match="hidden"):
         analytic_flops(1, 4, 2, 2, 8, "add", False, "forward")
+
+
+def test_flop_memo_counts_once_keeps_a_bounded_number_and_hands_out_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.measure import flops
+
+    counted: list[tuple[object, ...]] = []
+    real = flops.flop_columns
+    monkeypatch.setattr(flops, "flop_columns", lambda *a, **k: counted.append(a) or real(*a, **k))
+    memo = flops.FlopMemo(size=1)
+    first = memo.columns((2, 8, 5, 6), 2, "max", True, "train")
+    assert first == real((2, 8, 5, 6), 2, "max", True, "train")
+    first["torch_flops"] = -1  # the caller's copy: the memo is unchanged
+    assert memo.columns((2, 8, 5, 6), 2, "max", True, "train")["torch_flops"] > 0
+    assert len(counted) == 1
+    memo.columns((2, 8, 5, 6), 2, "max", True, "forward")  # evicts the train count (size 1)
+    memo.columns((2, 8, 5, 6), 2, "max", True, "train")
+    assert len(counted) == 3

@@ -87,3 +87,39 @@ def test_run_with_profile_writes_traces_into_the_run_folder(tmp_path: Path) -> N
     assert len(traces) == 2
     csv = (out / "results.csv").read_text().splitlines()[0].split(",")
     assert {"fvcore_flops", "torch_flops", "analytic_flops", "peak_mem_bytes", "gpu_util_mean"} <= set(csv)
+
+
+def test_flops_are_counted_once_per_configuration_and_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Variants of a configuration share one count; a new mode or shape is counted; a new run starts empty."""
+    from harness.measure import flops
+
+    calls: list[str] = []
+    for name in ("fvcore_forward", "torch_flops"):
+        real = getattr(flops, name)
+        monkeypatch.setattr(flops, name, lambda *a, real=real, name=name, **k: calls.append(name) or real(*a, **k))
+    measures = metric_set()
+
+    def rows(mode: str, **kw: Any) -> list[dict[str, Any]]:
+        return [run_case(case(mode, v, **kw), get_variant(v), CpuClock(), FAST, seed=0, measures=measures).to_row()
+                for v in ("eager", "eager_factored", "mean_squeeze")]  # fmt: skip
+
+    forward = rows("forward")
+    assert calls == ["fvcore_forward", "torch_flops"]
+    assert forward[0]["status"] == "ok"  # the others may skip this fusion or bias: their rows have FLOPs too
+    assert len({tuple(r[c] for c in Flops.columns) for r in forward}) == 1
+    assert forward[0]["torch_flops"] == analytic_flops(2, 8, 5, 7, 2, "max", True, "forward")
+    train = rows("train")
+    assert calls[2:] == ["torch_flops"]  # fvcore's forward trace serves both modes
+    assert train[0]["torch_flops"] == analytic_flops(2, 8, 5, 7, 2, "max", True, "train")
+    rows("forward", height=6)
+    assert calls[3:] == ["fvcore_forward", "torch_flops"]
+    metric_set().configured(case("forward"))  # another run's metrics remember nothing of this one
+    assert calls[5:] == ["fvcore_forward", "torch_flops"]
+
+
+def test_metric_set_reports_the_memory_pass_apart() -> None:
+    measures = metric_set()
+    spent: dict[str, float] = {}
+    measures.begin(torch.device("cpu"))
+    measures.measured(Timed(case(), lambda: torch.ones(8), torch.device("cpu"), calls=10, median_ms=1.0), spent)
+    assert set(spent) == {"memory", "metrics"} and all(s >= 0 for s in spent.values())

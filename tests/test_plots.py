@@ -1,6 +1,10 @@
 """Figures: drawn from the right numbers, labelled with units, and left out when the data can't make them."""
 from __future__ import annotations
 
+import json
+import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +14,7 @@ from compare_helpers import case
 from harness.results import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def frame(with_roofline: bool = True, batches: tuple[int, ...] = (1, 8), eager: bool = True) -> pd.DataFrame:
@@ -112,3 +117,48 @@ def test_roofline_ceiling_from_the_runs_measured_copy_bandwidth() -> None:
     assert [list(line.get_ydata()) for line in fig.axes[0].get_lines()] == [[250.0, 250.0]]
     bare = plots.roofline_figure(rows)
     assert bare is not None and bare.axes[0].get_lines() == []
+
+
+def test_a_figure_not_drawn_says_why(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="harness.results.plots"):
+        written = plots.write_plots(frame(batches=(8,), with_roofline=False), tmp_path)
+    assert [p.name for p in written] == ["speedup.png"]
+    assert set(written.skipped) == {"latency_vs_batch.png", "roofline.png"}
+    assert "single batch size" in written.skipped["latency_vs_batch.png"]
+    assert "no bandwidth columns" in written.skipped["roofline.png"]
+    assert "latency_vs_batch.png not drawn: every shape was timed at a single batch size" in caplog.text
+    md = plots.markdown(written, tmp_path)  # report.md's Figures section says it too
+    assert "![Speedup over eager](speedup.png)" in md
+    assert "- not drawn: Latency against batch size (`latency_vs_batch.png`): every shape" in md
+    assert plots.draw_speedup(frame(eager=False)) == "eager was not timed, so there is nothing to compare with"
+    assert plots.draw_latency(frame().assign(status="error")) == "no case was timed (status ok)"
+
+
+def test_report_plots_prints_why_a_figure_is_missing(tmp_path: Path) -> None:
+    """The CLI shows the reason: write_plots' warning reaches stderr with no logging set up."""
+    rows = frame(batches=(8,), with_roofline=False).assign(schema=2)
+    (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(r) for r in rows.to_dict("records")) + "\n")
+    done = subprocess.run([sys.executable, "-m", "harness", "report", str(tmp_path), "--plots"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "speedup.png" in done.stdout
+    assert "latency_vs_batch.png not drawn: every shape was timed at a single batch size" in done.stderr
+
+
+def test_noisy_and_disturbed_speedups_carry_their_marks() -> None:
+    rows = frame()
+    rows.loc[(rows["variant"] == "eager") & (rows["channels"] == 32), "noisy"] = True
+    rows.loc[(rows["variant"] == "fast") & (rows["batch"] == 8), "disturbed"] = True
+    table = plots.speedup_table(rows).set_index(["channels", "batch"])["marks"]
+    assert table.to_dict() == {(32, 1): "~", (32, 8): "~!", (64, 1): "", (64, 8): "!"}
+    fig = plots.speedup_figure(rows)
+    assert fig is not None
+    labels = {ax.get_title(): [t.get_text() for t in ax.texts] for ax in fig.axes if ax.get_visible()}
+    assert labels["input 8×32×16×16 (N×C×H×W)"] == ["2.00× ~!"]
+    assert labels["input 1×64×8×8 (N×C×H×W)"] == ["2.00×"]
+    hatched = {ax.get_title(): ax.patches[0].get_hatch() for ax in fig.axes if ax.get_visible()}
+    assert hatched["input 1×32×16×16 (N×C×H×W)"] == "///" and hatched["input 1×64×8×8 (N×C×H×W)"] is None
+    title = " ".join(fig.get_suptitle().split())  # wrapped to the figure's width
+    assert "'~' noisy (IQR > 10% of the median), '!' disturbed (CPU starved) on either side" in title
+    clean = plots.speedup_figure(frame())
+    assert clean is not None and "hatched" not in clean.get_suptitle()

@@ -36,7 +36,8 @@ def test_speedup_is_eager_over_variant_for_the_same_configuration() -> None:
 def test_markdown_has_a_table_per_mode_and_lists_failures() -> None:
     md = markdown(FRAME, {"device": "cpu", "cpu_model": "Test CPU", "torch": "2.x"})
     assert "## cpu · float32 · forward" in md and "## cpu · float32 · train" in md
-    assert "| fast      | 0.5 ± 0.1" in md
+    assert "| fast      | 0.500 (IQR 0.1)" in md  # no CI and no raw samples: the IQR's width, never "±"
+    assert "±" not in md
     assert "MISMATCH" in md and "output error 0.3" in md
     assert "4.00" in md  # the speedup table
     assert "Test CPU" in md
@@ -61,9 +62,11 @@ def test_marks_show_noisy_disturbed_and_host_bound_cells_with_a_legend() -> None
         cuda_row("eager", 0.335, 0.288), cuda_row("fused", 0.118, 0.299),
     ])
     md = markdown(frame)
-    assert "2 ± 0.1 !" in md and "0.5 ± 0.1 ~" in md
-    assert "0.118 ± 0.1 (host-bound: host 0.299)" in md
-    assert "0.335 ± 0.1 (host-bound" not in md  # device-bound: no host mark
+    assert "2.00 (IQR 0.1) !" in md and "0.500 (IQR 0.1) ~" in md
+    assert "0.118 (IQR 0.1) (host-bound: host 0.299)" in md
+    assert "0.335 (IQR 0.1) (host-bound" not in md  # device-bound: no host mark
+    assert "| fast      | 4.00 ~ !" in md  # the speedup carries fast's noise and eager's disturbance
+    assert "| fused     | 2.84   " in md  # neither side flagged: no mark
     assert "- `!` disturbed" in md and "- `~` noisy" in md and "- `host-bound`" in md
     assert "0.299 / 0.309" in md  # the CUDA group's host / wall table
     console = Console(record=True, width=200)
@@ -75,3 +78,55 @@ def test_marks_show_noisy_disturbed_and_host_bound_cells_with_a_legend() -> None
 def test_no_marks_no_legend() -> None:
     md = markdown(FRAME)
     assert "disturbed" not in md and "host-bound" not in md and "Host time per call" not in md
+
+
+def timed(variant: str, median: float, low: float, high: float, **kw) -> dict:
+    return row(variant, median, ci_low_ms=low, ci_high_ms=high, **kw)
+
+
+CI_FRAME = to_frame([
+    timed("eager", 0.8639, 0.8512, 0.8811), timed("fast", 0.4, 0.38, 0.41), timed("fused", 0.405, 0.40, 0.42),
+    row("wrong", 0.01, status="mismatch"),
+    timed("eager", 4.0, 3.9, 4.1, batch=16), timed("fast", 2.0, 1.9, 2.1, batch=16),
+])
+
+
+def test_report_starts_with_which_variant_to_run() -> None:
+    md = markdown(CI_FRAME, {"device": "cpu", "cpu_model": "Test CPU"})
+    headings = [line for line in md.splitlines() if line.startswith("## ")]
+    assert headings[0] == "## Which variant to run" and headings[1] == "## cpu · float32 · forward"
+    answer = md[md.index("## Which variant to run"):md.index("## cpu · float32 · forward")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in answer.splitlines() if line.startswith("|")]
+    assert cells[0][:6] == ["device · dtype · mode", "case", "run", "median ms [95% CI]",
+                            "speedup over eager [95% CI]", "verdict"]  # fmt: skip
+    assert cells[2:] == [
+        # 0.8512 / 0.41, 0.8811 / 0.38; fused's 0.40–0.42 overlaps fast's 0.38–0.41
+        ["cpu · float32 · forward", "32x64x64 b8", "fast", "0.400 [0.380, 0.410]", "2.16× [2.08, 2.32]",
+         "tie: fast, fused (intervals overlap: any of them)"],
+        ["cpu · float32 · forward", "32x64x64 b16", "fast", "2.00 [1.90, 2.10]", "2.00× [1.86, 2.16]",
+         "clear: next is eager at 4.00 ms"],
+    ]  # fmt: skip
+    assert "wrong" not in answer  # the fastest row, but a mismatch
+
+
+def test_cells_are_the_median_with_its_confidence_interval_or_quartiles() -> None:
+    md = markdown(CI_FRAME)
+    assert "| eager     | 0.864 [0.851, 0.881]" in md and "±" not in md
+    few = to_frame([row("eager", 1.0, samples_ms=[0.8, 0.9, 1.0, 1.1, 1.2])])  # too few for a CI
+    assert "| eager     | 1.00 (IQR 0.90–1.10)" in markdown(few)
+
+
+def test_summary_answers_first_and_ends_pointing_to_the_plots() -> None:
+    console = Console(record=True, width=250)
+    frame = CI_FRAME.copy()
+    frame.attrs["run_dir"] = "results/runs/x"
+    print_summary(frame, console)
+    lines = [line for line in console.export_text().splitlines() if line.strip()]
+    assert "Which variant to run" in lines[0]
+    text = "\n".join(lines)
+    assert text.index("tie: fast, fused") < text.index("cpu · float32 · forward  (median ms [95% CI]")
+    assert "0.864 [0.851, 0.881] 1.00×" in text
+    assert lines[-1].endswith(": python -m harness report results/runs/x --plots")
+    console = Console(record=True, width=250)
+    print_summary(CI_FRAME, console)  # no run folder (harness.run without one)
+    assert console.export_text().rstrip().endswith("python -m harness report RUN --plots")

@@ -80,3 +80,20 @@ def test_rows_of_an_older_schema_are_read_and_of_a_newer_one_refused(tmp_path) -
     run.mkdir()
     (run / "results.jsonl").write_text(json.dumps(newer) + "\n")
     assert main(["report", str(run)]) == 2  # one line, no traceback
+
+
+def test_phases_round_trip_and_rows_without_them_still_load() -> None:
+    from harness.results.record import PHASE_COLUMNS, CaseResult, Phases, Status
+    from harness.sweep.cases import Case
+
+    c = Case("eager", "cpu", "float32", "forward", 2, 8, 5, 7, 2, "add")
+    phases = Phases(phase_setup_s=0.5, phase_check_s=0.25, phase_flops_s=0.0, phase_total_s=1.0)
+    row = CaseResult(c, Status.MISMATCH, "output error", phases=phases).to_row()
+    assert [k for k in row if k.startswith("phase_")] == list(PHASE_COLUMNS)
+    back = CaseResult.from_row(row)
+    assert back.phases == phases and not any(k.startswith("phase_") for k in back.extra)
+    from_csv = CaseResult.from_row(row | {"phase_timing_s": math.nan, "phase_total_s": "1.0"})  # as pandas reads it
+    assert from_csv.phases == phases
+    old = {k: v for k, v in row.items() if not k.startswith("phase_")} | {"schema": 2}
+    assert CaseResult.from_row(old).phases is None
+    assert not any(k.startswith("phase_") for k in CaseResult.from_row(old).to_row())

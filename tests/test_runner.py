@@ -178,3 +178,107 @@ def test_low_precision_allowance_does_not_hide_a_wrong_variant(temp_variant) -> 
     assert row["status"] == "mismatch"
     assert "output error" in row["reason"]
     assert row["tolerance"] < 0.05
+
+
+# ------------------------------------------------------------------------------------ where the time goes
+
+
+def phases_of(row: dict) -> dict[str, float | None]:
+    from harness.results.record import PHASE_COLUMNS
+
+    return {c: row[c] for c in PHASE_COLUMNS}
+
+
+def test_every_row_says_where_its_time_went(temp_variant) -> None:
+    import time
+
+    t0 = time.perf_counter()
+    ok = run(case("eager", "train"))
+    wall = time.perf_counter() - t0
+    wrong = run(case(temp_variant("zz_wrong_sign", wrong_sign, dtypes=("float32",))))
+    skipped = run(case(temp_variant("zz_nowhere", lambda r, d, t: r, available=lambda: "not here")))
+    for row in (ok, wrong, skipped):
+        phases = phases_of(row)
+        parts = {c: s for c, s in phases.items() if c != "phase_total_s" and s is not None}
+        assert all(s >= 0 for s in parts.values()), phases
+        assert sum(parts.values()) <= phases["phase_total_s"], phases
+    assert phases_of(ok)["phase_total_s"] <= wall
+    assert all(s is not None for s in phases_of(ok).values())
+    assert phases_of(ok)["phase_timing_s"] >= FAST.max_time_s * 0.5  # the loop ran for its budget
+    assert phases_of(wrong)["phase_check_s"] > 0 and phases_of(wrong)["phase_timing_s"] is None
+    assert phases_of(wrong)["phase_memory_s"] is None
+    assert {c for c, s in phases_of(skipped).items() if s is not None} == {"phase_flops_s", "phase_total_s"}
+
+
+def test_phase_timer_adds_up_on_a_fake_clock() -> None:
+    from harness.sweep.runner import PhaseTimer
+
+    ticks = iter([0.0, 1.0, 3.0, 3.5, 4.0, 10.0])
+    timer = PhaseTimer(now=lambda: next(ticks))  # start at 0
+    with timer.phase("setup"):  # 1 → 3
+        pass
+    with timer.phase("setup"):  # 3.5 → 4: phases add up
+        pass
+    timer.add("a_plugins_own_phase", 0.25)  # no column of its own: counted with the other metrics
+    phases = timer.phases()  # total at 10
+    assert (phases.phase_setup_s, phases.phase_metrics_s, phases.phase_total_s) == (2.5, 0.25, 10.0)
+    assert phases.phase_check_s is None and phases.phase_timing_s is None
+
+
+def test_a_configurations_variants_share_one_draw(monkeypatch, temp_variant) -> None:
+    """The input and cotangent are drawn once per configuration, again when it changes, and a
+    variant that writes into its input spoils nothing for the next."""
+    from harness.sweep import runner
+    from harness.sweep.runner import SharedInputs
+
+    draws: list[str] = []
+    for name in ("draw_input", "draw_cotangent"):
+        real = getattr(runner, name)
+        monkeypatch.setattr(runner, name, lambda c, s, real=real, name=name: draws.append(name) or real(c, s))
+    vandal = temp_variant("zz_vandal", writes_input, dtypes=("float32",))
+    inputs = SharedInputs()
+
+    def shared(c: Case) -> dict:
+        return run_case(c, get_variant(c.variant), CLOCK, FAST, seed=0, inputs=inputs).to_row()
+
+    rows = [shared(case(v, "train")) for v in ("eager", "eager_factored", "channels_last")]
+    assert draws == ["draw_cotangent", "draw_input"]  # once for the three variants
+    assert [r["status"] for r in rows] == ["ok"] * 3
+    fresh = run(case("eager", "train"))  # drawn for itself (counted too): the same numbers
+    assert (rows[0]["max_rel_err"], rows[0]["grad_rel_err"]) == (fresh["max_rel_err"], fresh["grad_rel_err"])
+    first = shared(case("eager"))  # forward: a new configuration, its input drawn once more
+    assert shared(case(vandal))["status"] == "mismatch"
+    after = shared(case("eager"))
+    assert first["status"] == after["status"] == "ok" and first["max_rel_err"] == after["max_rel_err"]
+    assert draws == ["draw_cotangent", "draw_input"] * 2 + ["draw_input"]  # shared, fresh, forward
+    shared(case("eager", "train", batch=3))  # a new configuration: drawn again
+    assert draws[5:] == ["draw_cotangent", "draw_input"]
+
+
+def test_shared_inputs_keep_a_bounded_number_of_draws() -> None:
+    from harness.sweep.runner import SharedInputs
+
+    inputs = SharedInputs(size=1)
+    a = inputs.get(case("eager"), 0)[0]
+    assert inputs.get(case("eager_factored"), 0)[0] is a  # the variant is not part of the key
+    inputs.get(case("eager", batch=3), 0)
+    assert inputs.get(case("eager"), 0)[0] is not a  # evicted, drawn again
+    assert torch.equal(inputs.get(case("eager"), 0)[0], a)
+    assert inputs.get(case("eager", "train"), 0)[1] is not None and inputs.get(case("eager"), 0)[1] is None
+
+
+def test_the_executor_freezes_start_up_objects_only_while_it_runs() -> None:
+    import gc
+
+    from harness.sweep.config import SweepConfig
+    from harness.sweep.isolation import CaseExecutor
+    from variants.registry import all_variants
+
+    before = gc.get_freeze_count()
+    cfg = SweepConfig.build(device="cpu", variants="eager", shapes="8x5x7", batch_sizes="2", modes="forward",
+                            warmup_s=0, min_samples=3, max_time_s=0.05)  # fmt: skip
+    with CaseExecutor(cfg, all_variants(), CLOCK, "hot") as executor:
+        assert gc.get_freeze_count() > before
+        row = executor.run(case("eager")).to_row()
+    assert gc.get_freeze_count() == before == 0
+    assert row["status"] == "ok" and row["phase_total_s"] > 0

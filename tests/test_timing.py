@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from harness.measure.timing import Block, CpuClock, Timing, TimingPolicy, measure, timer_overhead_ns
+from harness.measure.timing import Block, CpuClock, Timing, TimingPolicy, measure, pooled, timer_overhead_ns
 from harness.sweep.runner import time_step
 
 
@@ -175,3 +175,12 @@ def test_a_starved_case_is_measured_again_once_and_flagged_only_if_still_starved
     timing, _, remeasured = time_step(lambda: None, clock, policy)
     assert not remeasured and not timing.disturbed
     assert clock.prepared == 1
+
+
+def test_pooled_timings_concatenate_in_order_and_add_up() -> None:
+    a = Timing((1.0, 2.0), 4, 10, "converged", (0.5, 0.6), (0.0, 0.1), overran=1)
+    b = Timing((3.0,), 8, 5, "budget", (0.7,), (0.2,), overran=2)
+    both = pooled([a, b])
+    assert both == Timing((1.0, 2.0, 3.0), 8, 15, "converged+budget", (0.5, 0.6, 0.7), (0.0, 0.1, 0.2), overran=3)
+    assert pooled([a, a]).stop_reason == "converged"  # one reason, not "converged+converged"
+    assert pooled([b, a]).stop_reason == "budget+converged" and pooled([b, a]).samples_ms == (3.0, 1.0, 2.0)

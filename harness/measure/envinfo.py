@@ -65,6 +65,18 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def device_name(device: torch.device) -> str:
+    """What the device is: the GPU's name on CUDA (``torch.cuda.get_device_name``), the CPU model on CPU."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        try:
+            return torch.cuda.get_device_name(device)
+        except (RuntimeError, AssertionError, ValueError):  # an index past the last GPU
+            return str(device)
+    if device.type == "cpu":
+        return cpu_model()
+    return str(device)
+
+
 def gpu_record(device: torch.device) -> dict[str, Any]:
     """Name, SM count, L2 size, memory and clocks of a CUDA device (empty values without one)."""
     record: dict[str, Any] = dict.fromkeys(
@@ -120,7 +132,7 @@ def collect(device: str | torch.device = "cpu") -> dict[str, Any]:
         "cudnn": cudnn,
         "triton": triton_version,
         "device": dev.type,
-        "device_name": str(dev),
+        "device_name": device_name(dev),
         **gpu_record(dev),
         "tf32": tf32_enabled(dev),
         "cpu_model": cpu_model(),

@@ -20,11 +20,10 @@ FLOP columns; the formula's names are importable from here too.
 from __future__ import annotations
 
 import copy
-import functools
 import logging
 import math
 import warnings
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -289,8 +288,7 @@ FLOP_COLUMNS: tuple[str, ...] = (
 )
 
 
-@functools.lru_cache(maxsize=256)
-def _fvcore_forward(shape: tuple[int, int, int, int], reduction: int, fusion: str, bias: bool) -> FlopCount:
+def fvcore_forward(shape: tuple[int, int, int, int], reduction: int, fusion: str, bias: bool) -> FlopCount:
     """fvcore's count of a fresh reference: traced on the CPU in float32 with the full shape (jit
     tracing needs real tensors). Forward only, so one trace serves both modes."""
     reference = ScSE(shape[1], reduction, fusion, bias)
@@ -298,19 +296,18 @@ def _fvcore_forward(shape: tuple[int, int, int, int], reduction: int, fusion: st
         return fvcore_flops(reference, torch.zeros(shape), "forward")
 
 
-@functools.lru_cache(maxsize=256)
 def flop_columns(
-    shape: tuple[int, int, int, int], reduction: int, fusion: str, bias: bool, mode: str
+    shape: tuple[int, int, int, int], reduction: int, fusion: str, bias: bool, mode: str,
+    fvcore: FlopCount | None = None,
 ) -> dict[str, object]:
     """The FLOP columns of a row, counted on a fresh eager reference of the configuration.
 
-    Cached: the counts depend only on the configuration, not on the variant, dtype or device.
-    FlopCounterMode runs on the meta device, so it computes nothing. Errors land in the
-    ``*_uncounted`` cells.
+    FlopCounterMode runs on the meta device, so it computes nothing; ``fvcore``: the configuration's
+    ``fvcore_forward`` count when the caller has it already. Errors land in the ``*_uncounted`` cells.
     """
     n, c, h, w = shape
     check_mode(mode)
-    fv = _fvcore_forward(shape, reduction, fusion, bias)
+    fv = fvcore if fvcore is not None else fvcore_forward(shape, reduction, fusion, bias)
     tc = torch_flops(ScSE(c, reduction, fusion, bias), torch.empty(shape, device="meta"), mode)
     return {
         "fvcore_flops": fv.flops,
@@ -320,3 +317,38 @@ def flop_columns(
         "torch_uncounted": tc.error or tc.uncounted_text,
         "analytic_flops": analytic_flops(n, c, h, w, reduction, fusion, bias, mode, "mac=2"),
     }
+
+
+class FlopMemo:
+    """``flop_columns`` counted once per configuration and mode, for the last ``size`` of them.
+
+    The counts depend on the configuration alone, never on the variant, dtype or device, and a sweep
+    walks a configuration's variants in a row (``harness.sweep.cases.expand``): the first variant
+    pays for the count, the rest reuse it. fvcore's forward trace (which runs the full shape on the
+    CPU) is shared by both modes. Owned by whoever counts (the run's ``metrics.Flops``), so nothing
+    is remembered between runs or tests.
+    """
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._fvcore: OrderedDict[tuple[object, ...], FlopCount] = OrderedDict()
+        self._columns: OrderedDict[tuple[object, ...], dict[str, object]] = OrderedDict()
+
+    def columns(self, shape: tuple[int, int, int, int], reduction: int, fusion: str, bias: bool,
+                mode: str) -> dict[str, object]:
+        """A copy of the configuration's FLOP columns (counted on the first ask)."""
+        key = (tuple(shape), reduction, fusion, bias, mode)
+        if key not in self._columns:
+            config = key[:4]
+            if config not in self._fvcore:
+                self._remember(self._fvcore, config, fvcore_forward(shape, reduction, fusion, bias))
+            self._fvcore.move_to_end(config)
+            self._remember(self._columns, key, flop_columns(shape, reduction, fusion, bias, mode,
+                                                            self._fvcore[config]))  # fmt: skip
+        self._columns.move_to_end(key)
+        return dict(self._columns[key])
+
+    def _remember(self, table: OrderedDict[tuple[object, ...], Any], key: tuple[object, ...], value: Any) -> None:
+        table[key] = value
+        while len(table) > self.size:
+            table.popitem(last=False)

@@ -5,10 +5,12 @@ The runner walks a ``MetricSet`` (one per run): every row gets each metric's ``c
 and ``measured`` just after it. Nothing here runs inside the timed loop.
 
 A new metric is a class with ``columns``, ``configured``, ``begin`` and ``measured``, added to the
-list in :func:`metric_set`; its columns then appear in every results file and the CSV.
+list in :func:`metric_set`; its columns then appear in every results file and the CSV. Its optional
+``phase`` names the row's phase column its ``measured`` time is added to (default ``metrics``).
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any, Protocol
 import torch
 
 from harness.measure.bandwidth import BANDWIDTH_COLUMNS, bandwidth_columns, bytes_min
-from harness.measure.flops import FLOP_COLUMNS, arithmetic_intensity, flop_columns
+from harness.measure.flops import FLOP_COLUMNS, FlopMemo, arithmetic_intensity
 from harness.measure.memory import MEMORY_COLUMNS, measure_memory
 from harness.measure.memory import unavailable as no_memory
 from harness.measure.profiling import trace_name, write_step_trace
@@ -26,6 +28,8 @@ from harness.measure.telemetry import empty as no_telemetry
 from harness.sweep.cases import Case
 
 TRACES_DIR = "traces"
+#: The phase a metric's ``measured`` time counts towards when it names none.
+DEFAULT_PHASE = "metrics"
 
 
 @dataclass(frozen=True)
@@ -62,14 +66,20 @@ class Metric(Protocol):
 
 
 class Flops:
-    """FLOPs counted three ways, and the arithmetic intensity (analytic FLOPs per byte that must move)."""
+    """FLOPs counted three ways, and the arithmetic intensity (analytic FLOPs per byte that must move).
+
+    Counted once per configuration and mode (``FlopMemo``), however many variants share it.
+    """
 
     columns = FLOP_COLUMNS + ("arithmetic_intensity",)
+
+    def __init__(self) -> None:
+        self.counts = FlopMemo()
 
     def configured(self, case: Case) -> dict[str, Any]:
         shape = (case.batch, case.channels, case.height, case.width)
         try:
-            cols = dict(flop_columns(shape, case.reduction, case.fusion, case.bias, case.mode))
+            cols = self.counts.columns(shape, case.reduction, case.fusion, case.bias, case.mode)
             moved = bytes_min(case)
             cols["arithmetic_intensity"] = arithmetic_intensity(cols["analytic_flops"], moved)  # type: ignore[arg-type]
         except Exception as exc:  # noqa: BLE001 - a metric never fails a case
@@ -137,6 +147,7 @@ class PeakMemory:
     """The peak memory of one more call after the loop."""
 
     columns = MEMORY_COLUMNS
+    phase = "memory"
 
     def configured(self, case: Case) -> dict[str, Any]:
         return {}
@@ -197,11 +208,17 @@ class MetricSet:
         for metric in self.metrics:
             metric.begin(device)
 
-    def measured(self, timed: Timed) -> dict[str, Any]:
+    def measured(self, timed: Timed, spent: dict[str, float] | None = None) -> dict[str, Any]:
+        """Every metric's columns after the loop; ``spent`` (if given) gets each metric's seconds
+        added under its ``phase`` (``memory`` for the extra call, ``metrics`` for the rest)."""
         out: dict[str, Any] = {}
         try:
             for metric in self.metrics:
+                t0 = time.perf_counter()
                 out |= metric.measured(timed)
+                if spent is not None:
+                    phase = getattr(metric, "phase", DEFAULT_PHASE)
+                    spent[phase] = spent.get(phase, 0.0) + time.perf_counter() - t0
         finally:
             self.close()
         return out

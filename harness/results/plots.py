@@ -3,11 +3,15 @@
 Built on ``matplotlib.figure.Figure`` with the Agg canvas, never ``pyplot``: no display is needed
 and the caller's global backend (a notebook's, say) is left alone. Only valid (``status == "ok"``)
 rows are drawn. Each function returns None when the data cannot make its figure (no ``eager``
-to compare with, a single batch size, no bandwidth columns), so a report never shows an empty plot.
+to compare with, a single batch size, no bandwidth columns), so a report never shows an empty plot;
+``why_not`` says which of those it was, and ``write_plots`` logs it and keeps it in ``Written.skipped``
+(report.md's Figures section lists it), so that ``report --plots`` never leaves a figure missing unexplained.
 """
 from __future__ import annotations
 
+import logging
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,10 @@ FILENAMES: dict[str, str] = {
     "roofline": "roofline.png",
 }
 DPI = 110
+#: How a speedup bar is labelled when either side is noisy or disturbed (as report.md's ``~`` and ``!``).
+SPEEDUP_MARKS: dict[str, str] = {"noisy": "~", "disturbed": "!"}
+
+log = logging.getLogger(__name__)
 #: Per-variant markers and line styles, so that variants whose numbers coincide stay visible.
 MARKERS = "osD^vPX*<>"
 LINESTYLES = ("-", "--", ":", "-.")
@@ -104,20 +112,38 @@ def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Eager's median over each variant's, matched on shape, batch and configuration (same run)."""
     ok = valid_rows(frame)
     keys = list(CONFIG_COLUMNS + SHAPE_COLUMNS) + ["batch"]
-    ok = ok.assign(untrusted=flagged(ok, "disturbed") | flagged(ok, "noisy"))
+    ok = ok.assign(**{column: flagged(ok, column) for column in SPEEDUP_MARKS})
     base = ok[ok["variant"] == BASELINE_VARIANT].drop_duplicates(keys, keep="last").set_index(keys)
-    base = base[["median_ms", "untrusted"]].rename(columns={"median_ms": "eager_ms", "untrusted": "eager_untrusted"})
+    base = base[["median_ms", *SPEEDUP_MARKS]].rename(columns={"median_ms": "eager_ms"} | {
+        column: f"eager_{column}" for column in SPEEDUP_MARKS})  # fmt: skip
     others = ok[ok["variant"] != BASELINE_VARIANT]
     joined = others.join(base, on=keys, how="inner")
-    return joined.assign(speedup=joined["eager_ms"] / joined["median_ms"],
-                         untrusted=joined["untrusted"] | joined["eager_untrusted"])
+    either = {column: joined[column] | joined[f"eager_{column}"] for column in SPEEDUP_MARKS}
+    marks = ["".join(mark for mark, flag in zip(SPEEDUP_MARKS.values(), flags, strict=True) if flag)
+             for flags in zip(*(either[column].tolist() for column in SPEEDUP_MARKS), strict=True)]
+    return joined.assign(speedup=joined["eager_ms"] / joined["median_ms"], **either,
+                         untrusted=either["noisy"] | either["disturbed"], marks=marks)  # fmt: skip
+
+
+def _figure(drawn: Figure | str) -> Figure | None:
+    return drawn if isinstance(drawn, Figure) else None
 
 
 def speedup_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> Figure | None:
-    """Bars of speedup over eager per variant, one panel per input shape N×C×H×W."""
+    """Bars of speedup over eager per variant, one panel per input shape N×C×H×W (None: see ``draw_speedup``)."""
+    return _figure(draw_speedup(frame, env))
+
+
+def draw_speedup(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> Figure | str:
+    """``speedup_figure``'s figure, or why the data cannot make it."""
     table = speedup_table(frame)
     if table.empty:
-        return None
+        ok = valid_rows(frame)
+        if ok.empty:
+            return "no case was timed (status ok)"
+        if not (ok["variant"] == BASELINE_VARIANT).any():
+            return f"{BASELINE_VARIANT} was not timed, so there is nothing to compare with"
+        return f"no variant other than {BASELINE_VARIANT} was timed on a configuration {BASELINE_VARIANT} ran"
     hue_columns = _varying(table, CONFIG_COLUMNS)
     table = table.assign(hue=[_config_label(r, hue_columns) for r in table.to_dict("records")])
     panels = list(table.groupby(["batch", *SHAPE_COLUMNS], sort=True))
@@ -129,18 +155,18 @@ def speedup_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) ->
     for ax, ((batch, c, h, w), group) in zip(axes, panels, strict=True):
         x = np.arange(len(variants))
         for i, hue in enumerate(hues):
-            sub = group[group["hue"] == hue].set_index("variant")[["speedup", "untrusted"]]
+            sub = group[group["hue"] == hue].set_index("variant")[["speedup", "marks"]]
             sub = sub[~sub.index.duplicated(keep="last")]
             values = [float(sub["speedup"].get(v, np.nan)) for v in variants]
-            untrusted = [bool(sub["untrusted"].get(v, False)) for v in variants]
+            flags = [str(sub["marks"].get(v, "")) for v in variants]
             offsets = x - 0.4 + bar_width * (i + 0.5)
             bars = ax.bar(offsets, values, bar_width, color=colours[hue], label=hue or None)
-            for bar, bad in zip(bars, untrusted, strict=True):
-                if bad:  # a noisy or disturbed side: hatched and pale, its label says why
+            for bar, flag in zip(bars, flags, strict=True):
+                if flag:  # a noisy or disturbed side: hatched and pale, its label's mark says which
                     bar.set_hatch("///")
                     bar.set_alpha(0.45)
-            labels = [(f"{v:.2f}×" + (" ?" if bad else "")) if np.isfinite(v) else ""
-                      for v, bad in zip(values, untrusted, strict=True)]
+            labels = [(f"{v:.2f}×" + (f" {flag}" if flag else "")) if np.isfinite(v) else ""
+                      for v, flag in zip(values, flags, strict=True)]
             ax.bar_label(bars, labels=labels, fontsize=7, padding=2)
         ax.axhline(1.0, color="black", linestyle="--", linewidth=1)
         ax.set_xticks(x, variants, rotation=30, ha="right", fontsize=8)
@@ -154,30 +180,43 @@ def speedup_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) ->
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside right upper", fontsize=8, title=" · ".join(hue_columns),
                    title_fontsize=8)  # fmt: skip
-    caution = "\nhatched, '?': noisy or disturbed on one side; do not trust the ratio"
-    caution = caution if table["untrusted"].any() else ""
-    fig.suptitle(
-        f"Speedup over {BASELINE_VARIANT} (median latency ratio; higher is faster, dashed line = {BASELINE_VARIANT})"
-        + caution + _subtitle(env),
-        fontsize=11,
-    )
+    caution = ""
+    if table["untrusted"].any():  # say what the marks that appear mean
+        meaning = {"noisy": "'~' noisy (IQR > 10% of the median)", "disturbed": "'!' disturbed (CPU starved)"}
+        used = [meaning[column] for column in SPEEDUP_MARKS if table[column].any()]
+        caution = f"\nhatched: {', '.join(used)} on either side; trust such a ratio less"
+    title = (f"Speedup over {BASELINE_VARIANT} (median latency ratio; higher is faster, dashed line = "
+             f"{BASELINE_VARIANT})" + caution + _subtitle(env))  # fmt: skip
+    fig.suptitle(_wrapped(title, fig), fontsize=11)
     return fig
 
 
+def _wrapped(title: str, fig: Figure, fontsize: float = 11) -> str:
+    """Each line of ``title`` wrapped to the figure's width, so that a narrow figure does not cut it off."""
+    width = max(30, int(fig.get_figwidth() * 72 / (0.55 * fontsize)))  # characters of about 0.55 em
+    return "\n".join(textwrap.fill(line, width) for line in title.split("\n"))
+
+
 def latency_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> Figure | None:
-    """Median latency against batch size, log–log, one line per variant and one panel per C×H×W.
+    """Median latency against batch size (None: see ``draw_latency``)."""
+    return _figure(draw_latency(frame, env))
+
+
+def draw_latency(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> Figure | str:
+    """Median latency against batch size, log–log, one line per variant and one panel per C×H×W; or why
+    the data cannot make it.
 
     Error bars are the 95% confidence interval of the median where the rows have one. A slope of
     1 means latency grows in proportion to the batch (no fixed overhead left to amortise).
     """
     ok = valid_rows(frame)
     if ok.empty:
-        return None
+        return "no case was timed (status ok)"
     ok = ok.assign(disturbed=flagged(ok, "disturbed"))
     panel_columns = [*SHAPE_COLUMNS, *_varying(ok, CONFIG_COLUMNS)]
     panels = [(k, g) for k, g in ok.groupby(panel_columns, sort=True) if g["batch"].nunique() > 1]
     if not panels:
-        return None
+        return "every shape was timed at a single batch size; a line needs two or more (--batch-sizes 1,8,32)"
     fig, axes = _grid(len(panels))
     variants = list(dict.fromkeys(ok["variant"]))
     colours = {v: f"C{i % 10}" for i, v in enumerate(variants)}
@@ -226,6 +265,12 @@ def latency_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) ->
 
 def roofline_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None,
                     peak_gbps: float | None = None) -> Figure | None:  # fmt: skip
+    """The bandwidth roofline (None: see ``draw_roofline``)."""
+    return _figure(draw_roofline(frame, env, peak_gbps))
+
+
+def draw_roofline(frame: pd.DataFrame, env: Mapping[str, Any] | None = None,
+                  peak_gbps: float | None = None) -> Figure | str:  # fmt: skip
     """Achieved bandwidth against arithmetic intensity, under the measured copy-bandwidth ceiling.
 
     The ceiling is ``peak_gbps``, else a ``peak_bw_gbps`` column, else the copy bandwidth the run
@@ -235,13 +280,15 @@ def roofline_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None,
     of the device's measured copy speed a variant reaches on the bytes the case must move.
     """
     ok = valid_rows(frame)
-    if ok.empty or not set(ROOFLINE_COLUMNS) <= set(ok.columns):
-        return None
+    if ok.empty:
+        return "no case was timed (status ok)"
+    if not set(ROOFLINE_COLUMNS) <= set(ok.columns):
+        return f"the rows have no bandwidth columns ({', '.join(ROOFLINE_COLUMNS)})"
     ok = ok.assign(**{c: pd.to_numeric(ok[c], errors="coerce") for c in ROOFLINE_COLUMNS})
     ok = ok.dropna(subset=list(ROOFLINE_COLUMNS))
     ok = ok[(ok["arithmetic_intensity"] > 0) & (ok["achieved_gbps"] > 0)]
     if ok.empty:
-        return None
+        return "no timed case has a positive achieved bandwidth and arithmetic intensity"
     if peak_gbps is None and "peak_bw_gbps" in ok.columns:
         measured = pd.to_numeric(ok["peak_bw_gbps"], errors="coerce").dropna()
         peak_gbps = float(measured.median()) if not measured.empty else None
@@ -287,20 +334,32 @@ def roofline_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None,
     return fig
 
 
-def write_plots(frame: pd.DataFrame, out_dir: str | Path, env: Mapping[str, Any] | None = None) -> list[Path]:
-    """Write every figure the data supports as PNG into ``out_dir``; returns the paths written.
+class Written(list[Path]):
+    """The figures ``write_plots`` wrote, in order; ``skipped`` maps each other figure's file name to why
+    the data could not make it."""
+
+    def __init__(self, paths: Sequence[Path] = (), skipped: Mapping[str, str] | None = None) -> None:
+        super().__init__(paths)
+        self.skipped: dict[str, str] = dict(skipped or {})
+
+
+def write_plots(frame: pd.DataFrame, out_dir: str | Path, env: Mapping[str, Any] | None = None) -> Written:
+    """Write every figure the data supports as PNG into ``out_dir``; returns the paths written, with the
+    reason for each figure not drawn (also logged as a warning, which ``report --plots`` shows).
 
     A figure the data no longer supports is removed, so a rebuilt report never embeds a stale one.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    makers = {"speedup": speedup_figure, "latency": latency_figure, "roofline": roofline_figure}
-    written = []
-    for name, make in makers.items():
+    makers = {"speedup": draw_speedup, "latency": draw_latency, "roofline": draw_roofline}
+    written = Written()
+    for name, draw in makers.items():
         path = out / FILENAMES[name]
-        fig = make(frame, env)
-        if fig is None:
+        fig = draw(frame, env)
+        if isinstance(fig, str):
             path.unlink(missing_ok=True)
+            written.skipped[path.name] = fig
+            log.warning("%s not drawn: %s", path.name, fig)
             continue
         fig.savefig(path, dpi=DPI)
         written.append(path)
@@ -314,13 +373,17 @@ CAPTIONS: dict[str, str] = {
 }
 
 
-def markdown(paths: Sequence[Path], relative_to: str | Path) -> str:
-    """A ``## Figures`` section embedding ``paths`` by paths relative to report.md's folder."""
-    if not paths:
+def markdown(paths: Sequence[Path], relative_to: str | Path, skipped: Mapping[str, str] | None = None) -> str:
+    """A ``## Figures`` section embedding ``paths`` by paths relative to report.md's folder, and saying why
+    each of ``skipped`` (by default a ``Written``'s own) was not drawn."""
+    if skipped is None:
+        skipped = paths.skipped if isinstance(paths, Written) else {}
+    if not paths and not skipped:
         return ""
     lines = ["## Figures", ""]
     for path in paths:
         caption = CAPTIONS.get(path.name, path.stem)
         rel = Path(path).resolve().relative_to(Path(relative_to).resolve()).as_posix()
         lines += [f"### {caption}", "", f"![{caption}]({rel})", ""]
-    return "\n".join(lines)
+    lines += [f"- not drawn: {CAPTIONS.get(name, name)} (`{name}`): {why}" for name, why in skipped.items()]
+    return "\n".join(lines + ([""] if skipped else []))

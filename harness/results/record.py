@@ -69,6 +69,36 @@ class FirstCall:
     recompiles: int | None = None
 
 
+#: Where the case's wall time went, phase by phase (seconds; empty for a phase the case never reached).
+PHASE_COLUMNS: tuple[str, ...] = (
+    "phase_setup_s", "phase_first_call_s", "phase_check_s", "phase_timing_s", "phase_memory_s", "phase_metrics_s",
+    "phase_flops_s", "phase_total_s",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Phases:
+    """Where one case's wall time went, so a slow sweep says what to cut. The phases never overlap,
+    so they sum to at most ``phase_total_s`` (the rest: skip checks, memory released, the row made)."""
+
+    #: Reference module, input and cotangent, and the variant built.
+    phase_setup_s: float | None = None
+    #: The first call (compilation included) and its gradients.
+    phase_first_call_s: float | None = None
+    #: The correctness check against float64.
+    phase_check_s: float | None = None
+    #: The timed loop (warm-up, samples, a re-measure, CUDA wall time).
+    phase_timing_s: float | None = None
+    #: The peak-memory call after the loop.
+    phase_memory_s: float | None = None
+    #: The other metrics after the loop: telemetry, bandwidth, a profiler trace.
+    phase_metrics_s: float | None = None
+    #: FLOP counting and the other columns the configuration alone decides.
+    phase_flops_s: float | None = None
+    #: The whole case, from the runner's start to its row.
+    phase_total_s: float | None = None
+
+
 @dataclass(frozen=True)
 class CaseResult:
     """A finished case: its identity, how it ended, and what was measured."""
@@ -82,6 +112,7 @@ class CaseResult:
     check: Check | None = None
     first_call: FirstCall | None = None
     figures: Figures | None = None
+    phases: Phases | None = None
     #: The metric columns (FLOPs, memory, telemetry, bandwidth, trace), by column name.
     metrics: Mapping[str, Any] = field(default_factory=dict)
     #: With ``--oom-retry``: the batch actually measured (``case.batch`` is the one asked for).
@@ -117,6 +148,8 @@ class CaseResult:
             row |= {name: getattr(self.first_call, name) for name in FIRST_CALL_COLUMNS}
         if self.figures is not None:
             row |= self.figures.as_row()
+        if self.phases is not None:
+            row |= {name: getattr(self.phases, name) for name in PHASE_COLUMNS}
         row |= dict(self.metrics)
         if self.batch_run is not None:
             row["batch_run"] = self.batch_run
@@ -149,6 +182,10 @@ class CaseResult:
         if any(c in row for c in FIRST_CALL_COLUMNS):
             first = FirstCall(**{c: row.get(c) for c in FIRST_CALL_COLUMNS})
             used |= set(FIRST_CALL_COLUMNS)
+        phases = None
+        if any(c in row for c in PHASE_COLUMNS):  # rows from before the phases were recorded have none
+            phases = Phases(**{c: _float(row.get(c)) for c in PHASE_COLUMNS})
+            used |= set(PHASE_COLUMNS)
         figures = Figures.from_row(row) if status is Status.OK else None
         if figures is not None:
             used |= {*STATS_COLUMNS, *FIGURE_COLUMNS, *RAW_COLUMNS_ALL, "throughput_img_s", "calls_per_sample",
@@ -157,7 +194,8 @@ class CaseResult:
         used |= set(metrics)
         return cls(
             case=case_of(row), status=status, reason=_text(row.get("reason")), threads=_int(row.get("threads")),
-            cache=_text(row.get("cache")), check=check, first_call=first, figures=figures, metrics=metrics,
+            cache=_text(row.get("cache")), check=check, first_call=first, figures=figures, phases=phases,
+            metrics=metrics,
             batch_run=_int(row.get("batch_run")), finished_at=_text(row.get("finished_at")),
             extra={k: v for k, v in row.items() if k not in used},
         )  # fmt: skip
@@ -228,6 +266,10 @@ def _empty(value: Any) -> bool:
 
 def _int(value: Any) -> int | None:
     return None if _empty(value) else int(float(value))
+
+
+def _float(value: Any) -> float | None:
+    return None if _empty(value) else float(value)
 
 
 def _text(value: Any) -> str | None:

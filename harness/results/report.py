@@ -1,7 +1,9 @@
-"""Reports from a results DataFrame: Markdown tables per device, dtype and mode, and a rich summary.
+"""Reports from a results DataFrame: the recommendation first, then Markdown tables per device, dtype and
+mode, and a rich summary.
 
 Rows are variants; columns are ``shape × batch`` (with reduction/fusion/bias when the sweep varied
-them). Speedups are over the seed's ``eager`` of the same configuration, measured in the same run.
+them). Cells are medians with their 95% confidence interval. Speedups are over the seed's ``eager``
+of the same configuration, measured in the same run.
 """
 from __future__ import annotations
 
@@ -14,56 +16,62 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.results.profile_report import profiling_markdown
-from harness.results.record import BROKEN, Status, truthy
-from harness.results.tables import CONFIG_COLUMNS, GROUP_COLUMNS, config_label, groups, pivot
+from harness.results.recommend import TABLE_COLUMNS, recommend, table_rows
+from harness.results.record import BROKEN, Status
+from harness.results.tables import (
+    CONFIG_COLUMNS,
+    GROUP_COLUMNS,
+    LATENCY_CAPTION,
+    MARKS,
+    config_label,
+    groups,
+    latency_text,
+    marks,
+    pivot,
+)
+
+__all__ = ["MARKS", "marks", "markdown", "print_summary", "summary_tables", "with_speedup"]
 
 BASELINE_VARIANT = "eager"
+#: The terminal summary's last line: where the figures come from (``python -m harness report``).
+PLOTS_HINT = "figures (speedup, latency against batch, roofline): python -m harness report {run} --plots"
 
 
 def with_speedup(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add ``speedup_vs_eager``: eager's median over the variant's, same configuration, valid rows only."""
+    """Add ``speedup_vs_eager`` (eager's median over the variant's, same configuration, valid rows only) and
+    ``speedup_marks``: the ``~`` and ``!`` of either side, which make the ratio as doubtful as its parts."""
     out = frame.copy()
     out["speedup_vs_eager"] = float("nan")
+    out["speedup_marks"] = ""
     ok = out[out["status"] == "ok"]
     keys = list(GROUP_COLUMNS + CONFIG_COLUMNS)
-    base = ok[ok["variant"] == BASELINE_VARIANT].set_index(keys)["median_ms"]
+    base = ok[ok["variant"] == BASELINE_VARIANT].drop_duplicates(keys, keep="last").set_index(keys)
     if base.empty:
         return out
-    joined = ok.join(base.rename("_eager_ms"), on=keys)
+    eager_marks = [set(marks(r)) for r in base.to_dict("records")]
+    flags = pd.DataFrame({"_eager_ms": base["median_ms"], "_eager_marks": eager_marks}, index=base.index)
+    joined = ok.join(flags, on=keys, how="inner")
     out.loc[joined.index, "speedup_vs_eager"] = joined["_eager_ms"] / joined["median_ms"]
+    out.loc[joined.index, "speedup_marks"] = [
+        "".join(f" {m}" for m in ("~", "!") if m in theirs | set(marks(r)))
+        for r, theirs in zip(joined.to_dict("records"), joined["_eager_marks"], strict=True)
+    ]
     return out
-
-
-#: The marks a timed cell may carry, and what they mean (the legend under the tables).
-MARKS: dict[str, str] = {
-    "~": "noisy: IQR above 10% of the median; compare such cells with care",
-    "!": "disturbed: the CPU was starved while this case ran (its threads waited for a core, and it stayed so "
-         "when measured again); the number says how busy the machine was: measure again on a quiet machine",
-    "host-bound": "the host's time to issue one call (shown) exceeds the GPU time; end to end, a program that "
-                  "does not overlap it pays the host time",
-}
-
-
-def marks(row: Mapping[str, Any]) -> list[str]:
-    """The ``MARKS`` keys that apply to a timed row."""
-    found = []
-    if truthy(row.get("noisy")):
-        found.append("~")
-    if truthy(row.get("disturbed")):
-        found.append("!")
-    if row.get("bound") == "host":
-        found.append("host-bound")
-    return found
 
 
 def _cell(row: Mapping[str, Any]) -> str:
     status = row["status"]
     if status != "ok":
         return status.upper()
-    text = f"{row['median_ms']:.4g} ± {row['iqr_ms']:.2g}"
+    text = latency_text(row)
     for mark in marks(row):
         text += f" (host-bound: host {row['host_ms']:.4g})" if mark == "host-bound" else f" {mark}"
     return text
+
+
+def _speedup_cell(row: Mapping[str, Any]) -> str:
+    speed = row["speedup_vs_eager"]
+    return f"{speed:.2f}{row['speedup_marks']}" if pd.notna(speed) else ""
 
 
 def _host_cell(row: Mapping[str, Any]) -> str:
@@ -78,20 +86,41 @@ def legend(frame: pd.DataFrame) -> list[str]:
     return [f"- `{mark}` {meaning}" for mark, meaning in MARKS.items() if mark in used]
 
 
+def recommendation_markdown(frame: pd.DataFrame) -> list[str]:
+    """The "Which variant to run" section: one line per configuration, the answer before the details."""
+    recs = recommend(frame)
+    if not recs:
+        return []
+    table = pd.DataFrame(table_rows(recs), columns=list(TABLE_COLUMNS))
+    table = table.loc[:, (table != "").any()]  # no empty notes (or speedup) column
+    return [
+        "## Which variant to run",
+        "",
+        "Per configuration, the fastest variant that matched the float64 reference (a `mismatch` never wins), "
+        f"its median latency, and its speedup over `{BASELINE_VARIANT}` with a 95% confidence interval. "
+        "A *tie* means the winner's interval overlaps another variant's: the data cannot tell them apart, "
+        "so run whichever of them suits you. Marks as in the tables below.",
+        "",
+        table.to_markdown(index=False, disable_numparse=True),
+        "",
+    ]
+
+
 def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
-    """The whole report.md."""
+    """The whole report.md: the recommendation first, then the tables per device · dtype · mode."""
     frame = with_speedup(frame)
     lines = ["# scSE benchmark report", ""]
     if env:
         where = env.get("gpu_name") or env.get("cpu_model")
         lines += [
-            f"- device: {env.get('device_name', env.get('device'))} ({where}), threads: {env.get('threads')}",
+            f"- device: {env.get('device')} ({where}), threads: {env.get('threads')}",
             f"- torch {env.get('torch')}, CUDA {env.get('cuda')}, Python {env.get('python')}, "
             f"commit {str(env.get('git_commit'))[:10]}{' (dirty)' if env.get('git_dirty') else ''}, {env.get('date')}",
             "",
         ]
+    lines += recommendation_markdown(frame)
     lines += [
-        "Cells: median latency in ms ± IQR (on CUDA the GPU time, without the host's launch gaps). "
+        f"Cells: {LATENCY_CAPTION}. On CUDA the latency is the GPU time, without the host's launch gaps. "
         "Only cases that matched the float64 reference are timed.",
         "",
     ]
@@ -106,10 +135,10 @@ def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
             hosts = group.assign(cell=[_host_cell(r) for r in group.to_dict("records")])
             lines += ["Host time per call (enqueue, no sync) / synchronous wall time (sync, call, sync), ms:", ""]
             lines += [pivot(hosts, "cell").fillna("").to_markdown(disable_numparse=True), ""]
-        speed = pivot(group, "speedup_vs_eager")
-        if speed.notna().any().any():
-            lines += [f"Speedup over `{BASELINE_VARIANT}` (×, higher is faster):", ""]
-            lines += [speed.map(lambda v: f"{v:.2f}" if pd.notna(v) else "").to_markdown(disable_numparse=True), ""]
+        if group["speedup_vs_eager"].notna().any():
+            speeds = group.assign(cell=[_speedup_cell(r) for r in group.to_dict("records")])
+            lines += [f"Speedup over `{BASELINE_VARIANT}` (×, higher is faster; `~` `!`: on either side):", ""]
+            lines += [pivot(speeds, "cell").fillna("").to_markdown(disable_numparse=True), ""]
         lines += profiling_markdown(group)  # FLOPs, peak memory, GPU telemetry
     problems = frame[frame["status"] != "ok"]
     if not problems.empty:
@@ -128,14 +157,36 @@ STYLES: dict[str, str] = {Status.MISMATCH: "bold red", Status.ERROR: "yellow", S
                           Status.SKIPPED: "dim", Status.CRASHED: "bold red", Status.TIMEOUT: "red"}  # fmt: skip
 
 
+def recommendation_table(frame: pd.DataFrame) -> Table | None:
+    """The terminal's "Which variant to run": the same rows as report.md's, ties and marks in colour."""
+    recs = recommend(frame)
+    if not recs:
+        return None
+    table = Table(title="Which variant to run (fastest correct variant; tie: intervals overlap)")
+    rows = table_rows(recs)
+    shown = [i for i, _ in enumerate(TABLE_COLUMNS) if any(cells[i] for cells in rows)]  # no empty column
+    for i in shown:
+        column = TABLE_COLUMNS[i]
+        table.add_column(column, style="bold" if column == "run" else None,
+                         justify="right" if "[95% CI]" in column else "left")  # fmt: skip
+    for rec, cells in zip(recs, rows, strict=True):
+        styles = {"verdict": "red" if rec.winner is None else "yellow" if rec.tie else "green", "notes": "magenta"}
+        texts = []
+        for i in shown:
+            text, style = escape(cells[i]), styles.get(TABLE_COLUMNS[i])
+            texts.append(f"[{style}]{text}[/]" if style and text else text)
+        table.add_row(*texts)
+    return table
+
+
 def summary_tables(frame: pd.DataFrame) -> list[Table]:
-    """Rich tables, variants × configurations: median, IQR and speedup over eager; failures in colour."""
+    """Rich tables, variants × configurations: median [95% CI] and speedup over eager; failures in colour."""
     frame = with_speedup(frame)
     tables = []
     for (device, dtype, mode), group in groups(frame):
         g = group.assign(config=config_label(group))
         configs = list(dict.fromkeys(g["config"]))
-        table = Table(title=f"{device} · {dtype} · {mode}  (median ms ± IQR, ×speedup over {BASELINE_VARIANT})")
+        table = Table(title=f"{device} · {dtype} · {mode}  (median ms [95% CI], ×speedup over {BASELINE_VARIANT})")
         table.add_column("variant", style="bold")
         for config in configs:
             table.add_column(config, justify="right")
@@ -150,7 +201,7 @@ def summary_tables(frame: pd.DataFrame) -> list[Table]:
                     speed = r["speedup_vs_eager"]
                     tail = f" [cyan]{speed:.2f}×[/]" if pd.notna(speed) else ""
                     flags = "".join(SUMMARY_MARKS[m].format(host=r.get("host_ms")) for m in marks(r))
-                    cells.append(f"{r['median_ms']:.4g} ± {r['iqr_ms']:.2g}{tail}{flags}")
+                    cells.append(f"{escape(latency_text(r))}{tail}{flags}")
                 else:
                     cells.append(f"[{STYLES.get(r['status'], 'red')}]{str(r['status']).upper()}[/]")
             table.add_row(str(variant), *cells)
@@ -159,6 +210,11 @@ def summary_tables(frame: pd.DataFrame) -> list[Table]:
 
 
 def print_summary(frame: pd.DataFrame, console: Console) -> None:
+    """The answer first (which variant to run), then the tables, the failures, the marks' legend, and
+    where the figures come from."""
+    answer = recommendation_table(frame)
+    if answer is not None:
+        console.print(answer)
     for table in summary_tables(frame):
         console.print(table)
     problems = frame[frame["status"].isin(BROKEN)]
@@ -168,3 +224,4 @@ def print_summary(frame: pd.DataFrame, console: Console) -> None:
                       f"b{r['batch']} {r['dtype']} {r['mode']}: {r['reason']}")
     for line in legend(frame):
         console.print(escape(line.removeprefix("- ").replace("`", "")))
+    console.print(escape(PLOTS_HINT.format(run=frame.attrs.get("run_dir") or "RUN")), soft_wrap=True)

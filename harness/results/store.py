@@ -42,6 +42,8 @@ COLUMNS: tuple[str, ...] = KEY_COLUMNS + (
 )  # fmt: skip
 #: Raw data kept in results.jsonl but left out of the CSV.
 RAW_COLUMNS: tuple[str, ...] = ("samples_ms", *RAW_FIGURE_COLUMNS)
+#: The files that say a folder holds a run: a new run there is refused unless it overwrites or resumes.
+RUN_MARKERS: tuple[str, ...] = (RESULTS_JSONL, ENV_JSON)
 
 
 class OutputError(OSError):
@@ -80,6 +82,40 @@ class RunFolder:
     @property
     def jsonl(self) -> Path:
         return self.path / RESULTS_JSONL
+
+    def run_files(self) -> list[str]:
+        """The files in the folder that say it already holds a run (``RUN_MARKERS``)."""
+        return [name for name in RUN_MARKERS if (self.path / name).exists()]
+
+    def claim(self, *, overwrite: bool = False, also: Iterable[str] = ()) -> list[Path]:
+        """Make the folder ready for a new run: refuse one that holds a run already (two runs'
+        rows would mix in results.jsonl, while the derived files would describe only the last),
+        unless ``overwrite``, which removes the old run's files first and returns them.
+
+        Only what a run writes is removed: the store's files, the figures, and ``also`` (glob
+        patterns relative to the folder, e.g. the workers' log and the traces); nothing else.
+        """
+        found = self.run_files()
+        if not found:
+            return []
+        if not overwrite:
+            raise OutputError(
+                f"output folder {str(self.path)!r} already holds a run ({', '.join(found)}): choose another --out, "
+                f"or give --overwrite to replace it, or --resume {self.path} to finish it"
+            )
+        from harness.results.plots import FILENAMES  # matplotlib: only when overwriting
+
+        patterns = (RESULTS_JSONL, RESULTS_CSV, REPORT_MD, ENV_JSON, *FILENAMES.values(), *also)
+        removed = sorted({p for pattern in patterns for p in self.path.glob(pattern) if p.is_file()})
+        try:
+            for path in removed:
+                path.unlink()
+            for folder in sorted({p.parent for p in removed} - {self.path}, reverse=True):
+                if not any(folder.iterdir()):  # a folder the run made (traces/), now empty
+                    folder.rmdir()
+        except OSError as exc:
+            raise OutputError(f"cannot clear the old run in {str(self.path)!r}: {exc.strerror or exc}") from None
+        return removed
 
     def append(self, result: CaseResult | Mapping[str, Any]) -> None:
         """Write one result as a line, flush and fsync: a kill a moment later loses nothing."""
@@ -310,20 +346,46 @@ class EnvFact:
     compare: bool = True
     #: ``merge`` refuses runs where it differs, and ``run --resume`` warns.
     merge: bool = True
+    #: The ``run`` flag that sets it, when a rerun can match it (``--threads``); else None.
+    flag: str | None = None
+    #: How to make a comparable run when no flag sets it.
+    remedy: str = "compare runs made in the same environment, or save a baseline in this one (run --save-baseline)"
+
+    def advice(self, baseline: Any, current: Any) -> str:
+        """One plain line: what differs and how to make a run comparable with the baseline."""
+        verb = "differ" if self.words.endswith("s") else "differs"
+        if self.flag is not None and baseline is not None:
+            value = str(baseline).lower() if isinstance(baseline, bool) else baseline
+            remedy = f"rerun with {self.flag} {value}"
+        else:
+            remedy = self.remedy
+        return f"{self.words} {verb}: baseline {_shown(baseline)}, this run {_shown(current)}; {remedy}"
+
+
+def _shown(value: Any) -> str:
+    return "unknown" if value is None else str(value)
+
+
+_SAME_MACHINE = ("timings from another machine are not comparable: compare runs from one machine, or save a "
+                 "baseline on this one (run --save-baseline)")
 
 
 #: The one list of what must match between runs put side by side.
 ENVIRONMENT: tuple[EnvFact, ...] = (
     EnvFact("device", "device type", compare=False),  # compare refuses different devices outright
-    EnvFact("gpu_name", "GPU model", "cuda"),
-    EnvFact("cpu_model", "CPU model", "cpu"),
-    EnvFact("torch", "torch version"),
-    EnvFact("cuda", "CUDA version", "cuda"),
+    EnvFact("gpu_name", "GPU model", "cuda", remedy=_SAME_MACHINE),
+    EnvFact("cpu_model", "CPU model", "cpu", remedy=_SAME_MACHINE),
+    EnvFact("torch", "torch version", remedy="install the baseline's torch, or save a baseline with this one "
+                                             "(run --save-baseline)"),
+    EnvFact("cuda", "CUDA version", "cuda", remedy="install the baseline's CUDA build of torch, or save a baseline "
+                                                   "with this one (run --save-baseline)"),
     EnvFact("triton", "Triton version", compare=False),
     EnvFact("tf32", "TF32 setting", compare=False),
-    EnvFact("hostname", "host", merge=False),
-    EnvFact("threads", "torch threads", "cpu", merge=False),  # merge checks the sweep's threads setting
-    EnvFact("steady_malloc", "steady CPU allocator", "cpu", merge=False),
+    EnvFact("hostname", "host", merge=False, remedy="run on the baseline's host, or save a baseline on this one "
+                                                    "(run --save-baseline)"),
+    # merge checks the sweep's threads setting
+    EnvFact("threads", "torch threads", "cpu", merge=False, flag="--threads"),
+    EnvFact("steady_malloc", "steady CPU allocator", "cpu", merge=False, flag="--steady-malloc"),
 )
 
 
@@ -337,6 +399,11 @@ def env_differences(a: Mapping[str, Any], b: Mapping[str, Any], device: str | No
         if a.get(fact.key) != b.get(fact.key):
             out.append((fact, a.get(fact.key), b.get(fact.key)))
     return out
+
+
+def env_advice(baseline: Mapping[str, Any], current: Mapping[str, Any], device: str | None) -> list[str]:
+    """For ``compare``: one plain line per fact that differs, saying how to make a comparable run."""
+    return [fact.advice(b, c) for fact, b, c in env_differences(baseline, current, device, "compare")]
 
 
 def to_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:

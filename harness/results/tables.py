@@ -1,13 +1,101 @@
 """A run's rows as tables: variants down, configurations across, one table per device · dtype · mode.
 
-Shared by the report (latency, speedup) and the profiling tables (FLOPs, memory, telemetry).
+Shared by the report (latency, speedup, the recommendation) and the profiling tables (FLOPs, memory,
+telemetry): the grouping, the configuration labels, the marks a timed cell may carry, and how a
+latency is written (a median with its interval, never "± IQR", which reads as symmetric error bars).
 """
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
 import pandas as pd
+
+from harness.results.record import truthy
 
 GROUP_COLUMNS: tuple[str, ...] = ("device", "dtype", "mode")
 CONFIG_COLUMNS: tuple[str, ...] = ("channels", "height", "width", "batch", "reduction", "fusion", "bias")
+
+#: The marks a timed cell may carry, and what they mean (the legend under the tables).
+MARKS: dict[str, str] = {
+    "~": "noisy: IQR above 10% of the median (in a speedup: on either side); compare such cells with care",
+    "!": "disturbed: the CPU was starved while this case ran (its threads waited for a core, and it stayed so "
+         "when measured again; in a speedup: on either side); the number says how busy the machine was: "
+         "measure again on a quiet machine",
+    "host-bound": "the host's time to issue one call (shown) exceeds the GPU time; end to end, a program that "
+                  "does not overlap it pays the host time",
+}
+
+
+def marks(row: Mapping[str, Any]) -> list[str]:
+    """The ``MARKS`` keys that apply to a timed row."""
+    found = []
+    if truthy(row.get("noisy")):
+        found.append("~")
+    if truthy(row.get("disturbed")):
+        found.append("!")
+    if row.get("bound") == "host":
+        found.append("host-bound")
+    return found
+
+
+def number(value: Any) -> float:
+    """A stored figure as a float; NaN when it is empty (None, NaN, "") or not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def raw_samples(value: Any) -> np.ndarray:
+    """A row's raw samples (a list from results.jsonl, or its JSON text) as finite floats; empty when absent."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return np.array([], dtype=float)
+    if not isinstance(value, (list, tuple, np.ndarray)):
+        return np.array([], dtype=float)
+    x = np.asarray(value, dtype=float)
+    return x[np.isfinite(x)]
+
+
+def decimals(value: float, digits: int = 3) -> int:
+    """Decimals that write ``value`` to ``digits`` significant figures: 0.864 → 3, 12.3 → 1, 1234 → 0."""
+    if not math.isfinite(value) or value == 0:
+        return digits - 1
+    return max(0, digits - 1 - math.floor(math.log10(abs(value))))
+
+
+def latency_text(row: Mapping[str, Any]) -> str:
+    """``0.864 [0.851, 0.881]``: the median and the 95% CI of the median, in ms, to the median's precision.
+
+    Without a CI (under 6 samples), ``(IQR 0.85–0.88)``: the samples' 25th and 75th percentiles; a
+    row without raw samples (results.csv) gives the IQR's width, ``(IQR 0.03)``.
+    """
+    median = number(row.get("median_ms"))
+    d = decimals(median)
+    text = f"{median:.{d}f}"
+    low, high = number(row.get("ci_low_ms")), number(row.get("ci_high_ms"))
+    if math.isfinite(low) and math.isfinite(high):
+        return f"{text} [{low:.{d}f}, {high:.{d}f}]"
+    samples = raw_samples(row.get("samples_ms"))
+    if samples.size >= 2:
+        q1, q3 = np.percentile(samples, [25, 75])
+        return f"{text} (IQR {q1:.{d}f}–{q3:.{d}f})"
+    iqr = number(row.get("iqr_ms"))
+    return f"{text} (IQR {iqr:.2g})" if math.isfinite(iqr) else text
+
+
+#: What ``latency_text``'s cells mean, for the captions above the tables.
+LATENCY_CAPTION = (
+    "median latency in ms [95% confidence interval of the median]; a case with too few samples for an "
+    "interval shows (IQR p25–p75), the middle half of its samples, instead (or the IQR's width alone where "
+    "the raw samples are not at hand)"
+)
 
 
 def config_label(frame: pd.DataFrame) -> pd.Series:

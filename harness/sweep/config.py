@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from harness.measure.timing import CACHE_MODES, TimingPolicy
-from harness.sweep.options import OPTION_NAMES, OPTIONS, option_name
+from harness.sweep.options import FLAGS, OPTION_NAMES, OPTIONS, TIMING_OPTIONS, ConfigError, option_name
 from variants.reference import FUSIONS
 from variants.registry import DTYPES, MODES, all_variants, unknown_variant_message
 
 Shape = tuple[int, int, int]  # (C, H, W)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -50,12 +52,8 @@ class Shard:
             value = f"{value[0]}/{value[1]}"
         match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(value))
         if match is None:
-            raise ValueError(f"malformed shard {value!r}: expected K/N with 1 ≤ K ≤ N, e.g. 2/4")
+            raise ValueError(f"malformed shard {value!r}: expected K/N with 1 ≤ K ≤ N, e.g. --shard 2/4")
         return cls(int(match[1]), int(match[2]))
-
-
-class ConfigError(ValueError):
-    """Bad input from the user: the message is one line that names the problem."""
 
 
 #: The default sweep, per device type. The CPU one must finish in under 3 minutes on 2 cores with
@@ -113,6 +111,8 @@ class SweepConfig:
     #: Spread each case's samples over this many worker processes and pool them (as pyperf does):
     #: separate processes differ by 10-20% on a shared CPU, and one process's samples cannot show it.
     processes: int = 1
+    #: Clear the run already in ``out`` (its files only) instead of refusing the folder.
+    overwrite: bool = False
 
     @classmethod
     def build(cls, config_file: str | Path | None = None, **options: Any) -> SweepConfig:
@@ -129,35 +129,27 @@ class SweepConfig:
         base = cls()  # the dataclass's own defaults, under the device's
         get = lambda key: merged.get(key, defaults.get(key, getattr(base, key)))  # noqa: E731
 
-        patterns = parse_strings(get("variants"), "variant")
-        names, explicit = expand_variants(patterns)
+        names, explicit = named("variants", lambda: expand_variants(parse_strings(get("variants"), "variant")))
         if "variants" not in merged:  # the default list is not the user naming a variant
             explicit = []
-        policy = TimingPolicy(
-            warmup_s=parse_float(merged.get("warmup_s", base.timing.warmup_s), "warmup_s", minimum=0.0),
-            min_samples=parse_int(merged.get("min_samples", base.timing.min_samples), "min_samples"),
-            max_samples=parse_int(merged.get("max_samples", base.timing.max_samples), "max_samples"),
-            rel_ci=parse_float(merged.get("rel_ci", base.timing.rel_ci), "rel_ci", minimum=1e-6),
-            max_time_s=parse_float(merged.get("max_time_s", base.timing.max_time_s), "max_time_s", minimum=1e-3),
-        )
-        if policy.min_samples > policy.max_samples:
-            raise ConfigError(f"min_samples {policy.min_samples} exceeds max_samples {policy.max_samples}")
+        policy = timing_policy(merged, base.timing)
         config = cls(
             device=device,
             variants=tuple(names),
-            shapes=parse_shapes(get("shapes")),
-            batch_sizes=parse_ints(get("batch_sizes"), "batch size"),
-            dtypes=parse_choices(get("dtypes"), DTYPES, "dtype"),
-            modes=parse_choices(get("modes"), MODES, "mode"),
-            reductions=parse_ints(get("reductions"), "reduction"),
-            fusions=parse_choices(get("fusions"), FUSIONS, "fusion"),
-            biases=parse_bools(get("biases"), "bias"),
-            threads=None if merged.get("threads") is None else parse_int(merged["threads"], "threads"),
-            steady_malloc=parse_bools(merged.get("steady_malloc", True), "steady_malloc")[0],
-            cache=parse_choices(get("cache"), CACHE_MODES, "cache")[0],
+            shapes=named("shapes", lambda: parse_shapes(get("shapes"))),
+            batch_sizes=named("batch_sizes", lambda: parse_ints(get("batch_sizes"), "batch size")),
+            dtypes=named("dtypes", lambda: parse_choices(get("dtypes"), DTYPES, "dtype")),
+            modes=named("modes", lambda: parse_choices(get("modes"), MODES, "mode")),
+            reductions=named("reductions", lambda: parse_ints(get("reductions"), "reduction")),
+            fusions=named("fusions", lambda: parse_choices(get("fusions"), FUSIONS, "fusion")),
+            biases=named("biases", lambda: parse_bools(get("biases"), "bias")),
+            threads=None if merged.get("threads") is None else parse_int(merged["threads"], FLAGS["threads"]),
+            steady_malloc=one(parse_bools(merged.get("steady_malloc", True), FLAGS["steady_malloc"]),
+                              FLAGS["steady_malloc"]),
+            cache=one(named("cache", lambda: parse_choices(get("cache"), CACHE_MODES, "cache")), FLAGS["cache"]),
             timing=policy,
-            seed=parse_int(get("seed"), "seed", minimum=0),
-            out=None if merged.get("out") is None else str(merged["out"]),
+            seed=parse_int(get("seed"), FLAGS["seed"], minimum=0),
+            out=parse_out(merged.get("out")),
             explicit_variants=frozenset(explicit),
             **fault_options(merged),
         )
@@ -169,7 +161,8 @@ class SweepConfig:
         for c, _, _ in self.shapes:
             for r in self.reductions:
                 if c // r < 1:
-                    raise ConfigError(f"reduction {r} leaves no hidden channel for C={c} (C//r = {c // r})")
+                    raise ConfigError(f"{FLAGS['reductions']}: reduction {r} leaves no hidden channel for C={c} "
+                                      f"(C//r = {c // r}) in {FLAGS['shapes']}")
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly record of the configuration (for env.json)."""
@@ -180,45 +173,101 @@ class SweepConfig:
 
 
 
+def named(name: str, parse: Callable[[], T]) -> T:
+    """``parse()``, its ``ConfigError`` prefixed with the option's flag unless it names it already."""
+    try:
+        return parse()
+    except ConfigError as exc:
+        if FLAGS[name] in str(exc):
+            raise
+        raise ConfigError(f"{FLAGS[name]}: {exc}") from None
+
+
+def timing_policy(merged: Mapping[str, Any], base: TimingPolicy) -> TimingPolicy:
+    """The timing options, each checked and named by its flag; then ``TimingPolicy``'s own checks,
+    whose ``ValueError`` becomes a ``ConfigError`` naming the flags too."""
+    value = lambda name: merged.get(name, getattr(base, name))  # noqa: E731
+    min_samples = parse_int(value("min_samples"), FLAGS["min_samples"])
+    max_samples = parse_int(value("max_samples"), FLAGS["max_samples"])
+    if min_samples > max_samples:
+        raise ConfigError(f"{FLAGS['min_samples']} {min_samples} exceeds {FLAGS['max_samples']} {max_samples}")
+    try:
+        return TimingPolicy(
+            warmup_s=parse_float(value("warmup_s"), FLAGS["warmup_s"], minimum=0.0),
+            min_samples=min_samples,
+            max_samples=max_samples,
+            rel_ci=parse_float(value("rel_ci"), FLAGS["rel_ci"], minimum=1e-6, below=1.0),
+            max_time_s=parse_float(value("max_time_s"), FLAGS["max_time_s"], minimum=1e-3),
+        )
+    except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        message = str(exc)
+        for name in TIMING_OPTIONS:
+            message = message.replace(name, FLAGS[name])
+        raise ConfigError(f"timing options: {message}") from None
+
+
 def fault_options(merged: Mapping[str, Any]) -> dict[str, Any]:
     """The options of faults and scaling out, validated: a time limit implies isolation (only a
     child process can be killed)."""
     timeout = merged.get("case_timeout")
-    timeout = None if timeout is None else parse_float(timeout, "case_timeout", minimum=1e-3)
+    timeout = None if timeout is None else parse_float(timeout, FLAGS["case_timeout"], minimum=1e-3)
     try:
         shard = None if merged.get("shard") is None else Shard.parse(merged["shard"])
     except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(str(exc) if FLAGS["shard"] in str(exc) else f"{FLAGS['shard']}: {exc}") from None
+    switch = lambda name: one(parse_bools(merged.get(name, False), FLAGS[name]), FLAGS[name])  # noqa: E731
     return {
-        "isolate": parse_bools(merged.get("isolate", False), "isolate")[0] or timeout is not None,
+        "isolate": switch("isolate") or timeout is not None,
         "case_timeout": timeout,
-        "oom_retry": parse_bools(merged.get("oom_retry", False), "oom_retry")[0],
+        "oom_retry": switch("oom_retry"),
         "shard": shard,
-        "processes": parse_int(merged.get("processes", 1), "processes"),
+        "processes": parse_int(merged.get("processes", 1), FLAGS["processes"]),
+        "overwrite": switch("overwrite"),
     }
+
+
+def parse_out(value: Any) -> str | None:
+    """The run folder; an empty name would be the current directory, never what was meant."""
+    if value is None:
+        return None
+    text = str(value)
+    if not text.strip():
+        raise ConfigError(f"{FLAGS['out']} is empty; name a run folder, e.g. results/runs/mine")
+    return text
+
+
+def one(values: tuple[Any, ...], what: str) -> Any:
+    """The single value of an option that takes one (``--cache``, ``--steady-malloc``)."""
+    if len(values) != 1:
+        raise ConfigError(f"{what} takes one value, got {', '.join(map(str, values))}")
+    return values[0]
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Options from a TOML file, by name; a key may be spelt as its flag (``batch-sizes``, ``max-time``)
     or as its keyword (``batch_sizes``, ``max_time_s``)."""
+    if not str(path).strip():
+        raise ConfigError("--config is empty; name a TOML file")
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"config file {str(p)!r} does not exist") from None
+        raise ConfigError(f"--config {str(p)!r}: the file does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {str(p)!r} cannot be read: {exc}") from None
+        raise ConfigError(f"--config {str(p)!r}: the file cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
+        raise ConfigError(f"--config {str(p)!r} is not valid TOML: {exc}") from None
     table = data.get("sweep", data)
     if not isinstance(table, Mapping):
-        raise ConfigError(f"config file {str(p)!r}: [sweep] must be a table")
+        raise ConfigError(f"--config {str(p)!r}: [sweep] must be a table")
     options: dict[str, Any] = {}
     for key, value in table.items():
         name = option_name(str(key))
         if name is None:
             known = ", ".join(o.key for o in OPTIONS)
-            raise ConfigError(f"config file {str(p)!r}: unknown key {str(key)!r}; known: {known}")
+            raise ConfigError(f"--config {str(p)!r}: unknown key {str(key)!r}; known: {known}")
         options[name] = value
     return options
 
@@ -231,7 +280,7 @@ def resolve_device(device: str) -> str:
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
-        raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+        raise ConfigError(f"--device: unknown device {device!r}; use cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             why = "this torch has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
@@ -239,7 +288,7 @@ def resolve_device(device: str) -> str:
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ConfigError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
     elif dev.type != "cpu":
-        raise ConfigError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
+        raise ConfigError(f"--device: unsupported device {device!r}; use cpu, cuda or cuda:N")
     return str(dev)
 
 
@@ -274,13 +323,20 @@ def parse_int(value: Any, what: str, minimum: int = 1) -> int:
     return number
 
 
-def parse_float(value: Any, what: str, minimum: float) -> float:
+def parse_float(value: Any, what: str, minimum: float, below: float | None = None) -> float:
+    """A finite number ≥ ``minimum`` (and < ``below``): NaN and infinity are never a setting."""
     try:
+        if isinstance(value, bool):
+            raise ValueError
         number = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{what} must be a number, got {value!r}") from None
-    if not number >= minimum:  # also rejects NaN
-        raise ConfigError(f"{what} must be ≥ {minimum}, got {value!r}")
+    if not math.isfinite(number):
+        raise ConfigError(f"{what} must be a finite number, got {value!r}")
+    if number < minimum:
+        raise ConfigError(f"{what} must be ≥ {minimum:g}, got {value!r}")
+    if below is not None and number >= below:
+        raise ConfigError(f"{what} must be below {below:g} (a fraction, e.g. 0.01), got {value!r}")
     return number
 
 

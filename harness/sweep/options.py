@@ -3,10 +3,16 @@ keywords and what ``run --resume`` reads back from env.json all come from ``OPTI
 
 A config file may spell a key as its flag (``batch-sizes``, ``bias``, ``max-time``) or as its
 keyword (``batch_sizes``, ``biases``, ``max_time_s``).
+
+This module imports nothing heavy (no torch): ``python -m harness --help`` builds its parser from it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+
+class ConfigError(ValueError):
+    """Bad input from the user: the message is one line that names the problem (and the flag)."""
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,8 @@ class Option:
     choices: tuple[str, ...] | None = None
     #: The CLI's group of flags: None for the sweep itself.
     group: str | None = None
+    #: Where and how this run writes, not what it measures: ``run --resume`` does not read it back.
+    per_run: bool = False
 
     @property
     def key(self) -> str:
@@ -56,7 +64,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("processes", "--processes",
            "spread each case's samples over K fresh worker processes and pool them (default 1)", metavar="K"),
     Option("seed", "--seed", "seed for weights and inputs (default 0)"),
-    Option("out", "--out", "run folder (default results/runs/<time>-<device>)"),
+    Option("out", "--out", "run folder (default results/runs/<time>-<device>)", per_run=True),
+    Option("overwrite", "--overwrite",
+           "replace the run already in --out (its files only); without it such a folder is refused",
+           switch=True, per_run=True),
     Option("isolate", "--isolate", "run cases in a worker process: a crash or hang becomes a crashed/timeout row",
            switch=True, group=FAULTS),
     Option("case_timeout", "--case-timeout",
@@ -68,6 +79,10 @@ OPTIONS: tuple[Option, ...] = (
 )  # fmt: skip
 OPTION_NAMES: tuple[str, ...] = tuple(o.name for o in OPTIONS)
 TIMING_OPTIONS: tuple[str, ...] = tuple(o.name for o in OPTIONS if o.timing)
+#: The options ``run --resume`` reads back from env.json (not where or how the run writes).
+RESUMED_OPTIONS: tuple[str, ...] = tuple(o.name for o in OPTIONS if not o.per_run)
+#: Each option's flag, by name: messages name an option as the user types it.
+FLAGS: dict[str, str] = {o.name: o.flag for o in OPTIONS}
 #: Every spelling a config file may use for an option (dashes and underscores alike) → its name.
 SPELLINGS: dict[str, str] = {
     spelling.replace("-", "_"): o.name for o in OPTIONS for spelling in (o.name, o.key)

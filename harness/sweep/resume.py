@@ -16,12 +16,13 @@ from typing import Any
 from harness.results.store import ENV_JSON, RESULTS_JSONL, RunFolder, env_differences, read_env, row_key
 from harness.sweep.cases import Case
 from harness.sweep.config import ConfigError, SweepConfig, read_toml
-from harness.sweep.options import OPTION_NAMES, TIMING_OPTIONS
+from harness.sweep.options import RESUMED_OPTIONS, TIMING_OPTIONS
 
 
 def stored_options(config: Mapping[str, Any]) -> dict[str, Any]:
-    """env.json's ``config`` (``SweepConfig.as_dict``) as options for ``SweepConfig.build``."""
-    options = {k: v for k, v in config.items() if k in OPTION_NAMES and k != "out"}
+    """env.json's ``config`` (``SweepConfig.as_dict``) as options for ``SweepConfig.build``; not
+    where or how that run wrote (``--out``, ``--overwrite``)."""
+    options = {k: v for k, v in config.items() if k in RESUMED_OPTIONS}
     timing = config.get("timing") or {}
     options |= {k: timing[k] for k in TIMING_OPTIONS if k in timing}
     return {k: v for k, v in options.items() if v is not None}

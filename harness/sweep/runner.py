@@ -3,12 +3,18 @@
 A case never ends the sweep. Whatever goes wrong becomes the row's ``status`` and ``reason``:
 ``skipped`` (unsupported or unavailable here), ``mismatch`` (wrong numbers: not timed),
 ``oom``, or ``error`` (any other exception).
+
+Every row the runner makes says where the case's time went (``record.Phases``: setup, first call,
+check, timing, memory, other metrics, FLOPs, total). Work that every variant of a configuration
+repeats is done once: the input and cotangent are drawn once (``SharedInputs``) and FLOPs counted
+once (``metrics.Flops``), by objects the run owns.
 """
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import torch
@@ -18,7 +24,7 @@ from harness.measure.correctness import Check, Outcome, Trial, reference_named, 
 from harness.measure.figures import Figures
 from harness.measure.metrics import MetricSet, Timed, metric_set
 from harness.measure.timing import Clock, CpuClock, Timing, TimingPolicy, measure
-from harness.results.record import CaseResult, FirstCall, Status
+from harness.results.record import PHASE_COLUMNS, CaseResult, FirstCall, Phases, Status
 from harness.sweep.cases import Case
 from harness.sweep.oom import is_out_of_memory, release_memory
 from variants.reference import ScSE
@@ -38,11 +44,74 @@ def make_reference(case: Case, seed: int) -> ScSE:
     return correctness.make_reference(case.channels, case.reduction, case.fusion, case.bias, case_seed(case, seed))
 
 
-def make_input(case: Case, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """A standard-normal input, drawn on the CPU so that it is the same on every device."""
+def draw_input(case: Case, seed: int) -> torch.Tensor:
+    """The case's standard-normal input in float32 on the CPU, so that it is the same on every device."""
     gen = torch.Generator().manual_seed(case_seed(case, seed) + 1)
-    x = torch.randn(case.batch, case.channels, case.height, case.width, generator=gen)
-    return x.to(device=device, dtype=dtype)
+    return torch.randn(case.batch, case.channels, case.height, case.width, generator=gen)
+
+
+def draw_cotangent(case: Case, seed: int) -> torch.Tensor:
+    """The fixed random ``g`` a train step differentiates ``(y * g).sum()`` with; float32, CPU."""
+    gen = torch.Generator().manual_seed(case_seed(case, seed) + 2)
+    return torch.randn(case.batch, case.channels, case.height, case.width, generator=gen)
+
+
+def make_input(case: Case, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A standard-normal input (``draw_input``) on ``device`` in ``dtype``."""
+    return draw_input(case, seed).to(device=device, dtype=dtype)
+
+
+class SharedInputs:
+    """The input and cotangent of a configuration, drawn once for all its variants.
+
+    Every variant of a configuration gets the same draw (``case_seed``), and ``torch.randn`` of a
+    large input costs more than some variants' whole check (0.25 s for 32×64×128×128 on an H100's
+    host). The sweep walks a configuration's variants in a row (``cases.expand``), so the last
+    ``size`` draws are kept, on the CPU in float32: host memory, never the device's. Each variant is
+    given its own copy, so one that writes into its input spoils nothing for the next. Owned by the
+    run (``isolation.CaseExecutor``); nothing is kept between runs or tests.
+    """
+
+    def __init__(self, size: int = 1) -> None:
+        self.size = size
+        self._kept: OrderedDict[tuple[object, ...], tuple[torch.Tensor, torch.Tensor | None]] = OrderedDict()
+
+    def get(self, case: Case, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The CPU float32 input and, in train mode, cotangent of ``case``: never hand these to a variant."""
+        key = (seed, *(v for name, v in case.as_dict().items() if name != "variant"))
+        if key not in self._kept:
+            grad = draw_cotangent(case, seed) if case.mode == "train" else None
+            self._kept[key] = (draw_input(case, seed), grad)
+            while len(self._kept) > self.size:
+                self._kept.popitem(last=False)
+        self._kept.move_to_end(key)
+        return self._kept[key]
+
+
+class PhaseTimer:
+    """Seconds spent in each phase of one case (``record.Phases``), from its start."""
+
+    def __init__(self, now: Callable[[], float] = time.perf_counter) -> None:
+        self.now = now
+        self.start = now()
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        t0 = self.now()
+        try:
+            yield
+        finally:
+            self.add(name, self.now() - t0)
+
+    def add(self, name: str, seconds: float) -> None:
+        """``seconds`` more for ``name`` (``setup``, ``check``, …); a name without a column counts as ``metrics``."""
+        column = f"phase_{name}_s" if f"phase_{name}_s" in PHASE_COLUMNS else "phase_metrics_s"
+        self.seconds[column] = self.seconds.get(column, 0.0) + seconds
+
+    def phases(self) -> Phases:
+        """The phases so far, and the total from the start until now."""
+        return Phases(**(self.seconds | {"phase_total_s": self.now() - self.start}))  # type: ignore[arg-type]
 
 
 def trainable(fn: object) -> dict[str, torch.nn.Parameter]:
@@ -113,41 +182,53 @@ def one_line(exc: BaseException) -> str:
 
 
 def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolicy, seed: int,
-                 measures: MetricSet) -> CaseResult:
+                 measures: MetricSet, inputs: SharedInputs | None = None,
+                 timer: PhaseTimer | None = None) -> CaseResult:
     """Check, then time, one case that is known to be runnable; then the metrics that are measured
-    after the timed loop (``measures``; none of it inside the loop)."""
+    after the timed loop (``measures``; none of it inside the loop). ``inputs``: the run's draws,
+    shared by a configuration's variants; ``timer`` gets each phase's time."""
+    timer = timer or PhaseTimer()
     device, dtype = torch.device(case.device), getattr(torch, case.dtype)
     train = case.mode == "train"
-    ref = make_reference(case, seed)
-    x = make_input(case, seed, device, dtype).contiguous(memory_format=tags_of(variant).memory_format)
-    x_before = x.clone()
-    if train:
-        x.requires_grad_(True)
-    gen = torch.Generator().manual_seed(case_seed(case, seed) + 2)
-    grad_out = torch.randn(tuple(x.shape), generator=gen).to(device, dtype) if train else None
-    fn = variant.build(ref, device, dtype)
-    params = trainable(fn) if train else {}
-    got = first_call(fn, x, params, grad_out)
-    got = Outcome(got.output, reference_named(fn, got.grads, ref), got.seconds)
-    graphs_after_first = compiled_graphs(fn) if tags_of(variant).compiles else None
-    check = verify(case, variant, ref, x, x_before, got, grad_out)
+    with timer.phase("setup"):
+        ref = make_reference(case, seed)
+        x_drawn, grad_drawn = (inputs or SharedInputs()).get(case, seed)
+        # copy=True: on the CPU in float32 ``to`` would hand out the kept draw itself
+        x = x_drawn.to(device=device, dtype=dtype, copy=True).contiguous(memory_format=tags_of(variant).memory_format)
+        x_before = x.clone()
+        if train:
+            x.requires_grad_(True)
+        grad_out = grad_drawn.to(device=device, dtype=dtype, copy=True) if grad_drawn is not None else None
+        fn = variant.build(ref, device, dtype)
+        params = trainable(fn) if train else {}
+    with timer.phase("first_call"):
+        got = first_call(fn, x, params, grad_out)
+        got = Outcome(got.output, reference_named(fn, got.grads, ref), got.seconds)
+        graphs_after_first = compiled_graphs(fn) if tags_of(variant).compiles else None
+    with timer.phase("check"):
+        check = verify(case, variant, ref, x, x_before, got, grad_out)
     # a compiling variant's first call is its compile time, never a latency sample
     first = FirstCall(got.seconds, got.seconds if graphs_after_first is not None else None)
     del got
     if not check.passed:
         return CaseResult(case, Status.MISMATCH, check.problem, check=check, first_call=first)
     step = make_step(fn, x, params, grad_out)
-    measures.begin(device)
+    with timer.phase("metrics"):
+        measures.begin(device)
+    spent: dict[str, float] = {}
     try:
         with torch.no_grad() if not train else contextlib.nullcontext():
-            timing, wall, remeasured = time_step(step, clock, policy)
-            if graphs_after_first is not None:  # graphs compiled by warm-up and timed calls
-                first = replace(first, recompiles=compiled_graphs(fn) - graphs_after_first)
-            calls = sum(t.warmup_calls + len(t.samples_ms) * t.calls_per_sample for t in (timing, wall) if t)
-            figures = Figures.of(timing, wall, device.type == "cuda", case.batch, remeasured)
-            measured = measures.measured(Timed(case, step, device, calls, figures.stats.median_ms))
+            with timer.phase("timing"):
+                timing, wall, remeasured = time_step(step, clock, policy)
+                if graphs_after_first is not None:  # graphs compiled by warm-up and timed calls
+                    first = replace(first, recompiles=compiled_graphs(fn) - graphs_after_first)
+                calls = sum(t.warmup_calls + len(t.samples_ms) * t.calls_per_sample for t in (timing, wall) if t)
+                figures = Figures.of(timing, wall, device.type == "cuda", case.batch, remeasured)
+            measured = measures.measured(Timed(case, step, device, calls, figures.stats.median_ms), spent)
     finally:
         measures.close()
+        for name, seconds in spent.items():
+            timer.add(name, seconds)
     return CaseResult(case, Status.OK, check=check, first_call=first, figures=figures, metrics=measured)
 
 
@@ -168,31 +249,38 @@ def time_step(step: Callable[[], object], clock: Clock, policy: TimingPolicy) ->
 
 
 def run_case(case: Case, variant: Variant, clock: Clock | None, policy: TimingPolicy, seed: int,
-             explicit: bool = False, cache: str = "cold", measures: MetricSet | None = None) -> CaseResult:
-    """The finished result of ``case``, whatever happens. ``measures``: the run's metrics (default:
-    ``metrics.metric_set()``, without a copy bandwidth or profiler traces)."""
+             explicit: bool = False, cache: str = "cold", measures: MetricSet | None = None,
+             inputs: SharedInputs | None = None) -> CaseResult:
+    """The finished result of ``case``, whatever happens, with its phases. ``measures``: the run's
+    metrics (default: ``metrics.metric_set()``, without a copy bandwidth or profiler traces);
+    ``inputs``: the run's draws (default: drawn for this case alone)."""
+    timer = PhaseTimer()
     measures = measures or metric_set()
     threads = torch.get_num_threads()
     reason = skip_reason(case, variant, explicit)
     if reason is not None or clock is None:
-        return failed(case, Status.SKIPPED, reason or "no clock for this device", measures, threads, cache)
+        result = failed(case, Status.SKIPPED, reason or "no clock for this device", measures, threads, cache, timer)
+        return replace(result, phases=timer.phases())
     try:
-        result = measure_case(case, variant, clock, policy, seed, measures)
-        configured = measures.configured(case)  # FLOPs depend on the configuration only: every row has them
+        result = measure_case(case, variant, clock, policy, seed, measures, inputs, timer)
+        with timer.phase("flops"):
+            configured = measures.configured(case)  # FLOPs depend on the configuration only: every row has them
         result = replace(result, threads=threads, cache=cache, metrics=configured | dict(result.metrics))
     except Exception as exc:  # noqa: BLE001 - one failing case must never end the sweep
         status = Status.OOM if is_out_of_memory(exc) else Status.ERROR
-        result = failed(case, status, one_line(exc), measures, threads, cache)
+        result = failed(case, status, one_line(exc), measures, threads, cache, timer)
     finally:
         release_memory(case.device)
-    return result.finished()
+    return replace(result, phases=timer.phases()).finished()
 
 
 def failed(case: Case, status: Status, reason: str | None, measures: MetricSet, threads: int | None,
-           cache: str | None) -> CaseResult:
-    """A case that ended without a measurement, with the columns every row has (FLOPs and such)."""
-    return CaseResult.failure(case, status, reason, threads=threads, cache=cache,
-                              metrics=measures.configured(case))  # fmt: skip
+           cache: str | None, timer: PhaseTimer | None = None) -> CaseResult:
+    """A case that ended without a measurement, with the columns every row has (FLOPs and such);
+    ``timer`` gets the time they took."""
+    with timer.phase("flops") if timer is not None else contextlib.nullcontext():
+        metrics = measures.configured(case)
+    return CaseResult.failure(case, status, reason, threads=threads, cache=cache, metrics=metrics)
 
 
 def compiled_graphs(fn: object) -> int:

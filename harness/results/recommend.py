@@ -1,0 +1,236 @@
+"""Which variant to run: for each device, dtype, mode and configuration, the fastest correct variant.
+
+Only ``ok`` rows compete: a variant whose numbers were wrong (``mismatch``) or that failed never wins,
+however fast it was. The winner's speedup over ``eager`` of the same configuration comes with a 95%
+confidence interval, and a winner whose interval overlaps another variant's is a tie: the data
+cannot tell them apart, so any of the tied variants is as good an answer.
+
+The speedup's interval is built from the two medians' intervals (``stats.median_ci``), the
+conservative way: ``eager_low / winner_high`` to ``eager_high / winner_low``. With raw samples each
+median's interval is taken at √95%, so that both hold together with 95% probability (the runs are
+independent) and so does the ratio's; from results.csv's stored 95% intervals alone the same
+formula holds with at least 90% (both intervals hold with 95%²), usually more, as the formula is
+conservative.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness.measure.stats import median_ci
+from harness.results.compare_stats import CSV_CI_LEVEL, Timing
+from harness.results.tables import (
+    CONFIG_COLUMNS,
+    GROUP_COLUMNS,
+    config_label,
+    decimals,
+    groups,
+    marks,
+    number,
+    raw_samples,
+)
+
+BASELINE_VARIANT = "eager"
+#: The level of the speedup's interval, as of the stored medians' intervals.
+CONFIDENCE = CSV_CI_LEVEL
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The answer for one configuration of one device · dtype · mode.
+
+    ``winner`` is None when no variant ran correctly there; ``speedup`` is NaN when ``eager`` did not
+    (then there is nothing to compare with, but still a winner). ``tied`` are the other variants whose
+    interval overlaps the winner's, fastest first; ``marks`` are the winner's ``tables.MARKS`` keys
+    and ``eager_marks`` eager's, which make the speedup as doubtful as the winner's own.
+    """
+
+    device: str
+    dtype: str
+    mode: str
+    config: str  # the configuration's column label in the report's tables
+    winner: str | None
+    median_ms: float = math.nan
+    interval_ms: tuple[float, float] = (math.nan, math.nan)  # the winner's interval, of ``interval_kind``
+    interval_kind: str = ""  # "95% CI", "IQR" (too few samples for a CI) or "" (none: the median alone)
+    speedup: float = math.nan  # eager's median over the winner's
+    speedup_ci: tuple[float, float] = (math.nan, math.nan)
+    speedup_method: str = ""  # "samples", "stored CIs", or "" (no interval)
+    tied: tuple[str, ...] = ()
+    runner_up: str | None = None
+    runner_up_ms: float = math.nan
+    marks: tuple[str, ...] = ()
+    eager_marks: tuple[str, ...] = ()
+    host_ms: float = math.nan
+    not_timed: tuple[tuple[str, str], ...] = ()  # (variant, status) of the configuration's failed rows
+
+    @property
+    def tie(self) -> bool:
+        return bool(self.tied)
+
+    @property
+    def host_bound(self) -> bool:
+        return "host-bound" in self.marks
+
+    def verdict(self) -> str:
+        """One phrase: why this is the answer, and how sure it is."""
+        if self.winner is None:
+            failed = ", ".join(f"{v} ({s})" for v, s in self.not_timed)
+            return "no variant ran correctly" + (f": {failed}" if failed else "")
+        if self.tie:
+            return f"tie: {', '.join((self.winner, *self.tied))} (intervals overlap: any of them)"
+        if self.runner_up is None:
+            return "the only variant timed"
+        return f"clear: next is {self.runner_up} at {self.runner_up_ms:.{decimals(self.runner_up_ms)}f} ms"
+
+    def notes(self) -> list[str]:
+        """What to keep in mind: the winner's marks, and eager's when it makes the speedup doubtful."""
+        found = []
+        if self.host_bound:
+            found.append(f"host-bound: host {self.host_ms:.3g} ms per call")
+        if "~" in self.marks:
+            found.append("~ noisy")
+        if "!" in self.marks:
+            found.append("! disturbed")
+        flagged = [m for m in self.eager_marks if m in ("~", "!")]
+        if flagged and math.isfinite(self.speedup):
+            found.append(f"{BASELINE_VARIANT} {' '.join(flagged)}")
+        if self.winner is not None and not math.isfinite(self.speedup) and self.winner != BASELINE_VARIANT:
+            found.append(f"no {BASELINE_VARIANT} timed to compare with")
+        return found
+
+    def speedup_marks(self) -> str:
+        """The ``~`` and ``!`` that apply to the speedup: from either side."""
+        both = set(self.marks) | set(self.eager_marks)
+        return "".join(f" {m}" for m in ("~", "!") if m in both)
+
+
+def timing(row: Mapping[str, Any]) -> Timing:
+    """The latency figures of a row: its raw samples (empty in results.csv), median, stored CI and IQR."""
+    return Timing(raw_samples(row.get("samples_ms")), number(row.get("median_ms")), number(row.get("ci_low_ms")),
+                  number(row.get("ci_high_ms")), number(row.get("iqr_ms")))  # fmt: skip
+
+
+def interval(t: Timing) -> tuple[float, float, str]:
+    """The 95% CI of the median (stored, else from the samples); without one the samples' 25th to 75th
+    percentiles (wider, so a tie is called sooner); else the median alone. Its kind is the third item."""
+    if math.isfinite(t.ci_low) and math.isfinite(t.ci_high):
+        return (t.ci_low, t.ci_high, "95% CI")
+    if t.samples.size:
+        low, high = median_ci(t.samples, CONFIDENCE)
+        if math.isfinite(low) and math.isfinite(high):
+            return (low, high, "95% CI")
+        if t.samples.size >= 2:
+            q1, q3 = np.percentile(t.samples, [25, 75])
+            return (float(q1), float(q3), "IQR")
+    return (t.median, t.median, "")
+
+
+def speedup_interval(eager: Timing, winner: Timing, confidence: float = CONFIDENCE) -> tuple[float, float, str]:
+    """The interval of eager's median over the winner's, and how it was made ("samples", "stored CIs" or "").
+
+    Raw samples on both sides: each median's interval at ``√confidence`` (see the module docstring);
+    otherwise the stored intervals; NaNs when neither side can give one.
+    """
+    if eager.samples.size and winner.samples.size:
+        level = math.sqrt(confidence)
+        e_low, e_high = median_ci(eager.samples, level)
+        w_low, w_high = median_ci(winner.samples, level)
+        if all(math.isfinite(v) for v in (e_low, e_high, w_low, w_high)) and w_low > 0:
+            return (e_low / w_high, e_high / w_low, "samples")
+    bounds = (eager.ci_low, eager.ci_high, winner.ci_low, winner.ci_high)
+    if all(math.isfinite(v) for v in bounds) and winner.ci_low > 0:
+        return (eager.ci_low / winner.ci_high, eager.ci_high / winner.ci_low, "stored CIs")
+    return (math.nan, math.nan, "")
+
+
+def _overlap(a: tuple[float, float, str], b: tuple[float, float, str]) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config: str) -> Recommendation:
+    """The recommendation for one configuration's rows (one per variant; a repeated variant's last row counts)."""
+    rows = rows.drop_duplicates("variant", keep="last")
+    timed = rows[(rows["status"] == "ok") & rows["median_ms"].map(lambda v: math.isfinite(number(v)))]
+    failed = tuple((str(r["variant"]), str(r["status"])) for r in rows[rows["status"] != "ok"].to_dict("records"))
+    if timed.empty:
+        return Recommendation(device, dtype, mode, config, None, not_timed=failed)
+    ranked = sorted(timed.to_dict("records"), key=lambda r: (number(r["median_ms"]), str(r["variant"])))
+    best, others = ranked[0], ranked[1:]
+    best_t = timing(best)
+    best_interval = interval(best_t)
+    tied = tuple(str(r["variant"]) for r in others if _overlap(best_interval, interval(timing(r))))
+    eager = next((r for r in ranked if r["variant"] == BASELINE_VARIANT), None)
+    speedup, speedup_ci, method = math.nan, (math.nan, math.nan), ""
+    if eager is not None and best_t.median > 0:
+        eager_t = timing(eager)
+        speedup = eager_t.median / best_t.median
+        if eager is not best:
+            low, high, method = speedup_interval(eager_t, best_t)
+            speedup_ci = (low, high)
+    return Recommendation(
+        device, dtype, mode, config, str(best["variant"]),
+        median_ms=best_t.median,
+        interval_ms=best_interval[:2],
+        interval_kind=best_interval[2],
+        speedup=speedup,
+        speedup_ci=speedup_ci,
+        speedup_method=method,
+        tied=tied,
+        runner_up=str(others[0]["variant"]) if others else None,
+        runner_up_ms=number(others[0]["median_ms"]) if others else math.nan,
+        marks=tuple(marks(best)),
+        eager_marks=tuple(marks(eager)) if eager is not None and eager is not best else (),
+        host_ms=number(best.get("host_ms")),
+        not_timed=failed,
+    )  # fmt: skip
+
+
+def recommend(frame: pd.DataFrame) -> list[Recommendation]:
+    """One recommendation per device · dtype · mode and configuration, in the report's order."""
+    found = []
+    for (device, dtype, mode), group in groups(frame):
+        g = group.assign(_config=config_label(group))
+        keys = [c for c in CONFIG_COLUMNS if c in g.columns]
+        for _, rows in g.groupby(keys, sort=False, dropna=False):
+            found.append(recommend_one(rows, device, dtype, mode, str(rows["_config"].iloc[0])))
+    return found
+
+
+#: The columns of the recommendation table, in report.md and the terminal.
+TABLE_COLUMNS: tuple[str, ...] = (
+    " · ".join(GROUP_COLUMNS), "case", "run", "median ms [95% CI]", f"speedup over {BASELINE_VARIANT} [95% CI]",
+    "verdict", "notes",
+)
+
+
+def speedup_text(rec: Recommendation) -> str:
+    """``4.00× [3.45, 4.67]``, with the ``~``/``!`` of either side; empty when there is no eager."""
+    if not math.isfinite(rec.speedup):
+        return ""
+    if rec.winner == BASELINE_VARIANT:
+        return f"1× (is {BASELINE_VARIANT})"
+    low, high = rec.speedup_ci
+    ci = f" [{low:.2f}, {high:.2f}]" if math.isfinite(low) and math.isfinite(high) else ""
+    return f"{rec.speedup:.2f}×{ci}{rec.speedup_marks()}"
+
+
+def table_rows(recs: list[Recommendation]) -> list[tuple[str, ...]]:
+    """The recommendation table's cells, ``TABLE_COLUMNS`` in order."""
+    rows = []
+    for rec in recs:
+        if rec.winner is None:
+            latency = ""
+        else:
+            low, high = rec.interval_ms
+            d = decimals(rec.median_ms)
+            spread = {"95% CI": f" [{low:.{d}f}, {high:.{d}f}]", "IQR": f" (IQR {low:.{d}f}–{high:.{d}f})"}
+            latency = f"{rec.median_ms:.{d}f}" + spread.get(rec.interval_kind, "")
+        rows.append((f"{rec.device} · {rec.dtype} · {rec.mode}", rec.config, rec.winner or "—", latency,
+                     speedup_text(rec), rec.verdict(), "; ".join(rec.notes())))  # fmt: skip
+    return rows

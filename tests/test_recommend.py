@@ -1,0 +1,137 @@
+"""Which variant to run: the fastest correct one, its speedup's interval, ties, and the marks that qualify it."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from harness.results.recommend import Recommendation, recommend, speedup_interval, speedup_text, table_rows, timing
+from harness.results.store import to_frame
+
+
+def row(variant: str, median: float | None, low: float | None = None, high: float | None = None,
+        status: str = "ok", batch: int = 8, mode: str = "forward", **kw: Any) -> dict[str, Any]:  # fmt: skip
+    """One timed row; its 95% CI of the median is ``low``–``high``, ±5% when not given."""
+    ok = status == "ok" or median is not None
+    return {"variant": variant, "device": "cpu", "dtype": "float32", "mode": mode, "batch": batch, "channels": 32,
+            "height": 16, "width": 16, "reduction": 2, "fusion": "add", "bias": False, "status": status,
+            "reason": None if status == "ok" else "output error 0.3 > tolerance 1e-05", "median_ms": median,
+            "ci_low_ms": (median * 0.95 if low is None else low) if ok else None,
+            "ci_high_ms": (median * 1.05 if high is None else high) if ok else None,
+            "iqr_ms": 0.1 * median if ok else None, "noisy": False, "disturbed": False, **kw}  # fmt: skip
+
+
+def only(rows: list[dict[str, Any]]) -> Recommendation:
+    recs = recommend(to_frame(rows))
+    assert len(recs) == 1
+    return recs[0]
+
+
+def test_a_clear_winner_with_its_speedup_interval_from_the_stored_intervals() -> None:
+    rec = only([row("eager", 2.0, 1.9, 2.1), row("fast", 0.5, 0.45, 0.55), row("other", 1.0, 0.95, 1.05)])
+    assert rec.winner == "fast" and not rec.tie and rec.tied == ()
+    assert rec.runner_up == "other" and rec.runner_up_ms == 1.0
+    assert rec.speedup == 4.0
+    # eager_low / winner_high, eager_high / winner_low
+    assert rec.speedup_ci == pytest.approx((3.4545, 4.6667), abs=1e-4)  # 1.9 / 0.55, 2.1 / 0.45
+    assert rec.speedup_method == "stored CIs"
+    assert rec.verdict() == "clear: next is other at 1.00 ms"
+    assert speedup_text(rec) == "4.00× [3.45, 4.67]"
+    assert table_rows([rec])[0][:4] == ("cpu · float32 · forward", "32x16x16 b8", "fast", "0.500 [0.450, 0.550]")
+
+
+def test_overlapping_intervals_are_a_tie_that_lists_every_tied_variant() -> None:
+    rec = only([row("eager", 2.0), row("fast", 0.50, 0.45, 0.55), row("fused", 0.52, 0.54, 0.60),
+                row("also", 0.70, 0.40, 0.90), row("slow", 0.56, 0.555, 0.58)])  # fmt: skip
+    assert rec.winner == "fast" and rec.tie
+    # the runner-up ("fused") overlaps; "slow" is between them but clear of the winner; "also" is wide
+    assert rec.tied == ("fused", "also")
+    assert rec.verdict().startswith("tie: fast, fused, also")
+
+
+def test_intervals_apart_are_no_tie() -> None:
+    rec = only([row("fast", 0.50, 0.45, 0.55), row("fused", 0.60, 0.56, 0.64)])
+    assert rec.winner == "fast" and not rec.tie
+
+
+def test_a_faster_mismatch_or_error_never_wins() -> None:
+    rec = only([row("eager", 2.0), row("wrong", 0.1, 0.09, 0.11, status="mismatch"),
+                row("broken", 0.05, status="error"), row("fast", 0.5)])  # fmt: skip
+    assert rec.winner == "fast"
+    assert rec.not_timed == (("wrong", "mismatch"), ("broken", "error"))
+    assert "wrong" not in rec.tied and "broken" not in rec.tied
+
+
+def test_nothing_correct_is_no_winner() -> None:
+    rec = only([row("wrong", 0.1, status="mismatch"), row("eager", None, status="error")])
+    assert rec.winner is None and math.isnan(rec.speedup)
+    assert rec.verdict() == "no variant ran correctly: wrong (mismatch), eager (error)"
+    assert table_rows([rec])[0][2:5] == ("—", "", "")
+
+
+def test_a_host_bound_noisy_winner_is_marked() -> None:
+    rec = only([row("eager", 2.0), row("fast", 0.5, bound="host", host_ms=0.9, noisy=True),
+                row("other", 1.0, bound="device", host_ms=0.2)])  # fmt: skip
+    assert rec.winner == "fast" and rec.host_bound and rec.marks == ("~", "host-bound")
+    assert rec.notes() == ["host-bound: host 0.9 ms per call", "~ noisy"]
+    assert speedup_text(rec).endswith(" ~")
+
+
+def test_a_disturbed_eager_makes_the_speedup_doubtful_but_not_the_winner() -> None:
+    rec = only([row("eager", 2.0, disturbed=True), row("fast", 0.5)])
+    assert rec.marks == () and rec.eager_marks == ("!",)
+    assert rec.notes() == ["eager !"]
+    assert speedup_text(rec) == "4.00× [3.62, 4.42] !"  # 1.9 / 0.525, 2.1 / 0.475
+
+
+@pytest.mark.parametrize("eager", [None, "mismatch"])
+def test_without_eager_there_is_still_a_winner_but_no_speedup(eager: str | None) -> None:
+    rows = [row("fast", 0.5), row("other", 1.0)]
+    if eager:
+        rows.append(row("eager", 0.2, status=eager))
+    rec = only(rows)
+    assert rec.winner == "fast"
+    assert math.isnan(rec.speedup) and all(math.isnan(v) for v in rec.speedup_ci)
+    assert speedup_text(rec) == ""
+    assert "no eager timed to compare with" in rec.notes()
+
+
+def test_eager_itself_can_be_the_answer() -> None:
+    rec = only([row("eager", 0.4), row("slow", 2.0)])
+    assert rec.winner == "eager" and rec.speedup == 1.0
+    assert speedup_text(rec) == "1× (is eager)"
+
+
+def test_speedup_interval_from_raw_samples_uses_each_median_at_root_95_percent() -> None:
+    """20 samples a side: the √95% (97.47%) interval of the median is the 5th to the 16th order statistic
+    (binomial coverage 1 - 2·P(B(20, ½) ≤ 4) = 98.8%; the 6th to 15th give only 95.9%)."""
+    eager = [2.0 + 0.01 * i for i in range(20)]  # 5th = 2.04, 16th = 2.15
+    fast = [1.0 + 0.01 * i for i in range(20)]  # 5th = 1.04, 16th = 1.15
+    rec = only([row("eager", 2.095, samples_ms=eager), row("fast", 1.095, samples_ms=fast)])
+    assert rec.speedup_method == "samples"
+    assert rec.speedup_ci == pytest.approx((2.04 / 1.15, 2.15 / 1.04))
+    # The same pair without raw samples (results.csv): the stored intervals instead.
+    low, high, method = speedup_interval(timing(row("eager", 2.0, 1.9, 2.1)), timing(row("fast", 1.0, 0.9, 1.25)))
+    assert (low, high, method) == (pytest.approx(1.9 / 1.25), pytest.approx(2.1 / 0.9), "stored CIs")
+
+
+def test_too_few_samples_for_a_ci_fall_back_to_their_quartiles() -> None:
+    rows = [row("fast", 1.0, samples_ms=[0.8, 0.9, 1.0, 1.1, 1.2]), row("next", 1.15, samples_ms=[1.05, 1.1, 1.15])]
+    for r in rows:
+        r["ci_low_ms"] = r["ci_high_ms"] = None  # under 6 samples: no interval stored
+    rec = only(rows)
+    assert rec.interval_kind == "IQR" and rec.interval_ms == pytest.approx((0.9, 1.1))
+    assert rec.tied == ("next",)  # its quartiles 1.075–1.125 reach into the winner's
+    assert table_rows([rec])[0][3] == "1.00 (IQR 0.90–1.10)"
+
+
+def test_one_recommendation_per_device_dtype_mode_and_configuration() -> None:
+    rows = [row("eager", 2.0), row("fast", 0.5), row("eager", 4.0, batch=16), row("fast", 3.9, batch=16),
+            row("eager", 10.0, mode="train"), row("fast", 12.0, 11.0, 13.0, mode="train")]  # fmt: skip
+    recs = recommend(to_frame(rows))
+    assert [(r.mode, r.config, r.winner, r.tie) for r in recs] == [
+        ("forward", "32x16x16 b8", "fast", False),
+        ("forward", "32x16x16 b16", "fast", True),
+        ("train", "32x16x16 b8", "eager", False),
+    ]
