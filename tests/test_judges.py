@@ -83,6 +83,27 @@ def test_the_loop_stops_once_the_ci_is_tight_and_not_before(seed: int) -> None:
     assert n > 100  # σ=0.1 needs hundreds of samples for ±1%: a loop that stopped early is caught
 
 
+def checkpoints(min_samples: int, limit: int) -> list[int]:
+    """The sample counts at which the loop checks its CI: min_samples, then every 10% more."""
+    out = [min_samples]
+    while out[-1] < limit:
+        out.append(max(out[-1] + 1, math.ceil(out[-1] * 1.1)))
+    return out
+
+
+def test_the_ci_is_checked_at_min_samples_then_every_ten_percent_more() -> None:
+    """Exactly at the checkpoints: not after every sample (slow), nor more rarely (overshoot)."""
+    stopped_between = 0
+    for seed in range(3):
+        policy = TimingPolicy(warmup_s=0.0, min_samples=10, max_samples=100_000, rel_ci=0.01, max_time_s=1e9)
+        clock = NoisyClock(seed)
+        samples = list(measure(lambda: None, clock, policy, now=clock.elapsed).samples_ms)
+        due = next(c for c in checkpoints(10, len(samples)) if ci_half_width(samples[:c]) <= policy.rel_ci)
+        assert len(samples) == due
+        stopped_between += first_converged(samples, 10, policy.rel_ci) < due
+    assert stopped_between  # a loop checking after every sample would have stopped sooner
+
+
 def test_a_wider_target_stops_sooner() -> None:
     runs = {}
     for rel in (0.01, 0.03):

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import itertools
+import math
 import time
 
 import numpy as np
 import pytest
 
+from harness.measure.stats import ci_half_width
 from harness.measure.timing import Block, CpuClock, Timing, TimingPolicy, measure, pooled, timer_overhead_ns
 from harness.sweep.runner import time_step
 
@@ -184,3 +186,113 @@ def test_pooled_timings_concatenate_in_order_and_add_up() -> None:
     assert both == Timing((1.0, 2.0, 3.0), 8, 15, "converged+budget", (0.5, 0.6, 0.7), (0.0, 0.1, 0.2), overran=3)
     assert pooled([a, a]).stop_reason == "converged"  # one reason, not "converged+converged"
     assert pooled([b, a]).stop_reason == "budget+converged" and pooled([b, a]).samples_ms == (3.0, 1.0, 2.0)
+
+
+class FakeWait:
+    """A run-queue wait counter that reads the given nanoseconds in turn (None: unreadable)."""
+
+    def __init__(self, *reads: int | None) -> None:
+        self.reads = iter(reads)
+
+    def read_ns(self) -> int | None:
+        return next(self.reads)
+
+    def refresh(self) -> None:
+        pass
+
+
+def test_timer_overhead_is_the_median_pair(monkeypatch: pytest.MonkeyPatch) -> None:
+    # five pairs costing 10, 50, 30, 20 and 40 ns: the median is 30
+    ticks = iter([0, 10, 100, 150, 200, 230, 300, 320, 400, 440])
+    monkeypatch.setattr(time, "perf_counter_ns", lambda: next(ticks))
+    assert timer_overhead_ns(5) == 30.0
+
+
+@pytest.mark.parametrize(("overhead_ns", "min_block_s"), [(5.0, 20e-6), (50.0, 50e-6)])
+def test_cpu_blocks_are_a_thousand_timer_costs_at_least_20_ns_each(
+    monkeypatch: pytest.MonkeyPatch, overhead_ns: float, min_block_s: float
+) -> None:
+    monkeypatch.setattr("harness.measure.timing.timer_overhead_ns", lambda: overhead_ns)
+    wait = FakeWait()
+    clock = CpuClock(wait=wait)
+    assert clock.min_block_s == pytest.approx(min_block_s, rel=1e-12)
+    assert clock.wait is wait
+
+
+@pytest.mark.parametrize(("reads", "wait_s"), [((5_000_000, 5_500_000), 0.0005), ((None, 5_500_000), None),
+                                               ((5_000_000, None), None)])  # fmt: skip
+def test_a_cpu_block_is_its_wall_time_in_seconds_and_the_wait_between_two_reads(
+    monkeypatch: pytest.MonkeyPatch, reads: tuple, wait_s: float | None
+) -> None:
+    clock = CpuClock(wait=FakeWait(*reads))
+    ticks = iter([7_000_000_000, 7_003_000_000])  # 3 ms between the two perf_counter_ns reads
+    monkeypatch.setattr(time, "perf_counter_ns", lambda: next(ticks))
+    calls = []
+    block = clock.time_block(lambda: calls.append(1), 4)
+    assert len(calls) == 4
+    assert block.device_s == block.host_s == pytest.approx(0.003, rel=1e-12)
+    if wait_s is None:
+        assert math.isnan(block.wait_s)
+    else:
+        assert block.wait_s == pytest.approx(wait_s, rel=1e-12)
+
+
+def test_warm_up_with_no_time_makes_exactly_two_calls_and_counts_them() -> None:
+    clock = FakeClock(itertools.repeat(2e-3))
+    timing = measure(lambda: None, clock, TimingPolicy(warmup_s=0.0, min_samples=10), now=clock.elapsed)
+    assert timing.warmup_calls == 2
+    assert clock.blocks[:2] == [1, 1]
+    assert clock.calls == 2 + timing.calls_per_sample * len(timing.samples_ms)
+
+
+def test_the_stop_rule_uses_the_policys_confidence_and_accepts_a_ci_exactly_at_the_target() -> None:
+    first_ten = [1.0 + 0.02 * k for k in (3, 7, 0, 9, 5, 1, 8, 4, 6, 2)]
+    at_half = ci_half_width(first_ten, 0.5)
+    assert at_half < ci_half_width(first_ten, 0.95)
+    durations = itertools.chain([1e-3, 1e-3], [v * 1e-3 for v in first_ten], itertools.repeat(5e-3))
+    clock = FakeClock(durations)
+    policy = TimingPolicy(warmup_s=0.0, min_samples=10, rel_ci=at_half, confidence=0.5, max_time_s=1e9)
+    timing = measure(lambda: None, clock, policy, now=clock.elapsed)
+    assert timing.stop_reason == "converged" and len(timing.samples_ms) == 10
+
+
+class OverrunClock(FakeClock):
+    """Every block reports one overrun try, and blocks of zero time (a clock too coarse to see them)."""
+
+    def time_block(self, fn, calls: int) -> Block:
+        block = super().time_block(fn, calls)
+        return Block(block.device_s, block.host_s, block.wait_s, overran=1)
+
+
+def test_overruns_add_up_over_the_samples() -> None:
+    clock = OverrunClock(itertools.repeat(2e-3))
+    timing = measure(lambda: None, clock, TimingPolicy(warmup_s=0.0, min_samples=10), now=clock.elapsed)
+    assert len(timing.samples_ms) == 10 and timing.overran == 10  # warm-up blocks are not samples
+
+
+def test_a_zero_time_block_has_an_unknown_wait_share_not_a_crash() -> None:
+    clock = FakeClock(itertools.chain([1e-3, 1e-3], itertools.repeat(0.0)), waits=itertools.repeat(0.0))
+    policy = TimingPolicy(warmup_s=0.0, min_samples=3, max_samples=5, max_time_s=1e9)
+    timing = measure(lambda: None, clock, policy, now=clock.elapsed)
+    assert timing.stop_reason == "max_samples"
+    assert all(math.isnan(w) for w in timing.wait_shares)
+
+
+def test_without_a_policy_the_defaults_apply() -> None:
+    clock = FakeClock(itertools.repeat(2e-3))
+    timing = measure(lambda: None, clock, now=clock.elapsed)
+    assert timing.stop_reason == "converged" and len(timing.samples_ms) == TimingPolicy().min_samples
+    assert timing.warmup_calls in (50, 51)  # 0.1 s of 2 ms calls
+
+
+def test_warm_up_stops_once_its_time_is_reached_exactly() -> None:
+    clock = FakeClock(itertools.repeat(0.25))  # binary fractions: the fake clock adds them exactly
+    timing = measure(lambda: None, clock, TimingPolicy(warmup_s=1.0, min_samples=3), now=clock.elapsed)
+    assert timing.warmup_calls == 4
+
+
+def test_the_budget_stops_once_it_is_spent_exactly() -> None:
+    clock = FakeClock(itertools.cycle([0.25, 0.5]))  # warm-up takes 0.25 + 0.5; then 0.25 + 0.5 + 0.25 = 1.0
+    policy = TimingPolicy(warmup_s=0.0, min_samples=2, rel_ci=1e-9, max_time_s=1.0)
+    timing = measure(lambda: None, clock, policy, now=clock.elapsed)
+    assert timing.stop_reason == "budget" and len(timing.samples_ms) == 3
