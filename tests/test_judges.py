@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from compare_helpers import row, write_run
 from conftest import FAST
 from scipy import stats as sps
 
+from harness.measure import correctness
 from harness.measure.stats import ci_half_width, median_ci
 from harness.measure.timing import Block, CpuClock, TimingPolicy, measure
 from harness.results import compare as cmp
@@ -176,3 +178,36 @@ def test_the_seed_module_itself_passes_the_same_checks(dtype: str) -> None:
     """The other side of the two tests above: the tolerance is not so tight that the reference fails."""
     result = check(lambda ref, device, dt: copy.deepcopy(ref).to(device, dt), dtype, "train")
     assert result["status"] == "ok", result["reason"]
+
+
+# ------------------------------------------------------------------------- lazy seed errors
+
+
+def lazy(errors: dict[str, float]) -> tuple[list[int], Callable[[], dict[str, float]]]:
+    calls: list[int] = []
+
+    def seed() -> dict[str, float]:
+        calls.append(1)
+        return errors
+
+    return calls, seed
+
+
+def test_the_seed_pass_runs_only_when_a_gradient_misses_the_floor() -> None:
+    expected = {"input": torch.ones(64, dtype=torch.float64), "w": torch.ones(8, dtype=torch.float64)}
+    grads = {"input": expected["input"] * 1.001, "w": expected["w"].clone()}
+    err = correctness.relative_l2_error(grads["input"], expected["input"])
+    # at the floor exactly: passes without the seed's backward pass
+    calls, seed = lazy({"input": 1.0, "w": 1.0})
+    verdict = correctness.judge_gradients(correctness.SWEEP, err, grads, expected, seed)
+    assert verdict.passed and not calls and verdict.limits == {"input": err, "w": err}
+    # over the floor: the seed's own errors are fetched once and widen the limit they allow
+    calls, seed = lazy({"input": err, "w": 0.0})
+    verdict = correctness.judge_gradients(correctness.SWEEP, err / 2, grads, expected, seed)
+    assert calls == [1]
+    assert verdict.limits == {"input": correctness.allowed(err / 2, err), "w": err / 2}
+    assert verdict.passed  # SEED_FACTOR × the seed's own error covers it: the same verdict as eager seed errors
+    eager = correctness.judge_gradients(correctness.SWEEP, err / 2, grads, expected, {"input": err, "w": 0.0})
+    assert eager == verdict
+    without = correctness.judge_gradients(correctness.SWEEP, err / 2, grads, expected, None)
+    assert not without.passed and without.failed == ["input"]
