@@ -32,7 +32,7 @@ JUDGES: dict[str, tuple[str, ...]] = {
                                        "tests/test_stats.py"),
     "harness/results/compare_stats.py": ("tests/test_compare_stats.py", "tests/test_compare.py",
                                          "tests/test_judges.py"),
-    "harness/results/compare.py": ("tests/test_compare.py", "tests/test_judges.py"),
+    "harness/results/compare.py": ("tests/test_compare.py", "tests/test_compare_cases.py", "tests/test_judges.py"),
 }
 #: Code left unmutated, per module: a pattern of the lines whose expressions are not mutated, and why.
 NOT_MUTATED: dict[str, tuple[tuple[str, str], ...]] = {
