@@ -17,7 +17,7 @@ import torch
 from harness.measure.allocator import make_steady
 if sys.argv[1] == "steady":
     assert make_steady()
-for _ in range(3):  # warm: the first allocations fault in any case
+for _ in range(10):  # warm: the first allocations fault in any case (with 2 threads, the first ~6 here)
     torch.empty(8 << 20).fill_(1.0)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(20):
