@@ -122,6 +122,15 @@ def test_without_samples_a_stored_n_of_zero_stays_zero() -> None:
     assert (c.n_baseline, c.n_current) == (0, 0)
 
 
+@pytest.mark.parametrize("blank", [None, "", "n/a", float("nan")])
+def test_without_samples_a_blank_stored_n_reads_as_zero_not_a_crash(blank: Any) -> None:
+    base = no_samples(case(), noise(1.0, seed=1), n_samples=blank)
+    cur = no_samples(case(), noise(1.3, seed=2), n_samples=12)
+    c = cmp.compare_case(KEY, base, cur, 0.05, 0.01)
+    assert (c.n_baseline, c.n_current) == (0, 12)
+    assert c.verdict is Verdict.SLOWER
+
+
 def test_a_p_value_equal_to_alpha_is_not_significant() -> None:
     """Non-overlapping CIs give p = CI_OVERLAP_P: at alpha equal to it, a 30% change is AMBIGUOUS
     without the "within noise" note (that note is for p < alpha); just above it, SLOWER."""

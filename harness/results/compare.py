@@ -253,6 +253,12 @@ def _samples(value: Any) -> np.ndarray:
     return x[np.isfinite(x)]
 
 
+def _count(value: Any) -> int:
+    """A stored sample count; 0 when it is empty or not a number (a CSV cell may be blank)."""
+    n = _float(value)
+    return int(n) if math.isfinite(n) else 0
+
+
 def _float(value: Any) -> float:
     try:
         out = float(value)
@@ -290,7 +296,7 @@ def compare_case(
     if test.method == "mann-whitney":
         n_b, n_c = int(b_fig.samples.size), int(c_fig.samples.size)
     else:
-        n_b, n_c = int(_float(base.get("n_samples")) or 0), int(_float(cur.get("n_samples")) or 0)
+        n_b, n_c = _count(base.get("n_samples")), _count(cur.get("n_samples"))
     overlap = False
     if metric == "median":
         b_proc, c_proc = _samples(base.get("process_medians_ms")), _samples(cur.get("process_medians_ms"))
