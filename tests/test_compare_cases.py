@@ -13,6 +13,7 @@ from compare_helpers import CPU_ENV, case, noise, row, write_run
 from harness.results import compare as cmp
 from harness.results.compare import CompareError
 from harness.results.compare_stats import CI_OVERLAP_P, Verdict
+from harness.results.tables import raw_samples
 
 KEY = tuple(case().items())
 FIVE_BASE = [1.0, 1.01, 0.99, 1.02, 0.98]  # median 1.0, relative IQR 0.02
@@ -491,23 +492,23 @@ def test_labels_show_bias_only_when_set() -> None:
 
 
 def test_samples_from_json_text_as_a_csv_holds_them() -> None:
-    x = cmp._samples("[1.0, 2, NaN, 3.5, Infinity]")
+    x = raw_samples("[1.0, 2, NaN, 3.5, Infinity]")
     assert x.dtype == np.float64
     assert x.tolist() == [1.0, 2.0, 3.5]
 
 
 @pytest.mark.parametrize("value", ["not json", "[1.0, 2.0", "", None, 3.0, "3.0", {"a": 1}])
 def test_samples_from_anything_else_are_an_empty_float_array(value: Any) -> None:
-    x = cmp._samples(value)
+    x = raw_samples(value)
     assert x.shape == (0,)
     assert x.dtype == np.float64
 
 
 def test_samples_of_integers_are_floats() -> None:
-    x = cmp._samples([1, 2, 3])
+    x = raw_samples([1, 2, 3])
     assert x.dtype == np.float64 and x.tolist() == [1.0, 2.0, 3.0]
-    assert cmp._samples((4, 5)).dtype == np.float64
-    assert cmp._samples(np.array([6, 7])).dtype == np.float64
+    assert raw_samples((4, 5)).dtype == np.float64
+    assert raw_samples(np.array([6, 7])).dtype == np.float64
 
 
 FIGURES = {

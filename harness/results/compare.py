@@ -6,14 +6,12 @@ This module holds the comparison's model (``LoadedRun``, ``CaseComparison``, ``S
 """
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from harness.results.compare_stats import (
@@ -28,6 +26,7 @@ from harness.results.compare_stats import (
 from harness.results.record import BROKEN, Status, truthy
 from harness.results.store import ResultsError, key_value, load_results
 from harness.results.store import env_differences as store_env_differences
+from harness.results.tables import number, raw_samples
 from harness.sweep.cases import KEY_COLUMNS  # older schemas may lack some: only shared columns are matched
 
 
@@ -241,39 +240,19 @@ def case_label(fields: Mapping[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------ judging
 
 
-def _samples(value: Any) -> np.ndarray:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            return np.array([], dtype=float)
-    if not isinstance(value, (list, tuple, np.ndarray)):
-        return np.array([], dtype=float)
-    x = np.asarray(value, dtype=float)
-    return x[np.isfinite(x)]
-
-
 def _count(value: Any) -> int:
     """A stored sample count; 0 when it is empty or not a number (a CSV cell may be blank)."""
-    n = _float(value)
+    n = number(value)
     return int(n) if math.isfinite(n) else 0
-
-
-def _float(value: Any) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return out
 
 
 def _figure_of(row: Mapping[str, Any], metric: str) -> Timing:
     """Samples, median, CI and IQR of ``metric`` in ``row``. A CPU row keeps one set of samples,
     which is all three figures': the device is the host there."""
     fig = METRICS["median" if str(row.get("device", "")).startswith("cpu") else metric]
-    iqr = _float(row.get(fig.iqr)) if fig.iqr else math.nan
-    return Timing(_samples(row.get(fig.samples)), _float(row.get(fig.median)), _float(row.get(fig.ci_low)),
-                  _float(row.get(fig.ci_high)), iqr)
+    iqr = number(row.get(fig.iqr)) if fig.iqr else math.nan
+    return Timing(raw_samples(row.get(fig.samples)), number(row.get(fig.median)), number(row.get(fig.ci_low)),
+                  number(row.get(fig.ci_high)), iqr)
 
 
 def compare_case(
@@ -299,7 +278,7 @@ def compare_case(
         n_b, n_c = _count(base.get("n_samples")), _count(cur.get("n_samples"))
     overlap = False
     if metric == "median":
-        b_proc, c_proc = _samples(base.get("process_medians_ms")), _samples(cur.get("process_medians_ms"))
+        b_proc, c_proc = raw_samples(base.get("process_medians_ms")), raw_samples(cur.get("process_medians_ms"))
         noise, overlap = process_gate(b_proc, c_proc, ratio, noise)
     verdict = judge(ratio, p_value, possible, threshold, alpha, noise)
     if verdict is Verdict.AMBIGUOUS and possible and p_value is not None and p_value < alpha:
@@ -314,7 +293,7 @@ def compare_case(
         if verdict in (Verdict.SLOWER, Verdict.FASTER):
             verdict = Verdict.AMBIGUOUS
     if metric == "median" and (base.get("bound") == "host" or cur.get("bound") == "host"):
-        hosts = [_float(r.get("host_ms")) for r in (base, cur)]
+        hosts = [number(r.get("host_ms")) for r in (base, cur)]
         notes.append(f"host-bound (host {hosts[0]:.4g} → {hosts[1]:.4g} ms)")
     return CaseComparison(
         key=key,
