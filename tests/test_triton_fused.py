@@ -6,6 +6,10 @@ file works whatever the pytest process imported before it, and leaks no interpre
 tests, the interpreted checks run in one child process (this file, run as a script) that computes
 every case and reports the errors as JSON; the tests here assert on them. On a CUDA machine the
 same cases also run in-process on the GPU, compiled (``-m cuda``).
+
+The child also counts, per forward and per backward, the Triton launches and torch operators the
+variant issues (``launch_count.py``): the interpreter runs the same host code a GPU would, so the
+counts are the GPU's too, and they are the variant's promise of little host work per call.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the child process runs this file as a script
     sys.path.insert(0, str(ROOT))
 
+from launch_count import count_host_work  # noqa: E402
 from optional import require  # noqa: E402
 
 from harness.measure.correctness import normwise_error, tolerance  # noqa: E402
@@ -50,6 +55,8 @@ CASES: list[tuple[str, int, int, int, int, str, bool, str, str]] = [
     ("strided-max", 2, 12, 6, 5, "max", False, "float32", "strided"),
     ("ties-max", 2, 8, 6, 6, "max", True, "float32", "zeros"),
     ("many-tiles-add", 2, 8, 40, 33, "add", True, "float32", "nchw"),
+    ("smallc-bigimage-mul-bias", 1, 4, 96, 96, "mul", True, "float32", "nchw"),
+    ("smallc-bigimage-gate", 2, 2, 64, 72, "gate", False, "float16", "channels_last"),
     ("fp16-add", 2, 24, 5, 7, "add", True, "float16", "nchw"),
     ("fp16-max-cl", 2, 24, 5, 7, "max", False, "float16", "channels_last"),
     ("fp16-gate", 2, 24, 5, 7, "gate", True, "float16", "nchw"),
@@ -142,6 +149,53 @@ def runner_rows() -> dict[str, dict[str, Any]]:
     return {k: {f: row.get(f) for f in keep} for k, row in rows.items()}
 
 
+#: (id, C, fusion, bias, dtype, layout) whose host work per call is counted (N=2, 5x7 pixels).
+COUNTED: list[tuple[str, int, str, bool, str, str]] = [
+    ("add", 24, "add", False, "float32", "nchw"),
+    ("max-bias-cl", 24, "max", True, "float16", "channels_last"),
+    ("mul-bias-c200", 200, "mul", True, "bfloat16", "nchw"),
+    ("gate-bias", 24, "gate", True, "float32", "nchw"),
+    ("gate-strided", 12, "gate", False, "float32", "strided"),
+]
+COUNTED_IDS = [c[0] for c in COUNTED]
+#: What a call may launch: the promise of variants/triton_fused.py, in order.
+FORWARD_KERNELS = ["_pool_kernel", "_excite_kernel", "_apply_kernel"]
+BACKWARD_KERNELS = ["_bwd_reduce_kernel", "_bwd_excite_kernel", "_bwd_dx_kernel", "_bwd_params_kernel"]
+
+
+def count_calls(counted: tuple) -> dict[str, Any]:
+    """Host work of one inference forward, one forward that records for autograd, and its backward."""
+    import variants.triton_fused as tf
+
+    name, c, fusion, bias, dtype, layout = counted
+    ref, x = make_case((name, 2, c, 5, 7, fusion, bias, dtype, layout), "cpu")
+    module = tf.build_triton_fused(ref, torch.device("cpu"), x.dtype)
+    with torch.no_grad():
+        module(x)  # the first call jits and fills the plan cache: count a steady-state call
+        with count_host_work() as inference:
+            module(x)
+    x = x.detach().requires_grad_(True)
+    with count_host_work() as recording:
+        y = module(x)
+    dy = torch.randn(tuple(y.shape)).to(y.dtype)
+    with count_host_work() as backward:
+        torch.autograd.grad(y, [x, *module.parameters()], dy)
+    return {"inference": inference.as_dict(), "recording": recording.as_dict(), "backward": backward.as_dict()}
+
+
+def counter_self_check() -> dict[str, Any]:
+    """The counter on work it must see: a torch add, and pool_mean (a launch, then torch sum and div)."""
+    import variants.triton_fused as tf
+
+    with count_host_work() as plain:
+        torch.ones(3) + 1
+    x = torch.randn(2, 3, 4, 5)
+    with count_host_work() as pool:
+        mean = tf.pool_mean(x)
+    return {"plain": plain.as_dict(), "pool": pool.as_dict(),
+            "pool_mean_error": float((mean - x.mean(dim=(2, 3))).abs().max())}
+
+
 def worker() -> None:
     """Child process entry: every case in the interpreter, results as one JSON object on stdout."""
     import variants.triton_fused as tf
@@ -152,6 +206,15 @@ def worker() -> None:
             out["cases"][case[0]] = evaluate(case, "cpu")
         except Exception:  # noqa: BLE001 - report it to the parent, which fails the case's test
             out["cases"][case[0]] = {"exception": traceback.format_exc()}
+    for counted in COUNTED:
+        try:
+            out.setdefault("counts", {})[counted[0]] = count_calls(counted)
+        except Exception:  # noqa: BLE001
+            out.setdefault("counts", {})[counted[0]] = {"exception": traceback.format_exc()}
+    try:
+        out["counter_self_check"] = counter_self_check()
+    except Exception:  # noqa: BLE001
+        out["counter_self_check"] = {"exception": traceback.format_exc()}
     try:
         out["runner"] = runner_rows()
     except Exception:  # noqa: BLE001
@@ -218,6 +281,42 @@ def test_runner_checks_and_skips_in_interpreter() -> None:
                                                                                                    grad=True)
     assert rows["implicit"]["status"] == "skipped" and "interpreter" in rows["implicit"]["reason"]
     assert rows["concat"]["status"] == "skipped" and "concat" in rows["concat"]["reason"]
+
+
+def test_counter_sees_launches_and_torch_ops() -> None:
+    """The counts below mean something: the counter does see torch arithmetic and kernel launches."""
+    found = interpreted_results()["counter_self_check"]
+    assert "exception" not in found, found.get("exception")
+    assert found["plain"]["launches"] == [] and "aten.add.Tensor" in found["plain"]["compute_ops"]
+    assert found["pool"]["launches"] == ["_pool_kernel"]
+    assert {"aten.sum.dim_IntList", "aten.div.Tensor"} <= set(found["pool"]["compute_ops"])
+    assert found["pool_mean_error"] < 1e-5
+
+
+@pytest.mark.parametrize("counted", COUNTED, ids=COUNTED_IDS)
+def test_forward_is_three_launches_and_no_torch_compute(counted: tuple) -> None:
+    """Forward, inference or recording for autograd: the three kernels, and torch only allocates.
+
+    A strided input is the exception the variant states: it is made contiguous first (one copy).
+    """
+    counts = interpreted_results()["counts"][counted[0]]
+    assert "exception" not in counts, counts.get("exception")
+    allowed = ["aten.clone.default"] if counted[5] == "strided" else []
+    for mode in ("inference", "recording"):
+        assert counts[mode]["launches"] == FORWARD_KERNELS, (mode, counts[mode])
+        assert counts[mode]["compute_ops"] == allowed, (mode, counts[mode])
+        assert len(counts[mode]["ops"]) <= 3 + len(allowed), (mode, counts[mode]["ops"])  # empty, split, empty_like
+
+
+@pytest.mark.parametrize("counted", COUNTED, ids=COUNTED_IDS)
+def test_backward_is_four_launches_and_no_torch_compute(counted: tuple) -> None:
+    """Backward: four kernels (the MLP's backward and every parameter's gradient in them), torch only allocates."""
+    counts = interpreted_results()["counts"][counted[0]]["backward"]
+    assert counts["launches"] == BACKWARD_KERNELS, counts
+    assert counts["compute_ops"] == [], counts
+    # the workspace, its split, dx, and one gradient per parameter (2 weights + ws, + gate, + 3 biases)
+    n_params = 3 + (counted[2] == "gate") + 3 * counted[3]
+    assert len(counts["ops"]) == 3 + n_params, counts["ops"]
 
 
 AVAILABILITY_PROBE = """
@@ -301,6 +400,42 @@ def test_layout_helpers_never_copy_dense_inputs() -> None:
     view = x[..., ::2]
     fixed = tf.as_kernel_layout(view)
     assert fixed is not view and fixed.is_contiguous() and torch.equal(fixed, view)
+
+
+#: The issue's benchmark shapes (N, C, H, W) and the small-C, large-image ones that filled an H100 badly.
+H100_SHAPES = [(8, 64, 128, 128), (32, 64, 128, 128), (8, 256, 64, 64), (32, 256, 64, 64), (8, 32, 256, 256),
+               (32, 32, 256, 256), (1, 32, 256, 256), (1, 4, 512, 512), (2, 1024, 16, 16)]
+
+
+@pytest.mark.parametrize("shape", H100_SHAPES, ids=["x".join(map(str, s)) for s in H100_SHAPES])
+def test_streaming_grids_fill_every_sm(shape: tuple[int, int, int, int]) -> None:
+    """On 132 SMs the pool and dx grids have 8 to 16 programs per SM wherever there are that many
+    tiles, the splits cover every tile exactly once, and no split is empty."""
+    import variants.triton_fused as tf
+
+    n, c, h, w = shape
+    sms = 132
+    plan = tf.launch_plan(n, c, c // 2, h * w, sms)
+    programs = plan.splits * plan.num_cb * n
+    assert programs >= min(tf.PROGRAMS_PER_SM * sms, n * plan.num_cb * plan.tiles), plan
+    assert programs <= 2 * tf.PROGRAMS_PER_SM * sms or plan.splits == 1, plan
+    assert (plan.splits - 1) * plan.tiles_per_prog < plan.tiles <= plan.splits * plan.tiles_per_prog, plan
+    for block in (plan.block_h, plan.block_k, plan.block_s, plan.block_t, plan.block_r):
+        assert block >= 2 and block & (block - 1) == 0, plan
+    assert plan.block_h >= plan.hidden and plan.block_h * plan.block_k <= max(tf.TILE_ELEMENTS, 2 * plan.block_h)
+
+
+def test_weights_gathered_once_and_after_to() -> None:
+    """The module hands the kernels its own parameters (no copies), re-gathered when ``.to()`` replaces them."""
+    import variants.triton_fused as tf
+
+    module = tf.TritonScSE(ScSE(8, 2, "gate", True))
+    assert module.weights.w1 is module.cse.fc[0].weight and module.weights.alpha is module.gate
+    module.double()
+    assert module.weights.w1 is module.cse.fc[0].weight and module.weights.w1.dtype == torch.float64
+    assert module.weights.bs is module.sse.Conv1x1.bias and module.weights.fusion == "gate"
+    with pytest.raises(ValueError, match="concat"):
+        tf.kernel_weights(ScSE(8, 2, "concat"))
 
 
 @pytest.mark.cuda

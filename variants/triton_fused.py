@@ -1,17 +1,23 @@
-"""``triton_fused``: scSE in two passes over x, forward and backward, in Triton.
+"""``triton_fused``: scSE in two passes over x, forward and backward, in Triton, with little host work.
 
-The module as written moves the activation about nine times; this one reads x twice and writes
-the output once:
+The module as written moves the activation about nine times and runs a dozen small kernels; this
+one reads x twice, writes the output once, and launches three kernels per forward, four per
+backward, with no torch arithmetic on the host (only ``torch.empty`` for outputs and one float32
+workspace, split into views):
 
-* pass 1 (``_pool_kernel``) sums x per (n, c) over a slice of the pixels; the slices are added and
-  the tiny excitation MLP runs on the pooled (N, C) vector in torch ops;
-* pass 2 (``_apply_kernel``) reads a tile of pixels with all channels, computes the spatial logit
-  (a dot over C, looping over channel blocks when C is large) and writes
-  ``combine(x·c, x·σ(s))`` directly.
+* forward: ``_pool_kernel`` sums x per (n, c) over a split of the pixels into a workspace of
+  partials; ``_excite_kernel`` (one program per sample) adds the partials into the mean and runs the
+  excitation MLP, σ(W2 relu(W1 m + b1) + b2), in registers; ``_apply_kernel`` reads a tile of
+  pixels with all channels, computes the spatial logit (a dot over C, looping over channel blocks
+  when C is large) and writes ``combine(x·c, x·σ(s))``, σ(α) of the gate computed in place.
+* backward: ``_bwd_reduce_kernel`` makes the per-pixel dσ(s) and per-tile dc partials in one read of
+  x and dy; ``_bwd_excite_kernel`` (one program per sample) runs the MLP's backward to dm;
+  ``_bwd_dx_kernel`` writes dx and the spatial weights' gradient partials; ``_bwd_params_kernel``
+  sums every parameter's gradient over the batch. All arithmetic accumulates in float32.
 
-Backward reads x and dy twice and writes dx once: ``_bwd_reduce_kernel`` makes the per-pixel
-dσ(s) and per-(n, c) dc sums in one pass; the MLP's backward runs in torch; ``_bwd_dx_kernel``
-writes dx and the spatial weights' gradient partials. All arithmetic accumulates in float32.
+Parameters are read by the kernels where they live: the module keeps them float32 and contiguous
+from the moment it is built, so a call converts nothing, and an optimizer's in-place update is seen
+by the next call. The grids and block sizes of a shape are computed once (``launch_plan``, cached).
 
 Kernels are compiled lazily with ``triton.jit`` at first use, not at import, because Triton reads
 ``TRITON_INTERPRET`` when a function is decorated: jitting late lets a process that imported this
@@ -19,14 +25,15 @@ module first still run the kernels in the interpreter on CPU once the variable i
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import sys
+from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 from variants.registry import register
 from variants.weights import ReferenceWeights
@@ -116,7 +123,9 @@ def _import_triton() -> None:
 # --------------------------------------------------------------------------------------------
 # Kernels. Plain functions here; ``_kernels()`` jits them on first use (see the module docstring).
 # x is addressed as base + n*sN + c*sC + p*sP with p = h*W + w, which covers NCHW (sP = 1) and
-# channels_last (sC = 1, sP = C) alike; other layouts are made contiguous first.
+# channels_last (sC = 1, sP = C) alike; other layouts are made contiguous first. Parameters are
+# read in their own dtype and converted to float32 in registers; w1 is (HID, C) and w2 (C, HID),
+# row-major, as a 1x1 conv's contiguous weight is.
 # --------------------------------------------------------------------------------------------
 
 
@@ -141,8 +150,56 @@ def _pool_kernel(
     tl.store(part_ptr + (n * n_splits + pid_split) * C + offs_c, tl.sum(acc, axis=1), mask=mask_c)
 
 
+def _excite_kernel(
+    part_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, mean_ptr, hid_ptr, cg_ptr,
+    C, HID, SPLITS, inv_hw,
+    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, STORE_SAVED: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr,
+):
+    """cg[n] = σ(W2 relu(W1 m + b1) + b2), m = Σ_split part[n] / HW, for the sample n of this program.
+
+    The hidden vector stays in registers; C is walked in blocks of BLOCK_K, twice (fc1, fc2). In
+    train mode m and relu(·) are stored for the backward.
+    """
+    n = tl.program_id(0).to(tl.int64)
+    offs_h = tl.arange(0, BLOCK_H)
+    mask_h = offs_h < HID
+    ar_s = tl.arange(0, BLOCK_S)
+    ar_k = tl.arange(0, BLOCK_K)
+    pre = tl.zeros([BLOCK_H], dtype=tl.float32)
+    for k0 in range(0, C, BLOCK_K):
+        offs_k = k0 + ar_k
+        mask_k = offs_k < C
+        total = tl.zeros([BLOCK_K], dtype=tl.float32)
+        for s0 in range(0, SPLITS, BLOCK_S):
+            offs_s = s0 + ar_s
+            mask = (offs_s < SPLITS)[:, None] & mask_k[None, :]
+            total += tl.sum(tl.load(part_ptr + (n * SPLITS + offs_s[:, None]) * C + offs_k[None, :], mask=mask,
+                                    other=0.0), axis=0)
+        m = total * inv_hw
+        if STORE_SAVED:
+            tl.store(mean_ptr + n * C + offs_k, m, mask=mask_k)
+        w1 = tl.load(w1_ptr + offs_h[:, None] * C + offs_k[None, :], mask=mask_h[:, None] & mask_k[None, :],
+                     other=0.0).to(tl.float32)
+        pre += tl.sum(w1 * m[None, :], axis=1)
+    if HAS_B1:
+        pre += tl.load(b1_ptr + offs_h, mask=mask_h, other=0.0).to(tl.float32)
+    hid = tl.maximum(pre, 0.0)
+    if STORE_SAVED:
+        tl.store(hid_ptr + n * HID + offs_h, hid, mask=mask_h)
+    for c0 in range(0, C, BLOCK_K):
+        offs_c = c0 + ar_k
+        mask_c = offs_c < C
+        w2 = tl.load(w2_ptr + offs_c[:, None] * HID + offs_h[None, :], mask=mask_c[:, None] & mask_h[None, :],
+                     other=0.0).to(tl.float32)
+        z = tl.sum(w2 * hid[None, :], axis=1)
+        if HAS_B2:
+            z += tl.load(b2_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
+        tl.store(cg_ptr + n * C + offs_c, 1.0 / (1.0 + tl.exp(-z)), mask=mask_c)
+
+
 def _apply_kernel(
-    x_ptr, out_ptr, cg_ptr, ws_ptr, bs_ptr, gate_ptr, sig_ptr,
+    x_ptr, out_ptr, cg_ptr, ws_ptr, bs_ptr, alpha_ptr, sig_ptr,
     C, HW, sN, sC, sP, oN, oC, oP,
     FUSION: tl.constexpr, HAS_SBIAS: tl.constexpr, STORE_SIG: tl.constexpr,
     NUM_CB: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
@@ -163,7 +220,7 @@ def _apply_kernel(
         mask_c = offs_c < C
         mask = mask_c[:, None] & mask_p[None, :]
         xv = tl.load(x_base + offs_c[:, None].to(tl.int64) * sC, mask=mask, other=0.0).to(tl.float32)
-        ws = tl.load(ws_ptr + offs_c, mask=mask_c, other=0.0)
+        ws = tl.load(ws_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
         s += tl.sum(xv * ws[:, None], axis=0)
     else:
         for cb in range(0, NUM_CB):
@@ -171,7 +228,7 @@ def _apply_kernel(
             mask_c = offs_c < C
             mask = mask_c[:, None] & mask_p[None, :]
             xb = tl.load(x_base + offs_c[:, None].to(tl.int64) * sC, mask=mask, other=0.0).to(tl.float32)
-            wb = tl.load(ws_ptr + offs_c, mask=mask_c, other=0.0)
+            wb = tl.load(ws_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
             s += tl.sum(xb * wb[:, None], axis=0)
     if HAS_SBIAS:
         s += tl.load(bs_ptr).to(tl.float32)
@@ -194,18 +251,20 @@ def _apply_kernel(
             y = tl.maximum(xv * cg, xv * sg)
         elif FUSION == 2:  # mul
             y = (xv * cg) * (xv * sg)
-        else:  # gate: σ(α)·x·c + (1 − σ(α))·x·σ(s), σ(α) precomputed per channel
-            g = tl.load(gate_ptr + offs_c, mask=mask_c, other=0.0)[:, None]
+        else:  # gate: σ(α)·x·c + (1 − σ(α))·x·σ(s)
+            a = tl.load(alpha_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
+            g = (1.0 / (1.0 + tl.exp(-a)))[:, None]
             y = xv * (g * cg + (1.0 - g) * sg)
         tl.store(o_base + offs_c[:, None].to(tl.int64) * oC, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def _bwd_reduce_kernel(
-    x_ptr, dy_ptr, cg_ptr, sig_ptr, gate_ptr, ds_ptr, dcg_part_ptr, dgate_part_ptr,
+    x_ptr, dy_ptr, cg_ptr, sig_ptr, alpha_ptr, ds_ptr, dcg_part_ptr, dgate_part_ptr, dbs_part_ptr,
     C, HW, sN, sC, sP, gN, gC, gP,
-    FUSION: tl.constexpr, NUM_CB: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+    FUSION: tl.constexpr, HAS_SBIAS: tl.constexpr, NUM_CB: tl.constexpr,
+    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    """One read of x and dy per pixel tile gives ds (per pixel) and dc, dσ(α) partials (per channel).
+    """One read of x and dy per pixel tile gives ds (per pixel) and per-tile partials of dc, dσ(α), dbs.
 
     With u = x·c, v = x·σ(s) and y = combine(u, v), a = ∂y/∂u and b = ∂y/∂v per element:
     dc = Σ_p dy·a·x, dσ(s) = Σ_c dy·b·x, and for gate dσ(α) = Σ_p dy·(u − v).
@@ -242,88 +301,235 @@ def _bwd_reduce_kernel(
             dcg = tl.sum(gx * xv * sg, axis=1)
             dsig += tl.sum(gx * xv * cg, axis=0)
         else:  # gate: a = σ(α), b = 1 − σ(α)
-            g = tl.load(gate_ptr + offs_c, mask=mask_c, other=0.0)[:, None]
+            alpha = tl.load(alpha_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
+            g = (1.0 / (1.0 + tl.exp(-alpha)))[:, None]
             dcg = tl.sum(gx * g, axis=1)
             dsig += tl.sum(gx * (1.0 - g), axis=0)
             tl.store(dgate_part_ptr + (n * n_tiles + pid_p) * C + offs_c, tl.sum(gx * (cg - sg), axis=1),
                      mask=mask_c)
         tl.store(dcg_part_ptr + (n * n_tiles + pid_p) * C + offs_c, dcg, mask=mask_c)
-    tl.store(ds_ptr + n * HW + offs_p, dsig * sig * (1.0 - sig), mask=mask_p)
+    ds = dsig * sig * (1.0 - sig)  # 0 on masked pixels, where σ was loaded as 0
+    tl.store(ds_ptr + n * HW + offs_p, ds, mask=mask_p)
+    if HAS_SBIAS:
+        tl.store(dbs_part_ptr + n * n_tiles + pid_p, tl.sum(ds, axis=0))
+
+
+def _bwd_excite_kernel(
+    dcg_part_ptr, dgate_part_ptr, dbs_part_ptr, cg_ptr, hid_ptr, w1_ptr, w2_ptr,
+    dz_ptr, dpre_ptr, dm_ptr, dgate_ptr, dbs_n_ptr,
+    C, HID, TILES, inv_hw,
+    GATE: tl.constexpr, HAS_SBIAS: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr,
+):
+    """The excitation MLP's backward for the sample n of this program, from the per-tile dc partials.
+
+    dz = dc·σ'(z) (fc2's pre-activation), dpre = (W2ᵀ dz)·[h > 0] (fc1's), dm = W1ᵀ dpre / HW (the
+    mean's, spread over the pixels by ``_bwd_dx_kernel``); the tile partials of dσ(α) and dbs are
+    summed per sample on the way. The weights' gradients need a sum over n: ``_bwd_params_kernel``.
+    """
+    n = tl.program_id(0).to(tl.int64)
+    offs_h = tl.arange(0, BLOCK_H)
+    mask_h = offs_h < HID
+    ar_s = tl.arange(0, BLOCK_S)
+    ar_k = tl.arange(0, BLOCK_K)
+    dh = tl.zeros([BLOCK_H], dtype=tl.float32)
+    for k0 in range(0, C, BLOCK_K):
+        offs_k = k0 + ar_k
+        mask_k = offs_k < C
+        dcg = tl.zeros([BLOCK_K], dtype=tl.float32)
+        dgate = tl.zeros([BLOCK_K], dtype=tl.float32)
+        for s0 in range(0, TILES, BLOCK_S):
+            offs_s = s0 + ar_s
+            mask = (offs_s < TILES)[:, None] & mask_k[None, :]
+            idx = (n * TILES + offs_s[:, None]) * C + offs_k[None, :]
+            dcg += tl.sum(tl.load(dcg_part_ptr + idx, mask=mask, other=0.0), axis=0)
+            if GATE:
+                dgate += tl.sum(tl.load(dgate_part_ptr + idx, mask=mask, other=0.0), axis=0)
+        if GATE:
+            tl.store(dgate_ptr + n * C + offs_k, dgate, mask=mask_k)
+        cg = tl.load(cg_ptr + n * C + offs_k, mask=mask_k, other=0.0)
+        dz = dcg * cg * (1.0 - cg)
+        tl.store(dz_ptr + n * C + offs_k, dz, mask=mask_k)
+        w2 = tl.load(w2_ptr + offs_k[:, None] * HID + offs_h[None, :], mask=mask_k[:, None] & mask_h[None, :],
+                     other=0.0).to(tl.float32)
+        dh += tl.sum(w2 * dz[:, None], axis=0)
+    hid = tl.load(hid_ptr + n * HID + offs_h, mask=mask_h, other=0.0)
+    dpre = tl.where(hid > 0.0, dh, 0.0)  # relu's gradient where its output is positive, as torch's
+    tl.store(dpre_ptr + n * HID + offs_h, dpre, mask=mask_h)
+    for k0 in range(0, C, BLOCK_K):
+        offs_k = k0 + ar_k
+        mask_k = offs_k < C
+        w1 = tl.load(w1_ptr + offs_h[:, None] * C + offs_k[None, :], mask=mask_h[:, None] & mask_k[None, :],
+                     other=0.0).to(tl.float32)
+        tl.store(dm_ptr + n * C + offs_k, tl.sum(w1 * dpre[:, None], axis=0) * inv_hw, mask=mask_k)
+    if HAS_SBIAS:
+        dbs = tl.zeros([BLOCK_S], dtype=tl.float32)
+        for s0 in range(0, TILES, BLOCK_S):
+            offs_s = s0 + ar_s
+            dbs += tl.load(dbs_part_ptr + n * TILES + offs_s, mask=offs_s < TILES, other=0.0)
+        tl.store(dbs_n_ptr + n, tl.sum(dbs, axis=0))
 
 
 def _bwd_dx_kernel(
-    x_ptr, dy_ptr, dx_ptr, cg_ptr, sig_ptr, ds_ptr, ws_ptr, dm_ptr, gate_ptr, dws_part_ptr,
-    C, HW, sN, sC, sP, gN, gC, gP, dN, dC, dP,
+    x_ptr, dy_ptr, dx_ptr, cg_ptr, sig_ptr, ds_ptr, ws_ptr, dm_ptr, alpha_ptr, dws_part_ptr,
+    C, HW, sN, sC, sP, gN, gC, gP, dN, dC, dP, TILES_PER_PROG,
     FUSION: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):
-    """dx = dy·(a·c + b·σ(s)) + ws·ds + dm/HW, element-wise; plus Σ_p ds·x partials for dws."""
-    pid_p = tl.program_id(0)
+    """dx = dy·(a·c + b·σ(s)) + ws·ds + dm/HW over this program's pixel tiles; Σ_p ds·x partials for dws.
+
+    The grid is the pool's, (splits, channel blocks, N), so the dws partials are as few as its.
+    """
+    pid_split = tl.program_id(0)
     pid_cb = tl.program_id(1)
     n = tl.program_id(2).to(tl.int64)
-    n_tiles = tl.num_programs(0)
-    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    n_splits = tl.num_programs(0)
     offs_c = pid_cb * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask_p = offs_p < HW
     mask_c = offs_c < C
-    mask = mask_c[:, None] & mask_p[None, :]
     c64 = offs_c[:, None].to(tl.int64)
-    p64 = offs_p[None, :].to(tl.int64)
-    xv = tl.load(x_ptr + n * sN + c64 * sC + p64 * sP, mask=mask, other=0.0).to(tl.float32)
-    dy = tl.load(dy_ptr + n * gN + c64 * gC + p64 * gP, mask=mask, other=0.0).to(tl.float32)
-    sg = tl.load(sig_ptr + n * HW + offs_p, mask=mask_p, other=0.0)[None, :]
-    ds = tl.load(ds_ptr + n * HW + offs_p, mask=mask_p, other=0.0)[None, :]
     cg = tl.load(cg_ptr + n * C + offs_c, mask=mask_c, other=0.0)[:, None]
-    ws = tl.load(ws_ptr + offs_c, mask=mask_c, other=0.0)[:, None]
+    ws = tl.load(ws_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)[:, None]
     dm = tl.load(dm_ptr + n * C + offs_c, mask=mask_c, other=0.0)[:, None]
-    if FUSION == 0:
-        direct = cg + sg
-    elif FUSION == 1:
-        u = xv * cg
-        v = xv * sg
-        a = tl.where(u > v, 1.0, tl.where(u == v, 0.5, 0.0))
-        direct = a * cg + (1.0 - a) * sg
-    elif FUSION == 2:
-        direct = 2.0 * xv * cg * sg
-    else:
-        g = tl.load(gate_ptr + offs_c, mask=mask_c, other=0.0)[:, None]
-        direct = g * cg + (1.0 - g) * sg
-    dx = dy * direct + ws * ds + dm
-    tl.store(dx_ptr + n * dN + c64 * dC + p64 * dP, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-    tl.store(dws_part_ptr + (n * n_tiles + pid_p) * C + offs_c, tl.sum(xv * ds, axis=1), mask=mask_c)
+    if FUSION == 3:
+        alpha = tl.load(alpha_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
+        g = (1.0 / (1.0 + tl.exp(-alpha)))[:, None]
+    dws = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for t in range(0, TILES_PER_PROG):
+        offs_p = (pid_split * TILES_PER_PROG + t) * BLOCK_P + tl.arange(0, BLOCK_P)
+        mask_p = offs_p < HW
+        mask = mask_c[:, None] & mask_p[None, :]
+        p64 = offs_p[None, :].to(tl.int64)
+        xv = tl.load(x_ptr + n * sN + c64 * sC + p64 * sP, mask=mask, other=0.0).to(tl.float32)
+        dy = tl.load(dy_ptr + n * gN + c64 * gC + p64 * gP, mask=mask, other=0.0).to(tl.float32)
+        sg = tl.load(sig_ptr + n * HW + offs_p, mask=mask_p, other=0.0)[None, :]
+        ds = tl.load(ds_ptr + n * HW + offs_p, mask=mask_p, other=0.0)[None, :]
+        if FUSION == 0:
+            direct = cg + sg
+        elif FUSION == 1:
+            u = xv * cg
+            v = xv * sg
+            a = tl.where(u > v, 1.0, tl.where(u == v, 0.5, 0.0))
+            direct = a * cg + (1.0 - a) * sg
+        elif FUSION == 2:
+            direct = 2.0 * xv * cg * sg
+        else:
+            direct = g * cg + (1.0 - g) * sg
+        dx = dy * direct + ws * ds + dm
+        tl.store(dx_ptr + n * dN + c64 * dC + p64 * dP, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+        dws += tl.sum(xv * ds, axis=1)
+    tl.store(dws_part_ptr + (n * n_splits + pid_split) * C + offs_c, dws, mask=mask_c)
+
+
+def _bwd_params_kernel(
+    dpre_ptr, mean_ptr, dz_ptr, hid_ptr, dws_part_ptr, dgate_ptr, dbs_n_ptr, alpha_ptr,
+    dw1_ptr, db1_ptr, dw2_ptr, db2_ptr, dws_ptr, dbs_ptr, dalpha_ptr,
+    N, C, HID, ROWS,
+    HAS_B1: tl.constexpr, HAS_B2: tl.constexpr, HAS_SBIAS: tl.constexpr, GATE: tl.constexpr,
+    BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr,
+):
+    """Every parameter's gradient for one block of channels, summed over the batch, in its dtype.
+
+    dW1[:, blk] = Σ_n dpre ⊗ m, dW2[blk, :] = Σ_n dz ⊗ h, db2 = Σ_n dz, dσ(α)·σ'(α), and dws from the
+    (n, split) partials. db1 and dbs are summed by every program and stored by the first (cheaper
+    than a launch of their own).
+    """
+    pid = tl.program_id(0)
+    offs_c = pid * BLOCK_K + tl.arange(0, BLOCK_K)
+    mask_c = offs_c < C
+    offs_h = tl.arange(0, BLOCK_H)
+    mask_h = offs_h < HID
+    dw1 = tl.zeros([BLOCK_H, BLOCK_K], dtype=tl.float32)
+    dw2 = tl.zeros([BLOCK_K, BLOCK_H], dtype=tl.float32)
+    db1 = tl.zeros([BLOCK_H], dtype=tl.float32)
+    db2 = tl.zeros([BLOCK_K], dtype=tl.float32)
+    dgate = tl.zeros([BLOCK_K], dtype=tl.float32)
+    for n in range(0, N):
+        dpre = tl.load(dpre_ptr + n * HID + offs_h, mask=mask_h, other=0.0)
+        hid = tl.load(hid_ptr + n * HID + offs_h, mask=mask_h, other=0.0)
+        m = tl.load(mean_ptr + n * C + offs_c, mask=mask_c, other=0.0)
+        dz = tl.load(dz_ptr + n * C + offs_c, mask=mask_c, other=0.0)
+        dw1 += dpre[:, None] * m[None, :]
+        dw2 += dz[:, None] * hid[None, :]
+        db1 += dpre
+        db2 += dz
+        if GATE:
+            dgate += tl.load(dgate_ptr + n * C + offs_c, mask=mask_c, other=0.0)
+    tl.store(dw1_ptr + offs_h[:, None] * C + offs_c[None, :], dw1.to(dw1_ptr.dtype.element_ty),
+             mask=mask_h[:, None] & mask_c[None, :])
+    tl.store(dw2_ptr + offs_c[:, None] * HID + offs_h[None, :], dw2.to(dw2_ptr.dtype.element_ty),
+             mask=mask_c[:, None] & mask_h[None, :])
+    if HAS_B1:
+        tl.store(db1_ptr + offs_h, db1.to(db1_ptr.dtype.element_ty), mask=mask_h & (offs_h * 0 + pid == 0))
+    if HAS_B2:
+        tl.store(db2_ptr + offs_c, db2.to(db2_ptr.dtype.element_ty), mask=mask_c)
+    if GATE:
+        alpha = tl.load(alpha_ptr + offs_c, mask=mask_c, other=0.0).to(tl.float32)
+        g = 1.0 / (1.0 + tl.exp(-alpha))
+        tl.store(dalpha_ptr + offs_c, (dgate * g * (1.0 - g)).to(dalpha_ptr.dtype.element_ty), mask=mask_c)
+    ar_r = tl.arange(0, BLOCK_R)
+    dws = tl.zeros([BLOCK_K], dtype=tl.float32)
+    for r0 in range(0, ROWS, BLOCK_R):
+        offs_r = r0 + ar_r
+        mask = (offs_r < ROWS)[:, None] & mask_c[None, :]
+        dws += tl.sum(tl.load(dws_part_ptr + offs_r[:, None].to(tl.int64) * C + offs_c[None, :], mask=mask,
+                              other=0.0), axis=0)
+    tl.store(dws_ptr + offs_c, dws.to(dws_ptr.dtype.element_ty), mask=mask_c)
+    if HAS_SBIAS:
+        dbs = tl.zeros([BLOCK_R], dtype=tl.float32)
+        for r0 in range(0, N, BLOCK_R):
+            dbs += tl.load(dbs_n_ptr + r0 + ar_r, mask=r0 + ar_r < N, other=0.0)
+        total = tl.zeros([BLOCK_R], dtype=tl.float32) + tl.sum(dbs, axis=0)
+        tl.store(dbs_ptr + ar_r, total.to(dbs_ptr.dtype.element_ty), mask=ar_r + pid == 0)
 
 
 _KERNEL_FUNCTIONS = {
     "pool": _pool_kernel,
+    "excite": _excite_kernel,
     "apply": _apply_kernel,
     "bwd_reduce": _bwd_reduce_kernel,
+    "bwd_excite": _bwd_excite_kernel,
     "bwd_dx": _bwd_dx_kernel,
+    "bwd_params": _bwd_params_kernel,
 }
-_JITTED: dict[bool, SimpleNamespace] = {}
+_JITTED: SimpleNamespace | None = None
 
 
 def _kernels() -> SimpleNamespace:
-    """The kernels, jitted on first use in the mode triton.language was imported in."""
+    """The kernels, jitted on first use in the mode triton.language was imported in.
+
+    Checked until the first success only: triton.language is imported once per process, so the
+    mode the kernels were jitted in cannot change afterwards, and a call skips the checks.
+    """
+    global _JITTED
+    if _JITTED is not None:
+        return _JITTED
     if not triton_installed():
         raise RuntimeError("triton is not installed")
     _import_triton()
     problem = _mode_problem()
     if problem:
         raise RuntimeError(problem)
-    mode = bool(language_interpreted())
-    if mode not in _JITTED:
-        # triton.jit picks JITFunction or InterpretedFunction from TRITON_INTERPRET at this moment,
-        # which _mode_problem has just checked agrees with the mode of triton.language
-        _JITTED[mode] = SimpleNamespace(**{k: triton.jit(f) for k, f in _KERNEL_FUNCTIONS.items()})
-    return _JITTED[mode]
+    # triton.jit picks JITFunction or InterpretedFunction from TRITON_INTERPRET at this moment,
+    # which _mode_problem has just checked agrees with the mode of triton.language
+    _JITTED = SimpleNamespace(**{k: triton.jit(f) for k, f in _KERNEL_FUNCTIONS.items()})
+    return _JITTED
 
 
 # --------------------------------------------------------------------------------------------
 # Host side
 # --------------------------------------------------------------------------------------------
 
+#: Programs per SM that a streaming pass over x aims for: 8 programs of 4 warps keep 32 warps
+#: resident per SM, enough loads in flight to cover DRAM latency (H100: ~3 TB/s × ~1 µs ≈ 24 KB
+#: per SM), and a few waves so that a ragged last wave costs little.
+PROGRAMS_PER_SM = 8
+
 
 def _next_pow2(v: int) -> int:
     return 1 << max(0, (v - 1).bit_length())
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
 
 
 def block_sizes(channels: int, hw: int, max_block_c: int = MAX_BLOCK_C) -> tuple[int, int, int]:
@@ -335,6 +541,86 @@ def block_sizes(channels: int, hw: int, max_block_c: int = MAX_BLOCK_C) -> tuple
     block_c = max(2, min(_next_pow2(channels), _next_pow2(max_block_c)))
     block_p = max(16, min(_next_pow2(hw), TILE_ELEMENTS // block_c))
     return block_c, block_p, -(-channels // block_c)
+
+
+def pool_splits(batch: int, num_cb: int, tiles: int, num_sms: int) -> tuple[int, int]:
+    """(splits, tiles per program) of the pixel axis for a streaming grid (splits, num_cb, batch).
+
+    Heuristic: aim for at least ``PROGRAMS_PER_SM · num_sms`` programs in all. Each (n, channel
+    block) needs ``want = ceil(PROGRAMS_PER_SM · SMs / (N · channel blocks))`` splits; a split takes
+    ``max(1, tiles // want)`` whole tiles (the last one the rest), which gives between ``want`` and
+    ``2·want`` splits, or one per tile when there are fewer tiles than that. So small C with a large
+    image (one channel block, hundreds of tiles) still gets 8–16 programs per SM, and large N·C gets
+    one split, i.e. one partial per (n, c). The partials are N·splits·C floats, at most about
+    2 · PROGRAMS_PER_SM · SMs · BLOCK_C.
+    """
+    want = max(1, _cdiv(PROGRAMS_PER_SM * num_sms, batch * num_cb))
+    per_prog = max(1, tiles // want)
+    return _cdiv(tiles, per_prog), per_prog
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """Grids, block sizes and workspace sizes for one problem shape (see ``launch_plan``).
+
+    block_c, block_p, num_cb, tiles: the pixel-tile kernels' tiling (``block_sizes``); splits,
+    tiles_per_prog: the streaming grids' pixel split (``pool_splits``); block_h, block_k: the MLP
+    kernels' hidden vector (all of it) and channel block, a [block_h, block_k] tile holding about
+    ``TILE_ELEMENTS``; block_s, block_t, block_r: rows per step when summing pool partials, tile
+    partials and (n, split) partials.
+    """
+
+    batch: int
+    channels: int
+    hidden: int
+    hw: int
+    gate: bool
+    block_c: int
+    block_p: int
+    num_cb: int
+    tiles: int
+    splits: int
+    tiles_per_prog: int
+    block_h: int
+    block_k: int
+    block_s: int
+    block_t: int
+    block_r: int
+
+    @property
+    def param_blocks(self) -> int:
+        return _cdiv(self.channels, self.block_k)
+
+    @property
+    def forward_workspace(self) -> tuple[int, ...]:
+        """float32 sizes: pool partials, mean, hidden, cg, σ(s) (the last three saved for backward)."""
+        n, c = self.batch, self.channels
+        return n * self.splits * c, n * c, n * self.hidden, n * c, n * self.hw
+
+    @property
+    def backward_workspace(self) -> tuple[int, ...]:
+        """float32 sizes: ds, dc / dσ(α) / dbs tile partials, dz, dpre, dm, per-sample dσ(α) and dbs, dws partials."""
+        n, c = self.batch, self.channels
+        gate_c = c if self.gate else 0
+        return (n * self.hw, n * self.tiles * c, n * self.tiles * gate_c, n * self.tiles, n * c, n * self.hidden,
+                n * c, n * gate_c, n, n * self.splits * c)
+
+
+@functools.lru_cache(maxsize=256)
+def launch_plan(batch: int, channels: int, hidden: int, hw: int, num_sms: int, gate: bool = False,
+                max_block_c: int = MAX_BLOCK_C) -> LaunchPlan:
+    """The plan for a shape, cached: a call of the variant repeats none of this arithmetic."""
+    block_c, block_p, num_cb = block_sizes(channels, hw, max_block_c)
+    tiles = _cdiv(hw, block_p)
+    splits, per_prog = pool_splits(batch, num_cb, tiles, num_sms)
+    block_h = max(2, _next_pow2(hidden))
+    block_k = max(2, min(_next_pow2(channels), TILE_ELEMENTS // block_h))
+
+    def rows(count: int) -> int:
+        return max(2, min(_next_pow2(count), TILE_ELEMENTS // block_k))
+
+    return LaunchPlan(batch, channels, hidden, hw, gate, block_c, block_p, num_cb, tiles, splits, per_prog,
+                      block_h, block_k, rows(splits), rows(tiles), rows(batch * splits))
 
 
 def pixel_strides(t: torch.Tensor) -> tuple[int, int, int] | None:
@@ -354,46 +640,65 @@ def as_kernel_layout(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous()
 
 
+@functools.cache
+def _cuda_sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
 def _num_sms(device: torch.device) -> int:
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
+        return _cuda_sms(device.index if device.index is not None else torch.cuda.current_device())
     return 1  # the interpreter runs programs one after another: fewer is faster
 
 
-def pool_mean(x: torch.Tensor, max_block_c: int = MAX_BLOCK_C) -> torch.Tensor:
-    """Pass 1: the (N, C) float32 mean of x over its pixels."""
-    k = _kernels()
-    n, c, h, w = x.shape
-    hw = h * w
-    block_c, block_p, num_cb = block_sizes(c, hw, max_block_c)
-    tiles = -(-hw // block_p)
-    # split the pixels so the grid fills the device about four times over
-    want = max(1, 4 * _num_sms(x.device) // max(1, n * num_cb))
-    splits = max(1, min(tiles, want))
-    tiles_per_prog = -(-tiles // splits)
-    splits = -(-tiles // tiles_per_prog)
-    part = torch.empty((n, splits, c), device=x.device, dtype=torch.float32)
+def _launch_pool(k: SimpleNamespace, x: torch.Tensor, plan: LaunchPlan, part: torch.Tensor) -> None:
     sn, sc, sp = pixel_strides(x)
-    k.pool[(splits, num_cb, n)](x, part, c, hw, sn, sc, sp, tiles_per_prog, BLOCK_C=block_c, BLOCK_P=block_p)
-    return part.sum(dim=1) / hw
+    k.pool[(plan.splits, plan.num_cb, plan.batch)](x, part, plan.channels, plan.hw, sn, sc, sp, plan.tiles_per_prog,
+                                                   BLOCK_C=plan.block_c, BLOCK_P=plan.block_p)
 
 
-def _weights_fp32(w: torch.Tensor | None) -> torch.Tensor | None:
-    return None if w is None else w.detach().to(torch.float32)
+def pool_mean(x: torch.Tensor, max_block_c: int = MAX_BLOCK_C) -> torch.Tensor:
+    """Pass 1 alone: the (N, C) float32 mean of x over its pixels (the forward sums in-kernel instead)."""
+    xk = as_kernel_layout(x)
+    n, c, h, w = xk.shape
+    plan = launch_plan(n, c, 1, h * w, _num_sms(x.device), max_block_c=max_block_c)
+    part = torch.empty((n, plan.splits, c), device=x.device, dtype=torch.float32)
+    _launch_pool(_kernels(), xk, plan, part)
+    return part.sum(dim=1) / (h * w)
 
 
-def _excite(mean: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None, w2: torch.Tensor,
-            b2: torch.Tensor | None) -> torch.Tensor:
-    """σ(W2 relu(W1 m + b1) + b2) on the (N, C) pooled vector, in float32."""
-    hidden = F.relu(F.linear(mean, w1.reshape(w1.shape[0], -1), b1))
-    return torch.sigmoid(F.linear(hidden, w2.reshape(w2.shape[0], -1), b2))
+class KernelWeights(NamedTuple):
+    """The parameters as the kernels read them, gathered once per module (``kernel_weights``)."""
+
+    w1: torch.Tensor
+    b1: torch.Tensor | None
+    w2: torch.Tensor
+    b2: torch.Tensor | None
+    ws: torch.Tensor
+    bs: torch.Tensor | None
+    alpha: torch.Tensor | None
+    fusion: str
+
+
+def kernel_weights(module: torch.nn.Module) -> KernelWeights:
+    """``module``'s parameters (an ``ScSE``'s names), checked once for what the kernels assume."""
+    fusion = module.fusion
+    if fusion not in FUSION_CODES:
+        raise ValueError(f"triton_fused supports fusion {', '.join(FUSION_CODES)}, not {fusion!r}")
+    fc1, fc2, conv = module.cse.fc[0], module.cse.fc[2], module.sse.Conv1x1
+    weights = KernelWeights(fc1.weight, fc1.bias, fc2.weight, fc2.bias, conv.weight, conv.bias,
+                            module.gate if fusion == "gate" else None, fusion)
+    for name, t in zip(KernelWeights._fields[:-1], weights[:-1], strict=True):
+        if t is not None and not t.is_contiguous():
+            raise ValueError(f"triton_fused reads {name} as a dense row-major array; it has strides {t.stride()}")
+    return weights
 
 
 class ScSEFunction(torch.autograd.Function):
-    """scSE with fused Triton kernels forward and backward.
+    """scSE with fused Triton kernels forward (3 launches) and backward (4 launches).
 
     Inputs: x, w1, b1, w2, b2, ws, bs, alpha (the gate logits), fusion, max_block_c; any bias or
-    alpha may be None. Gradients flow to x and every parameter given.
+    alpha may be None. Gradients flow to x and every parameter given, each in its own dtype.
     """
 
     @staticmethod
@@ -401,118 +706,96 @@ class ScSEFunction(torch.autograd.Function):
                 b2: torch.Tensor | None, ws: torch.Tensor, bs: torch.Tensor | None, alpha: torch.Tensor | None,
                 fusion: str, max_block_c: int) -> torch.Tensor:
         k = _kernels()
-        code = FUSION_CODES[fusion]
         if x.dim() != 4:
             raise ValueError(f"expected an NCHW tensor, got shape {tuple(x.shape)}")
         xk = as_kernel_layout(x)
         n, c, h, w = xk.shape
-        hw = h * w
-        mean = pool_mean(xk, max_block_c)
-        cg = _excite(mean, _weights_fp32(w1), _weights_fp32(b1), _weights_fp32(w2), _weights_fp32(b2)).contiguous()
-        ws32 = ws.detach().reshape(-1).to(torch.float32).contiguous()
-        bs32 = bs.detach().reshape(-1).to(torch.float32) if bs is not None else ws32
-        gate = torch.sigmoid(alpha.detach().reshape(-1).to(torch.float32)).contiguous() if alpha is not None else ws32
+        plan = launch_plan(n, c, w1.shape[0], h * w, _num_sms(x.device), alpha is not None, max_block_c)
         need_grad = any(ctx.needs_input_grad)
-        sig = torch.empty((n, hw), device=x.device, dtype=torch.float32) if need_grad else ws32
+        part, mean, hid, cg, sig = torch.empty(sum(plan.forward_workspace), device=x.device,
+                                               dtype=torch.float32).split(plan.forward_workspace)
+        _launch_pool(k, xk, plan, part)
+        k.excite[(n,)](part, w1, cg if b1 is None else b1, w2, cg if b2 is None else b2, mean, hid, cg,
+                       c, plan.hidden, plan.splits, 1.0 / plan.hw,
+                       HAS_B1=b1 is not None, HAS_B2=b2 is not None, STORE_SAVED=need_grad,
+                       BLOCK_S=plan.block_s, BLOCK_K=plan.block_k, BLOCK_H=plan.block_h)
         out = torch.empty_like(xk)  # keeps xk's memory format (NCHW or channels_last)
-        block_c, block_p, num_cb = block_sizes(c, hw, max_block_c)
-        sn, sc, sp = pixel_strides(xk)
-        on, oc, op = pixel_strides(out)
-        grid = (-(-hw // block_p), n)
-        k.apply[grid](xk, out, cg, ws32, bs32, gate, sig, c, hw, sn, sc, sp, on, oc, op,
-                      FUSION=code, HAS_SBIAS=bs is not None, STORE_SIG=need_grad,
-                      NUM_CB=num_cb, BLOCK_C=block_c, BLOCK_P=block_p)
+        k.apply[(plan.tiles, n)](xk, out, cg, ws, cg if bs is None else bs, cg if alpha is None else alpha, sig,
+                                 c, plan.hw, *pixel_strides(xk), *pixel_strides(out),
+                                 FUSION=FUSION_CODES[fusion], HAS_SBIAS=bs is not None, STORE_SIG=need_grad,
+                                 NUM_CB=plan.num_cb, BLOCK_C=plan.block_c, BLOCK_P=plan.block_p)
         if need_grad:
-            ctx.save_for_backward(xk, mean, cg, sig, gate if alpha is not None else None, w1, b1, w2, b2, ws, bs,
-                                  alpha)
+            ctx.save_for_backward(xk, mean, hid, cg, sig, w1, b1, w2, b2, ws, bs, alpha)
+            ctx.plan = plan
             ctx.fusion = fusion
-            ctx.max_block_c = max_block_c
         return out
 
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         k = _kernels()
-        xk, mean, cg, sig, gate, w1, b1, w2, b2, ws, bs, alpha = ctx.saved_tensors
+        xk, mean, hid, cg, sig, w1, b1, w2, b2, ws, bs, alpha = ctx.saved_tensors
+        plan: LaunchPlan = ctx.plan
+        n, c, hw = plan.batch, plan.channels, plan.hw
         code = FUSION_CODES[ctx.fusion]
-        n, c, h, w = xk.shape
-        hw = h * w
-        block_c, block_p, num_cb = block_sizes(c, hw, ctx.max_block_c)
-        tiles = -(-hw // block_p)
         dyk = as_kernel_layout(dy)
-        sn, sc, sp = pixel_strides(xk)
-        gn, gc, gp = pixel_strides(dyk)
-        dummy = sig
-        gate_arg = gate if gate is not None else dummy
-
-        ds = torch.empty((n, hw), device=xk.device, dtype=torch.float32)
-        dcg_part = torch.empty((n, tiles, c), device=xk.device, dtype=torch.float32)
-        dgate_part = torch.empty((n, tiles, c), device=xk.device, dtype=torch.float32) if gate is not None else dummy
-        k.bwd_reduce[(tiles, n)](xk, dyk, cg, sig, gate_arg, ds, dcg_part, dgate_part,
-                                 c, hw, sn, sc, sp, gn, gc, gp,
-                                 FUSION=code, NUM_CB=num_cb, BLOCK_C=block_c, BLOCK_P=block_p)
-        dcg = dcg_part.sum(dim=1)
-
-        # the excitation MLP's backward, on (N, C): small, so torch's autograd does it
-        params = [w1, b1, w2, b2]
-        with torch.enable_grad():
-            m = mean.detach().requires_grad_(True)
-            p32 = [None if p is None else p.detach().to(torch.float32).requires_grad_(True) for p in params]
-            cg_again = _excite(m, *p32)
-            leaves = [m] + [p for p in p32 if p is not None]
-            grads = torch.autograd.grad(cg_again, leaves, grad_outputs=dcg)
-        dm = (grads[0] / hw).contiguous()
-        it = iter(grads[1:])
-        dparams = [None if p is None else next(it) for p in p32]
-
+        xs, gs = pixel_strides(xk), pixel_strides(dyk)
+        ds, dcg_part, dgate_part, dbs_part, dz, dpre, dm, dgate, dbs_n, dws_part = torch.empty(
+            sum(plan.backward_workspace), device=xk.device, dtype=torch.float32).split(plan.backward_workspace)
+        alpha_arg = cg if alpha is None else alpha
+        k.bwd_reduce[(plan.tiles, n)](xk, dyk, cg, sig, alpha_arg, ds, dcg_part, dgate_part, dbs_part,
+                                      c, hw, *xs, *gs,
+                                      FUSION=code, HAS_SBIAS=bs is not None, NUM_CB=plan.num_cb,
+                                      BLOCK_C=plan.block_c, BLOCK_P=plan.block_p)
+        k.bwd_excite[(n,)](dcg_part, dgate_part, dbs_part, cg, hid, w1, w2, dz, dpre, dm, dgate, dbs_n,
+                           c, plan.hidden, plan.tiles, 1.0 / hw,
+                           GATE=alpha is not None, HAS_SBIAS=bs is not None,
+                           BLOCK_S=plan.block_t, BLOCK_K=plan.block_k, BLOCK_H=plan.block_h)
         dx = torch.empty_like(xk)
-        dn, dc, dp = pixel_strides(dx)
-        ws32 = ws.detach().reshape(-1).to(torch.float32).contiguous()
-        dws_part = torch.empty((n, tiles, c), device=xk.device, dtype=torch.float32)
-        k.bwd_dx[(tiles, num_cb, n)](xk, dyk, dx, cg, sig, ds, ws32, dm, gate_arg, dws_part,
-                                     c, hw, sn, sc, sp, gn, gc, gp, dn, dc, dp,
-                                     FUSION=code, BLOCK_C=block_c, BLOCK_P=block_p)
-        dws = dws_part.sum(dim=(0, 1)).reshape(ws.shape)
-        dbs = ds.sum().reshape(bs.shape) if bs is not None else None
-        dalpha = None
-        if alpha is not None:
-            dalpha = (dgate_part.sum(dim=(0, 1)) * gate * (1.0 - gate)).reshape(alpha.shape)
-
-        def cast(g: torch.Tensor | None, like: torch.Tensor | None) -> torch.Tensor | None:
-            return None if g is None or like is None else g.to(like.dtype)
-
-        dw1, db1, dw2, db2 = dparams
-        return (
-            dx if ctx.needs_input_grad[0] else None,
-            cast(dw1, w1).reshape(w1.shape), cast(db1, b1), cast(dw2, w2).reshape(w2.shape), cast(db2, b2),
-            cast(dws, ws), cast(dbs, bs), cast(dalpha, alpha), None, None,
-        )
+        k.bwd_dx[(plan.splits, plan.num_cb, n)](xk, dyk, dx, cg, sig, ds, ws, dm, alpha_arg, dws_part,
+                                                c, hw, *xs, *gs, *pixel_strides(dx), plan.tiles_per_prog,
+                                                FUSION=code, BLOCK_C=plan.block_c, BLOCK_P=plan.block_p)
+        grads = [None if p is None else torch.empty_like(p) for p in (w1, b1, w2, b2, ws, bs, alpha)]
+        dw1, db1, dw2, db2, dws, dbs, dalpha = (cg if g is None else g for g in grads)
+        k.bwd_params[(plan.param_blocks,)](dpre, mean, dz, hid, dws_part, dgate, dbs_n, alpha_arg,
+                                           dw1, db1, dw2, db2, dws, dbs, dalpha,
+                                           n, c, plan.hidden, n * plan.splits,
+                                           HAS_B1=b1 is not None, HAS_B2=b2 is not None, HAS_SBIAS=bs is not None,
+                                           GATE=alpha is not None,
+                                           BLOCK_K=plan.block_k, BLOCK_H=plan.block_h, BLOCK_R=plan.block_r,
+                                           num_warps=8)
+        return (dx if ctx.needs_input_grad[0] else None, *grads, None, None)
 
 
 def scse_fused(module: torch.nn.Module, x: torch.Tensor, max_block_c: int = MAX_BLOCK_C) -> torch.Tensor:
     """Run ``module`` (an ``ScSE`` or anything with its parameter names) through the fused kernels."""
-    fusion = module.fusion
-    if fusion not in FUSION_CODES:
-        raise ValueError(f"triton_fused supports fusion {', '.join(FUSION_CODES)}, not {fusion!r}")
-    fc1, fc2, conv = module.cse.fc[0], module.cse.fc[2], module.sse.Conv1x1
-    alpha = module.gate if fusion == "gate" else None
-    return ScSEFunction.apply(x, fc1.weight, fc1.bias, fc2.weight, fc2.bias, conv.weight, conv.bias, alpha,
-                              fusion, max_block_c)
+    weights = module.weights if isinstance(module, TritonScSE) else kernel_weights(module)
+    return ScSEFunction.apply(x, *weights, max_block_c)
 
 
 class TritonScSE(ReferenceWeights):
-    """Holds a copy of the reference's parameters under the same names; forward is fused."""
+    """Holds a copy of the reference's parameters under the same names; forward is fused.
+
+    ``weights`` is gathered (and checked) when the module is built and again whenever ``.to()``
+    and friends may have replaced the parameters, never per call.
+    """
 
     def __init__(self, reference: torch.nn.Module, max_block_c: int = MAX_BLOCK_C) -> None:
         super().__init__(reference)
         self.max_block_c = max_block_c
+        self.weights = kernel_weights(self)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> TritonScSE:
+        super()._apply(fn, recurse)
+        self.weights = kernel_weights(self)
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return scse_fused(self, x, self.max_block_c)
+        return ScSEFunction.apply(x, *self.weights, self.max_block_c)
 
 
 @register(
     "triton_fused",
-    "two-pass fused Triton kernels (pool; logit+combine), fused backward; x read twice, out written once",
+    "two-pass fused Triton kernels (pool; MLP; logit+combine), fused backward; x read twice, out written once",
     devices=("cuda", "cpu"),
     dtypes=("float32", "float16", "bfloat16"),
     fusions=tuple(FUSION_CODES),
@@ -520,12 +803,12 @@ class TritonScSE(ReferenceWeights):
     tags={"interpreted_on_cpu": True},
 )
 def build_triton_fused(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """The fused module on ``device``; parameters stay float32 whatever ``dtype`` the input has.
+    """The fused module on ``device``; parameters are float32 whatever ``dtype`` the input has.
 
-    The kernels read the weights into float32 anyway (a few KB next to the activation), and
-    float32 master weights, as under autocast, keep max fusion's branch choices, and so its
-    gradients, those of the float32 reference instead of flipping where a rounded weight moves
-    x·c past x·σ(s).
+    Float32 once, here, so a call converts nothing: the kernels read the weights (a few KB next to
+    the activation) where they live. Float32 master weights, as under autocast, also keep max
+    fusion's branch choices, and so its gradients, those of the float32 reference instead of
+    flipping where a rounded weight moves x·c past x·σ(s).
     """
     reason = triton_unavailable(device)
     if reason:
