@@ -51,7 +51,8 @@ def run_request(request: dict[str, Any], kept: dict[tuple[object, ...], Any]) ->
     from harness.measure.timing import TimingPolicy
     from harness.results.record import Status
     from harness.sweep.cases import Case
-    from harness.sweep.runner import SharedInputs, clock_for, failed, one_line, run_case
+    from harness.sweep.runner import clock_for, failed, one_line, run_case
+    from harness.sweep.subject import SharedInputs
     from variants.registry import all_variants
 
     case = Case(**request["case"])

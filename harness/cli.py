@@ -99,7 +99,28 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
         state = "[green]ready[/]" if reason is None else f"[red]unavailable[/] ({reason})"
         console.print(f"[bold]{name:<{width}}[/]  {v.description}  [dim]\\[{where}][/]  {state}", highlight=False,
                       soft_wrap=True)
+    if args.pattern == "*":
+        list_contexts(console)
     return EXIT_OK
+
+
+def list_contexts(console: Console) -> None:
+    """The networks ``run --context`` can measure the variants in. Only whether their packages are
+    installed is checked here (importing a network library takes seconds); ``run`` imports them."""
+    import importlib.util
+
+    from variants.contexts import all_contexts
+
+    contexts = all_contexts()
+    if not contexts:
+        return
+    console.print("\n[bold]contexts[/] (run --context NAME: every scSE block of the network swapped)", highlight=False)
+    width = max(len(n) for n in contexts)
+    for name, c in sorted(contexts.items()):
+        missing = [m for m in c.requires if importlib.util.find_spec(m) is None]
+        state = "[green]installed[/]" if not missing else f"[red]unavailable[/] (needs {', '.join(missing)})"
+        console.print(f"[bold]{name:<{width}}[/]  {c.description}  [dim]\\[{','.join(sorted(c.devices))}][/]  {state}",
+                      highlight=False, soft_wrap=True)
 
 
 def add_env(sub: argparse._SubParsersAction) -> None:

@@ -14,6 +14,9 @@ from harness.measure.timing import TimingPolicy
 from variants.registry import register, unregister
 
 sys.path.insert(0, str(Path(__file__).parent))
+import torchvision_shim  # noqa: E402 - before anything imports torchvision (tests/torchvision_shim.py says why)
+
+torchvision_shim.install()
 # A test run leaves the checkout as it found it: no bytecode from this process or its children.
 sys.dont_write_bytecode = True
 os.environ["PYTHONDONTWRITEBYTECODE"] = "1"

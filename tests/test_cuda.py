@@ -12,7 +12,8 @@ from harness.measure.cuda_clock import make_cuda_clock
 from harness.measure.figures import Figures
 from harness.measure.timing import TimingPolicy, measure
 from harness.sweep.cases import Case
-from harness.sweep.runner import make_input, make_reference, time_step
+from harness.sweep.runner import time_step
+from harness.sweep.subject import make_input, make_reference
 from variants.registry import get_variant
 
 pytestmark = pytest.mark.cuda

@@ -10,7 +10,8 @@ from conftest import FAST
 
 from harness.measure.timing import CpuClock
 from harness.sweep.cases import Case
-from harness.sweep.runner import make_reference, run_case
+from harness.sweep.runner import run_case
+from harness.sweep.subject import make_reference
 from variants.registry import get_variant
 
 CLOCK = CpuClock()
@@ -229,8 +230,8 @@ def test_phase_timer_adds_up_on_a_fake_clock() -> None:
 def test_a_configurations_variants_share_one_draw(monkeypatch, temp_variant) -> None:
     """The input and cotangent are drawn once per configuration, again when it changes, and a
     variant that writes into its input spoils nothing for the next."""
-    from harness.sweep import runner
-    from harness.sweep.runner import SharedInputs
+    from harness.sweep import subject as runner
+    from harness.sweep.subject import SharedInputs
 
     draws: list[str] = []
     for name in ("draw_input", "draw_cotangent"):
@@ -257,7 +258,7 @@ def test_a_configurations_variants_share_one_draw(monkeypatch, temp_variant) -> 
 
 
 def test_shared_inputs_keep_a_bounded_number_of_draws() -> None:
-    from harness.sweep.runner import SharedInputs
+    from harness.sweep.subject import SharedInputs
 
     inputs = SharedInputs(size=1)
     a = inputs.get(case("eager"), 0)[0]

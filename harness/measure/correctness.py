@@ -150,7 +150,7 @@ def make_reference(channels: int, reduction: int, fusion: str, bias: bool, seed:
 
 
 def reference_outputs(
-    ref: ScSE, x: torch.Tensor, grad_out: torch.Tensor | None, dtype: torch.dtype, names: list[str],
+    ref: torch.nn.Module, x: torch.Tensor, grad_out: torch.Tensor | None, dtype: torch.dtype, names: list[str],
     autocast: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The reference module's output and named gradients (``"input"``, then parameters), on ``x``'s device.
@@ -173,7 +173,7 @@ def reference_outputs(
 
 
 def seed_errors(
-    policy: Policy, ref: ScSE, x: torch.Tensor, grad_out: torch.Tensor | None, compute: str,
+    policy: Policy, ref: torch.nn.Module, x: torch.Tensor, grad_out: torch.Tensor | None, compute: str,
     expected: tuple[torch.Tensor, dict[str, torch.Tensor]],
 ) -> tuple[float, dict[str, float]]:
     """The seed module's own errors against the float64 ``expected`` (output, named gradients), in the
@@ -251,12 +251,17 @@ def judge_gradients(
 @dataclass(frozen=True)
 class Trial:
     """What a variant was given: the reference it was built from, its input (and a copy from before
-    the call, to catch writes to it) and the cotangent of a train step (None: forward only)."""
+    the call, to catch writes to it) and the cotangent of a train step (None: forward only).
 
-    ref: ScSE
+    ``ref`` is any module computing the function: an ``ScSE``, or the unmodified network whose
+    blocks a variant replaced, whose output has its own shape (``output_shape``; None: the input's).
+    """
+
+    ref: torch.nn.Module
     x: torch.Tensor
     x_before: torch.Tensor
     grad_out: torch.Tensor | None
+    output_shape: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -300,8 +305,9 @@ def verify(trial: Trial, got: Outcome, compute: str, policy: Policy = SWEEP) -> 
 
     if not torch.equal(x.detach(), trial.x_before):
         return fail("the variant modified its input")
-    if tuple(got.output.shape) != tuple(x.shape):
-        return fail(f"output shape {tuple(got.output.shape)} differs from the input's {tuple(x.shape)}")
+    shape, whose = (tuple(x.shape), "input") if trial.output_shape is None else (tuple(trial.output_shape), "reference")
+    if tuple(got.output.shape) != shape:
+        return fail(f"output shape {tuple(got.output.shape)} differs from the {whose}'s {shape}")
     if got.output.device != x.device:
         return fail(f"output is on {got.output.device}, not {x.device}")
     if train and "input" not in got.grads:

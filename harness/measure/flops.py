@@ -348,7 +348,36 @@ class FlopMemo:
         self._columns.move_to_end(key)
         return dict(self._columns[key])
 
+    def network_columns(self, context: str, shape: tuple[int, int, int, int], mode: str) -> dict[str, object]:
+        """A copy of the FLOP columns of a context's unmodified network on an input of ``shape``
+        (counted on the first ask): fvcore's forward and FlopCounterMode's, no analytic count."""
+        key = ("network", context, tuple(shape), mode)
+        if key not in self._columns:
+            self._remember(self._columns, key, network_flop_columns(context, shape, mode))
+        self._columns.move_to_end(key)
+        return dict(self._columns[key])
+
     def _remember(self, table: OrderedDict[tuple[object, ...], Any], key: tuple[object, ...], value: Any) -> None:
         table[key] = value
         while len(table) > self.size:
             table.popitem(last=False)
+
+
+def network_flop_columns(context: str, shape: tuple[int, int, int, int], mode: str) -> dict[str, object]:
+    """The FLOP columns of a context's unmodified network (``variants.contexts``): fvcore traces it
+    on the CPU in float32 with the full shape; FlopCounterMode runs on the meta device."""
+    from variants.contexts import get_context
+
+    check_mode(mode)
+    with torch.random.fork_rng(devices=[]):  # the weights do not change the count; the caller's RNG is left alone
+        network = get_context(context).build().float().eval()
+    fv = fvcore_flops(network, torch.zeros(shape), "forward")
+    tc = torch_flops(network, torch.empty(shape, device="meta"), mode)
+    return {
+        "fvcore_flops": fv.flops,
+        "fvcore_scope": fv.scope,
+        "fvcore_uncounted": fv.error or fv.uncounted_text,
+        "torch_flops": tc.flops,
+        "torch_uncounted": tc.error or tc.uncounted_text,
+        "analytic_flops": None,
+    }

@@ -43,6 +43,8 @@ class Timed:
     #: Calls the timed loop made (warm-up included): the telemetry window's work.
     calls: int
     median_ms: float
+    #: The scSE blocks inside a network's step (a context case); empty for a block alone.
+    blocks: tuple[torch.nn.Module, ...] = ()
 
 
 class Metric(Protocol):
@@ -79,6 +81,8 @@ class Flops:
     def configured(self, case: Case) -> dict[str, Any]:
         shape = (case.batch, case.channels, case.height, case.width)
         try:
+            if case.context:  # a network: counted on the unmodified network, with no analytic count
+                return self.counts.network_columns(case.context, shape, case.mode) | {"arithmetic_intensity": None}
             cols = self.counts.columns(shape, case.reduction, case.fusion, case.bias, case.mode)
             moved = bytes_min(case)
             cols["arithmetic_intensity"] = arithmetic_intensity(cols["analytic_flops"], moved)  # type: ignore[arg-type]
@@ -103,13 +107,52 @@ class Bandwidth:
     columns = BANDWIDTH_COLUMNS
 
     def configured(self, case: Case) -> dict[str, Any]:
-        return bandwidth_columns(case)
+        return bandwidth_columns(case) if not case.context else dict.fromkeys(self.columns)
 
     def begin(self, device: torch.device) -> None:
         pass
 
     def measured(self, timed: Timed) -> dict[str, Any]:
+        if timed.case.context:  # a network's bytes are not the block's formula: not counted
+            return dict.fromkeys(self.columns)
         return bandwidth_columns(timed.case, timed.median_ms, self.peak_bytes_per_s)
+
+
+class BlockShare:
+    """In a network (a context case): the network and its form, how many scSE blocks were swapped
+    (set by the runner) and the share of the network's time they take, from the profiler
+    (``block_share``). An eager network only: compiled or graphed, the blocks' kernels are fused or
+    replayed with the rest."""
+
+    columns = ("network", "form", "blocks", "scse_share")
+
+    def configured(self, case: Case) -> dict[str, Any]:
+        if not case.context:
+            return {"network": None, "form": None}
+        from variants.contexts import get_context
+
+        context = get_context(case.context)
+        return {"network": context.network_name, "form": context.form}
+
+    def begin(self, device: torch.device) -> None:
+        pass
+
+    def measured(self, timed: Timed) -> dict[str, Any]:
+        empty = {"blocks": len(timed.blocks) or None, "scse_share": None}
+        if not timed.blocks:
+            return empty
+        from variants.contexts import get_context
+
+        if get_context(timed.case.context).form != "eager":
+            return empty
+        try:
+            from harness.measure.block_share import block_share
+
+            return empty | {"scse_share": block_share(timed.step, timed.blocks, timed.device)}
+        except torch.OutOfMemoryError:
+            raise
+        except Exception:  # noqa: BLE001 - a metric never fails a case
+            return empty
 
 
 class GpuTelemetry:
@@ -234,7 +277,7 @@ class MetricSet:
 def metric_set(peak_bytes_per_s: float | None = None, trace_folder: Path | None = None) -> MetricSet:
     """The metrics every run measures."""
     return MetricSet((Flops(), Bandwidth(peak_bytes_per_s), GpuTelemetry(), PeakMemory(),
-                      ProfilerTrace(trace_folder)))  # fmt: skip
+                      ProfilerTrace(trace_folder), BlockShare()))  # fmt: skip
 
 
 #: Every column the metrics add, in report order.

@@ -237,6 +237,8 @@ def case_of(row: Mapping[str, Any]) -> Case:
             values[name] = _int(value)
         elif kind == "bool":
             values[name] = str(value) in ("True", "true", "1") if not isinstance(value, bool) else value
+        elif name == "context":  # rows from before contexts existed, and a CSV's empty cell: the block alone
+            values[name] = "" if _empty(value) else str(value)
         else:
             values[name] = None if _empty(value) else str(value)
     return Case(**values)

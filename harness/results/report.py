@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from harness.results.networks import networks_markdown
 from harness.results.profile_report import profiling_markdown
 from harness.results.recommend import TABLE_COLUMNS, recommend, table_rows
 from harness.results.record import BROKEN, Status
@@ -119,6 +120,7 @@ def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
             "",
         ]
     lines += recommendation_markdown(frame)
+    lines += networks_markdown(frame)
     lines += [
         f"Cells: {LATENCY_CAPTION}. On CUDA the latency is the GPU time, without the host's launch gaps. "
         "Only cases that matched the float64 reference are timed.",
@@ -144,6 +146,8 @@ def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
     if not problems.empty:
         lines += ["## Cases not timed", ""]
         cols = ["variant", "device", "dtype", "mode", "batch", "channels", "height", "width", "status", "reason"]
+        if problems["context"].fillna("").astype(str).ne("").any():
+            cols.insert(0, "context")
         lines += [problems[cols].to_markdown(index=False), ""]
     return "\n".join(lines)
 

@@ -265,7 +265,7 @@ def load_results(path: str | Path, required: tuple[str, ...] = ("variant", "stat
 
 def key_value(value: Any) -> Any:
     """One spelling per key value: 8 == 8.0 == "8" from CSV, NaN == None, "True" == True."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
@@ -412,5 +412,6 @@ def to_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     for column in COLUMNS:
         if column not in frame.columns:
             frame[column] = None
+    frame["context"] = frame["context"].fillna("")  # rows from before contexts, and CSV's empty cells: a block
     extra = [c for c in frame.columns if c not in COLUMNS]
     return frame[list(COLUMNS) + extra]

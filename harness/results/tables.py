@@ -17,7 +17,7 @@ import pandas as pd
 from harness.results.record import truthy
 
 GROUP_COLUMNS: tuple[str, ...] = ("device", "dtype", "mode")
-CONFIG_COLUMNS: tuple[str, ...] = ("channels", "height", "width", "batch", "reduction", "fusion", "bias")
+CONFIG_COLUMNS: tuple[str, ...] = ("context", "channels", "height", "width", "batch", "reduction", "fusion", "bias")
 
 #: The marks a timed cell may carry, and what they mean (the legend under the tables).
 MARKS: dict[str, str] = {
@@ -99,11 +99,14 @@ LATENCY_CAPTION = (
 
 
 def config_label(frame: pd.DataFrame) -> pd.Series:
-    """``CxHxW b<batch>``, plus ``r<reduction>``, the fusion and bias where the frame has several."""
+    """``CxHxW b<batch>``, plus ``r<reduction>``, the fusion and bias where the frame has several;
+    inside a network, its context first (``unet 3x128x128 b1``: the network's input)."""
     label = (
         frame["channels"].astype(str) + "x" + frame["height"].astype(str) + "x" + frame["width"].astype(str)
         + " b" + frame["batch"].astype(str)
     )  # fmt: skip
+    if "context" in frame:
+        label = frame["context"].fillna("").astype(str).map(lambda c: f"{c} " if c else "") + label
     if frame["reduction"].nunique() > 1:
         label = label + " r" + frame["reduction"].astype(str)
     if frame["fusion"].nunique() > 1:

@@ -77,6 +77,28 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+#: The defaults with ``--context``: a network per case, so one small input on the CPU (finishing in
+#: about a minute) and a realistic one on CUDA. Contexts fix reduction, fusion and bias (their blocks').
+CONTEXT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cpu": {
+        "variants": ("eager", "eager_factored", "mean_squeeze", "channels_last", "smp"),
+        "shapes": ((3, 128, 128),),
+        "batch_sizes": (1,),
+        "dtypes": ("float32",),
+        "modes": ("forward", "train"),
+    },
+    "cuda": {
+        "variants": ("eager", "eager_factored", "channels_last", "compile", "cuda_graph", "triton_fused", "smp"),
+        "shapes": ((3, 512, 512),),
+        "batch_sizes": (8,),
+        "dtypes": ("float16", "float32"),
+        "modes": ("forward", "train"),
+    },
+}
+#: Options a context decides for itself.
+CONTEXT_FIXED: tuple[str, ...] = ("reductions", "fusions", "biases")
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     """What to measure and how. ``build`` is the only way in that validates."""
@@ -90,6 +112,8 @@ class SweepConfig:
     reductions: tuple[int, ...] = (2,)
     fusions: tuple[str, ...] = ("add",)
     biases: tuple[bool, ...] = (False,)
+    #: Networks to run the variants inside (``variants.contexts``); empty: the block alone.
+    contexts: tuple[str, ...] = ()
     threads: int | None = None
     #: CPU: keep glibc from handing freed memory back to the OS between calls (harness.measure.allocator).
     steady_malloc: bool = True
@@ -125,7 +149,8 @@ class SweepConfig:
             raise ConfigError(f"unknown option {unknown[0]!r}; known: {', '.join(OPTION_NAMES)}")
         merged.update({k: v for k, v in options.items() if v is not None})
         device = resolve_device(str(merged.get("device", "auto")))
-        defaults = DEFAULTS[torch.device(device).type]
+        contexts = named("contexts", lambda: parse_contexts(merged.get("contexts", ()), device))
+        defaults = (CONTEXT_DEFAULTS if contexts else DEFAULTS)[torch.device(device).type]
         base = cls()  # the dataclass's own defaults, under the device's
         get = lambda key: merged.get(key, defaults.get(key, getattr(base, key)))  # noqa: E731
 
@@ -143,6 +168,7 @@ class SweepConfig:
             reductions=named("reductions", lambda: parse_ints(get("reductions"), "reduction")),
             fusions=named("fusions", lambda: parse_choices(get("fusions"), FUSIONS, "fusion")),
             biases=named("biases", lambda: parse_bools(get("biases"), "bias")),
+            contexts=contexts,
             threads=None if merged.get("threads") is None else parse_int(merged["threads"], FLAGS["threads"]),
             steady_malloc=one(parse_bools(merged.get("steady_malloc", True), FLAGS["steady_malloc"]),
                               FLAGS["steady_malloc"]),
@@ -153,11 +179,34 @@ class SweepConfig:
             explicit_variants=frozenset(explicit),
             **fault_options(merged),
         )
+        if contexts:
+            config = config.fixed_by_contexts(merged)
         config.check_reductions()
         return config
 
+    def fixed_by_contexts(self, given: Mapping[str, Any]) -> SweepConfig:
+        """This configuration with the reductions, fusions and biases its networks' blocks have; a
+        different value given for one of them is an error (the same one, as ``--resume`` passes, is not)."""
+        from variants.contexts import get_context
+
+        fixed = {
+            "reductions": tuple(dict.fromkeys(get_context(n).reduction for n in self.contexts)),
+            "fusions": tuple(dict.fromkeys(get_context(n).fusion for n in self.contexts)),
+            "biases": tuple(dict.fromkeys(get_context(n).bias for n in self.contexts)),
+        }
+        for key in CONTEXT_FIXED:
+            if key in given and set(getattr(self, key)) != set(fixed[key]):
+                raise ConfigError(f"{FLAGS[key]} does not apply with {FLAGS['contexts']}: a network's blocks fix it "
+                                  f"({self.contexts[0]}: {context_settings(self.contexts[0])})")
+        return dataclasses.replace(self, **fixed)
+
     def check_reductions(self) -> None:
-        """Every reduction must leave at least one hidden channel for every shape."""
+        """Every reduction must leave at least one hidden channel for every shape; in a network,
+        every shape must be the network's input."""
+        if self.contexts:
+            for name in self.contexts:
+                check_network_shapes(name, self.shapes)
+            return
         for c, _, _ in self.shapes:
             for r in self.reductions:
                 if c // r < 1:
@@ -395,6 +444,44 @@ def parse_shapes(value: Any) -> tuple[Shape, ...]:
     if not items:
         raise ConfigError("no shape given")
     return tuple(dict.fromkeys(parse_shape(v) for v in items))
+
+
+def parse_contexts(value: Any, device: str) -> tuple[str, ...]:
+    """Context names, each registered and able to run here (smp importable, CUDA for a CUDA graph)."""
+    from variants.contexts import all_contexts, unknown_context_message
+
+    names = tuple(dict.fromkeys(str(v) for v in _items(value)))
+    known = all_contexts() if names else {}
+    for name in names:
+        if name not in known:
+            raise ConfigError(unknown_context_message(name, known))
+        why = known[name].unavailable() or known[name].unsupported(device, "forward")
+        if why:
+            raise ConfigError(f"{name} is unavailable here: {why}")
+    return names
+
+
+def context_settings(name: str) -> str:
+    """What a context fixes, as flags: ``--reductions 16 --fusions add --bias true``."""
+    from variants.contexts import get_context
+
+    c = get_context(name)
+    return f"{FLAGS['reductions']} {c.reduction} {FLAGS['fusions']} {c.fusion} {FLAGS['biases']} {str(c.bias).lower()}"
+
+
+def check_network_shapes(name: str, shapes: Sequence[Shape]) -> None:
+    """Each shape must be the network's input: its channels, and a size it can halve as it must."""
+    from variants.contexts import get_context
+
+    context = get_context(name)
+    for c, h, w in shapes:
+        if c != context.in_channels:
+            raise ConfigError(f"{FLAGS['shapes']}: {name} takes {context.in_channels} input channels, not {c} "
+                              f"(shapes are the network's input, e.g. {context.in_channels}x128x128)")
+        m = context.size_multiple
+        if h % m or w % m:
+            raise ConfigError(f"{FLAGS['shapes']}: {name} needs height and width that are multiples of {m}, "
+                              f"got {c}x{h}x{w}")
 
 
 def expand_variants(patterns: list[str]) -> tuple[list[str], list[str]]:

@@ -37,7 +37,8 @@ from harness.results.record import CaseResult, Status, pool
 from harness.sweep import oom
 from harness.sweep.cases import Case
 from harness.sweep.config import SweepConfig
-from harness.sweep.runner import SharedInputs, failed, run_case, skip_reason
+from harness.sweep.runner import failed, run_case, skip_reason
+from harness.sweep.subject import SharedInputs
 from variants.registry import Variant
 from variants.tags import tags_of
 

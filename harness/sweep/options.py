@@ -52,6 +52,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("reductions", "--reductions", "channel reductions r (C//r hidden channels), e.g. 2,16"),
     Option("fusions", "--fusions", "add, max, mul, gate, concat (comma-separated)"),
     Option("biases", "--bias", "false, true or both: false,true"),
+    Option("contexts", "--context",
+           "run the variants inside a network, every scSE block swapped: unet, unet_compiled, unet_graphed "
+           "(comma-separated; see `harness list`)"),
     Option("threads", "--threads", "torch CPU threads for the run (default: torch's own)"),
     Option("steady_malloc", "--steady-malloc",
            "CPU: keep glibc malloc from returning memory to the OS between calls (default true)"),

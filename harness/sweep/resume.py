@@ -74,4 +74,4 @@ def split(folder: RunFolder, cases: Sequence[Case],
     folder.repair()
     rows = folder.rows()
     done = {row_key(r) for r in rows}
-    return rows, [c for c in cases if c.key not in done]
+    return rows, [c for c in cases if row_key(c.as_dict()) not in done]

@@ -13,79 +13,23 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import torch
 
 from harness.measure import correctness
-from harness.measure.correctness import Check, Outcome, Trial, reference_named, seed_of
+from harness.measure.correctness import Check, Outcome, Trial
 from harness.measure.figures import Figures
 from harness.measure.metrics import MetricSet, Timed, metric_set
 from harness.measure.timing import Clock, CpuClock, Timing, TimingPolicy, measure
 from harness.results.record import PHASE_COLUMNS, CaseResult, FirstCall, Phases, Status
 from harness.sweep.cases import Case
+from harness.sweep.network import network_subject
 from harness.sweep.oom import is_out_of_memory, release_memory
-from variants.reference import ScSE
+from harness.sweep.subject import Fn, SharedInputs, Subject, block_subject
 from variants.registry import Variant
 from variants.tags import bias_unsupported, tags_of
-
-Fn = Callable[[torch.Tensor], torch.Tensor]
-
-
-def case_seed(case: Case, seed: int) -> int:
-    """A seed fixed by the configuration, so every variant of a configuration sees the same data."""
-    return seed_of(seed, case.batch, case.channels, case.height, case.width, case.reduction, case.fusion, case.bias)
-
-
-def make_reference(case: Case, seed: int) -> ScSE:
-    """The case's float32 CPU reference (``correctness.make_reference``), its weights drawn from ``case_seed``."""
-    return correctness.make_reference(case.channels, case.reduction, case.fusion, case.bias, case_seed(case, seed))
-
-
-def draw_input(case: Case, seed: int) -> torch.Tensor:
-    """The case's standard-normal input in float32 on the CPU, so that it is the same on every device."""
-    gen = torch.Generator().manual_seed(case_seed(case, seed) + 1)
-    return torch.randn(case.batch, case.channels, case.height, case.width, generator=gen)
-
-
-def draw_cotangent(case: Case, seed: int) -> torch.Tensor:
-    """The fixed random ``g`` a train step differentiates ``(y * g).sum()`` with; float32, CPU."""
-    gen = torch.Generator().manual_seed(case_seed(case, seed) + 2)
-    return torch.randn(case.batch, case.channels, case.height, case.width, generator=gen)
-
-
-def make_input(case: Case, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """A standard-normal input (``draw_input``) on ``device`` in ``dtype``."""
-    return draw_input(case, seed).to(device=device, dtype=dtype)
-
-
-class SharedInputs:
-    """The input and cotangent of a configuration, drawn once for all its variants.
-
-    Every variant of a configuration gets the same draw (``case_seed``), and ``torch.randn`` of a
-    large input costs more than some variants' whole check (0.25 s for 32×64×128×128 on an H100's
-    host). The sweep walks a configuration's variants in a row (``cases.expand``), so the last
-    ``size`` draws are kept, on the CPU in float32: host memory, never the device's. Each variant is
-    given its own copy, so one that writes into its input spoils nothing for the next. Owned by the
-    run (``isolation.CaseExecutor``); nothing is kept between runs or tests.
-    """
-
-    def __init__(self, size: int = 1) -> None:
-        self.size = size
-        self._kept: OrderedDict[tuple[object, ...], tuple[torch.Tensor, torch.Tensor | None]] = OrderedDict()
-
-    def get(self, case: Case, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The CPU float32 input and, in train mode, cotangent of ``case``: never hand these to a variant."""
-        key = (seed, *(v for name, v in case.as_dict().items() if name != "variant"))
-        if key not in self._kept:
-            grad = draw_cotangent(case, seed) if case.mode == "train" else None
-            self._kept[key] = (draw_input(case, seed), grad)
-            while len(self._kept) > self.size:
-                self._kept.popitem(last=False)
-        self._kept.move_to_end(key)
-        return self._kept[key]
 
 
 class PhaseTimer:
@@ -114,13 +58,6 @@ class PhaseTimer:
         return Phases(**(self.seconds | {"phase_total_s": self.now() - self.start}))  # type: ignore[arg-type]
 
 
-def trainable(fn: object) -> dict[str, torch.nn.Parameter]:
-    """The parameters a train step differentiates: those of ``fn`` when it is a module."""
-    if isinstance(fn, torch.nn.Module):
-        return {name: p for name, p in fn.named_parameters() if p.requires_grad}
-    return {}
-
-
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -128,6 +65,13 @@ def sync(device: torch.device) -> None:
 
 def skip_reason(case: Case, variant: Variant, explicit: bool) -> str | None:
     """Why the case is not run at all, or None."""
+    if case.context:
+        from variants.contexts import get_context
+
+        context = get_context(case.context)
+        reason = context.unsupported(case.device, case.mode) or context.unavailable()
+        if reason:
+            return reason
     reason = variant.unavailable(case.device)
     if reason:
         return reason
@@ -158,10 +102,10 @@ def first_call(fn: Fn, x: torch.Tensor, params: dict[str, torch.Tensor], grad_ou
     return Outcome(y.detach(), grads, time.perf_counter() - t0)
 
 
-def verify(case: Case, variant: Variant, ref: ScSE, x: torch.Tensor, x_before: torch.Tensor,
-           got: Outcome, grad_out: torch.Tensor | None) -> Check:
+def verify(case: Case, variant: Variant, subject: Subject, got: Outcome) -> Check:
     """The engine's check (``correctness.verify``, sweep policy) of the variant's first call on this case."""
-    return correctness.verify(Trial(ref, x, x_before, grad_out), got, tags_of(variant).dtype_for(case.dtype))
+    trial = Trial(subject.reference, subject.x, subject.x_before, subject.grad_out, subject.output_shape)
+    return correctness.verify(trial, got, tags_of(variant).dtype_for(case.dtype))
 
 
 def make_step(
@@ -188,30 +132,26 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
     after the timed loop (``measures``; none of it inside the loop). ``inputs``: the run's draws,
     shared by a configuration's variants; ``timer`` gets each phase's time."""
     timer = timer or PhaseTimer()
-    device, dtype = torch.device(case.device), getattr(torch, case.dtype)
+    device = torch.device(case.device)
     train = case.mode == "train"
     with timer.phase("setup"):
-        ref = make_reference(case, seed)
-        x_drawn, grad_drawn = (inputs or SharedInputs()).get(case, seed)
-        # copy=True: on the CPU in float32 ``to`` would hand out the kept draw itself
-        x = x_drawn.to(device=device, dtype=dtype, copy=True).contiguous(memory_format=tags_of(variant).memory_format)
-        x_before = x.clone()
-        if train:
-            x.requires_grad_(True)
-        grad_out = grad_drawn.to(device=device, dtype=dtype, copy=True) if grad_drawn is not None else None
-        fn = variant.build(ref, device, dtype)
-        params = trainable(fn) if train else {}
+        if case.context:
+            subject = network_subject(case, variant, seed, inputs)
+        else:
+            subject = block_subject(case, variant, seed, inputs)
+        fn, x, params, grad_out = subject.fn, subject.x, subject.params, subject.grad_out
+        swapped = {"blocks": len(subject.blocks)} if case.context else {}
     with timer.phase("first_call"):
         got = first_call(fn, x, params, grad_out)
-        got = Outcome(got.output, reference_named(fn, got.grads, ref), got.seconds)
-        graphs_after_first = compiled_graphs(fn) if tags_of(variant).compiles else None
+        got = Outcome(got.output, subject.checked(got.grads), got.seconds)
+        graphs_after_first = compiled_graphs(fn) if subject.compiles else None
     with timer.phase("check"):
-        check = verify(case, variant, ref, x, x_before, got, grad_out)
+        check = verify(case, variant, subject, got)
     # a compiling variant's first call is its compile time, never a latency sample
     first = FirstCall(got.seconds, got.seconds if graphs_after_first is not None else None)
     del got
     if not check.passed:
-        return CaseResult(case, Status.MISMATCH, check.problem, check=check, first_call=first)
+        return CaseResult(case, Status.MISMATCH, check.problem, check=check, first_call=first, metrics=swapped)
     step = make_step(fn, x, params, grad_out)
     with timer.phase("metrics"):
         measures.begin(device)
@@ -224,7 +164,8 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
                     first = replace(first, recompiles=compiled_graphs(fn) - graphs_after_first)
                 calls = sum(t.warmup_calls + len(t.samples_ms) * t.calls_per_sample for t in (timing, wall) if t)
                 figures = Figures.of(timing, wall, device.type == "cuda", case.batch, remeasured)
-            measured = measures.measured(Timed(case, step, device, calls, figures.stats.median_ms), spent)
+            timed = Timed(case, step, device, calls, figures.stats.median_ms, subject.blocks)
+            measured = swapped | measures.measured(timed, spent)
     finally:
         measures.close()
         for name, seconds in spent.items():

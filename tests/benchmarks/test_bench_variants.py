@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from harness.sweep.cases import Case
-from harness.sweep.runner import first_call, make_input, make_reference, skip_reason, verify
+from harness.sweep.runner import first_call, skip_reason, verify
+from harness.sweep.subject import block_subject
 from harness.testing import supported_biases
 from variants.registry import get_variant, list_variants
 
@@ -53,13 +54,10 @@ def test_forward(benchmark, name: str, shape: tuple[int, int, int, int]) -> None
     reason = skip_reason(case, variant, explicit=False)
     if reason:
         pytest.skip(reason)
-    device = torch.device(DEVICE)
-    ref = make_reference(case, seed=0)
-    x = make_input(case, 0, device, torch.float32)
-    x_before = x.clone()
-    fn = variant.build(ref, device, torch.float32)
+    subject = block_subject(case, variant, 0, None)
+    fn, x = subject.fn, subject.x
     got = first_call(fn, x, {}, None)  # compiles, warms up, and gives the output to check
-    check = verify(case, variant, ref, x, x_before, got, None)
+    check = verify(case, variant, subject, got)
     assert check.passed, f"{name} is wrong on {case.label}: {check.problem}"
     benchmark.group = f"{DEVICE} float32 forward {n}x{c}x{h}x{w}"
     benchmark.extra_info.update(device=DEVICE, shape=list(shape), max_rel_err=check.max_rel_err)

@@ -1,0 +1,109 @@
+"""The share of a network's time spent in its scSE blocks, read from torch.profiler.
+
+Whether a faster block matters depends on how much of the network it is. This is measured in a
+separate pass after the timed loop: forward hooks open a ``scse_block`` range around each block's
+forward only while profiling, so the timed calls carry nothing extra.
+
+Attribution: each profiler event has a self time (CPU time, and on CUDA the device time of the
+kernels it launched), and self times add up to the whole without counting anything twice. An event
+belongs to the blocks when it runs inside a block's range on that thread (the forward), or when it
+is, or runs inside, the backward of an autograd node made inside a block's range (train mode;
+matched by the node's sequence number). The share is the blocks' self time over everyone's: device
+time on CUDA (what the blocks cost once their launches hide behind other layers' kernels), CPU time
+on the CPU. The profiler's own overhead inflates small CPU ops a little; it is a share, not a time.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.profiler import profile, record_function
+
+from harness.measure.profiling import activities_for, quiet_kineto
+
+RANGE = "scse_block"
+BACKWARD_PREFIX = "autograd::engine::evaluate_function: "
+
+
+@contextlib.contextmanager
+def block_ranges(blocks: Sequence[torch.nn.Module]) -> Iterator[None]:
+    """A ``RANGE`` profiler range around every forward of ``blocks``, while the context is open."""
+    open_ranges: list[Any] = []
+
+    def enter(module: torch.nn.Module, args: object) -> None:
+        r = record_function(RANGE)
+        r.__enter__()
+        open_ranges.append(r)
+
+    def leave(module: torch.nn.Module, args: object, output: object) -> None:
+        if open_ranges:
+            open_ranges.pop().__exit__(None, None, None)
+
+    handles = [h for b in blocks for h in (b.register_forward_pre_hook(enter), b.register_forward_hook(leave))]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _self_time(event: Any, device: bool) -> float:
+    if device:
+        return float(getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0.0)))
+    return float(event.self_cpu_time_total)
+
+
+def block_events(events: Sequence[Any]) -> set[int]:
+    """The ids of the events that are the blocks' work (forward inside a range, and its backward)."""
+    ranges = [(e.thread, e.time_range.start, e.time_range.end) for e in events if e.name == RANGE]
+    inside: set[int] = set()
+    sequence: set[int] = set()
+    for e in events:
+        if e.name == RANGE:
+            continue
+        start, end = e.time_range.start, e.time_range.end
+        if any(t == e.thread and s <= start and end <= f for t, s, f in ranges):
+            inside.add(id(e))
+            if getattr(e, "sequence_nr", -1) >= 0:
+                sequence.add(e.sequence_nr)
+
+    def with_children(e: Any) -> None:
+        inside.add(id(e))
+        for child in e.cpu_children:
+            with_children(child)
+
+    for e in events:
+        if e.name.startswith(BACKWARD_PREFIX) and getattr(e, "sequence_nr", -1) in sequence:
+            with_children(e)
+    return inside
+
+
+def share_of(events: Sequence[Any], device: bool) -> float | None:
+    """The blocks' share of all self time in ``events``; None when nothing was recorded."""
+    ours = block_events(events)
+    total = blocks = 0.0
+    for e in events:
+        if e.name == RANGE:
+            continue
+        t = _self_time(e, device)
+        total += t
+        if id(e) in ours:
+            blocks += t
+    return blocks / total if total > 0 else None
+
+
+def block_share(step: Callable[[], object], blocks: Sequence[torch.nn.Module], device: torch.device,
+                calls: int = 3) -> float | None:
+    """The share of ``step``'s time (a network's forward, or training step) spent in ``blocks``."""
+    step()  # warm: a first call's one-off work is not the network's steady state
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
+    with block_ranges(blocks), quiet_kineto(), profile(activities=activities_for(device)) as prof:
+        for _ in range(calls):
+            step()
+        if cuda:
+            torch.cuda.synchronize(device)
+    return share_of(list(prof.events()), cuda)

@@ -1,0 +1,110 @@
+"""The report's view of variants inside networks (context rows): does a faster block survive there?
+
+Per network and configuration, one line per context form and variant: the whole network's median,
+its speedup over the eager network (variant ``eager`` in the network's eager form), the share of the
+network's time the variant saves against ``eager`` blocks in the same form, and the share of the
+network's time its scSE blocks take (from the profiler, eager forms only). On CUDA the host time per
+call and the synchronous wall time too: inside a network, a block's launch cost may hide behind the
+other layers' kernels, or not.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from harness.results.tables import GROUP_COLUMNS, latency_text, marks, number
+
+BASELINE_VARIANT = "eager"
+#: What identifies a network's configuration besides its form.
+SETTING_COLUMNS: tuple[str, ...] = (*GROUP_COLUMNS, "network", "channels", "height", "width", "batch")
+#: The columns of the table, in order.
+TABLE_COLUMNS: tuple[str, ...] = (
+    "network input", "context", "variant", "blocks", "median ms [95% CI]", "× eager network",
+    "saved vs eager blocks", "scSE share",
+)  # fmt: skip
+
+
+def network_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows measured inside a network, with ``network`` filled (rows from before it: the context)."""
+    if "context" not in frame:
+        return frame.iloc[0:0]
+    rows = frame[frame["context"].fillna("").astype(str) != ""].copy()
+    if rows.empty:
+        return rows
+    if "network" not in rows:
+        rows["network"] = None
+    rows["network"] = rows["network"].where(rows["network"].notna(), rows["context"])
+    if "form" not in rows:
+        rows["form"] = None
+    return rows
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}%" if pd.notna(value) else ""
+
+
+def _median(rows: pd.DataFrame, **match: Any) -> float:
+    hit = rows
+    for column, value in match.items():
+        hit = hit[hit[column] == value]
+    ok = hit[hit["status"] == "ok"]
+    return number(ok["median_ms"].iloc[-1]) if not ok.empty else float("nan")
+
+
+def table_rows(frame: pd.DataFrame) -> list[dict[str, str]]:
+    """One dict per network row (keys ``TABLE_COLUMNS``, plus ``host / wall ms`` on CUDA)."""
+    rows = network_frame(frame)
+    out: list[dict[str, str]] = []
+    if rows.empty:
+        return out
+    for _, setting in rows.groupby(list(SETTING_COLUMNS), sort=False, dropna=False):
+        eager_forms = setting[setting["form"].fillna("eager") == "eager"]
+        base_ms = _median(eager_forms, variant=BASELINE_VARIANT)
+        for record in setting.to_dict("records"):
+            out.append(_line(record, setting, base_ms))
+    return out
+
+
+def _line(row: Mapping[str, Any], setting: pd.DataFrame, base_ms: float) -> dict[str, str]:
+    ok = row["status"] == "ok"
+    ms = number(row.get("median_ms")) if ok else float("nan")
+    same_form_ms = _median(setting, context=row["context"], variant=BASELINE_VARIANT)
+    where = f"{row['device']} · {row['dtype']} · {row['mode']} · {row['channels']}x{row['height']}x{row['width']} " \
+            f"b{row['batch']}"
+    text = latency_text(row) + "".join(f" {m}" for m in marks(row)) if ok else str(row["status"]).upper()
+    line = {
+        "network input": where,
+        "context": str(row["context"]),
+        "variant": str(row["variant"]),
+        "blocks": "" if pd.isna(number(row.get("blocks"))) else str(int(number(row.get("blocks")))),
+        "median ms [95% CI]": text,
+        "× eager network": f"{base_ms / ms:.2f}" if ok and pd.notna(base_ms) else "",
+        "saved vs eager blocks": _percent(1 - ms / same_form_ms) if ok and pd.notna(same_form_ms) else "",
+        "scSE share": _percent(number(row.get("scse_share"))),
+    }
+    if str(row["device"]).startswith("cuda"):
+        host, wall = number(row.get("host_ms")), number(row.get("wall_ms"))
+        line["host / wall ms"] = f"{host:.4g} / {wall:.4g}" if ok and pd.notna(host) else ""
+    return line
+
+
+def networks_markdown(frame: pd.DataFrame) -> list[str]:
+    """The "Inside networks" section of report.md; nothing when no row ran inside a network."""
+    lines = table_rows(frame)
+    if not lines:
+        return []
+    table = pd.DataFrame(lines)
+    return [
+        "## Inside networks",
+        "",
+        "Each variant swapped in for every scSE block of a network, checked against the unmodified network in "
+        "float64 and timed as a whole. *× eager network*: the network with `eager` blocks, run eagerly, over "
+        "this row (higher is faster). *saved vs eager blocks*: the share of the network's time this variant "
+        "saves against `eager` blocks in the same form (negative: it costs). *scSE share*: the share of the "
+        "network's time spent in its scSE blocks, from the profiler (eager forms only; GPU time on CUDA).",
+        "",
+        table.to_markdown(index=False, disable_numparse=True),
+        "",
+    ]

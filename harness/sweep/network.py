@@ -1,0 +1,61 @@
+"""A case inside a network (``Case.context``): the context's network with every scSE block swapped.
+
+The swapped network is checked against the unmodified one, which ``correctness.verify`` runs in
+float64 and in the case's dtype: a network's own low-precision error (BatchNorm in eval mode lets
+activations reach the hundreds) is far larger than a block's, so the swapped network is held to
+what the unmodified network itself achieves in that dtype, and in float64 to 1e-10. In train mode
+the input's gradient and every scSE parameter's are judged; the timed step differentiates every
+parameter of the network, as a training step does.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from harness.sweep.cases import Case
+from harness.sweep.subject import SharedInputs, Subject, case_seed, case_tensors, output_shape, trainable
+from variants.contexts import Context, get_context
+from variants.registry import Variant
+from variants.swap import Swapped, swap_blocks
+from variants.tags import tags_of
+
+
+def make_network(context: Context, case: Case, seed: int) -> nn.Module:
+    """The unmodified network, its weights drawn from the configuration's seed (the same for every
+    variant and every form of the network), in train mode for a train case and eval mode otherwise."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(case_seed(case, seed))
+        network = context.build().float()
+    return network.train(case.mode == "train")
+
+
+def named_as_original(swapped: Swapped, original: nn.Module, grads: dict[str, torch.Tensor]
+                      ) -> dict[str, torch.Tensor]:
+    """The input's gradient and the scSE parameters', by the unmodified network's names and shapes;
+    the other parameters' gradients are not judged (they follow from these)."""
+    shapes = {name: p.shape for name, p in original.named_parameters()}
+    out = {"input": grads["input"]} if "input" in grads else {}
+    for name, grad in grads.items():
+        own = swapped.original_name(name) if name != "input" else None
+        if own is not None:
+            same_size = own in shapes and grad.numel() == shapes[own].numel()
+            out[own] = grad.reshape(shapes[own]) if same_size else grad
+    return out
+
+
+def network_subject(case: Case, variant: Variant, seed: int, inputs: SharedInputs | None) -> Subject:
+    """The context's network, every scSE block the variant's, checked against the unmodified network."""
+    context = get_context(case.context)
+    train = case.mode == "train"
+    original = make_network(context, case, seed)
+    swapped = swap_blocks(context, original, variant, torch.device(case.device), getattr(torch, case.dtype), train)
+    x, x_before, grad_out = case_tensors(case, seed, inputs, torch.contiguous_format)
+    fn = swapped.network
+    return Subject(
+        fn, original, x, x_before, grad_out,
+        params=trainable(fn) if train else {},
+        checked=lambda grads: named_as_original(swapped, original, grads),
+        compiles=context.form != "eager" or tags_of(variant).compiles,
+        output_shape=output_shape(case),
+        blocks=swapped.blocks,
+    )  # fmt: skip

@@ -1,0 +1,276 @@
+"""Variants inside networks (contexts): every scSE block swapped, the swapped network computing the
+unmodified one's function, rows and report that say so, and a context added by another package.
+
+smp's Unet needs segmentation_models_pytorch; on this CPU CI its torchvision is made importable by
+tests/torchvision_shim.py (test set-up only). Where smp cannot be imported, those tests skip.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import FAST, FAST_RUN, ROOT
+
+import harness
+from harness.measure.block_share import block_share
+from harness.measure.metrics import metric_set
+from harness.measure.timing import CpuClock
+from harness.sweep.cases import Case
+from harness.sweep.network import make_network
+from harness.sweep.runner import run_case
+from variants.contexts import add_context, get_context, remove_context
+from variants.registry import all_variants, get_variant, register, unregister
+from variants.swap import block_paths, swap_blocks
+from variants.tags import bias_unsupported, tags_of
+from variants.unet import smp_unavailable
+
+needs_smp = pytest.mark.skipif(smp_unavailable() is not None, reason=str(smp_unavailable()))
+SHIMS = ROOT / "tests" / "shims"
+
+
+def unet_case(variant: str, mode: str = "forward", dtype: str = "float32", size: int = 64,
+              context: str = "unet") -> Case:
+    ctx = get_context(context)
+    return Case(variant, "cpu", dtype, mode, 1, 3, size, size, ctx.reduction, ctx.fusion, ctx.bias, context)
+
+
+def runnable_here(name: str, dtype: str = "float32") -> bool:
+    """Variants that can run in the unet on this CPU, uncompiled (compiling ten blocks takes minutes)."""
+    v = get_variant(name)
+    ctx = get_context("unet")
+    return (v.unavailable("cpu") is None and v.unsupported("cpu", dtype, "forward", ctx.fusion) is None
+            and bias_unsupported(v, ctx.bias) is None and not tags_of(v).interpreted_on_cpu)
+
+
+@needs_smp
+def test_the_swap_replaces_every_block_for_every_variant_that_supports_the_network() -> None:
+    ctx = get_context("unet")
+    original = make_network(ctx, unet_case("eager"), 0)
+    paths = block_paths(ctx, original)
+    assert len(paths) == 10
+    scse_params = {f"{p}.{n}" for p in paths for n, _ in original.get_submodule(p).named_parameters()}
+    assert len(scse_params) == 60  # six parameters a block: two convs in cSE, one in sSE, each with a bias
+    tried = []
+    for name, variant in sorted(all_variants().items()):
+        if variant.unavailable("cpu") is not None or variant.unsupported("cpu", "float32", "forward", "add"):
+            continue
+        if bias_unsupported(variant, True):
+            continue
+        swapped = swap_blocks(ctx, original, variant, torch.device("cpu"), torch.float32, train=False)
+        assert len(swapped.blocks) == 10, name
+        assert block_paths(ctx, swapped.network) == [], name  # no original block is left
+        assert sorted(swapped.names.values()) == sorted(scse_params), name  # every scSE parameter is mapped
+        tried.append(name)
+    assert {"eager", "eager_factored", "smp", "compile"} <= set(tried)
+
+
+@needs_smp
+def test_a_swap_that_leaves_an_original_block_is_refused() -> None:
+    ctx = get_context("unet")
+    original = make_network(ctx, unet_case("eager"), 0)
+    keeps_smp = register("keeps_original", "returns smp's own module", replace=True)(
+        lambda ref, d, t: __import__("segmentation_models_pytorch").base.modules.SCSEModule(ref.channels)
+    )
+    del keeps_smp
+    try:
+        with pytest.raises(RuntimeError, match="original scSE block"):
+            swap_blocks(ctx, original, get_variant("keeps_original"), torch.device("cpu"), torch.float32, False)
+    finally:
+        unregister("keeps_original")
+
+
+@needs_smp
+@pytest.mark.parametrize("mode", ["forward", "train"])
+def test_in_float64_every_swapped_network_is_the_unmodified_one(mode: str) -> None:
+    """The swap must be exact: within 1e-10 in float64, output and (train) every judged gradient."""
+    every = ("eager", "eager_factored", "mean_squeeze", "linear_excite", "channels_last", "smp")
+    names = [n for n in (every if mode == "forward" else every[1::2]) if runnable_here(n, "float64")]
+    assert names, "no float64 variant to swap in"
+    measures = metric_set()  # FLOPs counted once for all of them, as a run does
+    for name in names:
+        result = run_case(unet_case(name, mode, "float64"), get_variant(name), CpuClock(), FAST, seed=3,
+                          measures=measures)
+        assert result.status.value == "ok", (name, result.reason)
+        assert result.check is not None and result.check.max_rel_err <= 1e-10, name
+        if mode == "train":
+            assert result.check.grad_rel_err is not None and result.check.grad_rel_err <= 1e-10 * 2, name
+        assert result.metrics["blocks"] == 10
+
+
+@needs_smp
+def test_a_wrong_block_makes_the_network_a_mismatch(temp_variant) -> None:
+    def build(ref: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+        module = get_variant("eager").build(ref, device, dtype)
+        with torch.no_grad():
+            module.sse.Conv1x1.bias.add_(0.5)  # one wrong weight in every block
+        return module
+
+    temp_variant("wrong_bias", build, dtypes=("float32", "float64"))
+    result = run_case(unet_case("wrong_bias", dtype="float64"), get_variant("wrong_bias"), CpuClock(), FAST, 0,
+                      measures=metric_set())
+    assert result.status.value == "mismatch"
+    assert "output error" in (result.reason or "")
+    assert result.metrics["blocks"] == 10
+
+
+@needs_smp
+def test_float32_is_judged_against_the_unmodified_networks_own_error() -> None:
+    result = run_case(unet_case("eager_factored"), get_variant("eager_factored"), CpuClock(), FAST, 0,
+                      measures=metric_set())
+    assert result.status.value == "ok", result.reason
+    check = result.check
+    assert check is not None and check.eager_rel_err is not None
+    # BatchNorm in eval mode lets activations grow: the network's own float32 error is far above a block's 1e-5
+    assert check.eager_rel_err > 1e-5
+    assert check.tolerance == pytest.approx(5 * check.eager_rel_err)
+    assert check.max_rel_err <= check.tolerance
+
+
+@needs_smp
+def test_the_scse_share_counts_the_blocks_and_nothing_else() -> None:
+    ctx = get_context("unet")
+    original = make_network(ctx, unet_case("eager"), 0)
+    swapped = swap_blocks(ctx, original, get_variant("eager"), torch.device("cpu"), torch.float32, False)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        share = block_share(lambda: swapped.network(x), swapped.blocks, torch.device("cpu"))
+        assert share is not None and 0.0 < share < 0.5
+        half = block_share(lambda: swapped.network(x), swapped.blocks[1::2], torch.device("cpu"))
+    assert half is not None and half < share  # the five smaller blocks (attention2): less of the time
+    xg = x.clone().requires_grad_(True)
+    inputs = [xg, *swapped.network.parameters()]
+
+    def step() -> object:
+        return torch.autograd.grad(swapped.network(xg).sum(), inputs, allow_unused=True)
+
+    train = block_share(step, swapped.blocks, torch.device("cpu"))
+    assert train is not None and 0.0 < train < 0.5
+
+
+@needs_smp
+def test_a_network_run_writes_rows_and_the_report_shows_the_network_and_its_scse_share(tmp_path: Path) -> None:
+    frame = harness.run(device="cpu", contexts="unet", variants="eager,smp", shapes="3x64x64", modes="forward",
+                        out=str(tmp_path / "run"), **FAST_RUN)
+    assert list(frame["context"]) == ["unet", "unet"]
+    assert list(frame["status"]) == ["ok", "ok"]
+    assert list(frame["blocks"]) == [10, 10]
+    assert set(frame["reduction"]) == {16} and set(frame["fusion"]) == {"add"} and set(frame["bias"]) == {True}
+    assert frame["scse_share"].between(0, 1, inclusive="neither").all()
+    assert frame["torch_flops"].notna().all() and frame["bytes_min"].isna().all()
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "## Inside networks" in report
+    section = report.split("## Inside networks")[1].split("\n## ")[0]
+    eager_line = next(line for line in section.splitlines() if "| eager " in line)
+    share = frame.loc[frame["variant"] == "eager", "scse_share"].item()
+    assert f"{100 * share:.1f}%" in eager_line and "| 1.00 " in eager_line
+    csv = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert list(csv["context"]) == ["unet", "unet"]
+
+
+def test_bad_context_options_are_one_line_each(tmp_path: Path) -> None:
+    cases = [
+        (["--context", "unte"], "unknown context 'unte'"),
+        (["--context", "unet", "--reductions", "2"], "--reductions does not apply with --context"),
+        (["--context", "unet", "--shapes", "4x64x64"], "takes 3 input channels"),
+        (["--context", "unet", "--shapes", "3x50x64"], "multiples of 32"),
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SHIMS), str(ROOT)])}
+    for args, message in cases:
+        out = subprocess.run([sys.executable, "-m", "harness", "run", "--device", "cpu", *args, "--out",
+                              str(tmp_path / "never")], capture_output=True, text=True, env=env, cwd=ROOT,
+                             timeout=300)  # fmt: skip
+        if smp_unavailable() is not None and "unavailable" in out.stderr:
+            continue  # without smp every --context unet says so first, in one line too
+        assert out.returncode == 2, (args, out.stderr)
+        assert message in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not (tmp_path / "never").exists()
+
+
+def test_an_unavailable_context_says_why_in_one_line() -> None:
+    from harness.sweep.config import SweepConfig
+    from harness.sweep.options import ConfigError
+
+    add_context(get_context("unet").__class__(
+        name="needs_lib", description="x", build=lambda: torch.nn.Identity(), is_block=lambda m: False,
+        to_reference=lambda m: m, available=lambda: "needs somelib (pip install somelib)"), replace=True)
+    try:
+        with pytest.raises(ConfigError, match=r"^--context: needs_lib is unavailable here: needs somelib"):
+            SweepConfig.build(device="cpu", contexts="needs_lib")
+    finally:
+        remove_context("needs_lib")
+
+
+PLUGIN = '''
+    import torch
+    from variants.contexts import Context
+    from variants.reference import ScSE
+
+
+    class PluginBlock(ScSE):
+        """The network's own scSE class: a swapped-in variant is never one."""
+
+
+    class TinyNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 8, 3, padding=1)
+            self.att1 = PluginBlock(8, reduction=2)
+            self.mid = torch.nn.Conv2d(8, 8, 3, padding=1)
+            self.att2 = PluginBlock(8, reduction=2)
+            self.head = torch.nn.Conv2d(8, 2, 1)
+
+        def forward(self, x):
+            return self.head(self.att2(self.mid(self.att1(self.stem(x)))))
+
+
+    def reference(block):
+        ref = ScSE(block.channels, reduction=2)
+        ref.load_state_dict(block.state_dict())
+        return ref
+
+
+    TINY = Context(name="tiny", description="two scSE blocks in a tiny CNN", build=TinyNet,
+                   is_block=lambda m: isinstance(m, PluginBlock), to_reference=reference,
+                   out_channels=2, reduction=2, bias=False)
+'''
+
+
+def make_context_plugin(root: Path) -> None:
+    """An installed-looking package whose ``harness.contexts`` entry point is a ``Context``."""
+    (root / "tiny_context.py").write_text(textwrap.dedent(PLUGIN))
+    info = root / "tiny_context-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tiny-context\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[harness.contexts]\ntiny = tiny_context:TINY\n")
+
+
+def test_a_context_from_another_package_runs_from_the_cli(tmp_path: Path) -> None:
+    make_context_plugin(tmp_path)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    out_dir = tmp_path / "run"
+    args = ["--device", "cpu", "--context", "tiny", "--variants", "eager,eager_factored", "--shapes", "3x16x16",
+            "--batch-sizes", "2", "--modes", "forward,train", "--max-time", "0.05", "--min-samples", "3",
+            "--warmup", "0", "--out", str(out_dir)]  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "harness", "run", *args], capture_output=True, text=True, env=env,
+                         cwd=tmp_path, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in (out_dir / "results.jsonl").read_text().splitlines()]
+    assert [(r["variant"], r["mode"], r["status"]) for r in rows] == [
+        ("eager", "forward", "ok"), ("eager_factored", "forward", "ok"),
+        ("eager", "train", "ok"), ("eager_factored", "train", "ok"),
+    ]  # fmt: skip
+    assert all(r["context"] == "tiny" and r["blocks"] == 2 and r["reduction"] == 2 and r["bias"] is False
+               for r in rows)
+    assert all(r["grad_rel_err"] is not None for r in rows if r["mode"] == "train")
+    assert "## Inside networks" in (out_dir / "report.md").read_text()
+    listed = subprocess.run([sys.executable, "-m", "harness", "list"], capture_output=True, text=True, env=env,
+                            cwd=tmp_path, timeout=300)  # fmt: skip
+    assert "tiny" in listed.stdout and "two scSE blocks in a tiny CNN" in listed.stdout

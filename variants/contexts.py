@@ -1,0 +1,156 @@
+"""Contexts: networks that contain scSE blocks, so that a variant is measured where it is used.
+
+A block's GPU time can hide behind the other layers of a network, or its host time can dominate
+them; only the network says which. A ``Context`` builds the unmodified network, finds its scSE
+blocks, and says how to read one block as the reference ``ScSE`` (its weights renamed). The runner
+swaps every block for the variant being measured (``variants.swap``) and times the whole network.
+
+``form`` is how the whole network runs: ``eager``, ``compile`` (``torch.compile`` of the swapped
+network) or ``graph`` (the swapped network captured in one CUDA graph), so a user can see whether a
+fused block still matters once the network is compiled or graphed.
+
+Other packages add contexts through the entry-point group ``harness.contexts``; each entry point
+names a module (imported for its ``add_context`` calls), a ``Context``, or a function returning one
+or several.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import re
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import torch.nn as nn
+
+from variants.reference import ScSE
+from variants.registry import always_available
+
+ENTRY_POINT_GROUP = "harness.contexts"
+#: Modules whose import registers the built-in contexts.
+BUILTIN_MODULES: tuple[str, ...] = ("variants.unet",)
+#: How the whole network runs.
+FORMS: tuple[str, ...] = ("eager", "compile", "graph")
+
+
+@dataclass(frozen=True)
+class Context:
+    """A network with scSE blocks, and what the harness must know to swap them."""
+
+    name: str
+    description: str
+    #: The unmodified network in float32 on the CPU, weights from torch's global RNG (the caller seeds it).
+    build: Callable[[], nn.Module]
+    #: Whether a module of the network is one of its scSE blocks (the modules a swap replaces).
+    is_block: Callable[[nn.Module], bool]
+    #: A block as the reference ``ScSE``, with the block's weights (float32, CPU).
+    to_reference: Callable[[nn.Module], ScSE]
+    #: A block's parameter names → the reference's (empty: the same names).
+    block_names: Mapping[str, str] = field(default_factory=dict)
+    #: The network's input and output channels: its input is (N, in_channels, H, W).
+    in_channels: int = 3
+    out_channels: int = 1
+    #: The configuration every block of the network has: a case's ``reduction``, ``fusion``, ``bias``.
+    reduction: int = 16
+    fusion: str = "add"
+    bias: bool = True
+    form: str = "eager"
+    #: The network this context runs, shared by its forms (``unet_compiled`` runs ``unet``); empty: its own name.
+    network: str = ""
+    devices: frozenset[str] = frozenset(("cpu", "cuda"))
+    modes: frozenset[str] = frozenset(("forward", "train"))
+    available: Callable[[], str | None] = always_available
+    #: Modules the network needs, for a listing that must not import them (``available`` does).
+    requires: tuple[str, ...] = ()
+    #: Height and width must be multiples of this (a U-Net halves them five times).
+    size_multiple: int = 1
+
+    def __post_init__(self) -> None:
+        if self.form not in FORMS:
+            raise ValueError(f"context {self.name!r}: form {self.form!r} is not one of {', '.join(FORMS)}")
+
+    @property
+    def network_name(self) -> str:
+        return self.network or self.name
+
+    def unsupported(self, device: str, mode: str) -> str | None:
+        """Why this context can't run on ``device`` in ``mode``, or None."""
+        if device.split(":")[0] not in self.devices:
+            return f"context {self.name} runs on {', '.join(sorted(self.devices))}"
+        if mode not in self.modes:
+            return f"context {self.name} supports mode {', '.join(sorted(self.modes))}, not {mode}"
+        return None
+
+    def unavailable(self) -> str | None:
+        """Why the network can't be built here (a missing library), or None."""
+        try:
+            return self.available()
+        except Exception as exc:  # an availability check must never take the tool down
+            return f"availability check failed: {exc}"
+
+
+_CONTEXTS: dict[str, Context] = {}
+_entry_points_loaded = False
+
+
+def add_context(context: Context, *, replace: bool = False) -> Context:
+    """Register ``context``; a second one under a taken name is an error unless ``replace``."""
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", context.name):
+        raise ValueError(f"context name {context.name!r} must be letters, digits, '_', '-' or '.'")
+    if context.name in _CONTEXTS and not replace and _CONTEXTS[context.name] != context:
+        raise ValueError(f"context {context.name!r} is already registered")
+    _CONTEXTS[context.name] = context
+    return context
+
+
+def remove_context(name: str) -> None:
+    """Forget a context (tests use this to clean up)."""
+    _CONTEXTS.pop(name, None)
+
+
+def load_entry_points(force: bool = False) -> list[str]:
+    """Import every ``harness.contexts`` entry point once; returns warnings for broken plugins."""
+    global _entry_points_loaded
+    problems: list[str] = []
+    if _entry_points_loaded and not force:
+        return problems
+    _entry_points_loaded = True
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+            if isinstance(obj, Context):
+                add_context(obj, replace=force)
+            elif callable(obj) and not isinstance(obj, type):
+                made = obj()
+                for c in [made] if isinstance(made, Context) else list(made or ()):
+                    add_context(c, replace=force)
+        except Exception as exc:  # one broken plugin must not hide the others
+            message = f"context plugin {ep.name!r} ({ep.value}) failed to load: {exc}"
+            problems.append(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+    return problems
+
+
+def all_contexts() -> dict[str, Context]:
+    """Every registered context, built-in and from plugins, by name."""
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    load_entry_points()
+    return dict(_CONTEXTS)
+
+
+def get_context(name: str) -> Context:
+    """The context called ``name``; a KeyError that suggests the nearest names otherwise."""
+    found = all_contexts()
+    if name in found:
+        return found[name]
+    raise KeyError(unknown_context_message(name, found))
+
+
+def unknown_context_message(name: str, known: Iterable[str]) -> str:
+    names = sorted(known)
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(names) or 'none'}"
+    return f"unknown context {name!r}{hint}"
