@@ -155,7 +155,7 @@ def save_baseline_of(run_dir: str, console: Console) -> None:
         path = save_baseline(run_dir)
     except (BaselineError, OSError) as exc:
         raise UsageError(f"cannot save the baseline: {exc}") from None
-    console.print(f"baseline: {path}")
+    console.print(f"baseline: {path}", soft_wrap=True)
 
 
 def add_compare(sub: argparse._SubParsersAction) -> None:
@@ -251,7 +251,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
         raise UsageError(f"{folder.jsonl}: holds no results")
     written = folder.write_derived(to_frame(rows), folder.read_env(), plots=args.plots)
     console.print(f"rebuilt: {folder.path / REPORT_MD}, {folder.path / 'results.csv'}"
-                  + "".join(f", {p}" for p in written))  # fmt: skip
+                  + "".join(f", {p}" for p in written), soft_wrap=True)  # paths stay whole, to copy
     return EXIT_OK
 
 

@@ -274,3 +274,30 @@ def test_a_context_from_another_package_runs_from_the_cli(tmp_path: Path) -> Non
     listed = subprocess.run([sys.executable, "-m", "harness", "list"], capture_output=True, text=True, env=env,
                             cwd=tmp_path, timeout=300)  # fmt: skip
     assert "tiny" in listed.stdout and "two scSE blocks in a tiny CNN" in listed.stdout
+
+
+def tiny_module() -> dict:
+    """The plugin's module, executed here: its network, block class and ``Context``."""
+    namespace: dict = {"__name__": "tiny_context_inline"}
+    exec(textwrap.dedent(PLUGIN), namespace)  # noqa: S102 - the test's own source
+    return namespace
+
+
+@pytest.mark.parametrize("mode", ["forward", "train"])
+def test_the_compiled_form_of_a_network_is_checked_and_its_compile_time_kept_apart(mode: str) -> None:
+    import dataclasses
+
+    tiny = tiny_module()["TINY"]
+    compiled = add_context(dataclasses.replace(tiny, name="tiny_compiled", form="compile", network="tiny"),
+                           replace=True)
+    try:
+        case = Case("eager_factored", "cpu", "float32", mode, 2, 3, 16, 16, 2, "add", False, compiled.name)
+        result = run_case(case, get_variant("eager_factored"), CpuClock(), FAST, 0, measures=metric_set())
+    finally:
+        remove_context("tiny_compiled")
+    assert result.status.value == "ok", result.reason
+    assert result.first_call is not None and result.first_call.compile_s is not None
+    assert result.metrics["blocks"] == 2 and result.metrics["form"] == "compile"
+    assert result.metrics["scse_share"] is None  # compiled, the blocks' kernels are fused with the rest
+    if mode == "train":
+        assert result.check is not None and result.check.grad_rel_err is not None

@@ -186,8 +186,7 @@ def rich_table(comparison: Comparison, width: int | None = None) -> Table:
             break
         if name in shown:
             shown.remove(name)
-    table = Table(title=f"{comparison.baseline} → {comparison.current}", title_justify="left",
-                  caption=_common_line(common), caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
+    table = Table(caption=_common_line(common), caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False,
                   collapse_padding=True)  # fmt: skip
     for name in shown:
         table.add_column(name, justify="right" if name in numeric else "left", no_wrap=name != "note",
@@ -210,6 +209,8 @@ def render(comparison: Comparison, console: Console) -> None:
                 border_style="bold yellow",
             )
         )
+    # the runs' paths on a line of their own that never wraps inside a path: they are copied from here
+    console.print(f"{escape(str(c.baseline))} → {escape(str(c.current))}", soft_wrap=True, highlight=False)
     console.print(rich_table(c, console.width))
     parts: list[Any] = []
     for s in c.status_changes:
