@@ -301,3 +301,26 @@ def test_the_compiled_form_of_a_network_is_checked_and_its_compile_time_kept_apa
     assert result.metrics["scse_share"] is None  # compiled, the blocks' kernels are fused with the rest
     if mode == "train":
         assert result.check is not None and result.check.grad_rel_err is not None
+
+
+@needs_smp
+@pytest.mark.cuda
+@pytest.mark.parametrize(("context", "variant", "dtype", "mode"), [
+    ("unet", "triton_fused", "float16", "train"),
+    ("unet", "cuda_graph", "float16", "forward"),
+    ("unet_graphed", "eager_factored", "float16", "forward"),
+    ("unet_compiled", "eager", "float32", "train"),
+])  # fmt: skip
+def test_networks_on_a_gpu(context: str, variant: str, dtype: str, mode: str) -> None:
+    from harness.sweep.runner import clock_for
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    ctx = get_context(context)
+    case = Case(variant, "cuda", dtype, mode, 2, 3, 128, 128, ctx.reduction, ctx.fusion, ctx.bias, context)
+    result = run_case(case, get_variant(variant), clock_for("cuda", "cold"), FAST, 0, measures=metric_set())
+    assert result.status.value == "ok", result.reason
+    assert result.metrics["blocks"] == 10
+    assert result.figures is not None and result.figures.host_ms > 0 and result.figures.bound in ("host", "device")
+    if ctx.form == "eager":
+        assert 0 < result.metrics["scse_share"] < 1
