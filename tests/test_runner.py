@@ -284,3 +284,30 @@ def test_the_executor_freezes_start_up_objects_only_while_it_runs() -> None:
         row = executor.run(case("eager")).to_row()
     assert gc.get_freeze_count() == before == 0
     assert row["status"] == "ok" and row["phase_total_s"] > 0
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float64"])
+def test_a_configurations_variants_share_one_float64_reference(monkeypatch, dtype: str) -> None:
+    """The float64 reference (and the seed's own error) is computed for a configuration's first
+    variant and reused by the rest, with the same checks as when each computes its own."""
+    from harness.sweep import runner
+    from harness.sweep.subject import SharedInputs
+
+    made: list[tuple[str, ...]] = []
+    real = runner.expected_of
+
+    def counting(trial, names, compute, policy=None):
+        made.append(tuple(names))
+        return real(trial, names, compute)
+
+    monkeypatch.setattr(runner, "expected_of", counting)
+    inputs = SharedInputs()
+    names = ("eager", "eager_factored", "mean_squeeze", "linear_excite")
+    shared = [run_case(case(v, "train", dtype), get_variant(v), CLOCK, FAST, seed=0, inputs=inputs) for v in names]
+    assert len(made) == 1  # one reference for the four of them (every one has all three weights' gradients)
+    alone = [run_case(case(v, "train", dtype), get_variant(v), CLOCK, FAST, seed=0) for v in names]
+    for s, a in zip(shared, alone, strict=True):
+        assert s.status.value == a.status.value == "ok"
+        assert s.check == a.check  # the same errors and limits, to the last bit
+    run_case(case("eager", "train", dtype, batch=3), get_variant("eager"), CLOCK, FAST, seed=0, inputs=inputs)
+    assert len(made) == 2  # a new configuration: its own reference

@@ -65,9 +65,11 @@ def tolerance(dtype: str, device: torch.device | str, grad: bool = False) -> flo
 
 
 def _relative_error(actual: torch.Tensor, expected: torch.Tensor, norm: Callable[[torch.Tensor], float]) -> float:
-    """``norm(actual - expected) / norm(expected)`` in float64 on the CPU; inf for NaN or Inf in ``actual``."""
-    a = actual.detach().to(device="cpu", dtype=torch.float64)
-    e = expected.detach().to(device="cpu", dtype=torch.float64)
+    """``norm(actual - expected) / norm(expected)`` in float64 on ``expected``'s device (only the
+    scalars reach the host: copying a GPU activation to the CPU cost more than the whole check);
+    inf for NaN or Inf in ``actual``."""
+    e = expected.detach().to(dtype=torch.float64)
+    a = actual.detach().to(device=e.device, dtype=torch.float64)
     if a.shape != e.shape:
         raise ValueError(f"shape {tuple(a.shape)} differs from the reference's {tuple(e.shape)}")
     if not torch.isfinite(a).all():
@@ -290,11 +292,36 @@ class Check:
         return self.problem is None
 
 
-def verify(trial: Trial, got: Outcome, compute: str, policy: Policy = SWEEP) -> Check:
+@dataclass(frozen=True)
+class Expected:
+    """What a trial is judged against, the same for every variant given the same reference, input,
+    gradient names and precision: the float64 output and named gradients, and the seed module's
+    own errors against them (None and empty in float64)."""
+
+    output: torch.Tensor
+    grads: dict[str, torch.Tensor]
+    seed_error: float | None
+    seed_grad_errors: dict[str, float]
+
+
+def expected_of(trial: Trial, names: list[str], compute: str, policy: Policy = SWEEP) -> Expected:
+    """The float64 reference on the trial's input (gradients ``names``: ``"input"`` then parameters),
+    and below float64 the seed module's errors in the trial's precision (``seed_errors``)."""
+    y64, grads64 = reference_outputs(trial.ref, trial.x, trial.grad_out, torch.float64, names)
+    if trial.x.dtype == torch.float64:
+        return Expected(y64, grads64, None, {})
+    seed_err, seed_grad_errs = seed_errors(policy, trial.ref, trial.x, trial.grad_out, compute, (y64, grads64))
+    return Expected(y64, grads64, seed_err, seed_grad_errs)
+
+
+def verify(trial: Trial, got: Outcome, compute: str, policy: Policy = SWEEP,
+           expected: Callable[[list[str]], Expected] | None = None) -> Check:
     """The first problem of ``got`` against the reference computed in float64 on the same input.
 
     The floor is ``compute``'s tolerance. Below float64 the seed's own module runs on the same input
-    too, and its error sets how much error that precision is allowed (``allowed``).
+    too, and its error sets how much error that precision is allowed (``allowed``). ``expected``
+    gives ``expected_of(trial, names, compute, policy)`` for the gradient names, from a memo shared
+    by a configuration's variants (the runner's); without it, it is computed here.
     """
     x, train = trial.x, trial.grad_out is not None
     tol = tolerance(compute, x.device)
@@ -317,11 +344,8 @@ def verify(trial: Trial, got: Outcome, compute: str, policy: Policy = SWEEP) -> 
     if unmatched:  # a renamed parameter must be mapped (reference_names), never skipped
         return fail(f"parameter {unmatched[0]} has no counterpart in the reference (set reference_names)")
     names = ["input", *[n for n in got.grads if n != "input"]]
-    y64, grads64 = reference_outputs(trial.ref, x, trial.grad_out, torch.float64, names)
-    seed_err: float | None = None
-    seed_grad_errs: dict[str, float] = {}
-    if x.dtype != torch.float64:
-        seed_err, seed_grad_errs = seed_errors(policy, trial.ref, x, trial.grad_out, compute, (y64, grads64))
+    found = expected(names) if expected is not None else expected_of(trial, names, compute, policy)
+    y64, grads64, seed_err, seed_grad_errs = found.output, found.grads, found.seed_error, found.seed_grad_errors
     out = judge_output(policy, tol, got.output, y64, seed_err)
     err, limit = out.errors["output"], out.limits["output"]
     if not out.passed:

@@ -19,7 +19,7 @@ from dataclasses import replace
 import torch
 
 from harness.measure import correctness
-from harness.measure.correctness import Check, Outcome, Trial
+from harness.measure.correctness import Check, Expected, Outcome, Trial, expected_of
 from harness.measure.figures import Figures
 from harness.measure.metrics import MetricSet, Timed, metric_set
 from harness.measure.timing import Clock, CpuClock, Timing, TimingPolicy, measure
@@ -102,10 +102,21 @@ def first_call(fn: Fn, x: torch.Tensor, params: dict[str, torch.Tensor], grad_ou
     return Outcome(y.detach(), grads, time.perf_counter() - t0)
 
 
-def verify(case: Case, variant: Variant, subject: Subject, got: Outcome) -> Check:
-    """The engine's check (``correctness.verify``, sweep policy) of the variant's first call on this case."""
+def verify(case: Case, variant: Variant, subject: Subject, got: Outcome, seed: int = 0,
+           inputs: SharedInputs | None = None) -> Check:
+    """The engine's check (``correctness.verify``, sweep policy) of the variant's first call on this
+    case; with ``inputs``, against the reference its configuration's first variant computed."""
     trial = Trial(subject.reference, subject.x, subject.x_before, subject.grad_out, subject.output_shape)
-    return correctness.verify(trial, got, tags_of(variant).dtype_for(case.dtype))
+    compute = tags_of(variant).dtype_for(case.dtype)
+    if inputs is None:
+        return correctness.verify(trial, got, compute)
+    layout = subject.x.is_contiguous()  # a channels_last input rounds the low-precision seed differently
+
+    def expected(names: list[str]) -> Expected:
+        make = lambda: expected_of(trial, names, compute)  # noqa: E731
+        return inputs.expected(case, seed, (tuple(names), compute, layout), make)
+
+    return correctness.verify(trial, got, compute, expected=expected)
 
 
 def make_step(
@@ -146,7 +157,7 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
         got = Outcome(got.output, subject.checked(got.grads), got.seconds)
         graphs_after_first = compiled_graphs(fn) if subject.compiles else None
     with timer.phase("check"):
-        check = verify(case, variant, subject, got)
+        check = verify(case, variant, subject, got, seed, inputs)
     # a compiling variant's first call is its compile time, never a latency sample
     first = FirstCall(got.seconds, got.seconds if graphs_after_first is not None else None)
     del got

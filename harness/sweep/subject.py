@@ -10,17 +10,19 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
 from harness.measure import correctness
-from harness.measure.correctness import reference_named, seed_of
+from harness.measure.correctness import Expected, reference_named, seed_of
 from harness.sweep.cases import Case
 from variants.reference import ScSE
 from variants.registry import Variant
 from variants.tags import tags_of
 
 Fn = Callable[[torch.Tensor], torch.Tensor]
+T = TypeVar("T")
 
 
 def case_seed(case: Case, seed: int) -> int:
@@ -61,7 +63,7 @@ def make_input(case: Case, seed: int, device: torch.device, dtype: torch.dtype) 
 
 
 class SharedInputs:
-    """The input and cotangent of a configuration, drawn once for all its variants.
+    """The input, cotangent and float64 reference of a configuration, made once for all its variants.
 
     Every variant of a configuration gets the same draw (``case_seed``), and ``torch.randn`` of a
     large input costs more than some variants' whole check (0.25 s for 32×64×128×128 on an H100's
@@ -74,17 +76,39 @@ class SharedInputs:
     def __init__(self, size: int = 1) -> None:
         self.size = size
         self._kept: OrderedDict[tuple[object, ...], tuple[torch.Tensor, torch.Tensor | None]] = OrderedDict()
+        self._expected: OrderedDict[tuple[object, ...], Expected] = OrderedDict()
 
     def get(self, case: Case, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The CPU float32 input and, in train mode, cotangent of ``case``: never hand these to a variant."""
-        key = (seed, *(v for name, v in case.as_dict().items() if name != "variant"))
+        key = configuration(case, seed)
         if key not in self._kept:
             grad = draw_cotangent(case, seed) if case.mode == "train" else None
             self._kept[key] = (draw_input(case, seed), grad)
-            while len(self._kept) > self.size:
-                self._kept.popitem(last=False)
-        self._kept.move_to_end(key)
-        return self._kept[key]
+        return _recent(self._kept, key, self.size)
+
+    def expected(self, case: Case, seed: int, detail: tuple[object, ...], make: Callable[[], Expected]) -> Expected:
+        """What a configuration's variants are judged against (``correctness.Expected``: the float64
+        reference and the seed module's own errors), made by ``make`` for the first variant and kept
+        for the rest. ``detail``: what else it depends on (the gradient names, the compute dtype, the
+        input's layout). Kept on the case's device, the last ``size`` only: on an H100 the check
+        was the largest share of a case's time, the reference recomputed for every variant."""
+        key = (*configuration(case, seed), *detail)
+        if key not in self._expected:
+            self._expected[key] = make()
+        return _recent(self._expected, key, self.size)
+
+
+def configuration(case: Case, seed: int) -> tuple[object, ...]:
+    """Everything that identifies a case's data except its variant."""
+    return (seed, *(v for name, v in case.as_dict().items() if name != "variant"))
+
+
+def _recent(table: OrderedDict[tuple[object, ...], T], key: tuple[object, ...], size: int) -> T:
+    """``table[key]``, marked most recent; the oldest entries beyond ``size`` are dropped."""
+    table.move_to_end(key)
+    while len(table) > size:
+        table.popitem(last=False)
+    return table[key]
 
 
 def trainable(fn: object) -> dict[str, torch.nn.Parameter]:
