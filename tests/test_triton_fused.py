@@ -470,3 +470,35 @@ def test_cuda_large_shape_forward() -> None:
 
 if __name__ == "__main__" and "--worker" in sys.argv:
     worker()
+
+
+SAVES_SCRIPT = """
+import torch
+from torch.autograd.function import FunctionCtx
+from variants.reference import ScSE
+from variants.triton_fused import TritonScSE
+
+saved = []
+real = FunctionCtx.save_for_backward
+FunctionCtx.save_for_backward = lambda ctx, *t: saved.append(len(t)) or real(ctx, *t)
+module = TritonScSE(ScSE(8, 2, "add", True))  # parameters that require grad, as the harness builds it
+x = torch.randn(2, 8, 4, 4)
+with torch.no_grad():
+    module(x)
+inference = len(saved)
+module(x.requires_grad_(True)).sum().backward()
+print("@@SAVES@@", inference, len(saved))
+"""
+
+
+def test_an_inference_forward_saves_nothing_for_a_backward() -> None:
+    """Under no_grad ``needs_input_grad`` is still True for parameters that require grad; the
+    forward must not write and keep its saved tensors then (the timed forward loop runs so)."""
+    require("triton")
+    proc = subprocess.run([sys.executable, "-c", SAVES_SCRIPT], env=child_env(True), cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("@@SAVES@@")), None)
+    assert proc.returncode == 0 and line is not None, proc.stderr[-3000:]
+    inference, total = map(int, line.split()[1:])
+    assert inference == 0  # nothing saved under no_grad
+    assert total == 1  # and saved once when a backward can follow

@@ -697,21 +697,24 @@ def kernel_weights(module: torch.nn.Module) -> KernelWeights:
 class ScSEFunction(torch.autograd.Function):
     """scSE with fused Triton kernels forward (3 launches) and backward (4 launches).
 
-    Inputs: x, w1, b1, w2, b2, ws, bs, alpha (the gate logits), fusion, max_block_c; any bias or
-    alpha may be None. Gradients flow to x and every parameter given, each in its own dtype.
+    Inputs: x, w1, b1, w2, b2, ws, bs, alpha (the gate logits), fusion, max_block_c, and whether the
+    caller records gradients (``torch.is_grad_enabled()``); any bias or alpha may be None.
+    Gradients flow to x and every parameter given, each in its own dtype.
     """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None, w2: torch.Tensor,
                 b2: torch.Tensor | None, ws: torch.Tensor, bs: torch.Tensor | None, alpha: torch.Tensor | None,
-                fusion: str, max_block_c: int) -> torch.Tensor:
+                fusion: str, max_block_c: int, recording: bool) -> torch.Tensor:
         k = _kernels()
         if x.dim() != 4:
             raise ValueError(f"expected an NCHW tensor, got shape {tuple(x.shape)}")
         xk = as_kernel_layout(x)
         n, c, h, w = xk.shape
         plan = launch_plan(n, c, w1.shape[0], h * w, _num_sms(x.device), alpha is not None, max_block_c)
-        need_grad = any(ctx.needs_input_grad)
+        # ``needs_input_grad`` stays True under no_grad for parameters that require grad: the caller's
+        # grad mode (``recording``) says whether a backward can come, and only then is anything saved
+        need_grad = recording and any(ctx.needs_input_grad)
         part, mean, hid, cg, sig = torch.empty(sum(plan.forward_workspace), device=x.device,
                                                dtype=torch.float32).split(plan.forward_workspace)
         _launch_pool(k, xk, plan, part)
@@ -763,13 +766,13 @@ class ScSEFunction(torch.autograd.Function):
                                            GATE=alpha is not None,
                                            BLOCK_K=plan.block_k, BLOCK_H=plan.block_h, BLOCK_R=plan.block_r,
                                            num_warps=8)
-        return (dx if ctx.needs_input_grad[0] else None, *grads, None, None)
+        return (dx if ctx.needs_input_grad[0] else None, *grads, None, None, None)
 
 
 def scse_fused(module: torch.nn.Module, x: torch.Tensor, max_block_c: int = MAX_BLOCK_C) -> torch.Tensor:
     """Run ``module`` (an ``ScSE`` or anything with its parameter names) through the fused kernels."""
     weights = module.weights if isinstance(module, TritonScSE) else kernel_weights(module)
-    return ScSEFunction.apply(x, *weights, max_block_c)
+    return ScSEFunction.apply(x, *weights, max_block_c, torch.is_grad_enabled())
 
 
 class TritonScSE(ReferenceWeights):
@@ -790,7 +793,7 @@ class TritonScSE(ReferenceWeights):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ScSEFunction.apply(x, *self.weights, self.max_block_c)
+        return ScSEFunction.apply(x, *self.weights, self.max_block_c, torch.is_grad_enabled())
 
 
 @register(
