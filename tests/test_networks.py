@@ -324,3 +324,18 @@ def test_networks_on_a_gpu(context: str, variant: str, dtype: str, mode: str) ->
     assert result.figures is not None and result.figures.host_ms > 0 and result.figures.bound in ("host", "device")
     if ctx.form == "eager":
         assert 0 < result.metrics["scse_share"] < 1
+
+
+def test_the_seed_form_is_how_the_reference_shows_its_own_error() -> None:
+    """A compiled network is held to what the compiled unmodified network costs: the reference runs
+    in the seed form for its own low-precision error, never for the float64 truth."""
+    from harness.measure.correctness import Trial, expected_of, make_reference
+
+    ref = make_reference(8, 2, "add", False, seed=1)
+    x = torch.randn(2, 8, 5, 5, generator=torch.Generator().manual_seed(0)).to(torch.float16)
+    plain = expected_of(Trial(ref, x, x.clone(), None), ["input"], "float16")
+    skewed_form = lambda module: (lambda t: module(t) * 1.01)  # noqa: E731 - a form that is 1% off
+    skewed = expected_of(Trial(ref, x, x.clone(), None, seed_form=skewed_form), ["input"], "float16")
+    assert torch.equal(plain.output, skewed.output)  # float64 is the truth, whatever the form
+    assert plain.seed_error is not None and skewed.seed_error is not None
+    assert plain.seed_error < 5e-3 < skewed.seed_error

@@ -153,19 +153,21 @@ def make_reference(channels: int, reduction: int, fusion: str, bias: bool, seed:
 
 def reference_outputs(
     ref: torch.nn.Module, x: torch.Tensor, grad_out: torch.Tensor | None, dtype: torch.dtype, names: list[str],
-    autocast: torch.dtype | None = None,
+    autocast: torch.dtype | None = None, form: Callable[[torch.nn.Module], Callable] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The reference module's output and named gradients (``"input"``, then parameters), on ``x``'s device.
 
     Computed in ``dtype``; with ``autocast``, the float32 module runs under autocast to that dtype
-    instead, as an AMP variant's arithmetic does. ``x`` is copied, never touched.
+    instead, as an AMP variant's arithmetic does; with ``form``, the module is run as ``form(module)``
+    (``torch.compile``), its parameters still named as the module's. ``x`` is copied, never touched.
     """
     module = copy.deepcopy(ref).to(device=x.device) if autocast else copy.deepcopy(ref).to(x.device, dtype)
+    run = form(module) if form is not None else module
     xd = x.detach().to(dtype, copy=True).requires_grad_(grad_out is not None)
     amp = torch.autocast(x.device.type, dtype=autocast) if autocast else contextlib.nullcontext()
     with torch.enable_grad() if grad_out is not None else torch.no_grad():
         with amp:
-            y = module(xd)
+            y = run(xd)
         if grad_out is None:
             return y.detach(), {}
         params = dict(module.named_parameters())
@@ -177,13 +179,15 @@ def reference_outputs(
 def seed_errors(
     policy: Policy, ref: torch.nn.Module, x: torch.Tensor, grad_out: torch.Tensor | None, compute: str,
     expected: tuple[torch.Tensor, dict[str, torch.Tensor]],
+    form: Callable[[torch.nn.Module], Callable] | None = None,
 ) -> tuple[float, dict[str, float]]:
     """The seed module's own errors against the float64 ``expected`` (output, named gradients), in the
-    precision ``policy`` says: what that precision itself costs on this very input."""
+    precision ``policy`` says: what that precision itself costs on this very input (run as
+    ``form(module)`` when given: a compiled network's own error is its compiler's too)."""
     y64, grads64 = expected
     low = getattr(torch, compute)
     autocast = low if policy.seed_autocast and low != x.dtype else None
-    y, grads = reference_outputs(ref, x, grad_out, x.dtype, list(grads64) or ["input"], autocast)
+    y, grads = reference_outputs(ref, x, grad_out, x.dtype, list(grads64) or ["input"], autocast, form)
     return normwise_error(y, y64), {n: policy.grad_error(grads[n], g) for n, g in grads64.items()}
 
 
@@ -264,6 +268,9 @@ class Trial:
     x_before: torch.Tensor
     grad_out: torch.Tensor | None
     output_shape: tuple[int, ...] | None = None
+    #: How ``ref`` runs when it shows what the case's precision costs (``torch.compile`` for a
+    #: compiled network: its compiler reorders the network's reductions); None: as it is.
+    seed_form: Callable[[torch.nn.Module], Callable] | None = None
 
 
 @dataclass(frozen=True)
@@ -310,7 +317,8 @@ def expected_of(trial: Trial, names: list[str], compute: str, policy: Policy = S
     y64, grads64 = reference_outputs(trial.ref, trial.x, trial.grad_out, torch.float64, names)
     if trial.x.dtype == torch.float64:
         return Expected(y64, grads64, None, {})
-    seed_err, seed_grad_errs = seed_errors(policy, trial.ref, trial.x, trial.grad_out, compute, (y64, grads64))
+    seed_err, seed_grad_errs = seed_errors(policy, trial.ref, trial.x, trial.grad_out, compute, (y64, grads64),
+                                           trial.seed_form)
     return Expected(y64, grads64, seed_err, seed_grad_errs)
 
 

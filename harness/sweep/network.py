@@ -3,7 +3,8 @@
 The swapped network is checked against the unmodified one, which ``correctness.verify`` runs in
 float64 and in the case's dtype: a network's own low-precision error (BatchNorm in eval mode lets
 activations reach the hundreds) is far larger than a block's, so the swapped network is held to
-what the unmodified network itself achieves in that dtype, and in float64 to 1e-10. In train mode
+what the unmodified network itself achieves in that dtype (compiled, for a compiled form), and in
+float64 to 1e-10. In train mode
 the input's gradient and every scSE parameter's are judged; the timed step differentiates every
 parameter of the network, as a training step does.
 """
@@ -58,4 +59,7 @@ def network_subject(case: Case, variant: Variant, seed: int, inputs: SharedInput
         compiles=context.form != "eager" or tags_of(variant).compiles,
         output_shape=output_shape(case),
         blocks=swapped.blocks,
+        # compiled, the network's own low-precision error is its compiler's too (reductions reordered
+        # and fused across layers): the unmodified network is compiled to show it
+        seed_form=torch.compile if context.form == "compile" else None,
     )  # fmt: skip

@@ -142,6 +142,8 @@ class Subject:
     output_shape: tuple[int, ...] | None = None
     #: The scSE blocks inside ``fn`` (a network's), for the share of its time they take.
     blocks: tuple[torch.nn.Module, ...] = ()
+    #: How the reference runs when it shows what the precision costs (``correctness.Trial.seed_form``).
+    seed_form: Callable[[torch.nn.Module], Callable] | None = None
 
 
 def case_tensors(case: Case, seed: int, inputs: SharedInputs | None, memory_format: torch.memory_format
