@@ -18,7 +18,8 @@ def run_in_repo(tmp_path: Path, test_body: str) -> subprocess.CompletedProcess:
         pytest.skip("needs git")
     repo = tmp_path / "repo"
     (repo / "tests").mkdir(parents=True)
-    shutil.copy(ROOT / "tests" / "conftest.py", repo / "tests" / "conftest.py")
+    for name in ("conftest.py", "torchvision_shim.py"):  # the conftest and what it imports from tests/
+        shutil.copy(ROOT / "tests" / name, repo / "tests" / name)
     (repo / "tests" / "test_one.py").write_text(f"from pathlib import Path\n\n\ndef test_one():\n{test_body}\n")
     (repo / ".gitignore").write_text("*.log\n")
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
