@@ -29,7 +29,7 @@ class CudaGraphScSE(nn.Module):
     #: Iterations run on a side stream before capture, so lazy init (cuDNN plans, allocator) is done.
     WARMUP_ITERS = 3
 
-    def __init__(self, module: ScSE) -> None:
+    def __init__(self, module: nn.Module) -> None:  # a block, or a whole network (variants.swap)
         super().__init__()
         self.module = module
         self.reference_names = {f"module.{n}": n for n, _ in module.named_parameters()}
