@@ -488,6 +488,14 @@ def test_labels_show_bias_only_when_set() -> None:
     assert cmp.config_label(case(reduction=16), ("reduction", "bias")) == "r16 no bias"
 
 
+def test_labels_name_the_network_a_variant_ran_in() -> None:
+    """A run with ``--context unet,unet_compiled`` has two eager rows per configuration: they must
+    read apart in every verdict line and table."""
+    assert cmp.case_label(case(context="unet_compiled")).startswith("unet_compiled/eager 8×32×16×16 ")
+    assert cmp.variant_label(case(context="unet")) == "unet/eager"
+    assert cmp.variant_label(case(context="")) == cmp.variant_label(case(context=None)) == "eager"
+
+
 # ---------------------------------------------------------------------------- samples and figures
 
 

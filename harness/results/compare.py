@@ -230,10 +230,16 @@ def config_label(fields: Mapping[str, Any], columns: Sequence[str] = CONFIG_FIEL
     return " ".join(_config_part(c, fields[c]) for c in columns if c in fields)
 
 
+def variant_label(fields: Mapping[str, Any]) -> str:
+    """The variant, after the network it ran in when it ran in one: ``unet/eager``."""
+    context = fields.get("context")
+    return f"{context}/{fields.get('variant')}" if context else str(fields.get("variant"))
+
+
 def case_label(fields: Mapping[str, Any]) -> str:
     """``eager 8×32×64×64 cpu float32 forward r2 add``: every key field, in a fixed order."""
     shown = [c for c in CONFIG_FIELDS if c != "bias" or fields.get("bias")]
-    parts = [str(fields.get("variant")), shape_label(fields), config_label(fields, shown)]
+    parts = [variant_label(fields), shape_label(fields), config_label(fields, shown)]
     return " ".join(p for p in parts if p)
 
 

@@ -22,6 +22,7 @@ from harness.results.compare import (
     case_label,
     config_label,
     shape_label,
+    variant_label,
 )
 from harness.results.compare_stats import Verdict
 
@@ -81,7 +82,7 @@ def headline(comparison: Comparison) -> str:
 def _case_table_frame(cases: Sequence[CaseComparison], config_columns: Sequence[str]) -> pd.DataFrame:
     records = []
     for c in cases:
-        record = {"variant": c.fields.get("variant"), "N×C×H×W": shape_label(c.fields)}
+        record = {"variant": variant_label(c.fields), "N×C×H×W": shape_label(c.fields)}
         if config_columns:
             record["config"] = config_label(c.fields, config_columns)
         record |= {
