@@ -339,3 +339,26 @@ def test_the_seed_form_is_how_the_reference_shows_its_own_error() -> None:
     assert torch.equal(plain.output, skewed.output)  # float64 is the truth, whatever the form
     assert plain.seed_error is not None and skewed.seed_error is not None
     assert plain.seed_error < 5e-3 < skewed.seed_error
+
+
+def test_a_network_run_resumes_and_is_compared_with_itself(tmp_path: Path) -> None:
+    """--resume reads the context back (and the reduction, fusion and bias it fixes) and runs only
+    what is missing; compare matches the rows on their context."""
+    from harness.results.compare import compare
+
+    tiny = add_context(tiny_module()["TINY"], replace=True)
+    try:
+        out = tmp_path / "run"
+        options = dict(device="cpu", contexts=tiny.name, variants="eager,eager_factored", shapes="3x16x16",
+                       batch_sizes=2, modes="forward", out=str(out), **FAST_RUN)  # fmt: skip
+        first = harness.run(**options)
+        assert list(first["status"]) == ["ok", "ok"]
+        lines = (out / "results.jsonl").read_text().splitlines()
+        (out / "results.jsonl").write_text(lines[0] + "\n")  # as if killed after the first case
+        again = harness.run(resume=str(out), **FAST_RUN)
+        assert list(again["variant"]) == ["eager", "eager_factored"] and set(again["context"]) == {"tiny"}
+        assert len((out / "results.jsonl").read_text().splitlines()) == 2  # only the missing case ran
+        result = compare(str(out), str(out))
+        assert len(result.cases) == 2 and all(c.fields["context"] == "tiny" for c in result.cases)
+    finally:
+        remove_context(tiny.name)
