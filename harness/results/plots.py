@@ -27,7 +27,7 @@ from harness.results.record import truthy
 
 BASELINE_VARIANT = "eager"
 #: Columns that, with the shape and batch, say which rows are the same configuration.
-CONFIG_COLUMNS: tuple[str, ...] = ("device", "dtype", "mode", "reduction", "fusion", "bias")
+CONFIG_COLUMNS: tuple[str, ...] = ("context", "device", "dtype", "mode", "reduction", "fusion", "bias")
 SHAPE_COLUMNS: tuple[str, ...] = ("channels", "height", "width")
 ROOFLINE_COLUMNS: tuple[str, ...] = ("achieved_gbps", "arithmetic_intensity")
 FILENAMES: dict[str, str] = {
@@ -85,6 +85,8 @@ def _config_label(row: Mapping[str, Any], columns: Sequence[str]) -> str:
             parts.append(f"r{value}")
         elif c == "bias":
             parts.append("bias" if str(value) == "True" else "no bias")
+        elif c == "context":
+            parts.append(str(value) or "block alone")
         else:
             parts.append(str(value))
     return " ".join(parts)
