@@ -193,6 +193,22 @@ def lazy(errors: dict[str, float]) -> tuple[list[int], Callable[[], dict[str, fl
     return calls, seed
 
 
+def test_a_gradients_limit_is_the_policys_multiple_of_the_seeds_error() -> None:
+    """Conformance holds a gradient to 2× PyTorch's own error, the sweep to 5×: an error 3× the seed's
+    passes one and fails the other."""
+    expected = {"w": torch.ones(16, dtype=torch.float64)}
+    grads = {"w": expected["w"] * 1.003}
+    err = correctness.relative_l2_error(grads["w"], expected["w"])
+    seed = {"w": err / 3}
+    floor = err / 10
+    conformance = correctness.judge_gradients(correctness.CONFORMANCE, floor, grads, expected, seed)
+    assert conformance.limits["w"] == pytest.approx(correctness.EAGER_FACTOR * err / 3)
+    assert not conformance.passed
+    sweep = correctness.judge_gradients(correctness.SWEEP, floor, grads, expected, seed)
+    assert sweep.limits["w"] == pytest.approx(correctness.SEED_FACTOR * err / 3)
+    assert sweep.passed
+
+
 def test_the_seed_pass_runs_only_when_a_gradient_misses_the_floor() -> None:
     expected = {"input": torch.ones(64, dtype=torch.float64), "w": torch.ones(8, dtype=torch.float64)}
     grads = {"input": expected["input"] * 1.001, "w": expected["w"].clone()}
