@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import importlib.metadata
 import re
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch.nn as nn
 
 from variants.reference import ScSE
-from variants.registry import always_available
+from variants.registry import always_available, load_plugins
 
 ENTRY_POINT_GROUP = "harness.contexts"
 #: Modules whose import registers the built-in contexts.
@@ -111,26 +109,13 @@ def remove_context(name: str) -> None:
 
 
 def load_entry_points(force: bool = False) -> list[str]:
-    """Import every ``harness.contexts`` entry point once; returns warnings for broken plugins."""
+    """Import every ``harness.contexts`` entry point once (again with ``force``); returns warnings
+    for broken plugins."""
     global _entry_points_loaded
-    problems: list[str] = []
     if _entry_points_loaded and not force:
-        return problems
+        return []
     _entry_points_loaded = True
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            obj = ep.load()
-            if isinstance(obj, Context):
-                add_context(obj, replace=force)
-            elif callable(obj) and not isinstance(obj, type):
-                made = obj()
-                for c in [made] if isinstance(made, Context) else list(made or ()):
-                    add_context(c, replace=force)
-        except Exception as exc:  # one broken plugin must not hide the others
-            message = f"context plugin {ep.name!r} ({ep.value}) failed to load: {exc}"
-            problems.append(message)
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
-    return problems
+    return load_plugins(ENTRY_POINT_GROUP, Context, lambda c: add_context(c, replace=force), "context")
 
 
 def all_contexts() -> dict[str, Context]:

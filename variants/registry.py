@@ -16,6 +16,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -142,23 +143,30 @@ def unregister(name: str) -> None:
 def load_entry_points() -> list[str]:
     """Import every ``harness.variants`` entry point once; returns warnings for broken plugins."""
     global _entry_points_loaded
-    problems: list[str] = []
     if _entry_points_loaded:
-        return problems
+        return []
     _entry_points_loaded = True
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    return load_plugins(ENTRY_POINT_GROUP, Variant, add_variant, "variant")
+
+
+def load_plugins(group: str, kind: type, add: Callable[[Any], object], what: str) -> list[str]:
+    """Import every entry point of ``group``. Each names a module (imported for the registrations it
+    makes), an instance of ``kind`` (given to ``add``), or a function returning one or several.
+    One broken plugin never hides the others: it becomes a warning, returned too."""
+    problems: list[str] = []
+    for ep in importlib.metadata.entry_points(group=group):
         try:
             obj = ep.load()
-            if isinstance(obj, Variant):
-                add_variant(obj)
+            if isinstance(obj, kind):
+                add(obj)
             elif callable(obj) and not isinstance(obj, type):
                 made = obj()
-                for v in [made] if isinstance(made, Variant) else list(made or ()):
-                    add_variant(v)
+                for item in [made] if isinstance(made, kind) else list(made or ()):
+                    add(item)
         except Exception as exc:  # one broken plugin must not hide the others
-            message = f"variant plugin {ep.name!r} ({ep.value}) failed to load: {exc}"
+            message = f"{what} plugin {ep.name!r} ({ep.value}) failed to load: {exc}"
             problems.append(message)
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
     return problems
 
 

@@ -309,13 +309,18 @@ def flop_columns(
     check_mode(mode)
     fv = fvcore if fvcore is not None else fvcore_forward(shape, reduction, fusion, bias)
     tc = torch_flops(ScSE(c, reduction, fusion, bias), torch.empty(shape, device="meta"), mode)
+    return _columns(fv, tc, analytic_flops(n, c, h, w, reduction, fusion, bias, mode, "mac=2"))
+
+
+def _columns(fv: FlopCount, tc: FlopCount, analytic: int | None) -> dict[str, object]:
+    """``FLOP_COLUMNS`` from the two counters' results and the closed-form count (None: none)."""
     return {
         "fvcore_flops": fv.flops,
         "fvcore_scope": fv.scope,
         "fvcore_uncounted": fv.error or fv.uncounted_text,
         "torch_flops": tc.flops,
         "torch_uncounted": tc.error or tc.uncounted_text,
-        "analytic_flops": analytic_flops(n, c, h, w, reduction, fusion, bias, mode, "mac=2"),
+        "analytic_flops": analytic,
     }
 
 
@@ -372,12 +377,4 @@ def network_flop_columns(context: str, shape: tuple[int, int, int, int], mode: s
     with torch.random.fork_rng(devices=[]):  # the weights do not change the count; the caller's RNG is left alone
         network = get_context(context).build().float().eval()
     fv = fvcore_flops(network, torch.zeros(shape), "forward")
-    tc = torch_flops(network, torch.empty(shape, device="meta"), mode)
-    return {
-        "fvcore_flops": fv.flops,
-        "fvcore_scope": fv.scope,
-        "fvcore_uncounted": fv.error or fv.uncounted_text,
-        "torch_flops": tc.flops,
-        "torch_uncounted": tc.error or tc.uncounted_text,
-        "analytic_flops": None,
-    }
+    return _columns(fv, torch_flops(network, torch.empty(shape, device="meta"), mode), None)
