@@ -6,6 +6,7 @@ number and verdict rests on; a mistake in them would not crash anything, it woul
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -18,6 +19,7 @@ from conftest import FAST
 from scipy import stats as sps
 
 from harness.measure import correctness
+from harness.measure.rounding import RandomRounding
 from harness.measure.stats import ci_half_width, median_ci
 from harness.measure.timing import Block, CpuClock, TimingPolicy, measure
 from harness.results import compare as cmp
@@ -227,3 +229,78 @@ def test_the_seed_pass_runs_only_when_a_gradient_misses_the_floor() -> None:
     assert eager == verdict
     without = correctness.judge_gradients(correctness.SWEEP, err / 2, grads, expected, None)
     assert not without.passed and without.failed == ["input"]
+
+
+# ------------------------------------------------------------------ rounding draws (conformance)
+
+
+def test_a_drawn_rounding_error_is_within_half_an_ulp_of_the_emulated_dtype() -> None:
+    """Every rounding operation's result moves, by at most ½ ulp of bfloat16 and by about ¼ ulp on
+    average (uniform), while data movement, selection and views are left exact."""
+    x = torch.linspace(0.5, 64.0, 4001, dtype=torch.float64)
+    half_ulp = torch.ldexp(torch.ones_like(x), torch.frexp(x)[1] - 1 - 7) / 2  # bfloat16 keeps 7 bits
+    with RandomRounding(torch.bfloat16, torch.Generator().manual_seed(0)):
+        summed = x + 0.0
+        kept = [x.clone(), torch.relu(x), x.view(-1), torch.maximum(x, x), x.to(torch.bfloat16).to(torch.float64)]
+    moved = (summed - x).abs()
+    assert bool((moved <= half_ulp).all())
+    assert 0.45 < float((moved / half_ulp).mean()) < 0.55  # uniform on [0, 1] half ulps: mean ½
+    assert all(torch.equal(k, x) for k in kept[:4])
+    assert torch.equal(kept[4], x.to(torch.bfloat16).to(torch.float64))  # a real bfloat16 isn't rounded again
+    with RandomRounding(torch.bfloat16, torch.Generator().manual_seed(0)):
+        weights = x.to(torch.float32).to(torch.float64)
+    assert not torch.equal(weights, x.to(torch.float32).to(torch.float64))  # float32 → bfloat16 rounds
+
+
+#: Conformance runs of eager_factored (a correct variant) that missed 2× PyTorch's own bfloat16 error
+#: while the seed was one run: 4 of 800 in a 20-seed study of bfloat16/float16 train r16 (CPU).
+ONE_RUN_MISSES = [
+    ("gate", False, "odd", 3), ("gate", True, "odd", 13), ("gate", True, "main", 16),
+    ("gate", True, "channels_last", 18),
+]
+
+
+def test_rounding_draws_clear_a_correct_variant_that_one_seed_run_fails() -> None:
+    import harness.testing as testing
+    from variants.registry import get_variant
+
+    factored = get_variant("eager_factored")
+
+    def problems(policy: correctness.Policy) -> list[list[str]]:
+        saved = testing.CONFORMANCE
+        testing.CONFORMANCE = policy
+        try:
+            return [testing.check_run(factored, testing.Config("bfloat16", "train", fusion, bias, 16),
+                                      testing.INPUTS_BY_NAME[spec], "cpu", seed=seed)
+                    for fusion, bias, spec, seed in ONE_RUN_MISSES]
+        finally:
+            testing.CONFORMANCE = saved
+
+    one_run = problems(dataclasses.replace(correctness.CONFORMANCE, rounding_draws=0))
+    assert sum(bool(p) for p in one_run) >= 3, one_run  # the old rule's false failures, still there
+    assert problems(correctness.CONFORMANCE) == [[]] * len(ONE_RUN_MISSES)
+
+
+@pytest.mark.parametrize("name", ["cse.fc.0.weight", "sse.Conv1x1.bias"])
+def test_rounding_draws_still_catch_a_gradient_off_by_a_quarter(name: str) -> None:
+    """A 1.25× gradient is caught in bfloat16 on every input where one seed run caught it."""
+    import harness.testing as testing
+
+    def scaled(ref, device, dtype):
+        m = copy.deepcopy(ref).to(device, dtype)
+        dict(m.named_parameters())[name].register_hook(lambda g: g * 1.25)
+        return m
+
+    def caught(policy: correctness.Policy) -> list[bool]:
+        saved = testing.CONFORMANCE
+        testing.CONFORMANCE = policy
+        try:
+            config = testing.Config("bfloat16", "train", "add", True, 16)
+            return [bool(testing.check_run(variant("scaled", scaled), config, spec, "cpu", seed=seed))
+                    for seed in range(3) for spec in testing.INPUTS]
+        finally:
+            testing.CONFORMANCE = saved
+
+    one_run = caught(dataclasses.replace(correctness.CONFORMANCE, rounding_draws=0))
+    assert sum(one_run) >= len(one_run) - 3, one_run
+    assert caught(correctness.CONFORMANCE) == one_run

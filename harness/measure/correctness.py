@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.measure.rounding import RandomRounding
 from variants.reference import ScSE
 from variants.weights import parameter_names
 
@@ -47,6 +48,8 @@ SEED_FACTOR = 5.0
 #: The conformance suite's ``SEED_FACTOR``: a gradient that misses its floor may have at most this
 #: multiple of PyTorch's own error at the same precision (as FlashAttention's tests hold kernels).
 EAGER_FACTOR = 2.0
+#: The conformance suite's draws of rounding error beside PyTorch's own run (``Policy.rounding_draws``).
+ROUNDING_DRAWS = 16
 
 
 def tf32_enabled(device: torch.device | str) -> bool:
@@ -116,6 +119,10 @@ class Policy:
     #: Whether the seed module runs under autocast in a variant's ``compute_dtype`` (what PyTorch
     #: achieves at the precision the variant computes in), or plainly in the input's dtype.
     seed_autocast: bool
+    #: How many more draws of the precision's rounding error join the seed's own run
+    #: (``harness.measure.rounding``): the seed error is the largest. One run is one draw, and a
+    #: correct variant rounding elsewhere misses twice it on a few percent of inputs.
+    rounding_draws: int = 0
 
 
 #: The sweep: any shape, large ones included, and random cotangents, where the max fusion's branches
@@ -126,7 +133,8 @@ SWEEP = Policy(seed_factor=SEED_FACTOR, grad_error=relative_l2_error, output_see
 #: (``harness.testing.tie_free_cotangent``), so nothing excuses a single wrong element. A variant's
 #: author gets the sharp check: every gradient normwise, outputs to the floor alone, and a gradient
 #: that misses its floor at most ``EAGER_FACTOR`` times PyTorch's own error at the variant's precision.
-CONFORMANCE = Policy(seed_factor=EAGER_FACTOR, grad_error=normwise_error, output_seed=False, seed_autocast=True)
+CONFORMANCE = Policy(seed_factor=EAGER_FACTOR, grad_error=normwise_error, output_seed=False, seed_autocast=True,
+                     rounding_draws=ROUNDING_DRAWS)
 
 
 # --- the reference -------------------------------------------------------------------------------
@@ -187,8 +195,23 @@ def seed_errors(
     y64, grads64 = expected
     low = getattr(torch, compute)
     autocast = low if policy.seed_autocast and low != x.dtype else None
-    y, grads = reference_outputs(ref, x, grad_out, x.dtype, list(grads64) or ["input"], autocast, form)
-    return normwise_error(y, y64), {n: policy.grad_error(grads[n], g) for n, g in grads64.items()}
+    names = list(grads64) or ["input"]
+    runs = [reference_outputs(ref, x, grad_out, x.dtype, names, autocast, form)]
+    if policy.rounding_draws:
+        gen = torch.Generator().manual_seed(seed_of("rounding", compute, *x.shape))
+        x_cpu = x.detach().cpu()
+        cotangent = grad_out.cpu() if grad_out is not None else None
+        for _ in range(policy.rounding_draws):
+            with RandomRounding(low, gen):
+                runs.append(reference_outputs(ref, x_cpu, cotangent, torch.float64, names))
+    out_err = _worst([normwise_error(y.to(y64.device), y64) for y, _ in runs])
+    return out_err, {n: _worst([policy.grad_error(grads[n].to(g.device), g) for _, grads in runs])
+                     for n, g in grads64.items()}
+
+
+def _worst(errors: list[float]) -> float:
+    """The largest error; infinite if any is not finite (a seed run that overflowed excuses nothing)."""
+    return max(errors) if all(math.isfinite(e) for e in errors) else math.inf
 
 
 def reference_named(fn: object, grads: dict[str, torch.Tensor], ref: ScSE) -> dict[str, torch.Tensor]:
