@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -311,3 +312,55 @@ def test_a_configurations_variants_share_one_float64_reference(monkeypatch, dtyp
         assert s.check == a.check  # the same errors and limits, to the last bit
     run_case(case("eager", "train", dtype, batch=3), get_variant("eager"), CLOCK, FAST, seed=0, inputs=inputs)
     assert len(made) == 2  # a new configuration: its own reference
+
+
+class OwnsItsInput(torch.nn.Module):
+    """A CUDA graph's contract on the CPU: it reads a static input buffer, and copies into it only
+    what isn't that buffer already."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.static_input: torch.Tensor | None = None
+        self.copies = 0
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.static_input is None:
+            self.static_input = x.clone()
+        elif x.data_ptr() != self.static_input.data_ptr():
+            self.static_input.copy_(x)
+            self.copies += 1
+        return self.module(self.static_input)
+
+
+def test_the_timed_calls_of_a_variant_that_owns_its_input_copy_nothing(temp_variant) -> None:
+    built: list[OwnsItsInput] = []
+
+    def build(ref, device, dtype):
+        built.append(OwnsItsInput(copy.deepcopy(ref).to(device, dtype)))
+        return built[-1]
+
+    row = run(case(temp_variant("zz_static", build)))
+    assert row["status"] == "ok", row["reason"]
+    fn = built[-1]
+    assert fn.calls > 10 and fn.copies == 0  # the first call's input became the buffer; no timed call copied
+
+
+def test_a_graphed_form_keeps_what_it_wraps_declares() -> None:
+    from variants.cuda_graph import GRAPHED, graphed
+
+    for name in GRAPHED:
+        inner, form = get_variant(name), get_variant(f"graphed_{name}")
+        assert form.description.startswith(name)
+        assert (form.devices, form.modes) == ({"cuda"}, {"forward"})
+        assert (form.dtypes, form.fusions) == (inner.dtypes, inner.fusions)
+        tags = dict(form.tags)
+        assert tags["output_reused"] and tags["compiles"]
+        assert all(tags[k] == v for k, v in inner.tags if k not in ("output_reused", "compiles"))
+        if not torch.cuda.is_available():
+            assert "CUDA" in (form.unavailable("cuda") or "")
+    if torch.cuda.is_available():  # what it wraps can be missing where CUDA is not
+        gone = graphed(dataclasses.replace(get_variant("eager"), available=lambda: "needs a library"))
+        assert gone.unavailable("cuda") == "needs a library"

@@ -276,6 +276,32 @@ def test_cuda_graph_replays_and_recaptures_on_a_new_shape() -> None:
     assert compiled_graphs(fn) == 2
 
 
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["cuda_graph", "graphed_eager_factored", "graphed_triton_fused", "graphed_cuda_fused"])
+def test_a_graphed_call_given_its_own_buffer_copies_nothing(name: str) -> None:
+    variant = get_variant(name)
+    if variant.unavailable("cuda"):
+        pytest.skip(variant.unavailable("cuda"))
+    dev = torch.device("cuda")
+    ref = ScSE(32, 2)
+    fn = variant.build(ref, dev, torch.float16)
+    eager = ScSE(32, 2).to(dev, torch.float16)
+    eager.load_state_dict(ref.state_dict())
+    x = torch.randn(4, 32, 16, 16, device=dev, dtype=torch.float16)
+    with torch.no_grad():
+        torch.testing.assert_close(fn(x).clone(), eager(x), rtol=2e-2, atol=2e-3)
+        buffer = fn.static_input
+        buffer.copy_(torch.randn_like(x))  # the previous layer writes the buffer; the graph reads it
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            y = fn(buffer)
+        torch.testing.assert_close(y.clone(), eager(buffer), rtol=2e-2, atol=2e-3)
+        copies = [e.name for e in prof.events() if e.name in ("aten::copy_", "aten::_to_copy")]
+        assert copies == []
+        other = torch.randn_like(x)  # any other tensor is copied in
+        torch.testing.assert_close(fn(other).clone(), eager(other), rtol=2e-2, atol=2e-3)
+    assert compiled_graphs(fn) == 1
+
+
 # --- the suite catches wrong variants -----------------------------------------------------------
 
 

@@ -26,3 +26,10 @@ import variants.cuda_graph  # noqa: E402,F401
 import variants.eager_forms  # noqa: E402,F401
 import variants.smp  # noqa: E402,F401
 import variants.triton_fused  # noqa: E402,F401
+
+# Graphed forms of the fast forwards, once what they wrap is registered.
+from variants.cuda_graph import GRAPHED, register_graphed  # noqa: E402
+from variants.registry import registered  # noqa: E402
+
+for _name in GRAPHED:
+    register_graphed(registered(_name))

@@ -1,19 +1,28 @@
-"""The eager reference captured once in a ``torch.cuda.CUDAGraph`` and replayed: CUDA only.
+"""Forward passes captured once in a ``torch.cuda.CUDAGraph`` and replayed: CUDA only.
 
-A replay launches every kernel of the block with one call, so what remains is the kernels' own time.
-The graph reads from a static input buffer and writes to a static output buffer: each call copies
-the input in (that copy is part of the cost of using a graph, and is timed) and returns the static
-output, which the next call overwrites (clone it to keep it). Forward only: capturing backward needs
-the whole training step in the graph, which is not what this variant measures.
+A replay launches every kernel of the block with one call, so what remains is the kernels' own
+time. The graph reads a static input buffer and writes a static output buffer, which the next call
+overwrites (clone it to keep it). A call given that very buffer (``static_input``, as the previous
+layer of a graphed network would have written it) copies nothing; any other input is copied in,
+and that copy is part of the call's cost. Forward only: capturing backward needs the whole training
+step in the graph, which is not what these variants measure.
+
+``cuda_graph`` is the seed's module graphed; ``graphed(variant)`` makes the graphed form of any
+forward variant, and ``graphed_<name>`` are registered for the fast built-in ones.
 """
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
 
 from variants.reference import ScSE
-from variants.registry import register
-from variants.weights import rebuild
+from variants.registry import Variant, add_variant, register
+from variants.weights import parameter_names, rebuild
+
+#: The built-in variants that also get a graphed form (``graphed_<name>``); cuda_graph is eager's.
+GRAPHED: tuple[str, ...] = ("eager_factored", "triton_fused", "cuda_fused")
 
 
 def cuda_available() -> str | None:
@@ -24,20 +33,27 @@ def cuda_available() -> str | None:
 
 
 class CudaGraphScSE(nn.Module):
-    """Replays a CUDA graph of ``module``; captures again when the input's layout changes."""
+    """Replays a CUDA graph of ``module``'s forward; captures again when the input's layout changes."""
 
-    #: Iterations run on a side stream before capture, so lazy init (cuDNN plans, allocator) is done.
+    #: Iterations run on a side stream before capture, so lazy init (cuDNN plans, allocator,
+    #: Triton's JIT) is done outside the graph.
     WARMUP_ITERS = 3
 
-    def __init__(self, module: nn.Module) -> None:  # a block, or a whole network (variants.swap)
+    def __init__(self, module: Callable[[torch.Tensor], torch.Tensor]) -> None:  # a block, or a network
         super().__init__()
         self.module = module
-        self.reference_names = {f"module.{n}": n for n, _ in module.named_parameters()}
+        self.reference_names = {f"module.{own}": ref for own, ref in parameter_names(module).items()}
         self._key: tuple[object, ...] | None = None
         self._graph: torch.cuda.CUDAGraph | None = None
         self._static_in: torch.Tensor | None = None
         self._static_out: torch.Tensor | None = None
         self.captures = 0
+
+    @property
+    def static_input(self) -> torch.Tensor | None:
+        """The buffer the graph reads (None before the first call): write the next input here and
+        pass it, and the call copies nothing."""
+        return self._static_in
 
     @torch.no_grad()
     def _capture(self, x: torch.Tensor) -> None:
@@ -67,7 +83,8 @@ class CudaGraphScSE(nn.Module):
             self._capture(x)
             self._key = key
         assert self._graph is not None and self._static_in is not None and self._static_out is not None
-        self._static_in.copy_(x)
+        if x.data_ptr() != self._static_in.data_ptr():  # same layout, so the same pointer is the buffer
+            self._static_in.copy_(x)
         self._graph.replay()
         return self._static_out
 
@@ -77,3 +94,24 @@ class CudaGraphScSE(nn.Module):
           tags={"output_reused": True, "compiles": True})
 def build_cuda_graph(reference: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
     return CudaGraphScSE(rebuild(ScSE, reference, device, dtype))
+
+
+def graphed(inner: Variant) -> Variant:
+    """``inner``'s forward captured in a CUDA graph: ``graphed_<name>``, with inner's dtypes, fusions
+    and tags (its first call captures, and its output is reused)."""
+
+    def build(reference: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+        return CudaGraphScSE(inner.build(reference, device, dtype))
+
+    def available() -> str | None:
+        return cuda_available() or inner.unavailable("cuda")
+
+    tags = dict(inner.tags) | {"output_reused": True, "compiles": True}
+    return Variant(f"graphed_{inner.name}", f"{inner.name}, its forward captured in one CUDA graph and replayed",
+                   build, devices=frozenset({"cuda"}), dtypes=inner.dtypes, modes=frozenset({"forward"}),
+                   fusions=inner.fusions, available=available, tags=tuple(sorted(tags.items())))
+
+
+def register_graphed(inner: Variant) -> Variant:
+    """Register ``graphed(inner)``: how a plugin adds the graphed form of its own variant."""
+    return add_variant(graphed(inner))

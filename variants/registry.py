@@ -135,6 +135,11 @@ def register(
     return decorate
 
 
+def registered(name: str) -> Variant:
+    """A variant registered so far, without loading plugins: for a registration derived from another."""
+    return _REGISTRY[name]
+
+
 def unregister(name: str) -> None:
     """Remove a variant (tests use this to clean up)."""
     _REGISTRY.pop(name, None)
