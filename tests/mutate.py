@@ -30,6 +30,7 @@ JUDGES: dict[str, tuple[str, ...]] = {
     "harness/measure/stats.py": ("tests/test_stats.py", "tests/test_judges.py"),
     "harness/measure/correctness.py": ("tests/test_judges.py", "tests/test_runner.py", "tests/test_reference.py",
                                        "tests/test_stats.py"),
+    "harness/measure/rounding.py": ("tests/test_judges.py",),
     "harness/results/compare_stats.py": ("tests/test_compare_stats.py", "tests/test_compare.py",
                                          "tests/test_judges.py"),
     "harness/results/compare.py": ("tests/test_compare.py", "tests/test_compare_cases.py", "tests/test_judges.py"),
