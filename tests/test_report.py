@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 from rich.console import Console
 
-from harness.results.report import markdown, print_summary, with_speedup
+from harness.results.report import markdown, print_summary, recommendation_table, with_speedup
 from harness.results.store import to_frame
 
 
@@ -124,9 +124,19 @@ def test_summary_answers_first_and_ends_pointing_to_the_plots() -> None:
     lines = [line for line in console.export_text().splitlines() if line.strip()]
     assert "Which variant to run" in lines[0]
     text = "\n".join(lines)
-    assert text.index("tie: fast, fused") < text.index("cpu · float32 · forward  (median ms [95% CI]")
+    assert text.index("tie: fused") < text.index("cpu · float32 · forward  (median ms [95% CI]")
     assert "0.864 [0.851, 0.881] 1.00×" in text
     assert lines[-1].endswith(": python -m harness report results/runs/x --plots")
     console = Console(record=True, width=250)
     print_summary(CI_FRAME, console)  # no run folder (harness.run without one)
     assert console.export_text().rstrip().endswith("python -m harness report RUN --plots")
+
+
+def test_the_answer_fits_an_80_column_terminal_without_cutting_a_name() -> None:
+    console = Console(record=True, width=80)
+    console.print(recommendation_table(CI_FRAME))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "…" not in text
+    rows = [line for line in text.splitlines() if "32x64x64 b8" in line]
+    assert len(rows) == 1 and "fast" in rows[0] and "2.16×" in rows[0]  # case, winner, speedup on one line

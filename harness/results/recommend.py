@@ -77,13 +77,15 @@ class Recommendation:
     def host_bound(self) -> bool:
         return "host-bound" in self.marks
 
-    def verdict(self) -> str:
-        """One phrase: why this is the answer, and how sure it is."""
+    def verdict(self, brief: bool = False) -> str:
+        """One phrase: why this is the answer, and how sure it is (``brief``: a tie without the why,
+        which the terminal's title gives)."""
         if self.winner is None:
             failed = ", ".join(f"{v} ({s})" for v, s in self.not_timed)
             return "no variant ran correctly" + (f": {failed}" if failed else "")
         if self.tie:
-            return f"tie: {', '.join((self.winner, *self.tied))} (intervals overlap: any of them)"
+            why = "" if brief else " (intervals overlap: any of them)"
+            return f"tie: {', '.join((self.winner, *self.tied))}{why}"
         if self.runner_up is None:
             return "the only variant timed"
         return f"clear: next is {self.runner_up} at {self.runner_up_ms:.{decimals(self.runner_up_ms)}f} ms"
@@ -234,3 +236,30 @@ def table_rows(recs: list[Recommendation]) -> list[tuple[str, ...]]:
         rows.append((f"{rec.device} · {rec.dtype} · {rec.mode}", rec.config, rec.winner or "—", latency,
                      speedup_text(rec), rec.verdict(), "; ".join(rec.notes())))  # fmt: skip
     return rows
+
+
+def terminal_cells(rec: Recommendation) -> tuple[str, str, str, str]:
+    """The terminal table's cells, plain text: case; the winner over its verdict and any note a mark
+    doesn't carry; the median with the winner's marks over its interval; the speedup with either
+    side's marks over its interval. Each fits a column of 14 to 24 characters, so four fit 80."""
+    if rec.winner is None:
+        return (rec.config, rec.verdict(), "", "")
+    if rec.tie:
+        verdict = f"tie: {', '.join(rec.tied)}"
+    elif rec.runner_up is None:
+        verdict = "only one timed"
+    else:
+        verdict = f"next: {rec.runner_up} {rec.runner_up_ms:.{decimals(rec.runner_up_ms)}f} ms"
+    notes = [n for n in rec.notes() if not n.startswith(("~", "!", BASELINE_VARIANT))]
+    low, high = rec.interval_ms
+    d = decimals(rec.median_ms)
+    own = "".join(f" {m}" for m in ("~", "!") if m in rec.marks)
+    latency = f"{rec.median_ms:.{d}f}{own}"
+    if rec.interval_kind:
+        latency += f"\n[{low:.{d}f}, {high:.{d}f}]" + (" IQR" if rec.interval_kind == "IQR" else "")
+    speedup = speedup_text(rec).replace(" (is", "\n(is", 1)
+    if math.isfinite(rec.speedup) and rec.winner != BASELINE_VARIANT:
+        s_low, s_high = rec.speedup_ci
+        ci = f"\n[{s_low:.2f}, {s_high:.2f}]" if math.isfinite(s_low) and math.isfinite(s_high) else ""
+        speedup = f"{rec.speedup:.2f}×{rec.speedup_marks()}{ci}"
+    return (rec.config, "\n".join([rec.winner, verdict, *notes]), latency, speedup)

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from harness.results.networks import networks_markdown
 from harness.results.profile_report import profiling_markdown
-from harness.results.recommend import TABLE_COLUMNS, recommend, table_rows
+from harness.results.recommend import TABLE_COLUMNS, recommend, table_rows, terminal_cells
 from harness.results.record import BROKEN, Status
 from harness.results.tables import (
     CONFIG_COLUMNS,
@@ -162,24 +162,28 @@ STYLES: dict[str, str] = {Status.MISMATCH: "bold red", Status.ERROR: "yellow", S
 
 
 def recommendation_table(frame: pd.DataFrame) -> Table | None:
-    """The terminal's "Which variant to run": the same rows as report.md's, ties and marks in colour."""
+    """The terminal's "Which variant to run": report.md's answers in four columns that fit 80
+    characters (``recommend.terminal_cells``), a section per device · dtype · mode, in colour."""
     recs = recommend(frame)
     if not recs:
         return None
-    table = Table(title="Which variant to run (fastest correct variant; tie: intervals overlap)")
-    rows = table_rows(recs)
-    shown = [i for i, _ in enumerate(TABLE_COLUMNS) if any(cells[i] for cells in rows)]  # no empty column
-    for i in shown:
-        column = TABLE_COLUMNS[i]
-        table.add_column(column, style="bold" if column == "run" else None,
-                         justify="right" if "[95% CI]" in column else "left")  # fmt: skip
-    for rec, cells in zip(recs, rows, strict=True):
-        styles = {"verdict": "red" if rec.winner is None else "yellow" if rec.tie else "green", "notes": "magenta"}
-        texts = []
-        for i in shown:
-            text, style = escape(cells[i]), styles.get(TABLE_COLUMNS[i])
-            texts.append(f"[{style}]{text}[/]" if style and text else text)
-        table.add_row(*texts)
+    table = Table(title="Which variant to run (fastest correct variant; tie: 95% intervals overlap)")
+    table.add_column("case")
+    table.add_column("run", style="bold")
+    table.add_column("median ms", justify="right", no_wrap=True)
+    table.add_column(f"× {BASELINE_VARIANT}", justify="right", no_wrap=True)
+    group = None
+    for rec in recs:
+        if (rec.device, rec.dtype, rec.mode) != group:
+            if group is not None:
+                table.add_section()
+            group = (rec.device, rec.dtype, rec.mode)
+            table.add_row(f"[bold cyan]{' · '.join(group)}[/]", "", "", "")
+        case, run, latency, speedup = (escape(c) for c in terminal_cells(rec))
+        style = "red" if rec.winner is None else "yellow" if rec.tie else "green"
+        name, _, rest = run.partition("\n")
+        run = f"{name}\n[{style}]{rest}[/]" if rest else f"[{style}]{name}[/]"
+        table.add_row(case, run, latency, speedup)
     return table
 
 
