@@ -103,7 +103,7 @@ def _gradient_problems(
     """The input's and every parameter's gradient against the reference's, matched by (mapped) name.
 
     Each is held to ``floor`` or, where it misses that, to ``CONFORMANCE.seed_factor`` times
-    ``own_errors()`` (PyTorch's own module's error at the variant's precision, by reference name).
+    ``own_errors()`` (what the variant's precision costs PyTorch's own module, by reference name).
     """
     problems: list[str] = []
     judged: dict[str, torch.Tensor] = {}  # label → gradient, in the reference's shape
@@ -232,9 +232,11 @@ def check_run(variant: Variant, config: Config, spec: InputSpec, device: str = "
 
         def own_errors() -> dict[str, float]:
             """PyTorch's own module's gradient errors at the variant's precision (under autocast for an AMP
-            variant): where a gradient is small only because its terms cancel (with reduction 16 a whole
-            weight's gradient is one cancelling sum) or a hidden unit sits at ReLU's kink, even it misses
-            the float64 gradient by more than the dtype's tolerance."""
+            variant), each the largest of its run and ``CONFORMANCE.rounding_draws`` random roundings:
+            where a gradient is small only because its terms cancel (with reduction 16 a whole weight's
+            gradient is one cancelling sum) or a hidden unit sits at ReLU's kink, even it misses the
+            float64 gradient by more than the dtype's tolerance, by an amount that depends on where it
+            rounds."""
             compute = compute_dtype(variant, config.dtype)
             return correctness.seed_errors(CONFORMANCE, ref, x, grad_out, compute, (y64.detach(), ref_grads))[1]
 

@@ -62,7 +62,7 @@ class RandomRounding(TorchDispatchMode):
     def perturb(self, t: object) -> object:
         if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.numel() == 0 or not self.finer(t.dtype):
             return t
-        draw = torch.rand(t.shape, generator=self.generator, dtype=torch.float64).to(t.device, t.dtype)
+        draw = torch.rand(t.shape, generator=self.generator, dtype=torch.float64).to(t)  # t's device and dtype
         _, exponent = torch.frexp(t)  # t = m·2^e with ½ ≤ |m| < 1, so ulp(t) = 2^(e - 1 - mantissa bits)
         ulp = torch.ldexp(torch.ones_like(t), exponent - 1 - self.mantissa_bits)
         return t + (draw - 0.5) * ulp * (t != 0)
