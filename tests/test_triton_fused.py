@@ -476,29 +476,32 @@ SAVES_SCRIPT = """
 import torch
 from torch.autograd.function import FunctionCtx
 from variants.reference import ScSE
-from variants.triton_fused import TritonScSE
+from variants.triton_fused import ScSEFunction, TritonScSE
 
-saved = []
+saved, applied = [], []
 real = FunctionCtx.save_for_backward
 FunctionCtx.save_for_backward = lambda ctx, *t: saved.append(len(t)) or real(ctx, *t)
+real_apply = ScSEFunction.apply
+ScSEFunction.apply = lambda *a: applied.append(1) or real_apply(*a)
 module = TritonScSE(ScSE(8, 2, "add", True))  # parameters that require grad, as the harness builds it
 x = torch.randn(2, 8, 4, 4)
 with torch.no_grad():
     module(x)
-inference = len(saved)
+inference = (len(saved), len(applied))
 module(x.requires_grad_(True)).sum().backward()
-print("@@SAVES@@", inference, len(saved))
+print("@@SAVES@@", *inference, len(saved), len(applied))
 """
 
 
-def test_an_inference_forward_saves_nothing_for_a_backward() -> None:
+def test_an_inference_forward_saves_nothing_and_skips_autograd() -> None:
     """Under no_grad ``needs_input_grad`` is still True for parameters that require grad; the
-    forward must not write and keep its saved tensors then (the timed forward loop runs so)."""
+    forward must not write and keep its saved tensors then (the timed forward loop runs so), nor go
+    through ``autograd.Function.apply``, which cost more host time than the rest of the call."""
     require("triton")
     proc = subprocess.run([sys.executable, "-c", SAVES_SCRIPT], env=child_env(True), cwd=ROOT,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     line = next((x for x in proc.stdout.splitlines() if x.startswith("@@SAVES@@")), None)
     assert proc.returncode == 0 and line is not None, proc.stderr[-3000:]
-    inference, total = map(int, line.split()[1:])
-    assert inference == 0  # nothing saved under no_grad
-    assert total == 1  # and saved once when a backward can follow
+    saved_inference, applied_inference, saved, applied = map(int, line.split()[1:])
+    assert (saved_inference, applied_inference) == (0, 0)  # no autograd at all under no_grad
+    assert (saved, applied) == (1, 1)  # and once, saving, when a backward can follow

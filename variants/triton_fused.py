@@ -626,10 +626,10 @@ def launch_plan(batch: int, channels: int, hidden: int, hw: int, num_sms: int, g
 def pixel_strides(t: torch.Tensor) -> tuple[int, int, int] | None:
     """(sN, sC, sP) when (h, w) collapse to one pixel index p = h*W + w with stride sP, else None."""
     _, _, h, w = t.shape
-    if h > 1 and w > 1 and t.stride(2) != w * t.stride(3):
+    sn, sc, sh, sw = t.stride()
+    if h > 1 and w > 1 and sh != w * sw:
         return None
-    sp = t.stride(3) if w > 1 else t.stride(2)
-    return t.stride(0), t.stride(1), sp
+    return sn, sc, sw if w > 1 else sh
 
 
 def as_kernel_layout(t: torch.Tensor) -> torch.Tensor:
@@ -651,8 +651,9 @@ def _num_sms(device: torch.device) -> int:
     return 1  # the interpreter runs programs one after another: fewer is faster
 
 
-def _launch_pool(k: SimpleNamespace, x: torch.Tensor, plan: LaunchPlan, part: torch.Tensor) -> None:
-    sn, sc, sp = pixel_strides(x)
+def _launch_pool(k: SimpleNamespace, x: torch.Tensor, plan: LaunchPlan, part: torch.Tensor,
+                 strides: tuple[int, int, int] | None = None) -> None:
+    sn, sc, sp = strides or pixel_strides(x)
     k.pool[(plan.splits, plan.num_cb, plan.batch)](x, part, plan.channels, plan.hw, sn, sc, sp, plan.tiles_per_prog,
                                                    BLOCK_C=plan.block_c, BLOCK_P=plan.block_p)
 
@@ -694,43 +695,56 @@ def kernel_weights(module: torch.nn.Module) -> KernelWeights:
     return weights
 
 
+def fused_forward(x: torch.Tensor, w: KernelWeights, max_block_c: int = MAX_BLOCK_C, save: bool = False,
+                  ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], LaunchPlan]:
+    """The forward's three launches: pool, excite, apply. With ``save``, also (xk, mean, hid, cg,
+    σ(s)), what the backward reads; without, those go unwritten and only the pool partials and the
+    channel gates are allocated. No autograd here: a caller that records wraps it (``ScSEFunction``).
+    """
+    k = _kernels()
+    if x.dim() != 4:
+        raise ValueError(f"expected an NCHW tensor, got shape {tuple(x.shape)}")
+    xk = as_kernel_layout(x)
+    n, c, h, width = xk.shape
+    b1, b2, bs, alpha = w.b1, w.b2, w.bs, w.alpha
+    plan = launch_plan(n, c, w.w1.shape[0], h * width, _num_sms(x.device), alpha is not None, max_block_c)
+    if save:
+        part, mean, hid, cg, sig = torch.empty(sum(plan.forward_workspace), device=x.device,
+                                               dtype=torch.float32).split(plan.forward_workspace)
+    else:  # mean, hid and σ(s) are neither written nor read: any pointer will do
+        part = torch.empty(plan.forward_workspace[0], device=x.device, dtype=torch.float32)
+        cg = mean = hid = sig = torch.empty(plan.forward_workspace[3], device=x.device, dtype=torch.float32)
+    strides = pixel_strides(xk)
+    _launch_pool(k, xk, plan, part, strides)
+    k.excite[(n,)](part, w.w1, cg if b1 is None else b1, w.w2, cg if b2 is None else b2, mean, hid, cg,
+                   c, plan.hidden, plan.splits, 1.0 / plan.hw,
+                   HAS_B1=b1 is not None, HAS_B2=b2 is not None, STORE_SAVED=save,
+                   BLOCK_S=plan.block_s, BLOCK_K=plan.block_k, BLOCK_H=plan.block_h)
+    out = torch.empty_like(xk)  # keeps xk's memory format (NCHW or channels_last), so its strides too
+    k.apply[(plan.tiles, n)](xk, out, cg, w.ws, cg if bs is None else bs, cg if alpha is None else alpha, sig,
+                             c, plan.hw, *strides, *strides,
+                             FUSION=FUSION_CODES[w.fusion], HAS_SBIAS=bs is not None, STORE_SIG=save,
+                             NUM_CB=plan.num_cb, BLOCK_C=plan.block_c, BLOCK_P=plan.block_p)
+    return out, ((xk, mean, hid, cg, sig) if save else ()), plan
+
+
 class ScSEFunction(torch.autograd.Function):
     """scSE with fused Triton kernels forward (3 launches) and backward (4 launches).
 
-    Inputs: x, w1, b1, w2, b2, ws, bs, alpha (the gate logits), fusion, max_block_c, and whether the
-    caller records gradients (``torch.is_grad_enabled()``); any bias or alpha may be None.
-    Gradients flow to x and every parameter given, each in its own dtype.
+    Inputs: x, w1, b1, w2, b2, ws, bs, alpha (the gate logits), fusion, max_block_c; any bias or alpha
+    may be None. Gradients flow to x and every parameter given, each in its own dtype. Used only when
+    a backward can follow (``run_fused``): its forward always keeps what the backward reads.
     """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None, w2: torch.Tensor,
                 b2: torch.Tensor | None, ws: torch.Tensor, bs: torch.Tensor | None, alpha: torch.Tensor | None,
-                fusion: str, max_block_c: int, recording: bool) -> torch.Tensor:
-        k = _kernels()
-        if x.dim() != 4:
-            raise ValueError(f"expected an NCHW tensor, got shape {tuple(x.shape)}")
-        xk = as_kernel_layout(x)
-        n, c, h, w = xk.shape
-        plan = launch_plan(n, c, w1.shape[0], h * w, _num_sms(x.device), alpha is not None, max_block_c)
-        # ``needs_input_grad`` stays True under no_grad for parameters that require grad: the caller's
-        # grad mode (``recording``) says whether a backward can come, and only then is anything saved
-        need_grad = recording and any(ctx.needs_input_grad)
-        part, mean, hid, cg, sig = torch.empty(sum(plan.forward_workspace), device=x.device,
-                                               dtype=torch.float32).split(plan.forward_workspace)
-        _launch_pool(k, xk, plan, part)
-        k.excite[(n,)](part, w1, cg if b1 is None else b1, w2, cg if b2 is None else b2, mean, hid, cg,
-                       c, plan.hidden, plan.splits, 1.0 / plan.hw,
-                       HAS_B1=b1 is not None, HAS_B2=b2 is not None, STORE_SAVED=need_grad,
-                       BLOCK_S=plan.block_s, BLOCK_K=plan.block_k, BLOCK_H=plan.block_h)
-        out = torch.empty_like(xk)  # keeps xk's memory format (NCHW or channels_last)
-        k.apply[(plan.tiles, n)](xk, out, cg, ws, cg if bs is None else bs, cg if alpha is None else alpha, sig,
-                                 c, plan.hw, *pixel_strides(xk), *pixel_strides(out),
-                                 FUSION=FUSION_CODES[fusion], HAS_SBIAS=bs is not None, STORE_SIG=need_grad,
-                                 NUM_CB=plan.num_cb, BLOCK_C=plan.block_c, BLOCK_P=plan.block_p)
-        if need_grad:
-            ctx.save_for_backward(xk, mean, hid, cg, sig, w1, b1, w2, b2, ws, bs, alpha)
-            ctx.plan = plan
-            ctx.fusion = fusion
+                fusion: str, max_block_c: int) -> torch.Tensor:
+        out, saved, plan = fused_forward(x, KernelWeights(w1, b1, w2, b2, ws, bs, alpha, fusion), max_block_c,
+                                         save=True)
+        ctx.save_for_backward(*saved, w1, b1, w2, b2, ws, bs, alpha)
+        ctx.plan = plan
+        ctx.fusion = fusion
         return out
 
     @staticmethod
@@ -766,13 +780,21 @@ class ScSEFunction(torch.autograd.Function):
                                            GATE=alpha is not None,
                                            BLOCK_K=plan.block_k, BLOCK_H=plan.block_h, BLOCK_R=plan.block_r,
                                            num_warps=8)
-        return (dx if ctx.needs_input_grad[0] else None, *grads, None, None, None)
+        return (dx if ctx.needs_input_grad[0] else None, *grads, None, None)
+
+
+def run_fused(x: torch.Tensor, w: KernelWeights, max_block_c: int = MAX_BLOCK_C) -> torch.Tensor:
+    """The fused forward, through autograd only when a backward can follow: ``Function.apply`` costs
+    more host time than the rest of an inference call (28 of 50 µs on the 2-core VM)."""
+    if torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad for t in w[:-1])):
+        return ScSEFunction.apply(x, *w, max_block_c)
+    return fused_forward(x, w, max_block_c)[0]
 
 
 def scse_fused(module: torch.nn.Module, x: torch.Tensor, max_block_c: int = MAX_BLOCK_C) -> torch.Tensor:
     """Run ``module`` (an ``ScSE`` or anything with its parameter names) through the fused kernels."""
     weights = module.weights if isinstance(module, TritonScSE) else kernel_weights(module)
-    return ScSEFunction.apply(x, *weights, max_block_c, torch.is_grad_enabled())
+    return run_fused(x, weights, max_block_c)
 
 
 class TritonScSE(ReferenceWeights):
@@ -793,7 +815,7 @@ class TritonScSE(ReferenceWeights):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ScSEFunction.apply(x, *self.weights, self.max_block_c, torch.is_grad_enabled())
+        return run_fused(x, self.weights, self.max_block_c)
 
 
 @register(
