@@ -274,47 +274,42 @@ ONE_RUN_MISSES = [
 ]
 
 
-def test_rounding_draws_clear_a_correct_variant_that_one_seed_run_fails() -> None:
+#: The rule before rounding draws: PyTorch's own error from its one run.
+ONE_RUN = dataclasses.replace(correctness.CONFORMANCE, rounding_draws=0)
+
+
+def problems_under(monkeypatch: pytest.MonkeyPatch, policy: correctness.Policy, runs: list) -> list[list[str]]:
+    """``harness.testing.check_run`` on each (variant, config, input, seed) with ``policy`` as conformance's."""
     import harness.testing as testing
+
+    monkeypatch.setattr(testing, "CONFORMANCE", policy)
+    return [testing.check_run(v, config, testing.INPUTS_BY_NAME[spec], "cpu", seed=seed)
+            for v, config, spec, seed in runs]
+
+
+def test_rounding_draws_clear_a_correct_variant_that_one_seed_run_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.testing import Config
     from variants.registry import get_variant
 
-    factored = get_variant("eager_factored")
-
-    def problems(policy: correctness.Policy) -> list[list[str]]:
-        saved = testing.CONFORMANCE
-        testing.CONFORMANCE = policy
-        try:
-            return [testing.check_run(factored, testing.Config("bfloat16", "train", fusion, bias, 16),
-                                      testing.INPUTS_BY_NAME[spec], "cpu", seed=seed)
-                    for fusion, bias, spec, seed in ONE_RUN_MISSES]
-        finally:
-            testing.CONFORMANCE = saved
-
-    one_run = problems(dataclasses.replace(correctness.CONFORMANCE, rounding_draws=0))
+    runs = [(get_variant("eager_factored"), Config("bfloat16", "train", fusion, bias, 16), spec, seed)
+            for fusion, bias, spec, seed in ONE_RUN_MISSES]
+    one_run = problems_under(monkeypatch, ONE_RUN, runs)
     assert sum(bool(p) for p in one_run) >= 3, one_run  # the old rule's false failures, still there
-    assert problems(correctness.CONFORMANCE) == [[]] * len(ONE_RUN_MISSES)
+    assert problems_under(monkeypatch, correctness.CONFORMANCE, runs) == [[]] * len(runs)
 
 
 @pytest.mark.parametrize("name", ["cse.fc.0.weight", "sse.Conv1x1.bias"])
-def test_rounding_draws_still_catch_a_gradient_off_by_a_quarter(name: str) -> None:
+def test_rounding_draws_still_catch_a_gradient_off_by_a_quarter(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """A 1.25× gradient is caught in bfloat16 on every input where one seed run caught it."""
-    import harness.testing as testing
+    from harness.testing import INPUTS, Config
 
     def scaled(ref, device, dtype):
         m = copy.deepcopy(ref).to(device, dtype)
         dict(m.named_parameters())[name].register_hook(lambda g: g * 1.25)
         return m
 
-    def caught(policy: correctness.Policy) -> list[bool]:
-        saved = testing.CONFORMANCE
-        testing.CONFORMANCE = policy
-        try:
-            config = testing.Config("bfloat16", "train", "add", True, 16)
-            return [bool(testing.check_run(variant("scaled", scaled), config, spec, "cpu", seed=seed))
-                    for seed in range(3) for spec in testing.INPUTS]
-        finally:
-            testing.CONFORMANCE = saved
-
-    one_run = caught(dataclasses.replace(correctness.CONFORMANCE, rounding_draws=0))
+    config = Config("bfloat16", "train", "add", True, 16)
+    runs = [(variant("scaled", scaled), config, spec.name, seed) for seed in range(3) for spec in INPUTS]
+    one_run = [bool(p) for p in problems_under(monkeypatch, ONE_RUN, runs)]
     assert sum(one_run) >= len(one_run) - 3, one_run
-    assert caught(correctness.CONFORMANCE) == one_run
+    assert [bool(p) for p in problems_under(monkeypatch, correctness.CONFORMANCE, runs)] == one_run
