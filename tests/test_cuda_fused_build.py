@@ -57,11 +57,12 @@ def test_kernels_compile_to_an_object_with_nvcc(tmp_path: Path) -> None:
         names = [name for name, a in entries if a == arch]
         for kernel in kernels:
             assert sum(kernel in name for name in names) == 3, f"{kernel} not built for 3 dtypes on {arch}"
+        assert sum("excite_kernel" in name for name in names) == 1, f"excite_kernel not built on {arch}"
     spills = [int(b) for b in re.findall(r"(\d+) bytes spill stores", proc.stderr)]
     assert spills and not any(spills), "a kernel spills registers"
     if shutil.which("nm"):
         symbols = subprocess.run(["nm", "-C", str(obj)], capture_output=True, text=True, check=True).stdout
-        for entry in ("scse::pool_partials(", "scse::apply(", "scse::error_string("):
+        for entry in ("scse::pool_partials(", "scse::excite(", "scse::apply(", "scse::error_string("):
             assert entry in symbols, f"{entry} missing from the object"
 
 
@@ -88,6 +89,28 @@ def test_host_and_device_agree_on_codes() -> None:
     from variants.triton_fused import FUSION_CODES
 
     assert FUSION_CODES == cf.FUSION_CODES
+
+
+def test_host_and_device_agree_on_the_excitations_limit() -> None:
+    header = (cf.CSRC / "scse_fused.h").read_text()
+    factors = re.search(r"kExciteSharedFloats = (\d+) \* (\d+) / (\d+);", header)
+    assert factors is not None
+    a, b, c = map(int, factors.groups())
+    assert a * b // c == cf.MAX_EXCITE_FLOATS
+
+
+def test_a_block_too_wide_for_the_excitation_is_refused_when_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cf, "MAX_EXCITE_FLOATS", 20)
+    with pytest.raises(ValueError, match=r"C \+ C/r <= 20 values, not 16 \+ 8"):
+        cf.build_cuda_fused(ScSE(16, 2), torch.device("cuda"), torch.float32)
+
+
+def test_the_weights_are_gathered_once_and_follow_the_parameters() -> None:
+    module = cf.CudaScSE(ScSE(8, 2, "gate", True))
+    assert module.weights.w1 is module.cse.fc[0].weight and module.weights.alpha is module.gate
+    module.double()  # .to() and friends replace the parameters: the weights are gathered again
+    assert module.weights.w2 is module.cse.fc[2].weight and module.weights.w2.dtype == torch.float64
+    assert module.weights.bs is module.sse.Conv1x1.bias and module.weights.fusion == "gate"
 
 
 def test_registration() -> None:
@@ -177,3 +200,23 @@ def test_cuda_fused_agrees_with_triton_fused() -> None:
     a = cf.build_cuda_fused(ref, torch.device("cuda"), x.dtype)(x)
     b = tf.build_triton_fused(ref, torch.device("cuda"), x.dtype)(x)
     assert normwise_error(a, b) <= 1e-5
+
+
+@pytest.mark.cuda
+def test_a_cuda_fused_call_is_three_kernels_and_no_torch_compute() -> None:
+    """pool, excitation, apply: one call into the extension, no torch op but allocations."""
+    if cf.unavailable_reason():
+        pytest.skip(cf.unavailable_reason())
+    from torch.profiler import ProfilerActivity, profile
+
+    ref, x = _gpu_input((4, 64, 32, 32, "gate", True, "float16", "nchw"))
+    module = cf.build_cuda_fused(ref, torch.device("cuda"), x.dtype)
+    module(x)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        module(x)
+        torch.cuda.synchronize()
+    kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert len(kernels) == 3 and "excite_kernel" in kernels[1], kernels
+    ops = {e.name for e in prof.events() if e.name.startswith("aten::")}
+    assert ops <= {"aten::empty", "aten::empty_like", "aten::empty_strided"}, ops

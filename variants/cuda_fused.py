@@ -1,8 +1,10 @@
-"""``cuda_fused``: the two-pass fused scSE forward in CUDA C++ (``csrc/scse_fused.cu``).
+"""``cuda_fused``: the fused scSE forward in CUDA C++ (``csrc/scse_fused.cu``), three launches in one call.
 
-Pass 1 pools x per (n, c) in pixel splits; the partial sums are added and the excitation MLP runs
-on the (N, C) vector in torch ops; pass 2 reads each pixel tile once, computes the spatial logit
-and writes ``combine(x·c, x·σ(s))``. Forward only: ``train`` mode is declared unsupported.
+Pass 1 pools x per (n, c) in pixel splits; the excitation kernel adds the partial sums and runs the
+MLP, one block per sample; pass 2 reads each pixel tile once, computes the spatial logit and writes
+``combine(x·c, x·σ(s))``. The binding's ``forward`` makes all three launches, so a call costs one
+Python→C++ crossing; the weights it reads are the module's float32 parameters, gathered once
+(``ReferenceWeights.weights``). Forward only: ``train`` mode is declared unsupported.
 
 The extension is built with ``torch.utils.cpp_extension.load`` on first use and cached (in
 torch's extension directory, so later processes load the built library without compiling).
@@ -18,16 +20,15 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
-import torch.nn.functional as F
 
 from variants.registry import register
-from variants.weights import ReferenceWeights
+from variants.weights import FUSION_CODES, KernelWeights, ReferenceWeights, kernel_weights
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES: tuple[Path, ...] = (CSRC / "scse_fused.cpp", CSRC / "scse_fused.cu")
 EXTENSION_NAME = "scse_fused_ext"
-#: Fusion codes shared with scse_fused.h; concat (a 2C→C matmul per pixel) is not a fused epilogue.
-FUSION_CODES: dict[str, int] = {"add": 0, "max": 1, "mul": 2, "gate": 3}
+#: The largest C + C/reduction the excitation kernel holds in shared memory (kExciteSharedFloats).
+MAX_EXCITE_FLOATS = 48 * 1024 // 4
 #: Extra nvcc flags for the build. No fast-math: the float64 check must hold on sigmoid's tails.
 NVCC_FLAGS: tuple[str, ...] = ("-O3", "-lineinfo")
 
@@ -75,53 +76,44 @@ def pixel_flat(t: torch.Tensor) -> torch.Tensor:
     return t if dense else t.contiguous()
 
 
-def _splits(x: torch.Tensor) -> int:
-    """Pixel splits for the pool pass, so that its grid covers the GPU about four times over."""
-    n, c, h, w = x.shape
-    hw = h * w
-    sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+@functools.lru_cache(maxsize=256)
+def pool_splits(device_index: int, n: int, c: int, hw: int) -> int:
+    """Pixel splits for the pool pass, so that its grid covers the GPU about four times over (cached per shape)."""
+    sms = torch.cuda.get_device_properties(device_index).multi_processor_count
     rows = -(-c // 8)  # blocks along channels in the NCHW kernel (channels_last uses fewer)
     want = max(1, -(-4 * sms // max(1, n * rows)))
     return int(max(1, min(want, -(-hw // 256))))  # at least 256 pixels per split
 
 
-def scse_cuda(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The fused forward of ``module`` (an ``ScSE``, or anything with its parameter names)."""
+def fused_cuda(x: torch.Tensor, w: KernelWeights) -> torch.Tensor:
+    """The fused forward of x with the kernels' weights ``w``: one call into the extension."""
     ext = load_extension()
-    fusion = module.fusion
-    if fusion not in FUSION_CODES:
-        raise ValueError(f"cuda_fused supports fusion {', '.join(FUSION_CODES)}, not {fusion!r}")
     if x.dim() != 4 or not x.is_cuda:
         raise ValueError("cuda_fused needs a 4-D CUDA tensor")
     xk = pixel_flat(x)
-    fc1, fc2, conv = module.cse.fc[0], module.cse.fc[2], module.sse.Conv1x1
+    n, c, h, width = xk.shape
+    device = xk.device.index if xk.device.index is not None else torch.cuda.current_device()
+    return ext.forward(xk, w.w1, w.b1, w.w2, w.b2, w.ws, w.bs, w.alpha, FUSION_CODES[w.fusion],
+                       pool_splits(device, n, c, h * width), torch.cuda.current_stream(xk.device).cuda_stream)
 
-    def f32(t: torch.Tensor | None) -> torch.Tensor | None:
-        return None if t is None else t.detach().to(torch.float32).contiguous()
 
-    with torch.no_grad(), torch.cuda.device(x.device):
-        stream = torch.cuda.current_stream(x.device).cuda_stream
-        hw = xk.shape[2] * xk.shape[3]
-        mean = ext.pool_partials(xk, _splits(xk), stream).sum(dim=1) / hw
-        w1, w2 = f32(fc1.weight), f32(fc2.weight)
-        hidden = F.relu(F.linear(mean, w1.reshape(w1.shape[0], -1), f32(fc1.bias)))
-        cg = torch.sigmoid(F.linear(hidden, w2.reshape(w2.shape[0], -1), f32(fc2.bias))).contiguous()
-        gate = torch.sigmoid(f32(module.gate).reshape(-1)).contiguous() if fusion == "gate" else None
-        bs = f32(conv.bias)
-        return ext.apply(xk, cg, f32(conv.weight).reshape(-1), None if bs is None else bs.reshape(1), gate,
-                         FUSION_CODES[fusion], stream)
+def scse_cuda(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The fused forward of ``module`` (an ``ScSE``, or anything with its parameter names, float32)."""
+    weights = module.weights if isinstance(module, CudaScSE) else kernel_weights(module)
+    return fused_cuda(x, weights)
 
 
 class CudaScSE(ReferenceWeights):
     """Holds a float32 copy of the reference's parameters under the same names; forward is fused."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return scse_cuda(self, x)
+        return fused_cuda(x, self.weights)
 
 
 @register(
     "cuda_fused",
-    "two-pass fused CUDA C++ kernels (pool; logit+combine), forward only; x read twice, out written once",
+    "two-pass fused CUDA C++ kernels (pool; MLP; logit+combine) in one call, forward only; x read twice, "
+    "out written once",
     devices=("cuda",),
     dtypes=("float32", "float16", "bfloat16"),
     modes=("forward",),
@@ -129,8 +121,12 @@ class CudaScSE(ReferenceWeights):
     available=unavailable_reason,
 )
 def build_cuda_fused(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """Parameters stay float32 (read once per call into the kernels), as in ``triton_fused``."""
+    """Parameters stay float32, read by the kernels where they live, as in ``triton_fused``."""
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"cuda_fused computes float32, float16 or bfloat16 inputs, not {dtype}")
+    hidden = reference.cse.fc[0].weight.shape[0]
+    if reference.channels + hidden > MAX_EXCITE_FLOATS:
+        raise ValueError(f"cuda_fused's excitation holds C + C/r <= {MAX_EXCITE_FLOATS} values, not "
+                         f"{reference.channels} + {hidden}")
     load_extension()  # build now, so the compile is not part of the first timed call
     return CudaScSE(reference).to(device=device, dtype=torch.float32)

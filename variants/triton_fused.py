@@ -31,12 +31,12 @@ import os
 import sys
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
 from variants.registry import register
-from variants.weights import ReferenceWeights
+from variants.weights import FUSION_CODES, KernelWeights, ReferenceWeights, kernel_weights
 
 # Triton is imported on first use, not here: its standard library (tl.zeros, tl.sum, ...) is
 # jitted when triton.language is imported, in interpreter mode only if TRITON_INTERPRET=1 is set
@@ -47,7 +47,6 @@ tl: Any = None
 
 #: Fusions the kernels implement, with their code in the kernels. ``concat`` needs a 2C→C matmul
 #: per pixel, which is no longer a memory-bound epilogue, so it is left to other variants.
-FUSION_CODES: dict[str, int] = {"add": 0, "max": 1, "mul": 2, "gate": 3}
 #: Largest channel block held in registers at once; larger C loops over blocks.
 MAX_BLOCK_C = 128
 #: Elements per tile (BLOCK_C x BLOCK_P) the pixel block size is derived from.
@@ -668,33 +667,6 @@ def pool_mean(x: torch.Tensor, max_block_c: int = MAX_BLOCK_C) -> torch.Tensor:
     return part.sum(dim=1) / (h * w)
 
 
-class KernelWeights(NamedTuple):
-    """The parameters as the kernels read them, gathered once per module (``kernel_weights``)."""
-
-    w1: torch.Tensor
-    b1: torch.Tensor | None
-    w2: torch.Tensor
-    b2: torch.Tensor | None
-    ws: torch.Tensor
-    bs: torch.Tensor | None
-    alpha: torch.Tensor | None
-    fusion: str
-
-
-def kernel_weights(module: torch.nn.Module) -> KernelWeights:
-    """``module``'s parameters (an ``ScSE``'s names), checked once for what the kernels assume."""
-    fusion = module.fusion
-    if fusion not in FUSION_CODES:
-        raise ValueError(f"triton_fused supports fusion {', '.join(FUSION_CODES)}, not {fusion!r}")
-    fc1, fc2, conv = module.cse.fc[0], module.cse.fc[2], module.sse.Conv1x1
-    weights = KernelWeights(fc1.weight, fc1.bias, fc2.weight, fc2.bias, conv.weight, conv.bias,
-                            module.gate if fusion == "gate" else None, fusion)
-    for name, t in zip(KernelWeights._fields[:-1], weights[:-1], strict=True):
-        if t is not None and not t.is_contiguous():
-            raise ValueError(f"triton_fused reads {name} as a dense row-major array; it has strides {t.stride()}")
-    return weights
-
-
 def fused_forward(x: torch.Tensor, w: KernelWeights, max_block_c: int = MAX_BLOCK_C, save: bool = False,
                   ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], LaunchPlan]:
     """The forward's three launches: pool, excite, apply. With ``save``, also (xk, mean, hid, cg,
@@ -800,19 +772,13 @@ def scse_fused(module: torch.nn.Module, x: torch.Tensor, max_block_c: int = MAX_
 class TritonScSE(ReferenceWeights):
     """Holds a copy of the reference's parameters under the same names; forward is fused.
 
-    ``weights`` is gathered (and checked) when the module is built and again whenever ``.to()``
-    and friends may have replaced the parameters, never per call.
+    ``weights`` (``ReferenceWeights``) is gathered and checked when the module is built and again
+    whenever ``.to()`` and friends may have replaced the parameters, never per call.
     """
 
     def __init__(self, reference: torch.nn.Module, max_block_c: int = MAX_BLOCK_C) -> None:
         super().__init__(reference)
         self.max_block_c = max_block_c
-        self.weights = kernel_weights(self)
-
-    def _apply(self, fn: Any, recurse: bool = True) -> TritonScSE:
-        super()._apply(fn, recurse)
-        self.weights = kernel_weights(self)
-        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return run_fused(x, self.weights, self.max_block_c)

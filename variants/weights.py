@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
 
 from variants.reference import ScSE
 
+#: The fusions the fused kernels compute, by the code their kernels switch on (Triton and CUDA alike).
+FUSION_CODES: dict[str, int] = {"add": 0, "max": 1, "mul": 2, "gate": 3}
 #: The attribute a built module may set: ``{own parameter name: reference parameter name}``.
 REFERENCE_NAMES_ATTR = "reference_names"
 #: Prefixes wrappers add to parameter names: torch.compile's OptimizedModule.
@@ -84,9 +87,42 @@ def rebuild(cls: type[ScSE], reference: ScSE, device: torch.device, dtype: torch
     return module.to(device=device, dtype=dtype)
 
 
+class KernelWeights(NamedTuple):
+    """The parameters as fused kernels read them, gathered once per module (``kernel_weights``):
+    w1 (hidden, C) and w2 (C, hidden) row-major, ws (C), the biases, alpha the gate logits (C)."""
+
+    w1: torch.Tensor
+    b1: torch.Tensor | None
+    w2: torch.Tensor
+    b2: torch.Tensor | None
+    ws: torch.Tensor
+    bs: torch.Tensor | None
+    alpha: torch.Tensor | None
+    fusion: str
+
+
+def kernel_weights(module: nn.Module) -> KernelWeights:
+    """``module``'s parameters (an ``ScSE``'s names), checked once for what the kernels assume."""
+    fusion = module.fusion
+    if fusion not in FUSION_CODES:
+        raise ValueError(f"the fused kernels compute fusion {', '.join(FUSION_CODES)}, not {fusion!r}")
+    fc1, fc2, conv = module.cse.fc[0], module.cse.fc[2], module.sse.Conv1x1
+    weights = KernelWeights(fc1.weight, fc1.bias, fc2.weight, fc2.bias, conv.weight, conv.bias,
+                            module.gate if fusion == "gate" else None, fusion)
+    for name, t in zip(KernelWeights._fields[:-1], weights[:-1], strict=True):
+        if t is not None and not t.is_contiguous():
+            raise ValueError(f"the fused kernels read {name} as a dense row-major array; it has strides {t.stride()}")
+    return weights
+
+
 class ReferenceWeights(nn.Module):
     """A copy of the reference's parameters under the same names, for a variant that computes the
-    forward its own way (a fused kernel) but must keep the reference's weights and gradients."""
+    forward its own way (a fused kernel) but must keep the reference's weights and gradients.
+
+    ``weights`` is what the kernels read (``kernel_weights``): the parameters themselves, not
+    copies, so an optimizer's in-place update is seen; gathered when built and again whenever
+    ``.to()`` and friends may have replaced the parameters, never per call.
+    """
 
     def __init__(self, reference: ScSE) -> None:
         super().__init__()
@@ -96,3 +132,9 @@ class ReferenceWeights(nn.Module):
         self.sse = ref.sse
         if ref.fusion == "gate":
             self.gate = ref.gate
+        self.weights = kernel_weights(self)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> ReferenceWeights:
+        super()._apply(fn, recurse)
+        self.weights = kernel_weights(self)
+        return self

@@ -1,4 +1,5 @@
-// Fused scSE forward in two passes over x: pool, then logit + combine, float32 accumulation.
+// Fused scSE forward in two passes over x: pool, then logit + combine, float32 accumulation; between
+// them the excitation MLP on the pooled (N, C) vector, one block per sample. Three launches.
 //
 // Depends on the CUDA runtime and its fp16/bf16 headers only (no torch), so that CI machines
 // without a GPU or a CUDA build of torch can still compile it with `nvcc -c` and catch errors.
@@ -94,6 +95,47 @@ __global__ void pool_channels_fast(const T* __restrict__ x, float* __restrict__ 
 #pragma unroll
     for (int r = 0; r < kRows; ++r) total += rows[r][threadIdx.x];
     part[(n * gridDim.x + split) * C + c] = total;
+  }
+}
+
+// ---- the excitation: pooled (N, C) -> channel gates ------------------------------------------
+
+constexpr int kExciteThreads = 256;
+
+// One block per sample: the mean and the hidden vector live in shared memory; a warp per hidden
+// unit reduces fc1's row over C, then a thread per channel does fc2's row over HID. Block 0 also
+// writes sigmoid(alpha) when the fusion is gate (alpha != nullptr).
+__global__ void excite_kernel(const float* __restrict__ part, const float* __restrict__ w1,
+                              const float* __restrict__ b1, const float* __restrict__ w2, const float* __restrict__ b2,
+                              const float* __restrict__ alpha, float* __restrict__ cg, float* __restrict__ gate,
+                              int64_t C, int64_t HID, int splits, float inv_hw) {
+  extern __shared__ float shared[];
+  float* mean = shared;         // C values
+  float* hidden = shared + C;   // HID values
+  const int64_t n = blockIdx.x;
+  const float* pn = part + n * splits * C;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    float total = 0.0f;
+    for (int s = 0; s < splits; ++s) total += pn[s * C + c];
+    mean[c] = total * inv_hw;
+    if (alpha != nullptr && n == 0) gate[c] = sigmoid(alpha[c]);
+  }
+  __syncthreads();
+  const int lane = threadIdx.x % kWarp;
+  const int warps = blockDim.x / kWarp;
+  for (int64_t h = threadIdx.x / kWarp; h < HID; h += warps) {  // whole warps: h depends on the warp only
+    const float* row = w1 + h * C;
+    float pre = 0.0f;
+    for (int64_t c = lane; c < C; c += kWarp) pre += row[c] * mean[c];
+    pre = warp_sum(pre);
+    if (lane == 0) hidden[h] = fmaxf(pre + (b1 != nullptr ? b1[h] : 0.0f), 0.0f);
+  }
+  __syncthreads();
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const float* row = w2 + c * HID;
+    float z = b2 != nullptr ? b2[c] : 0.0f;
+    for (int64_t h = 0; h < HID; ++h) z += row[h] * hidden[h];
+    cg[n * C + c] = sigmoid(z);
   }
 }
 
@@ -243,6 +285,19 @@ int apply(const void* x, void* out, const float* cg, const float* ws, const floa
       return launch_apply<__nv_bfloat16>(x, out, cg, ws, bs, gate, fusion, N, C, HW, sN, sC, sP, oN, oC, oP, s);
     default: return static_cast<int>(cudaErrorInvalidValue);
   }
+}
+
+int excite(const float* part, const float* w1, const float* b1, const float* w2, const float* b2,
+           const float* alpha, float* cg, float* gate, int64_t N, int64_t C, int64_t HID, int splits, float inv_hw,
+           void* stream) {
+  if (N <= 0 || C <= 0 || HID <= 0 || splits <= 0 || N > INT32_MAX || C + HID > kExciteSharedFloats) {
+    return static_cast<int>(cudaErrorInvalidValue);
+  }
+  if (alpha != nullptr && gate == nullptr) return static_cast<int>(cudaErrorInvalidValue);
+  const size_t shared = static_cast<size_t>(C + HID) * sizeof(float);
+  excite_kernel<<<static_cast<unsigned>(N), kExciteThreads, shared, static_cast<cudaStream_t>(stream)>>>(
+      part, w1, b1, w2, b2, alpha, cg, gate, C, HID, splits, inv_hw);
+  return static_cast<int>(cudaGetLastError());
 }
 
 const char* error_string(int code) { return cudaGetErrorString(static_cast<cudaError_t>(code)); }

@@ -21,6 +21,18 @@ enum Fusion : int { kAdd = 0, kMax = 1, kMul = 2, kGate = 3 };
 int pool_partials(const void* x, float* part, int dtype, int64_t N, int64_t C, int64_t HW,
                   int64_t sN, int64_t sC, int64_t sP, int splits, void* stream);
 
+// The excitation, one block per sample: cg[n, c] = sigmoid(W2 relu(W1 m + b1) + b2)[c] with
+// m = inv_hw * (sum over splits of part[n, split, :]). w1 is (HID, C) and w2 (C, HID), row-major
+// float32; b1 (HID) and b2 (C) float32 or nullptr. For Fusion kGate, alpha (C) holds the gate
+// logits and gate (C) receives sigmoid(alpha), what apply reads (both nullptr otherwise).
+// C + HID floats must fit in kExciteSharedFloats.
+int excite(const float* part, const float* w1, const float* b1, const float* w2, const float* b2,
+           const float* alpha, float* cg, float* gate, int64_t N, int64_t C, int64_t HID, int splits, float inv_hw,
+           void* stream);
+
+// The largest C + HID excite holds in shared memory (48 KiB, the default limit of a block).
+constexpr int64_t kExciteSharedFloats = 48 * 1024 / 4;
+
 // Pass 2: out = combine(x*cg[n, c], x*sigmoid(ws . x[n, :, p] + bs)), read once per pixel tile.
 // cg is (N, C) float32, ws (C) float32, bs a float32 scalar or nullptr, gate (C) float32 holding
 // sigmoid(alpha) for Fusion kGate (nullptr otherwise). out is addressed like x with its own strides.
