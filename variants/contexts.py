@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch.nn as nn
 
 from variants.reference import ScSE
-from variants.registry import always_available, load_plugins
+from variants.registry import always_available, checked, load_plugins
 
 ENTRY_POINT_GROUP = "harness.contexts"
 #: Modules whose import registers the built-in contexts.
@@ -83,10 +83,7 @@ class Context:
 
     def unavailable(self) -> str | None:
         """Why the network can't be built here (a missing library), or None."""
-        try:
-            return self.available()
-        except Exception as exc:  # an availability check must never take the tool down
-            return f"availability check failed: {exc}"
+        return checked(self.available)
 
 
 _CONTEXTS: dict[str, Context] = {}

@@ -38,6 +38,14 @@ def always_available() -> str | None:
     return None
 
 
+def checked(available: Callable[[], str | None]) -> str | None:
+    """What an availability check says; its failure is a reason too, never a crash of the tool."""
+    try:
+        return available()
+    except Exception as exc:  # an availability check must never take the tool down
+        return f"availability check failed: {exc}"
+
+
 @dataclass(frozen=True)
 class Variant:
     """What the harness needs to know about one implementation of scSE."""
@@ -71,10 +79,7 @@ class Variant:
         dev = torch.device(device).type
         if dev not in self.devices:
             return f"needs {' or '.join(d.upper() if d == 'cuda' else d for d in sorted(self.devices))}"
-        try:
-            return self.available()
-        except Exception as exc:  # an availability check must never take the tool down
-            return f"availability check failed: {exc}"
+        return checked(self.available)
 
 
 _REGISTRY: dict[str, Variant] = {}
