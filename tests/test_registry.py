@@ -119,3 +119,16 @@ def test_tags_are_typed_and_a_mistyped_tag_fails_at_registration() -> None:
     assert tags.compiles and tags.biases == (True,) and dict(tags.other) == {"my_tool_hint": 3}
     assert tags_of(get_variant("channels_last")).memory_format == torch.channels_last
     assert tags_of(get_variant("eager")) == Tags()
+
+
+def test_an_availability_check_that_raises_is_a_reason_not_a_crash() -> None:
+    from variants.contexts import Context
+    from variants.registry import Variant
+
+    def boom() -> str | None:
+        raise OSError("libcuda.so: cannot open shared object file")
+
+    variant = Variant("zz_boom", "test", lambda r, d, t: r, available=boom)
+    assert variant.unavailable("cpu") == "availability check failed: libcuda.so: cannot open shared object file"
+    context = Context("zz_boom", "test", lambda: None, lambda m: False, lambda m: m, available=boom)
+    assert context.unavailable() == "availability check failed: libcuda.so: cannot open shared object file"
