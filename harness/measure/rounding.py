@@ -4,8 +4,8 @@ replaced by a random error distributed as that precision's rounding error.
 Why: a gradient that is one cancelling sum (the hidden unit of a reduction-16 bottleneck has one)
 is ill-conditioned, so how far a correct low-precision implementation lands from float64 depends on
 where it rounds. One run of PyTorch's own module is one draw of that error, and a correct variant
-that rounds elsewhere is another: in bfloat16 it misses twice the first on a few inputs in a hundred
-(``variants/KERNEL_NOTES.md``, "Judging a cancelling gradient"). A few perturbed runs show how far
+that rounds elsewhere is another: in bfloat16 eager_factored missed twice the first in 4 of 800
+runs (``variants/KERNEL_NOTES.md``, "Judging a cancelling gradient"). A few perturbed runs show how far
 a correct rounding can move the result (D. Stott Parker, "Monte Carlo Arithmetic", 1997).
 """
 from __future__ import annotations
