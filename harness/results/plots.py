@@ -169,7 +169,8 @@ def draw_speedup(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> F
                     bar.set_alpha(0.45)
             labels = [(f"{v:.2f}×" + (f" {flag}" if flag else "")) if np.isfinite(v) else ""
                       for v, flag in zip(values, flags, strict=True)]
-            ax.bar_label(bars, labels=labels, fontsize=7, padding=2)
+            ax.bar_label(bars, labels=labels, fontsize=7, padding=2,  # readable where a label crosses the 1× line
+                         bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
         ax.axhline(1.0, color="black", linestyle="--", linewidth=1)
         ax.set_xticks(x, variants, rotation=30, ha="right", fontsize=8)
         ax.set_title(f"input {batch}×{c}×{h}×{w} (N×C×H×W)", fontsize=10)
@@ -180,8 +181,9 @@ def draw_speedup(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> F
         ax.set_ylim(0, max(1.2, top * 1.2))
     if any(hues):
         handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside right upper", fontsize=8, title=" · ".join(hue_columns),
-                   title_fontsize=8)  # fmt: skip
+        # below the panels, in one row: at the upper right it sat on the title's longer lines
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), fontsize=8,
+                   title=" · ".join(hue_columns), title_fontsize=8)  # fmt: skip
     caution = ""
     if table["untrusted"].any():  # say what the marks that appear mean
         meaning = {"noisy": "'~' noisy (IQR > 10% of the median)", "disturbed": "'!' disturbed (CPU starved)"}
