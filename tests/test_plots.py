@@ -162,3 +162,17 @@ def test_noisy_and_disturbed_speedups_carry_their_marks() -> None:
     assert "'~' noisy (IQR > 10% of the median), '!' disturbed (CPU starved) on either side" in title
     clean = plots.speedup_figure(frame())
     assert clean is not None and "hatched" not in clean.get_suptitle()
+
+
+def test_the_speedup_legend_stays_clear_of_a_long_title() -> None:
+    rows = frame(batches=(8,))  # two panels: the wrapped title spans the whole width
+    rows = pd.concat([rows, rows.assign(mode="train")], ignore_index=True)  # two modes: a legend
+    rows.loc[rows["variant"] == "fast", ["noisy", "disturbed"]] = True  # the caution line lengthens the title
+    fig = plots.speedup_figure(rows, {"gpu_name": "NVIDIA H100 80GB HBM3", "torch": "2.11.0+cu130"})
+    assert fig is not None and fig.legends
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    title = fig._suptitle.get_window_extent(renderer)
+    legend = fig.legends[0].get_window_extent(renderer)
+    assert not title.overlaps(legend)
+    assert all(not ax.get_window_extent(renderer).overlaps(legend) for ax in fig.axes if ax.get_visible())
