@@ -132,3 +132,17 @@ def test_an_availability_check_that_raises_is_a_reason_not_a_crash() -> None:
     assert variant.unavailable("cpu") == "availability check failed: libcuda.so: cannot open shared object file"
     context = Context("zz_boom", "test", lambda: None, lambda m: False, lambda m: m, available=boom)
     assert context.unavailable() == "availability check failed: libcuda.so: cannot open shared object file"
+
+
+def test_a_context_name_is_checked_and_never_taken_twice() -> None:
+    from variants.contexts import Context, add_context, all_contexts
+
+    def make(name: str) -> Context:
+        return Context(name, "test", lambda: None, lambda m: False, lambda m: m)
+
+    with pytest.raises(ValueError, match="context name 'a b' must be letters"):
+        add_context(make("a b"))
+    unet = all_contexts()["unet"]
+    with pytest.raises(ValueError, match="context 'unet' is already registered"):
+        add_context(make("unet"))
+    assert all_contexts()["unet"] is unet

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import difflib
 import importlib
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch.nn as nn
 
 from variants.reference import ScSE
-from variants.registry import always_available, checked, load_plugins
+from variants.registry import add_named, always_available, checked, load_plugins
 
 ENTRY_POINT_GROUP = "harness.contexts"
 #: Modules whose import registers the built-in contexts.
@@ -92,12 +91,7 @@ _entry_points_loaded = False
 
 def add_context(context: Context, *, replace: bool = False) -> Context:
     """Register ``context``; a second one under a taken name is an error unless ``replace``."""
-    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", context.name):
-        raise ValueError(f"context name {context.name!r} must be letters, digits, '_', '-' or '.'")
-    if context.name in _CONTEXTS and not replace and _CONTEXTS[context.name] != context:
-        raise ValueError(f"context {context.name!r} is already registered")
-    _CONTEXTS[context.name] = context
-    return context
+    return add_named(_CONTEXTS, context, "context", replace)
 
 
 def remove_context(name: str) -> None:

@@ -90,14 +90,20 @@ def _as_set(values: Iterable[str] | str) -> frozenset[str]:
     return frozenset([values] if isinstance(values, str) else values)
 
 
+def add_named(table: dict[str, Any], item: Any, kind: str, replace: bool = False) -> Any:
+    """Put ``item`` in ``table`` under its ``name``: letters, digits, '_', '-' or '.', and a name already
+    taken by a different ``kind`` only with ``replace`` (the registries of variants and of contexts)."""
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", item.name):
+        raise ValueError(f"{kind} name {item.name!r} must be letters, digits, '_', '-' or '.'")
+    if item.name in table and not replace and table[item.name] != item:
+        raise ValueError(f"{kind} {item.name!r} is already registered")
+    table[item.name] = item
+    return item
+
+
 def add_variant(variant: Variant, *, replace: bool = False) -> Variant:
     """Register ``variant``; a second variant under a taken name is an error unless ``replace``."""
-    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", variant.name):
-        raise ValueError(f"variant name {variant.name!r} must be letters, digits, '_', '-' or '.'")
-    if variant.name in _REGISTRY and not replace and _REGISTRY[variant.name] != variant:
-        raise ValueError(f"variant {variant.name!r} is already registered")
-    _REGISTRY[variant.name] = variant
-    return variant
+    return add_named(_REGISTRY, variant, "variant", replace)
 
 
 def tags_checked(tags: dict[str, object]) -> dict[str, object]:
