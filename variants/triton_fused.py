@@ -45,8 +45,6 @@ from variants.weights import FUSION_CODES, KernelWeights, ReferenceWeights, kern
 triton: Any = None
 tl: Any = None
 
-#: Fusions the kernels implement, with their code in the kernels. ``concat`` needs a 2C→C matmul
-#: per pixel, which is no longer a memory-bound epilogue, so it is left to other variants.
 #: Largest channel block held in registers at once; larger C loops over blocks.
 MAX_BLOCK_C = 128
 #: Elements per tile (BLOCK_C x BLOCK_P) the pixel block size is derived from.

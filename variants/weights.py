@@ -18,6 +18,7 @@ import torch.nn as nn
 from variants.reference import ScSE
 
 #: The fusions the fused kernels compute, by the code their kernels switch on (Triton and CUDA alike).
+#: ``concat`` needs a 2C→C matmul per pixel, no longer a memory-bound epilogue: left to other variants.
 FUSION_CODES: dict[str, int] = {"add": 0, "max": 1, "mul": 2, "gate": 3}
 #: The attribute a built module may set: ``{own parameter name: reference parameter name}``.
 REFERENCE_NAMES_ATTR = "reference_names"

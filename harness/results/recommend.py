@@ -77,15 +77,13 @@ class Recommendation:
     def host_bound(self) -> bool:
         return "host-bound" in self.marks
 
-    def verdict(self, brief: bool = False) -> str:
-        """One phrase: why this is the answer, and how sure it is (``brief``: a tie without the why,
-        which the terminal's title gives)."""
+    def verdict(self) -> str:
+        """One phrase: why this is the answer, and how sure it is."""
         if self.winner is None:
             failed = ", ".join(f"{v} ({s})" for v, s in self.not_timed)
             return "no variant ran correctly" + (f": {failed}" if failed else "")
         if self.tie:
-            why = "" if brief else " (intervals overlap: any of them)"
-            return f"tie: {', '.join((self.winner, *self.tied))}{why}"
+            return f"tie: {', '.join((self.winner, *self.tied))} (intervals overlap: any of them)"
         if self.runner_up is None:
             return "the only variant timed"
         return f"clear: next is {self.runner_up} at {self.runner_up_ms:.{decimals(self.runner_up_ms)}f} ms"
