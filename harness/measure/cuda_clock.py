@@ -150,7 +150,8 @@ class CudaClock:
         cold = self.cache == "cold"
         starts, ends = self._events(calls if cold else 1)
         now = self.now
-        self.stream.hold(hold_s)
+        if hold_s > 0:
+            self.stream.hold(hold_s)
         self.stream.record(self._gate)
         host = 0.0
         t_queue = now()
@@ -182,13 +183,17 @@ class CudaClock:
         A hold that ran out twice, the second time sized from the host time just measured, was
         not too short: the host was stopped (a full launch queue, a pause), so the batch is split.
         A single call that outruns every hold synchronises inside (``.item()``, a copy to the
-        host): no hold can help it, so for the rest of the case it gets one try a batch, its GPU
-        time includes the host's gaps, and ``overran`` says so.
+        host) or launches more kernels than the launch queue holds (a network's training step):
+        no hold can help it. For the rest of the case it is queued with no hold at all, one try a
+        batch, so its GPU time includes the host's gaps (``overran`` says so) and its host time is
+        the host's own, never the hold it waited out.
         """
+        if self.hold_useless:
+            block, _ = self._queue(fn, calls, 0.0)
+            return replace(block, overran=1)
         hold_s = self.hold_for(calls)
         overran = 0
-        tries = 1 if self.hold_useless else MAX_TRIES
-        for attempt in range(tries):
+        for attempt in range(MAX_TRIES):
             block, ran_out = self._queue(fn, calls, hold_s)
             if not ran_out:
                 return replace(block, overran=overran)
@@ -197,8 +202,11 @@ class CudaClock:
                 self.max_batch = half = calls // 2
                 return Block.total([self._batch(fn, half), self._batch(fn, calls - half)], overran)
             hold_s = min(MAX_HOLD_S, max(2 * hold_s, self.hold_for(calls)))
-        self.hold_useless = calls == 1 or self.hold_useless
-        return replace(block, overran=overran)
+        self.hold_useless = calls == 1
+        if not self.hold_useless:
+            return replace(block, overran=overran)
+        block, _ = self._queue(fn, calls, 0.0)  # the tries' host times include the holds they waited out
+        return replace(block, overran=overran + 1)
 
     def prepare(self) -> None:
         """After warm-up, before a case's samples: what was learnt of the last case's calls is forgotten."""
