@@ -51,7 +51,9 @@ def block_ranges(blocks: Sequence[torch.nn.Module]) -> Iterator[None]:
 
 def _self_time(event: Any, device: bool) -> float:
     if device:
-        return float(getattr(event, "self_device_time_total", getattr(event, "self_cuda_time_total", 0.0)))
+        # the older name only where the newer is missing: reading it warns of its deprecation
+        name = "self_device_time_total" if hasattr(event, "self_device_time_total") else "self_cuda_time_total"
+        return float(getattr(event, name, 0.0))
     return float(event.self_cpu_time_total)
 
 
