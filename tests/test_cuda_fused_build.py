@@ -220,3 +220,17 @@ def test_a_cuda_fused_call_is_three_kernels_and_no_torch_compute() -> None:
     assert len(kernels) == 3 and "excite_kernel" in kernels[1], kernels
     ops = {e.name for e in prof.events() if e.name.startswith("aten::")}
     assert ops <= {"aten::empty", "aten::empty_like", "aten::empty_strided"}, ops
+
+
+@pytest.mark.cuda
+def test_cuda_fused_compiles_as_one_operator() -> None:
+    """Inside a compiled network the extension call is an opaque operator: traced, its stream
+    argument broke Dynamo on an H200 ('torch.Stream' object has no attribute 'cuda_stream')."""
+    if cf.unavailable_reason():
+        pytest.skip(cf.unavailable_reason())
+    ref, x = _gpu_input((4, 32, 16, 16, "add", True, "float16", "channels_last"))
+    module = cf.build_cuda_fused(ref, torch.device("cuda"), x.dtype)
+    with torch.no_grad():
+        whole = torch.compile(module, fullgraph=True)(x)
+    assert torch.equal(whole, module(x))
+    assert whole.is_contiguous(memory_format=torch.channels_last)

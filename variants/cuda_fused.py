@@ -86,7 +86,14 @@ def pool_splits(device_index: int, n: int, c: int, hw: int) -> int:
 
 
 def fused_cuda(x: torch.Tensor, w: KernelWeights) -> torch.Tensor:
-    """The fused forward of x with the kernels' weights ``w``: one call into the extension."""
+    """The fused forward of x with the kernels' weights ``w``: one call into the extension; under
+    ``torch.compile``, one opaque operator (traced, the extension call broke Dynamo on an H200)."""
+    if torch.compiler.is_compiling():
+        return _forward_op(x, *w)
+    return _launch(x, w)
+
+
+def _launch(x: torch.Tensor, w: KernelWeights) -> torch.Tensor:
     ext = load_extension()
     if x.dim() != 4 or not x.is_cuda:
         raise ValueError("cuda_fused needs a 4-D CUDA tensor")
@@ -95,6 +102,18 @@ def fused_cuda(x: torch.Tensor, w: KernelWeights) -> torch.Tensor:
     device = xk.device.index if xk.device.index is not None else torch.cuda.current_device()
     return ext.forward(xk, w.w1, w.b1, w.w2, w.b2, w.ws, w.bs, w.alpha, FUSION_CODES[w.fusion],
                        pool_splits(device, n, c, h * width), torch.cuda.current_stream(xk.device).cuda_stream)
+
+
+@torch.library.custom_op("scse::cuda_fused_forward", mutates_args=())
+def _forward_op(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None, w2: torch.Tensor,
+                b2: torch.Tensor | None, ws: torch.Tensor, bs: torch.Tensor | None, alpha: torch.Tensor | None,
+                fusion: str) -> torch.Tensor:
+    return _launch(x, KernelWeights(w1, b1, w2, b2, ws, bs, alpha, fusion))
+
+
+@_forward_op.register_fake
+def _(x: torch.Tensor, *args: object) -> torch.Tensor:
+    return torch.empty_like(pixel_flat(x))
 
 
 def scse_cuda(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -753,10 +753,34 @@ class ScSEFunction(torch.autograd.Function):
         return (dx if ctx.needs_input_grad[0] else None, *grads, None, None)
 
 
+@torch.library.custom_op("scse::triton_fused_forward", mutates_args=())
+def _forward_op(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None, w2: torch.Tensor,
+                b2: torch.Tensor | None, ws: torch.Tensor, bs: torch.Tensor | None, alpha: torch.Tensor | None,
+                fusion: str, max_block_c: int) -> torch.Tensor:
+    """The inference forward as one operator that ``torch.compile`` keeps whole: traced, the Triton
+    launches broke Inductor on an H200 (a network compiled around triton_fused blocks failed)."""
+    return fused_forward(x, KernelWeights(w1, b1, w2, b2, ws, bs, alpha, fusion), max_block_c)[0]
+
+
+@_forward_op.register_fake
+def _(x: torch.Tensor, *args: Any) -> torch.Tensor:
+    return torch.empty_like(as_kernel_layout(x))
+
+
+@torch.compiler.disable
+def _recorded_outside_graph(x: torch.Tensor, w: KernelWeights, max_block_c: int) -> torch.Tensor:
+    """Under ``torch.compile``, a forward that records for a backward runs eagerly (a graph break)."""
+    return ScSEFunction.apply(x, *w, max_block_c)
+
+
 def run_fused(x: torch.Tensor, w: KernelWeights, max_block_c: int = MAX_BLOCK_C) -> torch.Tensor:
     """The fused forward, through autograd only when a backward can follow: ``Function.apply`` costs
-    more host time than the rest of an inference call (28 of 50 µs on the 2-core VM)."""
-    if torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad for t in w[:-1])):
+    more host time than the rest of an inference call (28 of 50 µs on the 2-core VM). Under
+    ``torch.compile`` the inference forward is one opaque operator and a recording one a graph break."""
+    records = torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad for t in w[:-1]))
+    if torch.compiler.is_compiling():
+        return _recorded_outside_graph(x, w, max_block_c) if records else _forward_op(x, *w, max_block_c)
+    if records:
         return ScSEFunction.apply(x, *w, max_block_c)
     return fused_forward(x, w, max_block_c)[0]
 
