@@ -8,6 +8,8 @@ once; each handler imports what it needs.
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
@@ -16,6 +18,8 @@ from harness.sweep.options import FAULTS, OPTION_NAMES, OPTIONS, ConfigError
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from harness import list_cache
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -74,52 +78,75 @@ def add_list(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list registered variants and whether they can run here")
     p.add_argument("pattern", nargs="?", default="*", help="glob filter, e.g. 'compile*'")
     p.add_argument("--device", default=None, help="judge availability for this device (default: cuda if any)")
+    p.add_argument("--refresh", action="store_true",
+                   help="ask every variant again instead of showing the saved answer (see harness/list_cache.py)")
     p.set_defaults(handler=cmd_list)
 
 
+#: Devices ``list`` may answer from its cache; anything else is checked by torch (and refused if unknown).
+CACHED_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    """The saved answer when nothing it depends on changed (no torch import: well under a second),
+    else a fresh one. A process that already registered variants itself is always answered fresh."""
+    from harness import list_cache
+
+    cacheable = not args.refresh and "variants.registry" not in sys.modules and (
+        args.device is None or CACHED_DEVICE.fullmatch(args.device) is not None)
+    listing = list_cache.load(args.device) if cacheable else None
+    if listing is None:
+        listing = current_listing(args.device)
+        if cacheable or (args.refresh and "variants.registry" not in sys.modules):
+            list_cache.save(args.device, listing)
+    show_listing(listing, args.pattern, console)
+    return EXIT_OK
+
+
+def current_listing(device_arg: str | None) -> list_cache.Listing:
+    """Every variant and context, and whether it can run on the device (asked of each)."""
+    import importlib.util
+
     import torch
 
+    from harness.list_cache import Entry, Listing
+    from variants.contexts import all_contexts
     from variants.registry import all_variants, list_variants
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device_arg or ("cuda" if torch.cuda.is_available() else "cpu")
     try:  # any device may be asked about (cuda on a CPU machine: all unavailable), but not a typo
         absent = "no CUDA GPU here" if torch.device(device).type == "cuda" and not torch.cuda.is_available() else None
     except (RuntimeError, ValueError):
         raise ConfigError(f"--device: unknown device {device!r}; use cpu, cuda or cuda:N") from None
     registry = all_variants()
-    names = list_variants(args.pattern)
-    if not names:
-        raise ConfigError(f"no variant matches {args.pattern!r}")
-    width = max(len(n) for n in names)
-    for name in names:
-        v = registry[name]
-        reason = v.unavailable(device) or absent
-        where = ",".join(sorted(v.devices))
-        state = "[green]ready[/]" if reason is None else f"[red]unavailable[/] ({reason})"
-        console.print(f"[bold]{name:<{width}}[/]  {v.description}  [dim]\\[{where}][/]  {state}", highlight=False,
+    variants = tuple(Entry(name, registry[name].description, ",".join(sorted(registry[name].devices)),
+                           registry[name].unavailable(device) or absent)
+                     for name in list_variants("*"))  # fmt: skip
+    contexts = []
+    for name, c in sorted(all_contexts().items()):  # installed or not; ``run`` imports the network library
+        missing = [m for m in c.requires if importlib.util.find_spec(m) is None]
+        state = f"needs {', '.join(missing)}" if missing else None
+        contexts.append(Entry(name, c.description, ",".join(sorted(c.devices)), state))
+    return Listing(device, variants, tuple(contexts))
+
+
+def show_listing(listing: list_cache.Listing, pattern: str, console: Console) -> None:
+    include = [p.strip() for p in pattern.split(",") if p.strip()] or ["*"]
+    picked = [v for v in listing.variants if any(fnmatch.fnmatchcase(v.name, p) for p in include)]
+    if not picked:
+        raise ConfigError(f"no variant matches {pattern!r}")
+    width = max(len(v.name) for v in picked)
+    for v in picked:
+        state = "[green]ready[/]" if v.state is None else f"[red]unavailable[/] ({v.state})"
+        console.print(f"[bold]{v.name:<{width}}[/]  {v.description}  [dim]\\[{v.devices}][/]  {state}", highlight=False,
                       soft_wrap=True)
-    if args.pattern == "*":
-        list_contexts(console)
-    return EXIT_OK
-
-
-def list_contexts(console: Console) -> None:
-    """The networks ``run --context`` can measure the variants in. Only whether their packages are
-    installed is checked here (importing a network library takes seconds); ``run`` imports them."""
-    import importlib.util
-
-    from variants.contexts import all_contexts
-
-    contexts = all_contexts()
-    if not contexts:
+    if pattern != "*" or not listing.contexts:
         return
     console.print("\n[bold]contexts[/] (run --context NAME: every scSE block of the network swapped)", highlight=False)
-    width = max(len(n) for n in contexts)
-    for name, c in sorted(contexts.items()):
-        missing = [m for m in c.requires if importlib.util.find_spec(m) is None]
-        state = "[green]installed[/]" if not missing else f"[red]unavailable[/] (needs {', '.join(missing)})"
-        console.print(f"[bold]{name:<{width}}[/]  {c.description}  [dim]\\[{','.join(sorted(c.devices))}][/]  {state}",
+    width = max(len(c.name) for c in listing.contexts)
+    for c in listing.contexts:
+        state = "[green]installed[/]" if c.state is None else f"[red]unavailable[/] ({c.state})"
+        console.print(f"[bold]{c.name:<{width}}[/]  {c.description}  [dim]\\[{c.devices}][/]  {state}",
                       highlight=False, soft_wrap=True)
 
 

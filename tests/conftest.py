@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torchvision_shim  # noqa: E402 - before anything imports torchvision (tests/torchvision_shim.py says why)
 
 torchvision_shim.install()
+# `harness list` keeps its answer in a cache (harness/list_cache.py): the tests' own, never the user's.
+os.environ.setdefault("HARNESS_CACHE_DIR", tempfile.mkdtemp(prefix="harness-test-cache-"))
 # A test run leaves the checkout as it found it: no bytecode from this process or its children.
 sys.dont_write_bytecode = True
 os.environ["PYTHONDONTWRITEBYTECODE"] = "1"

@@ -767,10 +767,15 @@ def _(x: torch.Tensor, *args: Any) -> torch.Tensor:
     return torch.empty_like(as_kernel_layout(x))
 
 
-@torch.compiler.disable
-def _recorded_outside_graph(x: torch.Tensor, w: KernelWeights, max_block_c: int) -> torch.Tensor:
-    """Under ``torch.compile``, a forward that records for a backward runs eagerly (a graph break)."""
+def _recorded(x: torch.Tensor, w: KernelWeights, max_block_c: int) -> torch.Tensor:
     return ScSEFunction.apply(x, *w, max_block_c)
+
+
+@functools.cache
+def _recorded_outside_graph() -> Any:
+    """Under ``torch.compile``, a forward that records for a backward runs eagerly (a graph break).
+    Made on first use: ``torch.compiler.disable`` imports Dynamo, 1.6 s that ``list`` need not pay."""
+    return torch.compiler.disable(_recorded)
 
 
 def run_fused(x: torch.Tensor, w: KernelWeights, max_block_c: int = MAX_BLOCK_C) -> torch.Tensor:
@@ -779,7 +784,7 @@ def run_fused(x: torch.Tensor, w: KernelWeights, max_block_c: int = MAX_BLOCK_C)
     ``torch.compile`` the inference forward is one opaque operator and a recording one a graph break."""
     records = torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad for t in w[:-1]))
     if torch.compiler.is_compiling():
-        return _recorded_outside_graph(x, w, max_block_c) if records else _forward_op(x, *w, max_block_c)
+        return _recorded_outside_graph()(x, w, max_block_c) if records else _forward_op(x, *w, max_block_c)
     if records:
         return ScSEFunction.apply(x, *w, max_block_c)
     return fused_forward(x, w, max_block_c)[0]

@@ -1,0 +1,128 @@
+"""``harness list``'s last answer, kept so that asking again takes a fraction of a second.
+
+Listing the variants means importing torch and asking each variant whether it can run here (the
+compile variants import Inductor to find a C++ compiler): over 4 s on a 2-core VM, most of it
+imports. What the answer depends on is cheap to read without torch: the interpreter and its import
+path, the versions of the packages variants rely on, the plugins' entry points, the project's own
+source files, the environment variables the checks read, and whether an NVIDIA driver is loaded.
+Those make the key; a listing saved under the same key is shown as it was. ``list --refresh``
+asks again. The cache lives in ``$HARNESS_CACHE_DIR`` (default ``~/.cache/scse-harness``); a
+cache that cannot be read or written is ignored.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+CACHE_ENV = "HARNESS_CACHE_DIR"
+#: Environment variables that availability checks read (compilers, CUDA, Triton's interpreter).
+ENV_KEYS: tuple[str, ...] = ("PATH", "CUDA_HOME", "CUDA_PATH", "CXX", "CC", "TRITON_INTERPRET",
+                             "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")  # fmt: skip
+#: Distributions whose presence or version changes what can run.
+DISTRIBUTIONS: tuple[str, ...] = ("torch", "triton", "torchvision", "segmentation_models_pytorch", "nvidia-ml-py")
+PLUGIN_GROUPS: tuple[str, ...] = ("harness.variants", "harness.contexts")
+#: Files whose presence says an NVIDIA driver is loaded (their contents: its version).
+DRIVER_FILES: tuple[str, ...] = ("/proc/driver/nvidia/version", "/dev/nvidiactl")
+SOURCE_ROOTS: tuple[Path, ...] = (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / "variants")
+#: Listings kept; older ones (other keys) are removed when a new one is saved.
+KEEP = 16
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One listed variant or context. ``state`` is None when ready, else why not."""
+
+    name: str
+    description: str
+    devices: str
+    state: str | None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What ``list`` shows: the device judged, the variants, and the contexts."""
+
+    device: str
+    variants: tuple[Entry, ...]
+    contexts: tuple[Entry, ...]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "scse-harness")
+
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _driver() -> list[str | None]:
+    out: list[str | None] = []
+    for name in DRIVER_FILES:
+        path = Path(name)
+        try:
+            out.append(path.read_text()[:200] if path.is_file() else ("present" if path.exists() else None))
+        except OSError:
+            out.append("present")
+    return out
+
+
+def _sources() -> list[tuple[str, int, int]]:
+    files = []
+    for root in SOURCE_ROOTS:
+        for path in sorted(root.rglob("*")):
+            if path.suffix in (".py", ".cu", ".cpp", ".h") and "__pycache__" not in path.parts:
+                st = path.stat()
+                files.append((str(path), st.st_mtime_ns, st.st_size))
+    return files
+
+
+def key(device: str | None) -> str:
+    """The hash of everything the listing for ``device`` (None: the default device) depends on."""
+    points = (ep for group in PLUGIN_GROUPS for ep in importlib.metadata.entry_points(group=group))
+    plugins = sorted((ep.group, ep.name, ep.value) for ep in points)
+    parts = {
+        "device": device,
+        "python": [sys.executable, sys.version, list(sys.path)],
+        "versions": {name: _version(name) for name in DISTRIBUTIONS},
+        "plugins": plugins,
+        "env": {k: os.environ.get(k) for k in ENV_KEYS},
+        "driver": _driver(),
+        "sources": _sources(),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _path(device: str | None) -> Path:
+    return cache_dir() / f"list-{key(device)}.json"
+
+
+def load(device: str | None) -> Listing | None:
+    """The listing saved under today's key, or None (never saved, changed since, or unreadable)."""
+    try:
+        data = json.loads(_path(device).read_text())
+        return Listing(data["device"], tuple(Entry(**e) for e in data["variants"]),
+                       tuple(Entry(**e) for e in data["contexts"]))  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def save(device: str | None, listing: Listing) -> None:
+    """Keep ``listing`` under today's key (atomically); a cache that can't be written is skipped."""
+    path = _path(device)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_suffix(f".{os.getpid()}.part")
+        part.write_text(json.dumps(asdict(listing)))
+        part.replace(path)
+        for old in sorted(path.parent.glob("list-*.json"), key=lambda f: f.stat().st_mtime, reverse=True)[KEEP:]:
+            old.unlink(missing_ok=True)
+    except OSError:
+        return
