@@ -135,3 +135,35 @@ def test_one_recommendation_per_device_dtype_mode_and_configuration() -> None:
         ("forward", "32x16x16 b16", "fast", True),
         ("train", "32x16x16 b8", "eager", False),
     ]
+
+
+def cuda_row(variant: str, gpu: float, wall: float, wall_low: float, wall_high: float, **kw: Any) -> dict[str, Any]:
+    return row(variant, gpu, device="cuda", wall_ms=wall, wall_ci_low_ms=wall_low, wall_ci_high_ms=wall_high, **kw)
+
+
+def test_a_variant_clearly_faster_end_to_end_is_named_beside_the_gpu_time_winner() -> None:
+    """As on an H200: triton_fused had the lowest GPU time but 0.16 ms of host time a call, while a
+    graphed form's wall time was lower still."""
+    rec = only([cuda_row("eager", 0.29, 0.37, 0.36, 0.38), cuda_row("fused", 0.075, 0.17, 0.16, 0.18, bound="host",
+                host_ms=0.16), cuda_row("graphed", 0.080, 0.094, 0.090, 0.098)])  # fmt: skip
+    assert rec.winner == "fused" and rec.wall_best == "graphed"
+    assert rec.wall_best_ms == 0.094 and rec.wall_ms == 0.17
+    assert "end to end: graphed is faster, 0.094 against 0.17 ms wall" in rec.notes()
+    assert "end to end: graphed" in table_rows([rec])[0][-1]
+    from harness.results.recommend import terminal_cells
+
+    assert "end to end: graphed" in terminal_cells(rec)[1]
+
+
+@pytest.mark.parametrize("device", ["cuda", "cpu"], ids=["gpu-rows", "cpu-rows"])  # an id "cuda" would skip here
+def test_no_end_to_end_note_when_the_wall_intervals_overlap_or_on_the_cpu(device: str) -> None:
+    overlapping = [cuda_row("fused", 0.075, 0.17, 0.10, 0.18), cuda_row("graphed", 0.080, 0.094, 0.090, 0.12)]
+    apart = [cuda_row("fused", 0.075, 0.17, 0.16, 0.18), cuda_row("graphed", 0.080, 0.094, 0.090, 0.098)]
+    for rows in (overlapping, apart) if device == "cuda" else (apart,):
+        for r in rows:
+            r["device"] = device
+        rec = only(rows)
+        if device == "cuda" and rows is apart:
+            assert rec.wall_best == "graphed"
+            continue
+        assert rec.wall_best is None and not any(n.startswith("end to end") for n in rec.notes())

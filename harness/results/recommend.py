@@ -5,6 +5,10 @@ however fast it was. The winner's speedup over ``eager`` of the same configurati
 confidence interval, and a winner whose interval overlaps another variant's is a tie: the data
 cannot tell them apart, so any of the tied variants is as good an answer.
 
+On CUDA the ranking is by GPU time, what the kernels cost. A program that waits for each call pays
+the wall time (``wall_ms``: sync, call, sync), host launch time included: where another variant's
+wall-time interval lies wholly below the winner's, the answer says so beside it ("end to end").
+
 The speedup's interval is built from the two medians' intervals (``stats.median_ci``), the
 conservative way: ``eager_low / winner_high`` to ``eager_high / winner_low``. With raw samples each
 median's interval is taken at √95%, so that both hold together with 95% probability (the runs are
@@ -68,6 +72,10 @@ class Recommendation:
     eager_marks: tuple[str, ...] = ()
     host_ms: float = math.nan
     not_timed: tuple[tuple[str, str], ...] = ()  # (variant, status) of the configuration's failed rows
+    wall_ms: float = math.nan  # the winner's wall time per call (CUDA)
+    #: The variant clearly fastest end to end (its wall interval below the winner's), when not the winner.
+    wall_best: str | None = None
+    wall_best_ms: float = math.nan
 
     @property
     def tie(self) -> bool:
@@ -93,6 +101,9 @@ class Recommendation:
         found = []
         if self.host_bound:
             found.append(f"host-bound: host {self.host_ms:.3g} ms per call")
+        if self.wall_best is not None:
+            found.append(f"end to end: {self.wall_best} is faster, {self.wall_best_ms:.3g} against "
+                         f"{self.wall_ms:.3g} ms wall")  # fmt: skip
         if "~" in self.marks:
             found.append("~ noisy")
         if "!" in self.marks:
@@ -153,6 +164,24 @@ def _overlap(a: tuple[float, float, str], b: tuple[float, float, str]) -> bool:
     return a[0] <= b[1] and b[0] <= a[1]
 
 
+def wall_interval(row: Mapping[str, Any]) -> tuple[float, float]:
+    """The 95% CI of a row's wall-time median (NaN where the run has none: CPU rows, old runs)."""
+    return number(row.get("wall_ci_low_ms")), number(row.get("wall_ci_high_ms"))
+
+
+def fastest_end_to_end(best: Mapping[str, Any], ranked: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The variant with the lowest wall time when its interval lies wholly below ``best``'s, else None."""
+    if best.get("device") != "cuda":  # on the CPU the wall time is the latency itself
+        return None
+    with_wall = [r for r in ranked if all(math.isfinite(v) for v in (number(r.get("wall_ms")), *wall_interval(r)))]
+    if not with_wall or best not in with_wall:
+        return None
+    fastest = min(with_wall, key=lambda r: number(r["wall_ms"]))
+    if fastest is best or wall_interval(fastest)[1] >= wall_interval(best)[0]:
+        return None
+    return fastest
+
+
 def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config: str) -> Recommendation:
     """The recommendation for one configuration's rows (one per variant; a repeated variant's last row counts)."""
     rows = rows.drop_duplicates("variant", keep="last")
@@ -173,6 +202,7 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
         if eager is not best:
             low, high, method = speedup_interval(eager_t, best_t)
             speedup_ci = (low, high)
+    wall_best = fastest_end_to_end(best, ranked)
     return Recommendation(
         device, dtype, mode, config, str(best["variant"]),
         median_ms=best_t.median,
@@ -188,6 +218,9 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
         eager_marks=tuple(marks(eager)) if eager is not None and eager is not best else (),
         host_ms=number(best.get("host_ms")),
         not_timed=failed,
+        wall_ms=number(best.get("wall_ms")),
+        wall_best=str(wall_best["variant"]) if wall_best is not None else None,
+        wall_best_ms=number(wall_best["wall_ms"]) if wall_best is not None else math.nan,
     )  # fmt: skip
 
 
@@ -248,7 +281,9 @@ def terminal_cells(rec: Recommendation) -> tuple[str, str, str, str]:
         verdict = "only one timed"
     else:
         verdict = f"next: {rec.runner_up} {rec.runner_up_ms:.{decimals(rec.runner_up_ms)}f} ms"
-    notes = [n for n in rec.notes() if not n.startswith(("~", "!", BASELINE_VARIANT))]
+    notes = [n for n in rec.notes() if not n.startswith(("~", "!", BASELINE_VARIANT, "end to end"))]
+    if rec.wall_best is not None:  # the long note would not fit the column
+        notes.append(f"end to end: {rec.wall_best}")
     low, high = rec.interval_ms
     d = decimals(rec.median_ms)
     own = "".join(f" {m}" for m in ("~", "!") if m in rec.marks)
