@@ -667,9 +667,11 @@ def pool_mean(x: torch.Tensor, max_block_c: int = MAX_BLOCK_C) -> torch.Tensor:
 
 def fused_forward(x: torch.Tensor, w: KernelWeights, max_block_c: int = MAX_BLOCK_C, save: bool = False,
                   ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], LaunchPlan]:
-    """The forward's three launches: pool, excite, apply. With ``save``, also (xk, mean, hid, cg,
-    σ(s)), what the backward reads; without, those go unwritten and only the pool partials and the
-    channel gates are allocated. No autograd here: a caller that records wraps it (``ScSEFunction``).
+    """The forward's three launches: pool, excite, apply. With ``save``, also (xk, workspace, mean,
+    hid, cg, σ(s)): the input as the kernels read it, the float32 buffer (``LaunchPlan.forward_workspace``)
+    and the four views of it that the backward reads; without, those go unwritten
+    and only the pool partials and the channel gates are allocated. No autograd here: a caller that
+    records wraps it (``ScSEFunction``, or ``_saving_op`` under ``torch.compile``).
     """
     k = _kernels()
     if x.dim() != 4:
@@ -679,8 +681,8 @@ def fused_forward(x: torch.Tensor, w: KernelWeights, max_block_c: int = MAX_BLOC
     b1, b2, bs, alpha = w.b1, w.b2, w.bs, w.alpha
     plan = launch_plan(n, c, w.w1.shape[0], h * width, _num_sms(x.device), alpha is not None, max_block_c)
     if save:
-        part, mean, hid, cg, sig = torch.empty(sum(plan.forward_workspace), device=x.device,
-                                               dtype=torch.float32).split(plan.forward_workspace)
+        workspace = torch.empty(sum(plan.forward_workspace), device=x.device, dtype=torch.float32)
+        part, mean, hid, cg, sig = workspace.split(plan.forward_workspace)
     else:  # mean, hid and σ(s) are neither written nor read: any pointer will do
         part = torch.empty(plan.forward_workspace[0], device=x.device, dtype=torch.float32)
         cg = mean = hid = sig = torch.empty(plan.forward_workspace[3], device=x.device, dtype=torch.float32)
@@ -695,7 +697,46 @@ def fused_forward(x: torch.Tensor, w: KernelWeights, max_block_c: int = MAX_BLOC
                              c, plan.hw, *strides, *strides,
                              FUSION=FUSION_CODES[w.fusion], HAS_SBIAS=bs is not None, STORE_SIG=save,
                              NUM_CB=plan.num_cb, BLOCK_C=plan.block_c, BLOCK_P=plan.block_p)
-    return out, ((xk, mean, hid, cg, sig) if save else ()), plan
+    return out, ((xk, workspace, mean, hid, cg, sig) if save else ()), plan
+
+
+def fused_backward(dy: torch.Tensor, saved: tuple[torch.Tensor, ...], w: KernelWeights,
+                   plan: LaunchPlan) -> tuple[torch.Tensor | None, ...]:
+    """The backward's four launches, from (xk, mean, hid, cg, σ(s)) as ``fused_forward(save=True)``
+    kept them: the gradients of x, w1, b1, w2, b2, ws, bs and alpha (None for an absent bias or
+    gate), each in its parameter's dtype."""
+    k = _kernels()
+    xk, mean, hid, cg, sig = saved
+    w1, b1, w2, b2, ws, bs, alpha = w[:-1]
+    n, c, hw = plan.batch, plan.channels, plan.hw
+    code = FUSION_CODES[w.fusion]
+    dyk = as_kernel_layout(dy)
+    xs, gs = pixel_strides(xk), pixel_strides(dyk)
+    ds, dcg_part, dgate_part, dbs_part, dz, dpre, dm, dgate, dbs_n, dws_part = torch.empty(
+        sum(plan.backward_workspace), device=xk.device, dtype=torch.float32).split(plan.backward_workspace)
+    alpha_arg = cg if alpha is None else alpha
+    k.bwd_reduce[(plan.tiles, n)](xk, dyk, cg, sig, alpha_arg, ds, dcg_part, dgate_part, dbs_part,
+                                  c, hw, *xs, *gs,
+                                  FUSION=code, HAS_SBIAS=bs is not None, NUM_CB=plan.num_cb,
+                                  BLOCK_C=plan.block_c, BLOCK_P=plan.block_p)
+    k.bwd_excite[(n,)](dcg_part, dgate_part, dbs_part, cg, hid, w1, w2, dz, dpre, dm, dgate, dbs_n,
+                       c, plan.hidden, plan.tiles, 1.0 / hw,
+                       GATE=alpha is not None, HAS_SBIAS=bs is not None,
+                       BLOCK_S=plan.block_t, BLOCK_K=plan.block_k, BLOCK_H=plan.block_h)
+    dx = torch.empty_like(xk)
+    k.bwd_dx[(plan.splits, plan.num_cb, n)](xk, dyk, dx, cg, sig, ds, ws, dm, alpha_arg, dws_part,
+                                            c, hw, *xs, *gs, *pixel_strides(dx), plan.tiles_per_prog,
+                                            FUSION=code, BLOCK_C=plan.block_c, BLOCK_P=plan.block_p)
+    grads = [None if p is None else torch.empty_like(p) for p in (w1, b1, w2, b2, ws, bs, alpha)]
+    dw1, db1, dw2, db2, dws, dbs, dalpha = (cg if g is None else g for g in grads)
+    k.bwd_params[(plan.param_blocks,)](dpre, mean, dz, hid, dws_part, dgate, dbs_n, alpha_arg,
+                                       dw1, db1, dw2, db2, dws, dbs, dalpha,
+                                       n, c, plan.hidden, n * plan.splits,
+                                       HAS_B1=b1 is not None, HAS_B2=b2 is not None, HAS_SBIAS=bs is not None,
+                                       GATE=alpha is not None,
+                                       BLOCK_K=plan.block_k, BLOCK_H=plan.block_h, BLOCK_R=plan.block_r,
+                                       num_warps=8)
+    return (dx, *grads)
 
 
 class ScSEFunction(torch.autograd.Function):
@@ -712,44 +753,17 @@ class ScSEFunction(torch.autograd.Function):
                 fusion: str, max_block_c: int) -> torch.Tensor:
         out, saved, plan = fused_forward(x, KernelWeights(w1, b1, w2, b2, ws, bs, alpha, fusion), max_block_c,
                                          save=True)
-        ctx.save_for_backward(*saved, w1, b1, w2, b2, ws, bs, alpha)
+        xk, _, mean, hid, cg, sig = saved
+        ctx.save_for_backward(xk, mean, hid, cg, sig, w1, b1, w2, b2, ws, bs, alpha)
         ctx.plan = plan
         ctx.fusion = fusion
         return out
 
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        k = _kernels()
-        xk, mean, hid, cg, sig, w1, b1, w2, b2, ws, bs, alpha = ctx.saved_tensors
-        plan: LaunchPlan = ctx.plan
-        n, c, hw = plan.batch, plan.channels, plan.hw
-        code = FUSION_CODES[ctx.fusion]
-        dyk = as_kernel_layout(dy)
-        xs, gs = pixel_strides(xk), pixel_strides(dyk)
-        ds, dcg_part, dgate_part, dbs_part, dz, dpre, dm, dgate, dbs_n, dws_part = torch.empty(
-            sum(plan.backward_workspace), device=xk.device, dtype=torch.float32).split(plan.backward_workspace)
-        alpha_arg = cg if alpha is None else alpha
-        k.bwd_reduce[(plan.tiles, n)](xk, dyk, cg, sig, alpha_arg, ds, dcg_part, dgate_part, dbs_part,
-                                      c, hw, *xs, *gs,
-                                      FUSION=code, HAS_SBIAS=bs is not None, NUM_CB=plan.num_cb,
-                                      BLOCK_C=plan.block_c, BLOCK_P=plan.block_p)
-        k.bwd_excite[(n,)](dcg_part, dgate_part, dbs_part, cg, hid, w1, w2, dz, dpre, dm, dgate, dbs_n,
-                           c, plan.hidden, plan.tiles, 1.0 / hw,
-                           GATE=alpha is not None, HAS_SBIAS=bs is not None,
-                           BLOCK_S=plan.block_t, BLOCK_K=plan.block_k, BLOCK_H=plan.block_h)
-        dx = torch.empty_like(xk)
-        k.bwd_dx[(plan.splits, plan.num_cb, n)](xk, dyk, dx, cg, sig, ds, ws, dm, alpha_arg, dws_part,
-                                                c, hw, *xs, *gs, *pixel_strides(dx), plan.tiles_per_prog,
-                                                FUSION=code, BLOCK_C=plan.block_c, BLOCK_P=plan.block_p)
-        grads = [None if p is None else torch.empty_like(p) for p in (w1, b1, w2, b2, ws, bs, alpha)]
-        dw1, db1, dw2, db2, dws, dbs, dalpha = (cg if g is None else g for g in grads)
-        k.bwd_params[(plan.param_blocks,)](dpre, mean, dz, hid, dws_part, dgate, dbs_n, alpha_arg,
-                                           dw1, db1, dw2, db2, dws, dbs, dalpha,
-                                           n, c, plan.hidden, n * plan.splits,
-                                           HAS_B1=b1 is not None, HAS_B2=b2 is not None, HAS_SBIAS=bs is not None,
-                                           GATE=alpha is not None,
-                                           BLOCK_K=plan.block_k, BLOCK_H=plan.block_h, BLOCK_R=plan.block_r,
-                                           num_warps=8)
+        *saved, w1, b1, w2, b2, ws, bs, alpha = ctx.saved_tensors
+        w = KernelWeights(w1, b1, w2, b2, ws, bs, alpha, ctx.fusion)
+        dx, *grads = fused_backward(dy, tuple(saved), w, ctx.plan)
         return (dx if ctx.needs_input_grad[0] else None, *grads, None, None)
 
 
@@ -767,24 +781,74 @@ def _(x: torch.Tensor, *args: Any) -> torch.Tensor:
     return torch.empty_like(as_kernel_layout(x))
 
 
-def _recorded(x: torch.Tensor, w: KernelWeights, max_block_c: int) -> torch.Tensor:
-    return ScSEFunction.apply(x, *w, max_block_c)
+def _plan_of(x: torch.Tensor, w1: torch.Tensor, gate: bool, max_block_c: int) -> LaunchPlan:
+    n, c, h, width = x.shape
+    return launch_plan(n, c, w1.shape[0], h * width, _num_sms(x.device), gate, max_block_c)
 
 
-@functools.cache
-def _recorded_outside_graph() -> Any:
-    """Under ``torch.compile``, a forward that records for a backward runs eagerly (a graph break).
-    Made on first use: ``torch.compiler.disable`` imports Dynamo, 1.6 s that ``list`` need not pay."""
-    return torch.compiler.disable(_recorded)
+@torch.library.custom_op("scse::triton_fused_forward_saving", mutates_args=())
+def _saving_op(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None, w2: torch.Tensor,
+               b2: torch.Tensor | None, ws: torch.Tensor, bs: torch.Tensor | None, alpha: torch.Tensor | None,
+               fusion: str, max_block_c: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recording forward as one operator for ``torch.compile``: the output and the float32
+    workspace the backward reads; its backward is ``_backward_op``, another opaque operator."""
+    w = KernelWeights(w1, b1, w2, b2, ws, bs, alpha, fusion)
+    out, (_, workspace, *_views), _ = fused_forward(x, w, max_block_c, save=True)
+    return out, workspace
+
+
+@_saving_op.register_fake
+def _(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None, w2: torch.Tensor, b2: torch.Tensor | None,
+      ws: torch.Tensor, bs: torch.Tensor | None, alpha: torch.Tensor | None, fusion: str,
+      max_block_c: int) -> tuple[torch.Tensor, torch.Tensor]:
+    plan = _plan_of(x, w1, alpha is not None, max_block_c)
+    return torch.empty_like(as_kernel_layout(x)), x.new_empty(sum(plan.forward_workspace), dtype=torch.float32)
+
+
+@torch.library.custom_op("scse::triton_fused_backward", mutates_args=())
+def _backward_op(dy: torch.Tensor, x: torch.Tensor, workspace: torch.Tensor, w1: torch.Tensor,
+                 b1: torch.Tensor | None, w2: torch.Tensor, b2: torch.Tensor | None, ws: torch.Tensor,
+                 bs: torch.Tensor | None, alpha: torch.Tensor | None, fusion: str,
+                 max_block_c: int) -> list[torch.Tensor]:
+    """The gradients of x and of each parameter given (absent biases and gate left out)."""
+    w = KernelWeights(w1, b1, w2, b2, ws, bs, alpha, fusion)
+    xk = as_kernel_layout(x)
+    plan = _plan_of(xk, w1, alpha is not None, max_block_c)
+    _, mean, hid, cg, sig = workspace.split(plan.forward_workspace)
+    grads = fused_backward(dy, (xk, mean, hid, cg, sig), w, plan)
+    return [g for g in grads if g is not None]
+
+
+@_backward_op.register_fake
+def _(dy: torch.Tensor, x: torch.Tensor, workspace: torch.Tensor, *weights: Any) -> list[torch.Tensor]:
+    params = weights[:7]
+    return [torch.empty_like(as_kernel_layout(x))] + [torch.empty_like(p) for p in params if p is not None]
+
+
+def _saving_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, torch.Tensor]) -> None:
+    x, *weights, fusion, max_block_c = inputs
+    ctx.save_for_backward(x, output[1], *weights)
+    ctx.fusion, ctx.max_block_c = fusion, max_block_c
+
+
+def _saving_backward(ctx: Any, dout: torch.Tensor, _: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    x, workspace, *weights = ctx.saved_tensors
+    present = iter(_backward_op(dout, x, workspace, *weights, ctx.fusion, ctx.max_block_c))
+    dx = next(present)
+    return (dx, *(None if p is None else next(present) for p in weights), None, None)
+
+
+_saving_op.register_autograd(_saving_backward, setup_context=_saving_context)
 
 
 def run_fused(x: torch.Tensor, w: KernelWeights, max_block_c: int = MAX_BLOCK_C) -> torch.Tensor:
     """The fused forward, through autograd only when a backward can follow: ``Function.apply`` costs
     more host time than the rest of an inference call (28 of 50 µs on the 2-core VM). Under
-    ``torch.compile`` the inference forward is one opaque operator and a recording one a graph break."""
+    ``torch.compile`` each is an opaque operator (the recording one with a backward of its own), so a
+    compiled network keeps the fused blocks in its graph without tracing their launches."""
     records = torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad for t in w[:-1]))
     if torch.compiler.is_compiling():
-        return _recorded_outside_graph()(x, w, max_block_c) if records else _forward_op(x, *w, max_block_c)
+        return _saving_op(x, *w, max_block_c)[0] if records else _forward_op(x, *w, max_block_c)
     if records:
         return ScSEFunction.apply(x, *w, max_block_c)
     return fused_forward(x, w, max_block_c)[0]
