@@ -167,3 +167,18 @@ def test_no_end_to_end_note_when_the_wall_intervals_overlap_or_on_the_cpu(device
             assert rec.wall_best == "graphed"
             continue
         assert rec.wall_best is None and not any(n.startswith("end to end") for n in rec.notes())
+
+
+def test_no_end_to_end_claim_rests_on_wall_samples_that_shifted_or_spread() -> None:
+    """An H200's host stepped from 0.37 to 0.17 ms a call halfway through one wall loop: thousands of
+    samples narrow the median's interval, but the figure is not one to rank on."""
+    steady_wall = [0.094 + 0.001 * (i % 3) for i in range(40)]
+    shifted = [0.37] * 20 + [0.17] * 20
+    winner = cuda_row("fused", 0.075, 0.17, 0.16, 0.18, wall_samples_ms=[0.17 + 0.001 * (i % 3) for i in range(40)])
+    clear = only([winner, cuda_row("graphed", 0.080, 0.094, 0.090, 0.098, wall_samples_ms=steady_wall)])
+    assert clear.wall_best == "graphed"
+    moved = only([dict(winner), cuda_row("graphed", 0.080, 0.094, 0.090, 0.098, wall_samples_ms=shifted)])
+    assert moved.wall_best is None
+    unsteady_winner = dict(winner, wall_samples_ms=shifted)
+    assert only([unsteady_winner, cuda_row("graphed", 0.080, 0.094, 0.090, 0.098, wall_samples_ms=steady_wall)]
+                ).wall_best is None

@@ -193,3 +193,19 @@ def test_no_samples_give_nan_without_a_numpy_warning() -> None:
         warnings.simplefilter("error")
         low, high = median_ci([])
     assert math.isnan(low) and math.isnan(high)
+
+
+def test_a_level_shift_is_seen_where_the_median_interval_is_narrow() -> None:
+    from harness.measure.stats import level_shift, median_ci, steady
+
+    shifted = [0.37] * 1100 + [0.17] * 900  # as seen: 55% of the loop at one level, then the other
+    assert level_shift(shifted) == pytest.approx(1 - 0.17 / 0.37)
+    low, high = median_ci(shifted)
+    assert high - low < 0.01 * 0.37  # the median's interval alone shows no doubt at all
+    assert not steady(shifted)
+    flat = [1.0 + 0.01 * (i % 5) for i in range(200)]
+    assert level_shift(flat) < 0.01 and steady(flat)
+    assert not steady(flat[:9])  # too few to say
+    spread = [1.0, 1.5] * 100  # a wide spread without a shift: the median's interval carries it
+    assert level_shift(spread) < 0.01 and steady(spread)
+    assert math.isnan(level_shift([1.0] * 9))

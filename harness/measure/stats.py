@@ -35,6 +35,26 @@ def ci_half_width(samples: Sequence[float], confidence: float = 0.95) -> float:
     return max(med - low, high - med) / med
 
 
+def level_shift(samples: Sequence[float]) -> float:
+    """How far the samples moved while they were taken: |median of the second half / median of the
+    first − 1|. A host's wall time on a shared VM can step by 2× within a second (an H200 machine,
+    2026-11-27: 0.37 ms a call, then 0.17), which neither the IQR nor the median's CI shows as
+    doubt once thousands of samples narrow it. NaN with fewer than 10 samples."""
+    x = np.asarray(samples, dtype=float)
+    if x.size < 10:
+        return math.nan
+    first, second = np.median(x[: x.size // 2]), np.median(x[x.size // 2 :])
+    return float(abs(second / first - 1)) if first > 0 else math.inf
+
+
+def steady(samples: Sequence[float]) -> bool:
+    """Samples whose median a comparison may rest on: enough of them, and no level shift beyond
+    ``NOISE_THRESHOLD`` between the two halves. (A wide but stationary spread is the median's
+    interval's business: it widens with it.)"""
+    shift = level_shift(samples)
+    return bool(math.isfinite(shift) and shift <= NOISE_THRESHOLD)
+
+
 @dataclass(frozen=True)
 class Stats:
     """Summary of a case's samples, in milliseconds per call."""

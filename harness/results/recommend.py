@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.measure.stats import median_ci
+from harness.measure.stats import median_ci, steady
 from harness.results.compare_stats import CSV_CI_LEVEL, Timing
 from harness.results.tables import (
     CONFIG_COLUMNS,
@@ -169,11 +169,21 @@ def wall_interval(row: Mapping[str, Any]) -> tuple[float, float]:
     return number(row.get("wall_ci_low_ms")), number(row.get("wall_ci_high_ms"))
 
 
+def _wall_usable(row: Mapping[str, Any]) -> bool:
+    """A wall time with an interval and, where its raw samples are at hand, no level shift between
+    their halves (``stats.steady``)."""
+    if not all(math.isfinite(v) for v in (number(row.get("wall_ms")), *wall_interval(row))):
+        return False
+    samples = raw_samples(row.get("wall_samples_ms"))
+    return samples.size == 0 or steady(samples)
+
+
 def fastest_end_to_end(best: Mapping[str, Any], ranked: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The variant with the lowest wall time when its interval lies wholly below ``best``'s, else None."""
+    """The variant with the lowest wall time when its interval lies wholly below ``best``'s, else None;
+    never a claim resting on unsteady wall samples, on either side."""
     if best.get("device") != "cuda":  # on the CPU the wall time is the latency itself
         return None
-    with_wall = [r for r in ranked if all(math.isfinite(v) for v in (number(r.get("wall_ms")), *wall_interval(r)))]
+    with_wall = [r for r in ranked if _wall_usable(r)]
     if not with_wall or best not in with_wall:
         return None
     fastest = min(with_wall, key=lambda r: number(r["wall_ms"]))
