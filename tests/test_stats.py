@@ -209,3 +209,13 @@ def test_a_level_shift_is_seen_where_the_median_interval_is_narrow() -> None:
     spread = [1.0, 1.5] * 100  # a wide spread without a shift: the median's interval carries it
     assert level_shift(spread) < 0.01 and steady(spread)
     assert math.isnan(level_shift([1.0] * 9))
+
+
+def test_level_shift_compares_exactly_the_two_halves() -> None:
+    from harness.measure.stats import level_shift
+
+    # first half's median 3 (its first third's is 1), second half's 6 (from a third on it would be 5)
+    samples = [1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 5, 5, 5, 5, 5, 7, 7, 7, 7, 7]
+    assert level_shift(samples) == 1.0
+    assert level_shift([0.0] * 20) == math.inf  # a zero first half: no ratio, never "steady"
+    assert math.isfinite(level_shift([1.0] * 10))  # ten samples are enough
