@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 JUDGES: dict[str, tuple[str, ...]] = {
     "harness/measure/timing.py": ("tests/test_timing.py", "tests/test_judges.py", "tests/test_cuda_clock.py"),
     "harness/measure/stats.py": ("tests/test_stats.py", "tests/test_judges.py"),
+    "harness/measure/cuda_clock.py": ("tests/test_cuda_clock.py", "tests/test_timing.py"),
     "harness/measure/correctness.py": ("tests/test_judges.py", "tests/test_runner.py", "tests/test_reference.py",
                                        "tests/test_stats.py"),
     "harness/measure/rounding.py": ("tests/test_judges.py",),

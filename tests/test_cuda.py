@@ -8,9 +8,9 @@ import torch
 from optional import require
 
 import harness
-from harness.measure.cuda_clock import make_cuda_clock
 from harness.measure.figures import Figures
 from harness.measure.timing import TimingPolicy, measure
+from harness.measure.torch_stream import make_cuda_clock
 from harness.sweep.cases import Case
 from harness.sweep.runner import time_step
 from harness.sweep.subject import make_input, make_reference

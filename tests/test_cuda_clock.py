@@ -163,3 +163,111 @@ def test_a_call_longer_than_the_launch_queue_reports_its_own_host_time_not_the_h
     assert host < gpu_time * 1.05  # at most the GPU's time (it waited for room), never a hold's 0.5 s
     assert max(gpu.holds) < 2 * cuda_clock.MAX_HOLD_S
     assert sorted(timing.samples_ms)[len(timing.samples_ms) // 2] == pytest.approx(gpu_time * 1e3, rel=0.05)
+
+
+class CountingGpu(FakeGpu):
+    """A fake stream that counts the L2 flushes and events recorded."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.flushes = 0
+        self.records = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+    def record(self, event) -> None:
+        self.records += 1
+        super().record(event)
+
+
+def test_cold_flushes_before_every_call_and_pairs_each_hot_pairs_the_batch() -> None:
+    cold = CountingGpu()
+    block = CudaClock(cold, now=cold.now).time_block(launch_bound(cold), 6)  # "cold" is the default
+    assert cold.flushes == 6 and cold.records == 1 + 2 * 6  # the gate, then a pair per call
+    assert block.device_s / 6 == pytest.approx(GPU_PER_CALL, rel=1e-9)  # the flushes are outside the pairs
+    hot = CountingGpu()
+    block = CudaClock(hot, "hot", now=hot.now).time_block(launch_bound(hot), 6)
+    assert hot.flushes == 0 and hot.records == 1 + 2
+    assert block.device_s / 6 == pytest.approx(GPU_PER_CALL, rel=1e-9)
+    with pytest.raises(ValueError, match="cache must be one of"):
+        CudaClock(FakeGpu(), "lukewarm")
+
+
+def test_the_wall_clock_keeps_the_cache_mode() -> None:
+    for cache, flushes in (("cold", 3), ("hot", 0)):
+        gpu = CountingGpu()
+        clock = CudaClock(gpu, cache, now=gpu.now)
+        assert clock.wall is not None and clock.wall.cache == cache
+        clock.wall.time_block(launch_bound(gpu), 3)
+        assert gpu.flushes == flushes
+
+
+def test_a_hold_that_ran_out_is_doubled() -> None:
+    gpu = FakeGpu(hold_scale=0.4)  # holds run 40% of what was asked: the first is too short
+    clock = CudaClock(gpu, "cold", now=gpu.now)
+    clock.queue_s_per_call = HOST_PER_CALL
+    block = clock.time_block(launch_bound(gpu), 8)
+    assert gpu.holds[1] == pytest.approx(2 * gpu.holds[0])
+    assert block.overran == 1 and len(gpu.holds) == 2
+    assert block.device_s / 8 == pytest.approx(GPU_PER_CALL, rel=1e-9)
+
+
+def test_a_batch_is_split_in_halves_after_its_second_try() -> None:
+    gpu = FakeGpu(queue_limit=60)
+    clock = CudaClock(gpu, "cold", now=gpu.now)
+    clock.time_block(launch_bound(gpu), 32)
+    assert len(gpu.holds) >= 3 and clock.max_batch in (4, 8, 16)  # 32 halved until a batch fits
+    two = FakeGpu(queue_limit=20)  # a batch of two calls (2 x 13 items) overflows it, one call fits
+    clock = CudaClock(two, "cold", now=two.now)
+    block = clock.time_block(launch_bound(two), 2)
+    assert clock.max_batch == 1 and block.overran >= 2
+    assert block.device_s / 2 == pytest.approx(GPU_PER_CALL, rel=1e-9)
+
+
+def test_the_first_split_halves_the_batch() -> None:
+    gpu = FakeGpu(queue_limit=60)
+    clock = CudaClock(gpu, "cold", now=gpu.now)
+    seen: list[int] = []
+    original = clock._batch
+
+    holds_before: list[int] = []
+
+    def batch(fn, calls):
+        seen.append(calls)
+        holds_before.append(len(gpu.holds))
+        return original(fn, calls)
+
+    clock._batch = batch  # type: ignore[method-assign]
+    clock.time_block(launch_bound(gpu), 32)
+    assert seen[:2] == [32, 16] and all(c in (32, 16, 8, 4, 2, 1) for c in seen)
+    assert holds_before[1] == 2  # the whole batch was tried twice, then split
+
+
+def test_blocks_larger_than_a_batch_are_queued_batch_by_batch() -> None:
+    gpu = FakeGpu()
+    clock = CudaClock(gpu, "cold", now=gpu.now)
+    holds = len(gpu.holds)
+    block = clock.time_block(launch_bound(gpu), 2 * cuda_clock.START_BATCH_CALLS + 6)
+    assert len(gpu.holds) - holds == 3  # 32, 32 and 6 calls
+    assert block.device_s / (2 * cuda_clock.START_BATCH_CALLS + 6) == pytest.approx(GPU_PER_CALL, rel=1e-9)
+    assert gpu.kernels == KERNELS * (2 * cuda_clock.START_BATCH_CALLS + 6)
+
+
+def test_the_queue_time_per_call_is_measured_late_in_a_run_too() -> None:
+    gpu = FakeGpu()
+    gpu.host = 100.0  # a clock far from zero: the queue time is a difference of two readings
+    clock = CudaClock(gpu, "cold", now=gpu.now)
+    clock.time_block(launch_bound(gpu), 4)
+    assert HOST_PER_CALL < clock.queue_s_per_call < HOST_PER_CALL * 1.1
+
+
+def test_the_wall_clock_is_synchronous_call_by_call_and_cold_by_default() -> None:
+    gpu = CountingGpu()
+    wall = WallClock(gpu, now=gpu.now)
+    assert wall.wall is None  # a wall clock has no wall clock of its own: the runner times wall once
+    policy = TimingPolicy(warmup_s=0.0, min_samples=5, max_time_s=0.01)
+    timing = measure(launch_bound(gpu), wall, policy, now=gpu.now)
+    assert timing.calls_per_sample == 1  # each sample is one synchronous call
+    assert gpu.flushes == timing.warmup_calls + len(timing.samples_ms)

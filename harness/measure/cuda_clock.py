@@ -17,7 +17,7 @@ flush and the events are outside it. ``WallClock`` is what a launch-bound progra
 call, sync.
 
 The stream is a small interface (``Stream``) so that the tests drive the clocks with a fake
-stream and a fake host clock.
+stream and a fake host clock; ``torch_stream.py`` binds it to a real CUDA stream.
 """
 from __future__ import annotations
 
@@ -26,8 +26,6 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
-
-import torch
 
 from harness.measure.timing import CACHE_MODES, Block
 
@@ -66,46 +64,6 @@ class Stream(Protocol):
         """Queue the L2 flush (a memset twice the size of L2)."""
 
     def synchronize(self) -> None: ...
-
-
-class TorchStream:
-    """The current stream of ``device``; the hold is ``torch.cuda._sleep``, calibrated here."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.stream = torch.cuda.current_stream(device)
-        props = torch.cuda.get_device_properties(device)
-        l2 = int(getattr(props, "L2_cache_size", 0) or 0) or 64 * 2**20
-        self.flush_buffer = torch.empty(2 * l2, dtype=torch.int8, device=device)
-        self.cycles_per_s = self._calibrate()
-
-    def _calibrate(self, cycles: int = 2_000_000) -> float:
-        """Sleep cycles per second of GPU time (the second of two tries: the first wakes the clocks)."""
-        start, end = self.new_event(), self.new_event()
-        rate = 1e9
-        for _ in range(2):
-            self.synchronize()
-            self.record(start)
-            torch.cuda._sleep(cycles)
-            self.record(end)
-            end.synchronize()  # type: ignore[attr-defined]
-            rate = cycles / max(start.elapsed_time(end) * 1e-3, 1e-9)
-        return rate
-
-    def new_event(self) -> Event:
-        return torch.cuda.Event(enable_timing=True)
-
-    def record(self, event: Event) -> None:
-        event.record(self.stream)  # type: ignore[attr-defined]
-
-    def hold(self, seconds: float) -> None:
-        torch.cuda._sleep(max(1, int(seconds * self.cycles_per_s)))
-
-    def flush(self) -> None:
-        self.flush_buffer.zero_()
-
-    def synchronize(self) -> None:
-        self.stream.synchronize()
 
 
 class CudaClock:
@@ -202,9 +160,8 @@ class CudaClock:
                 self.max_batch = half = calls // 2
                 return Block.total([self._batch(fn, half), self._batch(fn, calls - half)], overran)
             hold_s = min(MAX_HOLD_S, max(2 * hold_s, self.hold_for(calls)))
-        self.hold_useless = calls == 1
-        if not self.hold_useless:
-            return replace(block, overran=overran)
+        # only a single call gets here (a larger batch is split after its second try): no hold helps it
+        self.hold_useless = True
         block, _ = self._queue(fn, calls, 0.0)  # the tries' host times include the holds they waited out
         return replace(block, overran=overran + 1)
 
@@ -253,8 +210,3 @@ class WallClock:
 
     def sync(self) -> None:
         self.stream.synchronize()
-
-
-def make_cuda_clock(device: torch.device, cache: str = "cold") -> CudaClock:
-    """The clock for ``device``'s current stream (its wall clock shares the stream)."""
-    return CudaClock(TorchStream(device), cache)

@@ -263,7 +263,7 @@ def clock_for(device: str, cache: str) -> Clock:
     """The clock for the run's device, made once per run (the L2 flush buffer is allocated once)."""
     dev = torch.device(device)
     if dev.type == "cuda":
-        from harness.measure.cuda_clock import make_cuda_clock
+        from harness.measure.torch_stream import make_cuda_clock
 
         return make_cuda_clock(dev, cache)
     return CpuClock()
