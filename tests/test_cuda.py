@@ -111,3 +111,19 @@ def test_a_launch_bound_call_is_bound_by_the_host() -> None:
     assert row["bound"] == "host", row
     assert row["host_ms"] > row["median_ms"]
     assert row["wall_ms"] >= row["host_ms"] * 0.97
+
+
+def test_a_call_longer_than_the_launch_queue_reports_its_own_host_time() -> None:
+    """1500 launches a call, each slower on the GPU (64 MB read and written) than on the host, overflow
+    CUDA's launch queue, as a network's training step does: the host waits for the GPU, and must not
+    count a holding kernel's wait as its own (an H200 reported 0.5 s of host time for a 50 ms U-Net step)."""
+    x = torch.randn(1 << 24, device="cuda")
+
+    def fifteen_hundred_ops() -> None:
+        y = x
+        for _ in range(1500):
+            y = y * 1.0001
+
+    row = _figures(fifteen_hundred_ops, make_cuda_clock(torch.device("cuda"), "cold"))
+    assert row["overran"] > 0, row
+    assert row["host_ms"] <= row["wall_ms"] * 1.1, row
