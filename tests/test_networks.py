@@ -310,6 +310,9 @@ def test_the_compiled_form_of_a_network_is_checked_and_its_compile_time_kept_apa
     ("unet", "cuda_graph", "float16", "forward"),
     ("unet_graphed", "eager_factored", "float16", "forward"),
     ("unet_compiled", "eager", "float32", "train"),
+    ("unet_compiled", "triton_fused", "float16", "forward"),  # failed on an H200 before the fused ops
+    ("unet_compiled", "triton_fused", "float16", "train"),
+    ("unet_compiled", "cuda_fused", "float16", "forward"),
 ])  # fmt: skip
 def test_networks_on_a_gpu(context: str, variant: str, dtype: str, mode: str) -> None:
     from harness.sweep.runner import clock_for
