@@ -69,7 +69,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     no_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
     not_asked = pytest.mark.skip(reason="slow: run with -m slow (tox -e slow) or SCSE_SLOW=1")
     for item in items:
-        if "cuda" in item.keywords and not torch.cuda.is_available():
+        # the marker, not the keyword: a parametrisation id "cuda" is a keyword too
+        if item.get_closest_marker("cuda") is not None and not torch.cuda.is_available():
             item.add_marker(no_gpu)
         if "slow" in item.keywords and not run_slow:
             item.add_marker(not_asked)
