@@ -205,3 +205,32 @@ def test_flop_memo_counts_once_keeps_a_bounded_number_and_hands_out_copies(monke
     memo.columns((2, 8, 5, 6), 2, "max", True, "forward")  # evicts the train count (size 1)
     memo.columns((2, 8, 5, 6), 2, "max", True, "train")
     assert len(counted) == 3
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("bias", [False, True])
+def test_fvcore_counted_at_one_and_two_samples_is_the_full_batch_count(fusion: str, bias: bool) -> None:
+    """The extrapolation is exact: the gate's σ(α) is the part not per sample, so a plain ×N would be off."""
+    from harness.measure.flops import fvcore_flops, fvcore_forward
+
+    for shape in ((3, 16, 5, 7), (7, 8, 4, 4)):
+        reference = ScSE(shape[1], 4, fusion, bias)
+        with torch.no_grad():
+            traced = fvcore_flops(reference, torch.zeros(shape), "forward")
+        counted = fvcore_forward(shape, 4, fusion, bias)
+        assert counted.flops == traced.flops and counted.by_op == traced.by_op
+        assert counted.uncounted == traced.uncounted and counted.scope == traced.scope
+
+
+def test_a_failed_small_trace_is_traced_again_at_the_full_batch() -> None:
+    from harness.measure.flops import FlopCount, affine_in_batch
+
+    asked: list[int] = []
+
+    def count_at(batch: int) -> FlopCount:
+        asked.append(batch)
+        return FlopCount(None, "mac=1", "forward", error=f"failed at {batch}")
+
+    assert affine_in_batch(count_at, 5).error == "failed at 5" and asked == [1, 2, 5]
+    assert affine_in_batch(lambda b: FlopCount(10 * b + 3, "mac=1", "forward", by_op=(("mul", 10 * b + 3),)),
+                           6).by_op == (("mul", 63),)  # fmt: skip

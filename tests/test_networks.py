@@ -365,3 +365,15 @@ def test_a_network_run_resumes_and_is_compared_with_itself(tmp_path: Path) -> No
         assert len(result.cases) == 2 and all(c.fields["context"] == "tiny" for c in result.cases)
     finally:
         remove_context(tiny.name)
+
+
+@needs_smp
+def test_the_network_count_from_one_and_two_samples_is_the_full_batch_count() -> None:
+    from harness.measure.flops import fvcore_flops, network_flop_columns
+
+    with torch.random.fork_rng(devices=[]):
+        network = get_context("unet").build().float().eval()
+    traced = fvcore_flops(network, torch.zeros(3, 3, 64, 64), "forward")
+    columns = network_flop_columns("unet", (3, 3, 64, 64), "forward")
+    assert traced.flops is not None and columns["fvcore_flops"] == traced.flops
+    assert columns["fvcore_uncounted"] == traced.uncounted_text
