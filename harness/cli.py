@@ -92,12 +92,12 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     else a fresh one. A process that already registered variants itself is always answered fresh."""
     from harness import list_cache
 
-    cacheable = not args.refresh and "variants.registry" not in sys.modules and (
-        args.device is None or CACHED_DEVICE.fullmatch(args.device) is not None)
-    listing = list_cache.load(args.device) if cacheable else None
+    fresh = "variants.registry" not in sys.modules  # nothing registered in-process that a saved answer lacks
+    cacheable = fresh and (args.device is None or CACHED_DEVICE.fullmatch(args.device) is not None)
+    listing = list_cache.load(args.device) if cacheable and not args.refresh else None
     if listing is None:
         listing = current_listing(args.device)
-        if cacheable or (args.refresh and "variants.registry" not in sys.modules):
+        if cacheable:
             list_cache.save(args.device, listing)
     show_listing(listing, args.pattern, console)
     return EXIT_OK

@@ -39,8 +39,12 @@ def test_what_the_answer_depends_on_makes_it_asked_again(tmp_path: Path) -> None
     first, _ = listed(tmp_path, **env)
     interpreted, imported = listed(tmp_path, TRITON_INTERPRET="1")  # the interpreter makes triton_fused ready on CPU
     assert imported and interpreted != first
+    for saved in tmp_path.glob("list-*.json"):
+        saved.unlink()
     _, imported = listed(tmp_path, "--refresh", **env)
     assert imported
+    _, imported = listed(tmp_path, **env)  # the refreshed answer was saved
+    assert not imported
     _, imported = listed(tmp_path, "--device", "cpu", **env)  # another device: another answer
     assert imported
     _, imported = listed(tmp_path, "--device", "cpu", **env)
