@@ -121,8 +121,8 @@ def record_launches(tf: Any, backend: Any, num_sms: int) -> dict[tuple, dict[str
     jitted = tf._kernels()
     seen: dict[tuple, dict[str, Any]] = {}
     case_id: list[str] = [""]
-    tf._JITTED = SimpleNamespace(**{name: Recorder(name, fn, backend, seen, case_id)
-                                    for name, fn in vars(jitted).items()})
+    tf._JITTED = SimpleNamespace(**{name: Recorder(name, kernel.jitted, backend, seen, case_id)
+                                    for name, kernel in vars(jitted).items()})
     tf._num_sms = lambda device: num_sms
     for name, n, c, h, w, reduction, dtype, layout, fusion, bias, inference in CASES:
         case_id[0] = name
@@ -148,7 +148,7 @@ def compile_one(entry: dict[str, Any], target: Any) -> dict[str, Any]:
 
     import variants.triton_fused as tf
 
-    fn = getattr(tf._kernels(), entry["kernel"])
+    fn = getattr(tf._kernels(), entry["kernel"]).jitted
     out: dict[str, Any] = {"kernel": entry["kernel"], "cases": entry["cases"],
                            "num_warps": entry["options"]["num_warps"],
                            "constexprs": {fn.arg_names[k[0]]: v for k, v in entry["constexprs"].items()}}

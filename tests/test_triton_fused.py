@@ -468,6 +468,50 @@ def test_cuda_large_shape_forward() -> None:
         assert normwise_error(y, want) <= tolerance("float16", "cuda")
 
 
+@pytest.mark.cuda
+def test_cuda_direct_launches_repeat_tritons_own() -> None:
+    """After a shape's first call every launch skips ``JITFunction.run`` (``variants/triton_launch.py``),
+    and outputs and gradients stay bitwise those of Triton's own launches (the kernels use no
+    atomics), for a 16-byte-aligned input and one 2 bytes off, which Triton compiles apart."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    import triton.runtime.jit as triton_jit
+
+    import variants.triton_fused as tf
+
+    reason = tf.triton_unavailable("cuda")
+    if reason:
+        pytest.skip(reason)
+    module = tf.build_triton_fused(ScSE(64, 4, "gate", True), torch.device("cuda"), torch.float16)
+    if tf._kernels().apply.triton is None:
+        pytest.skip("direct launches are off for this Triton")
+    storage = torch.randn(4 * 64 * 32 * 32 + 1, device="cuda").to(torch.float16)
+    calls = []
+    real_run = triton_jit.JITFunction.run
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(self)
+        return real_run(self, *args, **kwargs)
+
+    triton_jit.JITFunction.run = counted
+    try:
+        for x in (storage[:-1].view(4, 64, 32, 32), storage[1:].view(4, 64, 32, 32)):
+            results = []
+            for _ in range(3):
+                calls.clear()
+                xg = x.detach().requires_grad_(True)
+                y = module(xg)
+                grads = torch.autograd.grad(y, [xg, *module.parameters()], torch.ones_like(y))
+                results.append((y, *grads, len(calls)))
+            assert [r[-1] for r in results][1:] == [0, 0]  # once kept (the first call), no launch goes through Triton
+            for later in results[1:]:
+                assert all(torch.equal(a, b) for a, b in zip(results[0][:-1], later[:-1], strict=True))
+    finally:
+        triton_jit.JITFunction.run = real_run
+    pool_keys = [key[1][0] for key in tf._kernels().pool.compiled]  # (dtype, aligned) of x
+    assert (torch.float16, True) in pool_keys and (torch.float16, False) in pool_keys
+
+
 if __name__ == "__main__" and "--worker" in sys.argv:
     worker()
 

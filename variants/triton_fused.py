@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from variants.registry import register
+from variants.triton_launch import DirectKernel, direct_launch_problem
 from variants.weights import FUSION_CODES, KernelWeights, ReferenceWeights, kernel_weights
 
 # Triton is imported on first use, not here: its standard library (tl.zeros, tl.sum, ...) is
@@ -491,7 +492,8 @@ _JITTED: SimpleNamespace | None = None
 
 
 def _kernels() -> SimpleNamespace:
-    """The kernels, jitted on first use in the mode triton.language was imported in.
+    """The kernels, jitted on first use in the mode triton.language was imported in, each launched
+    through ``DirectKernel`` (its compiled form called directly after the first launch, on a GPU).
 
     Checked until the first success only: triton.language is imported once per process, so the
     mode the kernels were jitted in cannot change afterwards, and a call skips the checks.
@@ -507,7 +509,8 @@ def _kernels() -> SimpleNamespace:
         raise RuntimeError(problem)
     # triton.jit picks JITFunction or InterpretedFunction from TRITON_INTERPRET at this moment,
     # which _mode_problem has just checked agrees with the mode of triton.language
-    _JITTED = SimpleNamespace(**{k: triton.jit(f) for k, f in _KERNEL_FUNCTIONS.items()})
+    direct = None if direct_launch_problem(triton.__version__, interpret_requested()) else triton
+    _JITTED = SimpleNamespace(**{k: DirectKernel(triton.jit(f), direct) for k, f in _KERNEL_FUNCTIONS.items()})
     return _JITTED
 
 

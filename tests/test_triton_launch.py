@@ -1,0 +1,224 @@
+"""``DirectKernel``: a compiled Triton kernel reused only where Triton would reuse it, called as Triton calls it.
+
+Two kinds of test. With stand-ins for Triton (no Triton needed): which launches go through
+``JITFunction.run`` and which call the kept kernel, and with what. With the installed Triton's real
+``JITFunction`` (no GPU: the driver is a stand-in and compiling returns a recorder): the arguments
+the direct call passes are exactly those Triton's own launch passes, and across launches that vary
+every argument Triton specializes on, a kept kernel is called only where Triton itself would have
+chosen a kernel of the same specialization.
+"""
+from __future__ import annotations
+
+import random
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from triton_stand_ins import Compiled, real_jit, stand_in_driver
+
+from variants.triton_launch import TESTED_TRITON, DirectKernel, argument_key, direct_launch_problem, triton_version
+
+
+class Jitted:
+    """Stands for a ``JITFunction``: ``[grid](...)`` records the call and returns a new compiled kernel (or None)."""
+
+    def __init__(self, names: tuple[str, ...], returns: bool = True) -> None:
+        self.arg_names, self.returns, self.calls, self.kernels = list(names), returns, [], []
+
+    def __getitem__(self, grid: tuple[int, ...]) -> Any:
+        def launch(*args: Any, **kwargs: Any) -> Compiled | None:
+            self.calls.append((grid, args, kwargs))
+            self.kernels.append(Compiled())
+            return self.kernels[-1] if self.returns else None
+        return launch
+
+
+class Hooks:
+    def __init__(self, calls: list) -> None:
+        self.calls = calls
+
+
+def fake_triton(enter: Any = None, exit_hook: Any = None) -> SimpleNamespace:
+    state = SimpleNamespace(device=0)
+    active = SimpleNamespace(get_current_device=lambda: state.device, get_current_stream=lambda d: 1000 + d)
+    return SimpleNamespace(state=state, runtime=SimpleNamespace(driver=SimpleNamespace(active=active)),
+                           knobs=SimpleNamespace(runtime=SimpleNamespace(launch_enter_hook=enter,
+                                                                         launch_exit_hook=exit_hook)))
+
+
+NAMES = ("x", "out", "n", "BLOCK")
+
+
+def test_the_second_launch_calls_the_kept_kernel_with_every_argument_in_order() -> None:
+    jitted, tr = Jitted(NAMES), fake_triton()
+    kernel = DirectKernel(jitted, tr)
+    x, out = torch.zeros(64), torch.zeros(64)
+    kernel[(4, 2)](x, out, 7, BLOCK=64)
+    assert len(jitted.calls) == 1 and jitted.calls[0] == ((4, 2), (x, out, 7), {"BLOCK": 64})
+    kernel[(4, 2)](x, out, 7, BLOCK=64)
+    assert len(jitted.calls) == 1
+    kept = jitted.kernels[0]
+    assert kept.calls == [(4, 2, 1, 1000, kept.function, ("meta",), None, None, None, x, out, 7, 64)]
+    tr.state.device = 1  # another current device: Triton keeps kernels per device, so must this
+    kernel[(5,)](x, out, 7, BLOCK=64)
+    assert len(jitted.calls) == 2
+    kernel[(5,)](x, out, 7, BLOCK=64)
+    assert jitted.kernels[1].calls == [(5, 1, 1, 1001, jitted.kernels[1].function, ("meta",), None, None, None,
+                                        x, out, 7, 64)]
+
+
+def test_whatever_triton_specializes_on_makes_a_new_key() -> None:
+    """Alignment, dtype, an integer's value, a constexpr, a launch option: each goes through Triton first."""
+    jitted = Jitted(NAMES)
+    kernel = DirectKernel(jitted, fake_triton())
+    base = torch.zeros(64, dtype=torch.float16)
+    variants = [((base, base, 7), {"BLOCK": 64}),
+                ((base[1:], base, 7), {"BLOCK": 64}),  # 2 bytes off: not 16-aligned
+                ((base[8:], base, 7), {"BLOCK": 64}),  # 16 bytes off: aligned again, but a new key is harmless
+                ((base.float(), base, 7), {"BLOCK": 64}),
+                ((base, base, 16), {"BLOCK": 64}),
+                ((base, base, 7), {"BLOCK": 128}),
+                ((base, base, 7), {"BLOCK": 64, "num_warps": 8})]
+    keys = set()
+    for args, kwargs in variants:
+        before = len(jitted.calls)
+        kernel[(1,)](*args, **kwargs)
+        key = tuple(map(argument_key, (*args, kwargs["BLOCK"]))), kwargs.get("num_warps")
+        assert (len(jitted.calls) == before + 1) == (key not in keys), (args, kwargs)
+        keys.add(key)
+    assert argument_key(base[1:]) == (torch.float16, False) and argument_key(base[8:]) == (torch.float16, True)
+    assert len(jitted.calls) == 6  # base[8:] keys as base does
+    for args, kwargs in variants:  # all kept now: none goes through Triton again
+        kernel[(1,)](*args, **kwargs)
+    assert len(jitted.calls) == 6
+
+
+@pytest.mark.parametrize("enter, exit_hook, direct", [
+    (None, None, True), (Hooks([]), Hooks([]), True),  # Triton 3.6+: empty hook chains
+    (Hooks([print]), Hooks([]), False), (None, Hooks([print]), False), (print, None, False),
+])
+def test_an_installed_launch_hook_keeps_every_launch_in_triton(enter: Any, exit_hook: Any, direct: bool) -> None:
+    jitted = Jitted(NAMES)
+    kernel = DirectKernel(jitted, fake_triton(enter, exit_hook))
+    x = torch.zeros(4)
+    for _ in range(3):
+        kernel[(1,)](x, x, 1, BLOCK=4)
+    assert len(jitted.calls) == (1 if direct else 3)
+
+
+def test_without_a_compiled_kernel_every_launch_goes_through_triton() -> None:
+    """The interpreter returns no compiled kernel, and ``triton=None`` turns the direct path off."""
+    x = torch.zeros(4)
+    for jitted, tr in ((Jitted(NAMES, returns=False), fake_triton()), (Jitted(NAMES), None)):
+        kernel = DirectKernel(jitted, tr)
+        for _ in range(3):
+            kernel[(1,)](x, x, 1, BLOCK=4)
+        assert len(jitted.calls) == 3 and kernel.compiled == {}
+
+
+def test_arguments_it_cannot_key_go_through_triton() -> None:
+    jitted = Jitted(NAMES)
+    kernel = DirectKernel(jitted, fake_triton())
+    x = torch.zeros(4)
+    for _ in range(2):
+        kernel[(1,)](x, x, [1])  # a list cannot be hashed; BLOCK left out (to a default)
+        kernel[(1,)](x, x, 1)
+    assert len(jitted.calls) == 4 and kernel.compiled == {}
+
+
+def test_direct_launch_only_for_compiled_kernels_of_a_triton_that_was_read() -> None:
+    low, high = TESTED_TRITON
+    assert triton_version("3.9.0+git1234") == (3, 9) and triton_version("3.10.0rc1") == (3, 10)
+    assert direct_launch_problem(f"{low[0]}.{low[1]}.0", False) is None
+    assert direct_launch_problem(f"{high[0]}.{high[1]}.1", False) is None
+    assert "interpreter" in direct_launch_problem(f"{low[0]}.{low[1]}.0", True)
+    assert "outside" in direct_launch_problem(f"{low[0]}.{low[1] - 1}.0", False)
+    assert "outside" in direct_launch_problem(f"{high[0]}.{high[1] + 1}.0", False)
+    assert "outside" in direct_launch_problem("4.0.0", False)
+
+
+# ----------------------------------------------------------------------------------------------
+# Against the installed Triton's own JITFunction.run
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def triton_without_gpu(monkeypatch: pytest.MonkeyPatch) -> Any:
+    return stand_in_driver(monkeypatch)
+
+
+def apply_arguments(x: torch.Tensor, channels: int, fusion: int, num_warps: int | None) -> tuple[tuple, dict]:
+    """``triton_fused``'s apply launch, as ``fused_forward`` makes it."""
+    n, c, h, w = x.shape
+    out, cg, ws, sig = torch.empty_like(x), torch.empty(n * c), torch.empty(c), torch.empty(n * h * w)
+    strides = (x.stride(0), x.stride(1), x.stride(3))
+    kwargs = {"FUSION": fusion, "HAS_SBIAS": False, "STORE_SIG": False, "NUM_CB": 1, "BLOCK_C": 64, "BLOCK_P": 64}
+    if num_warps:
+        kwargs["num_warps"] = num_warps
+    return (x, out, cg, ws, cg, cg, sig, channels, h * w, *strides, *strides), kwargs
+
+
+def test_the_direct_call_passes_what_triton_passes(triton_without_gpu: Any) -> None:
+    import variants.triton_fused as tf
+
+    tf._import_triton()
+    compiled: list[Compiled] = []
+    kernel = DirectKernel(real_jit(tf._KERNEL_FUNCTIONS["apply"], compiled), triton_without_gpu)
+    args, kwargs = apply_arguments(torch.zeros(2, 64, 16, 16, dtype=torch.float16), 64, 0, None)
+    kernel[(4, 2)](*args, **kwargs)
+    kernel[(4, 2)](*args, **kwargs)
+    assert len(compiled) == 1 and len(compiled[0].calls) == 2
+    by_triton, direct = compiled[0].calls
+    assert len(by_triton) == len(direct) == 9 + len(args) + 6
+    assert by_triton[:6] == direct[:6] == (4, 2, 1, 1000, compiled[0].function, ("meta",))
+    # every argument, the constexprs included, in signature order
+    assert all(a is b for a, b in zip(by_triton[9:], direct[9:], strict=True))
+    # Triton passes its launch metadata and hook chains; with no hook installed the launcher calls
+    # neither, as for None
+    assert direct[6:9] == (None, None, None)
+    assert all(hook is None or not hook.calls for hook in by_triton[7:9])
+
+
+def ran_by(launcher: Any, compiled: list[Compiled], args: tuple, kwargs: dict) -> Compiled:
+    """Launch once through ``launcher``; the one recorder among ``compiled`` that ran."""
+    before = [len(k.calls) for k in compiled]
+    launcher[(1,)](*args, **kwargs)
+    ran = [k for i, k in enumerate(compiled) if i >= len(before) or len(k.calls) > before[i]]
+    assert len(ran) == 1, f"{len(ran)} kernels ran"
+    return ran[0]
+
+
+def test_a_kept_kernel_is_only_called_where_triton_would_choose_the_same(triton_without_gpu: Any) -> None:
+    """Launches that vary alignment, dtype, integers (1, multiples of 16, others), constexprs and
+    ``num_warps``, in a random order: each direct call runs a kernel of the specialization Triton's
+    own lookup gives for those arguments (asked of a twin ``JITFunction``), and no launch makes
+    Triton compile more than it would have alone."""
+    import variants.triton_fused as tf
+
+    tf._import_triton()
+    fn = tf._KERNEL_FUNCTIONS["apply"]
+    ours: list[Compiled] = []
+    twins: list[Compiled] = []
+    kernel = DirectKernel(real_jit(fn, ours), triton_without_gpu)
+    twin = real_jit(fn, twins)
+    storage = torch.zeros(2 * 64 * 16 * 16 + 8, dtype=torch.float32)
+    inputs = [storage[:2 * 64 * 256].view(2, 64, 16, 16),
+              storage[1:1 + 2 * 64 * 256].view(2, 64, 16, 16),  # 4 bytes off
+              storage[4:4 + 2 * 64 * 256].view(2, 64, 16, 16),  # 16 bytes off
+              torch.zeros(2, 64, 16, 16, dtype=torch.float16),
+              torch.zeros(2, 64, 16, 16, dtype=torch.bfloat16).to(memory_format=torch.channels_last),
+              torch.zeros(1, 64, 1, 16),  # hw = 16, strides of 1
+              torch.zeros(2, 64, 1, 17)]  # hw = 17
+    rng = random.Random(0)
+    direct_calls = 0
+    for _ in range(120):
+        x = rng.choice(inputs)
+        args, kwargs = apply_arguments(x, rng.choice([64, 1, 48]), rng.choice([0, 1]), rng.choice([None, 8]))
+        chosen = ran_by(twin, twins, args, kwargs)  # the kernel Triton's own lookup runs
+        kept = len(kernel.compiled)
+        ran = ran_by(kernel, ours, args, kwargs)
+        assert ran.spec == chosen.spec, (x.dtype, x.data_ptr() % 16, args[7:], kwargs)
+        direct_calls += len(kernel.compiled) == kept  # no new key: the kept kernel was called
+    assert len({k.spec for k in ours}) == len(ours) == len(twins)  # Triton compiled each specialization once
+    assert direct_calls > 60

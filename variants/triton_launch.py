@@ -1,0 +1,108 @@
+"""Launching jitted Triton kernels without ``JITFunction.run``'s per-call binding.
+
+Why: ``kernel[grid](*args)`` binds and specializes every argument, builds a cache key from the
+result and looks the compiled kernel up again on every call. Measured on the 2-core VM (Triton 3.9,
+a 22-argument kernel, the launcher itself stubbed out): 10–12 µs a launch, against 5–8 µs for the
+path here, and a forward makes three launches, a backward four.
+
+``DirectKernel`` keeps the compiled kernel that Triton's own first launch returned, under a key that
+is a superset of what Triton specializes a kernel on: each tensor's dtype and 16-byte alignment,
+every other argument's value, the launch options and the device. A later launch with the same key
+calls that kernel's launcher with the arguments Triton would pass (``CompiledKernel.run``: grid,
+stream, function, packed metadata, no launch metadata or hooks, then every argument in signature
+order, the launcher ignoring the constexprs), as ``JITFunction.run`` does after its lookup in the
+Triton versions this was read against (3.6 and 3.9, identical there; ``tests/test_triton_launch.py``
+checks the installed Triton's source for it).
+
+It falls back to ``kernel[grid](...)`` whenever it cannot be sure: in the interpreter (there is no
+compiled kernel), for a Triton outside ``TESTED_TRITON``, while a launch hook is installed
+(profilers such as proton rely on them), for an argument it cannot key, and for the first launch of
+every key (which also compiles).
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+#: Triton versions (major, minor) whose ``JITFunction.run`` ends in the launch this module repeats.
+TESTED_TRITON: tuple[tuple[int, int], tuple[int, int]] = ((3, 6), (3, 9))
+
+
+def triton_version(version: str) -> tuple[int, int]:
+    """(major, minor) of a version string such as ``3.6.0`` or ``3.9.0+git1234``."""
+    major, minor, *_ = version.split(".")
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+
+
+def direct_launch_problem(version: str, interpreted: bool) -> str | None:
+    """Why launches must go through ``JITFunction.run`` with Triton ``version``, or None."""
+    if interpreted:
+        return "the interpreter has no compiled kernels"
+    low, high = TESTED_TRITON
+    if not low <= triton_version(version) <= high:
+        return f"triton {version} is outside the versions whose launch was read ({low} to {high})"
+    return None
+
+
+def argument_key(arg: Any) -> Any:
+    """What Triton may specialize ``arg`` on, or more: a tensor's dtype and 16-byte alignment, else the value."""
+    if isinstance(arg, torch.Tensor):
+        return arg.dtype, arg.data_ptr() % 16 == 0
+    return arg
+
+
+#: Stands for a parameter the call left to its default (then the launch is never kept).
+_DEFAULTED = object()
+
+
+def _unhooked(hook: Any) -> bool:
+    """No launch hook installed: None, or an empty ``HookChain`` (Triton 3.6+)."""
+    return hook is None or not getattr(hook, "calls", True)
+
+
+class DirectKernel:
+    """A jitted kernel whose ``kernel[grid](*args, **kwargs)`` skips ``JITFunction.run`` once compiled.
+
+    ``triton`` is the module whose driver and launch hooks are read, or None to launch
+    every time through ``JITFunction.run`` (the interpreter, or an untested Triton). ``kwargs`` are
+    the kernel's constexprs by name and launch options such as ``num_warps``.
+    """
+
+    def __init__(self, jitted: Any, triton: Any | None) -> None:
+        self.jitted = jitted
+        self.triton = triton
+        self.names: tuple[str, ...] = tuple(jitted.arg_names)
+        self.compiled: dict[Any, Any] = {}
+
+    def __getitem__(self, grid: tuple[int, ...]) -> Callable[..., None]:
+        return functools.partial(self.launch, grid)
+
+    def launch(self, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
+        triton = self.triton
+        if triton is None or not (_unhooked(triton.knobs.runtime.launch_enter_hook)
+                                  and _unhooked(triton.knobs.runtime.launch_exit_hook)):
+            self.jitted[grid](*args, **kwargs)
+            return
+        # the current device's current stream, as JITFunction.run reads them (while a CUDA graph is
+        # captured, the capture stream): read per launch, never kept
+        active = triton.runtime.driver.active
+        device = active.get_current_device()
+        try:  # kwargs, in the call's order, hold the constexprs and options such as num_warps
+            key = (device, tuple([argument_key(a) for a in args]), tuple(kwargs.items()))
+            kept = self.compiled.get(key)
+        except TypeError:  # an argument that cannot be hashed
+            self.jitted[grid](*args, **kwargs)
+            return
+        if kept is None:  # Triton binds, compiles if it must, launches, and returns the compiled kernel
+            kernel = self.jitted[grid](*args, **kwargs)
+            tail = [kwargs.get(name, _DEFAULTED) for name in self.names[len(args):]]
+            if kernel is not None and hasattr(kernel, "packed_metadata") and not any(v is _DEFAULTED for v in tail):
+                self.compiled[key] = kernel, tuple(tail)  # the constexprs in signature order, fixed by the key
+            return
+        kernel, tail = kept
+        g0, g1, g2 = (*grid, 1, 1)[:3]
+        kernel.run(g0, g1, g2, active.get_current_stream(device), kernel.function, kernel.packed_metadata,
+                   None, None, None, *args, *tail)
