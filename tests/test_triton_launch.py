@@ -17,7 +17,7 @@ import pytest
 import torch
 from triton_stand_ins import Compiled, real_jit, stand_in_driver
 
-from variants.triton_launch import TESTED_TRITON, DirectKernel, argument_key, direct_launch_problem, triton_version
+from variants.triton_launch import TESTED_TRITON, DirectKernel, direct_launch_problem, triton_version
 
 
 class Jitted:
@@ -50,6 +50,11 @@ def fake_triton(enter: Any = None, exit_hook: Any = None) -> SimpleNamespace:
 NAMES = ("x", "out", "n", "BLOCK")
 
 
+def argument_key(arg: Any) -> Any:
+    """What Triton specializes a tensor on (dtype, 16-byte alignment); any other argument, its value."""
+    return (arg.dtype, arg.data_ptr() % 16 == 0) if isinstance(arg, torch.Tensor) else arg
+
+
 def test_the_second_launch_calls_the_kept_kernel_with_every_argument_in_order() -> None:
     jitted, tr = Jitted(NAMES), fake_triton()
     kernel = DirectKernel(jitted, tr)
@@ -75,6 +80,7 @@ def test_whatever_triton_specializes_on_makes_a_new_key() -> None:
     base = torch.zeros(64, dtype=torch.float16)
     variants = [((base, base, 7), {"BLOCK": 64}),
                 ((base[1:], base, 7), {"BLOCK": 64}),  # 2 bytes off: not 16-aligned
+                ((base[4:], base, 7), {"BLOCK": 64}),  # 8 bytes off: not either, and keyed as 2 bytes off
                 ((base[8:], base, 7), {"BLOCK": 64}),  # 16 bytes off: aligned again, but a new key is harmless
                 ((base.float(), base, 7), {"BLOCK": 64}),
                 ((base, base, 16), {"BLOCK": 64}),
@@ -205,6 +211,7 @@ def test_a_kept_kernel_is_only_called_where_triton_would_choose_the_same(triton_
     storage = torch.zeros(2 * 64 * 16 * 16 + 8, dtype=torch.float32)
     inputs = [storage[:2 * 64 * 256].view(2, 64, 16, 16),
               storage[1:1 + 2 * 64 * 256].view(2, 64, 16, 16),  # 4 bytes off
+              storage[2:2 + 2 * 64 * 256].view(2, 64, 16, 16),  # 8 bytes off
               storage[4:4 + 2 * 64 * 256].view(2, 64, 16, 16),  # 16 bytes off
               torch.zeros(2, 64, 16, 16, dtype=torch.float16),
               torch.zeros(2, 64, 16, 16, dtype=torch.bfloat16).to(memory_format=torch.channels_last),

@@ -25,7 +25,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-import torch
+from torch import Tensor
 
 #: Triton versions (major, minor) whose ``JITFunction.run`` ends in the launch this module repeats.
 TESTED_TRITON: tuple[tuple[int, int], tuple[int, int]] = ((3, 6), (3, 9))
@@ -45,13 +45,6 @@ def direct_launch_problem(version: str, interpreted: bool) -> str | None:
     if not low <= triton_version(version) <= high:
         return f"triton {version} is outside the versions whose launch was read ({low} to {high})"
     return None
-
-
-def argument_key(arg: Any) -> Any:
-    """What Triton may specialize ``arg`` on, or more: a tensor's dtype and 16-byte alignment, else the value."""
-    if isinstance(arg, torch.Tensor):
-        return arg.dtype, arg.data_ptr() % 16 == 0
-    return arg
 
 
 #: Stands for a parameter the call left to its default (then the launch is never kept).
@@ -91,7 +84,10 @@ class DirectKernel:
         active = triton.runtime.driver.active
         device = active.get_current_device()
         try:  # kwargs, in the call's order, hold the constexprs and options such as num_warps
-            key = (device, tuple([argument_key(a) for a in args]), tuple(kwargs.items()))
+            # what Triton may specialize an argument on, or more: a tensor's dtype and 16-byte
+            # alignment, else the value (inline: a function call per argument costs a µs a launch)
+            key = (device, tuple([(a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, Tensor) else a for a in args]),
+                   tuple(kwargs.items()))
             kept = self.compiled.get(key)
         except TypeError:  # an argument that cannot be hashed
             self.jitted[grid](*args, **kwargs)
