@@ -277,7 +277,8 @@ def test_cuda_graph_replays_and_recaptures_on_a_new_shape() -> None:
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("name", ["cuda_graph", "graphed_eager_factored", "graphed_triton_fused", "graphed_cuda_fused"])
+@pytest.mark.parametrize("name", ["cuda_graph", "graphed_eager_factored", "graphed_triton_fused",
+                                  "graphed_triton_fused_l2", "graphed_cuda_fused"])
 def test_a_graphed_call_given_its_own_buffer_copies_nothing(name: str) -> None:
     variant = get_variant(name)
     if variant.unavailable("cuda"):

@@ -26,6 +26,7 @@ import variants.cuda_graph  # noqa: E402,F401
 import variants.eager_forms  # noqa: E402,F401
 import variants.smp  # noqa: E402,F401
 import variants.triton_fused  # noqa: E402,F401
+import variants.triton_fused_l2  # noqa: E402,F401
 
 # Graphed forms of the fast forwards, once what they wrap is registered.
 from variants.cuda_graph import GRAPHED, register_graphed  # noqa: E402

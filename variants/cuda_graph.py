@@ -22,7 +22,7 @@ from variants.registry import Variant, add_variant, register
 from variants.weights import parameter_names, rebuild
 
 #: The built-in variants that also get a graphed form (``graphed_<name>``); cuda_graph is eager's.
-GRAPHED: tuple[str, ...] = ("eager_factored", "triton_fused", "cuda_fused")
+GRAPHED: tuple[str, ...] = ("eager_factored", "triton_fused", "triton_fused_l2", "cuda_fused")
 
 
 def cuda_available() -> str | None:

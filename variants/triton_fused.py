@@ -669,12 +669,14 @@ def pool_mean(x: torch.Tensor, max_block_c: int = MAX_BLOCK_C) -> torch.Tensor:
 
 
 def fused_forward(x: torch.Tensor, w: KernelWeights, max_block_c: int = MAX_BLOCK_C, save: bool = False,
-                  ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], LaunchPlan]:
+                  out: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], LaunchPlan]:
     """The forward's three launches: pool, excite, apply. With ``save``, also (xk, workspace, mean,
     hid, cg, σ(s)): the input as the kernels read it, the float32 buffer (``LaunchPlan.forward_workspace``)
     and the four views of it that the backward reads; without, those go unwritten
-    and only the pool partials and the channel gates are allocated. No autograd here: a caller that
-    records wraps it (``ScSEFunction``, or ``_saving_op`` under ``torch.compile``).
+    and only the pool partials and the channel gates are allocated. ``out``: where to write the
+    output, strided as the input the kernels read (a slice of a larger output: ``triton_fused_l2``).
+    No autograd here: a caller that records wraps it (``ScSEFunction``, or ``_saving_op`` under
+    ``torch.compile``).
     """
     k = _kernels()
     if x.dim() != 4:
@@ -695,7 +697,11 @@ def fused_forward(x: torch.Tensor, w: KernelWeights, max_block_c: int = MAX_BLOC
                    c, plan.hidden, plan.splits, 1.0 / plan.hw,
                    HAS_B1=b1 is not None, HAS_B2=b2 is not None, STORE_SAVED=save,
                    BLOCK_S=plan.block_s, BLOCK_K=plan.block_k, BLOCK_H=plan.block_h)
-    out = torch.empty_like(xk)  # keeps xk's memory format (NCHW or channels_last), so its strides too
+    if out is None:
+        out = torch.empty_like(xk)  # keeps xk's memory format (NCHW or channels_last), so its strides too
+    elif out.shape != xk.shape or out.stride() != xk.stride() or out.dtype != xk.dtype:
+        raise ValueError(f"out must be shaped, strided and typed as the input the kernels read: {tuple(xk.shape)}, "
+                         f"{xk.stride()}, {xk.dtype}")
     k.apply[(plan.tiles, n)](xk, out, cg, w.ws, cg if bs is None else bs, cg if alpha is None else alpha, sig,
                              c, plan.hw, *strides, *strides,
                              FUSION=FUSION_CODES[w.fusion], HAS_SBIAS=bs is not None, STORE_SIG=save,
