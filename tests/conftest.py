@@ -40,6 +40,31 @@ def checkout_state() -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
+def asked_outputs(config: pytest.Config) -> tuple[str, ...]:
+    """Folders in the checkout that pytest itself writes because it was run so: its cache (a plain
+    ``pytest`` keeps one in ``.pytest_cache``) and pytest-benchmark's storage (``--benchmark-autosave``
+    saves under ``.benchmarks``). They are the user's choice, not a test's stray file."""
+    folders = []
+    cache = getattr(config, "cache", None)
+    if cache is not None:
+        folders.append(Path(cache._cachedir))
+    storage = config.getoption("benchmark_storage", None)
+    if isinstance(storage, str) and storage.startswith("file://"):
+        folders.append(Path(config.invocation_params.dir, storage.removeprefix("file://")))
+    inside = []
+    for folder in folders:
+        try:
+            inside.append(folder.resolve().relative_to(ROOT).as_posix().rstrip("/") + "/")
+        except ValueError:  # outside the checkout
+            continue
+    return tuple(inside)
+
+
+def without(state: str, folders: tuple[str, ...]) -> str:
+    """``git status --porcelain`` lines (``XY path``) that are not in one of ``folders``."""
+    return "\n".join(line for line in state.splitlines() if not line[3:].startswith(folders))
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     if not hasattr(session.config, "workerinput"):  # the xdist controller, or a plain run
         session.config.stash[CHECKOUT] = checkout_state()
@@ -51,6 +76,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if before is None or os.environ.get("HARNESS_ALLOW_DIRTY_CHECKOUT") == "1":
         return
     after = checkout_state()
+    if after is not None:
+        ignored = asked_outputs(session.config)
+        before, after = without(before, ignored), without(after, ignored)
     if after is not None and after != before:
         new = sorted(set(after.splitlines()) - set(before.splitlines()))
         gone = sorted(set(before.splitlines()) - set(after.splitlines()))

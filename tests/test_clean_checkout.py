@@ -12,7 +12,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_in_repo(tmp_path: Path, test_body: str) -> subprocess.CompletedProcess:
+def run_in_repo(tmp_path: Path, test_body: str, args: tuple[str, ...] = ("-p", "no:cacheprovider"),
+                ) -> subprocess.CompletedProcess:
     """pytest, with this suite's conftest, on one test in a fresh git repository."""
     if shutil.which("git") is None:
         pytest.skip("needs git")
@@ -28,7 +29,7 @@ def run_in_repo(tmp_path: Path, test_body: str) -> subprocess.CompletedProcess:
     subprocess.run([*git, "commit", "-qm", "x"], cwd=repo, check=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("HARNESS_ALLOW_DIRTY_CHECKOUT", None)
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=repo,
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", *args, "tests"], cwd=repo,
                           capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
 
 
@@ -42,3 +43,16 @@ def test_a_run_that_writes_under_tmp_passes(tmp_path: Path) -> None:
     out = run_in_repo(tmp_path, "    pass")
     assert out.returncode == 0, out.stdout + out.stderr
     assert not list((tmp_path / "repo").rglob("__pycache__"))  # no bytecode either
+
+
+def test_what_pytest_was_asked_to_write_is_no_stray_file(tmp_path: Path) -> None:
+    """A plain ``pytest`` keeps its cache in ``.pytest_cache`` and ``--benchmark-autosave`` saves
+    under ``.benchmarks``: the README's commands, so not a test's doing. A stray file still fails."""
+    pytest.importorskip("pytest_benchmark")
+    saves = "    Path(__file__).parent.parent.joinpath('.benchmarks', 'Linux').mkdir(parents=True)"
+    out = run_in_repo(tmp_path, saves, args=("--benchmark-autosave",))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (tmp_path / "repo" / ".pytest_cache").is_dir() and (tmp_path / "repo" / ".benchmarks").is_dir()
+    stray = "    Path(__file__).parent.parent.joinpath('stray.log').write_text('x')"
+    out = run_in_repo(tmp_path / "again", stray, args=())
+    assert out.returncode == 1 and "stray.log" in out.stdout and ".pytest_cache" not in out.stdout, out.stdout
