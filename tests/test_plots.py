@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -176,3 +177,55 @@ def test_the_speedup_legend_stays_clear_of_a_long_title() -> None:
     legend = fig.legends[0].get_window_extent(renderer)
     assert not title.overlaps(legend)
     assert all(not ax.get_window_extent(renderer).overlaps(legend) for ax in fig.axes if ax.get_visible())
+
+
+def _inside(inner: Any, outer: Any) -> bool:
+    return outer.x0 <= inner.x0 and inner.x1 <= outer.x1 and outer.y0 <= inner.y0 and inner.y1 <= outer.y1
+
+
+@pytest.mark.parametrize("shapes", [1, 4], ids=["one panel", "four panels"])
+def test_the_latency_title_shows_whole_and_the_legend_covers_neither_it_nor_the_data(shapes: int) -> None:
+    """One panel is 5 in wide: the title ran off both edges and the legend at the upper right sat on it."""
+    rows = frame(batches=(1, 8, 32))
+    rows = pd.concat([rows, rows.assign(mode="train")], ignore_index=True)  # four panels: two shapes × two modes
+    if shapes == 1:
+        rows = rows[(rows["channels"] == 32) & (rows["mode"] == "forward")]
+    rows = rows.assign(disturbed=rows["batch"] == 8)  # the longest legend entry
+    fig = plots.latency_figure(rows, {"cpu_model": "AMD EPYC 9654 96-Core Processor", "torch": "2.13.0+cpu"})
+    assert fig is not None and len([ax for ax in fig.axes if ax.get_visible()]) == shapes and fig.legends
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    title = fig._suptitle.get_window_extent(renderer)
+    legend = fig.legends[0].get_window_extent(renderer)
+    assert _inside(title, fig.bbox) and _inside(legend, fig.bbox)
+    assert not title.overlaps(legend)
+    assert all(not ax.get_window_extent(renderer).overlaps(legend) for ax in fig.axes if ax.get_visible())
+    title_text = " ".join(fig.get_suptitle().split())  # wrapped to the figure's width, not cut
+    assert title_text.startswith("Latency against batch size (log–log; error bars: 95% CI of the median)")
+
+
+def _disturbed_marks(fig: Any) -> list[Any]:
+    return [c for ax in fig.axes for c in ax.collections if c.get_label() == "disturbed (CPU starved)"]
+
+
+def test_the_roofline_marks_disturbed_points_as_the_latency_plot_does() -> None:
+    rows = frame()
+    rows.loc[rows["channels"] == 64, "arithmetic_intensity"] = 0.9
+    rows["disturbed"] = (rows["variant"] == "fast") & (rows["batch"] == 8)
+    fig = plots.roofline_figure(rows)
+    assert fig is not None
+    marks = _disturbed_marks(fig)
+    assert len(marks) == 1
+    assert sorted(map(tuple, marks[0].get_offsets().tolist())) == [(0.75, 200.0), (0.9, 200.0)]
+    latency = plots.latency_figure(rows)
+    assert latency is not None
+    same = _disturbed_marks(latency)[0]  # the same red cross, size and layer
+    assert marks[0].get_paths()[0].vertices.tolist() == same.get_paths()[0].vertices.tolist()
+    assert marks[0].get_sizes().tolist() == same.get_sizes().tolist()
+    assert marks[0].get_edgecolor().tolist() == same.get_edgecolor().tolist()
+    assert marks[0].get_zorder() == same.get_zorder()
+    entries = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert entries.count("disturbed (CPU starved)") == 1
+    clean = plots.roofline_figure(frame())
+    assert clean is not None and not _disturbed_marks(clean)
+    assert "disturbed (CPU starved)" not in [t.get_text() for t in clean.legends[0].get_texts()]

@@ -38,6 +38,9 @@ FILENAMES: dict[str, str] = {
 DPI = 110
 #: How a speedup bar is labelled when either side is noisy or disturbed (as report.md's ``~`` and ``!``).
 SPEEDUP_MARKS: dict[str, str] = {"noisy": "~", "disturbed": "!"}
+#: How a disturbed row's point is marked wherever points are drawn (latency, roofline): a red cross over it.
+DISTURBED_MARK: dict[str, Any] = {"marker": "x", "s": 70, "color": "red", "zorder": 5,
+                                  "label": "disturbed (CPU starved)"}  # fmt: skip
 
 log = logging.getLogger(__name__)
 #: Per-variant markers and line styles, so that variants whose numbers coincide stay visible.
@@ -242,8 +245,8 @@ def draw_latency(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> F
                         markerfacecolor="none", label=str(variant))  # fmt: skip
             bad = lines[lines["disturbed"]]
             if not bad.empty:
-                ax.scatter(bad["batch"].to_numpy(dtype=float), bad["median_ms"].to_numpy(dtype=float), marker="x",
-                           s=70, color="red", zorder=5, label="disturbed (CPU starved)")  # fmt: skip
+                ax.scatter(bad["batch"].to_numpy(dtype=float), bad["median_ms"].to_numpy(dtype=float),
+                           **DISTURBED_MARK)  # fmt: skip
         batches = sorted(group["batch"].unique())
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -260,11 +263,24 @@ def draw_latency(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> F
     for ax in axes:  # one entry per label, the disturbed mark included wherever it appears
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             legend.setdefault(label, handle)
-    fig.legend(legend.values(), legend.keys(), loc="outside right upper", fontsize=8, title="variant",
-               title_fontsize=8)  # fmt: skip
-    fig.suptitle("Latency against batch size (log–log; error bars: 95% CI of the median)" + _subtitle(env),
-                 fontsize=11)  # fmt: skip
+    _legend_below(fig, list(legend.values()), list(legend.keys()), title="variant")
+    title = "Latency against batch size (log–log; error bars: 95% CI of the median)" + _subtitle(env)
+    fig.suptitle(_wrapped(title, fig), fontsize=11)
     return fig
+
+
+def _legend_below(fig: Figure, handles: list[Any], labels: list[str], title: str) -> None:
+    """A legend under the panels, in as many columns as the figure's width holds, the figure made taller
+    by its height: at the upper right it sat on the title of a one-panel figure (5 in wide)."""
+    renderer = fig.canvas.get_renderer()
+    for ncols in range(len(labels), 0, -1):
+        legend = fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize=8, title=title,
+                            title_fontsize=8)  # fmt: skip
+        box = legend.get_window_extent(renderer)
+        if box.width <= 0.95 * fig.bbox.width or ncols == 1:
+            break
+        legend.remove()
+    fig.set_figheight(fig.get_figheight() + box.height / fig.dpi)
 
 
 def roofline_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None,
@@ -279,6 +295,7 @@ def draw_roofline(frame: pd.DataFrame, env: Mapping[str, Any] | None = None,
 
     The ceiling is ``peak_gbps``, else a ``peak_bw_gbps`` column, else the copy bandwidth the run
     measured (env.json's ``copy_bandwidth_bytes_s``); without any, the points are drawn alone.
+    Disturbed rows carry the latency plot's red cross (``DISTURBED_MARK``), so no plot shows them unflagged.
 
     scSE is memory-bound, so the ceiling that matters is bandwidth: a point's height is how much
     of the device's measured copy speed a variant reaches on the bytes the case must move.
@@ -308,6 +325,9 @@ def draw_roofline(frame: pd.DataFrame, env: Mapping[str, Any] | None = None,
             ax.scatter(sub["arithmetic_intensity"], sub["achieved_gbps"], marker=MARKERS[i % len(MARKERS)], s=36,
                        facecolors="none" if j == 0 else colour, edgecolors=colour, linewidths=1.2,
                        label=f"{variant}" + (f" ({dtype})" if len(dtypes) > 1 else ""))  # fmt: skip
+    bad = ok[flagged(ok, "disturbed")]
+    if not bad.empty:  # one artist for every variant, so the legend has the entry once
+        ax.scatter(bad["arithmetic_intensity"], bad["achieved_gbps"], **DISTURBED_MARK)
     low, top = float(ok["achieved_gbps"].min()), float(ok["achieved_gbps"].max())
     if peak_gbps:
         ax.axhline(peak_gbps, color="black", linewidth=1.5)
