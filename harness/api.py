@@ -20,6 +20,7 @@ from harness.sweep import resume as resuming
 from harness.sweep.cases import expand
 from harness.sweep.config import ConfigError, SweepConfig
 from harness.sweep.isolation import WORKERS_LOG
+from harness.sweep.options import by_name
 from harness.sweep.runner import clock_for
 from variants.registry import all_variants
 
@@ -66,6 +67,7 @@ def run(
     ``batch_sizes``, ``dtypes``, ``modes``, ``reductions``, ``fusions``, ``biases``, ``threads``,
     ``cache``, ``warmup_s``, ``min_samples``, ``max_samples``, ``rel_ci``, ``max_time_s``,
     ``seed``, ``out``, ``overwrite``, ``processes``. Each takes a list or a comma-separated string.
+    As in a config file, the flag's spelling is accepted too (``max_time``, ``warmup``, ``bias``).
     ``config`` is a TOML file whose values the options override. Bad input raises ``harness.ConfigError``.
     ``profile`` also writes a torch.profiler Chrome trace per timed case to ``<run>/traces/``.
     ``isolate``, ``case_timeout``, ``oom_retry`` and ``shard`` (``"K/N"``) are options too;
@@ -73,6 +75,7 @@ def run(
     A folder that already holds a run is refused (``OutputError``) unless ``resume`` finishes it or
     ``overwrite=True`` removes that run's files first.
     """
+    options = by_name(options)  # one name per option before the stored sweep or a config file is merged
     if resume is not None and options.get("overwrite"):
         raise ConfigError("--overwrite cannot be combined with --resume (which finishes the run in place)")
     cfg = resuming.config_for(resume, config, options) if resume is not None else SweepConfig.build(config, **options)
@@ -85,7 +88,10 @@ def run(
     trace_dir = folder.path / metrics.TRACES_DIR if profile and folder is not None else None
     rows: list[dict[str, Any]] = []
     if resume is not None and folder is not None:  # keep the rows done, run the rest
+        total = len(cases)
         rows, cases = resuming.split(folder, cases, cfg.device)
+        if not cases and console is not None:  # else the run would end saying nothing of why
+            console.print(f"nothing left to run: all {total} cases of {folder.path} are finished", soft_wrap=True)
     interrupted = False
     with torch_threads(cfg.threads):
         env = envinfo.collect(cfg.device) | {"config": cfg.as_dict()}

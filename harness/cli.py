@@ -12,7 +12,7 @@ import fnmatch
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from harness.sweep.options import FAULTS, OPTION_NAMES, OPTIONS, ConfigError
 
@@ -29,8 +29,21 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
+    #: The sub-commands' parsers by name (``build_parser`` fills it in on the top one).
+    commands: dict[str, argparse.ArgumentParser]
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see {self.prog} --help)")
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        """As argparse's, but a flag the sub-command does not know points to that sub-command's
+        help (argparse leaves it to the top parser, whose help does not list it)."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = getattr(self, "commands", {}).get(getattr(parsed, "command", None), self)
+            command.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
 
 
 def add_run(sub: argparse._SubParsersAction) -> None:
@@ -47,7 +60,8 @@ def add_run(sub: argparse._SubParsersAction) -> None:
         groups[option.group].add_argument(option.flag, dest=option.name, help=option.help, **kind)  # type: ignore
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
     p.add_argument("--save-baseline", dest="save_baseline", action="store_true",
-                   help="also store the run as this device's baseline under results/baselines/")
+                   help="also store the run as this device's baseline under results/baselines/ (a baseline of "
+                        "more cases is kept unless --overwrite)")
     p.add_argument("--profile", action="store_true",
                    help="also write a torch.profiler Chrome trace per timed case to <run>/traces/")
     add_launch_arguments(groups[FAULTS])
@@ -70,13 +84,13 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         console.print("[yellow]interrupted: the report holds the cases finished so far[/]")
         return EXIT_INTERRUPTED
     if args.save_baseline:  # never from an interrupted run, whose cases are incomplete
-        save_baseline_of(frame.attrs["run_dir"], console)
+        save_baseline_of(frame.attrs["run_dir"], console, force=bool(args.overwrite))
     return EXIT_OK
 
 
 def add_list(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list registered variants and whether they can run here")
-    p.add_argument("pattern", nargs="?", default="*", help="glob filter, e.g. 'compile*'")
+    p.add_argument("pattern", nargs="?", default="*", help="glob filter on variants and contexts, e.g. 'compile*'")
     p.add_argument("--device", default=None, help="judge availability for this device (default: cuda if any)")
     p.add_argument("--refresh", action="store_true",
                    help="ask every variant again instead of showing the saved answer (see harness/list_cache.py)")
@@ -105,8 +119,6 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
 
 def current_listing(device_arg: str | None) -> list_cache.Listing:
     """Every variant and context, and whether it can run on the device (asked of each)."""
-    import importlib.util
-
     import torch
 
     from harness.list_cache import Entry, Listing
@@ -122,29 +134,32 @@ def current_listing(device_arg: str | None) -> list_cache.Listing:
     variants = tuple(Entry(name, registry[name].description, ",".join(sorted(registry[name].devices)),
                            registry[name].unavailable(device) or absent)
                      for name in list_variants("*"))  # fmt: skip
-    contexts = []
-    for name, c in sorted(all_contexts().items()):  # installed or not; ``run`` imports the network library
-        missing = [m for m in c.requires if importlib.util.find_spec(m) is None]
-        state = f"needs {', '.join(missing)}" if missing else None
-        contexts.append(Entry(name, c.description, ",".join(sorted(c.devices)), state))
-    return Listing(device, variants, tuple(contexts))
+    # asked as ``run`` asks (importing the network's library): a library that is installed but
+    # fails to import (torchvision built for another torch) must not be listed as installed
+    contexts = tuple(Entry(name, c.description, ",".join(sorted(c.devices)), c.unavailable())
+                     for name, c in sorted(all_contexts().items()))
+    return Listing(device, variants, contexts)
 
 
 def show_listing(listing: list_cache.Listing, pattern: str, console: Console) -> None:
+    """The variants and the contexts whose names match ``pattern`` (globs, comma-separated)."""
     include = [p.strip() for p in pattern.split(",") if p.strip()] or ["*"]
-    picked = [v for v in listing.variants if any(fnmatch.fnmatchcase(v.name, p) for p in include)]
-    if not picked:
-        raise ConfigError(f"no variant matches {pattern!r}")
-    width = max(len(v.name) for v in picked)
+    matches = lambda e: any(fnmatch.fnmatchcase(e.name, p) for p in include)  # noqa: E731
+    picked = [v for v in listing.variants if matches(v)]
+    contexts = [c for c in listing.contexts if matches(c)]
+    if not picked and not contexts:
+        raise ConfigError(f"no variant or context matches {pattern!r}")
+    width = max((len(v.name) for v in picked), default=0)
     for v in picked:
         state = "[green]ready[/]" if v.state is None else f"[red]unavailable[/] ({v.state})"
         console.print(f"[bold]{v.name:<{width}}[/]  {v.description}  [dim]\\[{v.devices}][/]  {state}", highlight=False,
                       soft_wrap=True)
-    if pattern != "*" or not listing.contexts:
+    if not contexts:
         return
-    console.print("\n[bold]contexts[/] (run --context NAME: every scSE block of the network swapped)", highlight=False)
-    width = max(len(c.name) for c in listing.contexts)
-    for c in listing.contexts:
+    console.print(("\n" if picked else "") + "[bold]contexts[/] (run --context NAME: every scSE block of the network "
+                  "swapped)", highlight=False)  # fmt: skip
+    width = max(len(c.name) for c in contexts)
+    for c in contexts:
         state = "[green]installed[/]" if c.state is None else f"[red]unavailable[/] ({c.state})"
         console.print(f"[bold]{c.name:<{width}}[/]  {c.description}  [dim]\\[{c.devices}][/]  {state}",
                       highlight=False, soft_wrap=True)
@@ -175,14 +190,17 @@ def cmd_env(args: argparse.Namespace, console: Console) -> int:
 # --- compare, report, baselines --------------------------------------------------------------------
 
 
-def save_baseline_of(run_dir: str, console: Console) -> None:
-    from harness.results.baselines import BaselineError, save_baseline
+def save_baseline_of(run_dir: str, console: Console, force: bool = False) -> None:
+    """Save the run as its device's baseline, saying what it replaces: a committed baseline is
+    never swapped silently, nor for one of fewer cases unless ``force`` (``--overwrite``)."""
+    from harness.results.baselines import BaselineError, replacement, save_baseline
 
     try:
-        path = save_baseline(run_dir)
+        replaced = replacement(run_dir)
+        path = save_baseline(run_dir, force=force)
     except (BaselineError, OSError) as exc:
         raise UsageError(f"cannot save the baseline: {exc}") from None
-    console.print(f"baseline: {path}", soft_wrap=True)
+    console.print(f"baseline: {path}" + (f" (replaced: {replaced})" if replaced is not None else ""), soft_wrap=True)
 
 
 def add_compare(sub: argparse._SubParsersAction) -> None:
@@ -259,17 +277,17 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="rebuild report.md and results.csv from a run's results.jsonl",
                        description="Rebuild report.md and results.csv from results.jsonl; with --plots, "
                                    "also write PNG figures into the run folder and embed them.")  # fmt: skip
-    p.add_argument("run", metavar="RUN", help="a run folder")
+    p.add_argument("run", metavar="RUN", help="a run folder (or its results.jsonl)")
     p.add_argument("--plots", action="store_true", help="write speedup, latency and roofline figures (PNG)")
     p.set_defaults(handler=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
-    from pathlib import Path
+    from harness.results.store import REPORT_MD, RunFolder, run_folder_of, to_frame
 
-    from harness.results.store import REPORT_MD, RunFolder, to_frame
-
-    path = Path(args.run)
+    path = run_folder_of(args.run)  # RUN/results.jsonl means RUN
+    if path.is_file():
+        raise UsageError(f"{path}: give the run folder, not a file in it")
     if not (path / "results.jsonl").is_file():
         raise UsageError(f"{path}: not a run folder (no results.jsonl)")
     folder = RunFolder(path, create=False)
@@ -339,7 +357,8 @@ def add_merge(sub: argparse._SubParsersAction) -> None:
         description="Join run folders into a new one (results.jsonl, results.csv, report.md, env.json). "
                     "A case in two runs, or runs of different settings, is refused.",
     )  # fmt: skip
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders, e.g. the shards of one sweep")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run folders (or their results.jsonl), e.g. the shards of one sweep")
     p.add_argument("--out", required=True, metavar="MERGED", help="the new run folder")
     p.add_argument("--allow-mixed-env", dest="allow_mixed_env", action="store_true",
                    help="merge runs from different GPUs or torch versions (warn instead of refusing)")
@@ -367,6 +386,7 @@ def build_parser() -> Parser:
     sub.required = True
     for add in COMMANDS:
         add(sub)
+    parser.commands = dict(sub.choices)
     return parser
 
 
@@ -380,7 +400,30 @@ def is_bad_input(exc: Exception) -> bool:
     return isinstance(exc, (OutputError, SchemaError))
 
 
+def plain_warnings(errors: Console) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that shows the harness's own warnings (a cut-off row dropped, a
+    shard missing) as one line, ``warning: ...``, not as Python's file:line and source line; any
+    other warning is shown as Python shows it."""
+    import warnings
+    from pathlib import Path
+
+    from rich.markup import escape
+
+    shown, package = warnings.showwarning, str(Path(__file__).resolve().parent)
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:  # fmt: skip
+        if issubclass(category, RuntimeWarning) and str(Path(filename).resolve()).startswith(package):
+            errors.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
     from rich.console import Console
     from rich.markup import escape
 
@@ -388,7 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     errors = Console(stderr=True)
     try:
         args = build_parser().parse_args(argv)
-        return int(args.handler(args, console))
+        with warnings.catch_warnings():  # restores Python's own display when main returns
+            warnings.showwarning = plain_warnings(errors)
+            return int(args.handler(args, console))
     except KeyboardInterrupt:
         errors.print("[yellow]interrupted[/]")
         return EXIT_INTERRUPTED

@@ -59,8 +59,6 @@ class Context:
     devices: frozenset[str] = frozenset(("cpu", "cuda"))
     modes: frozenset[str] = frozenset(("forward", "train"))
     available: Callable[[], str | None] = always_available
-    #: Modules the network needs, for a listing that must not import them (``available`` does).
-    requires: tuple[str, ...] = ()
     #: Height and width must be multiples of this (a U-Net halves them five times).
     size_multiple: int = 1
 

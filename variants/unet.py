@@ -67,7 +67,6 @@ UNET = Context(
     block_names=SMP_TO_REFERENCE,
     reduction=REDUCTION,
     available=smp_unavailable,
-    requires=("segmentation_models_pytorch",),
     size_multiple=32,
 )
 add_context(UNET)

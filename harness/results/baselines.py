@@ -11,6 +11,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +59,57 @@ def _read_env(run_dir: Path) -> dict[str, Any]:
     return env
 
 
-def save_baseline(run_dir: str | Path, root: str | Path = DEFAULT_ROOT) -> Path:
+def _cases(run_dir: Path) -> int:
+    """How many cases a run folder holds (rows cut off by a kill not counted)."""
+    from harness.results.store import read_jsonl, row_key
+
+    return len({row_key(r) for r in read_jsonl(run_dir / "results.jsonl", notes=[])})
+
+
+def _settings(env: Mapping[str, Any]) -> dict[str, Any]:
+    """What a CPU timing depends on beyond the hardware: the torch threads and the worker processes."""
+    return {"threads": env.get("threads"), "processes": (env.get("config") or {}).get("processes", 1)}
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """What saving a run as its device's baseline replaces: a baseline held ``before`` cases, the
+    run ``after``; ``changes`` are the settings that differ (``threads 4 → 1``)."""
+
+    path: Path
+    before: int
+    after: int
+    changes: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.before} cases → {self.after}" + "".join(f"; {c}" for c in self.changes)
+
+
+def replacement(run_dir: str | Path, root: str | Path = DEFAULT_ROOT) -> Replacement | None:
+    """What ``save_baseline(run_dir, root)`` would replace, or None when the device has no baseline yet."""
+    src = Path(run_dir)
+    target = Path(root) / device_slug(_read_env(src))
+    if not (target / "results.jsonl").is_file():
+        return None
+    old, new = _settings(_read_env(target)), _settings(_read_env(src))
+    changes = tuple(f"{k} {old[k]} → {new[k]}" for k in old if old[k] != new[k])
+    return Replacement(target, _cases(target), _cases(src), changes)
+
+
+def save_baseline(run_dir: str | Path, root: str | Path = DEFAULT_ROOT, *, force: bool = False) -> Path:
     """Copy a run folder to ``root/<slug>/``, replacing the previous baseline for that device.
 
-    The copy is written beside the target and renamed into place, so a failure half-way leaves
-    the old baseline intact.
+    A baseline of more cases is kept unless ``force``: a quick run of a few cases would otherwise
+    silently replace the committed sweep. The copy is written beside the target and renamed into
+    place, so a failure half-way leaves the old baseline intact.
     """
     src = Path(run_dir)
     if not (src / "results.jsonl").is_file():
         raise BaselineError(f"{src}: not a run folder (no results.jsonl)")
+    replaced = replacement(src, root)
+    if replaced is not None and replaced.after < replaced.before and not force:
+        raise BaselineError(f"{replaced.path} holds {replaced.before} cases, this run only {replaced.after}; "
+                            "kept it; give --overwrite (force=True from Python) to replace it anyway")  # fmt: skip
     target = Path(root) / device_slug(_read_env(src))
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))

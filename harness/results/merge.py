@@ -21,7 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.results.store import ENV_JSON, RESULTS_JSONL, RunFolder, env_differences, read_env, row_key, to_frame
+from harness.results.store import (
+    ENV_JSON,
+    RESULTS_JSONL,
+    RunFolder,
+    env_differences,
+    read_env,
+    row_key,
+    run_folder_of,
+    to_frame,
+)
 from harness.sweep.config import ConfigError
 
 #: Sweep settings every merged run must share (keys of env.json's ``config``).
@@ -103,7 +112,7 @@ def collect_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
 
 def merge(runs: Sequence[str | Path], out: str | Path, allow_mixed_env: bool = False) -> MergeResult:
     """Join ``runs`` into a new run folder ``out``: results.jsonl, results.csv, report.md, env.json."""
-    paths = [Path(r) for r in ([runs] if isinstance(runs, (str, Path)) else runs)]
+    paths = [run_folder_of(r) for r in ([runs] if isinstance(runs, (str, Path)) else runs)]  # RUN/results.jsonl: RUN
     if not paths:
         raise MergeError("give at least one run folder to merge")
     target = Path(out)

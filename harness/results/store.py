@@ -56,6 +56,13 @@ def default_run_dir(device: str, root: str | Path = "results/runs") -> Path:
     return Path(root) / f"{stamp}-{device.replace(':', '')}"
 
 
+def run_folder_of(path: str | Path) -> Path:
+    """The run folder ``path`` names: itself, or the folder of the results.jsonl it points at
+    (what a shell's tab completion often gives)."""
+    p = Path(path)
+    return p.parent if p.name == RESULTS_JSONL and p.is_file() else p
+
+
 def _clean(value: Any) -> Any:
     """JSON has no NaN: store it as null."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 import torch
 
 from harness.measure.timing import CACHE_MODES, TimingPolicy
-from harness.sweep.options import FLAGS, OPTION_NAMES, OPTIONS, TIMING_OPTIONS, ConfigError, option_name
+from harness.sweep.options import FLAGS, TIMING_OPTIONS, ConfigError, by_name
+from harness.sweep.options import OPTION_NAMES as OPTION_NAMES  # re-exported: the names build takes
 from variants.reference import FUSIONS
 from variants.registry import DTYPES, MODES, all_variants, unknown_variant_message
 
@@ -144,10 +145,7 @@ class SweepConfig:
         merged: dict[str, Any] = {}
         if config_file is not None:
             merged.update(read_toml(config_file))
-        unknown = sorted(k for k, v in options.items() if v is not None and k not in OPTION_NAMES)
-        if unknown:
-            raise ConfigError(f"unknown option {unknown[0]!r}; known: {', '.join(OPTION_NAMES)}")
-        merged.update({k: v for k, v in options.items() if v is not None})
+        merged.update(by_name(options))  # ``max_time=1`` as well as ``max_time_s=1``, as in a config file
         device = resolve_device(str(merged.get("device", "auto")))
         contexts = named("contexts", lambda: parse_contexts(merged.get("contexts", ()), device))
         defaults = (CONTEXT_DEFAULTS if contexts else DEFAULTS)[torch.device(device).type]
@@ -311,14 +309,10 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     table = data.get("sweep", data)
     if not isinstance(table, Mapping):
         raise ConfigError(f"--config {str(p)!r}: [sweep] must be a table")
-    options: dict[str, Any] = {}
-    for key, value in table.items():
-        name = option_name(str(key))
-        if name is None:
-            known = ", ".join(o.key for o in OPTIONS)
-            raise ConfigError(f"--config {str(p)!r}: unknown key {str(key)!r}; known: {known}")
-        options[name] = value
-    return options
+    try:
+        return by_name(table, "key", sep="-")
+    except ConfigError as exc:
+        raise ConfigError(f"--config {str(p)!r}: {exc}") from None
 
 
 def resolve_device(device: str) -> str:

@@ -1,14 +1,17 @@
 """The sweep's options, in one table: the CLI's flags, the config file's keys, ``harness.run``'s
 keywords and what ``run --resume`` reads back from env.json all come from ``OPTIONS``.
 
-A config file may spell a key as its flag (``batch-sizes``, ``bias``, ``max-time``) or as its
-keyword (``batch_sizes``, ``biases``, ``max_time_s``).
+A config file, and ``harness.run``, may spell an option as its flag (``batch-sizes``, ``bias``,
+``max-time``) or as its keyword (``batch_sizes``, ``biases``, ``max_time_s``): ``SPELLINGS``.
 
 This module imports nothing heavy (no torch): ``python -m harness --help`` builds its parser from it.
 """
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -65,7 +68,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("rel_ci", "--rel-ci", "stop when the median's 95%% CI is within ± this (default 0.01)", timing=True),
     Option("max_time_s", "--max-time", "time budget per case in seconds (default 2)", timing=True),
     Option("processes", "--processes",
-           "spread each case's samples over K fresh worker processes and pool them (default 1)", metavar="K"),
+           "spread each case's samples over K worker processes (started once, reused) and pool them (default 1)",
+           metavar="K"),
     Option("seed", "--seed", "seed for weights and inputs (default 0)"),
     Option("out", "--out", "run folder (default results/runs/<time>-<device>)", per_run=True),
     Option("overwrite", "--overwrite",
@@ -86,12 +90,47 @@ TIMING_OPTIONS: tuple[str, ...] = tuple(o.name for o in OPTIONS if o.timing)
 RESUMED_OPTIONS: tuple[str, ...] = tuple(o.name for o in OPTIONS if not o.per_run)
 #: Each option's flag, by name: messages name an option as the user types it.
 FLAGS: dict[str, str] = {o.name: o.flag for o in OPTIONS}
-#: Every spelling a config file may use for an option (dashes and underscores alike) → its name.
+#: Every spelling a config file or ``harness.run`` may use for an option (its flag's or its keyword's,
+#: dashes and underscores alike) → its name. The one list of what is accepted, and of what errors show.
 SPELLINGS: dict[str, str] = {
-    spelling.replace("-", "_"): o.name for o in OPTIONS for spelling in (o.name, o.key)
+    spelling.replace("-", "_"): o.name for o in OPTIONS for spelling in (o.key, o.name)
 }
 
 
 def option_name(key: str) -> str | None:
-    """The option a config key names (``max-time``, ``max_time_s``, ``bias``), or None."""
+    """The option a config key or keyword names (``max-time``, ``max_time_s``, ``bias``), or None."""
     return SPELLINGS.get(key.strip().replace("-", "_"))
+
+
+def known_spellings(sep: str = "_") -> str:
+    """Every accepted spelling, an option's together (``bias/biases``), words joined by ``sep``."""
+    groups: dict[str, list[str]] = {}
+    for spelling, name in SPELLINGS.items():
+        groups.setdefault(name, []).append(spelling.replace("_", sep))
+    return ", ".join("/".join(group) for group in groups.values())
+
+
+def unknown_option_message(key: str, what: str = "option", sep: str = "_") -> str:
+    """One line naming the unknown option, the nearest accepted spelling and all of them."""
+    close = difflib.get_close_matches(key.strip().replace("-", "_"), list(SPELLINGS), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0].replace('_', sep)}?" if close else ";"
+    return f"unknown {what} {key!r}{hint} known: {known_spellings(sep)}"
+
+
+def by_name(options: Mapping[str, Any], what: str = "option", sep: str = "_") -> dict[str, Any]:
+    """``options`` keyed by option name, whichever accepted spelling each came in (``max_time`` →
+    ``max_time_s``), so that Python keywords and config keys are read alike. None means "not given"
+    and is dropped; an unknown spelling, or one option given twice, is a ``ConfigError``."""
+    out: dict[str, Any] = {}
+    spelt: dict[str, str] = {}
+    for key, value in options.items():
+        name = option_name(str(key))
+        if name is None:
+            raise ConfigError(unknown_option_message(str(key), what, sep))
+        if value is None:
+            continue
+        if name in out:
+            raise ConfigError(f"{what}s {spelt[name]!r} and {str(key)!r} are the same option ({FLAGS[name]}); "
+                              "give one")
+        out[name], spelt[name] = value, str(key)
+    return out

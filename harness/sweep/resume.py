@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.results.store import ENV_JSON, RESULTS_JSONL, RunFolder, env_differences, read_env, row_key
+from harness.results.store import ENV_JSON, RESULTS_JSONL, RunFolder, env_differences, read_env, row_key, run_folder_of
 from harness.sweep.cases import Case
 from harness.sweep.config import ConfigError, SweepConfig, read_toml
 from harness.sweep.options import RESUMED_OPTIONS, TIMING_OPTIONS
@@ -30,7 +30,7 @@ def stored_options(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def config_for(run: str | Path, config_file: str | Path | None, options: Mapping[str, Any]) -> SweepConfig:
     """The sweep to resume: RUN's stored one ← ``config_file`` ← ``options``, written into RUN."""
-    path = Path(run)
+    path = run_folder_of(run)  # RUN/results.jsonl means RUN
     if not path.is_dir():
         raise ConfigError(f"--resume {str(path)!r}: no such run folder")
     env_path = path / ENV_JSON

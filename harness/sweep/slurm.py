@@ -11,6 +11,7 @@ submitit is an optional extra: ``pip install 'scse-harness[slurm]'``.
 """
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,26 @@ def import_submitit() -> Any:
     return submitit
 
 
+def make_executor(submitit: Any, folder: Path, slurm: SlurmOptions, gpus: int) -> Any:
+    """submitit's executor, ready to submit. Whatever fails while it is set up (no Slurm here, a
+    parameter this submitit lacks) is one line, before anything is queued or run."""
+    if slurm.launcher == "slurm" and shutil.which("srun") is None:  # submitit's own test, said plainly
+        raise ConfigError("--launcher slurm: no Slurm here (srun not found); "
+                          "use --launcher local to run the shards on this machine")  # fmt: skip
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster=LAUNCHERS[slurm.launcher])
+        executor.update_parameters(
+            name="harness", timeout_min=slurm.time_min, tasks_per_node=1, nodes=1, gpus_per_node=gpus,
+            cpus_per_task=slurm.cpus_per_task, slurm_partition=slurm.partition,
+            slurm_array_parallelism=slurm.shards,
+        )  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - submitit raises RuntimeError, ValueError, OSError...: one line
+        first = (str(exc).strip().splitlines() or [""])[0]
+        why = f"{type(exc).__name__}: {first}"
+        raise ConfigError(f"--launcher {slurm.launcher}: cannot set up submitit: {why}") from None
+    return executor
+
+
 def launch(options: Mapping[str, Any], slurm: SlurmOptions, config_file: str | None = None,
            console: Console | None = None) -> tuple[MergeResult | None, list[str]]:
     """Submit the shards, wait for them and merge those that ran into the run folder (None when
@@ -106,11 +127,7 @@ def launch(options: Mapping[str, Any], slurm: SlurmOptions, config_file: str | N
     if (root / "results.jsonl").exists():
         raise ConfigError(f"--out {root} already holds results; launch into a new folder")
     gpus = slurm.gpus_per_task if slurm.gpus_per_task is not None else (0 if device == "cpu" else 1)
-    executor = submitit.AutoExecutor(folder=root / LOGS_DIR / "%j", cluster=LAUNCHERS[slurm.launcher])
-    executor.update_parameters(
-        name="harness", timeout_min=slurm.time_min, tasks_per_node=1, nodes=1, gpus_per_node=gpus,
-        cpus_per_task=slurm.cpus_per_task, slurm_partition=slurm.partition, slurm_array_parallelism=slurm.shards,
-    )  # fmt: skip
+    executor = make_executor(submitit, root / LOGS_DIR / "%j", slurm, gpus)
     job = ShardJob(dict(given), config_file, str(root), slurm.shards)
     try:
         jobs = executor.map_array(job, list(range(1, slurm.shards + 1)))

@@ -1,0 +1,219 @@
+"""A new user's first hour on a CPU machine without Slurm: every stumble is one plain line that says
+what to do, never a traceback, a raw Python warning or silence."""
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+from compare_helpers import CPU_ENV, case, noise, row, write_run
+from conftest import FAST_RUN
+from rich.console import Console
+
+import harness
+from harness.cli import main
+from harness.list_cache import Entry, Listing
+from harness.results import baselines
+from harness.sweep.config import ConfigError, SweepConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {"device": "cpu", "variants": "eager", "shapes": "4x4x4", "batch_sizes": "1", "modes": "forward", **FAST_RUN}
+FLAGS = ["--device", "cpu", "--variants", "eager", "--shapes", "4x4x4", "--modes", "forward", "--warmup", "0",
+         "--min-samples", "3", "--max-samples", "20", "--max-time", "0.05", "--rel-ci", "0.05", "--quiet"]  # fmt: skip
+
+
+def one_line(capsys: pytest.CaptureFixture) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+# --- 1. --launcher slurm where there is no Slurm ----------------------------------------------------
+
+
+def test_launcher_slurm_without_slurm_is_one_line_naming_the_local_launcher(tmp_path: Path, monkeypatch,
+                                                                            capsys) -> None:  # fmt: skip
+    pytest.importorskip("submitit")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun on it, whatever this machine has
+    args = ["run", "--launcher", "slurm", "--shards", "2", *FLAGS, "--out", str(tmp_path / "run")]
+    assert main(args) == 2
+    err = one_line(capsys)
+    assert "no Slurm here (srun not found)" in err and "--launcher local" in err
+
+
+def test_any_failure_setting_up_submitit_is_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    submitit = pytest.importorskip("submitit")
+
+    class Refusing:
+        def __init__(self, **kwargs: object) -> None:
+            pass
+
+        def update_parameters(self, **kwargs: object) -> None:
+            raise ValueError("Unavailable parameter(s): ['gpus_per_node']\nValid parameters are:\n  - name")
+
+    monkeypatch.setattr(submitit, "AutoExecutor", Refusing)
+    assert main(["run", "--launcher", "local", "--shards", "2", *FLAGS, "--out", str(tmp_path / "run")]) == 2
+    err = one_line(capsys)
+    assert "--launcher local: cannot set up submitit: ValueError: Unavailable parameter(s)" in err
+
+
+# --- 2. the Python API takes the flags' spellings, as config files do ------------------------------
+
+
+def test_the_python_api_takes_the_flags_spellings() -> None:
+    cfg = SweepConfig.build(device="cpu", max_time=0.5, warmup=0, bias="true", batch_sizes=2)
+    assert (cfg.timing.max_time_s, cfg.timing.warmup_s, cfg.biases) == (0.5, 0.0, (True,))
+    frame = harness.run(write=False, **{k: v for k, v in TINY.items() if k not in ("warmup_s", "max_time_s")},
+                        warmup=0, max_time=0.05)  # fmt: skip
+    assert len(frame) == 1 and frame["status"].tolist() == ["ok"]
+
+
+def test_an_unknown_keyword_suggests_the_nearest_and_lists_them_all() -> None:
+    with pytest.raises(ConfigError) as info:
+        harness.run(write=False, device="cpu", max_tme=1)
+    message = str(info.value)
+    assert "unknown option 'max_tme'; did you mean max_time?" in message
+    assert "max_time/max_time_s" in message and "bias/biases" in message and "\n" not in message
+    with pytest.raises(ConfigError, match="'max_time' and 'max_time_s' are the same option"):
+        SweepConfig.build(device="cpu", max_time=1, max_time_s=2)
+
+
+def test_the_known_keys_are_exactly_the_accepted_ones(tmp_path: Path) -> None:
+    """The committed sweep files spell ``max-time-s``: the list an unknown key prints must show it."""
+    from harness.sweep.options import SPELLINGS, known_spellings, option_name
+
+    path = tmp_path / "sweep.toml"
+    path.write_text("max-time-ss = 1\n")
+    with pytest.raises(ConfigError) as info:
+        SweepConfig.build(path)
+    assert "did you mean max-time-s?" in str(info.value)
+    known = {k for group in str(info.value).split("known: ")[1].split(", ") for k in group.split("/")}
+    assert {k.replace("_", "-") for k in SPELLINGS} == known
+    assert all(option_name(k) is not None for k in known)
+    committed = tomllib.loads((ROOT / "results" / "baselines" / "sweep-cpu.toml").read_text())
+    assert set(committed.get("sweep", committed)) <= known
+    assert known_spellings("_").count("/") == known_spellings("-").count("/")
+
+
+# --- 3. list matches contexts too -----------------------------------------------------------------
+
+LISTING = Listing("cpu", (Entry("eager", "the reference", "cpu,cuda", None),),
+                  (Entry("unet", "a Unet", "cpu,cuda", None), Entry("unet_graphed", "graphed", "cuda", "no GPU")))
+
+
+def test_list_pattern_matches_contexts_too() -> None:
+    from harness.cli import show_listing
+
+    console = Console(record=True, width=200)
+    show_listing(LISTING, "unet*", console)
+    text = console.export_text()
+    assert "unet " in text and "unet_graphed" in text and "eager" not in text
+    console = Console(record=True, width=200)
+    show_listing(LISTING, "eager", console)
+    assert "unet" not in console.export_text()
+    with pytest.raises(ConfigError, match="no variant or context matches 'zzz'"):
+        show_listing(LISTING, "zzz", Console(record=True))
+
+
+def test_a_context_whose_library_fails_to_import_is_listed_unavailable() -> None:
+    """``list`` asks a context as ``run`` does: installed but broken (torchvision built for another
+    torch) is unavailable, with the reason, never "installed" and then refused by ``run``."""
+    from harness.cli import current_listing
+    from variants.contexts import Context, add_context, remove_context
+
+    broken = Context("zz_broken_net", "test", lambda: None, lambda m: False, lambda m: m,
+                     available=lambda: "needs netlib: RuntimeError: operator netlib::nms does not exist")
+    add_context(broken)
+    try:
+        entry = next(c for c in current_listing("cpu").contexts if c.name == "zz_broken_net")
+    finally:
+        remove_context("zz_broken_net")
+    assert entry.state == "needs netlib: RuntimeError: operator netlib::nms does not exist"
+
+
+# --- 4. a results.jsonl given for its run folder --------------------------------------------------
+
+
+@pytest.fixture
+def tiny_run(tmp_path: Path) -> Path:
+    out = tmp_path / "run"
+    harness.run(**TINY, out=str(out))
+    return out
+
+
+def test_report_merge_and_resume_take_a_runs_results_jsonl(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    assert main(["report", str(tiny_run / "results.jsonl")]) == 0
+    assert main(["merge", str(tiny_run / "results.jsonl"), "--out", str(tmp_path / "merged")]) == 0
+    assert (tmp_path / "merged" / "results.jsonl").is_file()
+    assert len(harness.run(resume=tiny_run / "results.jsonl")) == 1
+    capsys.readouterr()
+    assert main(["report", str(tiny_run / "results.csv")]) == 2
+    assert "give the run folder, not a file in it" in one_line(capsys)
+
+
+# --- 5. a mistyped flag points to the sub-command's help ------------------------------------------
+
+
+def test_an_unknown_flag_points_to_the_subcommands_help(capsys) -> None:
+    assert main(["run", "--variantss", "eager"]) == 2
+    assert one_line(capsys) == "error: unrecognized arguments: --variantss eager (see python -m harness run --help)"
+    assert main(["report", "x", "--plotz"]) == 2
+    assert "(see python -m harness report --help)" in one_line(capsys)
+
+
+# --- 6 and 7. resuming a finished run, and one cut off mid-row ------------------------------------
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_left(tiny_run: Path, capsys) -> None:
+    capsys.readouterr()
+    assert main(["run", "--resume", str(tiny_run), "--quiet"]) == 0
+    assert f"nothing left to run: all 1 cases of {tiny_run} are finished" in capsys.readouterr().out
+    assert (tiny_run / "report.md").is_file()
+
+
+def test_a_cut_off_row_is_one_plain_warning_line(tiny_run: Path, capsys) -> None:
+    results = tiny_run / "results.jsonl"
+    whole = results.read_bytes()
+    results.write_bytes(whole + b'{"variant": "eager", "dev')
+    capsys.readouterr()
+    assert main(["run", "--resume", str(tiny_run), "--quiet"]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"warning: {results}: its last line was cut off mid-row"), err
+    assert len(err.splitlines()) == 1 and "RuntimeWarning" not in err and "store.py" not in err
+    assert results.read_bytes() == whole
+
+
+# --- 8. --save-baseline never silently shrinks a baseline -----------------------------------------
+
+
+def test_saving_a_baseline_of_fewer_cases_is_refused_unless_forced(tmp_path: Path) -> None:
+    root = tmp_path / "baselines"
+    big = write_run(tmp_path / "big", [row(case(batch=b), noise(1.0)) for b in (1, 2)],
+                    env=CPU_ENV | {"threads": 4})  # fmt: skip
+    small = write_run(tmp_path / "small", [row(case(), noise(1.0))], env=CPU_ENV | {"threads": 1})
+    assert baselines.replacement(big, root) is None
+    saved = baselines.save_baseline(big, root)
+    replaced = baselines.replacement(small, root)
+    assert replaced is not None and replaced.path == saved
+    assert str(replaced) == "2 cases → 1; threads 4 → 1"
+    with pytest.raises(baselines.BaselineError, match="holds 2 cases, this run only 1; kept it; give --overwrite"):
+        baselines.save_baseline(small, root)
+    assert len((saved / "results.jsonl").read_text().splitlines()) == 2
+    baselines.save_baseline(small, root, force=True)
+    assert len((saved / "results.jsonl").read_text().splitlines()) == 1
+
+
+def test_run_save_baseline_says_what_it_replaces_and_refuses_fewer_cases(tmp_path: Path, monkeypatch,
+                                                                         capsys) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", *FLAGS, "--batch-sizes", "1,2", "--out", "big", "--save-baseline"]) == 0
+    saved = next((tmp_path / "results" / "baselines").iterdir())
+    capsys.readouterr()
+    assert main(["run", *FLAGS, "--batch-sizes", "1", "--out", "small", "--save-baseline"]) == 2
+    err = one_line(capsys)
+    assert "cannot save the baseline" in err and "holds 2 cases, this run only 1" in err and "--overwrite" in err
+    assert len((saved / "results.jsonl").read_text().splitlines()) == 2
+    assert main(["run", *FLAGS, "--batch-sizes", "1", "--out", "small", "--overwrite", "--save-baseline"]) == 0
+    assert f"baseline: {Path('results/baselines') / saved.name} (replaced: 2 cases → 1)" in capsys.readouterr().out
+    assert json.loads((saved / "env.json").read_text())["config"]["out"] == "small"
