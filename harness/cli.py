@@ -143,6 +143,8 @@ def current_listing(device_arg: str | None) -> list_cache.Listing:
 
 def show_listing(listing: list_cache.Listing, pattern: str, console: Console) -> None:
     """The variants and the contexts whose names match ``pattern`` (globs, comma-separated)."""
+    from rich.markup import escape  # a reason may hold brackets: pip install 'scse-harness[unet]'
+
     include = [p.strip() for p in pattern.split(",") if p.strip()] or ["*"]
     matches = lambda e: any(fnmatch.fnmatchcase(e.name, p) for p in include)  # noqa: E731
     picked = [v for v in listing.variants if matches(v)]
@@ -151,17 +153,17 @@ def show_listing(listing: list_cache.Listing, pattern: str, console: Console) ->
         raise ConfigError(f"no variant or context matches {pattern!r}")
     width = max((len(v.name) for v in picked), default=0)
     for v in picked:
-        state = "[green]ready[/]" if v.state is None else f"[red]unavailable[/] ({v.state})"
-        console.print(f"[bold]{v.name:<{width}}[/]  {v.description}  [dim]\\[{v.devices}][/]  {state}", highlight=False,
-                      soft_wrap=True)
+        state = "[green]ready[/]" if v.state is None else f"[red]unavailable[/] ({escape(v.state)})"
+        console.print(f"[bold]{v.name:<{width}}[/]  {escape(v.description)}  [dim]\\[{v.devices}][/]  {state}",
+                      highlight=False, soft_wrap=True)
     if not contexts:
         return
     console.print(("\n" if picked else "") + "[bold]contexts[/] (run --context NAME: every scSE block of the network "
                   "swapped)", highlight=False)  # fmt: skip
     width = max(len(c.name) for c in contexts)
     for c in contexts:
-        state = "[green]installed[/]" if c.state is None else f"[red]unavailable[/] ({c.state})"
-        console.print(f"[bold]{c.name:<{width}}[/]  {c.description}  [dim]\\[{c.devices}][/]  {state}",
+        state = "[green]installed[/]" if c.state is None else f"[red]unavailable[/] ({escape(c.state)})"
+        console.print(f"[bold]{c.name:<{width}}[/]  {escape(c.description)}  [dim]\\[{c.devices}][/]  {state}",
                       highlight=False, soft_wrap=True)
 
 

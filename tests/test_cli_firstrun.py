@@ -132,6 +132,20 @@ def test_a_context_whose_library_fails_to_import_is_listed_unavailable() -> None
     assert entry.state == "needs netlib: RuntimeError: operator netlib::nms does not exist"
 
 
+def test_a_reason_in_brackets_is_listed_as_written() -> None:
+    """Reasons and descriptions are text, not rich markup: ``[unet]`` in a pip command stays."""
+    from harness.cli import show_listing
+    from harness.list_cache import Entry, Listing
+
+    reason = "needs smp (pip install 'scse-harness[unet]')"
+    listing = Listing("cpu", (Entry("v[1]", "a [bold] word", "cpu", reason),),
+                      (Entry("net", "a [red] net", "cpu", reason),))
+    console = Console(record=True, width=300)
+    show_listing(listing, "*", console)
+    text = console.export_text()
+    assert text.count("pip install 'scse-harness[unet]'") == 2 and "a [bold] word" in text and "a [red] net" in text
+
+
 # --- 4. a results.jsonl given for its run folder --------------------------------------------------
 
 
