@@ -42,8 +42,10 @@ def test_benchmarks_run_only_when_asked(monkeypatch: pytest.MonkeyPatch, args: l
 
 
 def pytest_bench(*args: str, storage: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HARNESS_BENCH_VARIANTS": "eager", "HARNESS_BENCH_DEVICE": "cpu",
-           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    # not a worker's PYTEST_XDIST_* (under pytest -n): pytest-benchmark would then save nothing
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    env |= {"PYTHONPATH": str(ROOT), "HARNESS_BENCH_VARIANTS": "eager", "HARNESS_BENCH_DEVICE": "cpu",
+            "OMP_NUM_THREADS": "1"}  # fmt: skip
     command = [sys.executable, "-m", "pytest", "tests/benchmarks", "-k", "2x32x32x32",
                f"--benchmark-storage={storage}", *QUICK, *args]  # fmt: skip
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
