@@ -51,8 +51,8 @@ NAMES = ("x", "out", "n", "BLOCK")
 
 
 def argument_key(arg: Any) -> Any:
-    """What Triton specializes a tensor on (dtype, 16-byte alignment); any other argument, its value."""
-    return (arg.dtype, arg.data_ptr() % 16 == 0) if isinstance(arg, torch.Tensor) else arg
+    """What Triton specializes a tensor on (dtype, 16-byte alignment); any other argument, its type and value."""
+    return (arg.dtype, arg.data_ptr() % 16 == 0) if isinstance(arg, torch.Tensor) else (type(arg), arg)
 
 
 def test_the_second_launch_calls_the_kept_kernel_with_every_argument_in_order() -> None:
@@ -84,6 +84,9 @@ def test_whatever_triton_specializes_on_makes_a_new_key() -> None:
                 ((base[8:], base, 7), {"BLOCK": 64}),  # 16 bytes off: aligned again, but a new key is harmless
                 ((base.float(), base, 7), {"BLOCK": 64}),
                 ((base, base, 16), {"BLOCK": 64}),
+                ((base, base, 7.0), {"BLOCK": 64}),  # equal to 7, but Triton types it fp32
+                ((base, base, True), {"BLOCK": 64}),
+                ((base, base, 1), {"BLOCK": 64}),  # equal to True, but Triton makes it a constant 1
                 ((base, base, 7), {"BLOCK": 128}),
                 ((base, base, 7), {"BLOCK": 64, "num_warps": 8})]
     keys = set()
@@ -94,10 +97,10 @@ def test_whatever_triton_specializes_on_makes_a_new_key() -> None:
         assert (len(jitted.calls) == before + 1) == (key not in keys), (args, kwargs)
         keys.add(key)
     assert argument_key(base[1:]) == (torch.float16, False) and argument_key(base[8:]) == (torch.float16, True)
-    assert len(jitted.calls) == 6  # base[8:] keys as base does
+    assert len(jitted.calls) == 9  # base[8:] keys as base does
     for args, kwargs in variants:  # all kept now: none goes through Triton again
         kernel[(1,)](*args, **kwargs)
-    assert len(jitted.calls) == 6
+    assert len(jitted.calls) == 9
 
 
 @pytest.mark.parametrize("enter, exit_hook, direct", [

@@ -85,8 +85,11 @@ class DirectKernel:
         device = active.get_current_device()
         try:  # kwargs, in the call's order, hold the constexprs and options such as num_warps
             # what Triton may specialize an argument on, or more: a tensor's dtype and 16-byte
-            # alignment, else the value (inline: a function call per argument costs a µs a launch)
-            key = (device, tuple([(a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, Tensor) else a for a in args]),
+            # alignment; an int's value; anything else's type and value, since 1, 1.0 and True are
+            # equal keys but Triton types them i32, fp32 and u1 (inline: a function call per
+            # argument costs a µs a launch)
+            key = (device, tuple([(a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, Tensor)
+                                  else a if type(a) is int else (type(a), a) for a in args]),
                    tuple(kwargs.items()))
             kept = self.compiled.get(key)
         except TypeError:  # an argument that cannot be hashed
