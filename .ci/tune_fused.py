@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
@@ -85,7 +86,7 @@ def tune(shapes: Sequence[tuple[int, int, int]], batch: int, dtypes: Sequence[st
                             raise AssertionError(f"{c}x{h}x{w} {dtype} {layout} cap {cap}: error {error:.3g}")
                         timing = measure(lambda m=module, t=xl: m(t), clock, policy)
                     block_c, block_p, _ = tf.block_sizes(c, h * w, cap)
-                    median = float(torch.tensor(timing.samples_ms).median()) * 1e3
+                    median = float(np.median(timing.samples_ms)) * 1e3  # as median_ci's interval is of
                     low, high = median_ci(timing.samples_ms)
                     moved = 3 * x.numel() * x.element_size()  # x read twice, the output written once
                     pct = 100 * moved / (median * 1e-6) / copy_bw if copy_bw else None
@@ -132,7 +133,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: --shapes or --caps: {exc}", file=sys.stderr)
         return 2
-    tiles = tune(shapes, args.batch, args.dtypes.split(","), args.layouts.split(","), caps,
+    layouts = args.layouts.split(",")
+    unknown = sorted(set(layouts) - {"nchw", "channels_last"})
+    if unknown:
+        print(f"error: --layouts: {', '.join(unknown)} (nchw, channels_last)", file=sys.stderr)
+        return 2
+    tiles = tune(shapes, args.batch, args.dtypes.split(","), layouts, caps,
                  torch.device(args.device), args.max_time)
     print(table(tiles))
     return 0

@@ -411,11 +411,11 @@ def plain_warnings(errors: Console) -> Callable[..., None]:
 
     from rich.markup import escape
 
-    shown, package = warnings.showwarning, str(Path(__file__).resolve().parent)
+    shown, package = warnings.showwarning, Path(__file__).resolve().parent
 
     def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
              line: str | None = None) -> None:  # fmt: skip
-        if issubclass(category, RuntimeWarning) and str(Path(filename).resolve()).startswith(package):
+        if issubclass(category, RuntimeWarning) and Path(filename).resolve().is_relative_to(package):
             errors.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
         else:
             shown(message, category, filename, lineno, file, line)

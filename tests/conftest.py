@@ -41,9 +41,10 @@ def checkout_state() -> str | None:
 
 
 def asked_outputs(config: pytest.Config) -> tuple[str, ...]:
-    """Folders in the checkout that pytest itself writes because it was run so: its cache (a plain
-    ``pytest`` keeps one in ``.pytest_cache``) and pytest-benchmark's storage (``--benchmark-autosave``
-    saves under ``.benchmarks``). They are the user's choice, not a test's stray file."""
+    """Folders in the checkout that pytest itself writes when run so: its cache (a plain ``pytest``
+    keeps one in ``.pytest_cache``) and pytest-benchmark's storage (``.benchmarks`` unless
+    ``--benchmark-storage`` says otherwise; ``--benchmark-autosave`` saves there). They are the
+    user's choice, not a test's stray file; the storage folder is exempt whether or not this run saves."""
     folders = []
     cache = getattr(config, "cache", None)
     if cache is not None:

@@ -218,6 +218,20 @@ def test_saving_a_baseline_of_fewer_cases_is_refused_unless_forced(tmp_path: Pat
     assert len((saved / "results.jsonl").read_text().splitlines()) == 1
 
 
+def test_a_broken_baseline_is_replaced_and_said_to_be_unreadable(tmp_path: Path) -> None:
+    """A baseline whose env.json cannot be read holds nothing worth keeping: a new run replaces it,
+    even a smaller one, and says what it replaced."""
+    root = tmp_path / "baselines"
+    saved = baselines.save_baseline(write_run(tmp_path / "big", [row(case(batch=b), noise(1.0)) for b in (1, 2)]), root)
+    (saved / "env.json").write_text("{")
+    small = write_run(tmp_path / "small", [row(case(), noise(1.0))])
+    replaced = baselines.replacement(small, root)
+    assert replaced is not None and replaced.before is None
+    assert str(replaced).startswith("an unreadable baseline → 1; ") and "cannot read" in str(replaced)
+    baselines.save_baseline(small, root)
+    assert len((saved / "results.jsonl").read_text().splitlines()) == 1
+
+
 def test_run_save_baseline_says_what_it_replaces_and_refuses_fewer_cases(tmp_path: Path, monkeypatch,
                                                                          capsys) -> None:  # fmt: skip
     monkeypatch.chdir(tmp_path)

@@ -25,6 +25,7 @@ class Jitted:
 
     def __init__(self, names: tuple[str, ...], returns: bool = True) -> None:
         self.arg_names, self.returns, self.calls, self.kernels = list(names), returns, [], []
+        self.pre_run_hooks: list = []
 
     def __getitem__(self, grid: tuple[int, ...]) -> Any:
         def launch(*args: Any, **kwargs: Any) -> Compiled | None:
@@ -42,9 +43,9 @@ class Hooks:
 def fake_triton(enter: Any = None, exit_hook: Any = None) -> SimpleNamespace:
     state = SimpleNamespace(device=0)
     active = SimpleNamespace(get_current_device=lambda: state.device, get_current_stream=lambda d: 1000 + d)
-    return SimpleNamespace(state=state, runtime=SimpleNamespace(driver=SimpleNamespace(active=active)),
-                           knobs=SimpleNamespace(runtime=SimpleNamespace(launch_enter_hook=enter,
-                                                                         launch_exit_hook=exit_hook)))
+    knobs = SimpleNamespace(runtime=SimpleNamespace(launch_enter_hook=enter, launch_exit_hook=exit_hook, debug=False),
+                            compilation=SimpleNamespace(instrumentation_mode=""))
+    return SimpleNamespace(state=state, runtime=SimpleNamespace(driver=SimpleNamespace(active=active)), knobs=knobs)
 
 
 NAMES = ("x", "out", "n", "BLOCK")
@@ -136,6 +137,56 @@ def test_arguments_it_cannot_key_go_through_triton() -> None:
     assert len(jitted.calls) == 4 and kernel.compiled == {}
 
 
+def test_a_knob_that_changes_the_compile_makes_a_new_key() -> None:
+    """Triton adds ``knobs.runtime.debug`` and the instrumentation mode to its options: a kernel kept
+    before either changed is not the one Triton would run after."""
+    jitted, tr = Jitted(NAMES), fake_triton()
+    kernel = DirectKernel(jitted, tr)
+    x = torch.zeros(4)
+    for debug, mode, expected in ((False, "", 1), (False, "", 1), (True, "", 2), (True, "", 2), (True, "fpsan", 3)):
+        tr.knobs.runtime.debug, tr.knobs.compilation.instrumentation_mode = debug, mode
+        kernel[(1,)](x, x, 1, BLOCK=4)
+        assert len(jitted.calls) == expected, (debug, mode)
+
+
+def test_what_it_cannot_keep_goes_through_triton_every_time() -> None:
+    """A pre-run hook, a grid function, a tensor passed by keyword, an argument that hashes by identity:
+    Triton's own launch each time, nothing kept (an identity key would grow the cache on every call)."""
+    x = torch.zeros(4)
+
+    class Wrapper:  # as triton.reinterpret's: hashed by identity
+        pass
+
+    calls = [
+        lambda k: k[(1,)](x, x, 1, BLOCK=4),  # with a pre-run hook (below)
+        lambda k: k[lambda meta: (1,)](x, x, 1, BLOCK=4),
+        lambda k: k[(1,)](x, out=x, n=1, BLOCK=4),
+        lambda k: k[(1,)](Wrapper(), x, 1, BLOCK=4),
+    ]
+    for i, call in enumerate(calls):
+        jitted = Jitted(NAMES)
+        if i == 0:
+            jitted.pre_run_hooks.append(print)
+        kernel = DirectKernel(jitted, fake_triton())
+        for _ in range(3):
+            call(kernel)
+        assert len(jitted.calls) == 3 and kernel.compiled == {}, i
+
+
+def test_the_kept_kernels_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An argument whose value changes every call (a seed, a step) makes a key per call: past
+    ``MAX_KEPT`` such launches go through Triton instead of growing the cache."""
+    import variants.triton_launch as launch
+
+    monkeypatch.setattr(launch, "MAX_KEPT", 2)
+    jitted = Jitted(NAMES)
+    kernel = DirectKernel(jitted, fake_triton())
+    x = torch.zeros(4)
+    for step in (1, 2, 3, 1, 2, 3):
+        kernel[(1,)](x, x, step, BLOCK=4)
+    assert len(kernel.compiled) == 2 and len(jitted.calls) == 4  # steps 1 and 2 kept; 3 through Triton twice
+
+
 def test_direct_launch_only_for_compiled_kernels_of_a_triton_that_was_read() -> None:
     low, high = TESTED_TRITON
     assert triton_version("3.9.0+git1234") == (3, 9) and triton_version("3.10.0rc1") == (3, 10)
@@ -210,6 +261,9 @@ def test_a_kept_kernel_is_only_called_where_triton_would_choose_the_same(triton_
     ours: list[Compiled] = []
     twins: list[Compiled] = []
     kernel = DirectKernel(real_jit(fn, ours), triton_without_gpu)
+    through_triton: list[int] = []
+    run = kernel.jitted.run
+    kernel.jitted.run = lambda *a, **kw: through_triton.append(1) or run(*a, **kw)  # the launches Triton made
     twin = real_jit(fn, twins)
     storage = torch.zeros(2 * 64 * 16 * 16 + 8, dtype=torch.float32)
     inputs = [storage[:2 * 64 * 256].view(2, 64, 16, 16),
@@ -221,14 +275,11 @@ def test_a_kept_kernel_is_only_called_where_triton_would_choose_the_same(triton_
               torch.zeros(1, 64, 1, 16),  # hw = 16, strides of 1
               torch.zeros(2, 64, 1, 17)]  # hw = 17
     rng = random.Random(0)
-    direct_calls = 0
     for _ in range(120):
         x = rng.choice(inputs)
         args, kwargs = apply_arguments(x, rng.choice([64, 1, 48]), rng.choice([0, 1]), rng.choice([None, 8]))
         chosen = ran_by(twin, twins, args, kwargs)  # the kernel Triton's own lookup runs
-        kept = len(kernel.compiled)
         ran = ran_by(kernel, ours, args, kwargs)
         assert ran.spec == chosen.spec, (x.dtype, x.data_ptr() % 16, args[7:], kwargs)
-        direct_calls += len(kernel.compiled) == kept  # no new key: the kept kernel was called
     assert len({k.spec for k in ours}) == len(ours) == len(twins)  # Triton compiled each specialization once
-    assert direct_calls > 60
+    assert len(through_triton) == len(kernel.compiled) < 60  # the first launch of each key; the rest direct

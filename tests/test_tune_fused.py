@@ -39,3 +39,5 @@ def test_bad_input_is_one_line_and_exit_2() -> None:
     require("triton")
     out = tune("--caps", "two")
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and out.stderr.startswith("error: --shapes or --caps")
+    out = tune("--layouts", "nhwc")
+    assert out.returncode == 2 and out.stderr == "error: --layouts: nhwc (nchw, channels_last)\n"

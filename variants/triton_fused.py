@@ -685,6 +685,9 @@ def fused_forward(x: torch.Tensor, w: KernelWeights, max_block_c: int = MAX_BLOC
     n, c, h, width = xk.shape
     b1, b2, bs, alpha = w.b1, w.b2, w.bs, w.alpha
     plan = launch_plan(n, c, w.w1.shape[0], h * width, _num_sms(x.device), alpha is not None, max_block_c)
+    if out is not None and (out.shape != xk.shape or out.stride() != xk.stride() or out.dtype != xk.dtype):
+        raise ValueError(f"out must be shaped, strided and typed as the input the kernels read: {tuple(xk.shape)}, "
+                         f"{xk.stride()}, {xk.dtype}")
     if save:
         workspace = torch.empty(sum(plan.forward_workspace), device=x.device, dtype=torch.float32)
         part, mean, hid, cg, sig = workspace.split(plan.forward_workspace)
@@ -699,9 +702,6 @@ def fused_forward(x: torch.Tensor, w: KernelWeights, max_block_c: int = MAX_BLOC
                    BLOCK_S=plan.block_s, BLOCK_K=plan.block_k, BLOCK_H=plan.block_h)
     if out is None:
         out = torch.empty_like(xk)  # keeps xk's memory format (NCHW or channels_last), so its strides too
-    elif out.shape != xk.shape or out.stride() != xk.stride() or out.dtype != xk.dtype:
-        raise ValueError(f"out must be shaped, strided and typed as the input the kernels read: {tuple(xk.shape)}, "
-                         f"{xk.stride()}, {xk.dtype}")
     k.apply[(plan.tiles, n)](xk, out, cg, w.ws, cg if bs is None else bs, cg if alpha is None else alpha, sig,
                              c, plan.hw, *strides, *strides,
                              FUSION=FUSION_CODES[w.fusion], HAS_SBIAS=bs is not None, STORE_SIG=save,

@@ -6,9 +6,10 @@ time, each chunk's pool, excitation and apply back to back, with a chunk's input
 at most ``L2_SHARE`` of the L2 cache. The apply kernel can then read the chunk's x from L2, and
 memory sees two passes instead of three: the cold-cache GPU time can go below the three-pass floor.
 
-The price is three launches per chunk, so the host time grows with the chunks (16 of them for
-float16 32×64×128×128 on an H100): this is meant to run graphed, ``graphed_triton_fused_l2``, where
-a replay costs one launch. Forward only, like the graphed forms. Not measured on a GPU yet.
+The price is three launches per chunk, so the host time grows with the chunks (6 of them, 18
+launches, for float16 32×64×128×128 on an H100's 50 MiB): this is meant to run graphed,
+``graphed_triton_fused_l2``, where a replay costs one launch. Forward only, like the graphed forms.
+Not measured on a GPU yet.
 """
 from __future__ import annotations
 

@@ -7,17 +7,19 @@ path here, and a forward makes three launches, a backward four.
 
 ``DirectKernel`` keeps the compiled kernel that Triton's own first launch returned, under a key that
 is a superset of what Triton specializes a kernel on: each tensor's dtype and 16-byte alignment,
-every other argument's value, the launch options and the device. A later launch with the same key
-calls that kernel's launcher with the arguments Triton would pass (``CompiledKernel.run``: grid,
-stream, function, packed metadata, no launch metadata or hooks, then every argument in signature
-order, the launcher ignoring the constexprs), as ``JITFunction.run`` does after its lookup in the
-Triton versions this was read against (3.6 and 3.9, identical there; ``tests/test_triton_launch.py``
-checks the installed Triton's source for it).
+each int's value, every other argument's type and value, the constexprs and launch options, the
+knobs ``JITFunction.run`` adds to the options (debug, instrumentation) and the current device. A
+later launch with the same key calls that kernel's launcher with the arguments Triton would pass
+(``CompiledKernel.run``: grid, stream, function, packed metadata, no launch metadata or hooks, then
+every argument in signature order, the launcher ignoring the constexprs), as ``JITFunction.run``
+does after its lookup in the Triton versions this was read against (3.6 and 3.9, identical there;
+``tests/test_triton_launch.py`` runs the installed Triton's launch path beside it).
 
 It falls back to ``kernel[grid](...)`` whenever it cannot be sure: in the interpreter (there is no
-compiled kernel), for a Triton outside ``TESTED_TRITON``, while a launch hook is installed
-(profilers such as proton rely on them), for an argument it cannot key, and for the first launch of
-every key (which also compiles).
+compiled kernel), for a Triton outside ``TESTED_TRITON``, while a launch or pre-run hook is installed
+(profilers such as proton rely on them), for a grid that is not a tuple, for an argument it cannot
+key by value (only tensors and ``PLAIN`` values are kept), past ``MAX_KEPT`` kept kernels, and for
+the first launch of every key (which also compiles).
 """
 from __future__ import annotations
 
@@ -56,10 +58,18 @@ def _unhooked(hook: Any) -> bool:
     return hook is None or not getattr(hook, "calls", True)
 
 
+#: Values kept in a key by value: anything else (a tensor passed by keyword, a wrapper that hashes
+#: by identity) would make a new key on every call and keep its object alive, so it is never kept.
+PLAIN: tuple[type, ...] = (int, float, bool, type(None), str)
+#: Kept kernels per DirectKernel at most: arguments whose value changes every call (a seed, a step)
+#: would otherwise grow the cache without end; past this, such launches go through Triton.
+MAX_KEPT = 1024
+
+
 class DirectKernel:
     """A jitted kernel whose ``kernel[grid](*args, **kwargs)`` skips ``JITFunction.run`` once compiled.
 
-    ``triton`` is the module whose driver and launch hooks are read, or None to launch
+    ``triton`` is the module whose driver, knobs and launch hooks are read, or None to launch
     every time through ``JITFunction.run`` (the interpreter, or an untested Triton). ``kwargs`` are
     the kernel's constexprs by name and launch options such as ``num_warps``.
     """
@@ -75,22 +85,24 @@ class DirectKernel:
 
     def launch(self, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
         triton = self.triton
-        if triton is None or not (_unhooked(triton.knobs.runtime.launch_enter_hook)
-                                  and _unhooked(triton.knobs.runtime.launch_exit_hook)):
+        if triton is None or type(grid) is not tuple or self.jitted.pre_run_hooks or not (
+                _unhooked(triton.knobs.runtime.launch_enter_hook) and _unhooked(triton.knobs.runtime.launch_exit_hook)):
             self.jitted[grid](*args, **kwargs)
             return
         # the current device's current stream, as JITFunction.run reads them (while a CUDA graph is
         # captured, the capture stream): read per launch, never kept
         active = triton.runtime.driver.active
         device = active.get_current_device()
+        compilation = triton.knobs.compilation
         try:  # kwargs, in the call's order, hold the constexprs and options such as num_warps
             # what Triton may specialize an argument on, or more: a tensor's dtype and 16-byte
             # alignment; an int's value; anything else's type and value, since 1, 1.0 and True are
             # equal keys but Triton types them i32, fp32 and u1 (inline: a function call per
-            # argument costs a µs a launch)
+            # argument costs a µs a launch); and the knobs JITFunction.run adds to the options
             key = (device, tuple([(a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, Tensor)
                                   else a if type(a) is int else (type(a), a) for a in args]),
-                   tuple(kwargs.items()))
+                   tuple(kwargs.items()), triton.knobs.runtime.debug, compilation.instrumentation_mode,
+                   getattr(compilation, "fpsan_homomorphic_casts", None))
             kept = self.compiled.get(key)
         except TypeError:  # an argument that cannot be hashed
             self.jitted[grid](*args, **kwargs)
@@ -98,7 +110,9 @@ class DirectKernel:
         if kept is None:  # Triton binds, compiles if it must, launches, and returns the compiled kernel
             kernel = self.jitted[grid](*args, **kwargs)
             tail = [kwargs.get(name, _DEFAULTED) for name in self.names[len(args):]]
-            if kernel is not None and hasattr(kernel, "packed_metadata") and not any(v is _DEFAULTED for v in tail):
+            if (kernel is not None and hasattr(kernel, "packed_metadata") and len(self.compiled) < MAX_KEPT
+                    and all(type(v) in PLAIN for v in tail) and all(type(v) in PLAIN for v in kwargs.values())
+                    and all(isinstance(a, Tensor) or type(a) in PLAIN for a in args)):
                 self.compiled[key] = kernel, tuple(tail)  # the constexprs in signature order, fixed by the key
             return
         kernel, tail = kept

@@ -77,12 +77,13 @@ class Replacement:
     run ``after``; ``changes`` are the settings that differ (``threads 4 → 1``)."""
 
     path: Path
-    before: int
+    before: int | None  # None: the old baseline cannot be read (nothing in it worth keeping)
     after: int
     changes: tuple[str, ...]
 
     def __str__(self) -> str:
-        return f"{self.before} cases → {self.after}" + "".join(f"; {c}" for c in self.changes)
+        before = "an unreadable baseline" if self.before is None else f"{self.before} cases"
+        return f"{before} → {self.after}" + "".join(f"; {c}" for c in self.changes)
 
 
 def replacement(run_dir: str | Path, root: str | Path = DEFAULT_ROOT) -> Replacement | None:
@@ -91,9 +92,13 @@ def replacement(run_dir: str | Path, root: str | Path = DEFAULT_ROOT) -> Replace
     target = Path(root) / device_slug(_read_env(src))
     if not (target / "results.jsonl").is_file():
         return None
-    old, new = _settings(_read_env(target)), _settings(_read_env(src))
+    new = _settings(_read_env(src))
+    try:
+        old, before = _settings(_read_env(target)), _cases(target)
+    except (BaselineError, OSError, ValueError) as exc:  # a broken baseline must not block its own repair
+        return Replacement(target, None, _cases(src), (str(exc).splitlines()[0],))
     changes = tuple(f"{k} {old[k]} → {new[k]}" for k in old if old[k] != new[k])
-    return Replacement(target, _cases(target), _cases(src), changes)
+    return Replacement(target, before, _cases(src), changes)
 
 
 def save_baseline(run_dir: str | Path, root: str | Path = DEFAULT_ROOT, *, force: bool = False) -> Path:
@@ -107,7 +112,7 @@ def save_baseline(run_dir: str | Path, root: str | Path = DEFAULT_ROOT, *, force
     if not (src / "results.jsonl").is_file():
         raise BaselineError(f"{src}: not a run folder (no results.jsonl)")
     replaced = replacement(src, root)
-    if replaced is not None and replaced.after < replaced.before and not force:
+    if replaced is not None and replaced.before is not None and replaced.after < replaced.before and not force:
         raise BaselineError(f"{replaced.path} holds {replaced.before} cases, this run only {replaced.after}; "
                             "kept it; give --overwrite (force=True from Python) to replace it anyway")  # fmt: skip
     target = Path(root) / device_slug(_read_env(src))

@@ -39,7 +39,8 @@ def launched(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):  
         import triton.runtime.interpreter as interpreter
 
         monkeypatch.setattr(interpreter.InterpretedFunction, "run", lambda self, *args, **kwargs: None)
-        return tf.build_triton_fused(ScSE(64, 16, "add", True), torch.device("cpu"), torch.float32)
+        yield tf.build_triton_fused(ScSE(64, 16, "add", True), torch.device("cpu"), torch.float32)
+        return
     from triton_stand_ins import real_jit, stand_in_driver
 
     from variants.triton_launch import DirectKernel
@@ -49,7 +50,12 @@ def launched(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):  
     direct = triton if request.param == "direct" else None
     kernels = {name: DirectKernel(real_jit(fn, [], record=False), direct) for name, fn in tf._KERNEL_FUNCTIONS.items()}
     monkeypatch.setattr(tf, "_JITTED", SimpleNamespace(**kernels))
-    return tf.TritonScSE(ScSE(64, 16, "add", True))  # float32 parameters, as the variant builds it
+    yield tf.TritonScSE(ScSE(64, 16, "add", True))  # float32 parameters, as the variant builds it
+    kept = [name for name, kernel in kernels.items() if kernel.compiled]
+    if request.param == "direct":  # what was timed launched directly, once its kernels were kept
+        assert {"pool", "excite", "apply"} <= set(kept), kept  # the forward's three, and the backward's in train
+    else:
+        assert kept == []
 
 
 def test_triton_fused_host_per_inference_call(benchmark, launched) -> None:  # noqa: ANN001
