@@ -61,7 +61,9 @@ def add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
     p.add_argument("--save-baseline", dest="save_baseline", action="store_true",
                    help="also store the run as this device's baseline under results/baselines/ (a baseline of "
-                        "more cases is kept unless --overwrite)")
+                        "more cases is kept unless --replace-baseline)")
+    p.add_argument("--replace-baseline", dest="replace_baseline", action="store_true",
+                   help="with --save-baseline: replace the device's baseline even if it holds more cases")
     p.add_argument("--profile", action="store_true",
                    help="also write a torch.profiler Chrome trace per timed case to <run>/traces/")
     add_launch_arguments(groups[FAULTS])
@@ -73,6 +75,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from harness.results import report
 
     options = {name: getattr(args, name) for name in OPTION_NAMES}
+    if args.replace_baseline and not args.save_baseline:
+        raise UsageError("--replace-baseline only goes with --save-baseline")
     if check_launch_arguments(args):  # the shards go to Slurm (or local processes) instead
         return cmd_launch(args, options, console)
     frame = api.run(args.config, progress=not args.quiet, console=console, profile=args.profile,
@@ -84,7 +88,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         console.print("[yellow]interrupted: the report holds the cases finished so far[/]")
         return EXIT_INTERRUPTED
     if args.save_baseline:  # never from an interrupted run, whose cases are incomplete
-        save_baseline_of(frame.attrs["run_dir"], console, force=bool(args.overwrite))
+        save_baseline_of(frame.attrs["run_dir"], console, force=args.replace_baseline)
     return EXIT_OK
 
 
@@ -194,7 +198,7 @@ def cmd_env(args: argparse.Namespace, console: Console) -> int:
 
 def save_baseline_of(run_dir: str, console: Console, force: bool = False) -> None:
     """Save the run as its device's baseline, saying what it replaces: a committed baseline is
-    never swapped silently, nor for one of fewer cases unless ``force`` (``--overwrite``)."""
+    never swapped silently, nor for one of fewer cases unless ``force`` (``--replace-baseline``)."""
     from harness.results.baselines import BaselineError, replacement, save_baseline
 
     try:

@@ -211,7 +211,7 @@ def test_saving_a_baseline_of_fewer_cases_is_refused_unless_forced(tmp_path: Pat
     replaced = baselines.replacement(small, root)
     assert replaced is not None and replaced.path == saved
     assert str(replaced) == "2 cases → 1; threads 4 → 1"
-    with pytest.raises(baselines.BaselineError, match="holds 2 cases, this run only 1; kept it; give --overwrite"):
+    with pytest.raises(baselines.BaselineError, match="holds 2 cases, this run only 1; kept it; give --replace-base"):
         baselines.save_baseline(small, root)
     assert len((saved / "results.jsonl").read_text().splitlines()) == 2
     baselines.save_baseline(small, root, force=True)
@@ -240,8 +240,14 @@ def test_run_save_baseline_says_what_it_replaces_and_refuses_fewer_cases(tmp_pat
     capsys.readouterr()
     assert main(["run", *FLAGS, "--batch-sizes", "1", "--out", "small", "--save-baseline"]) == 2
     err = one_line(capsys)
-    assert "cannot save the baseline" in err and "holds 2 cases, this run only 1" in err and "--overwrite" in err
+    assert "cannot save the baseline" in err and "holds 2 cases, this run only 1" in err and "--replace-baseline" in err
     assert len((saved / "results.jsonl").read_text().splitlines()) == 2
-    assert main(["run", *FLAGS, "--batch-sizes", "1", "--out", "small", "--overwrite", "--save-baseline"]) == 0
+    assert main(["run", *FLAGS, "--batch-sizes", "1", "--out", "again", "--replace-baseline"]) == 2
+    assert one_line(capsys) == "error: --replace-baseline only goes with --save-baseline"
+    assert not (tmp_path / "again").exists()  # refused before anything ran
+    assert main(["run", *FLAGS, "--batch-sizes", "1", "--out", "small", "--overwrite", "--save-baseline"]) == 2
+    capsys.readouterr()  # --overwrite replaces the run folder, never the baseline
+    assert main(["run", *FLAGS, "--batch-sizes", "1", "--out", "small", "--overwrite", "--save-baseline",
+                 "--replace-baseline"]) == 0
     assert f"baseline: {Path('results/baselines') / saved.name} (replaced: 2 cases → 1)" in capsys.readouterr().out
     assert json.loads((saved / "env.json").read_text())["config"]["out"] == "small"

@@ -114,7 +114,7 @@ def save_baseline(run_dir: str | Path, root: str | Path = DEFAULT_ROOT, *, force
     replaced = replacement(src, root)
     if replaced is not None and replaced.before is not None and replaced.after < replaced.before and not force:
         raise BaselineError(f"{replaced.path} holds {replaced.before} cases, this run only {replaced.after}; "
-                            "kept it; give --overwrite (force=True from Python) to replace it anyway")  # fmt: skip
+                            "kept it; give --replace-baseline (force=True from Python) to replace it")  # fmt: skip
     target = Path(root) / device_slug(_read_env(src))
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
