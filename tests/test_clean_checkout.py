@@ -47,12 +47,17 @@ def test_a_run_that_writes_under_tmp_passes(tmp_path: Path) -> None:
 
 def test_what_pytest_was_asked_to_write_is_no_stray_file(tmp_path: Path) -> None:
     """A plain ``pytest`` keeps its cache in ``.pytest_cache`` and ``--benchmark-autosave`` saves
-    under ``.benchmarks``: the README's commands, so not a test's doing. A stray file still fails."""
+    under ``.benchmarks``: the README's commands, so not a test's doing. A stray file still fails.
+
+    The test writes into both itself, during the run: pytest's own cache write comes after the
+    checkout is compared, so only a write during the run shows the exemption at work. ``--rootdir``
+    pins where pytest keeps its cache (the repository), whatever lies above the temporary folder."""
     pytest.importorskip("pytest_benchmark")
-    saves = "    Path(__file__).parent.parent.joinpath('.benchmarks', 'Linux').mkdir(parents=True)"
-    out = run_in_repo(tmp_path, saves, args=("--benchmark-autosave",))
+    saves = ("    root = Path(__file__).parent.parent\n"
+             "    root.joinpath('.benchmarks', 'Linux').mkdir(parents=True)\n"
+             "    root.joinpath('.pytest_cache', 'v', 'harness').mkdir(parents=True, exist_ok=True)")
+    out = run_in_repo(tmp_path, saves, args=("--rootdir", ".", "--benchmark-autosave"))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert (tmp_path / "repo" / ".pytest_cache").is_dir() and (tmp_path / "repo" / ".benchmarks").is_dir()
     stray = "    Path(__file__).parent.parent.joinpath('stray.log').write_text('x')"
-    out = run_in_repo(tmp_path / "again", stray, args=())
+    out = run_in_repo(tmp_path / "again", stray, args=("--rootdir", "."))
     assert out.returncode == 1 and "stray.log" in out.stdout and ".pytest_cache" not in out.stdout, out.stdout
