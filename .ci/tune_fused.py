@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +57,8 @@ def parse_shapes(text: str) -> list[tuple[int, int, int]]:
 
 
 def tune(shapes: Sequence[tuple[int, int, int]], batch: int, dtypes: Sequence[str], layouts: Sequence[str],
-         caps: Sequence[int], device: torch.device, max_time_s: float = 0.5) -> list[Tile]:
-    """Every (shape, dtype, layout, cap), checked against float64, then timed."""
+         caps: Sequence[int], device: torch.device, max_time_s: float = 0.5) -> Iterator[Tile]:
+    """Every (shape, dtype, layout, cap), checked against float64, then timed; each as it is done."""
     import variants.triton_fused as tf
 
     if device.type == "cuda":
@@ -69,7 +69,6 @@ def tune(shapes: Sequence[tuple[int, int, int]], batch: int, dtypes: Sequence[st
     else:
         clock, copy_bw = CpuClock(), None
     policy = TimingPolicy(warmup_s=0.1, max_time_s=max_time_s)
-    tiles = []
     for c, h, w in shapes:
         torch.manual_seed(0)
         ref = ScSE(c, 2, "add")
@@ -90,25 +89,30 @@ def tune(shapes: Sequence[tuple[int, int, int]], batch: int, dtypes: Sequence[st
                     low, high = median_ci(timing.samples_ms)
                     moved = 3 * x.numel() * x.element_size()  # x read twice, the output written once
                     pct = 100 * moved / (median * 1e-6) / copy_bw if copy_bw else None
-                    tiles.append(Tile((batch, c, h, w), dtype, layout, cap, block_c, block_p, median,
-                                      (low * 1e3, high * 1e3), pct))
-    return tiles
+                    yield Tile((batch, c, h, w), dtype, layout, cap, block_c, block_p, median, (low * 1e3, high * 1e3),
+                               pct)
 
 
-def table(tiles: Sequence[Tile]) -> str:
-    """A Markdown table, one row per configuration; the fastest cap of each shape, dtype and layout in bold."""
-    best: dict[tuple, float] = {}
+HEADER = ("| shape | dtype | layout | cap | tile [BLOCK_C, BLOCK_P] | GPU µs [95% CI] | % of copy bw |\n"
+          "|---|---|---|---|---|---|---|")
+
+
+def row(t: Tile) -> str:
+    """One Markdown table row: printed as soon as it is measured, so a run cut short keeps it."""
+    pct = f"{t.pct_of_copy:.0f}%" if t.pct_of_copy is not None else "—"
+    return (f"| {'x'.join(map(str, t.shape))} | {t.dtype} | {t.layout} | {t.cap} | [{t.block_c}, {t.block_p}] "
+            f"| {t.median_us:.1f} [{t.ci_us[0]:.1f}, {t.ci_us[1]:.1f}] | {pct} |")
+
+
+def fastest(tiles: Sequence[Tile]) -> list[str]:
+    """Per shape, dtype and layout, the cap with the lowest median."""
+    best: dict[tuple, Tile] = {}
     for t in tiles:
         key = (t.shape, t.dtype, t.layout)
-        best[key] = min(best.get(key, float("inf")), t.median_us)
-    lines = ["| shape | dtype | layout | cap | tile [BLOCK_C, BLOCK_P] | GPU µs [95% CI] | % of copy bw |",
-             "|---|---|---|---|---|---|---|"]
-    for t in tiles:
-        mark = "**" if t.median_us == best[(t.shape, t.dtype, t.layout)] else ""
-        pct = f"{t.pct_of_copy:.0f}%" if t.pct_of_copy is not None else "—"
-        lines.append(f"| {'x'.join(map(str, t.shape))} | {t.dtype} | {t.layout} | {t.cap} | [{t.block_c}, {t.block_p}] "
-                     f"| {mark}{t.median_us:.1f}{mark} [{t.ci_us[0]:.1f}, {t.ci_us[1]:.1f}] | {pct} |")
-    return "\n".join(lines)
+        if key not in best or t.median_us < best[key].median_us:
+            best[key] = t
+    return [f"fastest: {'x'.join(map(str, t.shape))} {t.dtype} {t.layout}: cap {t.cap} "
+            f"[{t.block_c}, {t.block_p}], {t.median_us:.1f} µs" for t in best.values()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -138,9 +142,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         print(f"error: --layouts: {', '.join(unknown)} (nchw, channels_last)", file=sys.stderr)
         return 2
-    tiles = tune(shapes, args.batch, args.dtypes.split(","), layouts, caps,
-                 torch.device(args.device), args.max_time)
-    print(table(tiles))
+    print(HEADER, flush=True)
+    tiles = []
+    for tile in tune(shapes, args.batch, args.dtypes.split(","), layouts, caps, torch.device(args.device),
+                     args.max_time):
+        tiles.append(tile)
+        print(row(tile), flush=True)
+    print("\n".join(fastest(tiles)))
     return 0
 
 

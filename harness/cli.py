@@ -93,7 +93,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def add_list(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="list registered variants and whether they can run here")
+    p = sub.add_parser("list", help="list registered variants and contexts, and whether they can run here")
     p.add_argument("pattern", nargs="?", default="*", help="glob filter on variants and contexts, e.g. 'compile*'")
     p.add_argument("--device", default=None, help="judge availability for this device (default: cuda if any)")
     p.add_argument("--refresh", action="store_true",
@@ -311,7 +311,8 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 def add_launch_arguments(g: argparse._ArgumentGroup) -> None:
     """Resuming a run, and launching its shards through Slurm or local processes."""
-    g.add_argument("--resume", metavar="RUN", help="finish the sweep stored in RUN, skipping the cases it holds")
+    g.add_argument("--resume", metavar="RUN",
+                   help="finish the sweep stored in RUN (or RUN/results.jsonl), skipping the cases it holds")
     g.add_argument("--launcher", choices=("slurm", "local"),
                    help="submit --shards N shards through submitit (Slurm job array, or local processes), "
                         "then merge them into --out")

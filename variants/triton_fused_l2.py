@@ -88,7 +88,7 @@ class TritonL2ScSE(TritonScSE):
 @register(
     "triton_fused_l2",
     "triton_fused's forward in batch chunks whose x and output fit in half of L2, so the apply pass "
-    "reads x from L2: two passes over memory instead of three; 3 launches per chunk (run it graphed)",
+    "reads x from L2: x read from memory once, not twice; 3 launches per chunk (run it graphed)",
     devices=("cuda", "cpu"),
     dtypes=("float32", "float16", "bfloat16"),
     modes=("forward",),

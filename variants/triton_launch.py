@@ -17,10 +17,12 @@ does after its lookup in the Triton versions this was read against (3.6 and 3.9,
 ``tests/test_triton_launch.py`` runs the installed Triton's launch path beside it).
 
 It falls back to ``kernel[grid](...)`` whenever it cannot be sure: in the interpreter (there is no
-compiled kernel), for a Triton outside ``TESTED_TRITON``, while a launch or pre-run hook is installed
-(profilers such as proton rely on them), for a grid that is not a tuple, for an argument it cannot
+compiled kernel), for a Triton not in ``TESTED_TRITON``, while a launch, pre-run or stages-inspection
+hook is installed (profilers such as proton rely on them), for a grid that is not a tuple, for an argument it cannot
 key by value (only tensors and ``PLAIN`` values are kept), past ``MAX_KEPT`` kept kernels, and for
-the first launch of every key (which also compiles).
+the first launch of every key (which also compiles). Like Triton's own lookup, it does not look
+at knobs read only when compiling (``TRITON_OVERRIDE_ARCH``, FP fusion); unlike it, it does not
+re-check that the globals a kernel read are unchanged (they are constants here).
 """
 from __future__ import annotations
 
@@ -30,8 +32,9 @@ from typing import Any
 
 from torch import Tensor
 
-#: Triton versions (major, minor) whose ``JITFunction.run`` ends in the launch this module repeats.
-TESTED_TRITON: tuple[tuple[int, int], tuple[int, int]] = ((3, 6), (3, 9))
+#: Triton versions (major, minor) whose ``JITFunction.run`` was read and ends in the launch this
+#: module repeats; any other version launches through ``JITFunction.run``.
+TESTED_TRITON: tuple[tuple[int, int], ...] = ((3, 6), (3, 9))
 
 
 def triton_version(version: str) -> tuple[int, int]:
@@ -44,9 +47,9 @@ def direct_launch_problem(version: str, interpreted: bool) -> str | None:
     """Why launches must go through ``JITFunction.run`` with Triton ``version``, or None."""
     if interpreted:
         return "the interpreter has no compiled kernels"
-    low, high = TESTED_TRITON
-    if not low <= triton_version(version) <= high:
-        return f"triton {version} is outside the versions whose launch was read ({low} to {high})"
+    if triton_version(version) not in TESTED_TRITON:
+        read = ", ".join(".".join(map(str, v)) for v in TESTED_TRITON)
+        return f"triton {version} is not a version whose launch was read ({read})"
     return None
 
 
@@ -86,8 +89,10 @@ class DirectKernel:
 
     def launch(self, grid: tuple[int, ...], *args: Any, **kwargs: Any) -> None:
         triton = self.triton
-        if triton is None or type(grid) is not tuple or self.jitted.pre_run_hooks or not (
-                _unhooked(triton.knobs.runtime.launch_enter_hook) and _unhooked(triton.knobs.runtime.launch_exit_hook)):
+        runtime = triton.knobs.runtime if triton is not None else None
+        if runtime is None or type(grid) is not tuple or self.jitted.pre_run_hooks or not (
+                _unhooked(runtime.launch_enter_hook) and _unhooked(runtime.launch_exit_hook)
+                and getattr(runtime, "add_stages_inspection_hook", None) is None):
             self.jitted[grid](*args, **kwargs)
             return
         # the current device's current stream, as JITFunction.run reads them (while a CUDA graph is
@@ -102,7 +107,9 @@ class DirectKernel:
             # argument costs a µs a launch); and the knobs JITFunction.run adds to the options
             key = (device, tuple([(a.dtype, a.data_ptr() % 16 == 0) if isinstance(a, Tensor)
                                   else a if type(a) is int else (type(a), a) for a in args]),
-                   tuple(kwargs.items()), triton.knobs.runtime.debug, compilation.instrumentation_mode,
+                   tuple([item if type(item[1]) is int else (item[0], type(item[1]), item[1])
+                          for item in kwargs.items()]),
+                   runtime.debug, compilation.instrumentation_mode,
                    getattr(compilation, "fpsan_homomorphic_casts", None))
             kept = self.compiled.get(key)
         except TypeError:  # an argument that cannot be hashed
