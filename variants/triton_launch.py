@@ -3,7 +3,7 @@
 Why: ``kernel[grid](*args)`` binds and specializes every argument, builds a cache key from the
 result and looks the compiled kernel up again on every call. Measured on the 2-core VM (Triton 3.9,
 triton_fused's kernels, the driver's launch stubbed out; ``tests/benchmarks/test_bench_host.py``):
-about 8 µs a launch through ``JITFunction.run`` against 3 µs here, and a forward makes three
+about 7.6 µs a launch through ``JITFunction.run`` against 3.6 µs here, and a forward makes three
 launches, a backward four.
 
 ``DirectKernel`` keeps the compiled kernel that Triton's own first launch returned, under a key that
