@@ -1,8 +1,9 @@
 """The share of a network's time spent in its scSE blocks, read from torch.profiler.
 
 Whether a faster block matters depends on how much of the network it is. This is measured in a
-separate pass after the timed loop: forward hooks open a ``scse_block`` range around each block's
-forward only while profiling, so the timed calls carry nothing extra.
+separate pass after the timed loop: forward hooks open a ``scse_block:<i>`` range around the forward
+of block ``i`` only while profiling, so the timed calls carry nothing extra, and one trace tells
+the blocks apart.
 
 Attribution: each profiler event has a self time (CPU time, and on CUDA the device time of the
 kernels it launched), and self times add up to the whole without counting anything twice. An event
@@ -15,7 +16,7 @@ on the CPU. The profiler's own overhead inflates small CPU ops a little; it is a
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -24,16 +25,20 @@ from torch.profiler import profile, record_function
 from harness.measure.profiling import activities_for, quiet_kineto
 
 RANGE = "scse_block"
+#: A range's name: ``RANGE`` and the block's index among those profiled.
+RANGE_OF = RANGE + ":{}"
 BACKWARD_PREFIX = "autograd::engine::evaluate_function: "
 
 
 @contextlib.contextmanager
 def block_ranges(blocks: Sequence[torch.nn.Module]) -> Iterator[None]:
-    """A ``RANGE`` profiler range around every forward of ``blocks``, while the context is open."""
+    """A ``RANGE_OF`` profiler range (the block's index) around every forward of ``blocks``, while
+    the context is open."""
     open_ranges: list[Any] = []
+    index = {id(b): i for i, b in enumerate(blocks)}
 
     def enter(module: torch.nn.Module, args: object) -> None:
-        r = record_function(RANGE)
+        r = record_function(RANGE_OF.format(index[id(module)]))
         r.__enter__()
         open_ranges.append(r)
 
@@ -57,13 +62,19 @@ def _self_time(event: Any, device: bool) -> float:
     return float(event.self_cpu_time_total)
 
 
-def block_events(events: Sequence[Any]) -> set[int]:
-    """The ids of the events that are the blocks' work (forward inside a range, and its backward)."""
-    ranges = [(e.thread, e.time_range.start, e.time_range.end) for e in events if e.name == RANGE]
+def is_range(event: Any) -> bool:
+    return event.name.startswith(RANGE + ":")
+
+
+def block_events(events: Sequence[Any], which: Collection[int] | None = None) -> set[int]:
+    """The ids of the events that are the blocks' work (forward inside a range, and its backward):
+    every profiled block's, or those of the blocks indexed ``which``."""
+    ranges = [(e.thread, e.time_range.start, e.time_range.end) for e in events
+              if is_range(e) and (which is None or int(e.name.rsplit(":", 1)[1]) in which)]
     inside: set[int] = set()
     sequence: set[int] = set()
     for e in events:
-        if e.name == RANGE:
+        if is_range(e):
             continue
         start, end = e.time_range.start, e.time_range.end
         if any(t == e.thread and s <= start and end <= f for t, s, f in ranges):
@@ -82,12 +93,13 @@ def block_events(events: Sequence[Any]) -> set[int]:
     return inside
 
 
-def share_of(events: Sequence[Any], device: bool) -> float | None:
-    """The blocks' share of all self time in ``events``; None when nothing was recorded."""
-    ours = block_events(events)
+def share_of(events: Sequence[Any], device: bool, which: Collection[int] | None = None) -> float | None:
+    """The blocks' share of all self time in ``events`` (of the blocks indexed ``which``, or all);
+    None when nothing was recorded."""
+    ours = block_events(events, which)
     total = blocks = 0.0
     for e in events:
-        if e.name == RANGE:
+        if is_range(e):
             continue
         t = _self_time(e, device)
         total += t
