@@ -641,13 +641,18 @@ def as_kernel_layout(t: torch.Tensor) -> torch.Tensor:
 
 
 @functools.cache
-def _cuda_sms(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
+def _cuda_property(index: int, name: str) -> int:
+    return getattr(torch.cuda.get_device_properties(index), name)
+
+
+def cuda_property(device: torch.device, name: str) -> int:
+    """A property of CUDA ``device`` (``multi_processor_count``, ``L2_cache_size``), read once per device."""
+    return _cuda_property(device.index if device.index is not None else torch.cuda.current_device(), name)
 
 
 def _num_sms(device: torch.device) -> int:
     if device.type == "cuda":
-        return _cuda_sms(device.index if device.index is not None else torch.cuda.current_device())
+        return cuda_property(device, "multi_processor_count")
     return 1  # the interpreter runs programs one after another: fewer is faster
 
 

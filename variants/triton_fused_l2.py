@@ -13,8 +13,6 @@ Not measured on a GPU yet.
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from variants.registry import register
@@ -23,6 +21,7 @@ from variants.triton_fused import (
     TritonScSE,
     _available,
     as_kernel_layout,
+    cuda_property,
     fused_forward,
     triton_unavailable,
 )
@@ -36,15 +35,10 @@ L2_SHARE = 0.5
 INTERPRETER_L2_BYTES = 16 * 1024
 
 
-@functools.cache
-def _cuda_l2_bytes(index: int) -> int:
-    return torch.cuda.get_device_properties(index).L2_cache_size
-
-
 def l2_bytes(device: torch.device) -> int:
     """The L2 cache of ``device`` in bytes (``INTERPRETER_L2_BYTES`` on the CPU)."""
     if device.type == "cuda":
-        return _cuda_l2_bytes(device.index if device.index is not None else torch.cuda.current_device())
+        return cuda_property(device, "L2_cache_size")
     return INTERPRETER_L2_BYTES
 
 
