@@ -119,7 +119,7 @@ class DirectKernel:
             kernel = self.jitted[grid](*args, **kwargs)
             tail = [kwargs.get(name, _DEFAULTED) for name in self.names[len(args):]]
             if (kernel is not None and hasattr(kernel, "packed_metadata") and len(self.compiled) < MAX_KEPT
-                    and all(type(v) in PLAIN for v in tail) and all(type(v) in PLAIN for v in kwargs.values())
+                    and _DEFAULTED not in tail and all(type(v) in PLAIN for v in kwargs.values())
                     and all(isinstance(a, Tensor) or type(a) in PLAIN for a in args)):
                 self.compiled[key] = kernel, tuple(tail)  # the constexprs in signature order, fixed by the key
             return
