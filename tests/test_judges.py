@@ -39,6 +39,17 @@ def test_ci_half_width_is_exactly_the_larger_distance_over_the_median() -> None:
     assert ci_half_width(x) == pytest.approx(max(med - ci.low, ci.high - med) / med, rel=1e-12)
 
 
+@pytest.mark.parametrize("confidence", [0.95, math.sqrt(0.95), 0.9, 0.5])
+def test_median_ci_picks_quantile_tests_order_statistics_at_every_count(confidence: float) -> None:
+    """The ranks are cached per count: at every count from 1 to 300 and a few up to 2000 (the stop
+    rule's most), with ties, the interval is exactly the one scipy's quantile_test gives."""
+    rng = np.random.default_rng(7)
+    for n in [*range(1, 301), 499, 1000, 1999, 2000]:
+        x = np.round(rng.lognormal(0.0, 0.3, n), 2)  # rounded: ties, as a coarse timer gives
+        ci = sps.quantile_test(x, q=float(np.median(x)), p=0.5).confidence_interval(confidence)
+        np.testing.assert_array_equal(median_ci(x, confidence), (ci.low, ci.high), err_msg=f"{n} samples")
+
+
 # ------------------------------------------------------------------------------------ stop rule
 
 

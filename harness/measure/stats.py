@@ -1,6 +1,7 @@
 """Statistics of one case, derived from its raw samples (never stored instead of them)."""
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -17,13 +18,26 @@ def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float
 
     Latency samples are skewed (a long right tail), so a normal-theory interval would lie;
     the order-statistic interval assumes nothing but independence. Fewer than 6 samples cannot
-    give a 95% interval: then it is ``(nan, nan)``.
+    give a 95% interval: then it is ``(nan, nan)``. The interval is scipy's ``quantile_test``'s
+    (p = 0.5), whose ranks depend on the count alone: they are computed once per count, since the
+    stop rule asks for an interval after every 10% more samples.
     """
-    x = np.asarray(samples, dtype=float)
+    x = np.sort(np.asarray(samples, dtype=float))
     if x.size == 0:
         return (math.nan, math.nan)
-    ci = sps.quantile_test(x, q=float(np.median(x)), p=0.5).confidence_interval(confidence)
-    return (float(ci.low), float(ci.high))
+    low, high = median_ci_ranks(int(x.size), float(confidence))
+    return (float(x[low]) if low >= 0 else math.nan, float(x[high]) if high < x.size else math.nan)
+
+
+@functools.lru_cache(maxsize=8192)
+def median_ci_ranks(n: int, confidence: float) -> tuple[int, int]:
+    """The 0-based order statistics that bound the median's interval among ``n`` samples, as
+    ``scipy.stats.quantile_test(...).confidence_interval`` picks them (-1 or ``n``: no bound)."""
+    if not 0 < confidence < 1:
+        raise ValueError("the confidence level must lie strictly between 0 and 1")
+    tail = (1 - confidence) / 2
+    counts = sps.binom(n, 0.5)
+    return int(counts.ppf(tail)) - 1, int(counts.isf(tail))
 
 
 def ci_half_width(samples: Sequence[float], confidence: float = 0.95) -> float:
