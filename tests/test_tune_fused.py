@@ -25,13 +25,14 @@ def tune(*args: str) -> subprocess.CompletedProcess:
 
 def test_it_tabulates_every_cap_with_its_tile() -> None:
     require("triton")
-    out = tune("--shapes", "8x4x4", "--batch", "2", "--caps", "2,8", "--dtypes", "float32",
+    out = tune("--shapes", "8x4x4", "--batch", "2", "--caps", "2,8,16", "--dtypes", "float32",
                "--layouts", "nchw,channels_last", "--max-time", "0.02")
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [line for line in out.stdout.splitlines() if line.startswith("| 2x8x4x4")]
     assert [r.split(" | ")[2:5] for r in rows] == [["nchw", "2", "[2, 16]"], ["nchw", "8", "[8, 16]"],
                                                    ["channels_last", "2", "[2, 16]"],
                                                    ["channels_last", "8", "[8, 16]"]]
+    assert "| 8 | [8, 16]" in out.stdout and "| 16 | " not in out.stdout  # cap 16 gives C = 8 cap 8's tile
     fastest = [line for line in out.stdout.splitlines() if line.startswith("fastest: 2x8x4x4 float32 ")]
     assert len(fastest) == 2 and {f.split()[3] for f in fastest} == {"nchw:", "channels_last:"}
 
