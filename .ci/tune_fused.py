@@ -7,7 +7,8 @@ two shapes whose rows are 128–256 bytes (``KERNEL_NOTES.md``). Before changing
 measures it: GPU time (the harness's CUDA clock, cold L2) and the share of copy bandwidth on the
 three-pass bytes, for every cap. Cap 256 is the one that gives C = 256 a single channel block, so
 that the apply kernel reads x once ([256, 16] tiles, 32-byte rows) instead of twice, the second
-time from cache; a cap that gives a tile already timed for the shape is skipped. On a GPU (``bash .ci/gpu tune`` runs the first)::
+time from cache; a cap that gives a tile already timed for the shape is skipped. On a GPU
+(``bash .ci/gpu tune`` runs the first)::
 
     python .ci/tune_fused.py                      # the benchmark shapes, float16 and float32
     python .ci/tune_fused.py --shapes 256x64x64 --caps 64,128,256 --layouts nchw,channels_last
@@ -127,7 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--dtypes", default="float16,float32")
     p.add_argument("--layouts", default="nchw", help="nchw, channels_last or both")
-    p.add_argument("--caps", default="16,32,64,128,256", help="max_block_c values (one giving a tile already timed is skipped)")
+    p.add_argument("--caps", default="16,32,64,128,256",
+                   help="max_block_c values (one that gives a tile already timed is skipped)")
     p.add_argument("--device", default="cuda")
     p.add_argument("--max-time", type=float, default=0.5, help="seconds of timed samples per line")
     args = p.parse_args(argv)
