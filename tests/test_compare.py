@@ -162,6 +162,20 @@ def test_every_failing_status_breaks_a_case_that_was_ok(tmp_path: Path, status: 
     assert cmp.compare(base, cur).failed
 
 
+def test_a_case_that_now_fits_only_a_halved_batch_is_no_timing_match_and_fails(tmp_path: Path) -> None:
+    """--oom-retry keeps the key's batch and records the one measured: a batch-4 latency against a
+    batch-8 one would read as a 2× speed-up. It is an oom at the batch asked for, after an ok."""
+    base = write_run(tmp_path / "base", [row(case("x", batch_run=8), noise(1.0))])
+    halved = dict(row(case("x", batch_run=4), noise(0.5, seed=4)), reason="out of memory at batch 8; ran at batch 4")
+    result = cmp.compare(base, write_run(tmp_path / "cur", [halved]))
+    assert result.cases == () and result.failed
+    change = result.status_changes[0]
+    assert (change.baseline_status, change.current_status, change.reason) == (
+        "ok", "oom", "out of memory at batch 8; ran at batch 4")
+    both = cmp.compare(write_run(tmp_path / "base2", [halved]), write_run(tmp_path / "cur2", [halved]))
+    assert len(both.cases) == 1 and not both.status_changes  # the same halved batch on both sides: comparable
+
+
 def test_a_newly_skipped_case_is_listed_but_does_not_fail(tmp_path: Path) -> None:
     base = write_run(tmp_path / "base", [row(case("eager"), noise(1.0)), row(case("x"), noise(1.0))])
     cur = write_run(tmp_path / "cur", [row(case("eager"), noise(1.0, seed=4)),

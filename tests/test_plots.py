@@ -35,6 +35,16 @@ def frame(with_roofline: bool = True, batches: tuple[int, ...] = (1, 8), eager: 
     return pd.DataFrame(rows)
 
 
+def test_a_row_measured_at_a_halved_batch_is_not_plotted_at_the_batch_asked() -> None:
+    """--oom-retry's row keeps batch 8 and ran at 4: at batch 8 it would show twice the speed it has."""
+    rows = frame()
+    rows["batch_run"] = rows["batch"]
+    halved = (rows["variant"] == "fast") & (rows["batch"] == 8) & (rows["channels"] == 32)
+    rows.loc[halved, "batch_run"] = 4
+    assert halved.sum() == 1 and len(plots.valid_rows(rows)) == len(plots.valid_rows(frame())) - 1
+    assert len(plots.speedup_table(rows)) == len(plots.speedup_table(frame())) - 1
+
+
 def test_speedup_table_is_eager_over_variant_on_the_same_configuration() -> None:
     table = plots.speedup_table(frame())
     assert sorted(table["variant"].unique()) == ["fast"]

@@ -182,3 +182,45 @@ def test_no_end_to_end_claim_rests_on_wall_samples_that_shifted_or_spread() -> N
     unsteady_winner = dict(winner, wall_samples_ms=shifted)
     assert only([unsteady_winner, cuda_row("graphed", 0.080, 0.094, 0.090, 0.098, wall_samples_ms=steady_wall)]
                 ).wall_best is None
+
+
+def test_a_variant_measured_at_a_halved_batch_never_wins_and_says_why() -> None:
+    """--oom-retry keeps the key's batch (32) and records the batch measured (16): its latency is of
+    half the work, so ranking it, or dividing eager's batch-32 latency by it, would be wrong."""
+    rows = [row("eager", 10.0, batch=32, batch_run=32), row("full", 8.0, batch=32, batch_run=32),
+            row("half", 6.0, batch=32, batch_run=16, reason="out of memory at batch 32; ran at batch 16")]
+    rec = only(rows)
+    assert rec.winner == "full" and rec.speedup == pytest.approx(1.25) and rec.runner_up == "eager"
+    assert rec.not_timed == (("half", "oom: ran at batch 16"),)
+    assert only(rows[2:]).winner is None  # alone, it is still no answer for batch 32
+    assert only(rows[2:]).verdict() == "no variant ran correctly: half (oom: ran at batch 16)"
+
+
+@pytest.mark.parametrize("device", ["cuda:0", "cuda:1"])
+def test_an_indexed_cuda_device_gets_the_end_to_end_note_too(device: str) -> None:
+    rows = [cuda_row("fused", 0.075, 0.17, 0.16, 0.18), cuda_row("graphed", 0.080, 0.094, 0.090, 0.098)]
+    for r in rows:
+        r["device"] = device  # as --device cuda:0 writes it
+    assert only(rows).wall_best == "graphed"
+
+
+def test_the_end_to_end_note_finds_a_clear_variant_behind_a_wide_one() -> None:
+    """The lowest wall median can have an interval too wide to claim anything; another variant whose
+    interval lies wholly below the winner's is the one to name."""
+    rec = only([cuda_row("fused", 0.075, 0.17, 0.16, 0.18), cuda_row("wide", 0.090, 0.090, 0.05, 0.165),
+                cuda_row("graphed", 0.080, 0.094, 0.090, 0.098)])  # fmt: skip
+    assert rec.wall_best == "graphed"
+
+
+def test_without_samples_or_a_stored_ci_the_stored_iqr_gives_the_interval() -> None:
+    """results.csv has no raw samples, and a case of under 6 samples no CI: ± half its IQR, so close
+    medians are a tie there as they are from results.jsonl's samples."""
+    rows = [row("eager", 10.0), row("other", 10.1)]
+    for r in rows:
+        r["ci_low_ms"] = r["ci_high_ms"] = None
+        r["iqr_ms"] = 1.0
+    rec = only(rows)
+    assert rec.interval_kind == "IQR" and rec.interval_ms == pytest.approx((9.5, 10.5))
+    assert rec.tied == ("other",)
+    with_samples = [dict(r, samples_ms=s) for r, s in zip(rows, ([9.5, 10.0, 10.5], [9.6, 10.1, 10.6]), strict=True)]
+    assert only(with_samples).tied == ("other",)

@@ -140,3 +140,49 @@ def test_the_answer_fits_an_80_column_terminal_without_cutting_a_name() -> None:
     assert "…" not in text
     rows = [line for line in text.splitlines() if "32x64x64 b8" in line]
     assert len(rows) == 1 and "fast" in rows[0] and "2.16×" in rows[0]  # case, winner, speedup on one line
+
+
+def test_a_halved_batch_is_shown_with_its_batch_but_gets_no_speedup() -> None:
+    """--oom-retry's row keeps batch 8 as its key and ran at 4: its latency is shown, marked with the
+    batch, and divides into no speedup, in report.md and the terminal alike."""
+    frame = to_frame([row("eager", 2.0, batch_run=8), row("half", 0.5, batch_run=4)])
+    speedups = with_speedup(frame).set_index("variant")["speedup_vs_eager"]
+    assert speedups["eager"] == 1.0 and pd.isna(speedups["half"])
+    md = markdown(frame)
+    assert "| half      | 0.500 (IQR 0.1) (at batch 4)" in md
+    assert "- `batch` measured at a smaller batch" in md
+    assert "4.00" not in md
+    console = Console(record=True, width=200)
+    print_summary(frame, console)
+    text = console.export_text()
+    assert "0.500 (IQR 0.1) (at batch 4)" in text and "4.00×" not in text
+
+
+def test_a_repeated_case_shows_its_last_row_everywhere() -> None:
+    """A resumed run may hold a case twice: the tables, like the recommendation and compare, use the last."""
+    frame = to_frame([row("eager", 2.0), row("fast", 0.5), row("fast", 1.5)])
+    md = markdown(frame)
+    assert "| fast      | 1.50 (IQR 0.1)" in md and "0.500" not in md
+    assert "1.33" in md and "4.00" not in md
+
+
+def test_the_terminal_speedup_carries_the_marks_of_either_side() -> None:
+    frame = to_frame([row("eager", 2.0, noisy=True), row("fast", 0.5)])
+    console = Console(record=True, width=200)
+    print_summary(frame, console)
+    text = console.export_text()
+    table = text[text.index("×speedup over eager"):]  # the per-variant table, not the answer
+    assert "0.500 (IQR 0.1) 4.00× ~" in table  # eager's noise makes fast's speedup doubtful
+    assert "2.00 (IQR 0.1) ~ 1.00×" in table  # eager's own mark, once, on its latency
+
+
+def test_a_network_measured_at_a_halved_batch_gets_no_ratio_against_the_eager_network() -> None:
+    from harness.results.networks import table_rows
+
+    net = {"context": "unet", "network": "unet", "form": "eager", "channels": 3, "height": 64, "width": 64}
+    rows = to_frame([row("eager", 8.0, batch_run=8, **net), row("fast", 3.0, batch_run=4, **net),
+                     row("fused", 6.0, batch_run=8, **net)])  # fmt: skip
+    lines = {line["variant"]: line for line in table_rows(rows)}
+    assert lines["fused"]["× eager network"] == "1.33" and lines["fused"]["saved vs eager blocks"] == "25.0%"
+    assert lines["fast"]["× eager network"] == "" and lines["fast"]["saved vs eager blocks"] == ""
+    assert lines["fast"]["median ms [95% CI]"].endswith("(at batch 4)")

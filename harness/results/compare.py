@@ -26,7 +26,7 @@ from harness.results.compare_stats import (
 from harness.results.record import BROKEN, Status, truthy
 from harness.results.store import ResultsError, key_value, load_results
 from harness.results.store import env_differences as store_env_differences
-from harness.results.tables import number, raw_samples
+from harness.results.tables import number, raw_samples, smaller_batch
 from harness.sweep.cases import KEY_COLUMNS  # older schemas may lack some: only shared columns are matched
 
 
@@ -327,6 +327,12 @@ def env_differences(baseline: LoadedRun, current: LoadedRun) -> list[str]:
             for fact, b, c in store_env_differences(baseline.env, current.env, device, "compare")]  # fmt: skip
 
 
+def _at_batch(status: str, batch: int | None) -> str:
+    """A status as ``compare`` judges it: an ``ok`` that ``--oom-retry`` measured at a halved batch is
+    an ``oom`` at the batch asked for (its ``reason`` says which batch ran)."""
+    return Status.OOM.value if status == Status.OK and batch is not None else status
+
+
 def compare(
     baseline: str | Path | LoadedRun,
     current: str | Path | LoadedRun,
@@ -372,9 +378,11 @@ def compare(
     for key in common:
         b_row, c_row = b_rows[key], c_rows[key]
         b_status, c_status = str(b_row.get("status")), str(c_row.get("status"))
-        if b_status == "ok" and c_status == "ok":
+        b_batch, c_batch = smaller_batch(b_row), smaller_batch(c_row)
+        if b_status == "ok" and c_status == "ok" and b_batch == c_batch:
             results.append(compare_case(key, b_row, c_row, threshold, alpha, metric))
-        elif b_status != c_status:
+        elif b_status != c_status or b_batch != c_batch:  # a latency of another batch (--oom-retry) is no match
+            b_status, c_status = _at_batch(b_status, b_batch), _at_batch(c_status, c_batch)
             reason = c_row.get("reason") if c_status != "ok" else b_row.get("reason")
             changes.append(StatusChange(key, b_status, c_status, "" if key_value(reason) is None else str(reason)))
     only_b = tuple(k for k in b_rows if k not in c_rows)

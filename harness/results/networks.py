@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.results.tables import GROUP_COLUMNS, latency_text, marks, number
+from harness.results.tables import GROUP_COLUMNS, at_batch_asked, latency_text, mark_text, marks, number, smaller_batch
 
 BASELINE_VARIANT = "eager"
 #: What identifies a network's configuration besides its form.
@@ -49,7 +49,7 @@ def _median(rows: pd.DataFrame, **match: Any) -> float:
     hit = rows
     for column, value in match.items():
         hit = hit[hit[column] == value]
-    ok = hit[hit["status"] == "ok"]
+    ok = hit[(hit["status"] == "ok") & at_batch_asked(hit)]
     return number(ok["median_ms"].iloc[-1]) if not ok.empty else float("nan")
 
 
@@ -69,19 +69,19 @@ def table_rows(frame: pd.DataFrame) -> list[dict[str, str]]:
 
 def _line(row: Mapping[str, Any], setting: pd.DataFrame, base_ms: float) -> dict[str, str]:
     ok = row["status"] == "ok"
-    ms = number(row.get("median_ms")) if ok else float("nan")
+    ms = number(row.get("median_ms")) if ok and smaller_batch(row) is None else float("nan")  # else another batch's
     same_form_ms = _median(setting, context=row["context"], variant=BASELINE_VARIANT)
     where = f"{row['device']} · {row['dtype']} · {row['mode']} · {row['channels']}x{row['height']}x{row['width']} " \
             f"b{row['batch']}"
-    text = latency_text(row) + "".join(f" {m}" for m in marks(row)) if ok else str(row["status"]).upper()
+    text = latency_text(row) + "".join(mark_text(m, row) for m in marks(row)) if ok else str(row["status"]).upper()
     line = {
         "network input": where,
         "context": str(row["context"]),
         "variant": str(row["variant"]),
         "blocks": "" if pd.isna(number(row.get("blocks"))) else str(int(number(row.get("blocks")))),
         "median ms [95% CI]": text,
-        "× eager network": f"{base_ms / ms:.2f}" if ok and pd.notna(base_ms) else "",
-        "saved vs eager blocks": _percent(1 - ms / same_form_ms) if ok and pd.notna(same_form_ms) else "",
+        "× eager network": f"{base_ms / ms:.2f}" if pd.notna(ms) and pd.notna(base_ms) else "",
+        "saved vs eager blocks": _percent(1 - ms / same_form_ms) if pd.notna(ms) and pd.notna(same_form_ms) else "",
         "scSE share": _percent(number(row.get("scse_share"))),
     }
     if str(row["device"]).startswith("cuda"):

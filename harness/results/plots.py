@@ -24,6 +24,7 @@ from matplotlib.ticker import FormatStrFormatter, LogFormatter
 
 from harness.measure.bandwidth import ENV_KEY as COPY_BANDWIDTH_KEY
 from harness.results.record import truthy
+from harness.results.tables import at_batch_asked
 
 BASELINE_VARIANT = "eager"
 #: Columns that, with the shape and batch, say which rows are the same configuration.
@@ -56,11 +57,12 @@ class PlainLogFormatter(LogFormatter):
 
 
 def valid_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """Timed rows only, with the columns the figures group on present (older files lack ``bias``)."""
+    """Timed rows only, at the batch they were asked for (not ``--oom-retry``'s halved ones), with the
+    columns the figures group on present (older files lack ``bias``)."""
     needed = {"variant", "status", "median_ms", "batch", *SHAPE_COLUMNS}
     if not needed <= set(frame.columns):
         return pd.DataFrame(columns=sorted(needed | set(CONFIG_COLUMNS)))
-    ok = frame[(frame["status"] == "ok") & frame["median_ms"].notna()].copy()
+    ok = frame[(frame["status"] == "ok") & frame["median_ms"].notna() & at_batch_asked(frame)].copy()
     for column in CONFIG_COLUMNS:
         if column not in ok.columns:
             ok[column] = ""

@@ -31,12 +31,14 @@ from harness.results.compare_stats import CSV_CI_LEVEL, Timing
 from harness.results.tables import (
     CONFIG_COLUMNS,
     GROUP_COLUMNS,
+    at_batch_asked,
     config_label,
     decimals,
     groups,
     marks,
     number,
     raw_samples,
+    smaller_batch,
 )
 
 BASELINE_VARIANT = "eager"
@@ -129,7 +131,8 @@ def timing(row: Mapping[str, Any]) -> Timing:
 
 def interval(t: Timing) -> tuple[float, float, str]:
     """The 95% CI of the median (stored, else from the samples); without one the samples' 25th to 75th
-    percentiles (wider, so a tie is called sooner); else the median alone. Its kind is the third item."""
+    percentiles (wider, so a tie is called sooner), or, without raw samples (results.csv), the median ±
+    half the stored IQR; else the median alone. Its kind is the third item."""
     if math.isfinite(t.ci_low) and math.isfinite(t.ci_high):
         return (t.ci_low, t.ci_high, "95% CI")
     if t.samples.size:
@@ -139,6 +142,8 @@ def interval(t: Timing) -> tuple[float, float, str]:
         if t.samples.size >= 2:
             q1, q3 = np.percentile(t.samples, [25, 75])
             return (float(q1), float(q3), "IQR")
+    elif math.isfinite(t.iqr) and t.iqr > 0:
+        return (t.median - t.iqr / 2, t.median + t.iqr / 2, "IQR")
     return (t.median, t.median, "")
 
 
@@ -179,24 +184,28 @@ def _wall_usable(row: Mapping[str, Any]) -> bool:
 
 
 def fastest_end_to_end(best: Mapping[str, Any], ranked: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The variant with the lowest wall time when its interval lies wholly below ``best``'s, else None;
-    never a claim resting on unsteady wall samples, on either side."""
-    if best.get("device") != "cuda":  # on the CPU the wall time is the latency itself
+    """Of the variants whose wall-time interval lies wholly below ``best``'s, the one with the lowest
+    wall time, else None; never a claim resting on unsteady wall samples, on either side."""
+    if str(best.get("device")).split(":")[0] != "cuda":  # on the CPU the wall time is the latency itself
         return None
-    with_wall = [r for r in ranked if _wall_usable(r)]
-    if not with_wall or best not in with_wall:
+    if not _wall_usable(best):
         return None
-    fastest = min(with_wall, key=lambda r: number(r["wall_ms"]))
-    if fastest is best or wall_interval(fastest)[1] >= wall_interval(best)[0]:
-        return None
-    return fastest
+    below = [r for r in ranked if r is not best and _wall_usable(r) and wall_interval(r)[1] < wall_interval(best)[0]]
+    return min(below, key=lambda r: number(r["wall_ms"])) if below else None
+
+
+def _untimed_status(row: Mapping[str, Any]) -> str:
+    """Why a row of the configuration is not ranked: its status, or the halved batch it ran at."""
+    return str(row["status"]) if row["status"] != "ok" else f"oom: ran at batch {smaller_batch(row)}"
 
 
 def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config: str) -> Recommendation:
     """The recommendation for one configuration's rows (one per variant; a repeated variant's last row counts)."""
     rows = rows.drop_duplicates("variant", keep="last")
-    timed = rows[(rows["status"] == "ok") & rows["median_ms"].map(lambda v: math.isfinite(number(v)))]
-    failed = tuple((str(r["variant"]), str(r["status"])) for r in rows[rows["status"] != "ok"].to_dict("records"))
+    asked = at_batch_asked(rows)  # a latency of a halved batch (--oom-retry) is not this column's
+    timed = rows[(rows["status"] == "ok") & asked & rows["median_ms"].map(lambda v: math.isfinite(number(v)))]
+    untimed = rows[(rows["status"] != "ok") | ~asked]
+    failed = tuple((str(r["variant"]), _untimed_status(r)) for r in untimed.to_dict("records"))
     if timed.empty:
         return Recommendation(device, dtype, mode, config, None, not_timed=failed)
     ranked = sorted(timed.to_dict("records"), key=lambda r: (number(r["median_ms"]), str(r["variant"])))

@@ -24,11 +24,14 @@ from harness.results.tables import (
     GROUP_COLUMNS,
     LATENCY_CAPTION,
     MARKS,
+    at_batch_asked,
     config_label,
     groups,
     latency_text,
+    mark_text,
     marks,
     pivot,
+    smaller_batch,
 )
 
 __all__ = ["MARKS", "marks", "markdown", "print_summary", "summary_tables", "with_speedup"]
@@ -44,7 +47,7 @@ def with_speedup(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     out["speedup_vs_eager"] = float("nan")
     out["speedup_marks"] = ""
-    ok = out[out["status"] == "ok"]
+    ok = out[(out["status"] == "ok") & at_batch_asked(out)]  # a halved batch's latency divides into nothing
     keys = list(GROUP_COLUMNS + CONFIG_COLUMNS)
     base = ok[ok["variant"] == BASELINE_VARIANT].drop_duplicates(keys, keep="last").set_index(keys)
     if base.empty:
@@ -64,10 +67,7 @@ def _cell(row: Mapping[str, Any]) -> str:
     status = row["status"]
     if status != "ok":
         return status.upper()
-    text = latency_text(row)
-    for mark in marks(row):
-        text += f" (host-bound: host {row['host_ms']:.4g})" if mark == "host-bound" else f" {mark}"
-    return text
+    return latency_text(row) + "".join(mark_text(mark, row) for mark in marks(row))
 
 
 def _speedup_cell(row: Mapping[str, Any]) -> str:
@@ -155,6 +155,7 @@ def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
 #: How the terminal summary shows each of ``MARKS``.
 SUMMARY_MARKS: dict[str, str] = {
     "~": " [yellow]~[/]", "!": " [bold red]![/]", "host-bound": " [magenta]host-bound: host {host:.3g}[/]",
+    "batch": " [magenta](at batch {batch})[/]",
 }
 
 STYLES: dict[str, str] = {Status.MISMATCH: "bold red", Status.ERROR: "yellow", Status.OOM: "magenta",
@@ -206,10 +207,13 @@ def summary_tables(frame: pd.DataFrame) -> list[Table]:
                 if r is None:
                     cells.append("")
                 elif r["status"] == "ok":
-                    speed = r["speedup_vs_eager"]
-                    tail = f" [cyan]{speed:.2f}×[/]" if pd.notna(speed) else ""
-                    flags = "".join(SUMMARY_MARKS[m].format(host=r.get("host_ms")) for m in marks(r))
-                    cells.append(f"{escape(latency_text(r))}{tail}{flags}")
+                    speed, own = r["speedup_vs_eager"], marks(r)
+                    # the ratio carries eager's ~ and ! too, as report.md's speedup table does
+                    eager_only = "".join(f" {m}" for m in r["speedup_marks"].split() if m not in own)
+                    tail = f" [cyan]{speed:.2f}×{eager_only}[/]" if pd.notna(speed) else ""
+                    flags = "".join(SUMMARY_MARKS[m].format(host=r.get("host_ms"), batch=smaller_batch(r))
+                                    for m in own)
+                    cells.append(f"{escape(latency_text(r))}{flags}{tail}")
                 else:
                     cells.append(f"[{STYLES.get(r['status'], 'red')}]{str(r['status']).upper()}[/]")
             table.add_row(str(variant), *cells)

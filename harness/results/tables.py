@@ -27,6 +27,9 @@ MARKS: dict[str, str] = {
          "measure again on a quiet machine",
     "host-bound": "the host's time to issue one call (shown) exceeds the GPU time; end to end, a program that "
                   "does not overlap it pays the host time",
+    "batch": "measured at a smaller batch (shown) than its column's: the batch asked for ran out of memory "
+             "(--oom-retry); its latency is of that batch, so it is never ranked, divided into a speedup, "
+             "compared or plotted against the others",
 }
 
 
@@ -39,7 +42,33 @@ def marks(row: Mapping[str, Any]) -> list[str]:
         found.append("!")
     if row.get("bound") == "host":
         found.append("host-bound")
+    if smaller_batch(row) is not None:
+        found.append("batch")
     return found
+
+
+def mark_text(mark: str, row: Mapping[str, Any]) -> str:
+    """How a mark follows a latency in a table cell: `` ~``, or its figure for the two that have one."""
+    if mark == "host-bound":
+        return f" (host-bound: host {number(row.get('host_ms')):.4g})"
+    if mark == "batch":
+        return f" (at batch {smaller_batch(row)})"
+    return f" {mark}"
+
+
+def smaller_batch(row: Mapping[str, Any]) -> int | None:
+    """The batch a row was measured at when ``--oom-retry`` had to halve the one asked for, else None."""
+    run, asked = number(row.get("batch_run")), number(row.get("batch"))
+    return int(run) if math.isfinite(run) and math.isfinite(asked) and run < asked else None
+
+
+def at_batch_asked(frame: pd.DataFrame) -> pd.Series:
+    """Which rows were measured at the batch their key names: all but ``--oom-retry``'s halved ones,
+    whose latency no other row of their column can be ranked or divided against."""
+    if "batch_run" not in frame.columns:
+        return pd.Series(True, index=frame.index)
+    run = pd.to_numeric(frame["batch_run"], errors="coerce")
+    return run.isna() | (run >= pd.to_numeric(frame["batch"], errors="coerce"))
 
 
 def number(value: Any) -> float:
@@ -123,8 +152,10 @@ def groups(frame: pd.DataFrame) -> list[tuple[tuple[str, str, str], pd.DataFrame
 
 
 def pivot(group: pd.DataFrame, value: str) -> pd.DataFrame:
-    """Variants × configurations of one column; the configuration order is the sweep's."""
-    g = group.assign(config=config_label(group))
+    """Variants × configurations of one column; the configuration order is the sweep's. A case that
+    appears more than once (a resumed run) shows its last row, the one the recommendation and
+    ``compare`` use."""
+    g = group.assign(config=config_label(group)).drop_duplicates(["variant", "config"], keep="last")
     table = g.pivot_table(index="variant", columns="config", values=value, aggfunc="first", sort=False)
     order = [v for v in dict.fromkeys(g["variant"]) if v in table.index]
     return table.loc[order]
