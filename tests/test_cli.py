@@ -89,6 +89,7 @@ BAD_OPTIONS = [
     (["--shard", "half"], "--shard"),
     (["--case-timeout", "-1"], "--case-timeout"),
     (["--case-timeout", "inf"], "--case-timeout"),
+    (["--case-timeout", "1e10"], "--case-timeout must be ≤"),  # past Python's longest wait: a queue would raise
     (["--out", ""], "--out"),
     (["--device", "tpu"], "--device"),
     (["--config", ""], "--config"),

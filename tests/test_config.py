@@ -72,6 +72,13 @@ def test_cuda_without_cuda_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         SweepConfig.build(device="cuda")
 
 
+@pytest.mark.parametrize("device", ["cpu", "cpu:0", "CPU"])
+def test_every_spelling_of_the_cpu_is_the_cpu(device: str) -> None:
+    """Rows, the CPU-only defaults (steady malloc, no interpreter-timed Triton) and the reports all
+    read the device as ``cpu``: ``cpu:0`` must not slip past them."""
+    assert SweepConfig.build(device=device, variants="eager").device == "cpu"
+
+
 def test_auto_device_falls_back_to_cpu_with_cpu_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     cfg = SweepConfig.build()

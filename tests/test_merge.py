@@ -92,6 +92,7 @@ def test_a_case_twice_in_one_run_is_refused(piece, tmp_path: Path) -> None:
     ({"timing": {"warmup_s": 1.0}}, {}, "conflicting setting timing"),
     ({}, {"torch": "1.0.0"}, "different environment: torch"),
     ({}, {"cpu_model": "Other CPU"}, "different environment: cpu_model"),
+    ({"contexts": ["unet"]}, {}, "timed blocks alone but"),  # no one config holds both: not resumable
 ])  # fmt: skip
 def test_runs_of_different_settings_are_refused(piece, tmp_path: Path, capsys, config, env, message) -> None:
     a, b = piece("a", [0]), piece("b", [1], config, **env)
@@ -146,3 +147,11 @@ def test_missing_shards_are_a_warning(piece, tmp_path: Path) -> None:
         merge([a, b], tmp_path / "m")
     keys = [tuple(r[c] for c in KEY_COLUMNS) for r in read_jsonl(tmp_path / "m" / "results.jsonl")]
     assert len(keys) == 2
+
+
+def test_runs_inside_several_networks_merge_into_a_config_of_all_of_them(piece, tmp_path: Path) -> None:
+    """Networks' runs may be merged like any others: env.json's config names every context, so that
+    ``--resume`` of the merged folder knows the whole sweep."""
+    a, b = piece("a", [0], {"contexts": ["unet"]}), piece("b", [1], {"contexts": ["unet_compiled"]})
+    merge([a, b], tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "env.json").read_text())["config"]["contexts"] == ["unet", "unet_compiled"]

@@ -37,7 +37,7 @@ from harness.sweep.config import ConfigError
 CONFIG_MUST_MATCH: tuple[str, ...] = ("seed", "timing", "cache", "threads", "steady_malloc")
 #: Config lists that may differ between merged runs; the merged env.json records their union.
 SWEPT: tuple[str, ...] = ("variants", "shapes", "batch_sizes", "dtypes", "modes", "reductions", "fusions", "biases",
-                          "explicit_variants")
+                          "explicit_variants", "contexts")
 #: Fields that say whether two rows of one case agree (a duplicate) or not (a conflict).
 RESULT_FIELDS: tuple[str, ...] = ("status", "reason", "median_ms", "n_samples", "max_rel_err")
 
@@ -70,6 +70,11 @@ def check_settings(envs: Mapping[Path, Mapping[str, Any]], allow_mixed_env: bool
     """Refuse runs measured under different sweep settings or (unless allowed) environments."""
     first, *rest = envs.items()
     for run, env in rest:
+        inside = [bool((e.get("config") or {}).get("contexts")) for e in (first[1], env)]
+        if inside[0] != inside[1]:  # a sweep is of blocks or of networks: no one config holds both
+            blocks, networks = (first[0], run) if inside[1] else (run, first[0])
+            raise MergeError(f"{blocks} timed blocks alone but {networks} timed them inside networks (--context); "
+                             "merge only runs of the same sweep")  # fmt: skip
         for key in CONFIG_MUST_MATCH:
             a, b = (first[1].get("config") or {}).get(key), (env.get("config") or {}).get(key)
             if a != b:

@@ -10,6 +10,7 @@ import dataclasses
 import fnmatch
 import math
 import re
+import threading
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -259,7 +260,9 @@ def fault_options(merged: Mapping[str, Any]) -> dict[str, Any]:
     """The options of faults and scaling out, validated: a time limit implies isolation (only a
     child process can be killed)."""
     timeout = merged.get("case_timeout")
-    timeout = None if timeout is None else parse_float(timeout, FLAGS["case_timeout"], minimum=1e-3)
+    # the longest wait Python's queues and locks take (about 292 years): beyond it they raise
+    timeout = None if timeout is None else parse_float(timeout, FLAGS["case_timeout"], minimum=1e-3,
+                                                       maximum=threading.TIMEOUT_MAX)
     try:
         shard = None if merged.get("shard") is None else Shard.parse(merged["shard"])
     except ValueError as exc:
@@ -332,7 +335,7 @@ def resolve_device(device: str) -> str:
             raise ConfigError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
     elif dev.type != "cpu":
         raise ConfigError(f"--device: unsupported device {device!r}; use cpu, cuda or cuda:N")
-    return str(dev)
+    return "cpu" if dev.type == "cpu" else str(dev)  # one CPU device: cpu:0 is cpu, as the rows say
 
 
 def _items(value: Any) -> list[Any]:
@@ -366,8 +369,9 @@ def parse_int(value: Any, what: str, minimum: int = 1) -> int:
     return number
 
 
-def parse_float(value: Any, what: str, minimum: float, below: float | None = None) -> float:
-    """A finite number ≥ ``minimum`` (and < ``below``): NaN and infinity are never a setting."""
+def parse_float(value: Any, what: str, minimum: float, below: float | None = None,
+                maximum: float | None = None) -> float:
+    """A finite number ≥ ``minimum`` (and < ``below``, ≤ ``maximum``): NaN and infinity are never a setting."""
     try:
         if isinstance(value, bool):
             raise ValueError
@@ -380,6 +384,8 @@ def parse_float(value: Any, what: str, minimum: float, below: float | None = Non
         raise ConfigError(f"{what} must be ≥ {minimum:g}, got {value!r}")
     if below is not None and number >= below:
         raise ConfigError(f"{what} must be below {below:g} (a fraction, e.g. 0.01), got {value!r}")
+    if maximum is not None and number > maximum:
+        raise ConfigError(f"{what} must be ≤ {maximum:g}, got {value!r}")
     return number
 
 
