@@ -224,3 +224,22 @@ def test_without_samples_or_a_stored_ci_the_stored_iqr_gives_the_interval() -> N
     assert rec.tied == ("other",)
     with_samples = [dict(r, samples_ms=s) for r, s in zip(rows, ([9.5, 10.0, 10.5], [9.6, 10.1, 10.6]), strict=True)]
     assert only(with_samples).tied == ("other",)
+
+
+def test_no_verdict_rests_on_a_disturbed_winner_runner_up_or_eager() -> None:
+    """On a busy 2-core VM eager took 10.6 ms against its quiet 1.2 ms, and the answer said "clear,
+    13×": a disturbed time says how busy the machine was, so the verdict says to measure again."""
+    quiet = [row("eager", 2.0), row("fast", 0.5), row("next", 1.0)]
+    assert only(quiet).verdict() == "clear: next is next at 1.00 ms" and only(quiet).disturbed == ()
+    for i, name in enumerate(("eager", "fast", "next")):
+        rows = [dict(r) for r in quiet]
+        rows[i]["disturbed"] = True
+        rec = only(rows)
+        assert rec.winner == "fast" and rec.disturbed == (name,)
+        assert rec.verdict() == f"unsure: {name} ran while the CPU was busy (!); measure again"
+    slow_and_busy = [*quiet, row("slow", 5.0, disturbed=True)]  # neither winner, runner-up nor eager
+    assert only(slow_and_busy).disturbed == ()
+    from harness.results.recommend import terminal_cells
+
+    busy = [dict(quiet[0], disturbed=True), *quiet[1:]]
+    assert "unsure: CPU busy (!)" in terminal_cells(only(busy))[1]

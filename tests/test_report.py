@@ -186,3 +186,15 @@ def test_a_network_measured_at_a_halved_batch_gets_no_ratio_against_the_eager_ne
     assert lines["fused"]["× eager network"] == "1.33" and lines["fused"]["saved vs eager blocks"] == "25.0%"
     assert lines["fast"]["× eager network"] == "" and lines["fast"]["saved vs eager blocks"] == ""
     assert lines["fast"]["median ms [95% CI]"].endswith("(at batch 4)")
+
+
+def test_disturbed_cases_are_counted_beside_the_answer() -> None:
+    frame = to_frame([row("eager", 10.6, disturbed=True), row("fast", 0.8), row("next", 1.0, disturbed=True)])
+    md = markdown(frame)
+    answer = md[md.index("## Which variant to run"):md.index("## cpu · float32 · forward")]
+    assert "**! 2 of 3 timed cases ran while the CPU was busy" in answer
+    assert "unsure: eager, next ran while the CPU was busy" in answer or "unsure: next, eager" in answer
+    console = Console(record=True, width=250)
+    print_summary(frame, console)
+    assert "! 2 of 3 timed cases ran while the CPU was busy" in console.export_text()
+    assert "timed cases ran while" not in markdown(FRAME)

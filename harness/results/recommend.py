@@ -78,6 +78,9 @@ class Recommendation:
     #: The variant clearly fastest end to end (its wall interval below the winner's), when not the winner.
     wall_best: str | None = None
     wall_best_ms: float = math.nan
+    #: Variants the answer rests on (the winner, the runner-up or a tied one, eager) that ran while the
+    #: CPU was starved (``!``): their times say how busy the machine was, so no verdict is drawn.
+    disturbed: tuple[str, ...] = ()
 
     @property
     def tie(self) -> bool:
@@ -92,6 +95,8 @@ class Recommendation:
         if self.winner is None:
             failed = ", ".join(f"{v} ({s})" for v, s in self.not_timed)
             return "no variant ran correctly" + (f": {failed}" if failed else "")
+        if self.disturbed:
+            return f"unsure: {', '.join(self.disturbed)} ran while the CPU was busy (!); measure again"
         if self.tie:
             return f"tie: {', '.join((self.winner, *self.tied))} (intervals overlap: any of them)"
         if self.runner_up is None:
@@ -222,6 +227,8 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
             low, high, method = speedup_interval(eager_t, best_t)
             speedup_ci = (low, high)
     wall_best = fastest_end_to_end(best, ranked)
+    rested_on = [best, *(r for r in others if str(r["variant"]) in tied), *others[:1], *([eager] if eager else [])]
+    disturbed = tuple(dict.fromkeys(str(r["variant"]) for r in rested_on if "!" in marks(r)))
     return Recommendation(
         device, dtype, mode, config, str(best["variant"]),
         median_ms=best_t.median,
@@ -240,6 +247,7 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
         wall_ms=number(best.get("wall_ms")),
         wall_best=str(wall_best["variant"]) if wall_best is not None else None,
         wall_best_ms=number(wall_best["wall_ms"]) if wall_best is not None else math.nan,
+        disturbed=disturbed,
     )  # fmt: skip
 
 
@@ -294,7 +302,9 @@ def terminal_cells(rec: Recommendation) -> tuple[str, str, str, str]:
     side's marks over its interval. Each fits a column of 14 to 24 characters, so four fit 80."""
     if rec.winner is None:
         return (rec.config, rec.verdict(), "", "")
-    if rec.tie:
+    if rec.disturbed:
+        verdict = "unsure: CPU busy (!)"
+    elif rec.tie:
         verdict = f"tie: {', '.join(rec.tied)}"
     elif rec.runner_up is None:
         verdict = "only one timed"

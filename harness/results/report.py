@@ -87,6 +87,17 @@ def legend(frame: pd.DataFrame) -> list[str]:
     return [f"- `{mark}` {meaning}" for mark, meaning in MARKS.items() if mark in used]
 
 
+def disturbed_count(frame: pd.DataFrame) -> str | None:
+    """One line when timed cases were disturbed: how many, and what that means for the answer."""
+    ok = frame[frame["status"] == "ok"]
+    busy = sum("!" in marks(r) for r in ok.to_dict("records"))
+    if not busy:
+        return None
+    return (f"! {busy} of {len(ok)} timed cases ran while the CPU was busy (their threads waited for a core): "
+            "their times say how busy the machine was, so no verdict rests on them; measure again on a quiet "
+            "machine")
+
+
 def recommendation_markdown(frame: pd.DataFrame) -> list[str]:
     """The "Which variant to run" section: one line per configuration, the answer before the details."""
     recs = recommend(frame)
@@ -102,6 +113,7 @@ def recommendation_markdown(frame: pd.DataFrame) -> list[str]:
         "A *tie* means the winner's interval overlaps another variant's: the data cannot tell them apart, "
         "so run whichever of them suits you. Marks as in the tables below.",
         "",
+        *([f"**{busy}**", ""] if (busy := disturbed_count(frame)) else []),
         table.to_markdown(index=False, disable_numparse=True),
         "",
     ]
@@ -227,6 +239,9 @@ def print_summary(frame: pd.DataFrame, console: Console) -> None:
     answer = recommendation_table(frame)
     if answer is not None:
         console.print(answer)
+    busy = disturbed_count(frame)
+    if busy:
+        console.print(f"[bold red]{escape(busy)}[/]")
     for table in summary_tables(frame):
         console.print(table)
     problems = frame[frame["status"].isin(BROKEN)]
