@@ -82,6 +82,13 @@ def test_find_with_no_baselines_at_all(tmp_path: Path) -> None:
         baselines.find_baseline_for(run, tmp_path / "nowhere")
 
 
+@pytest.mark.parametrize("missing", ["nope", "nowhere/results.jsonl"])
+def test_a_mistyped_run_is_named_as_missing(tmp_path: Path, missing: str) -> None:
+    """Not "./: no env.json": the path the user typed, and that it does not exist."""
+    with pytest.raises(BaselineError, match=f"^{tmp_path / missing}: no such file or folder$"):
+        baselines.find_baseline_for(tmp_path / missing, tmp_path)
+
+
 def test_save_needs_a_run_folder(tmp_path: Path) -> None:
     with pytest.raises(BaselineError, match="not a run folder"):
         baselines.save_baseline(tmp_path, tmp_path / "baselines")

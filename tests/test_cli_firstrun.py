@@ -251,3 +251,36 @@ def test_run_save_baseline_says_what_it_replaces_and_refuses_fewer_cases(tmp_pat
                  "--replace-baseline"]) == 0
     assert f"baseline: {Path('results/baselines') / saved.name} (replaced: 2 cases → 1)" in capsys.readouterr().out
     assert json.loads((saved / "env.json").read_text())["config"]["out"] == "small"
+
+
+def test_why_smp_is_unavailable_says_what_to_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not installed: the pip command with the constraint that keeps this torch. Installed beside a
+    torchvision built for another torch: that, not "needs smp" (a new user had just installed it)."""
+    import importlib
+    import importlib.util
+
+    import torch
+
+    import variants.unet as unet
+
+    def failing(error: Exception):  # noqa: ANN202
+        def import_module(name: str, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            raise error
+
+        return import_module
+
+    keep = f"torch=={torch.__version__.split('+')[0]}"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    monkeypatch.setattr(importlib, "import_module", failing(ModuleNotFoundError("No module named 'x'")))
+    assert unet.smp_unavailable() == (f"needs segmentation-models-pytorch: pip install -c <(echo {keep}) "
+                                      "'scse-harness[unet]' (ModuleNotFoundError: No module named 'x')")  # fmt: skip
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    monkeypatch.setattr(importlib, "import_module", failing(RuntimeError("operator torchvision::nms does not exist")))
+    monkeypatch.setattr(unet, "_version", lambda package: "0.28.0")
+    assert unet.smp_unavailable() == (
+        f"segmentation-models-pytorch is installed, but torchvision 0.28.0 does not load beside torch "
+        f"{torch.__version__}: install the torchvision built for this torch (RuntimeError: operator "
+        "torchvision::nms does not exist)")  # fmt: skip
+    monkeypatch.setattr(importlib, "import_module", failing(ImportError("cannot import name 'y'")))
+    assert unet.smp_unavailable() == ("segmentation-models-pytorch is installed but does not import: "
+                                      "ImportError: cannot import name 'y'")  # fmt: skip

@@ -198,3 +198,18 @@ def test_disturbed_cases_are_counted_beside_the_answer() -> None:
     print_summary(frame, console)
     assert "! 2 of 3 timed cases ran while the CPU was busy" in console.export_text()
     assert "timed cases ran while" not in markdown(FRAME)
+
+
+def test_a_run_where_nothing_could_run_says_so_and_why() -> None:
+    frame = to_frame([row("graphed_x", None, status="skipped", reason="needs a CUDA GPU"),
+                      row("triton_x", None, status="skipped", reason="triton is not installed"),
+                      row("graphed_y", None, status="skipped", reason="needs a CUDA GPU")])  # fmt: skip
+    console = Console(record=True, width=250)
+    print_summary(frame, console)
+    text = console.export_text()
+    assert "no variant could run here: graphed_x (skipped)" in text
+    assert "SKIPPED graphed_x, graphed_y: needs a CUDA GPU" in text
+    assert "SKIPPED triton_x: triton is not installed" in text
+    assert "--plots" not in text  # nothing timed, nothing to draw
+    mixed = to_frame([row("eager", None, status="mismatch"), row("graphed_x", None, status="skipped")])
+    assert "no variant ran correctly: eager (mismatch)" in markdown(mixed)

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.metadata
+import importlib.util
 
+import torch
 import torch.nn as nn
 
 from variants.contexts import Context, add_context
@@ -29,10 +32,22 @@ def smp_unavailable() -> str | None:
     try:
         importlib.import_module("segmentation_models_pytorch")
     except Exception as exc:  # an ImportError, or torchvision failing to load against this torch
-        first = (str(exc).strip().splitlines() or [""])[0]
-        return (f"needs segmentation-models-pytorch (pip install 'scse-harness[unet]' beside a matching "
-                f"torchvision): {type(exc).__name__}: {first}")
+        first = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+        if importlib.util.find_spec("segmentation_models_pytorch") is None:
+            keep = f"torch=={torch.__version__.split('+')[0]}"  # the constraint keeps this torch
+            return f"needs segmentation-models-pytorch: pip install -c <(echo {keep}) 'scse-harness[unet]' ({first})"
+        if "torchvision" in first:  # the registry's torchvision is built for another torch
+            return (f"segmentation-models-pytorch is installed, but torchvision {_version('torchvision')} does not "
+                    f"load beside torch {torch.__version__}: install the torchvision built for this torch ({first})")
+        return f"segmentation-models-pytorch is installed but does not import: {first}"
     return None
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def _scse_class() -> type[nn.Module]:

@@ -162,6 +162,8 @@ def find_baseline(env: Mapping[str, Any], root: str | Path = DEFAULT_ROOT) -> Pa
 def find_baseline_for(run: str | Path, root: str | Path = DEFAULT_ROOT) -> Path:
     """The baseline matching the device that ``run`` (a run folder or a file in one) was measured on."""
     p = Path(run)
+    if not p.exists():
+        raise BaselineError(f"{run}: no such file or folder")
     folder = p if p.is_dir() else p.parent
     if not (folder / "env.json").is_file():
         raise BaselineError(f"{folder}: no env.json, so the device it ran on is unknown")

@@ -94,7 +94,9 @@ class Recommendation:
         """One phrase: why this is the answer, and how sure it is."""
         if self.winner is None:
             failed = ", ".join(f"{v} ({s})" for v, s in self.not_timed)
-            return "no variant ran correctly" + (f": {failed}" if failed else "")
+            skipped = self.not_timed and all(s == "skipped" for _, s in self.not_timed)
+            return ("no variant could run here" if skipped else "no variant ran correctly") + (
+                f": {failed}" if failed else "")
         if self.disturbed:
             return f"unsure: {', '.join(self.disturbed)} ran while the CPU was busy (!); measure again"
         if self.tie:

@@ -249,6 +249,11 @@ def print_summary(frame: pd.DataFrame, console: Console) -> None:
         style = STYLES.get(r["status"], "red")
         console.print(f"[{style}]{r['status'].upper()}[/] {r['variant']} {r['channels']}x{r['height']}x{r['width']} "
                       f"b{r['batch']} {r['dtype']} {r['mode']}: {r['reason']}")
+    skipped = frame[frame["status"] == Status.SKIPPED]
+    for reason, rows in skipped.groupby(skipped["reason"].fillna("no reason given"), sort=False):
+        names = ", ".join(dict.fromkeys(rows["variant"].astype(str)))
+        console.print(f"[dim]SKIPPED {escape(names)}: {escape(str(reason))}[/]", soft_wrap=True)
     for line in legend(frame):
         console.print(escape(line.removeprefix("- ").replace("`", "")))
-    console.print(escape(PLOTS_HINT.format(run=frame.attrs.get("run_dir") or "RUN")), soft_wrap=True)
+    if (frame["status"] == Status.OK).any():  # else there is nothing to draw
+        console.print(escape(PLOTS_HINT.format(run=frame.attrs.get("run_dir") or "RUN")), soft_wrap=True)
