@@ -213,3 +213,14 @@ def test_a_run_where_nothing_could_run_says_so_and_why() -> None:
     assert "--plots" not in text  # nothing timed, nothing to draw
     mixed = to_frame([row("eager", None, status="mismatch"), row("graphed_x", None, status="skipped")])
     assert "no variant ran correctly: eager (mismatch)" in markdown(mixed)
+
+
+def test_a_network_ratio_carries_the_marks_of_either_side() -> None:
+    from harness.results.networks import table_rows
+
+    net = {"context": "unet", "network": "unet", "form": "eager", "channels": 3, "height": 64, "width": 64}
+    rows = to_frame([row("eager", 545.0, noisy=True, disturbed=True, **net), row("fused", 300.0, **net),
+                     row("quiet", 500.0, **net)])  # fmt: skip
+    lines = {line["variant"]: line for line in table_rows(rows)}
+    assert lines["fused"]["× eager network"] == "1.82 ~ !" and lines["fused"]["saved vs eager blocks"] == "45.0% ~ !"
+    assert lines["eager"]["× eager network"] == "1.00 ~ !"

@@ -45,12 +45,19 @@ def _percent(value: float) -> str:
     return f"{100 * value:.1f}%" if pd.notna(value) else ""
 
 
-def _median(rows: pd.DataFrame, **match: Any) -> float:
+def _baseline(rows: pd.DataFrame, **match: Any) -> dict[str, Any] | None:
+    """The last timed row matching ``match`` (at the batch asked for), or None."""
     hit = rows
     for column, value in match.items():
         hit = hit[hit[column] == value]
     ok = hit[(hit["status"] == "ok") & at_batch_asked(hit)]
-    return number(ok["median_ms"].iloc[-1]) if not ok.empty else float("nan")
+    return ok.iloc[-1].to_dict() if not ok.empty else None
+
+
+def _ratio_marks(row: Mapping[str, Any], base: Mapping[str, Any] | None) -> str:
+    """The ``~`` and ``!`` of either side of a ratio, as the block speedup tables carry them."""
+    both = set(marks(row)) | (set(marks(base)) if base is not None else set())
+    return "".join(f" {m}" for m in ("~", "!") if m in both)
 
 
 def table_rows(frame: pd.DataFrame) -> list[dict[str, str]]:
@@ -61,16 +68,18 @@ def table_rows(frame: pd.DataFrame) -> list[dict[str, str]]:
         return out
     for _, setting in rows.groupby(list(SETTING_COLUMNS), sort=False, dropna=False):
         eager_forms = setting[setting["form"].fillna("eager") == "eager"]
-        base_ms = _median(eager_forms, variant=BASELINE_VARIANT)
+        base = _baseline(eager_forms, variant=BASELINE_VARIANT)
         for record in setting.to_dict("records"):
-            out.append(_line(record, setting, base_ms))
+            out.append(_line(record, setting, base))
     return out
 
 
-def _line(row: Mapping[str, Any], setting: pd.DataFrame, base_ms: float) -> dict[str, str]:
+def _line(row: Mapping[str, Any], setting: pd.DataFrame, base: Mapping[str, Any] | None) -> dict[str, str]:
     ok = row["status"] == "ok"
     ms = number(row.get("median_ms")) if ok and smaller_batch(row) is None else float("nan")  # else another batch's
-    same_form_ms = _median(setting, context=row["context"], variant=BASELINE_VARIANT)
+    same_form = _baseline(setting, context=row["context"], variant=BASELINE_VARIANT)
+    base_ms = number(base["median_ms"]) if base is not None else float("nan")
+    same_form_ms = number(same_form["median_ms"]) if same_form is not None else float("nan")
     where = f"{row['device']} · {row['dtype']} · {row['mode']} · {row['channels']}x{row['height']}x{row['width']} " \
             f"b{row['batch']}"
     text = latency_text(row) + "".join(mark_text(m, row) for m in marks(row)) if ok else str(row["status"]).upper()
@@ -80,8 +89,10 @@ def _line(row: Mapping[str, Any], setting: pd.DataFrame, base_ms: float) -> dict
         "variant": str(row["variant"]),
         "blocks": "" if pd.isna(number(row.get("blocks"))) else str(int(number(row.get("blocks")))),
         "median ms [95% CI]": text,
-        "× eager network": f"{base_ms / ms:.2f}" if pd.notna(ms) and pd.notna(base_ms) else "",
-        "saved vs eager blocks": _percent(1 - ms / same_form_ms) if pd.notna(ms) and pd.notna(same_form_ms) else "",
+        "× eager network": f"{base_ms / ms:.2f}{_ratio_marks(row, base)}" if pd.notna(ms) and pd.notna(base_ms)
+                           else "",
+        "saved vs eager blocks": _percent(1 - ms / same_form_ms) + _ratio_marks(row, same_form)
+                                 if pd.notna(ms) and pd.notna(same_form_ms) else "",
         "scSE share": _percent(number(row.get("scse_share"))),
     }
     if str(row["device"]).startswith("cuda"):
