@@ -91,6 +91,7 @@ BAD_OPTIONS = [
     (["--case-timeout", "inf"], "--case-timeout"),
     (["--case-timeout", "1e10"], "--case-timeout must be ≤"),  # past Python's longest wait: a queue would raise
     (["--out", ""], "--out"),
+    (["--out", "{tmp}/two-caches.toml"], "is a file; name a folder"),
     (["--device", "tpu"], "--device"),
     (["--config", ""], "--config"),
     (["--config", "{tmp}"], "--config"),  # a folder

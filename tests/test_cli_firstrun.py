@@ -80,7 +80,7 @@ def test_an_unknown_keyword_suggests_the_nearest_and_lists_them_all() -> None:
 
 
 def test_the_known_keys_are_exactly_the_accepted_ones(tmp_path: Path) -> None:
-    """The committed sweep files spell ``max-time-s``: the list an unknown key prints must show it."""
+    """The keyword with dashes (``max-time-s``) is accepted besides the flag: unknown keys list it."""
     from harness.sweep.options import SPELLINGS, known_spellings, option_name
 
     path = tmp_path / "sweep.toml"

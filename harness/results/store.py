@@ -78,6 +78,8 @@ class RunFolder:
         self.path = Path(path)
         if not create:
             return
+        if self.path.exists() and not self.path.is_dir():
+            raise OutputError(f"output folder {str(self.path)!r} is a file; name a folder")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write-test"

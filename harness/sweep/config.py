@@ -312,6 +312,10 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     table = data.get("sweep", data)
     if not isinstance(table, Mapping):
         raise ConfigError(f"--config {str(p)!r}: [sweep] must be a table")
+    others = [k for k, v in data.items() if k != "sweep" and isinstance(v, Mapping)]
+    if others:  # a misspelt [sweep], or a table that would be silently ignored
+        raise ConfigError(f"--config {str(p)!r}: [{others[0]}] is not read; options go at the top level or "
+                          "under [sweep]")  # fmt: skip
     try:
         return by_name(table, "key", sep="-")
     except ConfigError as exc:
