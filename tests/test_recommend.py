@@ -4,8 +4,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 
+from harness.measure.stats import median_ci
 from harness.results.recommend import Recommendation, recommend, speedup_interval, speedup_text, table_rows, timing
 from harness.results.store import to_frame
 
@@ -243,3 +245,19 @@ def test_no_verdict_rests_on_a_disturbed_winner_runner_up_or_eager() -> None:
 
     busy = [dict(quiet[0], disturbed=True), *quiet[1:]]
     assert "unsure: CPU busy (!)" in terminal_cells(only(busy))[1]
+
+
+def test_a_speedup_whose_interval_reaches_one_is_a_tie_with_eager() -> None:
+    """The 95% intervals of the medians can be apart while the speedup's (each median at √95%, so
+    that both hold together) reaches 1: "clear" beside "1.02× [1.00, 1.04]" would contradict itself."""
+    eager = list(np.linspace(0.99, 1.05, 60))
+    fast = list(np.linspace(0.9715, 1.0315, 60))  # its 95% interval ends just below eager's
+    rows = [row(name, float(np.median(x)), samples_ms=x) for name, x in (("eager", eager), ("fast", fast))]
+    for r in rows:
+        r["ci_low_ms"] = r["ci_high_ms"] = None  # from the samples, at 95%
+    assert median_ci(fast)[1] < median_ci(eager)[0]
+    rec = only(rows)
+    assert rec.winner == "fast" and rec.speedup_ci[0] <= 1.0
+    assert rec.tied == ("eager",) and rec.verdict().startswith("tie: fast, eager")
+    apart = [row("eager", 2.0, 1.9, 2.1), row("fast", 0.5, 0.45, 0.55)]
+    assert only(apart).tied == ()  # a speedup surely above 1 stays clear

@@ -228,6 +228,8 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
         if eager is not best:
             low, high, method = speedup_interval(eager_t, best_t)
             speedup_ci = (low, high)
+            if low <= 1 and BASELINE_VARIANT not in tied:  # "clear" beside a speedup that may be 1× reads false
+                tied = (*tied, BASELINE_VARIANT)
     wall_best = fastest_end_to_end(best, ranked)
     rested_on = [best, *(r for r in others if str(r["variant"]) in tied), *others[:1], *([eager] if eager else [])]
     disturbed = tuple(dict.fromkeys(str(r["variant"]) for r in rested_on if "!" in marks(r)))
