@@ -186,6 +186,19 @@ def test_resuming_a_finished_run_says_there_is_nothing_left(tiny_run: Path, caps
     assert (tiny_run / "report.md").is_file()
 
 
+def test_a_row_from_before_bias_and_contexts_is_a_finished_case(tiny_run: Path, capsys) -> None:
+    """Schema-1 rows have no ``bias``, ``context`` or ``schema``: read as a case, they are the block
+    alone without bias, so resuming must not run them again (and write the case twice)."""
+    results = tiny_run / "results.jsonl"
+    old = [{k: v for k, v in json.loads(line).items() if k not in ("bias", "context", "schema")}
+           for line in results.read_text().splitlines()]  # fmt: skip
+    results.write_text("".join(json.dumps(r) + "\n" for r in old))
+    capsys.readouterr()
+    assert main(["run", "--resume", str(tiny_run), "--quiet"]) == 0
+    assert "nothing left to run" in capsys.readouterr().out
+    assert len(results.read_text().splitlines()) == 1
+
+
 def test_a_cut_off_row_is_one_plain_warning_line(tiny_run: Path, capsys) -> None:
     results = tiny_run / "results.jsonl"
     whole = results.read_bytes()

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.results.store import ENV_JSON, RESULTS_JSONL, RunFolder, env_differences, read_env, row_key, run_folder_of
+from harness.results.record import case_of
+from harness.results.store import ENV_JSON, RESULTS_JSONL, RunFolder, env_differences, read_env, run_folder_of
 from harness.sweep.cases import Case
 from harness.sweep.config import ConfigError, SweepConfig, read_toml
 from harness.sweep.options import RESUMED_OPTIONS, TIMING_OPTIONS
@@ -73,5 +74,8 @@ def split(folder: RunFolder, cases: Sequence[Case],
         check_environment(folder.read_env(), device)
     folder.repair()
     rows = folder.rows()
-    done = {row_key(r) for r in rows}
-    return rows, [c for c in cases if row_key(c.as_dict()) not in done]
+    try:  # read as cases: an old row without bias or context is the block alone, without bias
+        done = {case_of(r) for r in rows}
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--resume: {folder.jsonl}: a row's case cannot be read ({exc})") from None
+    return rows, [c for c in cases if c not in done]
