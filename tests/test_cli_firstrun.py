@@ -294,6 +294,12 @@ def test_why_smp_is_unavailable_says_what_to_do(monkeypatch: pytest.MonkeyPatch)
         f"segmentation-models-pytorch is installed, but torchvision 0.28.0 does not load beside torch "
         f"{torch.__version__}: install the torchvision built for this torch (RuntimeError: operator "
         "torchvision::nms does not exist)")  # fmt: skip
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchvision" else object())
+    monkeypatch.setattr(importlib, "import_module", failing(ModuleNotFoundError("No module named 'torchvision'")))
+    assert unet.smp_unavailable() == (
+        "segmentation-models-pytorch is installed but torchvision is not: install the torchvision built for "
+        f"torch {torch.__version__} (ModuleNotFoundError: No module named 'torchvision')")  # fmt: skip
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
     monkeypatch.setattr(importlib, "import_module", failing(ImportError("cannot import name 'y'")))
     assert unet.smp_unavailable() == ("segmentation-models-pytorch is installed but does not import: "
                                       "ImportError: cannot import name 'y'")  # fmt: skip

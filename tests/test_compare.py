@@ -174,6 +174,11 @@ def test_a_case_that_now_fits_only_a_halved_batch_is_no_timing_match_and_fails(t
         "ok", "oom", "out of memory at batch 8; ran at batch 4")
     both = cmp.compare(write_run(tmp_path / "base2", [halved]), write_run(tmp_path / "cur2", [halved]))
     assert len(both.cases) == 1 and not both.status_changes  # the same halved batch on both sides: comparable
+    quarter = dict(row(case("x", batch_run=2), noise(0.25, seed=5)), reason="out of memory at batch 8, 4")
+    worse = cmp.compare(write_run(tmp_path / "base3", [halved]), write_run(tmp_path / "cur3", [quarter]))
+    change = worse.status_changes[0]
+    assert (change.baseline_status, change.current_status, change.reason) == (
+        "oom", "oom", "ran at batch 4 before, 2 now")
 
 
 def test_a_newly_skipped_case_is_listed_but_does_not_fail(tmp_path: Path) -> None:

@@ -93,8 +93,9 @@ def test_auto_device_falls_back_to_cpu_with_cpu_defaults(monkeypatch: pytest.Mon
     ("content", "message"),
     [("shapes = [", "bad.toml' is not valid TOML"), ("[sweep]\nshapes = 3\n", "malformed shape 3"),
      ("sweep = 3\n", "[sweep] must be a table"),
-     ("[sweeps]\nshapes = ['8x4x4']\n", "[sweeps] is not read; options go at the top level or under [sweep]"),
-     ("[sweep]\nmodes = 'forward'\n[other]\nshapes = 3\n", "[other] is not read")],
+     ("[sweeps]\nshapes = ['8x4x4']\n", "[sweeps] is not read; options go either at the top level or under [sweep]"),
+     ("[sweep]\nmodes = 'forward'\n[other]\nshapes = 3\n", "[other] is not read"),
+     ("max-time = 0.05\n[sweep]\nvariants = 'eager'\n", "'max-time' is outside [sweep] and would be ignored")],
 )
 def test_invalid_config_files_are_refused(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "bad.toml"

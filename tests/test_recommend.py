@@ -222,7 +222,8 @@ def test_without_samples_or_a_stored_ci_the_stored_iqr_gives_the_interval() -> N
         r["ci_low_ms"] = r["ci_high_ms"] = None
         r["iqr_ms"] = 1.0
     rec = only(rows)
-    assert rec.interval_kind == "IQR" and rec.interval_ms == pytest.approx((9.5, 10.5))
+    assert rec.interval_kind == "IQR width" and rec.interval_ms == pytest.approx((9.5, 10.5))
+    assert table_rows([rec])[0][3] == "10.0 (IQR 1)"  # the width, as the latency cells write it
     assert rec.tied == ("other",)
     with_samples = [dict(r, samples_ms=s) for r, s in zip(rows, ([9.5, 10.0, 10.5], [9.6, 10.1, 10.6]), strict=True)]
     assert only(with_samples).tied == ("other",)
@@ -258,6 +259,10 @@ def test_a_speedup_whose_interval_reaches_one_is_a_tie_with_eager() -> None:
     assert median_ci(fast)[1] < median_ci(eager)[0]
     rec = only(rows)
     assert rec.winner == "fast" and rec.speedup_ci[0] <= 1.0
-    assert rec.tied == ("eager",) and rec.verdict().startswith("tie: fast, eager")
+    assert rec.tied == ("eager",)
+    assert rec.verdict() == "tie: fast, eager (the speedup over eager may be 1×: any of them)"
+    both = only([*rows, row("close", float(np.median(fast)) + 0.001, samples_ms=[v + 0.001 for v in fast])])
+    assert both.tied == ("close", "eager")
+    assert both.verdict().endswith("(intervals overlap; the speedup over eager may be 1×: any of them)")
     apart = [row("eager", 2.0, 1.9, 2.1), row("fast", 0.5, 0.45, 0.55)]
     assert only(apart).tied == ()  # a speedup surely above 1 stays clear

@@ -224,3 +224,22 @@ def test_a_network_ratio_carries_the_marks_of_either_side() -> None:
     lines = {line["variant"]: line for line in table_rows(rows)}
     assert lines["fused"]["× eager network"] == "1.82 ~ !" and lines["fused"]["saved vs eager blocks"] == "45.0% ~ !"
     assert lines["eager"]["× eager network"] == "1.00 ~ !"
+
+
+def test_a_case_repeated_after_its_eager_failed_gives_no_stale_speedup_or_count() -> None:
+    """The last row of a repeated case stands: eager's earlier ok row serves no ratio once its last
+    row is an error or a halved batch, and a case counts once among the disturbed."""
+    from harness.results.networks import table_rows
+    from harness.results.report import disturbed_count
+
+    for again in (row("eager", None, status="error"), row("eager", 4.0, batch_run=4)):
+        frame = to_frame([row("eager", 2.0), row("fast", 0.5), again])
+        assert with_speedup(frame)["speedup_vs_eager"].isna().iloc[1:].all()
+        assert "| fast      | 4.00" not in markdown(frame)  # the speedup table has no ratio for fast
+    busy = to_frame([row("eager", 2.0, disturbed=True), row("fast", 0.5), row("eager", 2.1, disturbed=True)])
+    assert disturbed_count(busy).startswith("! 1 of 2 timed cases")
+    net = {"context": "unet", "network": "unet", "form": "eager", "channels": 3, "height": 64, "width": 64}
+    lines = table_rows(to_frame([row("eager", 8.0, **net), row("fused", 6.0, **net),
+                                 row("eager", None, status="error", **net)]))  # fmt: skip
+    assert [line["variant"] for line in lines] == ["fused", "eager"]
+    assert lines[0]["× eager network"] == "" and lines[1]["median ms [95% CI]"] == "ERROR"

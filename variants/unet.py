@@ -36,6 +36,9 @@ def smp_unavailable() -> str | None:
         if importlib.util.find_spec("segmentation_models_pytorch") is None:
             keep = f"torch=={torch.__version__.split('+')[0]}"  # the constraint keeps this torch
             return f"needs segmentation-models-pytorch: pip install -c <(echo {keep}) 'scse-harness[unet]' ({first})"
+        if importlib.util.find_spec("torchvision") is None:
+            return (f"segmentation-models-pytorch is installed but torchvision is not: install the torchvision "
+                    f"built for torch {torch.__version__} ({first})")
         if "torchvision" in first:  # the registry's torchvision is built for another torch
             return (f"segmentation-models-pytorch is installed, but torchvision {_version('torchvision')} does not "
                     f"load beside torch {torch.__version__}: install the torchvision built for this torch ({first})")

@@ -384,6 +384,8 @@ def compare(
         elif b_status != c_status or b_batch != c_batch:  # a latency of another batch (--oom-retry) is no match
             b_status, c_status = _at_batch(b_status, b_batch), _at_batch(c_status, c_batch)
             reason = c_row.get("reason") if c_status != "ok" else b_row.get("reason")
+            if b_status == c_status:  # an oom on both sides, halved to different batches
+                reason = f"ran at batch {b_batch or 'none'} before, {c_batch or 'none'} now"
             changes.append(StatusChange(key, b_status, c_status, "" if key_value(reason) is None else str(reason)))
     only_b = tuple(k for k in b_rows if k not in c_rows)
     only_c = tuple(k for k in c_rows if k not in b_rows)

@@ -14,7 +14,16 @@ from typing import Any
 
 import pandas as pd
 
-from harness.results.tables import GROUP_COLUMNS, at_batch_asked, latency_text, mark_text, marks, number, smaller_batch
+from harness.results.tables import (
+    GROUP_COLUMNS,
+    at_batch_asked,
+    last_rows,
+    latency_text,
+    mark_text,
+    marks,
+    number,
+    smaller_batch,
+)
 
 BASELINE_VARIANT = "eager"
 #: What identifies a network's configuration besides its form.
@@ -46,12 +55,13 @@ def _percent(value: float) -> str:
 
 
 def _baseline(rows: pd.DataFrame, **match: Any) -> dict[str, Any] | None:
-    """The last timed row matching ``match`` (at the batch asked for), or None."""
+    """The last row matching ``match`` when it is timed at the batch asked for, else None."""
     hit = rows
     for column, value in match.items():
         hit = hit[hit[column] == value]
-    ok = hit[(hit["status"] == "ok") & at_batch_asked(hit)]
-    return ok.iloc[-1].to_dict() if not ok.empty else None
+    if hit.empty or hit.iloc[-1]["status"] != "ok" or not at_batch_asked(hit.iloc[-1:]).iloc[0]:
+        return None
+    return hit.iloc[-1].to_dict()
 
 
 def _ratio_marks(row: Mapping[str, Any], base: Mapping[str, Any] | None) -> str:
@@ -62,7 +72,7 @@ def _ratio_marks(row: Mapping[str, Any], base: Mapping[str, Any] | None) -> str:
 
 def table_rows(frame: pd.DataFrame) -> list[dict[str, str]]:
     """One dict per network row (keys ``TABLE_COLUMNS``, plus ``host / wall ms`` on CUDA)."""
-    rows = network_frame(frame)
+    rows = last_rows(network_frame(frame))
     out: list[dict[str, str]] = []
     if rows.empty:
         return out

@@ -63,11 +63,15 @@ class Recommendation:
     winner: str | None
     median_ms: float = math.nan
     interval_ms: tuple[float, float] = (math.nan, math.nan)  # the winner's interval, of ``interval_kind``
-    interval_kind: str = ""  # "95% CI", "IQR" (too few samples for a CI) or "" (none: the median alone)
+    #: "95% CI"; "IQR" (too few samples for a CI: their quartiles); "IQR width" (no samples at hand, as
+    #: in results.csv: the median, less and plus half the stored IQR); or "" (none: the median alone)
+    interval_kind: str = ""
     speedup: float = math.nan  # eager's median over the winner's
     speedup_ci: tuple[float, float] = (math.nan, math.nan)
     speedup_method: str = ""  # "samples", "stored CIs", or "" (no interval)
     tied: tuple[str, ...] = ()
+    #: ``eager`` is among ``tied`` because the speedup's interval reaches 1, not by overlapping intervals.
+    tied_by_speedup: bool = False
     runner_up: str | None = None
     runner_up_ms: float = math.nan
     marks: tuple[str, ...] = ()
@@ -100,7 +104,9 @@ class Recommendation:
         if self.disturbed:
             return f"unsure: {', '.join(self.disturbed)} ran while the CPU was busy (!); measure again"
         if self.tie:
-            return f"tie: {', '.join((self.winner, *self.tied))} (intervals overlap: any of them)"
+            why = ["intervals overlap"] if len(self.tied) > self.tied_by_speedup else []
+            why += [f"the speedup over {BASELINE_VARIANT} may be 1×"] if self.tied_by_speedup else []
+            return f"tie: {', '.join((self.winner, *self.tied))} ({'; '.join(why)}: any of them)"
         if self.runner_up is None:
             return "the only variant timed"
         return f"clear: next is {self.runner_up} at {self.runner_up_ms:.{decimals(self.runner_up_ms)}f} ms"
@@ -150,7 +156,7 @@ def interval(t: Timing) -> tuple[float, float, str]:
             q1, q3 = np.percentile(t.samples, [25, 75])
             return (float(q1), float(q3), "IQR")
     elif math.isfinite(t.iqr) and t.iqr > 0:
-        return (t.median - t.iqr / 2, t.median + t.iqr / 2, "IQR")
+        return (t.median - t.iqr / 2, t.median + t.iqr / 2, "IQR width")
     return (t.median, t.median, "")
 
 
@@ -221,7 +227,7 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
     best_interval = interval(best_t)
     tied = tuple(str(r["variant"]) for r in others if _overlap(best_interval, interval(timing(r))))
     eager = next((r for r in ranked if r["variant"] == BASELINE_VARIANT), None)
-    speedup, speedup_ci, method = math.nan, (math.nan, math.nan), ""
+    speedup, speedup_ci, method, tied_by_speedup = math.nan, (math.nan, math.nan), "", False
     if eager is not None and best_t.median > 0:
         eager_t = timing(eager)
         speedup = eager_t.median / best_t.median
@@ -229,7 +235,7 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
             low, high, method = speedup_interval(eager_t, best_t)
             speedup_ci = (low, high)
             if low <= 1 and BASELINE_VARIANT not in tied:  # "clear" beside a speedup that may be 1× reads false
-                tied = (*tied, BASELINE_VARIANT)
+                tied, tied_by_speedup = (*tied, BASELINE_VARIANT), True
     wall_best = fastest_end_to_end(best, ranked)
     rested_on = [best, *(r for r in others if str(r["variant"]) in tied), *others[:1], *([eager] if eager else [])]
     disturbed = tuple(dict.fromkeys(str(r["variant"]) for r in rested_on if "!" in marks(r)))
@@ -242,6 +248,7 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
         speedup_ci=speedup_ci,
         speedup_method=method,
         tied=tied,
+        tied_by_speedup=tied_by_speedup,
         runner_up=str(others[0]["variant"]) if others else None,
         runner_up_ms=number(others[0]["median_ms"]) if others else math.nan,
         marks=tuple(marks(best)),
@@ -293,7 +300,8 @@ def table_rows(recs: list[Recommendation]) -> list[tuple[str, ...]]:
         else:
             low, high = rec.interval_ms
             d = decimals(rec.median_ms)
-            spread = {"95% CI": f" [{low:.{d}f}, {high:.{d}f}]", "IQR": f" (IQR {low:.{d}f}–{high:.{d}f})"}
+            spread = {"95% CI": f" [{low:.{d}f}, {high:.{d}f}]", "IQR": f" (IQR {low:.{d}f}–{high:.{d}f})",
+                      "IQR width": f" (IQR {high - low:.2g})"}  # as the latency cells write it
             latency = f"{rec.median_ms:.{d}f}" + spread.get(rec.interval_kind, "")
         rows.append((f"{rec.device} · {rec.dtype} · {rec.mode}", rec.config, rec.winner or "—", latency,
                      speedup_text(rec), rec.verdict(), "; ".join(rec.notes())))  # fmt: skip
@@ -322,7 +330,8 @@ def terminal_cells(rec: Recommendation) -> tuple[str, str, str, str]:
     own = "".join(f" {m}" for m in ("~", "!") if m in rec.marks)
     latency = f"{rec.median_ms:.{d}f}{own}"
     if rec.interval_kind:
-        latency += f"\n[{low:.{d}f}, {high:.{d}f}]" + (" IQR" if rec.interval_kind == "IQR" else "")
+        latency += (f"\n(IQR {high - low:.2g})" if rec.interval_kind == "IQR width"
+                    else f"\n[{low:.{d}f}, {high:.{d}f}]" + (" IQR" if rec.interval_kind == "IQR" else ""))
     speedup = speedup_text(rec).replace(" (is", "\n(is", 1)
     if math.isfinite(rec.speedup) and rec.winner != BASELINE_VARIANT:
         s_low, s_high = rec.speedup_ci

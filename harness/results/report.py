@@ -27,6 +27,7 @@ from harness.results.tables import (
     at_batch_asked,
     config_label,
     groups,
+    last_rows,
     latency_text,
     mark_text,
     marks,
@@ -47,7 +48,8 @@ def with_speedup(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     out["speedup_vs_eager"] = float("nan")
     out["speedup_marks"] = ""
-    ok = out[(out["status"] == "ok") & at_batch_asked(out)]  # a halved batch's latency divides into nothing
+    last = last_rows(out)  # a case's earlier row (an error, say) never serves as its eager
+    ok = last[(last["status"] == "ok") & at_batch_asked(last)]  # a halved batch's latency divides into nothing
     keys = list(GROUP_COLUMNS + CONFIG_COLUMNS)
     base = ok[ok["variant"] == BASELINE_VARIANT].drop_duplicates(keys, keep="last").set_index(keys)
     if base.empty:
@@ -89,7 +91,8 @@ def legend(frame: pd.DataFrame) -> list[str]:
 
 def disturbed_count(frame: pd.DataFrame) -> str | None:
     """One line when timed cases were disturbed: how many, and what that means for the answer."""
-    ok = frame[frame["status"] == "ok"]
+    last = last_rows(frame)
+    ok = last[(last["status"] == "ok") & at_batch_asked(last)]
     busy = sum("!" in marks(r) for r in ok.to_dict("records"))
     if not busy:
         return None
@@ -110,8 +113,9 @@ def recommendation_markdown(frame: pd.DataFrame) -> list[str]:
         "",
         "Per configuration, the fastest variant that matched the float64 reference (a `mismatch` never wins), "
         f"its median latency, and its speedup over `{BASELINE_VARIANT}` with a 95% confidence interval. "
-        "A *tie* means the winner's interval overlaps another variant's: the data cannot tell them apart, "
-        "so run whichever of them suits you. Marks as in the tables below.",
+        "A *tie* means the winner's interval overlaps another variant's, or its speedup's interval over "
+        f"`{BASELINE_VARIANT}` reaches 1: the data cannot tell them apart, so run whichever of them suits you. "
+        "*unsure*: a variant the answer rests on ran while the CPU was busy. Marks as in the tables below.",
         "",
         *([f"**{busy}**", ""] if (busy := disturbed_count(frame)) else []),
         table.to_markdown(index=False, disable_numparse=True),

@@ -151,11 +151,19 @@ def groups(frame: pd.DataFrame) -> list[tuple[tuple[str, str, str], pd.DataFrame
     return [(tuple(map(str, k)), g) for k, g in present.groupby(list(GROUP_COLUMNS), sort=True)]
 
 
+def last_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each case's last row: a resumed or merged run may hold a case twice, and its last row is the
+    one every table, ratio, count and the recommendation use (``compare`` too)."""
+    keys = [c for c in (*GROUP_COLUMNS, *CONFIG_COLUMNS, "variant") if c in frame.columns]
+    return frame.drop_duplicates(keys, keep="last")
+
+
 def pivot(group: pd.DataFrame, value: str) -> pd.DataFrame:
     """Variants × configurations of one column; the configuration order is the sweep's. A case that
     appears more than once (a resumed run) shows its last row, the one the recommendation and
     ``compare`` use."""
-    g = group.assign(config=config_label(group)).drop_duplicates(["variant", "config"], keep="last")
+    last = last_rows(group)
+    g = last.assign(config=config_label(last))
     table = g.pivot_table(index="variant", columns="config", values=value, aggfunc="first", sort=False)
     order = [v for v in dict.fromkeys(g["variant"]) if v in table.index]
     return table.loc[order]

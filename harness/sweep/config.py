@@ -314,8 +314,12 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"--config {str(p)!r}: [sweep] must be a table")
     others = [k for k, v in data.items() if k != "sweep" and isinstance(v, Mapping)]
     if others:  # a misspelt [sweep], or a table that would be silently ignored
-        raise ConfigError(f"--config {str(p)!r}: [{others[0]}] is not read; options go at the top level or "
-                          "under [sweep]")  # fmt: skip
+        raise ConfigError(f"--config {str(p)!r}: [{others[0]}] is not read; options go either at the top "
+                          "level or under [sweep]")  # fmt: skip
+    outside = [k for k in data if k != "sweep"] if "sweep" in data else []
+    if outside:
+        raise ConfigError(f"--config {str(p)!r}: {outside[0]!r} is outside [sweep] and would be ignored; "
+                          "put every option under [sweep], or none")  # fmt: skip
     try:
         return by_name(table, "key", sep="-")
     except ConfigError as exc:
