@@ -78,6 +78,32 @@ def bad_grad(ref, device, dtype):
     return m
 
 
+def detached_weight(ref, device, dtype):
+    """Right forward, but the spatial conv's weight used detached: it gets no gradient, and a train
+    step that skips a weight's gradient looks cheaper than the real one."""
+    m = copy.deepcopy(ref).to(device, dtype)
+    conv = m.sse.Conv1x1
+
+    def fn(x):
+        return m.combine(m.cse(x), x * torch.sigmoid(torch.nn.functional.conv2d(x, conv.weight.detach(), conv.bias)))
+
+    m.forward = fn
+    return m
+
+
+def frozen_weight(ref, device, dtype):
+    """The spatial conv's weight frozen: no gradient is even asked for it."""
+    m = copy.deepcopy(ref).to(device, dtype)
+    m.sse.Conv1x1.weight.requires_grad_(False)
+    return m
+
+
+def upcast(ref, device, dtype):
+    """Computes and returns float32 whatever the input's dtype: a float32 result is no bfloat16 one."""
+    m = copy.deepcopy(ref).to(device, torch.float32)
+    return lambda x: m(x.float())
+
+
 @pytest.mark.parametrize(
     ("build", "mode", "reason"),
     [
@@ -85,6 +111,8 @@ def bad_grad(ref, device, dtype):
         (writes_input, "forward", "modified its input"),
         (nan_out, "forward", "NaN or Inf"),
         (bad_grad, "train", "gradient of input"),
+        (detached_weight, "train", "no gradient reached parameter sse.Conv1x1.weight"),
+        (frozen_weight, "train", "no gradient reached parameter sse.Conv1x1.weight"),
     ],
 )
 def test_wrong_variants_are_mismatches_and_not_timed(temp_variant, build, mode: str, reason: str) -> None:
@@ -93,6 +121,13 @@ def test_wrong_variants_are_mismatches_and_not_timed(temp_variant, build, mode: 
     assert row["status"] == "mismatch"
     assert reason in row["reason"]
     assert row.get("median_ms") is None and "samples_ms" not in row
+
+
+def test_an_output_in_another_dtype_is_a_mismatch(temp_variant) -> None:
+    name = temp_variant("zz_upcast", upcast, dtypes=("bfloat16",))
+    row = run(case(name, "forward", dtype="bfloat16"))
+    assert row["status"] == "mismatch"
+    assert row["reason"] == "output dtype torch.float32 differs from the input's torch.bfloat16"
 
 
 def test_an_exception_is_an_error_row(temp_variant) -> None:

@@ -509,7 +509,8 @@ def test_runner_records_compile_s_apart_from_latency_and_counts_recompiles() -> 
     row = _row("compile", channels=4)
     assert row["status"] == "ok", row["reason"]
     assert row["compile_s"] == row["first_call_s"] > 0
-    assert row["compile_s"] * 1e3 > 10 * row["median_ms"]  # compiling is no latency sample
+    # compiling is no latency sample (against the fastest sample: a loaded machine inflates the median)
+    assert row["compile_s"] * 1e3 > 10 * row["min_ms"]
     assert row["recompiles"] == 0
     eager = _row("eager", channels=4)
     assert eager["compile_s"] is None and eager["recompiles"] is None

@@ -294,6 +294,10 @@ class Trial:
     #: How ``ref`` runs when it shows what the case's precision costs (``torch.compile`` for a
     #: compiled network: its compiler reorders the network's reductions); None: as it is.
     seed_form: Callable[[torch.nn.Module], Callable] | None = None
+    #: The reference's parameters a train step must give a gradient to (every one of a block's): a
+    #: weight used detached, or frozen, would otherwise go unjudged and make the step look cheaper.
+    #: Empty: only the gradients the variant gives are judged.
+    judged: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -368,12 +372,17 @@ def verify(trial: Trial, got: Outcome, compute: str, policy: Policy = SWEEP,
         return fail(f"output shape {tuple(got.output.shape)} differs from the {whose}'s {shape}")
     if got.output.device != x.device:
         return fail(f"output is on {got.output.device}, not {x.device}")
+    if got.output.dtype != x.dtype:  # a float32 result would be judged, and timed, as a bfloat16 one
+        return fail(f"output dtype {got.output.dtype} differs from the input's {x.dtype}")
     if train and "input" not in got.grads:
         return fail("no gradient reached the input")
     ref_names = dict(trial.ref.named_parameters())
     unmatched = sorted(n for n in got.grads if n != "input" and n not in ref_names)
     if unmatched:  # a renamed parameter must be mapped (reference_names), never skipped
         return fail(f"parameter {unmatched[0]} has no counterpart in the reference (set reference_names)")
+    missing = [n for n in trial.judged if n not in got.grads] if train else []
+    if missing:
+        return fail(f"no gradient reached parameter {missing[0]}")
     names = ["input", *[n for n in got.grads if n != "input"]]
     found = expected(names) if expected is not None else expected_of(trial, names, compute, policy)
     y64, grads64, seed_err, seed_grad_errs = found.output, found.grads, found.seed_error, found.seed_grad_errors

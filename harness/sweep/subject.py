@@ -144,6 +144,8 @@ class Subject:
     blocks: tuple[torch.nn.Module, ...] = ()
     #: How the reference runs when it shows what the precision costs (``correctness.Trial.seed_form``).
     seed_form: Callable[[torch.nn.Module], Callable] | None = None
+    #: The reference's parameters whose gradients a train step must give (``correctness.Trial.judged``).
+    judged: tuple[str, ...] = ()
 
 
 def case_tensors(case: Case, seed: int, inputs: SharedInputs | None, memory_format: torch.memory_format
@@ -166,6 +168,8 @@ def block_subject(case: Case, variant: Variant, seed: int, inputs: SharedInputs 
     ref = make_reference(case, seed)
     x, x_before, grad_out = case_tensors(case, seed, inputs, tags_of(variant).memory_format)
     fn = variant.build(ref, torch.device(case.device), getattr(torch, case.dtype))
-    params = trainable(fn) if case.mode == "train" else {}
+    train = case.mode == "train"
+    params = trainable(fn) if train else {}
+    judged = tuple(name for name, p in ref.named_parameters() if p.requires_grad) if train else ()
     return Subject(fn, ref, x, x_before, grad_out, params, lambda grads: reference_named(fn, grads, ref),
-                   compiles=tags_of(variant).compiles)
+                   compiles=tags_of(variant).compiles, judged=judged)
