@@ -80,7 +80,7 @@ def run(
         raise ConfigError("--overwrite cannot be combined with --resume (which finishes the run in place)")
     cfg = resuming.config_for(resume, config, options) if resume is not None else SweepConfig.build(config, **options)
     registry = all_variants()
-    cases = sharding.select(expand(cfg), cfg.shard, registry, cfg.timing)  # all cases without a shard
+    cases = sharding.select(expand(cfg), cfg.shard, registry)  # all cases without a shard
     folder = RunFolder(cfg.out or default_run_dir(cfg.device)) if write or resume is not None else None
     if folder is not None and resume is None:  # never two runs mixed in one folder
         # the workers' log and the traces (profiling.trace_name) are the run's too

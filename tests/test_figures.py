@@ -98,3 +98,19 @@ def test_a_sweep_spread_over_two_processes_pools_them(tmp_path) -> None:
     assert row["processes"] == 2 and len(row["process_medians_ms"]) == 2
     assert row["n_samples"] == len(row["samples_ms"])
     assert min(row["process_medians_ms"]) <= row["median_ms"] <= max(row["process_medians_ms"])
+
+
+def test_pooling_derives_the_bandwidth_rates_again_from_the_pooled_median() -> None:
+    """Each worker divides the case's bytes by its own median; the pooled row must use the pooled one,
+    or its GB/s would be process 1's while its median and throughput are all processes'."""
+    from harness.measure.bandwidth import bandwidth_columns
+
+    fast, slow = [1.0 + 0.01 * i for i in range(20)], [1.3 + 0.01 * i for i in range(20)]
+    results = [replace(result(cpu_figures(s)), metrics=bandwidth_columns(result(cpu_figures(s)).case,
+                                                                       float(np.median(s)), 4e9))
+               for s in (slow, fast)]  # fmt: skip
+    row = pool(results).to_row()
+    want = bandwidth_columns(results[0].case, row["median_ms"], 4e9)
+    assert row["achieved_gbps"] == pytest.approx(want["achieved_gbps"], rel=1e-12)
+    assert row["pct_of_peak_bw"] == pytest.approx(want["pct_of_peak_bw"], rel=1e-12)
+    assert row["bytes_min"] == want["bytes_min"]

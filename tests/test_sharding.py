@@ -39,8 +39,8 @@ def test_shards_partition_the_sweep_and_keep_configurations_together() -> None:
                             batch_sizes=[1, 4, 16], modes="forward,train")  # fmt: skip
     cases = expand(cfg)
     for count in (1, 2, 3, 5, 7):
-        shards = sharding.assign(cases, count, all_variants(), cfg.timing)
-        assert sharding.assign(cases, count, all_variants(), cfg.timing) == shards  # deterministic
+        shards = sharding.assign(cases, count, all_variants())
+        assert sharding.assign(cases, count, all_variants()) == shards  # deterministic
         flat = [c for s in shards for c in s]
         assert sorted(flat) == sorted(cases) and len(set(flat)) == len(cases)  # disjoint and complete
         for part in shards:
@@ -94,3 +94,17 @@ def test_n_shards_merged_give_exactly_the_unsharded_sweep(tmp_path: Path) -> Non
     assert len(got) == len(set(got)) == result.rows == 8
     assert set(got) == {c.key for c in expand(SweepConfig.build(**options))}
     assert (tmp_path / "merged" / "report.md").exists()
+
+
+def test_a_shards_cases_do_not_depend_on_the_timing_flags() -> None:
+    """A shard resumed with another --max-time must hold the same cases, or some would go to no shard
+    and others run twice (seen with eager,compile over seven shapes, three batches and both modes)."""
+    options = dict(device="cpu", variants="eager,compile", batch_sizes=[1, 8, 32], modes="forward,train",
+                   shapes="32x64x64,8x8x8,16x16x16,64x32x32,64x128x128,256x64x64,128x8x8")
+    default = expand(SweepConfig.build(**options))
+    for timing in ({"max_time_s": 0.5}, {"warmup_s": 2.0, "max_time_s": 30}):
+        cases = expand(SweepConfig.build(**options, **timing))
+        for k in (1, 2):
+            got = sharding.select(cases, Shard(k, 2), all_variants())
+            want = sharding.select(default, Shard(k, 2), all_variants())
+            assert [c.key for c in got] == [c.key for c in want]

@@ -215,7 +215,9 @@ def pool(results: list[CaseResult]) -> CaseResult:
 
     A result that is not ``ok`` (a mismatch, an error, a crash in one process) is returned as it
     is: one failing process is enough to distrust the case. Otherwise the first result's
-    correctness and metrics are kept and every timing figure is derived again from all samples.
+    correctness and metrics are kept and every timing figure is derived again from all samples;
+    so are the rates the first process derived from its own median (``MEDIAN_RATES``), which are
+    inversely proportional to it.
     """
     k = len(results)
     for result in results:
@@ -224,7 +226,16 @@ def pool(results: list[CaseResult]) -> CaseResult:
     first = results[0]
     figures = pooled([r.figures for r in results if r.figures is not None], first.case.device.startswith("cuda"),
                      first.batch_run or first.case.batch)  # fmt: skip
-    return replace(first, figures=figures)
+    metrics = dict(first.metrics)
+    own, whole = first.figures.stats.median_ms, figures.stats.median_ms  # type: ignore[union-attr]
+    for column in MEDIAN_RATES:
+        if isinstance(metrics.get(column), (int, float)) and own and whole:
+            metrics[column] = metrics[column] * own / whole
+    return replace(first, figures=figures, metrics=metrics)
+
+
+#: Metrics a case derives from its median time as work over time (``bandwidth.bandwidth_columns``).
+MEDIAN_RATES: tuple[str, ...] = ("achieved_gbps", "pct_of_peak_bw")
 
 
 def case_of(row: Mapping[str, Any]) -> Case:

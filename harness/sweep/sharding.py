@@ -42,10 +42,13 @@ def first_call_s(variant: Variant | None) -> float:
     return COMPILE_FIRST_CALL_S if tags.compiles else 0.0
 
 
-def estimate_cost(case: Case, variant: Variant | None, policy: TimingPolicy | None = None) -> float:
-    """Estimated seconds for one case: the timing budget (the same for every case), a size term
-    (batch·C·H·W × mode × dtype) and the variant's first-call cost."""
-    budget = (policy.warmup_s + policy.max_time_s) if policy is not None else 2.1
+def estimate_cost(case: Case, variant: Variant | None) -> float:
+    """Estimated seconds for one case: the default timing budget (the same for every case), a size
+    term (batch·C·H·W × mode × dtype) and the variant's first-call cost. Never the run's own timing
+    flags: a shard's cases must not depend on them, or a shard resumed with another ``--max-time``
+    would leave cases to no shard and take others twice."""
+    default = TimingPolicy()
+    budget = default.warmup_s + default.max_time_s
     elements = case.batch * case.channels * case.height * case.width
     size = elements * PER_ELEMENT_S * MODE_FACTOR.get(case.mode, 1.0) * DTYPE_FACTOR.get(case.dtype, 1.0)
     return budget + size + first_call_s(variant)
@@ -57,8 +60,7 @@ def group_key(case: Case) -> tuple[object, ...]:
             case.reduction, case.fusion, case.bias)  # fmt: skip
 
 
-def assign(cases: Sequence[Case], count: int, variants: Mapping[str, Variant] | None = None,
-           policy: TimingPolicy | None = None) -> list[list[Case]]:
+def assign(cases: Sequence[Case], count: int, variants: Mapping[str, Variant] | None = None) -> list[list[Case]]:
     """All ``count`` shards' cases, each in sweep order. Deterministic: ties go by sweep order and
     to the lowest shard, so every process computes the same split."""
     groups: dict[tuple[object, ...], list[int]] = {}
@@ -66,7 +68,7 @@ def assign(cases: Sequence[Case], count: int, variants: Mapping[str, Variant] | 
         groups.setdefault(group_key(case), []).append(i)
     known = variants or {}
     costed = [
-        (sum(estimate_cost(cases[i], known.get(cases[i].variant), policy) for i in members), members[0], members)
+        (sum(estimate_cost(cases[i], known.get(cases[i].variant)) for i in members), members[0], members)
         for members in groups.values()
     ]
     costed.sort(key=lambda item: (-item[0], item[1]))  # costliest first; equal costs in sweep order
@@ -79,9 +81,8 @@ def assign(cases: Sequence[Case], count: int, variants: Mapping[str, Variant] | 
     return [[cases[i] for i in sorted(members)] for members in picked]
 
 
-def select(cases: Sequence[Case], shard: Shard | None, variants: Mapping[str, Variant] | None = None,
-           policy: TimingPolicy | None = None) -> list[Case]:
+def select(cases: Sequence[Case], shard: Shard | None, variants: Mapping[str, Variant] | None = None) -> list[Case]:
     """The cases of ``shard`` (all of them without one)."""
     if shard is None:
         return list(cases)
-    return assign(cases, shard.count, variants, policy)[shard.index - 1]
+    return assign(cases, shard.count, variants)[shard.index - 1]
