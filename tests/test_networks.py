@@ -121,6 +121,32 @@ def test_a_wrong_block_makes_the_network_a_mismatch(temp_variant) -> None:
 
 
 @needs_smp
+def test_a_block_weight_left_without_a_gradient_makes_the_network_a_mismatch(temp_variant) -> None:
+    """Inside a network a block's weight used detached gives no gradient: judged only on the gradients
+    that reach, the step would pass and time cheaper. The idle block's weights (its reference gets
+    none either) are excused, as the eager swap passing in train mode shows."""
+    import copy
+
+    def build(ref: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+        module = copy.deepcopy(ref).to(device, dtype)
+        conv = module.sse.Conv1x1
+        module.forward = lambda x: module.combine(  # type: ignore[method-assign]
+            module.cse(x), x * torch.sigmoid(torch.nn.functional.conv2d(x, conv.weight.detach(), conv.bias)))
+        return module
+
+    temp_variant("detached_in_net", build, dtypes=("float64",))
+    for name, status in (("detached_in_net", "mismatch"), ("eager", "ok")):
+        result = run_case(unet_case(name, "train", "float64"), get_variant(name), CpuClock(), FAST, 0,
+                          measures=metric_set())
+        assert result.status.value == status, (name, result.reason)
+    assert result.reason is None
+    detached = run_case(unet_case("detached_in_net", "train", "float64"), get_variant("detached_in_net"),
+                        CpuClock(), FAST, 0, measures=metric_set())  # fmt: skip
+    assert detached.reason is not None and detached.reason.startswith("no gradient reached parameter decoder.")
+    assert detached.reason.endswith(".sSE.0.weight")
+
+
+@needs_smp
 def test_float32_is_judged_against_the_unmodified_networks_own_error() -> None:
     result = run_case(unet_case("eager_factored"), get_variant("eager_factored"), CpuClock(), FAST, 0,
                       measures=metric_set())

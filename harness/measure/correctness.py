@@ -164,6 +164,7 @@ def reference_outputs(
     autocast: torch.dtype | None = None, form: Callable[[torch.nn.Module], Callable] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The reference module's output and named gradients (``"input"``, then parameters), on ``x``'s device.
+    A parameter the reference does not use (a network's idle block) gets no gradient and is left out.
 
     Computed in ``dtype``; with ``autocast``, the float32 module runs under autocast to that dtype
     instead, as an AMP variant's arithmetic does; with ``form``, the module is run as ``form(module)``
@@ -180,8 +181,8 @@ def reference_outputs(
             return y.detach(), {}
         params = dict(module.named_parameters())
         cotangent = grad_out.to(device=x.device, dtype=y.dtype)
-        values = torch.autograd.grad(y, [xd, *[params[n] for n in names[1:]]], cotangent)
-    return y.detach(), dict(zip(names, values, strict=True))
+        values = torch.autograd.grad(y, [xd, *[params[n] for n in names[1:]]], cotangent, allow_unused=True)
+    return y.detach(), {n: v for n, v in zip(names, values, strict=True) if v is not None}
 
 
 def seed_errors(
@@ -294,9 +295,10 @@ class Trial:
     #: How ``ref`` runs when it shows what the case's precision costs (``torch.compile`` for a
     #: compiled network: its compiler reorders the network's reductions); None: as it is.
     seed_form: Callable[[torch.nn.Module], Callable] | None = None
-    #: The reference's parameters a train step must give a gradient to (every one of a block's): a
-    #: weight used detached, or frozen, would otherwise go unjudged and make the step look cheaper.
-    #: Empty: only the gradients the variant gives are judged.
+    #: The reference's parameters whose gradients a train step is judged on (a block's, or a network's
+    #: scSE blocks'): each that the reference itself gives a gradient must get one, or a weight used
+    #: detached, or frozen, would go unjudged and make the step look cheaper. Empty: only the
+    #: gradients the variant gives are judged.
     judged: tuple[str, ...] = ()
 
 
@@ -380,11 +382,11 @@ def verify(trial: Trial, got: Outcome, compute: str, policy: Policy = SWEEP,
     unmatched = sorted(n for n in got.grads if n != "input" and n not in ref_names)
     if unmatched:  # a renamed parameter must be mapped (reference_names), never skipped
         return fail(f"parameter {unmatched[0]} has no counterpart in the reference (set reference_names)")
-    missing = [n for n in trial.judged if n not in got.grads] if train else []
+    names = ["input", *(trial.judged or [n for n in got.grads if n != "input"])]
+    found = expected(names) if expected is not None else expected_of(trial, names, compute, policy)
+    missing = [n for n in found.grads if n not in got.grads]  # the reference's own idle parameters excused
     if missing:
         return fail(f"no gradient reached parameter {missing[0]}")
-    names = ["input", *[n for n in got.grads if n != "input"]]
-    found = expected(names) if expected is not None else expected_of(trial, names, compute, policy)
     y64, grads64, seed_err, seed_grad_errs = found.output, found.grads, found.seed_error, found.seed_grad_errors
     out = judge_output(policy, tol, got.output, y64, seed_err)
     err, limit = out.errors["output"], out.limits["output"]

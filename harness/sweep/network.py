@@ -17,7 +17,7 @@ from harness.sweep.cases import Case
 from harness.sweep.subject import SharedInputs, Subject, case_seed, case_tensors, output_shape, trainable
 from variants.contexts import Context, get_context
 from variants.registry import Variant
-from variants.swap import Swapped, swap_blocks
+from variants.swap import Swapped, block_paths, swap_blocks
 from variants.tags import tags_of
 
 
@@ -52,6 +52,9 @@ def network_subject(case: Case, variant: Variant, seed: int, inputs: SharedInput
     swapped = swap_blocks(context, original, variant, torch.device(case.device), getattr(torch, case.dtype), train)
     x, x_before, grad_out = case_tensors(case, seed, inputs, torch.contiguous_format)
     fn = swapped.network
+    blocks = {path: original.get_submodule(path) for path in block_paths(context, original)}
+    judged = tuple(f"{path}.{name}" for path, block in blocks.items() for name, p in block.named_parameters()
+                   if p.requires_grad) if train else ()  # fmt: skip
     return Subject(
         fn, original, x, x_before, grad_out,
         params=trainable(fn) if train else {},
@@ -62,4 +65,5 @@ def network_subject(case: Case, variant: Variant, seed: int, inputs: SharedInput
         # compiled, the network's own low-precision error is its compiler's too (reductions reordered
         # and fused across layers): the unmodified network is compiled to show it
         seed_form=torch.compile if context.form == "compile" else None,
+        judged=judged,
     )  # fmt: skip
