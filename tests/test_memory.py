@@ -189,3 +189,18 @@ def test_real_cuda_peak() -> None:
     block = measure_memory(lambda: torch.empty(256 * MiB, dtype=torch.uint8, device="cuda"), "cuda")
     assert block.peak_reserved_bytes is not None and block.peak_reserved_bytes >= 256 * MiB
     assert block.peak_mem_bytes is not None and block.peak_mem_bytes >= 256 * MiB
+
+
+def test_an_error_in_the_measured_step_is_the_cases_not_a_missing_metric() -> None:
+    """The docstring's promise: errors in ``step`` propagate (a CPU out-of-memory in the peak-memory
+    call is an ``oom`` row, not empty memory columns); only the profiler's own failures are swallowed."""
+    calls = []
+
+    def step() -> torch.Tensor:
+        calls.append(1)
+        if len(calls) > 1:  # the warm-up call passes, the measured one fails
+            raise RuntimeError("DefaultCPUAllocator: not enough memory")
+        return torch.ones(4)
+
+    with pytest.raises(RuntimeError, match="not enough memory"):
+        measure_memory(step, "cpu")

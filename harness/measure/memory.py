@@ -133,13 +133,18 @@ def _cpu_peak(step: Callable[[], object], proc: Path) -> MemoryUsage:
 
     reset = reset_hwm(proc)
     peak: int | None = None
+    started = stepped = False
     try:
         with quiet_kineto(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            started = True
             out = step()
+            stepped = True
         hwm = read_hwm(proc)
         del out  # freed after the profiler stopped: the output counts towards the peak
         peak = peak_from_events(profiler_memory_events(prof, "cpu"))
-    except Exception:  # noqa: BLE001 - a metric must never stop a run
+    except Exception:  # noqa: BLE001 - the profiler failing must never stop a run ...
+        if started and not stepped:
+            raise  # ... but the step's own error (out of memory, say) is the case's, as in the timed loop
         hwm = read_hwm(proc)
     return MemoryUsage(peak, None, hwm, reset, "profiler" if peak is not None else "")
 
