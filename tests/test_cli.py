@@ -58,6 +58,8 @@ BAD_OPTIONS = [
     (["--max-samples", "1e3"], "--max-samples"),
     (["--processes", "0"], "--processes"),
     (["--processes", "many"], "--processes"),
+    (["--processes", "100000"], "--processes must be ≤ 256"),
+    (["--threads", "99999"], "--threads must be ≤ 1024"),  # torch's pool crashed the process there
     (["--threads", "0"], "--threads"),
     (["--threads", ""], "--threads"),
     (["--rel-ci", "2"], "--rel-ci"),

@@ -26,6 +26,10 @@ from variants.reference import FUSIONS
 from variants.registry import DTYPES, MODES, all_variants, unknown_variant_message
 
 Shape = tuple[int, int, int]  # (C, H, W)
+#: Beyond these a value is a typo: torch's thread pool crashed the process at 99999 threads on the
+#: 2-core VM (5000 ran), and each process is a worker with its own torch.
+MAX_THREADS = 1024
+MAX_PROCESSES = 256
 T = TypeVar("T")
 
 
@@ -168,7 +172,8 @@ class SweepConfig:
             fusions=named("fusions", lambda: parse_choices(get("fusions"), FUSIONS, "fusion")),
             biases=named("biases", lambda: parse_bools(get("biases"), "bias")),
             contexts=contexts,
-            threads=None if merged.get("threads") is None else parse_int(merged["threads"], FLAGS["threads"]),
+            threads=None if merged.get("threads") is None else parse_int(merged["threads"], FLAGS["threads"],
+                                                                         maximum=MAX_THREADS),
             steady_malloc=one(parse_bools(merged.get("steady_malloc", True), FLAGS["steady_malloc"]),
                               FLAGS["steady_malloc"]),
             cache=one(named("cache", lambda: parse_choices(get("cache"), CACHE_MODES, "cache")), FLAGS["cache"]),
@@ -273,7 +278,7 @@ def fault_options(merged: Mapping[str, Any]) -> dict[str, Any]:
         "case_timeout": timeout,
         "oom_retry": switch("oom_retry"),
         "shard": shard,
-        "processes": parse_int(merged.get("processes", 1), FLAGS["processes"]),
+        "processes": parse_int(merged.get("processes", 1), FLAGS["processes"], maximum=MAX_PROCESSES),
         "overwrite": switch("overwrite"),
     }
 
@@ -365,7 +370,7 @@ def parse_strings(value: Any, what: str) -> list[str]:
     return items
 
 
-def parse_int(value: Any, what: str, minimum: int = 1) -> int:
+def parse_int(value: Any, what: str, minimum: int = 1, maximum: int | None = None) -> int:
     try:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError
@@ -374,6 +379,8 @@ def parse_int(value: Any, what: str, minimum: int = 1) -> int:
         raise ConfigError(f"{what} must be an integer, got {value!r}") from None
     if number < minimum:
         raise ConfigError(f"{what} must be ≥ {minimum}, got {number}")
+    if maximum is not None and number > maximum:
+        raise ConfigError(f"{what} must be ≤ {maximum}, got {number}")
     return number
 
 
