@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,7 @@ def run(
     with torch_threads(cfg.threads):
         env = envinfo.collect(cfg.device) | {"config": cfg.as_dict()}
         env["cpu_allocator"] = allocator.allocator_name()
-        env["steady_malloc"] = cfg.device == "cpu" and cfg.steady_malloc and allocator.make_steady()
+        env["steady_malloc"] = steady_allocator(cfg)
         env[bandwidth.ENV_KEY] = peak_bw = bandwidth.measure_copy_bandwidth(cfg.device)  # once per run
         if folder is not None:
             folder.write_env(env)
@@ -130,3 +131,17 @@ def run(
     frame.attrs["run_dir"] = str(folder.path) if folder is not None else None
     frame.attrs["interrupted"] = interrupted
     return frame
+
+
+def steady_allocator(cfg: SweepConfig) -> bool:
+    """Make the CPU allocator steady when the run asks (``allocator.make_steady``), and say what is in
+    effect: once made steady, a process stays so, and a run asking otherwise is told."""
+    if cfg.device != "cpu":
+        return False
+    if cfg.steady_malloc:
+        return allocator.make_steady()
+    if allocator.already_steady():
+        warnings.warn("--steady-malloc false: an earlier run in this process made the allocator steady, which "
+                      "cannot be undone; this run is steady too (env.json says so)", RuntimeWarning, stacklevel=3)
+        return True
+    return False

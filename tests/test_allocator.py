@@ -43,3 +43,21 @@ def test_steady_malloc_stops_page_faults_on_reused_blocks() -> None:
 def test_preloaded_allocators_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libjemalloc.so.2")
     assert allocator_name() == "jemalloc"
+
+
+def test_a_run_asking_for_no_steady_malloc_after_one_that_made_it_steady_is_told(
+        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """mallopt cannot be undone, and workers inherit the variables: env.json must say what is in
+    effect, not what was asked."""
+    from harness.api import steady_allocator
+    from harness.measure import allocator
+    from harness.sweep.config import SweepConfig
+
+    off = SweepConfig.build(device="cpu", variants="eager", steady_malloc=False)
+    monkeypatch.setattr(allocator, "_made_steady", False)
+    assert steady_allocator(off) is False
+    monkeypatch.setattr(allocator, "_made_steady", True)
+    with pytest.warns(RuntimeWarning, match="cannot be undone; this run is steady too"):
+        assert steady_allocator(off) is True
+    monkeypatch.setattr(allocator, "make_steady", lambda: True)
+    assert steady_allocator(SweepConfig.build(device="cpu", variants="eager")) is True

@@ -32,12 +32,23 @@ def allocator_name() -> str:
     return "glibc" if platform.libc_ver()[0] == "glibc" else "system"
 
 
+_made_steady = False
+
+
 def make_steady() -> bool:
     """Stop glibc from returning freed memory to the OS; False where the allocator is not glibc's."""
+    global _made_steady
     if allocator_name() != "glibc":
         return False
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     ok = libc.mallopt(M_MMAP_THRESHOLD, STEADY_BYTES) == 1 and libc.mallopt(M_TRIM_THRESHOLD, STEADY_BYTES) == 1
     if ok:
         os.environ.update(ENV)
+        _made_steady = True
     return ok
+
+
+def already_steady() -> bool:
+    """Whether ``make_steady`` took effect earlier in this process: ``mallopt`` cannot be undone, and
+    the workers it starts inherit the variables, so a later run here is steady whatever it asks."""
+    return _made_steady
