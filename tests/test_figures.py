@@ -98,6 +98,8 @@ def test_a_sweep_spread_over_two_processes_pools_them(tmp_path) -> None:
     assert row["processes"] == 2 and len(row["process_medians_ms"]) == 2
     assert row["n_samples"] == len(row["samples_ms"])
     assert min(row["process_medians_ms"]) <= row["median_ms"] <= max(row["process_medians_ms"])
+    # the rate is the pooled median's, not the first process's (each worker divides by its own)
+    assert row["achieved_gbps"] == pytest.approx(row["bytes_min"] / (row["median_ms"] * 1e-3) / 1e9, rel=1e-9)
 
 
 def test_pooling_derives_the_bandwidth_rates_again_from_the_pooled_median() -> None:

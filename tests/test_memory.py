@@ -204,3 +204,26 @@ def test_an_error_in_the_measured_step_is_the_cases_not_a_missing_metric() -> No
 
     with pytest.raises(RuntimeError, match="not enough memory"):
         measure_memory(step, "cpu")
+
+
+def test_a_cpu_out_of_memory_in_the_peak_memory_call_fails_the_case_as_oom() -> None:
+    """Through the metric the runner uses: the CPU allocator's failure is a plain RuntimeError, and it
+    makes the row ``oom`` (``--oom-retry`` can then halve the batch); any other failure of the
+    measurement leaves the memory columns empty."""
+    from harness.measure.metrics import PeakMemory, Timed
+    from harness.sweep.cases import Case
+
+    case = Case("eager", "cpu", "float32", "forward", 2, 4, 4, 4, 2, "add")
+
+    def failing(message: str):  # noqa: ANN202
+        def step() -> None:
+            raise RuntimeError(message)
+
+        return step
+
+    oom = Timed(case, failing("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB"),
+                torch.device("cpu"), 1, 1.0, ())  # fmt: skip
+    with pytest.raises(RuntimeError, match="DefaultCPUAllocator"):
+        PeakMemory().measured(oom)
+    other = Timed(case, failing("something else"), torch.device("cpu"), 1, 1.0, ())
+    assert PeakMemory().measured(other) == unavailable().as_row()

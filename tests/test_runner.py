@@ -123,6 +123,20 @@ def test_wrong_variants_are_mismatches_and_not_timed(temp_variant, build, mode: 
     assert row.get("median_ms") is None and "samples_ms" not in row
 
 
+def test_a_plain_function_is_skipped_in_train_mode_with_the_reason(temp_variant) -> None:
+    """Its weights are closed over, so autograd cannot reach them: not a wrong variant, an unsupported
+    mode, and said so rather than "no gradient reached parameter ..."."""
+    def build(ref, device, dtype):  # noqa: ANN001, ANN202
+        m = copy.deepcopy(ref).to(device, dtype)
+        return lambda x: m(x)
+
+    name = temp_variant("zz_plain", build, dtypes=("float32",))
+    row = run(case(name, "train"))
+    assert row["status"] == "skipped"
+    assert row["reason"].startswith("train mode needs a variant that builds an nn.Module")
+    assert run(case(name, "forward"))["status"] == "ok"
+
+
 def test_an_output_in_another_dtype_is_a_mismatch(temp_variant) -> None:
     name = temp_variant("zz_upcast", upcast, dtypes=("bfloat16",))
     row = run(case(name, "forward", dtype="bfloat16"))

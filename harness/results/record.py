@@ -226,12 +226,14 @@ def pool(results: list[CaseResult]) -> CaseResult:
     first = results[0]
     figures = pooled([r.figures for r in results if r.figures is not None], first.case.device.startswith("cuda"),
                      first.batch_run or first.case.batch)  # fmt: skip
-    metrics = dict(first.metrics)
     own, whole = first.figures.stats.median_ms, figures.stats.median_ms  # type: ignore[union-attr]
-    for column in MEDIAN_RATES:
-        if isinstance(metrics.get(column), (int, float)) and own and whole:
-            metrics[column] = metrics[column] * own / whole
-    return replace(first, figures=figures, metrics=metrics)
+    # a worker's row comes back with its metrics in ``extra``: rescale them wherever they are
+    metrics, extra = dict(first.metrics), dict(first.extra)
+    for columns in (metrics, extra):
+        for column in MEDIAN_RATES:
+            if isinstance(columns.get(column), (int, float)) and own and whole:
+                columns[column] = columns[column] * own / whole
+    return replace(first, figures=figures, metrics=metrics, extra=extra)
 
 
 #: Metrics a case derives from its median time as work over time (``bandwidth.bandwidth_columns``).

@@ -14,10 +14,18 @@ import torch
 import torch.nn as nn
 
 from harness.sweep.cases import Case
-from harness.sweep.subject import SharedInputs, Subject, case_seed, case_tensors, output_shape, trainable
+from harness.sweep.subject import (
+    PLAIN_FUNCTION,
+    SharedInputs,
+    Subject,
+    case_seed,
+    case_tensors,
+    output_shape,
+    trainable,
+)
 from variants.contexts import Context, get_context
 from variants.registry import Variant
-from variants.swap import Swapped, block_paths, swap_blocks
+from variants.swap import Block, Swapped, block_paths, swap_blocks
 from variants.tags import tags_of
 
 
@@ -66,4 +74,5 @@ def network_subject(case: Case, variant: Variant, seed: int, inputs: SharedInput
         # and fused across layers): the unmodified network is compiled to show it
         seed_form=torch.compile if context.form == "compile" else None,
         judged=judged,
+        untrainable=PLAIN_FUNCTION if train and any(isinstance(b, Block) for b in swapped.blocks) else None,
     )  # fmt: skip

@@ -166,6 +166,8 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
             subject = block_subject(case, variant, seed, inputs)
         fn, x, params, grad_out = subject.fn, subject.x, subject.params, subject.grad_out
         swapped = {"blocks": len(subject.blocks)} if case.context else {}
+    if subject.untrainable:
+        return CaseResult(case, Status.SKIPPED, subject.untrainable, metrics=swapped)
     with timer.phase("first_call"):
         got = first_call(fn, x, params, grad_out)
         got = Outcome(got.output, subject.checked(got.grads), got.seconds)

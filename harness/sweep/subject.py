@@ -146,7 +146,14 @@ class Subject:
     seed_form: Callable[[torch.nn.Module], Callable] | None = None
     #: The reference's parameters whose gradients a train step must give (``correctness.Trial.judged``).
     judged: tuple[str, ...] = ()
+    #: Why a train step of this subject cannot be judged (its variant built a plain function, whose
+    #: weights autograd cannot reach), or None.
+    untrainable: str | None = None
 
+
+#: What a train case of a variant that builds a plain function is skipped with.
+PLAIN_FUNCTION = ("train mode needs a variant that builds an nn.Module: its parameters are what a train step "
+                  "differentiates, and this one built a plain function")
 
 def case_tensors(case: Case, seed: int, inputs: SharedInputs | None, memory_format: torch.memory_format
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -171,5 +178,6 @@ def block_subject(case: Case, variant: Variant, seed: int, inputs: SharedInputs 
     train = case.mode == "train"
     params = trainable(fn) if train else {}
     judged = tuple(name for name, p in ref.named_parameters() if p.requires_grad) if train else ()
+    untrainable = PLAIN_FUNCTION if train and not isinstance(fn, torch.nn.Module) else None
     return Subject(fn, ref, x, x_before, grad_out, params, lambda grads: reference_named(fn, grads, ref),
-                   compiles=tags_of(variant).compiles, judged=judged)
+                   compiles=tags_of(variant).compiles, judged=judged, untrainable=untrainable)
