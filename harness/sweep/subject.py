@@ -155,6 +155,7 @@ class Subject:
 PLAIN_FUNCTION = ("train mode needs a variant that builds an nn.Module: its parameters are what a train step "
                   "differentiates, and this one built a plain function")
 
+
 def case_tensors(case: Case, seed: int, inputs: SharedInputs | None, memory_format: torch.memory_format
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The case's input (in ``memory_format``, requiring grad in train mode), a copy of it, and the
