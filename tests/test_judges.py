@@ -188,6 +188,28 @@ def test_a_doubled_weight_gradient_is_a_mismatch_in_every_dtype(dtype: str) -> N
     assert "sse.Conv1x1.weight" in result["reason"]
 
 
+@pytest.mark.parametrize("fusion", ["max", "add"])
+def test_an_amp_variant_is_judged_against_the_seed_under_its_own_autocast(fusion: str) -> None:
+    """amp_bf16 on a float32 input computes in bfloat16: its limit must show what bfloat16 autocast
+    costs, or the max fusion's flipped branches (sSE bias gradient 0.14 against a 0.06 floor, seen on
+    8×8×8) fail a correct variant. A gradient of an AMP build doubled still fails."""
+    from variants.registry import get_variant
+
+    amp = get_variant("amp_bf16")
+    c = Case("amp_bf16", "cpu", "float32", "train", 2, 8, 8, 8, 2, fusion, True)
+    row = run_case(c, amp, CpuClock(), FAST, seed=0, explicit=True).to_row()
+    assert row["status"] == "ok", row["reason"]
+
+    def doubled(ref, device, dtype):  # noqa: ANN001, ANN202
+        m = amp.build(ref, device, dtype)
+        m.sse.Conv1x1.bias.register_hook(lambda g: g * 2)
+        return m
+
+    judged = dataclasses.replace(amp, name="judged", build=doubled)  # amp_bf16's tags: it computes in bfloat16
+    wrong = run_case(dataclasses.replace(c, variant="judged"), judged, CpuClock(), FAST, seed=0, explicit=True).to_row()
+    assert wrong["status"] == "mismatch" and "sse.Conv1x1.bias" in wrong["reason"], wrong["reason"]
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 def test_the_seed_module_itself_passes_the_same_checks(dtype: str) -> None:
     """The other side of the two tests above: the tolerance is not so tight that the reference fails."""
