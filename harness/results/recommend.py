@@ -35,6 +35,7 @@ from harness.results.tables import (
     config_label,
     decimals,
     groups,
+    last_rows,
     marks,
     number,
     raw_samples,
@@ -214,7 +215,7 @@ def _untimed_status(row: Mapping[str, Any]) -> str:
 
 def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config: str) -> Recommendation:
     """The recommendation for one configuration's rows (one per variant; a repeated variant's last row counts)."""
-    rows = rows.drop_duplicates("variant", keep="last")
+    rows = last_rows(rows)
     asked = at_batch_asked(rows)  # a latency of a halved batch (--oom-retry) is not this column's
     timed = rows[(rows["status"] == "ok") & asked & rows["median_ms"].map(lambda v: math.isfinite(number(v)))]
     untimed = rows[(rows["status"] != "ok") | ~asked]

@@ -51,7 +51,7 @@ def with_speedup(frame: pd.DataFrame) -> pd.DataFrame:
     last = last_rows(out)  # a case's earlier row (an error, say) never serves as its eager
     ok = last[(last["status"] == "ok") & at_batch_asked(last)]  # a halved batch's latency divides into nothing
     keys = list(GROUP_COLUMNS + CONFIG_COLUMNS)
-    base = ok[ok["variant"] == BASELINE_VARIANT].drop_duplicates(keys, keep="last").set_index(keys)
+    base = ok[ok["variant"] == BASELINE_VARIANT].set_index(keys)
     if base.empty:
         return out
     eager_marks = [set(marks(r)) for r in base.to_dict("records")]
