@@ -52,7 +52,8 @@ def test_kernels_compile_to_an_object_with_nvcc(tmp_path: Path) -> None:
     assert obj.stat().st_size > 0
     # ptxas -v: every kernel of every arch and dtype was compiled, and none spills registers
     entries = re.findall(r"Compiling entry function '(\w+)' for '(sm_\d+)'", proc.stderr)
-    kernels = {"pool_pixels_fast", "pool_channels_fast", "apply_pixels_fast", "apply_channels_fast"}
+    kernels = {"pool_pixels_fast", "pool_pixels_vec", "pool_channels_fast", "apply_pixels_fast", "apply_pixels_vec",
+               "apply_channels_fast"}
     for arch in ("sm_80", "sm_90"):
         names = [name for name, a in entries if a == arch]
         for kernel in kernels:
@@ -64,6 +65,32 @@ def test_kernels_compile_to_an_object_with_nvcc(tmp_path: Path) -> None:
         symbols = subprocess.run(["nm", "-C", str(obj)], capture_output=True, text=True, check=True).stdout
         for entry in ("scse::pool_partials(", "scse::excite(", "scse::apply(", "scse::error_string("):
             assert entry in symbols, f"{entry} missing from the object"
+
+
+def test_the_nchw_vector_kernels_move_16_bytes_an_access(tmp_path: Path) -> None:
+    """The *_vec kernels exist to load and store 128 bits a lane: nvcc split a struct store of 16
+    bytes into scalar stores until it went through one uint4, so the PTX is checked, not assumed."""
+    nvcc = nvcc_or_skip()
+    ptx = tmp_path / "scse_fused.ptx"
+    cmd = [nvcc, "-ptx", "-O3", *TORCH_NVCC_FLAGS, "-arch=sm_90", f"-I{cf.CSRC}", str(cf.CSRC / "scse_fused.cu"),
+           "-o", str(ptx)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"nvcc failed:\n{proc.stderr}"
+    text = ptx.read_text()
+    bodies = {m.group(1): text[m.end():] for m in re.finditer(r"\.entry (\w+)\(", text)}
+    bodies = {name: body[:body.find(".entry")] if ".entry" in body else body for name, body in bodies.items()}
+    for kernel, wants_store in (("pool_pixels_vec", False), ("apply_pixels_vec", True)):
+        built = {name: body for name, body in bodies.items() if kernel in name}
+        assert len(built) == 3, f"{kernel} not built for 3 dtypes"
+        for name, body in built.items():
+            loads = re.findall(r"ld\.global\.\S+", body)
+            wide = [op for op in loads if ".v4." in op]
+            assert wide, f"{name}: no 128-bit load"
+            narrow = [op for op in loads if op.endswith((".u16", ".b16", ".s16"))]
+            assert not narrow, f"{name}: a 16-bit element of x loaded alone: {narrow}"
+            stores = re.findall(r"st\.global\.\S+", body)
+            if wants_store:
+                assert stores and all(".v4." in op for op in stores), f"{name}: out stored in pieces: {stores}"
 
 
 def test_binding_compiles_against_torch_headers() -> None:
@@ -153,6 +180,16 @@ GPU_CASES = [
     (4, 64, 64, 64, "max", True, "float16", "channels_last"),
     (2, 24, 5, 7, "add", True, "bfloat16", "nchw"),
     (1, 1, 3, 3, "add", True, "float32", "nchw"),
+    # NCHW rows of whole 16-byte vectors take the *_vec kernels: a last tile with idle lanes, a pool
+    # split whose length is rounded up to whole vectors (1048 pixels in 5 splits), C = 1 and C = 3
+    (2, 5, 24, 24, "gate", True, "float32", "nchw"),
+    (1, 8, 8, 131, "max", True, "float16", "nchw"),
+    (3, 3, 16, 16, "mul", False, "bfloat16", "nchw"),
+    (2, 1, 8, 16, "add", True, "float16", "nchw"),
+    (2, 256, 16, 16, "gate", False, "bfloat16", "nchw"),
+    # the same rows one element off a 16-byte boundary: the scalar kernels
+    (2, 16, 16, 16, "add", True, "float16", "offset"),
+    (2, 16, 16, 16, "max", False, "float32", "offset"),
 ]
 
 
@@ -167,6 +204,8 @@ def _gpu_input(case: tuple) -> tuple[ScSE, torch.Tensor]:
         x = x.to(memory_format=torch.channels_last)
     elif layout == "strided":
         x = torch.randn(n, c, h, 2 * w, device="cuda").to(x.dtype)[..., ::2]
+    elif layout == "offset":  # contiguous, but starting one element past an allocation's aligned start
+        x = torch.randn(n * c * h * w + 1, device="cuda").to(x.dtype)[1:].view(n, c, h, w)
     return ref, x
 
 
@@ -203,13 +242,16 @@ def test_cuda_fused_agrees_with_triton_fused() -> None:
 
 
 @pytest.mark.cuda
-def test_a_cuda_fused_call_is_three_kernels_and_no_torch_compute() -> None:
-    """pool, excitation, apply: one call into the extension, no torch op but allocations."""
+@pytest.mark.parametrize(("layout", "kind"), [("nchw", "pixels_vec"), ("offset", "pixels_fast"),
+                                              ("channels_last", "channels_fast")])
+def test_a_cuda_fused_call_is_three_kernels_and_no_torch_compute(layout: str, kind: str) -> None:
+    """pool, excitation, apply: one call into the extension, no torch op but allocations; the
+    16-byte kernels for aligned NCHW rows, the scalar ones else."""
     if cf.unavailable_reason():
         pytest.skip(cf.unavailable_reason())
     from torch.profiler import ProfilerActivity, profile
 
-    ref, x = _gpu_input((4, 64, 32, 32, "gate", True, "float16", "nchw"))
+    ref, x = _gpu_input((4, 64, 32, 32, "gate", True, "float16", layout))
     module = cf.build_cuda_fused(ref, torch.device("cuda"), x.dtype)
     module(x)
     torch.cuda.synchronize()
@@ -218,6 +260,7 @@ def test_a_cuda_fused_call_is_three_kernels_and_no_torch_compute() -> None:
         torch.cuda.synchronize()
     kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     assert len(kernels) == 3 and "excite_kernel" in kernels[1], kernels
+    assert f"pool_{kind}" in kernels[0] and f"apply_{kind}" in kernels[2], kernels
     ops = {e.name for e in prof.events() if e.name.startswith("aten::")}
     assert ops <= {"aten::empty", "aten::empty_like", "aten::empty_strided"}, ops
 

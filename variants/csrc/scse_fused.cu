@@ -5,8 +5,10 @@
 // without a GPU or a CUDA build of torch can still compile it with `nvcc -c` and catch errors.
 // The torch binding is scse_fused.cpp; the entry points are declared in scse_fused.h.
 //
-// Every kernel is correct for any strides; the layout only picks the thread mapping that keeps
+// The *_fast kernels are correct for any strides; the layout only picks the thread mapping that keeps
 // loads coalesced: lanes along pixels for NCHW (sP == 1), along channels for channels_last (sC == 1).
+// NCHW rows that start on 16-byte boundaries and hold whole 16-byte vectors (all the benchmark
+// shapes) take the *_vec kernels instead, which load and store 16 bytes a lane.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -54,6 +56,14 @@ __device__ __forceinline__ float combine(int fusion, float x, float c, float sig
   }
 }
 
+// 16 bytes of T, loaded and stored as one 128-bit access (as PyTorch's aligned_vector): a warp then
+// moves 512 bytes an instruction along an NCHW pixel row, where a scalar float16 load moves 64.
+template <typename T>
+struct alignas(16) Vec16 {
+  static constexpr int kSize = 16 / static_cast<int>(sizeof(T));
+  T v[kSize];
+};
+
 // ---- pass 1: partial sums per (n, split, c) ------------------------------------------------
 
 // NCHW: one warp per channel, lanes along the split's pixels (contiguous).
@@ -69,6 +79,31 @@ __global__ void pool_pixels_fast(const T* __restrict__ x, float* __restrict__ pa
   const T* base = x + n * sN + c * sC;
   float acc = 0.0f;
   for (int64_t p = begin + threadIdx.x; p < end; p += kWarp) acc += to_float(base[p * sP]);
+  acc = warp_sum(acc);
+  if (threadIdx.x == 0) part[(n * gridDim.x + split) * C + c] = acc;
+}
+
+// NCHW whose pixel rows are 16-byte aligned (see rows_aligned): as pool_pixels_fast, 16 bytes a lane.
+// chunk is a multiple of the vector, so a vector never straddles two splits or the row's end.
+template <typename T>
+__global__ void pool_pixels_vec(const T* __restrict__ x, float* __restrict__ part, int64_t C, int64_t HW,
+                                int64_t sN, int64_t sC, int64_t chunk) {
+  using V = Vec16<T>;
+  constexpr int kV = V::kSize;
+  const int split = blockIdx.x;
+  const int64_t c = static_cast<int64_t>(blockIdx.y) * kRows + threadIdx.y;
+  const int64_t n = blockIdx.z;
+  if (c >= C) return;  // whole warps leave together
+  const int64_t begin = split * chunk;
+  const int64_t end = begin + chunk < HW ? begin + chunk : HW;
+  const T* base = x + n * sN + c * sC;
+  float acc = 0.0f;
+#pragma unroll 4
+  for (int64_t p = begin + threadIdx.x * kV; p < end; p += kWarp * kV) {
+    const V a = *reinterpret_cast<const V*>(base + p);
+#pragma unroll
+    for (int j = 0; j < kV; ++j) acc += to_float(a.v[j]);
+  }
   acc = warp_sum(acc);
   if (threadIdx.x == 0) part[(n * gridDim.x + split) * C + c] = acc;
 }
@@ -197,6 +232,62 @@ __global__ void apply_pixels_fast(const T* __restrict__ x, T* __restrict__ out, 
   }
 }
 
+// NCHW whose pixel rows are 16-byte aligned in x and out: a block owns 32 vectors of pixels (256 at
+// float16, 128 at float32), a lane one vector; the kRows warps split the channels. Every lane adds
+// the warps' partial logits itself (no second block sync) and keeps its pixels' sigmoids in registers.
+template <typename T>
+__global__ void apply_pixels_vec(const T* __restrict__ x, T* __restrict__ out, const float* __restrict__ cg,
+                                 const float* __restrict__ ws, const float* __restrict__ bs,
+                                 const float* __restrict__ gate, int fusion, int64_t C, int64_t HW, int64_t sN,
+                                 int64_t sC, int64_t oN, int64_t oC) {
+  using V = Vec16<T>;
+  constexpr int kV = V::kSize;
+  __shared__ float partial[kRows][kV][kWarp];  // [warp][pixel of the vector][lane]: no bank conflicts
+  const int64_t n = blockIdx.y;
+  const int64_t p = (static_cast<int64_t>(blockIdx.x) * kWarp + threadIdx.x) * kV;  // this lane's first pixel
+  const bool live = p < HW;  // HW is a multiple of kV: a lane's vector is wholly inside the row or past it
+  const T* xp = x + n * sN + p;
+  T* op = out + n * oN + p;
+
+  float acc[kV];
+#pragma unroll
+  for (int j = 0; j < kV; ++j) acc[j] = 0.0f;
+  if (live) {
+#pragma unroll 4
+    for (int64_t c = threadIdx.y; c < C; c += kRows) {
+      const float w = ws[c];
+      const V a = *reinterpret_cast<const V*>(xp + c * sC);
+#pragma unroll
+      for (int j = 0; j < kV; ++j) acc[j] += w * to_float(a.v[j]);
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kV; ++j) partial[threadIdx.y][j][threadIdx.x] = acc[j];
+  __syncthreads();
+  if (!live) return;  // no block sync follows
+
+  const float bias = bs != nullptr ? *bs : 0.0f;
+  float sig[kV];
+#pragma unroll
+  for (int j = 0; j < kV; ++j) {
+    float s = bias;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) s += partial[r][j][threadIdx.x];
+    sig[j] = sigmoid(s);
+  }
+  const float* cgn = cg + n * C;
+#pragma unroll 4
+  for (int64_t c = threadIdx.y; c < C; c += kRows) {
+    const float cc = cgn[c];
+    const float g = gate != nullptr ? gate[c] : 0.0f;
+    const V a = *reinterpret_cast<const V*>(xp + c * sC);  // second read: from L1/L2, not DRAM
+    V o;
+#pragma unroll
+    for (int j = 0; j < kV; ++j) o.v[j] = from_float<T>(combine(fusion, to_float(a.v[j]), cc, sig[j], g));
+    __stwb(reinterpret_cast<uint4*>(op + c * oC), *reinterpret_cast<const uint4*>(&o));  // one 128-bit store
+  }
+}
+
 // channels_last: one warp per pixel, lanes along the channels; no shared memory or block sync.
 template <typename T>
 __global__ void apply_channels_fast(const T* __restrict__ x, T* __restrict__ out, const float* __restrict__ cg,
@@ -221,6 +312,15 @@ __global__ void apply_channels_fast(const T* __restrict__ x, T* __restrict__ out
 
 bool channels_fast(int64_t C, int64_t sC, int64_t sP) { return C > 1 && sC == 1 && sP != 1; }
 
+// Whether every (n, c) pixel row of a tensor starts on a 16-byte boundary and holds whole vectors,
+// so the *_vec kernels may load it 16 bytes at a time. Else the scalar kernels, correct for any strides.
+template <typename T>
+bool rows_aligned(const void* ptr, int64_t C, int64_t HW, int64_t sN, int64_t sC, int64_t sP) {
+  constexpr int64_t kV = Vec16<T>::kSize;
+  return sP == 1 && HW % kV == 0 && sN % kV == 0 && (C == 1 || sC % kV == 0) &&
+         reinterpret_cast<std::uintptr_t>(ptr) % sizeof(Vec16<T>) == 0;
+}
+
 template <typename T>
 int launch_pool(const void* x, float* part, int64_t N, int64_t C, int64_t HW, int64_t sN, int64_t sC, int64_t sP,
                 int splits, cudaStream_t stream) {
@@ -230,6 +330,10 @@ int launch_pool(const void* x, float* part, int64_t N, int64_t C, int64_t HW, in
   if (channels_fast(C, sC, sP)) {
     const dim3 grid(splits, static_cast<unsigned>((C + kWarp - 1) / kWarp), static_cast<unsigned>(N));
     pool_channels_fast<T><<<grid, block, 0, stream>>>(xt, part, C, HW, sN, sC, sP, chunk);
+  } else if (rows_aligned<T>(x, C, HW, sN, sC, sP)) {
+    constexpr int64_t kV = Vec16<T>::kSize;
+    const dim3 grid(splits, static_cast<unsigned>((C + kRows - 1) / kRows), static_cast<unsigned>(N));
+    pool_pixels_vec<T><<<grid, block, 0, stream>>>(xt, part, C, HW, sN, sC, (chunk + kV - 1) / kV * kV);
   } else {
     const dim3 grid(splits, static_cast<unsigned>((C + kRows - 1) / kRows), static_cast<unsigned>(N));
     pool_pixels_fast<T><<<grid, block, 0, stream>>>(xt, part, C, HW, sN, sC, sP, chunk);
@@ -248,6 +352,10 @@ int launch_apply(const void* x, void* out, const float* cg, const float* ws, con
     const dim3 grid(static_cast<unsigned>((HW + kRows - 1) / kRows), static_cast<unsigned>(N));
     apply_channels_fast<T><<<grid, block, 0, stream>>>(xt, ot, cg, ws, bs, gate, fusion, C, HW, sN, sC, sP, oN, oC,
                                                         oP);
+  } else if (rows_aligned<T>(x, C, HW, sN, sC, sP) && rows_aligned<T>(out, C, HW, oN, oC, oP)) {
+    constexpr int64_t kTile = kWarp * Vec16<T>::kSize;
+    const dim3 grid(static_cast<unsigned>((HW + kTile - 1) / kTile), static_cast<unsigned>(N));
+    apply_pixels_vec<T><<<grid, block, 0, stream>>>(xt, ot, cg, ws, bs, gate, fusion, C, HW, sN, sC, oN, oC);
   } else {
     const dim3 grid(static_cast<unsigned>((HW + kTilePixels - 1) / kTilePixels), static_cast<unsigned>(N));
     apply_pixels_fast<T><<<grid, block, 0, stream>>>(xt, ot, cg, ws, bs, gate, fusion, C, HW, sN, sC, sP, oN, oC,
