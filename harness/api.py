@@ -140,8 +140,9 @@ def steady_allocator(cfg: SweepConfig) -> bool:
         return False
     if cfg.steady_malloc:
         return allocator.make_steady()
-    if allocator.already_steady():
-        warnings.warn("--steady-malloc false: an earlier run in this process made the allocator steady, which "
-                      "cannot be undone; this run is steady too (env.json says so)", RuntimeWarning, stacklevel=3)
+    why = allocator.already_steady()
+    if why:
+        warnings.warn(f"--steady-malloc false: {why}; this run is steady too (env.json says so)", RuntimeWarning,
+                      stacklevel=3)
         return True
     return False

@@ -1,6 +1,7 @@
 """The steady CPU allocator: after it, a freed block is reused without page faults."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,35 @@ def test_a_run_asking_for_no_steady_malloc_after_one_that_made_it_steady_is_told
         assert steady_allocator(off) is True
     monkeypatch.setattr(allocator, "make_steady", lambda: True)
     assert steady_allocator(SweepConfig.build(device="cpu", variants="eager")) is True
+
+
+def test_a_process_started_with_the_steady_variables_is_steady_whatever_a_run_asks(
+        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """A worker of a steady run, or a shell exporting the variables: glibc applied them at start-up."""
+    from harness.api import steady_allocator
+    from harness.measure import allocator
+    from harness.sweep.config import SweepConfig
+
+    off = SweepConfig.build(device="cpu", variants="eager", steady_malloc=False)
+    monkeypatch.setattr(allocator, "_made_steady", False)
+    monkeypatch.setattr(allocator, "_STARTED_WITH", dict(allocator.ENV))
+    monkeypatch.setattr(allocator, "allocator_name", lambda: "glibc")
+    with pytest.warns(RuntimeWarning, match="this process started with MALLOC_MMAP_THRESHOLD_=1073741824"):
+        assert steady_allocator(off) is True
+    monkeypatch.setattr(allocator, "_STARTED_WITH", {"MALLOC_MMAP_THRESHOLD_": allocator.ENV["MALLOC_MMAP_THRESHOLD_"]})
+    assert steady_allocator(off) is False  # one threshold alone: the heap is still trimmed
+    monkeypatch.setattr(allocator, "_STARTED_WITH", dict(allocator.ENV))
+    monkeypatch.setattr(allocator, "allocator_name", lambda: "jemalloc")  # glibc's variables do nothing there
+    assert steady_allocator(off) is False
+
+
+def test_a_child_started_after_a_steady_run_knows_it_is_steady() -> None:
+    from harness.measure.allocator import ENV
+
+    code = "from harness.measure import allocator; print(bool(allocator.already_steady()))"
+    env = {**os.environ, **ENV, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(allocator_name() == "glibc")
+    env = {k: v for k, v in env.items() if k not in ENV}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -33,6 +33,8 @@ def allocator_name() -> str:
 
 
 _made_steady = False
+#: The thresholds this process started with: glibc read them then, and a later change does nothing.
+_STARTED_WITH = {name: os.environ[name] for name in ENV if name in os.environ}
 
 
 def make_steady() -> bool:
@@ -48,7 +50,16 @@ def make_steady() -> bool:
     return ok
 
 
-def already_steady() -> bool:
-    """Whether ``make_steady`` took effect earlier in this process: ``mallopt`` cannot be undone, and
-    the workers it starts inherit the variables, so a later run here is steady whatever it asks."""
-    return _made_steady
+def already_steady() -> str | None:
+    """Why this process's allocator is steady whatever a run asks, or None: ``make_steady`` took effect
+    earlier here (``mallopt`` cannot be undone), or the process started with its variables (a worker
+    of a steady run, or a shell that exported them), which glibc applied at start-up."""
+    if _made_steady:
+        return "an earlier run in this process made the allocator steady, which cannot be undone"
+    if _started_steady():
+        return "this process started with " + " and ".join(f"{k}={v}" for k, v in ENV.items()) + ", which glibc applied"
+    return None
+
+
+def _started_steady() -> bool:
+    return allocator_name() == "glibc" and _STARTED_WITH == ENV
