@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from harness.measure.cpu_wait import ThreadWait
 from harness.measure.stats import ci_half_width
 from harness.measure.timing import Block, CpuClock, Timing, TimingPolicy, measure, pooled, timer_overhead_ns
 from harness.sweep.runner import time_step
@@ -191,11 +192,17 @@ def test_pooled_timings_concatenate_in_order_and_add_up() -> None:
 class FakeWait:
     """A run-queue wait counter that reads the given nanoseconds in turn (None: unreadable)."""
 
+    busy_ns = 0  # on-CPU time: none, so the cores were the other processes' and all the wait counts
+    cores = 1
+
     def __init__(self, *reads: int | None) -> None:
         self.reads = iter(reads)
 
     def read_ns(self) -> int | None:
         return next(self.reads)
+
+    def others_wait_s(self, wait_ns: int, busy_ns: int, wall_s: float) -> float:
+        return ThreadWait.others_wait_s(self, wait_ns, busy_ns, wall_s)  # type: ignore[arg-type]
 
     def refresh(self) -> None:
         pass

@@ -7,6 +7,10 @@ another process takes a core that an OpenMP worker needs, it grows by the time s
 cannot say that for a multi-threaded call (spinning threads burn CPU while they wait); the run
 queue delay can, for any number of threads.
 
+Only the wait that other processes can explain counts as a disturbance (``others_wait_s``): a
+variant whose own threads outnumber the cores waits for itself, and that is its cost, to be timed
+and compared like any other, not excused as a busy machine.
+
 Where the files do not exist (not Linux) the reader reports ``None``: unknown, not zero.
 """
 from __future__ import annotations
@@ -26,8 +30,12 @@ class ThreadWait:
     def __init__(self, tasks: Path = TASKS) -> None:
         self.tasks = tasks
         self._fds: dict[str, int] = {}
-        self._last: dict[str, int] = {}
+        self._last: dict[str, tuple[int, int]] = {}
         self._total = 0
+        #: On-CPU time of the known threads since ``refresh``, in ns, as of the last ``read_ns``.
+        self.busy_ns = 0
+        #: The cores this process may run on: what its threads and other processes' share.
+        self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.refresh()
 
     @property
@@ -50,20 +58,31 @@ class ThreadWait:
     def read_ns(self) -> int | None:
         """Run-queue wait of the known threads since ``refresh``, in ns; None when it cannot be read.
 
-        Kept as a sum of per-thread increases, so a thread that exits never makes it go down.
+        Kept as a sum of per-thread increases, so a thread that exits never makes it go down. The
+        same read updates ``busy_ns`` (schedstat's first field, the time on a core).
         """
         if not self._fds:
             return None
         for name, fd in list(self._fds.items()):
             try:
-                delay = int(os.pread(fd, 128, 0).split()[1])
+                fields = os.pread(fd, 128, 0).split()
+                now = (int(fields[0]), int(fields[1]))
             except (OSError, IndexError, ValueError):
                 os.close(fd)  # the thread has exited: its wait no longer grows
                 del self._fds[name]
                 continue
-            self._total += delay - self._last.get(name, delay)
-            self._last[name] = delay
+            busy, delay = self._last.get(name, now)
+            self.busy_ns += now[0] - busy
+            self._total += now[1] - delay
+            self._last[name] = now
         return self._total
+
+    def others_wait_s(self, wait_ns: int, busy_ns: int, wall_s: float) -> float:
+        """The part of ``wait_ns`` (the threads' run-queue wait over ``wall_s``) that other processes
+        can explain, in s: at most the core time this process left to them, ``cores × wall −
+        busy``. Threads waiting while the process itself kept every core busy waited for each other."""
+        left_ns = max(0.0, self.cores * wall_s * 1e9 - busy_ns)
+        return min(float(wait_ns), left_ns) * 1e-9
 
     def close(self) -> None:
         for fd in self._fds.values():

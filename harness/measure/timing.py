@@ -27,7 +27,8 @@ from harness.measure.stats import ci_half_width
 
 CACHE_MODES: tuple[str, ...] = ("cold", "hot")
 
-#: A sample whose threads waited for a core longer than this share of its wall time was starved.
+#: A sample whose threads waited for a core longer than this share of its wall time was starved
+#: (counting only the wait that other processes can explain, not threads waiting for each other).
 STARVED_SHARE = 0.05
 #: A case is disturbed when fewer than this share of its samples ran unstarved, ...
 MIN_CLEAN_SHARE = 0.5
@@ -43,7 +44,8 @@ class Block:
     device_s: float
     #: The host's time issuing the calls (CUDA: enqueue only, no sync). On the CPU, ``device_s``.
     host_s: float
-    #: Run-queue wait summed over the process's threads (CPU); NaN where it cannot be read.
+    #: Run-queue wait summed over the process's threads (CPU), as much of it as other processes can
+    #: explain (``ThreadWait.others_wait_s``); NaN where it cannot be read.
     wait_s: float = 0.0
     #: CUDA: tries whose holding kernel ran out before the host finished queuing (each was redone).
     overran: int = 0
@@ -100,13 +102,13 @@ class CpuClock:
         self.wait.refresh()
 
     def time_block(self, fn: Callable[[], object], calls: int) -> Block:
-        w0 = self.wait.read_ns()
+        w0, b0 = self.wait.read_ns(), self.wait.busy_ns
         t0 = time.perf_counter_ns()
         for _ in range(calls):
             fn()
         elapsed = (time.perf_counter_ns() - t0) * 1e-9
-        w1 = self.wait.read_ns()
-        wait = math.nan if w0 is None or w1 is None else (w1 - w0) * 1e-9
+        w1, b1 = self.wait.read_ns(), self.wait.busy_ns
+        wait = math.nan if w0 is None or w1 is None else self.wait.others_wait_s(w1 - w0, b1 - b0, elapsed)
         return Block(elapsed, elapsed, wait)
 
     def sync(self) -> None:
