@@ -276,6 +276,8 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
             Path(args.markdown).write_text(compare_render.to_markdown(result), encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot write {args.markdown}: {exc.strerror or exc}") from None
+    if result.nothing_judged:  # after the tables, which say what became of each case
+        raise UsageError(result.nothing_judged)
     return EXIT_FAIL if result.failed else EXIT_OK
 
 

@@ -2,6 +2,7 @@
 options, the order of the cases, and the small helpers (labels, samples, figures, keys)."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from compare_helpers import CPU_ENV, case, noise, row, write_run
 
 from harness.results import compare as cmp
+from harness.results import store
 from harness.results.compare import CompareError
 from harness.results.compare_stats import CI_OVERLAP_P, Verdict
 from harness.results.tables import raw_samples
@@ -298,15 +300,17 @@ def pair(tmp_path: Path) -> tuple[Path, Path]:
     return base, cur
 
 
-@pytest.mark.parametrize("threshold", [0, 0.0, -0.05, 10, 10.0, 10.5, 11])
-def test_threshold_outside_the_open_interval_is_refused(pair: tuple[Path, Path], threshold: float) -> None:
+@pytest.mark.parametrize("threshold", [0, 0.0, -0.05, 1.0001, 5, 10, 10.5])
+def test_threshold_outside_the_interval_is_refused(pair: tuple[Path, Path], threshold: float) -> None:
+    """5 meant as 5% is 500%: a gate that lets a 2× slowdown through. Refused, as is anything above 1."""
     with pytest.raises(CompareError) as info:
         cmp.compare(*pair, threshold=threshold)
-    assert str(info.value) == f"threshold must be a fraction such as 0.05, got {threshold}"
+    assert str(info.value) == (f"threshold must be a fraction such as 0.05 (5%), at most 1 (twice as slow), "
+                               f"got {threshold}")
 
 
-@pytest.mark.parametrize("threshold", [1e-9, 0.05, 9.99])
-def test_threshold_inside_the_open_interval_is_accepted(pair: tuple[Path, Path], threshold: float) -> None:
+@pytest.mark.parametrize("threshold", [1e-9, 0.05, 0.75, 1, 1.0])
+def test_threshold_inside_the_interval_is_accepted(pair: tuple[Path, Path], threshold: float) -> None:
     assert cmp.compare(*pair, threshold=threshold).threshold == threshold
 
 
@@ -432,12 +436,12 @@ def test_load_run_keeps_source_and_knows_about_samples(pair: tuple[Path, Path]) 
     assert from_csv.has_samples is False
 
 
-def test_load_run_requires_a_median_column(tmp_path: Path) -> None:
-    bad = tmp_path / "nomedian.jsonl"
-    bad.write_text('{"variant": "eager", "status": "ok"}\n')
+def test_load_run_requires_a_status_column(tmp_path: Path) -> None:
+    bad = tmp_path / "nostatus.jsonl"
+    bad.write_text('{"variant": "eager", "median_ms": 1.0}\n')
     with pytest.raises(CompareError) as info:
         cmp.load_run(bad)
-    assert str(info.value) == f"{bad}: not a results file (no column median_ms)"
+    assert str(info.value) == f"{bad}: not a results file (no column status)"
 
 
 # -------------------------------------------------------------------------------------- by_key
@@ -475,6 +479,20 @@ def test_env_differences_use_whichever_side_knows_its_device() -> None:
     assert cmp.env_differences(unknown_run, cuda_run) == []
     both_unknown = in_memory("unknown2", [{"variant": "x"}], {"cpu_model": "A"})
     assert cmp.env_differences(both_unknown, unknown_run) == ["CPU model differs: baseline 'A', current 'B'"]
+
+
+def test_env_differences_read_a_gpus_index_as_its_device_type() -> None:
+    """merge and resume pass env.json's device, ``cuda:0`` after ``--device cuda:0``: the GPU facts
+    must still be compared (two shards on different GPU models were merged silently), and the same
+    GPU model at another index is the same environment."""
+    h200 = {"device": "cuda:0", "gpu_name": "NVIDIA H200", "cuda": "13.0"}
+    h100 = {"device": "cuda:0", "gpu_name": "NVIDIA H100 80GB HBM3", "cuda": "12.8"}
+    found = store.env_differences(h200, h100, "cuda:0", "merge")
+    assert [(fact.key, a, b) for fact, a, b in found] == [("gpu_name", "NVIDIA H200", "NVIDIA H100 80GB HBM3"),
+                                                          ("cuda", "13.0", "12.8")]  # fmt: skip
+    assert store.env_differences(h200, h200 | {"device": "cuda:1"}, "cuda:1", "merge") == []
+    assert [f.key for f, _, _ in store.env_differences(h200, h200 | {"device": "cpu"}, "cuda", "merge")] == ["device"]
+    assert store.device_type("cuda:3") == "cuda" and store.device_type(None) is None
 
 
 # -------------------------------------------------------------------------------------- labels
@@ -556,3 +574,50 @@ def test_figure_of_missing_numbers_are_nan() -> None:
     t = cmp._figure_of({"device": "cuda", "median_ms": None, "iqr_ms": "n/a"}, "median")
     assert t.samples.shape == (0,)
     assert all(math.isnan(v) for v in (t.median, t.ci_low, t.ci_high, t.iqr))
+
+
+# ------------------------------------------------------------------- what a comparison must judge
+
+
+def test_a_run_on_cuda_1_matches_a_baseline_made_on_cuda() -> None:
+    """Which of a machine's GPUs ran a case is no part of it: the key holds the device's type."""
+    gpu = {"device": "cuda", "gpu_name": "NVIDIA H200", "cuda": "13.0", "torch": "2.11.0"}
+    base = in_memory("base", [quiet(case(device="cuda"), FIVE_BASE)], env=gpu)
+    cur = in_memory("cur", [quiet(case(device="cuda:1"), FIVE_DOUBLE)], env=gpu | {"device": "cuda:1"})
+    result = cmp.compare(base, cur)
+    assert [c.verdict for c in result.cases] == [Verdict.SLOWER] and result.failed
+    assert result.env_differences == ()
+
+
+def test_nothing_timed_on_both_sides_is_no_pass() -> None:
+    """'No regression' over zero judged cases would pass a PR that made every case skip."""
+    base = in_memory("base", [quiet(case(), FIVE_BASE), quiet(case(batch=1), FIVE_BASE),
+                              row(case(batch=2), status="error", reason="fixed since")])  # fmt: skip
+    cur = in_memory("cur", [row(case(), status="skipped", reason="triton: not installed"),
+                            row(case(batch=1), status="skipped", reason="triton: not installed"),
+                            row(case(batch=2), status="skipped", reason="triton: not installed")])  # fmt: skip
+    result = cmp.compare(base, cur)
+    assert not result.cases and not result.failed
+    assert result.nothing_judged == ("nothing to compare: no case in common was timed on both sides "
+                                     "(2 ok → skipped, 1 error → skipped)")
+    cur = in_memory("cur", [row(case(batch=2), status="error", reason="fixed since")])
+    assert cmp.compare(base, cur).nothing_judged == "nothing to compare: no case in common was timed on both sides"
+    one_timed = in_memory("cur", [row(case(), status="skipped"), quiet(case(batch=1), FIVE_BASE)])
+    assert cmp.compare(base, one_timed).nothing_judged is None
+
+
+def test_a_case_that_broke_still_fails_when_nothing_else_was_timed() -> None:
+    base = in_memory("base", [quiet(case(), FIVE_BASE)])
+    cur = in_memory("cur", [row(case(), status="error", reason="RuntimeError: boom")])
+    result = cmp.compare(base, cur)
+    assert result.failed and [c.current_status for c in result.broken] == ["error"]
+    assert result.nothing_judged is None
+
+
+def test_a_run_where_no_case_was_timed_is_read_and_its_broken_cases_fail(tmp_path: Path) -> None:
+    """Rows that were never timed carry no median_ms at all: the file is still a results file."""
+    base = write_run(tmp_path / "base", [quiet(case(), FIVE_BASE)])
+    cur = tmp_path / "cur.jsonl"
+    cur.write_text(json.dumps(case() | {"status": "error", "reason": "RuntimeError: boom"}) + "\n")
+    result = cmp.compare(base, cur)
+    assert result.failed and [c.current_status for c in result.broken] == ["error"]

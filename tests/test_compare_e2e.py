@@ -177,6 +177,29 @@ def test_compare_across_devices_and_without_common_cases_is_exit_2(tmp_path: Pat
     assert "no case in common" in capsys.readouterr().err
 
 
+def test_a_run_whose_every_case_now_skips_is_exit_2_after_the_tables(
+    tmp_path: Path, real_run: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A change that made every case skip (an optional import broken) judged nothing: no green gate."""
+    other = tmp_path / "skipped"
+    other.mkdir()
+    rows = [json.loads(line) for line in (real_run / "results.jsonl").read_text().splitlines()]
+    keys = ("variant", "device", "dtype", "mode", "batch", "channels", "height", "width", "reduction", "fusion",
+            "bias", "context")  # fmt: skip
+    skipped = [{k: r[k] for k in keys if k in r} | {"status": "skipped", "reason": "triton: not installed"}
+               for r in rows]  # fmt: skip
+    (other / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in skipped))
+    (other / "env.json").write_text((real_run / "env.json").read_text())
+    md = tmp_path / "cmp.md"
+    capsys.readouterr()
+    assert main(["compare", str(real_run), str(other), "--markdown", str(md)]) == 2
+    out, err = capsys.readouterr()
+    assert "triton: not installed" in out  # the status changes were shown first
+    want = f"error: nothing to compare: no case in common was timed on both sides ({len(rows)} ok → skipped)"
+    assert err.strip() == want
+    assert "triton: not installed" in md.read_text()
+
+
 def test_a_different_thread_count_is_one_plain_line_saying_how_to_match_it(
     tmp_path: Path, real_run: Path, capsys: pytest.CaptureFixture
 ) -> None:

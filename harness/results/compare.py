@@ -7,6 +7,7 @@ This module holds the comparison's model (``LoadedRun``, ``CaseComparison``, ``S
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from harness.results.compare_stats import (
     significance,
 )
 from harness.results.record import BROKEN, Status, truthy
-from harness.results.store import ResultsError, key_value, load_results
+from harness.results.store import ResultsError, device_type, key_value, load_results
 from harness.results.store import env_differences as store_env_differences
 from harness.results.tables import number, raw_samples, smaller_batch
 from harness.sweep.cases import KEY_COLUMNS  # older schemas may lack some: only shared columns are matched
@@ -75,16 +76,18 @@ class LoadedRun:
     def device(self) -> str | None:
         """The device type ("cpu"/"cuda") from env.json, else the one the rows agree on."""
         if self.env.get("device"):
-            return str(self.env["device"]).split(":")[0]
-        devices = {str(r["device"]).split(":")[0] for r in self.records if key_value(r.get("device")) is not None}
+            return device_type(self.env["device"])
+        devices = {device_type(r.get("device")) for r in self.records} - {None}
         return devices.pop() if len(devices) == 1 else None
 
     def by_key(self, columns: Sequence[str]) -> tuple[dict[Key, Mapping[str, Any]], int]:
-        """Rows keyed by ``columns`` in file order; a case seen twice keeps its last row (a resumed run)."""
+        """Rows keyed by ``columns`` in file order; a case seen twice keeps its last row (a resumed run).
+        The device is keyed by its type: a run on ``cuda:1`` matches one on ``cuda``."""
         out: dict[Key, Mapping[str, Any]] = {}
         repeated = 0
         for record in self.records:
-            key = tuple((c, key_value(record.get(c))) for c in columns)
+            key = tuple((c, device_type(record.get(c)) if c == "device" else key_value(record.get(c)))
+                        for c in columns)  # fmt: skip
             repeated += key in out
             out.pop(key, None)
             out[key] = record
@@ -170,6 +173,16 @@ class Comparison:
         """A significant slowdown beyond the threshold, or a case that was valid and is now wrong."""
         return bool(self.regressions or self.broken)
 
+    @property
+    def nothing_judged(self) -> str | None:
+        """Why the comparison judged nothing, when no case was timed on both sides and none broke:
+        "no regression" then would pass a change that made every case skip. None otherwise."""
+        if self.cases or self.broken:
+            return None
+        statuses = Counter(f"{s.baseline_status} → {s.current_status}" for s in self.status_changes)
+        changed = f" ({', '.join(f'{n} {s}' for s, n in statuses.most_common())})" if statuses else ""
+        return f"nothing to compare: no case in common was timed on both sides{changed}"
+
     def count(self, verdict: Verdict) -> int:
         return sum(c.verdict is verdict for c in self.cases)
 
@@ -199,7 +212,7 @@ class Comparison:
 def load_run(path: str | Path) -> LoadedRun:
     """A run folder (results.jsonl preferred, else results.csv) or one results file, with its env.json."""
     try:
-        loaded = load_results(path, required=("variant", "status", "median_ms"))
+        loaded = load_results(path, required=("variant", "status"))  # no median_ms where no case was timed
     except ResultsError as exc:
         raise CompareError(str(exc)) from None
     return LoadedRun(loaded.source, loaded.rows, loaded.env, "samples_ms" in loaded.columns, loaded.columns,
@@ -346,8 +359,9 @@ def compare(
     raises ``CompareError``."""
     if metric not in METRICS:
         raise CompareError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
-    if not 0 < threshold < 10:
-        raise CompareError(f"threshold must be a fraction such as 0.05, got {threshold}")
+    if not 0 < threshold <= 1:  # 5 meant as 5% would be 500%, and turn the gate off
+        raise CompareError(f"threshold must be a fraction such as 0.05 (5%), at most 1 (twice as slow), "
+                           f"got {threshold}")
     if not 0 < alpha < 1:
         raise CompareError(f"alpha must be between 0 and 1, got {alpha}")
     base = baseline if isinstance(baseline, LoadedRun) else load_run(baseline)

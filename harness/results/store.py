@@ -398,14 +398,25 @@ ENVIRONMENT: tuple[EnvFact, ...] = (
 )
 
 
+def device_type(device: Any) -> str | None:
+    """``cuda`` for ``cuda:1``: which of a machine's GPUs ran a case is no part of what the case is
+    (the GPU's model is, and ``gpu_name`` says it), so runs on ``cuda:0`` and ``cuda`` match."""
+    value = key_value(device)
+    return None if value is None else str(value).split(":")[0]
+
+
 def env_differences(a: Mapping[str, Any], b: Mapping[str, Any], device: str | None,
                     purpose: str) -> list[tuple[EnvFact, Any, Any]]:
-    """The facts of ``ENVIRONMENT`` used for ``purpose`` (``compare``/``merge``) on which two env.json differ."""
+    """The facts of ``ENVIRONMENT`` used for ``purpose`` (``compare``/``merge``) on which two env.json
+    differ; ``device`` (``cuda:1`` or ``cuda``) picks the facts of its type."""
+    device = device_type(device)
     out = []
     for fact in ENVIRONMENT:
         if not getattr(fact, purpose) or (fact.device is not None and device is not None and fact.device != device):
             continue
-        if a.get(fact.key) != b.get(fact.key):
+        same = (device_type(a.get(fact.key)) == device_type(b.get(fact.key)) if fact.key == "device"
+                else a.get(fact.key) == b.get(fact.key))  # fmt: skip
+        if not same:
             out.append((fact, a.get(fact.key), b.get(fact.key)))
     return out
 
