@@ -223,12 +223,29 @@ def test_saving_a_baseline_of_fewer_cases_is_refused_unless_forced(tmp_path: Pat
     saved = baselines.save_baseline(big, root)
     replaced = baselines.replacement(small, root)
     assert replaced is not None and replaced.path == saved
-    assert str(replaced) == "2 cases → 1; threads 4 → 1"
-    with pytest.raises(baselines.BaselineError, match="holds 2 cases, this run only 1; kept it; give --replace-base"):
+    assert str(replaced) == "2 timed cases → 1; threads 4 → 1"
+    with pytest.raises(baselines.BaselineError, match="holds 2 timed cases, this run only 1; kept it; give --repl"):
         baselines.save_baseline(small, root)
     assert len((saved / "results.jsonl").read_text().splitlines()) == 2
     baselines.save_baseline(small, root, force=True)
     assert len((saved / "results.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_run_whose_cases_failed_replaces_no_baseline(tmp_path: Path) -> None:
+    """Counting rows, a run of four errors once replaced a baseline of four timed cases."""
+    root = tmp_path / "baselines"
+    good = write_run(tmp_path / "good", [row(case(batch=b), noise(1.0)) for b in (1, 2, 4)])
+    saved = baselines.save_baseline(good, root)
+    half = write_run(tmp_path / "half", [row(case(batch=1), noise(1.0)), row(case(batch=2), noise(1.0)),
+                                         row(case(batch=4), status="error", reason="RuntimeError: boom")])  # fmt: skip
+    assert str(baselines.replacement(half, root)) == "3 timed cases → 2"
+    with pytest.raises(baselines.BaselineError, match="holds 3 timed cases, this run only 2"):
+        baselines.save_baseline(half, root)
+    broken = write_run(tmp_path / "broken", [row(case(batch=b), status="error", reason="boom") for b in (1, 2, 4)])
+    for force in (False, True):
+        with pytest.raises(baselines.BaselineError, match="broken: no case was timed"):
+            baselines.save_baseline(broken, root, force=force)
+    assert (saved / "results.jsonl").read_text() == (good / "results.jsonl").read_text()
 
 
 def test_a_broken_baseline_is_replaced_and_said_to_be_unreadable(tmp_path: Path) -> None:
@@ -253,7 +270,8 @@ def test_run_save_baseline_says_what_it_replaces_and_refuses_fewer_cases(tmp_pat
     capsys.readouterr()
     assert main(["run", *FLAGS, "--batch-sizes", "1", "--out", "small", "--save-baseline"]) == 2
     err = one_line(capsys)
-    assert "cannot save the baseline" in err and "holds 2 cases, this run only 1" in err and "--replace-baseline" in err
+    assert "cannot save the baseline" in err and "holds 2 timed cases, this run only 1" in err
+    assert "--replace-baseline" in err
     assert len((saved / "results.jsonl").read_text().splitlines()) == 2
     assert main(["run", *FLAGS, "--batch-sizes", "1", "--out", "again", "--replace-baseline"]) == 2
     assert one_line(capsys) == "error: --replace-baseline only goes with --save-baseline"
@@ -262,7 +280,8 @@ def test_run_save_baseline_says_what_it_replaces_and_refuses_fewer_cases(tmp_pat
     capsys.readouterr()  # --overwrite replaces the run folder, never the baseline
     assert main(["run", *FLAGS, "--batch-sizes", "1", "--out", "small", "--overwrite", "--save-baseline",
                  "--replace-baseline"]) == 0
-    assert f"baseline: {Path('results/baselines') / saved.name} (replaced: 2 cases → 1)" in capsys.readouterr().out
+    replaced = f"baseline: {Path('results/baselines') / saved.name} (replaced: 2 timed cases → 1)"
+    assert replaced in capsys.readouterr().out
     assert json.loads((saved / "env.json").read_text())["config"]["out"] == "small"
 
 

@@ -60,10 +60,14 @@ def _read_env(run_dir: Path) -> dict[str, Any]:
 
 
 def _cases(run_dir: Path) -> int:
-    """How many cases a run folder holds (rows cut off by a kill not counted)."""
+    """How many cases a run folder timed (rows cut off by a kill not counted): what a baseline is
+    worth. A case that failed, skipped or was measured at a halved batch compares with nothing."""
     from harness.results.store import read_jsonl, row_key
+    from harness.results.tables import smaller_batch
 
-    return len({row_key(r) for r in read_jsonl(run_dir / "results.jsonl", notes=[])})
+    rows = read_jsonl(run_dir / "results.jsonl", notes=[])
+    last = {row_key(r): r for r in rows}  # a resumed run's last row of a case is the one that counts
+    return sum(r.get("status") == "ok" and smaller_batch(r) is None for r in last.values())
 
 
 def _settings(env: Mapping[str, Any]) -> dict[str, Any]:
@@ -82,7 +86,7 @@ class Replacement:
     changes: tuple[str, ...]
 
     def __str__(self) -> str:
-        before = "an unreadable baseline" if self.before is None else f"{self.before} cases"
+        before = "an unreadable baseline" if self.before is None else f"{self.before} timed cases"
         return f"{before} → {self.after}" + "".join(f"; {c}" for c in self.changes)
 
 
@@ -104,18 +108,21 @@ def replacement(run_dir: str | Path, root: str | Path = DEFAULT_ROOT) -> Replace
 def save_baseline(run_dir: str | Path, root: str | Path = DEFAULT_ROOT, *, force: bool = False) -> Path:
     """Copy a run folder to ``root/<slug>/``, replacing the previous baseline for that device.
 
-    A baseline of more cases is kept unless ``force``: a quick run of a few cases would otherwise
-    silently replace the committed sweep. The copy is written beside the target and renamed into
-    place, so a failure half-way leaves the old baseline intact.
+    A baseline of more timed cases is kept unless ``force``: a quick run of a few cases, or one whose
+    cases failed, would otherwise silently replace the committed sweep. A run that timed no case is
+    never a baseline. The copy is written beside the target and renamed into place, so a failure
+    half-way leaves the old baseline intact.
     """
     src = Path(run_dir)
     if not (src / "results.jsonl").is_file():
         raise BaselineError(f"{src}: not a run folder (no results.jsonl)")
+    target = Path(root) / device_slug(_read_env(src))
+    if _cases(src) == 0:
+        raise BaselineError(f"{src}: no case was timed (all failed or skipped); nothing to compare with")
     replaced = replacement(src, root)
     if replaced is not None and replaced.before is not None and replaced.after < replaced.before and not force:
-        raise BaselineError(f"{replaced.path} holds {replaced.before} cases, this run only {replaced.after}; "
+        raise BaselineError(f"{replaced.path} holds {replaced.before} timed cases, this run only {replaced.after}; "
                             "kept it; give --replace-baseline (force=True from Python) to replace it")  # fmt: skip
-    target = Path(root) / device_slug(_read_env(src))
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
