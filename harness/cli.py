@@ -357,7 +357,13 @@ def cmd_launch(args: argparse.Namespace, options: dict[str, object], console: Co
         console.print(f"merged {result.rows} rows from {len(result.runs)} shard(s) into {result.out}")
     for line in failed:
         console.print(f"[red]failed:[/] {line}", highlight=False)
-    return EXIT_FAIL if failed or result is None else EXIT_OK
+    if failed or result is None:
+        if args.save_baseline:  # a sweep with shards missing is no baseline
+            console.print("[yellow]baseline not saved: not every shard ran[/]")
+        return EXIT_FAIL
+    if args.save_baseline:
+        save_baseline_of(str(result.out), console, force=args.replace_baseline)
+    return EXIT_OK
 
 
 def add_merge(sub: argparse._SubParsersAction) -> None:

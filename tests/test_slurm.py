@@ -27,10 +27,15 @@ FLAGS = ["--device", "cpu", "--variants", "eager,mean_squeeze", "--shapes", "4x4
 
 def test_local_launcher_runs_the_shards_and_merges_them(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))  # the tasks import harness
+    monkeypatch.chdir(tmp_path)  # --save-baseline writes results/baselines/ here
     out = tmp_path / "run"
-    assert main(["run", *FLAGS, "--launcher", "local", "--shards", "2", "--slurm-time", "10", "--out", str(out)]) == 0
+    assert main(["run", *FLAGS, "--launcher", "local", "--shards", "2", "--slurm-time", "10", "--out", str(out),
+                 "--save-baseline"]) == 0  # fmt: skip
     printed = capsys.readouterr().out
     assert "submitted 2 shard(s)" in printed and "merged 4 rows from 2 shard(s)" in printed
+    saved = list((tmp_path / "results" / "baselines").iterdir())  # the merged run, as a run without shards saves
+    assert len(saved) == 1 and f"baseline: {Path('results/baselines') / saved[0].name}" in printed
+    assert (saved[0] / "results.jsonl").read_text() == (out / "results.jsonl").read_text()
     for k in (1, 2):
         env = json.loads((shard_dir(out, k, 2) / "env.json").read_text())
         assert env["config"]["shard"] == {"index": k, "count": 2}
