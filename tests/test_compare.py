@@ -154,6 +154,17 @@ def test_a_case_that_turns_wrong_fails_the_comparison(tmp_path: Path) -> None:
     assert "max rel err 0.3" in compare_render.to_markdown(result)
 
 
+def test_a_reason_with_a_pipe_and_a_tag_keeps_its_cell_in_the_markdown(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "base", [row(case("eager"), noise(1.0)), row(case("x"), noise(1.0))])
+    cur = write_run(tmp_path / "cur", [row(case("eager"), noise(1.0, seed=4)),
+                                       row(case("x"), status="error", reason="shape a|b <class 'torch.Tensor'>")])
+    md = compare_render.to_markdown(cmp.compare(base, cur))
+    header = next(line for line in md.splitlines() if line.startswith("| case"))
+    changed = next(line for line in md.splitlines() if line.startswith("| x "))
+    assert changed.replace("\\|", "").count("|") == header.count("|")
+    assert "shape a\\|b &lt;class 'torch.Tensor'>" in changed
+
+
 @pytest.mark.parametrize("status", ["mismatch", "error", "oom", "crashed", "timeout"])
 def test_every_failing_status_breaks_a_case_that_was_ok(tmp_path: Path, status: str) -> None:
     base = write_run(tmp_path / "base", [row(case("eager"), noise(1.0)), row(case("x"), noise(1.0))])

@@ -243,3 +243,14 @@ def test_a_case_repeated_after_its_eager_failed_gives_no_stale_speedup_or_count(
                                  row("eager", None, status="error", **net)]))  # fmt: skip
     assert [line["variant"] for line in lines] == ["fused", "eager"]
     assert lines[0]["× eager network"] == "" and lines[1]["median ms [95% CI]"] == "ERROR"
+
+
+def test_a_reason_with_a_pipe_a_tag_and_a_line_break_stays_in_its_table_cell() -> None:
+    """An error's text is the reason: ``a|b`` split the row into more cells, ``<class ...>`` was
+    swallowed as an HTML tag, and a traceback's line break ended the table."""
+    reason = "RuntimeError: shapes a|b\n<class 'torch.Tensor'>"
+    frame = to_frame([row("eager", 2.0), row("bad", None, status="error") | {"reason": reason}])
+    section = markdown(frame, {"device": "cpu"}).split("## Cases not timed")[1].splitlines()
+    header, line = section[2], next(line for line in section if line.startswith("| bad"))
+    assert line.replace("\\|", "").count("|") == header.count("|")
+    assert "shapes a\\|b &lt;class 'torch.Tensor'>" in line

@@ -25,6 +25,7 @@ from harness.results.compare import (
     variant_label,
 )
 from harness.results.compare_stats import Verdict
+from harness.results.tables import escape_md, md_table
 
 #: What the short notes in the tables mean.
 NOTE_LEGEND: dict[str, str] = {
@@ -134,7 +135,7 @@ def to_markdown(comparison: Comparison, *, title: str = "Benchmark comparison") 
     news = [r for r in c.cases if r.verdict is not Verdict.SAME]
     same = [r for r in c.cases if r.verdict is Verdict.SAME]
     if news:
-        lines += [_case_table_frame(news, varying).to_markdown(index=False), ""]
+        lines += [md_table(_case_table_frame(news, varying), index=False), ""]
     if c.status_changes:
         lines += ["### Cases whose status changed", ""]
         frame = pd.DataFrame.from_records(
@@ -144,24 +145,19 @@ def to_markdown(comparison: Comparison, *, title: str = "Benchmark comparison") 
                 for s in c.status_changes
             ]  # fmt: skip
         )
-        lines += [frame.to_markdown(index=False), ""]
+        lines += [md_table(frame, index=False), ""]
     for keys, words in ((c.only_baseline, "only in the baseline"), (c.only_current, "only in the current run")):
         if keys:
             lines += [f"<details><summary>{len(keys)} case(s) {words}</summary>", ""]
-            lines += [_key_frame(keys).to_markdown(index=False), "", "</details>", ""]
+            lines += [md_table(_key_frame(keys), index=False), "", "</details>", ""]
     if same:
         lines += [f"<details><summary>{len(same)} case(s) within ±{c.threshold:.0%} (SAME)</summary>", ""]
-        lines += [_case_table_frame(same, varying).to_markdown(index=False), "", "</details>", ""]
+        lines += [md_table(_case_table_frame(same, varying), index=False), "", "</details>", ""]
     notes = _legend(c.cases) + list(c.notes)
     if notes:
         lines += ["<details><summary>Notes</summary>", ""] + [f"- {escape_md(n)}" for n in notes]
         lines += ["", "</details>", ""]
     return "\n".join(lines)
-
-
-def escape_md(text: str) -> str:
-    """Keep ``|`` and ``<`` from breaking a Markdown table or starting an HTML tag."""
-    return text.replace("|", "\\|").replace("<", "&lt;")
 
 
 STYLES = {Verdict.SLOWER: "bold red", Verdict.FASTER: "green", Verdict.AMBIGUOUS: "yellow", Verdict.SAME: "dim"}

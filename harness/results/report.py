@@ -31,6 +31,7 @@ from harness.results.tables import (
     latency_text,
     mark_text,
     marks,
+    md_table,
     pivot,
     smaller_batch,
 )
@@ -164,7 +165,7 @@ def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
         cols = ["variant", "device", "dtype", "mode", "batch", "channels", "height", "width", "status", "reason"]
         if problems["context"].fillna("").astype(str).ne("").any():
             cols.insert(0, "context")
-        lines += [problems[cols].to_markdown(index=False), ""]
+        lines += [md_table(problems[cols], index=False), ""]
     return "\n".join(lines)
 
 

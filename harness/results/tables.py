@@ -22,7 +22,8 @@ CONFIG_COLUMNS: tuple[str, ...] = ("context", "channels", "height", "width", "ba
 #: The marks a timed cell may carry, and what they mean (the legend under the tables).
 MARKS: dict[str, str] = {
     "~": "noisy: IQR above 10% of the median (in a speedup: on either side); compare such cells with care",
-    "!": "disturbed: the CPU was starved while this case ran (its threads waited for a core, and it stayed so "
+    "!": "disturbed: the CPU was starved while this case ran (other processes kept its threads waiting for a core, "
+         "and it stayed so "
          "when measured again; in a speedup: on either side); the number says how busy the machine was: "
          "measure again on a quiet machine",
     "host-bound": "the host's time to issue one call (shown) exceeds the GPU time; end to end, a program that "
@@ -31,6 +32,17 @@ MARKS: dict[str, str] = {
              "(--oom-retry); its latency is of that batch, so it is never ranked, divided into a speedup, "
              "compared or plotted against the others",
 }
+
+
+def escape_md(text: str) -> str:
+    """Keep ``|``, ``<`` and line breaks (an error's reason may hold all three) from breaking a
+    Markdown table or starting an HTML tag."""
+    return " ".join(text.splitlines()).replace("|", "\\|").replace("<", "&lt;")
+
+
+def md_table(frame: pd.DataFrame, **kwargs: Any) -> str:
+    """``frame.to_markdown`` with every text cell escaped (``escape_md``)."""
+    return frame.map(lambda v: escape_md(v) if isinstance(v, str) else v).to_markdown(**kwargs)
 
 
 def marks(row: Mapping[str, Any]) -> list[str]:
