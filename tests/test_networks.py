@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -118,6 +119,39 @@ def test_a_wrong_block_makes_the_network_a_mismatch(temp_variant) -> None:
     assert result.status.value == "mismatch"
     assert "output error" in (result.reason or "")
     assert result.metrics["blocks"] == 10
+
+
+def zero_block(ref: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> Callable:
+    return lambda x: torch.zeros_like(x)
+
+
+def shifted_bias(ref: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    module = get_variant("eager").build(ref, device, dtype)
+    with torch.no_grad():
+        module.sse.Conv1x1.bias.add_(0.5)
+    return module
+
+
+@needs_smp
+@pytest.mark.parametrize(("dtype", "build", "where"), [
+    ("bfloat16", zero_block, "decoder.blocks.0.attention1.attention: output error 1 > "),
+    ("float16", shifted_bias, "decoder.blocks.0.attention2.attention: output error "),
+])  # fmt: skip
+def test_in_16_bits_a_wrong_block_is_caught_where_it_sits(temp_variant, dtype: str, build: Callable,
+                                                           where: str) -> None:  # fmt: skip
+    """The unmodified U-Net misses its own float64 output by 0.37 in bfloat16 (0.09 in float16), so
+    five times that passed blocks returning zeros (bfloat16) or a bias off by 0.5 (float16): each
+    block is judged on the input it received there."""
+    temp_variant("wrong_block", build, dtypes=("float32", "float16", "bfloat16"))
+    result = run_case(unet_case("wrong_block", dtype=dtype), get_variant("wrong_block"), CpuClock(), FAST, 0,
+                      measures=metric_set())  # fmt: skip
+    assert result.status.value == "mismatch", result.reason
+    assert (result.reason or "").startswith("scSE block " + where), result.reason
+    right = run_case(unet_case("eager", dtype=dtype), get_variant("eager"), CpuClock(), FAST, 0, measures=metric_set())
+    assert right.status.value == "ok", right.reason  # the blocks' own check passes a right one
+    ok = run_case(unet_case("eager_factored", dtype=dtype), get_variant("eager_factored"), CpuClock(), FAST, 0,
+                  measures=metric_set())  # fmt: skip
+    assert ok.status.value == "ok", ok.reason  # a correct block passes its own check there
 
 
 @needs_smp
@@ -360,6 +394,44 @@ def test_networks_on_a_gpu(context: str, variant: str, dtype: str, mode: str) ->
     assert result.figures is not None and result.figures.host_ms > 0 and result.figures.bound in ("host", "device")
     if ctx.form == "eager":
         assert 0 < result.metrics["scse_share"] < 1
+
+
+def test_every_compiled_network_has_its_own_compile_and_never_falls_back_to_eager() -> None:
+    """Compiled as ``torch.compile(network)``, every case's network shared its class's forward in
+    dynamo's cache: past ``recompile_limit`` (8) a sweep's 'compiled' networks ran eagerly."""
+    from torch._dynamo import config as dynamo_config
+
+    from variants.swap import CompiledNetwork
+
+    net_class = tiny_module()["TinyNet"]
+    x = torch.randn(2, 3, 16, 16)
+    builds = []
+    for k in range(dynamo_config.recompile_limit + 2):
+        torch.manual_seed(k)
+        network = CompiledNetwork(net_class().eval())
+        with torch.no_grad():
+            y = network(x[: 1 + k % 2])  # two batch sizes: each build specialises on its own
+            assert torch.allclose(y, network._orig_mod(x[: 1 + k % 2]), atol=1e-5)
+        builds.append(network)
+    assert [b.compiled_graphs for b in builds] == [1] * len(builds)  # compiled, every one of them
+    assert [n for n, _ in builds[0].named_parameters()][0].startswith("_orig_mod.")  # names map as compile's
+
+
+def test_the_first_variant_of_a_compiled_network_counts_no_recompile() -> None:
+    """The check compiles the unmodified network too: counted in the whole process, it read as one
+    recompile of the timed network for the first variant of each configuration."""
+    import dataclasses
+
+    tiny = tiny_module()["TINY"]
+    compiled = add_context(dataclasses.replace(tiny, name="tiny_compiled", form="compile", network="tiny"),
+                           replace=True)
+    try:
+        case = Case("eager", "cpu", "float16", "forward", 2, 3, 16, 16, 2, "add", False, compiled.name)
+        result = run_case(case, get_variant("eager"), CpuClock(), FAST, 0, measures=metric_set())
+    finally:
+        remove_context("tiny_compiled")
+    assert result.status.value == "ok", result.reason
+    assert result.first_call is not None and result.first_call.recompiles == 0
 
 
 def test_the_seed_form_is_how_the_reference_shows_its_own_error() -> None:

@@ -8,6 +8,8 @@ compared name by name.
 from __future__ import annotations
 
 import copy
+import itertools
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -40,6 +42,10 @@ class Swapped:
     blocks: tuple[nn.Module, ...]
     #: The swapped blocks' parameter names in ``network`` (wrapper prefixes dropped) → the unmodified network's.
     names: dict[str, str]
+    #: Where each of ``blocks`` sits, in the same order.
+    paths: tuple[str, ...] = ()
+    #: ``network`` before its form: the same modules, run as they are (``network`` itself for the eager form).
+    plain: nn.Module | None = None
 
     def original_name(self, name: str) -> str | None:
         """The unmodified network's name for a parameter of ``network``; None for a non-scSE one."""
@@ -83,13 +89,48 @@ def swap_blocks(context: Context, original: nn.Module, variant: Variant, device:
         raise RuntimeError(f"context {context.name}: {len(left)} original scSE block(s) left after the swap, "
                            f"first at {left[0]}")
     network.train(train)
-    return Swapped(in_form(context, network), tuple(blocks), names)
+    return Swapped(in_form(context, network), tuple(blocks), names, tuple(paths), network)
+
+
+class CompiledNetwork(nn.Module):
+    """A network under ``torch.compile(dynamic=False, fullgraph=True)`` through an entry function of
+    its own, as ``variants.compiled`` compiles a block: dynamo keeps one cache per code object, and
+    every case's network shares its class's ``forward``, so after ``recompile_limit`` (8) cases of a
+    sweep dynamo silently ran the "compiled" network eagerly. Here each build has its own cache,
+    every shape its own graph, and a graph break is an error, never a network compiled in pieces."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self._orig_mod = network  # torch.compile's own name for it: every map of names drops "_orig_mod."
+        self._entry = _fresh_entry()
+        self._compiled = torch.compile(self._entry, dynamic=False, fullgraph=True)
+
+    @property
+    def compiled_graphs(self) -> int:
+        """Graphs dynamo has compiled for this build so far."""
+        from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+        return len(_debug_get_cache_entry_list(self._entry.__code__))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._compiled(self._orig_mod, x)
+
+
+_entry_ids = itertools.count()
+
+
+def _fresh_entry() -> Callable[[nn.Module, torch.Tensor], torch.Tensor]:
+    def entry(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return network(x)
+
+    code = entry.__code__.replace(co_name=f"compiled_network_{next(_entry_ids)}")
+    return types.FunctionType(code, entry.__globals__, code.co_name)
 
 
 def in_form(context: Context, network: nn.Module) -> nn.Module:
     """The swapped network as the context runs it: as it is, compiled, or captured in a CUDA graph."""
     if context.form == "compile":
-        return torch.compile(network)  # type: ignore[return-value]
+        return CompiledNetwork(network)
     if context.form == "graph":
         from variants.cuda_graph import CudaGraphScSE
 

@@ -110,14 +110,18 @@ def verify(case: Case, variant: Variant, subject: Subject, got: Outcome, seed: i
                   subject.seed_form, subject.judged)
     compute = tags_of(variant).dtype_for(case.dtype)
     if inputs is None:
-        return correctness.verify(trial, got, compute)
-    layout = subject.x.is_contiguous()  # a channels_last input rounds the low-precision seed differently
+        check = correctness.verify(trial, got, compute)
+    else:
+        layout = subject.x.is_contiguous()  # a channels_last input rounds the low-precision seed differently
 
-    def expected(names: list[str]) -> Expected:
-        make = lambda: expected_of(trial, names, compute)  # noqa: E731
-        return inputs.expected(case, seed, (tuple(names), compute, layout), make)
+        def expected(names: list[str]) -> Expected:
+            make = lambda: expected_of(trial, names, compute)  # noqa: E731
+            return inputs.expected(case, seed, (tuple(names), compute, layout), make)
 
-    return correctness.verify(trial, got, compute, expected=expected)
+        check = correctness.verify(trial, got, compute, expected=expected)
+    if check.passed and subject.parts_check is not None:
+        return subject.parts_check(compute) or check
+    return check
 
 
 def make_step(
@@ -171,9 +175,10 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
     with timer.phase("first_call"):
         got = first_call(fn, x, params, grad_out)
         got = Outcome(got.output, subject.checked(got.grads), got.seconds)
-        graphs_after_first = compiled_graphs(fn) if subject.compiles else None
     with timer.phase("check"):
         check = verify(case, variant, subject, got, seed, inputs)
+    # counted after the check, which may compile too (the unmodified network, for a compiled form)
+    graphs_after_first = compiled_graphs(fn) if subject.compiles else None
     # a compiling variant's first call is its compile time, never a latency sample
     first = FirstCall(got.seconds, got.seconds if graphs_after_first is not None else None)
     del got

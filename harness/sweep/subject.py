@@ -15,7 +15,7 @@ from typing import TypeVar
 import torch
 
 from harness.measure import correctness
-from harness.measure.correctness import Expected, reference_named, seed_of
+from harness.measure.correctness import Check, Expected, reference_named, seed_of
 from harness.sweep.cases import Case
 from variants.reference import ScSE
 from variants.registry import Variant
@@ -149,6 +149,10 @@ class Subject:
     #: Why a train step of this subject cannot be judged (its variant built a plain function, whose
     #: weights autograd cannot reach), or None.
     untrainable: str | None = None
+    #: Once the whole passed its check, a check of its parts where they sit (a network's blocks, each
+    #: against the reference block in float64 on the input it received there), given the precision
+    #: computed in: the first failed part's ``Check``, or None.
+    parts_check: Callable[[str], Check | None] | None = None
 
 
 #: What a train case of a variant that builds a plain function is skipped with.
