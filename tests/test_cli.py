@@ -108,6 +108,8 @@ BAD_OPTIONS = [
     (["--overwrite", "--resume", "{tmp}"], "--overwrite"),
     (["--launcher", "local", "--shards", "0"], "--shards"),
     (["--launcher", "local", "--shards", "2", "--overwrite"], "--overwrite"),
+    (["--context", ""], "--context: no context named in ''"),  # an unset shell variable: no block-alone sweep
+    (["--context", ","], "--context"),
 ]
 
 

@@ -72,6 +72,15 @@ def test_a_case_in_two_runs_is_a_duplicate(piece, tmp_path: Path, capsys) -> Non
     assert not (tmp_path / "m" / "results.jsonl").exists()
 
 
+def test_a_duplicate_inside_a_network_names_the_network() -> None:
+    from harness.results.merge import _label
+
+    row = {"variant": "eager", "channels": 3, "height": 64, "width": 64, "batch": 1, "dtype": "float32",
+           "mode": "forward", "reduction": 16, "fusion": "add", "bias": True, "device": "cpu"}  # fmt: skip
+    assert _label(row | {"context": "unet_compiled"}).startswith("unet_compiled/eager 3x64x64 b1 ")
+    assert _label(row | {"context": ""}).startswith("eager 3x64x64 b1 ")
+
+
 def test_two_results_for_one_case_are_a_conflict(piece, tmp_path: Path, capsys) -> None:
     a, b = piece("a", [0]), piece("b", [1])
     rows = read_jsonl(a / "results.jsonl")

@@ -54,7 +54,9 @@ class MergeResult:
 
 
 def _label(row: Mapping[str, Any]) -> str:
-    return (f"{row.get('variant')} {row.get('channels')}x{row.get('height')}x{row.get('width')} b{row.get('batch')} "
+    where = f"{row['context']}/" if row.get("context") else ""  # unet/eager and unet_compiled/eager differ
+    shape = f"{row.get('channels')}x{row.get('height')}x{row.get('width')}"
+    return (f"{where}{row.get('variant')} {shape} b{row.get('batch')} "
             f"{row.get('dtype')} {row.get('mode')} r{row.get('reduction')} {row.get('fusion')} bias={row.get('bias')} "
             f"on {row.get('device')}")  # fmt: skip
 
