@@ -495,6 +495,17 @@ def test_env_differences_read_a_gpus_index_as_its_device_type() -> None:
     assert store.device_type("cuda:3") == "cuda" and store.device_type(None) is None
 
 
+def test_the_network_librarys_version_matters_only_to_runs_of_networks() -> None:
+    """Another smp release may be another U-Net: merge refuses it, compare warns; for blocks alone
+    neither library runs, and a baseline made without them installed must not warn."""
+    old = {"device": "cpu", "smp": "0.5.0", "torchvision": "0.26.0", "config": {"contexts": ["unet"]}}
+    new = old | {"smp": "0.6.0"}
+    assert [(f.key, a, b) for f, a, b in store.env_differences(old, new, "cpu", "merge")] == [("smp", "0.5.0", "0.6.0")]
+    assert [f.key for f, _, _ in store.env_differences(old, new, "cpu", "compare")] == ["smp"]
+    blocks = {"device": "cpu", "smp": None, "torchvision": None, "config": {"contexts": []}}
+    assert store.env_differences(blocks, blocks | {"smp": "0.6.0", "torchvision": "0.28.0"}, "cpu", "compare") == []
+
+
 # -------------------------------------------------------------------------------------- labels
 
 

@@ -111,6 +111,14 @@ def gpu_record(device: torch.device) -> dict[str, Any]:
     return record
 
 
+def package_version(name: str) -> str | None:
+    """An installed distribution's version, read from its metadata (nothing imported); None if absent."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def collect(device: str | torch.device = "cpu") -> dict[str, Any]:
     """The whole environment record, flat, JSON-serialisable."""
     dev = torch.device(device)
@@ -131,6 +139,9 @@ def collect(device: str | torch.device = "cpu") -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "cudnn": cudnn,
         "triton": triton_version,
+        # the networks of --context come from these: another release may be another network
+        "smp": package_version("segmentation_models_pytorch"),
+        "torchvision": package_version("torchvision"),
         "device": dev.type,
         "device_name": device_name(dev),
         **gpu_record(dev),

@@ -355,6 +355,8 @@ class EnvFact:
     compare: bool = True
     #: ``merge`` refuses runs where it differs, and ``run --resume`` warns.
     merge: bool = True
+    #: Whether only runs inside networks (``--context``) depend on it.
+    networks: bool = False
     #: The ``run`` flag that sets it, when a rerun can match it (``--threads``); else None.
     flag: str | None = None
     #: How to make a comparable run when no flag sets it.
@@ -389,6 +391,10 @@ ENVIRONMENT: tuple[EnvFact, ...] = (
     EnvFact("cuda", "CUDA version", "cuda", remedy="install the baseline's CUDA build of torch, or save a baseline "
                                                    "with this one (run --save-baseline)"),
     EnvFact("triton", "Triton version", compare=False),
+    EnvFact("smp", "segmentation_models_pytorch version", networks=True,
+            remedy="install the baseline's segmentation_models_pytorch: its networks change between releases"),
+    EnvFact("torchvision", "torchvision version", networks=True,
+            remedy="install the baseline's torchvision: the networks' encoders come from it"),
     EnvFact("tf32", "TF32 setting", compare=False),
     EnvFact("hostname", "host", merge=False, remedy="run on the baseline's host, or save a baseline on this one "
                                                     "(run --save-baseline)"),
@@ -410,9 +416,12 @@ def env_differences(a: Mapping[str, Any], b: Mapping[str, Any], device: str | No
     """The facts of ``ENVIRONMENT`` used for ``purpose`` (``compare``/``merge``) on which two env.json
     differ; ``device`` (``cuda:1`` or ``cuda``) picks the facts of its type."""
     device = device_type(device)
+    networks = any((env.get("config") or {}).get("contexts") for env in (a, b))
     out = []
     for fact in ENVIRONMENT:
         if not getattr(fact, purpose) or (fact.device is not None and device is not None and fact.device != device):
+            continue
+        if fact.networks and not networks:  # a block alone never runs the networks' libraries
             continue
         same = (device_type(a.get(fact.key)) == device_type(b.get(fact.key)) if fact.key == "device"
                 else a.get(fact.key) == b.get(fact.key))  # fmt: skip
