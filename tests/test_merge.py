@@ -149,6 +149,15 @@ def test_a_cut_off_line_in_an_input_is_skipped_with_a_warning(piece, tmp_path: P
     assert (a / "results.jsonl").read_bytes() == before
 
 
+def test_a_last_line_torn_mid_character_is_skipped_too(piece, tmp_path: Path) -> None:
+    """A kill between the bytes of one UTF-8 character: the line is cut off, not the whole file unreadable."""
+    a = piece("a", [0, 1])
+    with (a / "results.jsonl").open("ab") as f:
+        f.write('{"variant": "eager", "reason": "µ'.encode()[:-1])
+    with pytest.warns(RuntimeWarning, match="its last line is not a whole JSON row"):
+        assert merge([a], tmp_path / "m").rows == 2
+
+
 def test_missing_shards_are_a_warning(piece, tmp_path: Path) -> None:
     a = piece("a", [0], {"shard": {"index": 1, "count": 3}})
     b = piece("b", [1], {"shard": {"index": 3, "count": 3}})

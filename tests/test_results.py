@@ -80,6 +80,11 @@ def test_rows_of_an_older_schema_are_read_and_of_a_newer_one_refused(tmp_path) -
     run.mkdir()
     (run / "results.jsonl").write_text(json.dumps(newer) + "\n")
     assert main(["report", str(run)]) == 2  # one line, no traceback
+    garbled = old | {"schema": "two"}
+    with pytest.raises(SchemaError, match="a row whose schema is 'two', not a version number"):
+        CaseResult.from_row(garbled)
+    (run / "results.jsonl").write_text(json.dumps(garbled) + "\n")
+    assert main(["report", str(run)]) == 2
 
 
 def test_phases_round_trip_and_rows_without_them_still_load() -> None:

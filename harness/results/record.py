@@ -204,7 +204,10 @@ class CaseResult:
 def check_schema(row: Mapping[str, Any]) -> None:
     """Refuse a row written by a newer harness (rows without a ``schema`` are version 1)."""
     schema = row.get("schema")
-    version = 1 if _empty(schema) else int(schema)
+    try:
+        version = 1 if _empty(schema) else int(schema)
+    except (TypeError, ValueError):
+        raise SchemaError(f"a row whose schema is {schema!r}, not a version number: not a results row") from None
     if version > SCHEMA_VERSION:
         raise SchemaError(f"a row of schema {version}, newer than this harness's {SCHEMA_VERSION}: "
                           "update the harness to read it")  # fmt: skip

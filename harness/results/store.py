@@ -195,13 +195,13 @@ def read_jsonl(path: str | Path, notes: list[str] | None = None) -> list[dict[st
     if not p.exists():
         return []
     rows: list[dict[str, Any]] = []
-    lines = p.read_text(encoding="utf-8").splitlines()
+    lines = p.read_bytes().splitlines()  # decoded line by line: a torn last line may end mid-character
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
+            row = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
             where = "its last line" if number == len(lines) else f"line {number}"
             message = f"{p}: {where} is not a whole JSON row (cut off?); skipped"
             if notes is None:
