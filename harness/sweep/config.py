@@ -466,7 +466,7 @@ def parse_contexts(value: Any, device: str) -> tuple[str, ...]:
     from variants.contexts import all_contexts, unknown_context_message
 
     names = tuple(dict.fromkeys(str(v) for v in _items(value)))
-    if not names and value not in (None, ()):  # "--context $NET" with NET unset must not time blocks alone
+    if not names and isinstance(value, str):  # "--context $NET" with NET unset must not time blocks alone
         raise ConfigError(f"no context named in {value!r}; leave the option out to time the blocks alone")
     known = all_contexts() if names else {}
     for name in names:
