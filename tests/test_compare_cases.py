@@ -495,6 +495,17 @@ def test_env_differences_read_a_gpus_index_as_its_device_type() -> None:
     assert store.device_type("cuda:3") == "cuda" and store.device_type(None) is None
 
 
+def test_a_different_number_of_worker_processes_is_said_with_how_to_match_it() -> None:
+    """The committed CPU baseline pools 5 processes a case, a default run has one: its medians drift
+    more between runs (README, Noise), so compare says so, and a run from before the setting is 1."""
+    pooled = {"device": "cpu", "config": {"processes": 5}}
+    assert store.env_advice(pooled, {"device": "cpu", "config": {}}, "cpu") == [
+        "worker processes per case differs: baseline 5, this run 1; rerun with --processes 5"]
+    assert store.env_advice(pooled, {"device": "cpu"}, "cpu") != []
+    assert store.env_advice(pooled, pooled, "cpu") == []
+    assert store.env_differences(pooled, {"device": "cpu"}, "cpu", "merge") == []  # merge: its own config checks
+
+
 def test_the_network_librarys_version_matters_only_to_runs_of_networks() -> None:
     """Another smp release may be another U-Net: merge refuses it, compare warns; for blocks alone
     neither library runs, and a baseline made without them installed must not warn."""

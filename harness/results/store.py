@@ -357,10 +357,19 @@ class EnvFact:
     merge: bool = True
     #: Whether only runs inside networks (``--context``) depend on it.
     networks: bool = False
+    #: Whether it is a setting of the sweep (env.json's ``config``), and its value where a run
+    #: made before the setting existed does not record it.
+    in_config: bool = False
+    default: Any = None
     #: The ``run`` flag that sets it, when a rerun can match it (``--threads``); else None.
     flag: str | None = None
     #: How to make a comparable run when no flag sets it.
     remedy: str = "compare runs made in the same environment, or save a baseline in this one (run --save-baseline)"
+
+    def value(self, env: Mapping[str, Any]) -> Any:
+        """Its value in an env.json."""
+        where = (env.get("config") or {}) if self.in_config else env
+        return where.get(self.key, self.default)
 
     def advice(self, baseline: Any, current: Any) -> str:
         """One plain line: what differs and how to make a run comparable with the baseline."""
@@ -401,6 +410,8 @@ ENVIRONMENT: tuple[EnvFact, ...] = (
     # merge checks the sweep's threads setting
     EnvFact("threads", "torch threads", "cpu", merge=False, flag="--threads"),
     EnvFact("steady_malloc", "steady CPU allocator", "cpu", merge=False, flag="--steady-malloc"),
+    # pooled from several processes, a median moves less between runs than one process's does
+    EnvFact("processes", "worker processes per case", merge=False, flag="--processes", in_config=True, default=1),
 )
 
 
@@ -423,10 +434,10 @@ def env_differences(a: Mapping[str, Any], b: Mapping[str, Any], device: str | No
             continue
         if fact.networks and not networks:  # a block alone never runs the networks' libraries
             continue
-        same = (device_type(a.get(fact.key)) == device_type(b.get(fact.key)) if fact.key == "device"
-                else a.get(fact.key) == b.get(fact.key))  # fmt: skip
+        before, after = fact.value(a), fact.value(b)
+        same = device_type(before) == device_type(after) if fact.key == "device" else before == after
         if not same:
-            out.append((fact, a.get(fact.key), b.get(fact.key)))
+            out.append((fact, before, after))
     return out
 
 
