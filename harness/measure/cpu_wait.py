@@ -9,16 +9,22 @@ queue delay can, for any number of threads.
 
 Only the wait that other processes can explain counts as a disturbance (``others_wait_s``): a
 variant whose own threads outnumber the cores waits for itself, and that is its cost, to be timed
-and compared like any other, not excused as a busy machine.
+and compared like any other, not excused as a busy machine. Two signs of that, from the same files:
+more of the process's threads ran during a sample than it has cores (16 OpenMP threads on 2 cores,
+which hand the cores back and forth and leave them idle in between), or the process kept every
+core busy itself.
 
 Where the files do not exist (not Linux) the reader reports ``None``: unknown, not zero.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 TASKS = Path("/proc/self/task")
+#: A thread on a core for this share of a sample worked in it (16 threads sharing 2 cores get 12%).
+WORKED_SHARE = 0.05
 
 
 class ThreadWait:
@@ -34,6 +40,8 @@ class ThreadWait:
         self._total = 0
         #: On-CPU time of the known threads since ``refresh``, in ns, as of the last ``read_ns``.
         self.busy_ns = 0
+        #: Each thread's time on a core between the last two reads, in ns.
+        self.ran_ns: list[int] = []
         #: The cores this process may run on: what its threads and other processes' share.
         self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.refresh()
@@ -63,6 +71,7 @@ class ThreadWait:
         """
         if not self._fds:
             return None
+        self.ran_ns = []
         for name, fd in list(self._fds.items()):
             try:
                 fields = os.pread(fd, 128, 0).split()
@@ -72,15 +81,20 @@ class ThreadWait:
                 del self._fds[name]
                 continue
             busy, delay = self._last.get(name, now)
+            self.ran_ns.append(now[0] - busy)
             self.busy_ns += now[0] - busy
             self._total += now[1] - delay
             self._last[name] = now
         return self._total
 
-    def others_wait_s(self, wait_ns: int, busy_ns: int, wall_s: float) -> float:
-        """The part of ``wait_ns`` (the threads' run-queue wait over ``wall_s``) that other processes
-        can explain, in s: at most the core time this process left to them, ``cores × wall −
-        busy``. Threads waiting while the process itself kept every core busy waited for each other."""
+    def others_wait_s(self, wait_ns: int, busy_ns: int, wall_s: float, ran_ns: Sequence[int] = ()) -> float:
+        """The part of ``wait_ns`` (the threads' run-queue wait over ``wall_s``; ``ran_ns``, each
+        thread's time on a core meanwhile) that other processes can explain, in s: none when more
+        threads worked than there are cores (each on a core for ``WORKED_SHARE`` of the time or more:
+        a progress bar's refresh is not work), since they queued behind each other; else at most the
+        core time this process left to others, ``cores × wall − busy``."""
+        if sum(ran >= WORKED_SHARE * wall_s * 1e9 for ran in ran_ns) > self.cores:
+            return 0.0
         left_ns = max(0.0, self.cores * wall_s * 1e9 - busy_ns)
         return min(float(wait_ns), left_ns) * 1e-9
 

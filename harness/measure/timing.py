@@ -108,7 +108,8 @@ class CpuClock:
             fn()
         elapsed = (time.perf_counter_ns() - t0) * 1e-9
         w1, b1 = self.wait.read_ns(), self.wait.busy_ns
-        wait = math.nan if w0 is None or w1 is None else self.wait.others_wait_s(w1 - w0, b1 - b0, elapsed)
+        wait = (math.nan if w0 is None or w1 is None
+                else self.wait.others_wait_s(w1 - w0, b1 - b0, elapsed, self.wait.ran_ns))  # fmt: skip
         return Block(elapsed, elapsed, wait)
 
     def sync(self) -> None:
