@@ -396,6 +396,24 @@ def test_networks_on_a_gpu(context: str, variant: str, dtype: str, mode: str) ->
         assert 0 < result.metrics["scse_share"] < 1
 
 
+@needs_smp
+@pytest.mark.parametrize("variant", ["cuda_graph", "graphed_triton_fused"])
+def test_a_variant_replaying_its_own_cuda_graph_is_skipped_inside_a_compiled_network(variant: str) -> None:
+    """fullgraph=True would make it an error row; the skip says why, before anything is built."""
+    from harness.sweep.runner import skip_reason
+
+    case = Case(variant, "cpu", "float32", "forward", 1, 3, 64, 64, 16, "add", True, "unet_compiled")
+    assert skip_reason(case, get_variant(variant), True) == (
+        "replays a CUDA graph of its own, which torch.compile cannot trace into unet_compiled")
+    assert "torch.compile" not in (skip_reason(replace_context(case, "unet"), get_variant(variant), True) or "")
+
+
+def replace_context(case: Case, context: str) -> Case:
+    import dataclasses
+
+    return dataclasses.replace(case, context=context)
+
+
 def test_every_compiled_network_has_its_own_compile_and_never_falls_back_to_eager() -> None:
     """Compiled as ``torch.compile(network)``, every case's network shared its class's forward in
     dynamo's cache: past ``recompile_limit`` (8) a sweep's 'compiled' networks ran eagerly."""

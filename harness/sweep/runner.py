@@ -72,6 +72,8 @@ def skip_reason(case: Case, variant: Variant, explicit: bool) -> str | None:
         reason = context.unsupported(case.device, case.mode) or context.unavailable()
         if reason:
             return reason
+        if tags_of(variant).output_reused and context.form == "compile":  # a graph of its own, replayed
+            return f"replays a CUDA graph of its own, which torch.compile cannot trace into {context.name}"
     reason = variant.unavailable(case.device)
     if reason:
         return reason
