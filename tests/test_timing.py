@@ -194,7 +194,6 @@ class FakeWait:
 
     busy_ns = 0  # on-CPU time: none, so the cores were the other processes' and all the wait counts
     cores = 1
-    ran_ns: tuple[int, ...] = ()
 
     def __init__(self, *reads: int | None) -> None:
         self.reads = iter(reads)
@@ -202,8 +201,8 @@ class FakeWait:
     def read_ns(self) -> int | None:
         return next(self.reads)
 
-    def others_wait_s(self, wait_ns: int, busy_ns: int, wall_s: float, ran_ns: tuple[int, ...] = ()) -> float:
-        return ThreadWait.others_wait_s(self, wait_ns, busy_ns, wall_s, ran_ns)  # type: ignore[arg-type]
+    def others_wait_s(self, wait_ns: int, busy_ns: int, wall_s: float, pool_threads: int = 1) -> float:
+        return ThreadWait.others_wait_s(self, wait_ns, busy_ns, wall_s, pool_threads)  # type: ignore[arg-type]
 
     def refresh(self) -> None:
         pass

@@ -9,22 +9,32 @@ queue delay can, for any number of threads.
 
 Only the wait that other processes can explain counts as a disturbance (``others_wait_s``): a
 variant whose own threads outnumber the cores waits for itself, and that is its cost, to be timed
-and compared like any other, not excused as a busy machine. Two signs of that, from the same files:
-more of the process's threads ran during a sample than it has cores (16 OpenMP threads on 2 cores,
-which hand the cores back and forth and leave them idle in between), or the process kept every
-core busy itself.
+and compared like any other, not excused as a busy machine. So nothing counts while torch's
+intra-op pool has more threads than the process has cores (16 OpenMP threads on 2 cores hand the
+cores back and forth, queueing, and leave them idle in between), and otherwise at most the core
+time the process left to others: cores × wall − its threads' own time on a core. That time is
+read from each thread's CPU clock (``clock_gettime``), exact at any instant; schedstat's own
+on-CPU field only moves at a scheduler tick or a switch, and per sample it read 0 or lumps of
+3.7 ms for a thread spinning 0.2 ms at a time.
 
 Where the files do not exist (not Linux) the reader reports ``None``: unknown, not zero.
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import time
 from pathlib import Path
 
 TASKS = Path("/proc/self/task")
-#: A thread on a core for this share of a sample worked in it (16 threads sharing 2 cores get 12%).
-WORKED_SHARE = 0.05
+
+
+def thread_cpu_ns(tid: int) -> int | None:
+    """The CPU time of thread ``tid`` of this process, in ns (Linux's per-thread CPU clock, as
+    ``pthread_getcpuclockid`` builds it); None where there is none (another process's thread)."""
+    try:
+        return time.clock_gettime_ns((~tid << 3) | 6)
+    except (OSError, OverflowError, ValueError):
+        return None
 
 
 class ThreadWait:
@@ -40,8 +50,6 @@ class ThreadWait:
         self._total = 0
         #: On-CPU time of the known threads since ``refresh``, in ns, as of the last ``read_ns``.
         self.busy_ns = 0
-        #: Each thread's time on a core between the last two reads, in ns.
-        self.ran_ns: list[int] = []
         #: The cores this process may run on: what its threads and other processes' share.
         self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self.refresh()
@@ -67,33 +75,32 @@ class ThreadWait:
         """Run-queue wait of the known threads since ``refresh``, in ns; None when it cannot be read.
 
         Kept as a sum of per-thread increases, so a thread that exits never makes it go down. The
-        same read updates ``busy_ns`` (schedstat's first field, the time on a core).
+        same read updates ``busy_ns`` (the thread's CPU clock; schedstat's first field, which lags,
+        only where the clock cannot be read).
         """
         if not self._fds:
             return None
-        self.ran_ns = []
         for name, fd in list(self._fds.items()):
             try:
                 fields = os.pread(fd, 128, 0).split()
-                now = (int(fields[0]), int(fields[1]))
+                cpu = thread_cpu_ns(int(name)) if name.isdigit() else None
+                now = (int(fields[0]) if cpu is None else cpu, int(fields[1]))
             except (OSError, IndexError, ValueError):
                 os.close(fd)  # the thread has exited: its wait no longer grows
                 del self._fds[name]
                 continue
             busy, delay = self._last.get(name, now)
-            self.ran_ns.append(now[0] - busy)
             self.busy_ns += now[0] - busy
             self._total += now[1] - delay
             self._last[name] = now
         return self._total
 
-    def others_wait_s(self, wait_ns: int, busy_ns: int, wall_s: float, ran_ns: Sequence[int] = ()) -> float:
-        """The part of ``wait_ns`` (the threads' run-queue wait over ``wall_s``; ``ran_ns``, each
-        thread's time on a core meanwhile) that other processes can explain, in s: none when more
-        threads worked than there are cores (each on a core for ``WORKED_SHARE`` of the time or more:
-        a progress bar's refresh is not work), since they queued behind each other; else at most the
-        core time this process left to others, ``cores × wall − busy``."""
-        if sum(ran >= WORKED_SHARE * wall_s * 1e9 for ran in ran_ns) > self.cores:
+    def others_wait_s(self, wait_ns: int, busy_ns: int, wall_s: float, pool_threads: int = 1) -> float:
+        """The part of ``wait_ns`` (the threads' run-queue wait over ``wall_s``) that other processes
+        can explain, in s: none while the intra-op pool (``pool_threads``) outnumbers the cores, since
+        its threads queue behind each other; else at most the core time this process left to others,
+        ``cores × wall − busy``."""
+        if pool_threads > self.cores:
             return 0.0
         left_ns = max(0.0, self.cores * wall_s * 1e9 - busy_ns)
         return min(float(wait_ns), left_ns) * 1e-9

@@ -92,10 +92,13 @@ class CpuClock:
 
     wall: Clock | None = None  # the CPU's wall time is what this clock measures
 
-    def __init__(self, wait: ThreadWait | None = None) -> None:
+    def __init__(self, wait: ThreadWait | None = None, pool_threads: Callable[[], int] = lambda: 1) -> None:
         overhead_s = max(timer_overhead_ns(), 20.0) * 1e-9
         self.min_block_s = 1000 * overhead_s
         self.wait = wait if wait is not None else ThreadWait()
+        #: The intra-op pool's size now (``torch.get_num_threads``; a variant may change it): more
+        #: threads than cores wait for each other, which is no disturbance (``ThreadWait.others_wait_s``).
+        self.pool_threads = pool_threads
 
     def prepare(self) -> None:
         """Before the samples: re-list the threads, now that warm-up has started torch's intra-op pool."""
@@ -109,7 +112,7 @@ class CpuClock:
         elapsed = (time.perf_counter_ns() - t0) * 1e-9
         w1, b1 = self.wait.read_ns(), self.wait.busy_ns
         wait = (math.nan if w0 is None or w1 is None
-                else self.wait.others_wait_s(w1 - w0, b1 - b0, elapsed, self.wait.ran_ns))  # fmt: skip
+                else self.wait.others_wait_s(w1 - w0, b1 - b0, elapsed, self.pool_threads()))  # fmt: skip
         return Block(elapsed, elapsed, wait)
 
     def sync(self) -> None:

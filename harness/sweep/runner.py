@@ -275,4 +275,4 @@ def clock_for(device: str, cache: str) -> Clock:
         from harness.measure.torch_stream import make_cuda_clock
 
         return make_cuda_clock(dev, cache)
-    return CpuClock()
+    return CpuClock(pool_threads=torch.get_num_threads)
