@@ -513,6 +513,8 @@ def test_the_network_librarys_version_matters_only_to_runs_of_networks() -> None
     new = old | {"smp": "0.6.0"}
     assert [(f.key, a, b) for f, a, b in store.env_differences(old, new, "cpu", "merge")] == [("smp", "0.5.0", "0.6.0")]
     assert [f.key for f, _, _ in store.env_differences(old, new, "cpu", "compare")] == ["smp"]
+    older = {"device": "cpu", "config": {"contexts": ["unet"]}}  # a network run from before they were recorded
+    assert store.env_differences(older, new, "cpu", "merge") == []
     blocks = {"device": "cpu", "smp": None, "torchvision": None, "config": {"contexts": []}}
     assert store.env_differences(blocks, blocks | {"smp": "0.6.0", "torchvision": "0.28.0"}, "cpu", "compare") == []
 

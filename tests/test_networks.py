@@ -154,6 +154,31 @@ def test_in_16_bits_a_wrong_block_is_caught_where_it_sits(temp_variant, dtype: s
     assert ok.status.value == "ok", ok.reason  # a correct block passes its own check there
 
 
+class NudgesItsInput(torch.nn.Module):
+    """Right output, but it scales its input in place afterwards, by 2%: the network's other
+    readers of that activation see it, too little for a bfloat16 network's own limit."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.inner(x)
+        x.mul_(1.02)
+        return y
+
+
+@needs_smp
+def test_a_block_writing_into_its_input_inside_a_network_is_caught(temp_variant) -> None:
+    temp_variant("nudges", lambda ref, device, dtype: NudgesItsInput(get_variant("eager").build(ref, device, dtype)),
+                 dtypes=("float32", "bfloat16"))  # fmt: skip
+    result = run_case(unet_case("nudges", dtype="bfloat16"), get_variant("nudges"), CpuClock(), FAST, 0,
+                      measures=metric_set())  # fmt: skip
+    assert result.status.value == "mismatch", result.reason
+    assert (result.reason or "").endswith(": the variant modified its input"), result.reason
+    assert (result.reason or "").startswith("scSE block ")
+
+
 @needs_smp
 def test_a_block_weight_left_without_a_gradient_makes_the_network_a_mismatch(temp_variant) -> None:
     """Inside a network a block's weight used detached gives no gradient: judged only on the gradients

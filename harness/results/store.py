@@ -435,6 +435,8 @@ def env_differences(a: Mapping[str, Any], b: Mapping[str, Any], device: str | No
         if fact.networks and not networks:  # a block alone never runs the networks' libraries
             continue
         before, after = fact.value(a), fact.value(b)
+        if fact.networks and (before is None or after is None):  # recorded since 2026-11-27: unknown, not other
+            continue
         same = device_type(before) == device_type(after) if fact.key == "device" else before == after
         if not same:
             out.append((fact, before, after))

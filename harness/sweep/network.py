@@ -71,24 +71,32 @@ def blocks_check(context: Context, original: nn.Module, swapped: Swapped, x: tor
     A block the network never calls is excused."""
 
     def check(compute: str) -> Check | None:
+        given: dict[str, torch.Tensor] = {}
         seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-        def keep(path: str) -> Callable[..., None]:
+        def before(path: str) -> Callable[..., None]:
+            def hook(module: nn.Module, args: tuple) -> None:
+                given[path] = args[0].detach().clone()  # as it came in, to catch a block writing into it
+            return hook
+
+        def after(path: str) -> Callable[..., None]:
             def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
                 seen[path] = (args[0].detach().clone(), output.detach().clone())  # a graph's buffers are reused
             return hook
 
-        pairs = zip(swapped.paths, swapped.blocks, strict=True)
-        handles = [block.register_forward_hook(keep(path)) for path, block in pairs]
+        handles = []
+        for path, block in zip(swapped.paths, swapped.blocks, strict=True):
+            handles += [block.register_forward_pre_hook(before(path)), block.register_forward_hook(after(path))]
         try:
             with torch.no_grad():
                 (swapped.plain or swapped.network)(x.detach())
         finally:
             for handle in handles:
                 handle.remove()
-        for path, (given, output) in seen.items():
+        for path, (now, output) in seen.items():
             ref = context.to_reference(original.get_submodule(path))
-            found = correctness.verify(Trial(ref, given, given, None), Outcome(output, {}, 0.0), compute)
+            trial = Trial(ref, now, given[path], None)
+            found = correctness.verify(trial, Outcome(output, {}, 0.0), compute)
             if not found.passed:
                 return replace(found, problem=f"scSE block {path}: {found.problem}")
         return None
