@@ -506,6 +506,16 @@ def test_a_different_number_of_worker_processes_is_said_with_how_to_match_it() -
     assert store.env_differences(pooled, {"device": "cpu"}, "cpu", "merge") == []  # merge: its own config checks
 
 
+def test_a_hot_run_against_a_cold_baseline_on_cuda_is_said() -> None:
+    """A hot L2 reads faster than the cold baseline's: no speed-up. On the CPU nothing is flushed."""
+    cold = {"device": "cuda", "config": {"cache": "cold"}}
+    assert store.env_advice(cold, {"device": "cuda", "config": {"cache": "hot"}}, "cuda") == [
+        "L2 cache mode differs: baseline cold, this run hot; rerun with --cache cold"]
+    assert store.env_advice({"device": "cuda"}, cold, "cuda") == []  # from before the setting: cold
+    assert store.env_advice({"device": "cpu", "config": {"cache": "cold"}},
+                            {"device": "cpu", "config": {"cache": "hot"}}, "cpu") == []  # fmt: skip
+
+
 def test_the_network_librarys_version_matters_only_to_runs_of_networks() -> None:
     """Another smp release may be another U-Net: merge refuses it, compare warns; for blocks alone
     neither library runs, and a baseline made without them installed must not warn."""

@@ -412,6 +412,9 @@ ENVIRONMENT: tuple[EnvFact, ...] = (
     EnvFact("steady_malloc", "steady CPU allocator", "cpu", merge=False, flag="--steady-malloc"),
     # pooled from several processes, a median moves less between runs than one process's does
     EnvFact("processes", "worker processes per case", merge=False, flag="--processes", in_config=True, default=1),
+    # on CUDA a hot L2 makes a call read faster than a cold one: no slowdown, no speed-up (merge checks it)
+    EnvFact("cache", "L2 cache mode", "cuda", merge=False, flag="--cache", in_config=True,
+            default="cold"),
 )
 
 
