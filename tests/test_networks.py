@@ -6,6 +6,7 @@ tests/torchvision_shim.py (test set-up only). Where smp cannot be imported, thos
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -423,7 +424,9 @@ def test_networks_on_a_gpu(context: str, variant: str, dtype: str, mode: str) ->
 
 @needs_smp
 @pytest.mark.parametrize("variant", ["cuda_graph", "graphed_triton_fused"])
-def test_a_variant_replaying_its_own_cuda_graph_is_skipped_inside_a_compiled_network(variant: str) -> None:
+def test_a_variant_replaying_its_own_cuda_graph_is_skipped_inside_a_compiled_or_graphed_network(
+    variant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """fullgraph=True would make it an error row; the skip says why, before anything is built."""
     from harness.sweep.runner import skip_reason
 
@@ -431,6 +434,10 @@ def test_a_variant_replaying_its_own_cuda_graph_is_skipped_inside_a_compiled_net
     assert skip_reason(case, get_variant(variant), True) == (
         "replays a CUDA graph of its own, which torch.compile cannot trace into unet_compiled")
     assert "torch.compile" not in (skip_reason(replace_context(case, "unet"), get_variant(variant), True) or "")
+    graphed = dataclasses.replace(case, device="cuda", context="unet_graphed")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the context itself runs on CUDA only
+    assert (skip_reason(graphed, get_variant(variant), True) or "").startswith(
+        "replays a CUDA graph of its own inside unet_graphed's capture")
 
 
 def replace_context(case: Case, context: str) -> Case:

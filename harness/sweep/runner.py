@@ -72,8 +72,11 @@ def skip_reason(case: Case, variant: Variant, explicit: bool) -> str | None:
         reason = context.unsupported(case.device, case.mode) or context.unavailable()
         if reason:
             return reason
-        if tags_of(variant).output_reused and context.form == "compile":  # a graph of its own, replayed
-            return f"replays a CUDA graph of its own, which torch.compile cannot trace into {context.name}"
+        if tags_of(variant).output_reused and context.form != "eager":  # a graph of its own, replayed
+            return (f"replays a CUDA graph of its own, which torch.compile cannot trace into {context.name}"
+                    if context.form == "compile" else f"replays a CUDA graph of its own inside {context.name}'s "
+                    "capture: the network's graph holds the block's kernels already, and not every CUDA "
+                    "version captures a graph's launch")  # fmt: skip
     reason = variant.unavailable(case.device)
     if reason:
         return reason
