@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness.measure import allocator, bandwidth, envinfo, metrics
 from harness.measure.envinfo import torch_threads
+from harness.results.report import UNFINISHED
 from harness.results.store import RunFolder, default_run_dir, to_frame
 from harness.sweep import isolation, sharding
 from harness.sweep import resume as resuming
@@ -93,6 +94,7 @@ def run(
         rows, cases = resuming.split(folder, cases, cfg.device)
         if not cases and console is not None:  # else the run would end saying nothing of why
             console.print(f"nothing left to run: all {total} cases of {folder.path} are finished", soft_wrap=True)
+    kept = len(rows)
     interrupted = False
     with torch_threads(cfg.threads):
         env = envinfo.collect(cfg.device) | {"config": cfg.as_dict()}
@@ -127,7 +129,8 @@ def run(
         finally:  # on any exit, a second Ctrl-C included, the finished rows get their report
             frame = to_frame(rows)
             if folder is not None:
-                folder.write_derived(frame, env)
+                left = len(cases) - (len(rows) - kept)
+                folder.write_derived(frame, env | ({UNFINISHED: left} if left else {}))
     frame.attrs["run_dir"] = str(folder.path) if folder is not None else None
     frame.attrs["interrupted"] = interrupted
     return frame

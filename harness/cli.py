@@ -85,7 +85,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         report.print_summary(frame, console)
     console.print(f"results: {frame.attrs['run_dir']}", soft_wrap=True)  # a path stays whole, to copy
     if frame.attrs.get("interrupted"):
-        console.print("[yellow]interrupted: the report holds the cases finished so far[/]")
+        console.print("[yellow]interrupted: the report holds the cases finished so far; finish the run with:[/] "
+                      f"python -m harness run --resume {frame.attrs['run_dir']}", soft_wrap=True)
         return EXIT_INTERRUPTED
     if args.save_baseline:  # never from an interrupted run, whose cases are incomplete
         save_baseline_of(frame.attrs["run_dir"], console, force=args.replace_baseline)

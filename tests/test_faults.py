@@ -237,8 +237,12 @@ def test_first_ctrl_c_stops_after_the_case_writes_the_report_and_exits_130(tmp_p
     assert len(set(keys(rows))) == len(rows)
     report = (out / "report.md").read_text()
     assert "eager" in report or "fault_slow" in report
+    assert f"Unfinished run: {8 - len(rows)} case(s) did not run" in report  # its answers are partial
     assert len((out / "results.csv").read_text().splitlines()) == len(rows) + 1
-    assert "interrupted" in stdout
+    assert "interrupted" in stdout and f"python -m harness run --resume {out}" in " ".join(stdout.split())
+    subprocess.run([sys.executable, "-m", "harness", "run", "--resume", str(out), "--quiet"],
+                   env=subprocess_env(tmp_path, faults), cwd=ROOT, check=True, capture_output=True, timeout=300)
+    assert "Unfinished run" not in (out / "report.md").read_text()  # finished now
 
 
 def worker_pids(marker: str) -> list[int]:

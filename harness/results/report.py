@@ -124,6 +124,10 @@ def recommendation_markdown(frame: pd.DataFrame) -> list[str]:
     ]
 
 
+#: The env key a report is given when its run stopped before its last case: how many cases are left.
+UNFINISHED = "cases_left"
+
+
 def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
     """The whole report.md: the recommendation first, then the tables per device · dtype · mode."""
     frame = with_speedup(frame)
@@ -136,6 +140,10 @@ def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
             f"commit {str(env.get('git_commit'))[:10]}{' (dirty)' if env.get('git_dirty') else ''}, {env.get('date')}",
             "",
         ]
+    if env and env.get(UNFINISHED):
+        lines += [f"> **Unfinished run: {env[UNFINISHED]} case(s) did not run** (it was interrupted), so the "
+                  "answers below weigh only the variants that did. Finish it with "
+                  "`python -m harness run --resume RUN`, RUN being this folder.", ""]
     lines += recommendation_markdown(frame)
     lines += networks_markdown(frame)
     lines += [
