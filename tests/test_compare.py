@@ -332,6 +332,11 @@ def test_narrow_terminal_drops_optional_columns_not_the_verdict(tmp_path: Path) 
     result = cmp.compare(base, cur)
     narrow = [c.header for c in compare_render.rich_table(result, width=80).columns]
     assert "verdict" in narrow and "change" in narrow and "n" not in narrow
+    plain = write_run(tmp_path / "plain", [row(case("eager_factored"), noise(1.0))])
+    disturbed = write_run(tmp_path / "dist", [row(case("eager_factored"), noise(40.0, seed=7)) | {"disturbed": True}])
+    why = cmp.compare(plain, disturbed)
+    assert "disturbed" in why.cases[0].note
+    assert "note" in [c.header for c in compare_render.rich_table(why, width=80).columns]  # why it is AMBIGUOUS
     wide = [c.header for c in compare_render.rich_table(result, width=200).columns]
     assert wide == ["variant", "N×C×H×W", "verdict", "change", "baseline ms", "current ms", "p", "n", "note"]
 

@@ -163,8 +163,9 @@ def to_markdown(comparison: Comparison, *, title: str = "Benchmark comparison") 
 STYLES = {Verdict.SLOWER: "bold red", Verdict.FASTER: "green", Verdict.AMBIGUOUS: "yellow", Verdict.SAME: "dim"}
 
 
-#: Columns a narrow terminal may drop, least useful first (the Markdown keeps them all).
-OPTIONAL_COLUMNS: tuple[str, ...] = ("n", "note", "p", "baseline ms")
+#: Columns a narrow terminal may drop, least useful first (the Markdown keeps them all). The note
+#: goes last: it says why a large change is AMBIGUOUS (disturbed, noisy), and it wraps instead.
+OPTIONAL_COLUMNS: tuple[str, ...] = ("n", "p", "baseline ms", "note")
 
 
 def rich_table(comparison: Comparison, width: int | None = None) -> Table:
@@ -177,6 +178,7 @@ def rich_table(comparison: Comparison, width: int | None = None) -> Table:
     frame = _case_table_frame(comparison.cases, varying)
     numeric = {"baseline ms", "current ms", "change", "p", "n"}
     widths = {name: max([len(str(v)) for v in frame[name]] + [len(name)]) for name in frame.columns}
+    widths["note"] = min(widths["note"], 12)  # it wraps: a dozen columns hold it legibly
     shown = list(frame.columns)
     for name in OPTIONAL_COLUMNS:
         if width is None or sum(widths[c] + 2 for c in shown) <= width:
