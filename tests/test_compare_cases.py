@@ -495,6 +495,18 @@ def test_env_differences_read_a_gpus_index_as_its_device_type() -> None:
     assert store.device_type("cuda:3") == "cuda" and store.device_type(None) is None
 
 
+def test_a_baseline_from_before_contexts_matches_blocks_alone_without_a_note() -> None:
+    """The committed CPU baseline has no context column: every CPU compare said 'older file?'."""
+    old_rows = [{k: v for k, v in quiet(case(), FIVE_BASE).items() if k != "context"}]
+    base = in_memory("base", old_rows)
+    cur = in_memory("cur", [quiet(case(context=""), FIVE_BASE)])
+    assert "context" not in base.columns and "context" in cur.columns
+    result = cmp.compare(base, cur)
+    assert len(result.cases) == 1 and not any("older file" in n for n in result.notes)
+    network = in_memory("cur", [quiet(case(context="unet"), FIVE_BASE), quiet(case(), FIVE_BASE)])
+    assert any("key column(s) context on one side only" in n for n in cmp.compare(base, network).notes)
+
+
 def test_a_different_number_of_worker_processes_is_said_with_how_to_match_it() -> None:
     """The committed CPU baseline pools 5 processes a case, a default run has one: its medians drift
     more between runs (README, Noise), so compare says so, and a run from before the setting is 1."""

@@ -378,6 +378,8 @@ def compare(
     columns = [c for c in KEY_COLUMNS if c in base.columns and c in cur.columns]
     notes = list(base.notes) + list(cur.notes)
     one_sided = sorted((base.columns ^ cur.columns) & set(KEY_COLUMNS))
+    if "context" in one_sided and not any(key_value(r.get("context")) for r in (*base.records, *cur.records)):
+        one_sided.remove("context")  # rows from before contexts are blocks alone, as the others: an exact match
     if one_sided:
         notes.append(f"key column(s) {', '.join(one_sided)} on one side only (older file?): matched without them")
     b_rows, b_repeated = base.by_key(columns)

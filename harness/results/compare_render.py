@@ -178,7 +178,8 @@ def rich_table(comparison: Comparison, width: int | None = None) -> Table:
     frame = _case_table_frame(comparison.cases, varying)
     numeric = {"baseline ms", "current ms", "change", "p", "n"}
     widths = {name: max([len(str(v)) for v in frame[name]] + [len(name)]) for name in frame.columns}
-    widths["note"] = min(widths["note"], 12)  # it wraps: a dozen columns hold it legibly
+    if "note" in widths:  # it wraps: a dozen columns hold it legibly
+        widths["note"] = min(widths["note"], 12)
     shown = list(frame.columns)
     for name in OPTIONAL_COLUMNS:
         if width is None or sum(widths[c] + 2 for c in shown) <= width:
