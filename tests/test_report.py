@@ -254,3 +254,20 @@ def test_a_reason_with_a_pipe_a_tag_and_a_line_break_stays_in_its_table_cell() -
     header, line = section[2], next(line for line in section if line.startswith("| bad"))
     assert line.replace("\\|", "").count("|") == header.count("|")
     assert "shapes a\\|b &lt;class 'torch.Tensor'>" in line
+
+
+def test_a_network_saving_beyond_the_blocks_share_is_called_drift() -> None:
+    """The blocks took a tenth of the network's time, yet a run read 40% saved: the rest of the
+    network moved between the runs. A saving within their share carries no such mark."""
+    from harness.results.networks import BEYOND_BLOCKS, table_rows
+
+    net = {"context": "unet", "network": "unet", "form": "eager", "channels": 3, "height": 64, "width": 64}
+    rows = to_frame([row("eager", 58.5, scse_share=0.10, **net), row("drifted", 41.7, scse_share=0.12, **net),
+                     row("fused", 54.0, scse_share=0.03, **net), row("costly", 70.0, scse_share=0.11, **net)])
+    lines = {line["variant"]: line["saved vs eager blocks"] for line in table_rows(rows)}
+    assert lines["drifted"] == "28.7%" + BEYOND_BLOCKS
+    assert lines["fused"] == "7.7%"  # within the 10% the eager blocks take
+    assert lines["costly"] == "-19.7%" + BEYOND_BLOCKS  # more than its own blocks' 11% could cost
+    compiled = to_frame([row("eager", 58.5, **(net | {"context": "c", "form": "compile"})),
+                         row("drifted", 41.7, **(net | {"context": "c", "form": "compile"}))])  # no profile
+    assert BEYOND_BLOCKS not in str(table_rows(compiled))

@@ -70,6 +70,20 @@ def _ratio_marks(row: Mapping[str, Any], base: Mapping[str, Any] | None) -> str:
     return "".join(f" {m}" for m in ("~", "!") if m in both)
 
 
+#: Beside a saving larger than the blocks' whole time can explain (``_beyond_blocks``).
+BEYOND_BLOCKS = " (more than the blocks take: drift)"
+
+
+def _beyond_blocks(saved: float, row: Mapping[str, Any], eager: Mapping[str, Any] | None) -> str:
+    """``BEYOND_BLOCKS`` when the saving exceeds what the blocks could give or cost: ``eager`` blocks'
+    share of their network's time (saving it all), or this variant's own (costing it all). The rest
+    of the network then moved between the two runs, and the figure is not the blocks' doing."""
+    shares = [number(r.get("scse_share")) for r in (row, eager) if r is not None]
+    if not shares or any(pd.isna(v) for v in shares):
+        return ""  # no profile (a compiled or graphed form): nothing to hold it to
+    return BEYOND_BLOCKS if abs(saved) > max(shares) else ""
+
+
 def table_rows(frame: pd.DataFrame) -> list[dict[str, str]]:
     """One dict per network row (keys ``TABLE_COLUMNS``, plus ``host / wall ms`` on CUDA)."""
     rows = last_rows(network_frame(frame))
@@ -102,6 +116,7 @@ def _line(row: Mapping[str, Any], setting: pd.DataFrame, base: Mapping[str, Any]
         "× eager network": f"{base_ms / ms:.2f}{_ratio_marks(row, base)}" if pd.notna(ms) and pd.notna(base_ms)
                            else "",
         "saved vs eager blocks": _percent(1 - ms / same_form_ms) + _ratio_marks(row, same_form)
+                                 + _beyond_blocks(1 - ms / same_form_ms, row, same_form)
                                  if pd.notna(ms) and pd.notna(same_form_ms) else "",
         "scSE share": _percent(number(row.get("scse_share"))),
     }
@@ -123,7 +138,9 @@ def networks_markdown(frame: pd.DataFrame) -> list[str]:
         "Each variant swapped in for every scSE block of a network, checked against the unmodified network in "
         "float64 and timed as a whole. *× eager network*: the network with `eager` blocks, run eagerly, over "
         "this row (higher is faster). *saved vs eager blocks*: the share of the network's time this variant "
-        "saves against `eager` blocks in the same form (negative: it costs). *scSE share*: the share of the "
+        "saves against `eager` blocks in the same form (negative: it costs); *(more than the blocks take: "
+        "drift)* where it exceeds the blocks' whole share of the time, so the rest of the network moved "
+        "between the runs. *scSE share*: the share of the "
         "network's time spent in its scSE blocks, from the profiler (eager forms only; GPU time on CUDA).",
         "",
         table.to_markdown(index=False, disable_numparse=True),
