@@ -130,7 +130,10 @@ def run(
             frame = to_frame(rows)
             if folder is not None:
                 left = len(cases) - (len(rows) - kept)
-                folder.write_derived(frame, env | ({UNFINISHED: left} if left else {}))
+                if left:  # kept in env.json too, so a report rebuilt later says so; a resume rewrites it
+                    env = env | {UNFINISHED: left}
+                    folder.write_env(env)
+                folder.write_derived(frame, env)
     frame.attrs["run_dir"] = str(folder.path) if folder is not None else None
     frame.attrs["interrupted"] = interrupted
     return frame

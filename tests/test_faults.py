@@ -240,6 +240,11 @@ def test_first_ctrl_c_stops_after_the_case_writes_the_report_and_exits_130(tmp_p
     assert f"Unfinished run: {8 - len(rows)} case(s) did not run" in report  # its answers are partial
     assert len((out / "results.csv").read_text().splitlines()) == len(rows) + 1
     assert "interrupted" in stdout and f"python -m harness run --resume {out}" in " ".join(stdout.split())
+    (out / "report.md").unlink()
+    from harness.cli import main
+
+    assert main(["report", str(out)]) == 0  # rebuilt later, it still says so
+    assert f"Unfinished run: {8 - len(rows)} case(s) did not run" in (out / "report.md").read_text()
     subprocess.run([sys.executable, "-m", "harness", "run", "--resume", str(out), "--quiet"],
                    env=subprocess_env(tmp_path, faults), cwd=ROOT, check=True, capture_output=True, timeout=300)
     assert "Unfinished run" not in (out / "report.md").read_text()  # finished now
