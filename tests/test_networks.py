@@ -433,17 +433,12 @@ def test_a_variant_replaying_its_own_cuda_graph_is_skipped_inside_a_compiled_or_
     case = Case(variant, "cpu", "float32", "forward", 1, 3, 64, 64, 16, "add", True, "unet_compiled")
     assert skip_reason(case, get_variant(variant), True) == (
         "replays a CUDA graph of its own, which torch.compile cannot trace into unet_compiled")
-    assert "torch.compile" not in (skip_reason(replace_context(case, "unet"), get_variant(variant), True) or "")
+    eager_network = dataclasses.replace(case, context="unet")
+    assert "torch.compile" not in (skip_reason(eager_network, get_variant(variant), True) or "")
     graphed = dataclasses.replace(case, device="cuda", context="unet_graphed")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the context itself runs on CUDA only
     assert (skip_reason(graphed, get_variant(variant), True) or "").startswith(
         "replays a CUDA graph of its own inside unet_graphed's capture")
-
-
-def replace_context(case: Case, context: str) -> Case:
-    import dataclasses
-
-    return dataclasses.replace(case, context=context)
 
 
 def test_every_compiled_network_has_its_own_compile_and_never_falls_back_to_eager() -> None:
