@@ -189,12 +189,16 @@ def test_an_oversubscribed_torch_pool_is_no_disturbance() -> None:
 @linux_schedstat
 def test_a_torch_pool_of_one_thread_a_core_beside_busy_processes_is_disturbed() -> None:
     """The default run: torch's pool has a thread per core. A busy process per core takes half of
-    every core, so the pool's threads queue for them: that wait is the machine's, and it counts."""
+    every core, so the pool's threads queue for them: that wait is the machine's, and it counts.
+
+    The call takes about 2 ms alone, longer than a scheduler slice, so every sample meets the busy
+    processes: with a 0.4 ms call (8×64×64×64) most samples fit between two preemptions and the
+    median sample's share read 0.0 in one CI run in six, though the run was still disturbed."""
     import torch
 
     cores = len(os.sched_getaffinity(0))
     before = torch.get_num_threads()
-    x = torch.randn(8, 64, 64, 64)
+    x = torch.randn(32, 64, 64, 64)
     code = "import time\nend = time.time() + 60\nwhile time.time() < end: pass"
     hogs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(cores)]
     try:
@@ -208,5 +212,5 @@ def test_a_torch_pool_of_one_thread_a_core_beside_busy_processes_is_disturbed() 
         for hog in hogs:
             hog.kill()
             hog.wait()
-    assert timing.wait_share is not None and timing.wait_share > 0.2, timing.wait_share
+    assert np.nanmean(timing.wait_shares) > 0.2, timing.wait_shares  # the share over all samples
     assert timing.disturbed
