@@ -173,3 +173,15 @@ def test_runs_inside_several_networks_merge_into_a_config_of_all_of_them(piece, 
     a, b = piece("a", [0], {"contexts": ["unet"]}), piece("b", [1], {"contexts": ["unet_compiled"]})
     merge([a, b], tmp_path / "m")
     assert json.loads((tmp_path / "m" / "env.json").read_text())["config"]["contexts"] == ["unet", "unet_compiled"]
+
+
+@pytest.mark.parametrize("order", ["done first", "unfinished first"])
+def test_a_merge_of_an_unfinished_run_says_so_whatever_the_order(piece, tmp_path: Path, order: str) -> None:
+    """Only the first run's env.json was kept, so an interrupted run given second went unmentioned."""
+    done, left = piece("done", [0, 1]), piece("left", [2], cases_left=5)
+    runs = [done, left] if order == "done first" else [left, done]
+    merge(runs + [piece("more", [3], cases_left=2)], tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "env.json").read_text())["cases_left"] == 7
+    assert "Unfinished run: 7 case(s) did not run" in (tmp_path / "m" / "report.md").read_text()
+    merge([done], tmp_path / "whole")
+    assert "cases_left" not in json.loads((tmp_path / "whole" / "env.json").read_text())

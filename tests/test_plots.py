@@ -145,6 +145,17 @@ def test_a_figure_not_drawn_says_why(tmp_path: Path, caplog: pytest.LogCaptureFi
     assert plots.draw_latency(frame().assign(status="error")) == "no case was timed (status ok)"
 
 
+def test_report_md_says_why_when_no_figure_could_be_drawn(tmp_path: Path) -> None:
+    """With every figure skipped (no case timed), report.md lost the reasons along with the section."""
+    from harness.results.store import REPORT_MD, RunFolder, to_frame
+
+    rows = to_frame(frame().assign(status="error").to_dict("records"))
+    written = RunFolder(tmp_path).write_derived(rows, {}, plots=True)
+    assert list(written) == [] and set(written.skipped) == set(plots.FILENAMES.values())
+    md = (tmp_path / REPORT_MD).read_text()
+    assert "## Figures" in md and md.count("- not drawn: ") == len(plots.FILENAMES), md
+
+
 def test_report_plots_prints_why_a_figure_is_missing(tmp_path: Path) -> None:
     """The CLI shows the reason: write_plots' warning reaches stderr with no logging set up."""
     rows = frame(batches=(8,), with_roofline=False).assign(schema=2)

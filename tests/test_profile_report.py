@@ -54,3 +54,19 @@ def test_uncounted_ops_are_listed() -> None:
 
 def test_si() -> None:
     assert si(4940) == "4.94 k" and si(1.234e9) == "1.23 G" and si(12) == "12" and si(None) == ""
+
+
+def test_a_halved_batch_gives_neither_its_flops_nor_its_memory_as_the_batch_asked() -> None:
+    """--oom-retry ran one variant at batch 1 for batch 4: the FLOPs table showed batch 1's count
+    under b4 when that row came first, and its memory cell read as batch 4's."""
+    halved = row("oom", 0.1, batch=4, batch_run=1, analytic_flops=100_000, peak_mem_bytes=1 << 20)
+    frame = to_frame([halved, row("eager", 0.4, batch=4, batch_run=4, analytic_flops=400_000)])
+    md = "\n".join(profiling_markdown(frame))
+    assert "400 k" in md and "100 k" not in md, md
+    table = "\n".join(memory_table(frame)).splitlines()
+    memory = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in table if line.startswith("| ")}
+    assert memory["oom"] == "1 (at batch 1)" and memory["eager"] == "3"
+    alone = "\n".join(profiling_markdown(to_frame([halved])))
+    assert "32x64x64 b4 (at batch 1)" in alone and "100 k" in alone
+    gpu = "\n".join(profiling_markdown(to_frame([row("oom", 0.1, gpu=True, batch=4, batch_run=1)])))
+    assert "32x64x64 b4 (at batch 1)" in gpu.split("GPU telemetry")[1]

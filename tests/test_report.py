@@ -51,6 +51,36 @@ def test_rich_summary_marks_mismatches() -> None:
     assert "4.00×" in text
 
 
+def test_a_reason_with_brackets_is_printed_as_written() -> None:
+    """rich read ``[/tmp/x.so]`` in an error's text as a closing tag and ended the run with a
+    traceback after every case had finished; ``tensor[dtype=f]`` vanished from the line."""
+    reason = "RuntimeError: boom at [/tmp/x.so] in tensor[dtype=f]"
+    frame = to_frame([row("eager", 2.0), row("bad", None, status="error") | {"reason": reason}])
+    console = Console(record=True, width=200)
+    print_summary(frame, console)
+    assert reason in console.export_text()
+
+
+def test_a_cuda_row_without_a_wall_time_still_reports() -> None:
+    """A hand-made or older CUDA row with a host time and no wall time ended ``report`` in a TypeError."""
+    frame = to_frame([cuda_row("eager", 2.0, 0.5) | {"wall_ms": None}, cuda_row("fast", 1.0, 0.5)])
+    md = markdown(frame, {"device": "cuda"})
+    assert "0.5 / ?" in md and "0.5 / 1.01" in md
+
+
+def test_failures_name_the_fusion_the_sweep_varied() -> None:
+    """Two failed cases that differ only by fusion read as one row twice."""
+    frame = to_frame([row("eager", 2.0), row("eager", 2.0, fusion="concat"),
+                      row("bad", None, status="error"), row("bad", None, status="error", fusion="concat")])
+    console = Console(record=True, width=200)
+    print_summary(frame, console)
+    lines = [line for line in console.export_text().splitlines() if line.startswith("ERROR bad")]
+    assert len(lines) == 2 and "add" in lines[0] and "concat" in lines[1], lines
+    section = markdown(frame, {"device": "cpu"}).split("## Cases not timed")[1]
+    rows = [line for line in section.splitlines() if line.startswith("| bad")]
+    assert len(rows) == 2 and "add" in rows[0] and "concat" in rows[1], rows
+
+
 def cuda_row(variant: str, median: float, host: float, **kw) -> dict:
     return row(variant, median, device="cuda", host_ms=host, wall_ms=max(median, host) + 0.01,
                bound="host" if host > median else "device", **kw)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.results.report import UNFINISHED
 from harness.results.store import (
     ENV_JSON,
     RESULTS_JSONL,
@@ -152,6 +153,10 @@ def merge(runs: Sequence[str | Path], out: str | Path, allow_mixed_env: bool = F
     seen = lambda key: sorted({str(e[key]) for e in envs.values() if e.get(key)})  # noqa: E731
     env |= {"config": config, "merged_from": [str(p) for p in paths], "merged_hosts": seen("hostname"),
             "merged_git_commits": seen("git_commit")}  # fmt: skip
+    left = sum(int(e.get(UNFINISHED) or 0) for e in envs.values())  # every run's, not the first's alone
+    env.pop(UNFINISHED, None)
+    if left:
+        env[UNFINISHED] = left
     folder.write_env(env)
     folder.write_derived(to_frame(rows), env)
     return MergeResult(target, tuple(paths), len(rows))

@@ -6,10 +6,12 @@ metric columns (older runs) get no tables, not an error.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 
-from harness.results.tables import config_label, pivot
+from harness.results.tables import at_batch_asked, config_label, mark_text, pivot, smaller_batch
 
 MiB = float(1 << 20)
 
@@ -35,11 +37,21 @@ def _has(frame: pd.DataFrame, column: str) -> bool:
     return column in frame.columns and frame[column].notna().any()
 
 
+def _at_batch(row: Mapping[str, Any]) -> str:
+    """`` (at batch 4)`` for a row that --oom-retry measured at a halved batch: its figures are that
+    batch's, not its column's."""
+    return mark_text("batch", row) if smaller_batch(row) is not None else ""
+
+
 def flop_table(group: pd.DataFrame) -> list[str]:
     """One row per configuration: the three FLOP counts and the arithmetic intensity."""
     if not _has(group, "analytic_flops"):
         return []
-    g = group.assign(config=config_label(group)).drop_duplicates("config")
+    # a configuration's FLOPs from a row at the batch asked; where only --oom-retry's halved batch
+    # ran, that batch's, and the label says so
+    g = group.assign(config=config_label(group), asked=at_batch_asked(group).to_numpy(), order=range(len(group)))
+    g = g.sort_values("asked", ascending=False, kind="stable").drop_duplicates("config").sort_values("order")
+    g["config"] = [c + _at_batch(r) for c, r in zip(g["config"], g.to_dict("records"), strict=True)]
     table = pd.DataFrame({
         "configuration": g["config"],
         "analytic (2/MAC)": g["analytic_flops"].map(si),
@@ -67,7 +79,7 @@ def memory_table(group: pd.DataFrame) -> list[str]:
         reserved = row.get("peak_reserved_bytes")
         if text and reserved is not None and not (isinstance(reserved, float) and math.isnan(reserved)):
             text += f" ({float(reserved) / MiB:.3g})"  # type: ignore[arg-type]
-        return text
+        return text + _at_batch(row) if text else text
 
     cells = ok.assign(mem_cell=[cell(r) for r in ok.to_dict("records")])
     title = "Peak memory during one call, MiB above what was live before it"
@@ -82,7 +94,7 @@ def telemetry_table(group: pd.DataFrame) -> list[str]:
     cols = ("gpu_util_mean", "sm_clock_mean_mhz", "power_mean_w", "energy_per_call_j", "temperature_c", "throttled")
     if not any(_has(ok, c) for c in cols):
         return []
-    g = ok.assign(config=config_label(ok))
+    g = ok.assign(config=[c + _at_batch(r) for c, r in zip(config_label(ok), ok.to_dict("records"), strict=True)])
 
     def col(name: str, fmt: str) -> pd.Series:
         return g[name].map(lambda v: _num(v, fmt)) if name in g else pd.Series("", index=g.index)

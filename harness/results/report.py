@@ -81,7 +81,8 @@ def _speedup_cell(row: Mapping[str, Any]) -> str:
 def _host_cell(row: Mapping[str, Any]) -> str:
     if row["status"] != "ok" or pd.isna(row.get("host_ms")):
         return ""
-    return f"{row['host_ms']:.4g} / {row['wall_ms']:.4g}"
+    wall = row.get("wall_ms")
+    return f"{row['host_ms']:.4g} / " + ("?" if wall is None or pd.isna(wall) else f"{wall:.4g}")  # older rows: no wall
 
 
 def legend(frame: pd.DataFrame) -> list[str]:
@@ -167,13 +168,14 @@ def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
             lines += [f"Speedup over `{BASELINE_VARIANT}` (×, higher is faster; `~` `!`: on either side):", ""]
             lines += [pivot(speeds, "cell").fillna("").to_markdown(disable_numparse=True), ""]
         lines += profiling_markdown(group)  # FLOPs, peak memory, GPU telemetry
-    problems = frame[frame["status"] != "ok"]
-    if not problems.empty:
+    not_ok = (frame["status"] != "ok").to_numpy()
+    if not_ok.any():
         lines += ["## Cases not timed", ""]
-        cols = ["variant", "device", "dtype", "mode", "batch", "channels", "height", "width", "status", "reason"]
-        if problems["context"].fillna("").astype(str).ne("").any():
-            cols.insert(0, "context")
-        lines += [md_table(problems[cols], index=False), ""]
+        # labelled over the whole run: a fusion or reduction the sweep varied tells two rows apart
+        cases = frame[not_ok].assign(case=config_label(frame).to_numpy()[not_ok],
+                                     reason=frame["reason"][not_ok].fillna("no reason given"))
+        cols = ["variant", "case", "device", "dtype", "mode", "status", "reason"]
+        lines += [md_table(cases[cols], index=False), ""]
     return "\n".join(lines)
 
 
@@ -257,11 +259,12 @@ def print_summary(frame: pd.DataFrame, console: Console) -> None:
         console.print(f"[bold red]{escape(busy)}[/]")
     for table in summary_tables(frame):
         console.print(table)
-    problems = frame[frame["status"].isin(BROKEN)]
-    for r in problems.to_dict("records"):
+    broken = frame["status"].isin(BROKEN).to_numpy()
+    labels = config_label(frame).to_numpy()[broken]  # over the whole run, as the tables name a case
+    for r, label in zip(frame[broken].to_dict("records"), labels, strict=True):
         style = STYLES.get(r["status"], "red")
-        console.print(f"[{style}]{r['status'].upper()}[/] {r['variant']} {r['channels']}x{r['height']}x{r['width']} "
-                      f"b{r['batch']} {r['dtype']} {r['mode']}: {r['reason']}")
+        case = f"{r['variant']} {label} {r['dtype']} {r['mode']}: {r['reason']}"
+        console.print(f"[{style}]{r['status'].upper()}[/] {escape(case)}", soft_wrap=True)  # a reason's [brackets]
     skipped = frame[frame["status"] == Status.SKIPPED]
     for reason, rows in skipped.groupby(skipped["reason"].fillna("no reason given"), sort=False):
         names = ", ".join(dict.fromkeys(rows["variant"].astype(str)))

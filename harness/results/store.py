@@ -167,8 +167,9 @@ class RunFolder:
             from harness.results import plots as plotting  # matplotlib: only when asked
 
             written = plotting.write_plots(frame, self.path, env)
-            if written:
-                text = text.rstrip("\n") + "\n\n" + plotting.markdown(written, self.path)
+            figures = plotting.markdown(written, self.path)  # none drawn: still why each was not
+            if figures:
+                text = text.rstrip("\n") + "\n\n" + figures
         (self.path / REPORT_MD).write_text(text, encoding="utf-8")
         return written
 
