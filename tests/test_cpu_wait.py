@@ -127,11 +127,27 @@ def test_a_case_sharing_its_core_with_a_busy_process_is_flagged_disturbed(one_co
     assert timing.disturbed
 
 
+def core_busy_s(core: int) -> float:
+    """How long ``core`` has run anything since boot (``/proc/stat``: all but idle and iowait), in s."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{core} "):
+            ticks = [int(v) for v in line.split()[1:]]
+            return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # fields 4, 5: idle, iowait
+    raise LookupError(f"cpu{core} is not in /proc/stat")
+
+
 @linux_schedstat
 def test_a_case_with_its_core_to_itself_waits_little(one_core) -> None:
-    """Alone on its core (other processes may run elsewhere), the wait is a small share of the time."""
+    """Alone on its core (other processes may run elsewhere), the wait is a small share of the time.
+    Whether it was alone is read from the core's own busy time: on a machine loaded enough that
+    others ran there too (a parallel test run beside other jobs read 0.48), there is nothing to judge."""
+    core = next(iter(os.sched_getaffinity(0)))
+    busy0, own0, t0 = core_busy_s(core), time.process_time(), time.perf_counter()
     timing = measure(work, CpuClock(), TimingPolicy(warmup_s=0.02, min_samples=10, max_time_s=0.3))
-    assert timing.wait_share is not None and timing.wait_share < 0.2, timing.wait_share
+    others = (core_busy_s(core) - busy0 - (time.process_time() - own0)) / (time.perf_counter() - t0)
+    if others > 0.1:
+        pytest.skip(f"other processes took {others:.0%} of the core: it was not this case's alone")
+    assert timing.wait_share is not None and timing.wait_share < 0.2, (timing.wait_share, others)
 
 
 @linux_schedstat
