@@ -186,6 +186,21 @@ def test_noisy_and_disturbed_speedups_carry_their_marks() -> None:
     assert clean is not None and "hatched" not in clean.get_suptitle()
 
 
+def test_one_disturbed_outlier_does_not_set_the_speedup_scale() -> None:
+    """A disturbed 198× bar set the shared scale and squashed every trusted 2× bar to a sliver."""
+    rows = frame()
+    outlier = (rows["variant"] == "fast") & (rows["channels"] == 64) & (rows["batch"] == 8)
+    rows.loc[outlier, "median_ms"] = rows.loc[outlier, "median_ms"] / 99
+    rows.loc[outlier, "disturbed"] = True
+    fig = plots.speedup_figure(rows)
+    assert fig is not None
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
+    assert all(ax.get_ylim() == (0, 2.4) for ax in panels.values())  # 1.2 × the trusted 2×
+    texts = [t.get_text() for t in panels["input 8×64×8×8 (N×C×H×W)"].texts if t.get_text()]
+    assert texts == ["↑ 198.00× !"]  # cut at the top, its figure inside
+    assert plots.speedup_figure(rows.assign(disturbed=True)).axes[0].get_ylim()[1] > 198  # none trusted: all
+
+
 def test_the_speedup_legend_stays_clear_of_a_long_title() -> None:
     rows = frame(batches=(8,))  # two panels: the wrapped title spans the whole width
     rows = pd.concat([rows, rows.assign(mode="train")], ignore_index=True)  # two modes: a legend
