@@ -301,3 +301,15 @@ def test_a_network_saving_beyond_the_blocks_share_is_called_drift() -> None:
     compiled = to_frame([row("eager", 58.5, **(net | {"context": "c", "form": "compile"})),
                          row("drifted", 41.7, **(net | {"context": "c", "form": "compile"}))])  # no profile
     assert BEYOND_BLOCKS not in str(table_rows(compiled))
+
+
+def test_only_a_clear_answer_is_green_in_the_terminal() -> None:
+    """An answer resting on a disturbed time read "unsure" in green, the colour of a clear one."""
+    def run_cell(frame: pd.DataFrame) -> str:
+        table = recommendation_table(frame)
+        assert table is not None
+        return str(table.columns[1]._cells[-1])
+
+    assert "[green]" in run_cell(to_frame([row("eager", 2.0), row("fast", 0.5)]))
+    busy = run_cell(to_frame([row("eager", 2.0), row("fast", 0.5, disturbed=True)]))
+    assert "unsure" in busy and "[yellow]" in busy and "[green]" not in busy, busy

@@ -208,7 +208,8 @@ def recommendation_table(frame: pd.DataFrame) -> Table | None:
             group = (rec.device, rec.dtype, rec.mode)
             table.add_row(f"[bold cyan]{' · '.join(group)}[/]", "", "", "")
         case, run, latency, speedup = (escape(c) for c in terminal_cells(rec))
-        style = "red" if rec.winner is None else "yellow" if rec.tie else "green"
+        # green only for a clear answer: a tie, or one resting on a disturbed time, is not one
+        style = "red" if rec.winner is None else "yellow" if rec.tie or rec.disturbed else "green"
         name, _, rest = run.partition("\n")
         run = f"{name}\n[{style}]{rest}[/]" if rest else f"[{style}]{name}[/]"
         table.add_row(case, run, latency, speedup)
