@@ -362,3 +362,58 @@ def test_resume_refuses_another_out(tmp_path: Path, capsys) -> None:
     (tmp_path / "env.json").write_text("{}")
     assert main(["run", "--resume", str(tmp_path), "--out", str(tmp_path / "elsewhere")]) == 2
     assert "drop --out" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("finished")
+    harness.run(**TINY, variants="eager", out=str(out))
+    return out
+
+
+@pytest.mark.parametrize(("args", "flag"), [
+    (["--seed", "7"], "--seed 7 differs from its 0"),
+    (["--max-time", "5"], "--max-time 5.0 differs from its"),
+    (["--dtypes", "float64"], "--dtypes float64 differs from its float32"),
+    (["--variants", "eager,mean_squeeze"], "--variants eager,mean_squeeze differs from its eager"),
+    (["--processes", "2"], "--processes 2 differs from its 1"),
+])  # fmt: skip
+def test_a_resume_that_changes_the_sweep_is_refused(finished_run: Path, tmp_path: Path, args: list[str],
+                                                     flag: str, capsys) -> None:
+    """A resume with --seed 7 rewrote env.json's seed over rows taken with seed 0, and one with
+    --dtypes float64 dropped the float32 cases still to run and called the run finished."""
+    from harness.cli import main
+
+    env_before = (finished_run / "env.json").read_bytes()
+    assert main(["run", "--resume", str(finished_run), "--quiet", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert flag in err and "start a new run" in err and len(err.splitlines()) == 1, err
+    assert (finished_run / "env.json").read_bytes() == env_before
+
+
+def test_a_resume_may_change_how_a_case_survives_a_fault_and_repeat_the_sweep(finished_run: Path, capsys) -> None:
+    from harness.cli import main
+
+    stored = json.loads((finished_run / "env.json").read_text())["config"]
+    same = ["--seed", "0", "--variants", "eager", "--modes", ",".join(reversed(stored["modes"]))]
+    assert main(["run", "--resume", str(finished_run), "--quiet", "--isolate", "--oom-retry", *same]) == 0
+    assert "nothing left to run" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("env", [None, {}, {"config": 5}, {"config": {"timing": "max_time_s"}},
+                                 {"config": {"variants": ["eager"], "explicit_variants": 5}}])
+def test_a_resume_of_a_run_without_a_readable_sweep_is_one_line(finished_run: Path, tmp_path: Path,
+                                                                 env: dict | None, capsys) -> None:
+    """Without env.json the default sweep ran into the folder; a damaged one ended in a traceback."""
+    from harness.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.jsonl").write_bytes((finished_run / "results.jsonl").read_bytes())
+    if env is not None:
+        (run / "env.json").write_text(json.dumps(env))
+    before = (run / "results.jsonl").read_bytes()
+    assert main(["run", "--resume", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and str(run) in err, err
+    assert (run / "results.jsonl").read_bytes() == before

@@ -1,6 +1,7 @@
 """``run --resume RUN``: finish a sweep that was killed, interrupted or ran out of time.
 
-The sweep is the one stored in RUN's env.json (flags given now override it), the cases already in
+The sweep is the one stored in RUN's env.json; flags given now may change only how a case survives
+a crash, hang or OOM (``MAY_CHANGE``), never the sweep or how it measures. The cases already in
 RUN's results.jsonl (matched by their key, whatever their status) are skipped, and the rest are
 appended to the same file. A last line cut off by a kill is dropped with a warning and the file is
 truncated to its last whole row, so the rows appended next start on a line of their own.
@@ -17,7 +18,7 @@ from harness.results.record import case_of
 from harness.results.store import ENV_JSON, RESULTS_JSONL, RunFolder, env_differences, read_env, run_folder_of
 from harness.sweep.cases import Case
 from harness.sweep.config import ConfigError, SweepConfig, read_toml
-from harness.sweep.options import RESUMED_OPTIONS, TIMING_OPTIONS
+from harness.sweep.options import FLAGS, RESUMED_OPTIONS, TIMING_OPTIONS
 
 
 def stored_options(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -41,16 +42,52 @@ def config_for(run: str | Path, config_file: str | Path | None, options: Mapping
     if out is not None and Path(out).resolve() != path.resolve():
         raise ConfigError(f"--resume appends to {str(path)!r} itself; drop --out {str(out)!r}")
     try:
-        stored = dict(read_env(env_path).get("config") or {})
-    except (OSError, ValueError, AttributeError) as exc:
+        stored = read_env(env_path).get("config")
+        if not stored:  # a sweep run with every default would still have stored them all
+            raise ConfigError(f"--resume {str(path)!r}: no sweep is stored in it (env.json has no config), so what "
+                              "is left to run is unknown; start a new run")  # fmt: skip
+        sweep = stored_options(stored)
+        named = frozenset(stored.get("explicit_variants", ()))
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
         raise ConfigError(f"--resume {str(path)!r}: env.json cannot be read: {exc}") from None
     given = {k: v for k, v in options.items() if v is not None}
-    merged = stored_options(stored) | (read_toml(config_file) if config_file is not None else {}) | given
-    cfg = SweepConfig.build(None, **(merged | {"out": str(path)}))
+    cfg = SweepConfig.build(None, **(sweep | (read_toml(config_file) if config_file is not None else {}) | given
+                                     | {"out": str(path)}))  # fmt: skip
+    check_unchanged(SweepConfig.build(None, **(sweep | {"out": str(path)})), cfg)
     if "variants" not in given and "explicit_variants" in stored:
         # The stored names are all spelled out; which of them the user named is what was stored.
-        cfg = dataclasses.replace(cfg, explicit_variants=frozenset(stored["explicit_variants"]))
+        cfg = dataclasses.replace(cfg, explicit_variants=named)
     return cfg
+
+
+#: What a resume may change: how a case survives a crash, hang or OOM, never what is measured or how.
+MAY_CHANGE: frozenset[str] = frozenset({"isolate", "case_timeout", "oom_retry"})
+
+
+def _value(cfg: SweepConfig, name: str) -> Any:
+    value = getattr(cfg.timing, name) if name in TIMING_OPTIONS else getattr(cfg, name)
+    return frozenset(value) if isinstance(value, tuple) else value  # a list's order is no part of the sweep
+
+
+def check_unchanged(stored: SweepConfig, resumed: SweepConfig) -> None:
+    """Refuse a resume whose flags (or config file) change the sweep or how it measures: the rows kept
+    were taken under the stored settings, so the run would mix two sweeps (the cases of the stored
+    one left out would stay unfinished, and env.json describe only the new one)."""
+    for name in RESUMED_OPTIONS:
+        if name in MAY_CHANGE or _value(stored, name) == _value(resumed, name):
+            continue
+        before, now = (_shown(getattr(c.timing, name) if name in TIMING_OPTIONS else getattr(c, name))
+                       for c in (stored, resumed))  # fmt: skip
+        raise ConfigError(f"--resume finishes the run's own sweep, but {FLAGS[name]} {now} differs from its {before}; "
+                          f"drop {FLAGS[name]}, or start a new run in another --out")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join("x".join(map(str, v)) if isinstance(v, tuple) else str(v) for v in value)
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def check_environment(stored: Mapping[str, Any], device: str) -> None:
