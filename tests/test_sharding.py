@@ -50,6 +50,18 @@ def test_shards_partition_the_sweep_and_keep_configurations_together() -> None:
             assert len({owner[c] for c in group}) == 1  # a configuration's variants ran side by side
 
 
+def test_more_shards_than_configurations_cost_no_memory() -> None:
+    """``--shard 1/99999999999999999999`` built a list per shard until the kernel killed the process
+    (21 GB). Past the configurations, a shard is empty; below, each holds one configuration, as LPT
+    gives them."""
+    cases = [case(batch=b, variant=v) for b in (1, 2, 4) for v in ("eager", "mean_squeeze")]
+    few = sharding.assign(cases, 3)
+    huge = 10**20
+    assert [sharding.select(cases, Shard(k, huge)) for k in (1, 2, 3)] == few
+    assert sharding.select(cases, Shard(4, huge)) == [] and sharding.select(cases, Shard(huge, huge)) == []
+    assert len(sharding.assign(cases, huge)) == 3
+
+
 def test_balance_is_by_cost_not_by_count() -> None:
     big = [case(batch=64, c=256, hw=128, variant=v) for v in ("eager", "mean_squeeze")]
     small = [case(batch=1, c=8, hw=8 + i, variant=v) for i in range(6) for v in ("eager", "mean_squeeze")]

@@ -61,8 +61,10 @@ def group_key(case: Case) -> tuple[object, ...]:
 
 
 def assign(cases: Sequence[Case], count: int, variants: Mapping[str, Variant] | None = None) -> list[list[Case]]:
-    """All ``count`` shards' cases, each in sweep order. Deterministic: ties go by sweep order and
-    to the lowest shard, so every process computes the same split."""
+    """The shards' cases, each in sweep order, for the first ``min(count, configurations)`` shards:
+    with more shards than configurations each configuration gets one to itself and the rest get
+    none (so ``--shard 1/10^20`` costs no memory). Deterministic: ties go by sweep order and to the
+    lowest shard, so every process computes the same split."""
     groups: dict[tuple[object, ...], list[int]] = {}
     for i, case in enumerate(cases):
         groups.setdefault(group_key(case), []).append(i)
@@ -72,6 +74,7 @@ def assign(cases: Sequence[Case], count: int, variants: Mapping[str, Variant] | 
         for members in groups.values()
     ]
     costed.sort(key=lambda item: (-item[0], item[1]))  # costliest first; equal costs in sweep order
+    count = min(count, len(costed))  # the shards past it are empty: LPT fills empty shards lowest first
     loads = [(0.0, shard) for shard in range(count)]  # a heap of (load, shard); ties → lowest shard
     picked: list[list[int]] = [[] for _ in range(count)]
     for cost, _, members in costed:
@@ -85,4 +88,5 @@ def select(cases: Sequence[Case], shard: Shard | None, variants: Mapping[str, Va
     """The cases of ``shard`` (all of them without one)."""
     if shard is None:
         return list(cases)
-    return assign(cases, shard.count, variants)[shard.index - 1]
+    shards = assign(cases, shard.count, variants)
+    return shards[shard.index - 1] if shard.index <= len(shards) else []
