@@ -135,7 +135,14 @@ def test_bad_folders_are_refused(piece, tmp_path: Path, capsys) -> None:
     assert "given twice" in refused(["merge", str(a), str(a) + "/", "--out", str(tmp_path / "m")], capsys)
     assert "is one of the runs" in refused(["merge", str(a), str(b), "--out", str(a)], capsys)
     shutil.copytree(b, tmp_path / "taken")
-    assert "already holds results" in refused(["merge", str(a), "--out", str(tmp_path / "taken")], capsys)
+    assert "already holds a run" in refused(["merge", str(a), "--out", str(tmp_path / "taken")], capsys)
+    # a run with no row yet (interrupted before its first, or an empty shard): its env.json was overwritten
+    (tmp_path / "started").mkdir()
+    (tmp_path / "started" / "env.json").write_text("{}")
+    assert "already holds a run" in refused(["merge", str(a), "--out", str(tmp_path / "started")], capsys)
+    assert (tmp_path / "started" / "env.json").read_text() == "{}"
+    # "" was the current directory: the merged run's four files landed there
+    assert "--out is empty" in refused(["merge", str(a), "--out", ""], capsys)
     assert "the following arguments are required: --out" in refused(["merge", str(a)], capsys)
 
 
@@ -185,3 +192,35 @@ def test_a_merge_of_an_unfinished_run_says_so_whatever_the_order(piece, tmp_path
     assert "Unfinished run: 7 case(s) did not run" in (tmp_path / "m" / "report.md").read_text()
     merge([done], tmp_path / "whole")
     assert "cases_left" not in json.loads((tmp_path / "whole" / "env.json").read_text())
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda row: row | {"median_ms": "fast"}, "median_ms = 'fast', not a number"),
+    (lambda row: 42, "line 1 is 42, not a results row"),
+    (lambda row: {"variant": "eager"}, "without a variant or a status"),
+])  # fmt: skip
+def test_a_damaged_row_is_one_line_and_merge_writes_nothing(piece, tmp_path: Path, capsys, damage,
+                                                             message: str) -> None:
+    """A median of "fast" ended report, resume and merge in a pandas TypeError, after merge had
+    written three of its four files (and then refused that --out on a retry)."""
+    good = piece("good", [0])
+    bad = piece("bad", [1])
+    row = json.loads((bad / "results.jsonl").read_text())
+    (bad / "results.jsonl").write_text(json.dumps(damage(row)) + "\n")
+    assert message in refused(["merge", str(good), str(bad), "--out", str(tmp_path / "m")], capsys)
+    assert not (tmp_path / "m").exists()
+    assert message in refused(["report", str(bad)], capsys)
+
+
+def test_a_number_written_as_text_reads_as_the_number(piece, capsys) -> None:
+    run = piece("text", [0, 1])
+    rows = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    rows[0]["median_ms"] = str(rows[0]["median_ms"])
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["report", str(run)]) == 0
+
+
+def test_a_damaged_config_in_env_json_is_one_line(piece, tmp_path: Path, capsys) -> None:
+    a, b = piece("a", [0]), piece("b", [1])
+    (b / "env.json").write_text(json.dumps({"config": 5}))
+    assert "not the sweep's settings" in refused(["merge", str(a), str(b), "--out", str(tmp_path / "m")], capsys)

@@ -64,9 +64,12 @@ def _label(row: Mapping[str, Any]) -> str:
 
 def _read_env(run: Path) -> dict[str, Any]:
     try:
-        return read_env(run / ENV_JSON)
+        env = read_env(run / ENV_JSON)
     except OSError as exc:
         raise MergeError(str(exc)) from None
+    if not isinstance(env.get("config") or {}, Mapping):  # hand-damaged: every check below reads it
+        raise MergeError(f"{run / ENV_JSON}: its config is {env['config']!r}, not the sweep's settings")
+    return env
 
 
 def check_settings(envs: Mapping[Path, Mapping[str, Any]], allow_mixed_env: bool = False) -> None:
@@ -123,6 +126,8 @@ def merge(runs: Sequence[str | Path], out: str | Path, allow_mixed_env: bool = F
     paths = [run_folder_of(r) for r in ([runs] if isinstance(runs, (str, Path)) else runs)]  # RUN/results.jsonl: RUN
     if not paths:
         raise MergeError("give at least one run folder to merge")
+    if not str(out).strip():  # Path("") is the current directory, never what was meant
+        raise MergeError("--out is empty; name a new folder for the merged run, e.g. results/runs/merged")
     target = Path(out)
     resolved: dict[Path, Path] = {}
     for path in paths:
@@ -133,8 +138,8 @@ def merge(runs: Sequence[str | Path], out: str | Path, allow_mixed_env: bool = F
         resolved[path.resolve()] = path
     if target.resolve() in resolved:
         raise MergeError(f"--out {target} is one of the runs to merge; merge into a new folder")
-    if (target / RESULTS_JSONL).exists():
-        raise MergeError(f"--out {target} already holds results; merge into a new folder")
+    if any((target / name).exists() for name in (RESULTS_JSONL, ENV_JSON)):  # a run, finished or not
+        raise MergeError(f"--out {target} already holds a run; merge into a new folder")
     envs = {p: _read_env(p) for p in paths}
     check_settings(envs, allow_mixed_env)
     rows = collect_rows(paths)

@@ -201,8 +201,24 @@ class CaseResult:
         )  # fmt: skip
 
 
-def check_schema(row: Mapping[str, Any]) -> None:
-    """Refuse a row written by a newer harness (rows without a ``schema`` are version 1)."""
+#: Columns that hold a number or nothing: a hand-edited ``"fast"`` there ended ``report`` in a pandas TypeError.
+NUMERIC_COLUMNS: tuple[str, ...] = (
+    "batch", "channels", "height", "width", "reduction", *CHECK_COLUMNS, *FIRST_CALL_COLUMNS, *PHASE_COLUMNS,
+    *(name for name in STATS_COLUMNS if name != "noisy"),
+)  # fmt: skip
+
+
+def check_schema(row: Any) -> None:
+    """Refuse what is not a results row this harness can read: not a JSON object, text where a
+    number belongs (a number written as text, as CSV holds it, is one), or a row written by a newer
+    harness (rows without a ``schema`` are version 1)."""
+    if not isinstance(row, Mapping):
+        shown = repr(row) if len(repr(row)) <= 60 else repr(row)[:57] + "..."
+        raise SchemaError(f"{shown} is not a results row (a JSON object)")
+    for column in NUMERIC_COLUMNS:
+        value = row.get(column)
+        if not (_empty(value) or _numeric(value)):
+            raise SchemaError(f"a row of {row.get('variant')} holds {column} = {value!r}, not a number")
     schema = row.get("schema")
     try:
         version = 1 if _empty(schema) else int(schema)
@@ -276,6 +292,16 @@ def jsonable(value: Any) -> Any:
 
 def now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _numeric(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _empty(value: Any) -> bool:

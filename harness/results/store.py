@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from harness.measure.figures import FIGURE_COLUMNS, RAW_FIGURE_COLUMNS
-from harness.results.record import SCHEMA_VERSION, CaseResult, SchemaError, check_schema, jsonable
+from harness.results.record import NUMERIC_COLUMNS, SCHEMA_VERSION, CaseResult, SchemaError, check_schema, jsonable
 from harness.sweep.cases import KEY_COLUMNS
 
 RESULTS_JSONL = "results.jsonl"
@@ -141,6 +141,8 @@ class RunFolder:
         for row in rows:
             try:
                 check_schema(row)
+                if any(row.get(c) in (None, "") for c in ("variant", "status")):
+                    raise SchemaError(f"a row without a variant or a status: {str(row)[:60]}")
             except SchemaError as exc:
                 raise SchemaError(f"{self.jsonl}: {exc}") from None
         return rows
@@ -210,8 +212,10 @@ def read_jsonl(path: str | Path, notes: list[str] | None = None) -> list[dict[st
             else:
                 notes.append(message)
             continue
-        if isinstance(row, dict):
-            rows.append(row)
+        if not isinstance(row, dict):  # whole, yet no row: the file is not what it claims to be
+            shown = line.decode("utf-8", "replace")[:40]
+            raise SchemaError(f"{p}: line {number} is {shown}, not a results row (a JSON object)")
+        rows.append(row)
     return rows
 
 
@@ -459,5 +463,8 @@ def to_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
         if column not in frame.columns:
             frame[column] = None
     frame["context"] = frame["context"].fillna("")  # rows from before contexts, and CSV's empty cells: a block
+    for column in NUMERIC_COLUMNS:  # a number written as text (check_schema lets only those through)
+        if column in frame.columns and frame[column].map(lambda v: isinstance(v, str)).any():
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
     extra = [c for c in frame.columns if c not in COLUMNS]
     return frame[list(COLUMNS) + extra]
