@@ -123,6 +123,17 @@ def test_wrong_variants_are_mismatches_and_not_timed(temp_variant, build, mode: 
     assert row.get("median_ms") is None and "samples_ms" not in row
 
 
+def test_a_variant_calling_sys_exit_is_an_error_row(temp_variant) -> None:
+    """A variant that raised SystemExit ended the whole sweep quietly, with exit 0."""
+    def build(ref, device, dtype):  # noqa: ANN001, ANN202
+        def call(x):  # noqa: ANN001, ANN202
+            raise SystemExit(0)
+        return call
+
+    row = run(case(temp_variant("zz_exits", build, dtypes=("float32",))))
+    assert row["status"] == "error" and row["reason"] == "SystemExit: 0", row["reason"]
+
+
 def test_a_plain_function_is_skipped_in_train_mode_with_the_reason(temp_variant) -> None:
     """Its weights are closed over, so autograd cannot reach them: not a wrong variant, an unsupported
     mode, and said so rather than "no gradient reached parameter ..."."""

@@ -244,7 +244,7 @@ def run_case(case: Case, variant: Variant, clock: Clock | None, policy: TimingPo
         with timer.phase("flops"):
             configured = measures.configured(case)  # FLOPs depend on the configuration only: every row has them
         result = replace(result, threads=threads, cache=cache, metrics=configured | dict(result.metrics))
-    except Exception as exc:  # noqa: BLE001 - one failing case must never end the sweep
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - one failing case (sys.exit in a variant too) must never end the sweep
         status = Status.OOM if is_out_of_memory(exc) else Status.ERROR
         result = failed(case, status, one_line(exc), measures, threads, cache, timer)
     finally:
