@@ -5,7 +5,7 @@ import contextlib
 import signal
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +19,12 @@ from harness.results.report import UNFINISHED
 from harness.results.store import RunFolder, default_run_dir, to_frame
 from harness.sweep import isolation, sharding
 from harness.sweep import resume as resuming
-from harness.sweep.cases import expand
+from harness.sweep.cases import Case, expand
 from harness.sweep.config import ConfigError, SweepConfig
 from harness.sweep.isolation import WORKERS_LOG
 from harness.sweep.options import by_name
 from harness.sweep.runner import clock_for
-from variants.registry import all_variants
+from variants.registry import Variant, all_variants
 
 
 class StopFlag:
@@ -84,9 +84,19 @@ def run(
     registry = all_variants()
     cases = sharding.select(expand(cfg), cfg.shard, registry)  # all cases without a shard
     folder = RunFolder(cfg.out or default_run_dir(cfg.device)) if write or resume is not None else None
-    if folder is not None and resume is None:  # never two runs mixed in one folder
-        # the workers' log and the traces (profiling.trace_name) are the run's too
-        folder.claim(overwrite=cfg.overwrite, also=(WORKERS_LOG, f"{metrics.TRACES_DIR}/*.trace.json"))
+    if folder is None:
+        return _sweep(cfg, cases, None, registry, progress, console, profile, resume)
+    with folder.held():  # never two runs writing into one folder at once
+        if resume is None:  # nor one run's rows after another's
+            # the workers' log and the traces (profiling.trace_name) are the run's too
+            folder.claim(overwrite=cfg.overwrite, also=(WORKERS_LOG, f"{metrics.TRACES_DIR}/*.trace.json"))
+        return _sweep(cfg, cases, folder, registry, progress, console, profile, resume)
+
+
+def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, registry: Mapping[str, Variant],
+           progress: bool, console: Console | None, profile: bool, resume: str | Path | None) -> pd.DataFrame:
+    """``run``'s cases, each row appended to ``folder`` as it finishes, and the reports written at
+    the end, whatever ends the sweep."""
     trace_dir = folder.path / metrics.TRACES_DIR if profile and folder is not None else None
     rows: list[dict[str, Any]] = []
     if resume is not None and folder is not None:  # keep the rows done, run the rest

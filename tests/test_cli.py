@@ -318,3 +318,26 @@ def test_one_failing_case_does_not_end_the_sweep(tmp_path: Path, temp_variant) -
     by = frame.groupby("variant")["status"].agg(set)
     assert by["zz_explode"] == {"error"} and by["eager"] == {"ok"}
     assert len((tmp_path / "r" / "results.jsonl").read_text().splitlines()) == 4
+
+
+def test_a_folder_another_run_is_writing_into_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Two runs started into one --out at the same moment both passed the check and mixed their rows."""
+    from harness.results.store import RunFolder
+
+    folder = tmp_path / "run"
+    with RunFolder(folder).held():  # as a run that started a moment earlier holds it
+        assert main(["run", *TINY_RUN, "--out", str(folder)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "is being written by another run right now" in err and len(err.splitlines()) == 1, err
+        assert list(folder.iterdir()) == []
+    assert main(["run", *TINY_RUN, "--out", str(folder)]) == 0  # let go: the folder is free again
+    assert main(["run", "--resume", str(folder), "--quiet"]) == 0  # and the run let go of it too
+
+
+def test_a_run_file_that_cannot_be_written_is_found_before_the_sweep(tmp_path: Path, capsys) -> None:
+    """A folder named report.md in --out ended the run in a traceback after every case had run."""
+    (tmp_path / "run" / "report.md").mkdir(parents=True)
+    assert main(["run", *TINY_RUN, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "its report.md is not a file" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "run" / "results.jsonl").exists()

@@ -8,12 +8,13 @@ between runs whose timings are put side by side.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,34 @@ class RunFolder:
             probe.unlink()
         except OSError as exc:
             raise OutputError(f"output folder {str(self.path)!r} cannot be written: {exc.strerror or exc}") from None
+
+        for name in (RESULTS_JSONL, RESULTS_CSV, REPORT_MD, ENV_JSON):  # found now, not after the whole sweep
+            if (self.path / name).exists() and not (self.path / name).is_file():
+                raise OutputError(f"output folder {str(self.path)!r} cannot be written: its {name} is not a file")
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the folder for this run alone while it writes there (an advisory lock on the folder
+        itself, so no file is left behind; let go when the run ends, or its process dies): two runs
+        started into one ``--out`` at the same moment each passed ``claim`` and mixed their rows."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock, as before
+            yield
+            return
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError as exc:
+            raise OutputError(f"output folder {str(self.path)!r} cannot be written: {exc.strerror or exc}") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise OutputError(f"output folder {str(self.path)!r} is being written by another run right now: "
+                                  "choose another --out, or wait for that run to end") from None
+            yield
+        finally:
+            os.close(fd)  # the lock goes with it
 
     @property
     def jsonl(self) -> Path:
