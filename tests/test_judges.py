@@ -21,7 +21,7 @@ from scipy import stats as sps
 from harness.measure import correctness
 from harness.measure.rounding import RandomRounding
 from harness.measure.stats import ci_half_width, median_ci
-from harness.measure.timing import Block, CpuClock, TimingPolicy, measure
+from harness.measure.timing import Block, CpuClock, TimingPolicy, measure, stop_confidence
 from harness.results import compare as cmp
 from harness.results.compare_stats import Verdict
 from harness.sweep.cases import Case
@@ -80,8 +80,13 @@ class NoisyClock:
         return self.now
 
 
+def tight(samples: list[float], rel_ci: float) -> bool:
+    """What the stop rule asks: the median's interval, at its stricter level, within ``rel_ci``."""
+    return ci_half_width(samples, stop_confidence(0.95)) <= rel_ci
+
+
 def first_converged(samples: list[float], start: int, rel_ci: float) -> int:
-    return next(n for n in range(start, len(samples) + 1) if ci_half_width(samples[:n]) <= rel_ci)
+    return next(n for n in range(start, len(samples) + 1) if tight(samples[:n], rel_ci))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -92,9 +97,11 @@ def test_the_loop_stops_once_the_ci_is_tight_and_not_before(seed: int) -> None:
     samples = list(timing.samples_ms)
     n = len(samples)
     assert timing.stop_reason == "converged"
-    assert ci_half_width(samples) <= policy.rel_ci  # never stopped on a wider interval
+    assert tight(samples, policy.rel_ci)  # never stopped on a wider interval
     first = first_converged(samples, policy.min_samples, policy.rel_ci)
-    assert first <= n <= math.ceil(first * 1.1) + 1  # checked at least every 10% more samples
+    looks = checkpoints(policy.min_samples, n)
+    assert first <= n and n in looks  # checked at least every 10% more samples: at each look
+    assert not any(tight(samples[:k], policy.rel_ci) for k in looks if k < n)  # and it stopped at the first tight one
     assert n > 100  # σ=0.1 needs hundreds of samples for ±1%: a loop that stopped early is caught
 
 
@@ -113,7 +120,7 @@ def test_the_ci_is_checked_at_min_samples_then_every_ten_percent_more() -> None:
         policy = TimingPolicy(warmup_s=0.0, min_samples=10, max_samples=100_000, rel_ci=0.01, max_time_s=1e9)
         clock = NoisyClock(seed)
         samples = list(measure(lambda: None, clock, policy, now=clock.elapsed).samples_ms)
-        due = next(c for c in checkpoints(10, len(samples)) if ci_half_width(samples[:c]) <= policy.rel_ci)
+        due = next(c for c in checkpoints(10, len(samples)) if tight(samples[:c], policy.rel_ci))
         assert len(samples) == due
         stopped_between += first_converged(samples, 10, policy.rel_ci) < due
     assert stopped_between  # a loop checking after every sample would have stopped sooner
