@@ -310,6 +310,24 @@ def test_only_a_clear_answer_is_green_in_the_terminal() -> None:
         assert table is not None
         return str(table.columns[1]._cells[-1])
 
-    assert "[green]" in run_cell(to_frame([row("eager", 2.0), row("fast", 0.5)]))
-    busy = run_cell(to_frame([row("eager", 2.0), row("fast", 0.5, disturbed=True)]))
+    ci = lambda m: {"ci_low_ms": 0.98 * m, "ci_high_ms": 1.02 * m}  # noqa: E731
+    assert "[green]" in run_cell(to_frame([row("eager", 2.0, **ci(2.0)), row("fast", 0.5, **ci(0.5))]))
+    busy = run_cell(to_frame([row("eager", 2.0, **ci(2.0)), row("fast", 0.5, disturbed=True, **ci(0.5))]))
     assert "unsure" in busy and "[yellow]" in busy and "[green]" not in busy, busy
+
+
+def test_an_answer_resting_on_too_few_samples_for_an_interval_is_unsure() -> None:
+    """Five samples a side, 1.5% apart: their quartiles do not overlap, and the answer read "clear",
+    though such quartiles hold the median in under two draws of three."""
+    from harness.results.recommend import recommend
+
+    def sampled(variant: str, centre: float) -> dict:
+        samples = [centre * (1 + d) for d in (-0.004, -0.002, 0.0, 0.002, 0.004)]
+        return row(variant, centre, samples_ms=samples, iqr_ms=0.004 * centre)
+
+    rec = recommend(to_frame([sampled("eager", 1.0), sampled("fast", 0.985)]))[0]
+    assert rec.winner == "fast" and rec.unsure == "too few samples"
+    assert rec.verdict().startswith("unsure: fast, eager took too few samples"), rec.verdict()
+    enough = [row("eager", 1.0, ci_low_ms=0.998, ci_high_ms=1.002), row("fast", 0.985, ci_low_ms=0.983,
+                                                                           ci_high_ms=0.987)]  # fmt: skip
+    assert recommend(to_frame(enough))[0].verdict().startswith("clear")

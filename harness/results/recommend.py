@@ -86,10 +86,23 @@ class Recommendation:
     #: Variants the answer rests on (the winner, the runner-up or a tied one, eager) that ran while the
     #: CPU was starved (``!``): their times say how busy the machine was, so no verdict is drawn.
     disturbed: tuple[str, ...] = ()
+    #: Variants the answer rests on with too few samples for a 95% interval of their median (under
+    #: 6): their stand-in, the quartiles, covered the median in 30–63% of draws, so no "clear".
+    few_samples: tuple[str, ...] = ()
 
     @property
     def tie(self) -> bool:
         return bool(self.tied)
+
+    @property
+    def unsure(self) -> str | None:
+        """Why no verdict can be drawn where one would be (disturbed, or too few samples for a clear
+        lead; a tie stays a tie), in a few words; None when the data can carry one."""
+        if self.disturbed:
+            return "CPU busy (!)"
+        if self.few_samples and not self.tie and self.runner_up is not None:
+            return "too few samples"
+        return None
 
     @property
     def host_bound(self) -> bool:
@@ -104,6 +117,9 @@ class Recommendation:
                 f": {failed}" if failed else "")
         if self.disturbed:
             return f"unsure: {', '.join(self.disturbed)} ran while the CPU was busy (!); measure again"
+        if self.unsure:
+            return (f"unsure: {', '.join(self.few_samples)} took too few samples for a 95% interval (under 6); "
+                    "measure longer (--min-samples)")
         if self.tie:
             why = ["intervals overlap"] if len(self.tied) > self.tied_by_speedup else []
             why += [f"the speedup over {BASELINE_VARIANT} may be 1×"] if self.tied_by_speedup else []
@@ -145,8 +161,9 @@ def timing(row: Mapping[str, Any]) -> Timing:
 
 def interval(t: Timing) -> tuple[float, float, str]:
     """The 95% CI of the median (stored, else from the samples); without one the samples' 25th to 75th
-    percentiles (wider, so a tie is called sooner), or, without raw samples (results.csv), the median ±
-    half the stored IQR; else the median alone. Its kind is the third item."""
+    percentiles, or, without raw samples (results.csv), the median ± half the stored IQR; else the
+    median alone. Its kind is the third item. Only a 95% CI can carry a verdict: the quartiles of
+    2 to 5 samples held the median in 30–63% of draws, so an answer resting on them is unsure."""
     if math.isfinite(t.ci_low) and math.isfinite(t.ci_high):
         return (t.ci_low, t.ci_high, "95% CI")
     if t.samples.size:
@@ -240,6 +257,7 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
     wall_best = fastest_end_to_end(best, ranked)
     rested_on = [best, *(r for r in others if str(r["variant"]) in tied), *others[:1], *([eager] if eager else [])]
     disturbed = tuple(dict.fromkeys(str(r["variant"]) for r in rested_on if "!" in marks(r)))
+    few = tuple(dict.fromkeys(str(r["variant"]) for r in rested_on if interval(timing(r))[2] != "95% CI"))
     return Recommendation(
         device, dtype, mode, config, str(best["variant"]),
         median_ms=best_t.median,
@@ -260,6 +278,7 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
         wall_best=str(wall_best["variant"]) if wall_best is not None else None,
         wall_best_ms=number(wall_best["wall_ms"]) if wall_best is not None else math.nan,
         disturbed=disturbed,
+        few_samples=few,
     )  # fmt: skip
 
 
@@ -315,8 +334,8 @@ def terminal_cells(rec: Recommendation) -> tuple[str, str, str, str]:
     side's marks over its interval. Each fits a column of 14 to 24 characters, so four fit 80."""
     if rec.winner is None:
         return (rec.config, rec.verdict(), "", "")
-    if rec.disturbed:
-        verdict = "unsure: CPU busy (!)"
+    if rec.unsure:
+        verdict = f"unsure: {rec.unsure}"
     elif rec.tie:
         verdict = f"tie: {', '.join(rec.tied)}"
     elif rec.runner_up is None:

@@ -209,7 +209,7 @@ def recommendation_table(frame: pd.DataFrame) -> Table | None:
             table.add_row(f"[bold cyan]{' · '.join(group)}[/]", "", "", "")
         case, run, latency, speedup = (escape(c) for c in terminal_cells(rec))
         # green only for a clear answer: a tie, or one resting on a disturbed time, is not one
-        style = "red" if rec.winner is None else "yellow" if rec.tie or rec.disturbed else "green"
+        style = "red" if rec.winner is None else "yellow" if rec.tie or rec.unsure else "green"
         name, _, rest = run.partition("\n")
         run = f"{name}\n[{style}]{rest}[/]" if rest else f"[{style}]{name}[/]"
         table.add_row(case, run, latency, speedup)
