@@ -193,7 +193,7 @@ def test_disjoint_intervals_give_the_overlap_bound_either_way(cur_above: bool) -
     low, high = timing(1.0, 0.9, 1.1), timing(2.0, 1.9, 2.1)
     base, cur = (low, high) if cur_above else (high, low)
     got = cs.ci_overlap(base, cur, 0.01)
-    assert got.p_value == cs.CI_OVERLAP_P
+    assert got.p_value == pytest.approx(cs.CI_OVERLAP_P, rel=1e-12)  # equal widths: the smallest bound
     assert (got.method, got.possible, got.note) == ("ci-overlap", True, "CI overlap")
 
 
@@ -206,10 +206,11 @@ def test_touching_intervals_overlap(cur_above: bool) -> None:
 
 
 def test_alpha_exactly_the_overlap_bound_still_uses_the_intervals() -> None:
-    """The fallback is used when alpha is at least CI_OVERLAP_P; just below it there is no p-value."""
+    """The fallback is used when alpha is at least the intervals' bound; just below it there is no p-value."""
     base, cur = timing(1.0, 0.9, 1.1), timing(2.0, 1.9, 2.1)
-    assert cs.ci_overlap(base, cur, cs.CI_OVERLAP_P).method == "ci-overlap"
-    below = cs.ci_overlap(base, cur, cs.CI_OVERLAP_P * 0.999)
+    bound = cs.overlap_bound(base, cur)
+    assert cs.ci_overlap(base, cur, bound).method == "ci-overlap"
+    below = cs.ci_overlap(base, cur, bound * 0.999)
     assert below == Significance(1.0, 2.0, 2.0, None, False, "none", 0.0, "no raw samples")
 
 
@@ -290,3 +291,20 @@ def test_disjoint_processes_do_not_overlap_either_way() -> None:
     assert not cs.process_gate(np.array([3.0, 4.0]), np.array([1.0, 2.0]), 0.5, 0.0)[1]
     assert cs.process_gate(np.array([1.0, 3.0]), np.array([2.0, 4.0]), 1.5, 0.0)[1]  # interleaved: overlap
     assert cs.process_gate(np.array([2.0, 4.0]), np.array([1.0, 3.0]), 1 / 1.5, 0.0)[1]
+
+
+def test_unequal_widths_hide_a_larger_p_than_equal_ones() -> None:
+    """Non-overlapping 95% intervals stand for p < 0.0056 only at equal widths: at 1:0.2 the bound is
+    0.021, and one of width 0 gives 0.05. Unequal sample counts made the fallback call 2.4% of
+    identical pairs significant at a stated alpha of 0.01."""
+    assert cs.overlap_bound(timing(1.0, 0.9, 1.1), timing(2.0, 1.9, 2.1)) == pytest.approx(cs.CI_OVERLAP_P)
+    assert cs.CI_OVERLAP_P == pytest.approx(0.0056, abs=1e-4)
+    base, cur = timing(1.0, 0.9, 1.1), timing(2.0, 1.98, 2.02)  # half-widths 0.1 and 0.02 face each other
+    bound = cs.overlap_bound(base, cur)
+    assert bound == pytest.approx(2 * sps.norm.sf(1.959964 * 0.12 / math.hypot(0.1, 0.02)), rel=1e-5)
+    assert bound == pytest.approx(0.021, abs=0.001)
+    assert cs.ci_overlap(base, cur, 0.01).method == "none"  # cannot reach alpha = 0.01
+    assert cs.ci_overlap(base, cur, 0.05).p_value == pytest.approx(bound)
+    assert cs.overlap_bound(timing(1.0, 1.0, 1.0), timing(2.0, 2.0, 2.0)) == pytest.approx(0.05, abs=1e-4)
+    # only the facing sides count: the far ends may be anything
+    assert cs.overlap_bound(timing(1.0, 0.0, 1.1), timing(2.0, 1.9, 9.0)) == pytest.approx(cs.CI_OVERLAP_P)

@@ -7,9 +7,11 @@ without significance, or too few samples for the test ever to be significant, is
 the honest answer is "measure again", not "same".
 
 Results files without raw samples (``results.csv``) fall back to the stored 95% confidence
-intervals of the medians: two non-overlapping 95% intervals imply p < 0.0056 (Schenker &
-Gentleman 2001, equal widths; unequal widths give a smaller p), so the fallback is used only when
-``alpha`` is at least that.
+intervals of the medians. Two non-overlapping 95% intervals imply at most p = 0.0056 when their
+widths are equal (Schenker & Gentleman 2001), but unequal widths hide a larger p, up to 0.05 as one
+shrinks to nothing: at the point where they stop overlapping, z = 1.96·(w₁ + w₂)/√(w₁² + w₂²)
+(``overlap_bound``, from the two half-widths that face each other). So the fallback is used only
+where that case's bound is at most ``alpha``.
 """
 from __future__ import annotations
 
@@ -25,8 +27,23 @@ DEFAULT_THRESHOLD = 0.05
 DEFAULT_ALPHA = 0.01
 #: The level of the stored ``ci_low_ms``/``ci_high_ms`` (harness.measure.stats uses 95%).
 CSV_CI_LEVEL = 0.95
-#: Largest p-value that two non-overlapping 95% intervals can hide (equal widths: z = 1.96·√2).
-CI_OVERLAP_P = float(2 * sps.norm.sf(sps.norm.ppf(0.5 + CSV_CI_LEVEL / 2) * math.sqrt(2)))
+#: The z of one stored interval's half-width.
+CSV_CI_Z = float(sps.norm.ppf(0.5 + CSV_CI_LEVEL / 2))
+#: The smallest p-value two non-overlapping 95% intervals can stand for (equal widths: z = 1.96·√2).
+CI_OVERLAP_P = float(2 * sps.norm.sf(CSV_CI_Z * math.sqrt(2)))
+
+
+def overlap_bound(base: Timing, cur: Timing) -> float:
+    """The largest p-value that ``base`` and ``cur``'s 95% intervals, not overlapping, can hide
+    (normal theory): z = 1.96·(w₁ + w₂)/√(w₁² + w₂²) from the half-widths that face each other;
+    0.0056 for equal widths, towards 0.05 as one shrinks. NaN without both intervals."""
+    upper, lower = (base, cur) if cur.median >= base.median else (cur, base)
+    facing = (upper.ci_high - upper.median, lower.median - lower.ci_low)
+    if any(math.isnan(w) for w in facing):
+        return math.nan
+    w1, w2 = (max(w, 0.0) for w in facing)
+    z = CSV_CI_Z * (w1 + w2) / math.hypot(w1, w2) if w1 + w2 > 0 else CSV_CI_Z
+    return float(2 * sps.norm.sf(z))
 
 
 class Verdict(StrEnum):
@@ -127,18 +144,20 @@ def mann_whitney(b_samples: np.ndarray, c_samples: np.ndarray, alpha: float) -> 
 def ci_overlap(base: Timing, cur: Timing, alpha: float) -> Significance:
     """Without raw samples: the stored medians, and whether their 95% CIs overlap (see the module docstring).
 
-    No usable interval, or an ``alpha`` below ``CI_OVERLAP_P``, leaves no p-value (method "none").
+    No usable interval, or an ``alpha`` below what these intervals can show (``overlap_bound``),
+    leaves no p-value (method "none").
     """
     b_med, c_med = base.median, cur.median
     ratio = c_med / b_med if b_med > 0 else math.inf
     spreads = [iqr / m for iqr, m in ((base.iqr, b_med), (cur.iqr, c_med)) if m > 0]
     noise = max([v for v in spreads if math.isfinite(v)], default=0.0)
     lows, highs = (base.ci_low, cur.ci_low), (base.ci_high, cur.ci_high)
-    if any(math.isnan(v) for v in lows + highs) or alpha < CI_OVERLAP_P:
+    bound = overlap_bound(base, cur)
+    if any(math.isnan(v) for v in lows + highs) or not bound <= alpha:
         return Significance(b_med, c_med, ratio, None, False, "none", noise, "no raw samples")
     overlap = lows[0] <= highs[1] and lows[1] <= highs[0]
-    # Non-overlapping intervals bound p below CI_OVERLAP_P; overlapping ones say nothing.
-    p_value = 1.0 if overlap else CI_OVERLAP_P
+    # Non-overlapping intervals bound p by ``bound``; overlapping ones say nothing.
+    p_value = 1.0 if overlap else bound
     return Significance(b_med, c_med, ratio, p_value, True, "ci-overlap", noise, "CI overlap")
 
 
