@@ -102,3 +102,20 @@ def test_phases_round_trip_and_rows_without_them_still_load() -> None:
     old = {k: v for k, v in row.items() if not k.startswith("phase_")} | {"schema": 2}
     assert CaseResult.from_row(old).phases is None
     assert not any(k.startswith("phase_") for k in CaseResult.from_row(old).to_row())
+
+
+def test_env_json_is_replaced_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Written in place, a kill (or a second Ctrl-C) between truncating and writing left it empty,
+    and the run could no longer be resumed."""
+    folder = RunFolder(tmp_path)
+    folder.write_env({"config": {"seed": 0}})
+    before = (tmp_path / "env.json").read_text()
+
+    def killed(fd: int) -> None:
+        raise KeyboardInterrupt  # as a second Ctrl-C mid-write
+
+    monkeypatch.setattr(os, "fsync", killed)
+    with pytest.raises(KeyboardInterrupt):
+        folder.write_env({"config": {"seed": 1}})
+    assert (tmp_path / "env.json").read_text() == before and json.loads(before)["config"]["seed"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["env.json"]  # no staging file left

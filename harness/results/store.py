@@ -205,9 +205,20 @@ class RunFolder:
         return written
 
     def write_env(self, env: Mapping[str, Any]) -> Path:
+        """env.json, replaced whole (written beside it, then renamed): a kill mid-write, or a second
+        Ctrl-C at the end of a run, must never leave it empty, or the run could not be resumed."""
         path = self.path / ENV_JSON
         text = json.dumps(dict(env) | {"schema": SCHEMA_VERSION}, indent=2, default=jsonable)
-        path.write_text(text + "\n", encoding="utf-8")
+        staging = path.with_name(f".{ENV_JSON}.{os.getpid()}.tmp")
+        try:
+            with staging.open("w", encoding="utf-8") as f:
+                f.write(text + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(staging, path)
+        except BaseException:
+            staging.unlink(missing_ok=True)
+            raise
         return path
 
     def read_env(self) -> dict[str, Any]:
