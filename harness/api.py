@@ -82,7 +82,12 @@ def run(
         raise ConfigError("--overwrite cannot be combined with --resume (which finishes the run in place)")
     cfg = resuming.config_for(resume, config, options) if resume is not None else SweepConfig.build(config, **options)
     registry = all_variants()
-    cases = sharding.select(expand(cfg), cfg.shard, registry)  # all cases without a shard
+    every = expand(cfg)
+    cases = sharding.select(every, cfg.shard, registry)  # all cases without a shard
+    if cfg.shard is not None and not cases and console is not None:  # else it ends saying nothing of why
+        groups = len({sharding.group_key(c) for c in every})
+        console.print(f"shard {cfg.shard} holds no case: the sweep's {groups} configuration(s) went to the "
+                      "shards before it", soft_wrap=True)  # fmt: skip
     folder = RunFolder(cfg.out or default_run_dir(cfg.device)) if write or resume is not None else None
     if folder is None:
         return _sweep(cfg, cases, None, registry, progress, console, profile, resume)

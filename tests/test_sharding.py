@@ -120,3 +120,14 @@ def test_a_shards_cases_do_not_depend_on_the_timing_flags() -> None:
             got = sharding.select(cases, Shard(k, 2), all_variants())
             want = sharding.select(default, Shard(k, 2), all_variants())
             assert [c.key for c in got] == [c.key for c in want]
+
+
+def test_an_empty_shard_says_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A shard past the configurations ran nothing, wrote only env.json and said nothing."""
+    from harness.cli import main
+
+    flags = ["--device", "cpu", "--variants", "eager", "--shapes", "4x4x4", "--batch-sizes", "1,2", "--modes",
+             "forward", "--warmup", "0", "--max-time", "0.05", "--quiet"]  # fmt: skip
+    assert main(["run", *flags, "--shard", "3/3", "--out", str(tmp_path / "s3")]) == 0
+    assert "shard 3/3 holds no case: the sweep's 2 configuration(s) went to the shards before it" in (
+        capsys.readouterr().out)
