@@ -418,18 +418,20 @@ def is_bad_input(exc: Exception) -> bool:
 
 def plain_warnings(errors: Console) -> Callable[..., None]:
     """A ``warnings.showwarning`` that shows the harness's own warnings (a cut-off row dropped, a
-    shard missing) as one line, ``warning: ...``, not as Python's file:line and source line; any
-    other warning is shown as Python shows it."""
+    shard missing, a plugin that failed to load) as one line, ``warning: ...``, not as Python's
+    file:line and source line; any other warning is shown as Python shows it."""
     import warnings
     from pathlib import Path
 
     from rich.markup import escape
 
-    shown, package = warnings.showwarning, Path(__file__).resolve().parent
+    shown = warnings.showwarning
+    ours = (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / "variants")  # a plugin's, too
 
     def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
              line: str | None = None) -> None:  # fmt: skip
-        if issubclass(category, RuntimeWarning) and Path(filename).resolve().is_relative_to(package):
+        where = Path(filename).resolve()
+        if issubclass(category, RuntimeWarning) and any(where.is_relative_to(p) for p in ours):
             errors.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
         else:
             shown(message, category, filename, lineno, file, line)

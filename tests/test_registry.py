@@ -121,6 +121,45 @@ def test_tags_are_typed_and_a_mistyped_tag_fails_at_registration() -> None:
     assert tags_of(get_variant("eager")) == Tags()
 
 
+def test_tag_values_that_would_break_a_sweep_fail_at_registration() -> None:
+    """A dict tag was registered, then every sweep meeting the variant ended in "unhashable type";
+    ``biases=("False",)`` read as bias=True only. A list is taken as the tuple it means."""
+    from variants.registry import Variant
+    from variants.tags import tags_of
+
+    with pytest.raises(ValueError, match="'vendor_info' must be a plain value"):
+        register("zz_dict_tag", "x", tags={"vendor_info": {"lab": "x"}})(lambda r, d, t: r)
+    with pytest.raises(ValueError, match="'biases' must be a tuple of True and/or False"):
+        register("zz_text_bias", "x", tags={"biases": ("False",)})(lambda r, d, t: r)
+    with pytest.raises(ValueError, match="zz_listed"):  # a Variant made by hand, as a plugin may give one
+        variants.registry.add_variant(Variant("zz_listed", "x", lambda r, d, t: r, tags=(("biases", [False]),)))
+    try:
+        register("zz_list_bias", "x", tags={"biases": [False]})(lambda r, d, t: r)
+        assert tags_of(get_variant("zz_list_bias")).biases == (False,)
+    finally:
+        unregister("zz_list_bias")
+    assert not {"zz_dict_tag", "zz_text_bias", "zz_listed"} & set(list_variants("zz_*"))
+
+
+def test_a_plugin_that_exits_on_import_is_a_warning_and_the_rest_still_run(tmp_path: Path) -> None:
+    """``raise SystemExit`` in a plugin's module ended `list` and every run, built-in ones too,
+    without naming the plugin."""
+    make_plugin(tmp_path)
+    (tmp_path / "scse_exits.py").write_text('raise SystemExit("CUDA toolkit not found, exiting")\n')
+    info = tmp_path / "scse_exits-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: scse-exits\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[harness.variants]\nexits = scse_exits\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    out = subprocess.run([sys.executable, "-m", "harness", "list", "--refresh"], capture_output=True, text=True,
+                         env=env, cwd=tmp_path, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "plugin_eager" in out.stdout and "eager_factored" in out.stdout
+    warning = [line for line in out.stderr.splitlines() if "exits" in line]
+    assert warning == ["warning: variant plugin 'exits' (scse_exits) failed to load: SystemExit: CUDA toolkit "
+                       "not found, exiting"], out.stderr  # one line, naming the plugin
+
+
 def test_an_availability_check_that_raises_is_a_reason_not_a_crash() -> None:
     from variants.contexts import Context
     from variants.registry import Variant

@@ -102,12 +102,26 @@ def add_named(table: dict[str, Any], item: Any, kind: str, replace: bool = False
 
 
 def add_variant(variant: Variant, *, replace: bool = False) -> Variant:
-    """Register ``variant``; a second variant under a taken name is an error unless ``replace``."""
+    """Register ``variant``; a second variant under a taken name is an error unless ``replace``, and
+    so are tags ``Tags.parse`` refuses or that cannot be hashed (a list where a tuple belongs): a
+    registration fails, not every sweep that meets the variant."""
+    try:
+        hash(variant.tags)
+        Tags.parse(dict(variant.tags))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"variant {variant.name!r}: {exc}") from None
     return add_named(_REGISTRY, variant, "variant", replace)
 
 
 def tags_checked(tags: dict[str, object]) -> dict[str, object]:
-    """The tags as given, once ``Tags.parse`` has accepted them (a mistyped tag fails here)."""
+    """The tags with each list given as a tuple (``biases=[False]`` is natural to write), once
+    ``Tags.parse`` has accepted them (a mistyped tag fails here)."""
+    tags = {k: tuple(v) if isinstance(v, list) else v for k, v in tags.items()}
+    for key, value in tags.items():
+        try:
+            hash(value)
+        except TypeError:
+            raise ValueError(f"tag {key!r} must be a plain value (text, a number, a tuple), got {value!r}") from None
     Tags.parse(tags)
     return tags
 
@@ -179,8 +193,8 @@ def load_plugins(group: str, kind: type, add: Callable[[Any], object], what: str
                 made = obj()
                 for item in [made] if isinstance(made, kind) else list(made or ()):
                     add(item)
-        except Exception as exc:  # one broken plugin must not hide the others
-            message = f"{what} plugin {ep.name!r} ({ep.value}) failed to load: {exc}"
+        except (Exception, SystemExit) as exc:  # one broken plugin (one exiting on import too) must not hide the others
+            message = f"{what} plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}"
             problems.append(message)
             warnings.warn(message, RuntimeWarning, stacklevel=3)
     return problems

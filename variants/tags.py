@@ -8,7 +8,7 @@ the reference. Keys this module does not know are kept in ``Tags.other`` for oth
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
@@ -54,8 +54,12 @@ class Tags:
         """Validated tags from a registration's dict; ``ValueError`` naming a tag of the wrong type."""
         known = {f.name for f in fields(cls)} - {"other"}
         given = {k: v for k, v in values.items() if k in known}
-        if "biases" in given:
-            given["biases"] = tuple(bool(b) for b in given["biases"])  # type: ignore[union-attr]
+        if "biases" in given:  # "False" is truthy: only True and False themselves
+            biases = given["biases"]
+            if isinstance(biases, (str, bytes)) or not isinstance(biases, Iterable) or not all(
+                    isinstance(b, bool) for b in biases):
+                raise ValueError(f"tag 'biases' must be a tuple of True and/or False, got {biases!r}")
+            given["biases"] = tuple(biases)
         for key in ("compiles", "output_reused", "interpreted_on_cpu", "isolate"):
             if key in given and not isinstance(given[key], bool):
                 raise ValueError(f"tag {key!r} must be True or False, got {given[key]!r}")
