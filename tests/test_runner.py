@@ -134,6 +134,26 @@ def test_a_variant_calling_sys_exit_is_an_error_row(temp_variant) -> None:
     assert row["status"] == "error" and row["reason"] == "SystemExit: 0", row["reason"]
 
 
+@pytest.mark.parametrize("mode", ["forward", "train"])
+def test_a_variant_that_hands_back_its_first_answer_is_a_mismatch(temp_variant, mode: str) -> None:
+    """It computed once and returned that tensor ever after: right on the first call, which was all
+    the check looked at, so it was timed at a microsecond and won "51x, clear"."""
+    def build(ref, device, dtype):  # noqa: ANN001, ANN202
+        module = copy.deepcopy(ref).to(device, dtype)
+        kept: list[torch.Tensor] = []
+
+        def call(x):  # noqa: ANN001, ANN202
+            if not kept:
+                kept.append(module(x))
+            return kept[0]
+        return call
+
+    row = run(case(temp_variant("zz_memo", build, dtypes=("float32",), modes=("forward",)), "forward"))
+    assert row["status"] == "mismatch" and "second call, on the input mirrored" in row["reason"], row["reason"]
+    assert row.get("median_ms") is None
+    assert run(case("eager", mode))["status"] == "ok"  # a correct variant mirrors exactly as it should
+
+
 def test_a_plain_function_is_skipped_in_train_mode_with_the_reason(temp_variant) -> None:
     """Its weights are closed over, so autograd cannot reach them: not a wrong variant, an unsupported
     mode, and said so rather than "no gradient reached parameter ..."."""
@@ -405,7 +425,8 @@ def test_the_timed_calls_of_a_variant_that_owns_its_input_copy_nothing(temp_vari
     row = run(case(temp_variant("zz_static", build)))
     assert row["status"] == "ok", row["reason"]
     fn = built[-1]
-    assert fn.calls > 10 and fn.copies == 0  # the first call's input became the buffer; no timed call copied
+    # the first call's input became the buffer; the check's mirrored call copied once; no timed call copied
+    assert fn.calls > 10 and fn.copies == 1
 
 
 def test_a_graphed_form_keeps_what_it_wraps_declares() -> None:

@@ -129,6 +129,23 @@ def verify(case: Case, variant: Variant, subject: Subject, got: Outcome, seed: i
     return check
 
 
+def mirrored_check(fn: Fn, x: torch.Tensor, first: torch.Tensor, check: Check) -> Check:
+    """A second call, on the input mirrored left to right, against the first call's output mirrored
+    (scSE pools over the whole image and acts per pixel, so mirroring commutes with it). The first
+    call alone let a variant that computes once and hands back that answer be timed, and win. Both
+    outputs are within the check's limit of float64, so they may differ by twice it."""
+    mirrored = torch.empty_like(x, requires_grad=False)
+    with torch.no_grad():
+        mirrored.copy_(x.detach().flip(-1))
+        second = fn(mirrored)
+    err = correctness.normwise_error(second.detach().flip(-1), first)
+    limit = 2 * check.tolerance
+    if err <= limit:
+        return check
+    return replace(check, problem=f"a second call, on the input mirrored, differs from the first call mirrored: "
+                                  f"error {err:.3g} > {limit:.3g} (an answer kept from an earlier call?)")
+
+
 def make_step(
     fn: Fn, x: torch.Tensor, params: dict[str, torch.Tensor], grad_out: torch.Tensor | None
 ) -> Callable[[], object]:
@@ -182,6 +199,8 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
         got = Outcome(got.output, subject.checked(got.grads), got.seconds)
     with timer.phase("check"):
         check = verify(case, variant, subject, got, seed, inputs)
+        if check.passed and not case.context:  # a network is not mirror-symmetric; its blocks are judged apart
+            check = mirrored_check(fn, x, got.output.clone(), check)
     # counted after the check, which may compile too (the unmodified network, for a compiled form)
     graphs_after_first = compiled_graphs(fn) if subject.compiles else None
     # a compiling variant's first call is its compile time, never a latency sample
