@@ -118,12 +118,19 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
         listing = current_listing(args.device)
         if cacheable:
             list_cache.save(args.device, listing)
+    else:  # a broken plugin is said to be broken however the answer was found
+        import warnings
+
+        for problem in listing.problems:
+            warnings.warn(problem, RuntimeWarning, stacklevel=1)
     show_listing(listing, args.pattern, console)
     return EXIT_OK
 
 
 def current_listing(device_arg: str | None) -> list_cache.Listing:
     """Every variant and context, and whether it can run on the device (asked of each)."""
+    import warnings
+
     import torch
 
     from harness.list_cache import Entry, Listing
@@ -135,15 +142,20 @@ def current_listing(device_arg: str | None) -> list_cache.Listing:
         absent = "no CUDA GPU here" if torch.device(device).type == "cuda" and not torch.cuda.is_available() else None
     except (RuntimeError, ValueError):
         raise ConfigError(f"--device: unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    registry = all_variants()
+    with warnings.catch_warnings(record=True) as caught:  # the plugins that fail to load, kept with the answer
+        warnings.simplefilter("always")
+        registry, found = all_variants(), all_contexts()
+    problems = tuple(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)))
+    for problem in problems:
+        warnings.warn(problem, RuntimeWarning, stacklevel=1)
     variants = tuple(Entry(name, registry[name].description, ",".join(sorted(registry[name].devices)),
                            registry[name].unavailable(device) or absent)
                      for name in list_variants("*"))  # fmt: skip
     # asked as ``run`` asks (importing the network's library): a library that is installed but
     # fails to import (torchvision built for another torch) must not be listed as installed
     contexts = tuple(Entry(name, c.description, ",".join(sorted(c.devices)), c.unavailable())
-                     for name, c in sorted(all_contexts().items()))
-    return Listing(device, variants, contexts)
+                     for name, c in sorted(found.items()))
+    return Listing(device, variants, contexts, problems)
 
 
 def show_listing(listing: list_cache.Listing, pattern: str, console: Console) -> None:

@@ -3,9 +3,9 @@
 Listing the variants means importing torch and asking each variant whether it can run here (the
 compile variants import Inductor to find a C++ compiler): over 4 s on a 2-core VM, most of it
 imports. What the answer depends on is cheap to read without torch: the interpreter and its import
-path, the versions of the packages variants rely on, the plugins' entry points, the project's own
-source files, the environment variables the checks read, and whether an NVIDIA driver is loaded.
-Those make the key; a listing saved under the same key is shown as it was. ``list --refresh``
+path, the versions of the packages variants rely on, the plugins' entry points, versions and source
+files, the project's own source files, the environment variables the checks read, and whether an
+NVIDIA driver is loaded. Those make the key; a listing saved under the same key is shown as it was. ``list --refresh``
 asks again. The cache lives in ``$HARNESS_CACHE_DIR`` (default ``~/.cache/scse-harness``); a
 cache that cannot be read or written is ignored.
 """
@@ -50,6 +50,8 @@ class Listing:
     device: str
     variants: tuple[Entry, ...]
     contexts: tuple[Entry, ...]
+    #: The plugins that failed to load, one line each: said again when the listing is shown from here.
+    problems: tuple[str, ...] = ()
 
 
 def cache_dir() -> Path:
@@ -84,6 +86,34 @@ def _sources() -> list[tuple[str, int, int]]:
     return files
 
 
+def _plugin_sources() -> list[object]:
+    """Each plugin's distribution version and its top-level package's source files (name, mtime,
+    size): a plugin edited and reinstalled (an editable install keeps its entry points) must not be
+    listed as it was. The package is found, never imported."""
+    import importlib.util
+
+    out: list[object] = []
+    for group in PLUGIN_GROUPS:
+        for ep in importlib.metadata.entry_points(group=group):
+            dist = getattr(ep, "dist", None)
+            out.append((ep.name, getattr(dist, "version", None)))
+            try:
+                spec = importlib.util.find_spec(ep.value.split(":")[0].split(".")[0])
+            except (ImportError, ValueError):
+                continue
+            roots = list(spec.submodule_search_locations or []) if spec else []
+            files = [Path(f) for r in roots for f in sorted(Path(r).rglob("*.py"))]
+            if spec and spec.origin and not roots:
+                files.append(Path(spec.origin))
+            for path in files:
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                out.append((str(path), st.st_mtime_ns, st.st_size))
+    return out
+
+
 def key(device: str | None) -> str:
     """The hash of everything the listing for ``device`` (None: the default device) depends on."""
     points = (ep for group in PLUGIN_GROUPS for ep in importlib.metadata.entry_points(group=group))
@@ -93,6 +123,7 @@ def key(device: str | None) -> str:
         "python": [sys.executable, sys.version, list(sys.path)],
         "versions": {name: _version(name) for name in DISTRIBUTIONS},
         "plugins": plugins,
+        "plugin_sources": _plugin_sources(),
         "env": {k: os.environ.get(k) for k in ENV_KEYS},
         "driver": _driver(),
         "sources": _sources(),
@@ -109,7 +140,7 @@ def load(device: str | None) -> Listing | None:
     try:
         data = json.loads(_path(device).read_text())
         return Listing(data["device"], tuple(Entry(**e) for e in data["variants"]),
-                       tuple(Entry(**e) for e in data["contexts"]))  # fmt: skip
+                       tuple(Entry(**e) for e in data["contexts"]), tuple(data.get("problems", ())))  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

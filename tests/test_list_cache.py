@@ -87,3 +87,36 @@ def test_variants_registered_in_this_process_are_listed(temp_variant, capsys: py
     temp_variant("listed_here", get_variant("eager").build, description="registered by this test")
     assert main(["list", "listed_*"]) == 0
     assert "registered by this test" in capsys.readouterr().out
+
+
+def make_plugin(root: Path, body: str) -> None:
+    """A plugin installed as an editable install leaves it: entry point fixed, source editable."""
+    (root / "scse_listed.py").write_text(body)
+    info = root / "scse_listed-0.1.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: scse-listed\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[harness.variants]\nlisted = scse_listed\n")
+
+
+def test_a_plugin_edited_in_place_is_asked_again_and_a_broken_one_stays_said(tmp_path: Path) -> None:
+    """Edited and reinstalled, a plugin kept its entry point, so `list` showed its old description;
+    a plugin that failed to load was simply absent from a cached answer, with no warning."""
+    plugins, cache = tmp_path / "plugins", tmp_path / "cache"
+    plugins.mkdir()
+    register = 'from variants import register\n@register("zz_listed", "{}")\ndef build(r, d, t):\n    return r\n'
+    make_plugin(plugins, register.format("first words"))
+    env = {"PYTHONPATH": os.pathsep.join([str(plugins), str(ROOT)])}
+    text, _ = listed(cache, "zz_*", **env)
+    assert "first words" in text
+    make_plugin(plugins, register.format("second words") + "# longer now\n")
+    text, imported = listed(cache, "zz_*", **env)
+    assert imported and "second words" in text
+    make_plugin(plugins, "raise ImportError('needs libfoo')\n")
+    out = subprocess.run([sys.executable, "-c", CHILD, "list", "eager"], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "HARNESS_CACHE_DIR": str(cache), **env}, timeout=300)  # fmt: skip
+    again = subprocess.run([sys.executable, "-c", CHILD, "list", "eager"], capture_output=True, text=True, cwd=ROOT,
+                           env={**os.environ, "HARNESS_CACHE_DIR": str(cache), **env}, timeout=300)  # fmt: skip
+    assert "torch imported: False" in again.stdout  # answered from the cache
+    for done in (out, again):
+        assert done.returncode == 0 and "variant plugin 'listed' (scse_listed) failed to load: ImportError: needs " \
+            "libfoo" in done.stderr, done.stderr
