@@ -527,3 +527,23 @@ def test_the_network_count_from_one_and_two_samples_is_the_full_batch_count() ->
     columns = network_flop_columns("unet", (3, 3, 64, 64), "forward")
     assert traced.flops is not None and columns["fvcore_flops"] == traced.flops
     assert columns["fvcore_uncounted"] == traced.uncounted_text
+
+
+def test_a_network_whose_blocks_are_the_harness_scse_swaps_cleanly() -> None:
+    """A context whose blocks are ``variants.ScSE`` itself was refused for every variant that builds
+    one: the swapped-in block, an ``ScSE`` too, read as "1 original scSE block(s) left"."""
+    from dataclasses import replace
+
+    from variants.reference import ScSE
+    from variants.swap import swap_blocks
+
+    tiny = tiny_module()
+    context = replace(tiny["TINY"], is_block=lambda m: isinstance(m, ScSE))
+    original = context.build()
+    swapped = swap_blocks(context, original, get_variant("eager"), torch.device("cpu"), torch.float32, False)
+    assert len(swapped.blocks) == 2 and all(isinstance(b, ScSE) for b in swapped.blocks)
+    assert not any(m is o for m in swapped.network.modules() for o in (original.att1, original.att2))
+    shared = context.build()
+    shared.att2 = shared.att1  # one block at two paths: a swap by path would leave the original at one
+    with pytest.raises(RuntimeError, match="original scSE block"):
+        swap_blocks(context, shared, get_variant("eager"), torch.device("cpu"), torch.float32, False)

@@ -71,6 +71,7 @@ def swap_blocks(context: Context, original: nn.Module, variant: Variant, device:
     if not paths:
         raise ValueError(f"context {context.name}: the network has no scSE block to swap")
     network = copy.deepcopy(original).to(device=device, dtype=dtype)
+    copies = [network.get_submodule(path) for path in paths]  # the original blocks, as the copy holds them
     to_original = {ref: own for own, ref in context.block_names.items()}
     blocks: list[nn.Module] = []
     names: dict[str, str] = {}
@@ -84,8 +85,9 @@ def swap_blocks(context: Context, original: nn.Module, variant: Variant, device:
             names[f"{path}.{bare}"] = f"{path}.{to_original.get(ref, ref)}"
         network.set_submodule(path, block)
         blocks.append(block)
-    left = block_paths(context, network)
-    if left:  # a swap that missed a block would time the original there
+    # by identity, not by ``is_block``: a variant may build the very class the network's blocks are
+    left = [name for name, module in network.named_modules() if any(module is c for c in copies)]
+    if left:  # a swap that missed a block (one held at two paths too) would time the original there
         raise RuntimeError(f"context {context.name}: {len(left)} original scSE block(s) left after the swap, "
                            f"first at {left[0]}")
     network.train(train)
