@@ -74,16 +74,24 @@ def test_the_swap_replaces_every_block_for_every_variant_that_supports_the_netwo
 
 
 @needs_smp
-def test_a_swap_that_leaves_an_original_block_is_refused() -> None:
+def test_a_swap_refuses_an_original_block_left_not_a_new_one_of_its_class() -> None:
+    """"Left" means the original module itself (here held at two paths, so a swap by path misses
+    one), not any module of the network's block class: a variant may build that class anew, and the
+    check against float64 judges what it computes."""
     ctx = get_context("unet")
-    original = make_network(ctx, unet_case("eager"), 0)
     keeps_smp = register("keeps_original", "returns smp's own module", replace=True)(
         lambda ref, d, t: __import__("segmentation_models_pytorch").base.modules.SCSEModule(ref.channels)
     )
     del keeps_smp
     try:
+        fresh = swap_blocks(ctx, make_network(ctx, unet_case("eager"), 0), get_variant("keeps_original"),
+                            torch.device("cpu"), torch.float32, False)  # fmt: skip
+        assert len(fresh.blocks) == 10
+        shared = make_network(ctx, unet_case("eager"), 0)
+        decoder = shared.decoder.blocks
+        decoder[1].attention2.attention = decoder[1].attention1.attention  # one block at two paths
         with pytest.raises(RuntimeError, match="original scSE block"):
-            swap_blocks(ctx, original, get_variant("keeps_original"), torch.device("cpu"), torch.float32, False)
+            swap_blocks(ctx, shared, get_variant("eager"), torch.device("cpu"), torch.float32, False)
     finally:
         unregister("keeps_original")
 
@@ -547,3 +555,17 @@ def test_a_network_whose_blocks_are_the_harness_scse_swaps_cleanly() -> None:
     shared.att2 = shared.att1  # one block at two paths: a swap by path would leave the original at one
     with pytest.raises(RuntimeError, match="original scSE block"):
         swap_blocks(context, shared, get_variant("eager"), torch.device("cpu"), torch.float32, False)
+
+
+def test_a_context_declaring_other_blocks_than_it_has_is_refused() -> None:
+    """Rows were labelled r4 max bias for blocks that are r2 add without bias, and a variant that
+    could run them was skipped for the declared fusion."""
+    from dataclasses import replace
+
+    from variants.swap import swap_blocks
+
+    tiny = tiny_module()
+    wrong = replace(tiny["TINY"], reduction=4, fusion="max", bias=True)
+    with pytest.raises(ValueError, match="block att1 is reduction 2, fusion add, bias False, but the context "
+                                         "declares reduction 4, fusion max, bias True"):
+        swap_blocks(wrong, wrong.build(), get_variant("eager"), torch.device("cpu"), torch.float32, False)

@@ -76,7 +76,13 @@ def swap_blocks(context: Context, original: nn.Module, variant: Variant, device:
     blocks: list[nn.Module] = []
     names: dict[str, str] = {}
     for path in paths:
-        built = variant.build(context.to_reference(original.get_submodule(path)), device, dtype)
+        reference = context.to_reference(original.get_submodule(path))
+        declared = (context.reduction, context.fusion, context.bias)
+        if (reference.reduction, reference.fusion, reference.bias) != declared:  # rows are labelled by the context's
+            raise ValueError(f"context {context.name}: block {path} is reduction {reference.reduction}, fusion "
+                             f"{reference.fusion}, bias {reference.bias}, but the context declares reduction "
+                             f"{declared[0]}, fusion {declared[1]}, bias {declared[2]}")
+        built = variant.build(reference, device, dtype)
         block = built if isinstance(built, nn.Module) else Block(built)
         for own, ref in parameter_names(block).items():
             bare = own
