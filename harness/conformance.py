@@ -103,7 +103,8 @@ class ConformanceReport:
 
     @property
     def passed(self) -> bool:
-        return not self.failures
+        """No failure, and something was checked: a variant unavailable here has passed nothing."""
+        return not self.failures and bool(self.checked)
 
     def raise_for_failures(self) -> ConformanceReport:
         """Raise ``ConformanceError`` listing every failure; also when nothing at all was checked."""

@@ -332,7 +332,7 @@ def check_variant(
     """
     v = get_variant(variant) if isinstance(variant, str) else variant
     report = ConformanceReport(v.name)
-    why_not = v.unavailable(device)
+    why_not = unavailable_here(v, device)
     configs = configurations(v, device, dtypes=dtypes, modes=modes, fusions=fusions, biases=biases,
                              reductions=reductions)
     specs = [INPUTS_BY_NAME[s] if isinstance(s, str) else s for s in (inputs or INPUTS)]
@@ -345,6 +345,14 @@ def check_variant(
             report.failures += check_config(v, config, device, specs, seed)
             report.checked += [(config, spec.name) for spec in specs]
     return report.raise_for_failures() if raise_on_failure else report
+
+
+def unavailable_here(variant: Variant, device: str) -> str | None:
+    """Why ``variant`` cannot run on ``device`` on this machine: its own reason, or no GPU for a
+    CUDA device (a variant's own check need not ask, and the cases failed instead of skipping)."""
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        return "no CUDA GPU here"
+    return variant.unavailable(device)
 
 
 def pytest_params(
@@ -366,7 +374,7 @@ def pytest_params(
     params = []
     for name in list_variants(patterns):
         v = get_variant(name)
-        why_not = v.unavailable(device)
+        why_not = unavailable_here(v, device)
         for config, reason in configurations(v, device, **axes):
             if reason:
                 continue

@@ -520,3 +520,20 @@ def test_runner_compares_a_linear_weights_gradient_with_the_convs() -> None:
     row = _row("linear_excite", mode="train")
     assert row["status"] == "ok", row["reason"]
     assert row["grad_rel_err"] < row["grad_tolerance"]
+
+
+def test_on_a_machine_without_a_gpu_cuda_cases_skip_with_the_reason_and_nothing_passes() -> None:
+    """Asked for "cuda" here, eager's cases were collected and failed with "Torch not compiled with
+    CUDA enabled" instead of skipping; and a report of nothing checked read ``passed``."""
+    from harness.testing import pytest_params
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    params = pytest_params("eager", "cuda", dtypes="float32", modes="forward", fusions="add", biases=False,
+                           reductions=2)  # fmt: skip
+    assert params and all([m.kwargs["reason"] for m in p.marks if m.name == "skip"] == ["no CUDA GPU here"]
+                          for p in params)  # fmt: skip
+    report = check_variant("eager", device="cuda", dtypes="float32", modes="forward", fusions="add",
+                           biases=False, reductions=2, raise_on_failure=False)  # fmt: skip
+    assert not report.checked and not report.passed
+    assert {reason for _, reason in report.skipped} == {"no CUDA GPU here"}
