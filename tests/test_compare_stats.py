@@ -194,6 +194,8 @@ def test_disjoint_intervals_give_the_overlap_bound_either_way(cur_above: bool) -
     base, cur = (low, high) if cur_above else (high, low)
     got = cs.ci_overlap(base, cur, 0.01)
     assert got.p_value == pytest.approx(cs.CI_OVERLAP_P, rel=1e-12)  # equal widths: the smallest bound
+    assert (got.baseline_ms, got.current_ms, got.ratio, got.noise) == (base.median, cur.median,
+                                                                      cur.median / base.median, 0.0)
     assert (got.method, got.possible, got.note) == ("ci-overlap", True, "CI overlap")
 
 
@@ -301,10 +303,17 @@ def test_unequal_widths_hide_a_larger_p_than_equal_ones() -> None:
     assert cs.CI_OVERLAP_P == pytest.approx(0.0056, abs=1e-4)
     base, cur = timing(1.0, 0.9, 1.1), timing(2.0, 1.98, 2.02)  # half-widths 0.1 and 0.02 face each other
     bound = cs.overlap_bound(base, cur)
+    assert cs.overlap_bound(cur, base) == bound
     assert bound == pytest.approx(2 * sps.norm.sf(1.959964 * 0.12 / math.hypot(0.1, 0.02)), rel=1e-5)
     assert bound == pytest.approx(0.021, abs=0.001)
     assert cs.ci_overlap(base, cur, 0.01).method == "none"  # cannot reach alpha = 0.01
     assert cs.ci_overlap(base, cur, 0.05).p_value == pytest.approx(bound)
     assert cs.overlap_bound(timing(1.0, 1.0, 1.0), timing(2.0, 2.0, 2.0)) == pytest.approx(0.05, abs=1e-4)
-    # only the facing sides count: the far ends may be anything
-    assert cs.overlap_bound(timing(1.0, 0.0, 1.1), timing(2.0, 1.9, 9.0)) == pytest.approx(cs.CI_OVERLAP_P)
+    # only the facing sides count: the far ends may be anything, whichever side is faster
+    high, low = timing(2.0, 1.99, 2.2), timing(1.0, 0.9, 1.01)  # facing: 0.01 and 0.01; far: 0.2 and 0.1
+    for base, cur in ((high, low), (low, high)):
+        assert cs.overlap_bound(base, cur) == pytest.approx(cs.CI_OVERLAP_P)
+        assert cs.ci_overlap(base, cur, 0.01).p_value == pytest.approx(cs.CI_OVERLAP_P)
+    # overlapping intervals of any widths show no change: p = 1, so a small change is SAME
+    wide, narrow = timing(1.0, 0.5, 1.5), timing(1.01, 1.0, 1.02)
+    assert cs.ci_overlap(wide, narrow, 0.01).p_value == 1.0

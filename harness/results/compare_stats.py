@@ -144,21 +144,23 @@ def mann_whitney(b_samples: np.ndarray, c_samples: np.ndarray, alpha: float) -> 
 def ci_overlap(base: Timing, cur: Timing, alpha: float) -> Significance:
     """Without raw samples: the stored medians, and whether their 95% CIs overlap (see the module docstring).
 
-    No usable interval, or an ``alpha`` below what these intervals can show (``overlap_bound``),
-    leaves no p-value (method "none").
+    No usable interval, or intervals apart by less than ``alpha`` can show (``overlap_bound``), leave
+    no p-value (method "none"); overlapping ones give p = 1.
     """
     b_med, c_med = base.median, cur.median
     ratio = c_med / b_med if b_med > 0 else math.inf
     spreads = [iqr / m for iqr, m in ((base.iqr, b_med), (cur.iqr, c_med)) if m > 0]
     noise = max([v for v in spreads if math.isfinite(v)], default=0.0)
     lows, highs = (base.ci_low, cur.ci_low), (base.ci_high, cur.ci_high)
-    bound = overlap_bound(base, cur)
-    if any(math.isnan(v) for v in lows + highs) or not bound <= alpha:
-        return Significance(b_med, c_med, ratio, None, False, "none", noise, "no raw samples")
-    overlap = lows[0] <= highs[1] and lows[1] <= highs[0]
-    # Non-overlapping intervals bound p by ``bound``; overlapping ones say nothing.
-    p_value = 1.0 if overlap else bound
-    return Significance(b_med, c_med, ratio, p_value, True, "ci-overlap", noise, "CI overlap")
+    none = Significance(b_med, c_med, ratio, None, False, "none", noise, "no raw samples")
+    if any(math.isnan(v) for v in lows + highs):
+        return none
+    if lows[0] <= highs[1] and lows[1] <= highs[0]:  # overlapping intervals show no change (p taken as 1)
+        return Significance(b_med, c_med, ratio, 1.0, True, "ci-overlap", noise, "CI overlap")
+    bound = overlap_bound(base, cur)  # apart, they bound p by what their widths allow
+    if not bound <= alpha:
+        return none
+    return Significance(b_med, c_med, ratio, bound, True, "ci-overlap", noise, "CI overlap")
 
 
 def process_gate(b_proc: np.ndarray, c_proc: np.ndarray, ratio: float, noise: float) -> tuple[float, bool]:
