@@ -208,7 +208,7 @@ def recommendation_table(frame: pd.DataFrame) -> Table | None:
             group = (rec.device, rec.dtype, rec.mode)
             table.add_row(f"[bold cyan]{' · '.join(group)}[/]", "", "", "")
         case, run, latency, speedup = (escape(c) for c in terminal_cells(rec))
-        # green only for a clear answer: a tie, or one resting on a disturbed time, is not one
+        # green only for a clear answer: not a tie, nor one resting on a disturbed time or too few samples
         style = "red" if rec.winner is None else "yellow" if rec.tie or rec.unsure else "green"
         name, _, rest = run.partition("\n")
         run = f"{name}\n[{style}]{rest}[/]" if rest else f"[{style}]{name}[/]"
