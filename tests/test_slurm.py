@@ -70,6 +70,8 @@ def test_a_requeued_shard_resumes_instead_of_starting_over(tmp_path: Path) -> No
     (["--launcher", "slurm", "--shards", "0"], "--shards must be ≥ 1"),
     (["--launcher", "pbs", "--shards", "2"], "invalid choice"),
     (["--launcher", "local", "--shards", "2", "--shapes", "4x4"], "malformed shape"),
+    (["--launcher", "local", "--shards", "3", *FLAGS], "--shards 3 is more than the sweep's 2 configuration(s)"),
+    (["--launcher", "local", "--shards", "10" * 10, *FLAGS], "configuration(s)"),  # not 10^19 processes
 ])  # fmt: skip
 def test_bad_launcher_flags_are_one_line_and_exit_2(args: list[str], message: str, capsys) -> None:
     assert main(["run", *args]) == 2

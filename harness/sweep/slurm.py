@@ -21,7 +21,9 @@ from rich.console import Console
 
 from harness.results.merge import MergeResult, merge
 from harness.results.store import ENV_JSON, default_run_dir
+from harness.sweep.cases import expand
 from harness.sweep.config import ConfigError, SweepConfig
+from harness.sweep.sharding import group_key
 
 LAUNCHERS: dict[str, str] = {"slurm": "slurm", "local": "local"}  # our name → submitit's cluster name
 SHARDS_DIR = "shards"
@@ -121,7 +123,11 @@ def launch(options: Mapping[str, Any], slurm: SlurmOptions, config_file: str | N
     given = {k: v for k, v in options.items() if v is not None}
     if "shard" in given:
         raise ConfigError("--launcher makes the shards itself; drop --shard")
-    SweepConfig.build(config_file, **(given | {"device": "cpu"}))
+    checked = SweepConfig.build(config_file, **(given | {"device": "cpu"}))
+    configurations = len({group_key(case) for case in expand(checked)})
+    if slurm.shards > configurations:  # the shards past them would be empty tasks, or idle processes
+        raise ConfigError(f"--shards {slurm.shards} is more than the sweep's {configurations} configuration(s), "
+                          "the smallest unit a shard holds; ask for at most that many")  # fmt: skip
     device = str(given.get("device", "auto"))
     root = Path(given.pop("out", None) or default_run_dir("slurm" if slurm.launcher == "slurm" else "local"))
     if (root / "results.jsonl").exists():
