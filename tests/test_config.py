@@ -95,7 +95,9 @@ def test_auto_device_falls_back_to_cpu_with_cpu_defaults(monkeypatch: pytest.Mon
      ("sweep = 3\n", "[sweep] must be a table"),
      ("[sweeps]\nshapes = ['8x4x4']\n", "[sweeps] is not read; options go either at the top level or under [sweep]"),
      ("[sweep]\nmodes = 'forward'\n[other]\nshapes = 3\n", "[other] is not read"),
-     ("max-time = 0.05\n[sweep]\nvariants = 'eager'\n", "'max-time' is outside [sweep] and would be ignored")],
+     ("max-time = 0.05\n[sweep]\nvariants = 'eager'\n", "'max-time' is outside [sweep] and would be ignored"),
+     ("shard = {index = 1}\n", "'shard' is given a table; it takes a value, as --shard does"),
+     ("[max-time]\ns = 3\n", "'max-time' is given a table; it takes a value, as --max-time does")],
 )
 def test_invalid_config_files_are_refused(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "bad.toml"

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import torch
 
 from harness.measure.timing import CACHE_MODES, TimingPolicy
-from harness.sweep.options import FLAGS, TIMING_OPTIONS, ConfigError, by_name
+from harness.sweep.options import FLAGS, TIMING_OPTIONS, ConfigError, by_name, option_name
 from harness.sweep.options import OPTION_NAMES as OPTION_NAMES  # re-exported: the names build takes
 from variants.reference import FUSIONS
 from variants.registry import DTYPES, MODES, all_variants, unknown_variant_message
@@ -318,6 +318,10 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     if not isinstance(table, Mapping):
         raise ConfigError(f"--config {str(p)!r}: [sweep] must be a table")
     others = [k for k, v in data.items() if k != "sweep" and isinstance(v, Mapping)]
+    options = [k for k in others if option_name(k) is not None]
+    if options:  # `shard = {index = 1}` or a [shard] table: an option given a table for its value
+        raise ConfigError(f"--config {str(p)!r}: {options[0]!r} is given a table; it takes a value, "
+                          f"as {FLAGS[option_name(options[0]) or '']} does")  # fmt: skip
     if others:  # a misspelt [sweep], or a table that would be silently ignored
         raise ConfigError(f"--config {str(p)!r}: [{others[0]}] is not read; options go either at the top "
                           "level or under [sweep]")  # fmt: skip
