@@ -154,6 +154,40 @@ def test_a_variant_that_hands_back_its_first_answer_is_a_mismatch(temp_variant, 
     assert run(case("eager", mode))["status"] == "ok"  # a correct variant mirrors exactly as it should
 
 
+@pytest.mark.parametrize("key", ["identity", "address"])
+def test_a_variant_that_keeps_answers_by_its_input_is_a_mismatch(temp_variant, key: str) -> None:
+    """It cached each answer under its input tensor (or its data pointer, as a layout cache might):
+    a new tensor, such as a mirrored copy, missed the cache and was right; the timed calls, given
+    the first call's tensor again, were answered from the cache and timed at nothing."""
+    def build(ref, device, dtype):  # noqa: ANN001, ANN202
+        module = copy.deepcopy(ref).to(device, dtype)
+        kept: dict[int, torch.Tensor] = {}
+
+        def call(x):  # noqa: ANN001, ANN202
+            k = id(x) if key == "identity" else x.data_ptr()
+            if k not in kept:
+                kept[k] = module(x)
+            return kept[k]
+        return call
+
+    row = run(case(temp_variant("zz_cache", build, dtypes=("float32",), modes=("forward",)), "forward"))
+    assert row["status"] == "mismatch" and "second call, on the input mirrored" in row["reason"], row["reason"]
+    assert row.get("median_ms") is None
+
+
+def test_the_mirrored_call_leaves_the_input_as_it_was() -> None:
+    from harness.measure.correctness import Check
+    from harness.sweep.runner import mirrored_check
+
+    x = torch.randn(2, 4, 3, 5, requires_grad=True)
+    before = x.detach().clone()
+    seen: list[torch.Tensor] = []
+    check = Check(max_rel_err=0.0, grad_rel_err=None, tolerance=1e-6, grad_tolerance=None, problem=None)
+    got = mirrored_check(lambda t: seen.append(t.detach().clone()) or t * 2, x, x.detach() * 2, check)
+    assert got is check and torch.equal(seen[0], before.flip(-1))  # the call saw the mirror, in x itself
+    assert torch.equal(x.detach(), before) and x.requires_grad  # and x is back
+
+
 def test_a_plain_function_is_skipped_in_train_mode_with_the_reason(temp_variant) -> None:
     """Its weights are closed over, so autograd cannot reach them: not a wrong variant, an unsupported
     mode, and said so rather than "no gradient reached parameter ..."."""

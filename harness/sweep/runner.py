@@ -132,13 +132,20 @@ def verify(case: Case, variant: Variant, subject: Subject, got: Outcome, seed: i
 def mirrored_check(fn: Fn, x: torch.Tensor, first: torch.Tensor, check: Check) -> Check:
     """A second call, on the input mirrored left to right, against the first call's output mirrored
     (scSE pools over the whole image and acts per pixel, so mirroring commutes with it). The first
-    call alone let a variant that computes once and hands back that answer be timed, and win. Both
-    outputs are within the check's limit of float64, so they may differ by twice it."""
-    mirrored = torch.empty_like(x, requires_grad=False)
-    with torch.no_grad():
-        mirrored.copy_(x.detach().flip(-1))
-        second = fn(mirrored)
-    err = correctness.normwise_error(second.detach().flip(-1), first)
+    call alone let a variant that computes once and hands back that answer be timed, and win. The
+    mirrored values are written into ``x`` itself (restored after), as the timed calls reuse it and as
+    a training loop's allocator reuses a buffer: an answer kept by the input's identity or address
+    fails here too. Both outputs are within the check's limit of float64, so they may differ by twice it."""
+    plain = x.detach()  # the same storage: the write is seen through x
+    kept = plain.clone()
+    try:
+        with torch.no_grad():
+            plain.copy_(kept.flip(-1))
+            second = fn(x).detach().flip(-1)
+    finally:
+        with torch.no_grad():
+            plain.copy_(kept)
+    err = correctness.normwise_error(second, first)
     limit = 2 * check.tolerance
     if err <= limit:
         return check
