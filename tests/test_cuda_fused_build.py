@@ -165,6 +165,40 @@ def test_reasons_when_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
         cf.build_cuda_fused(ScSE(4), torch.device("cuda"), torch.float32)
 
 
+def test_a_call_that_autograd_records_refuses_its_backward(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Used in a network that trains, the extension's output had no grad_fn: the blocks' weights got
+    no gradient, and neither did anything before them, with no word said."""
+    calls: list[torch.Tensor] = []
+    monkeypatch.setattr(cf, "_launch", lambda x, w: calls.append(x) or x * 2)  # the kernels' stand-in
+    module = cf.CudaScSE(ScSE(8, 2))
+    x = torch.randn(2, 8, 3, 3, requires_grad=True)
+    with torch.no_grad():  # inference: the extension directly, nothing recorded
+        assert module(x).grad_fn is None
+    y = module(x.detach())  # the weights need gradients: recorded
+    assert y.grad_fn is not None and len(calls) == 2
+    with pytest.raises(RuntimeError, match="cuda_fused is forward only: it has no backward"):
+        y.sum().backward()
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_a_batch_beyond_one_launch_is_launched_in_slices(monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
+    """The batch is a grid dimension, capped at 65535 by CUDA: a larger one failed "invalid argument"."""
+    monkeypatch.setattr(cf, "MAX_LAUNCH_BATCH", 3)
+    x = torch.randn(8, 4, 3, 5)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    seen: list[tuple[int, bool]] = []
+
+    def launch(part: torch.Tensor) -> torch.Tensor:
+        seen.append((part.shape[0], part.is_contiguous() or part.is_contiguous(memory_format=torch.channels_last)))
+        return part * 2
+
+    y = cf.in_batches(x, launch)
+    assert seen == [(3, True), (3, True), (2, True)]  # every slice dense, as the kernels need
+    assert torch.equal(y, x * 2) and y.stride() == x.stride()
+    assert cf.in_batches(x[:3], launch) is not None and seen[-1] == (3, True)  # one launch when it fits
+
+
 # ---- on a GPU ---------------------------------------------------------------------------------
 
 GPU_CASES = [
@@ -216,7 +250,8 @@ def test_cuda_forward_matches_float64(case: tuple) -> None:
         pytest.skip(cf.unavailable_reason())
     ref, x = _gpu_input(case)
     before = x.clone()
-    y = cf.build_cuda_fused(ref, torch.device("cuda"), x.dtype)(x)
+    with torch.no_grad():  # as the harness calls it; where autograd records, the same kernels through an operator
+        y = cf.build_cuda_fused(ref, torch.device("cuda"), x.dtype)(x)
     torch.cuda.synchronize()
     assert torch.equal(x, before), "the variant modified its input"
     assert y.dtype == x.dtype and y.shape == x.shape and y.is_cuda
@@ -225,6 +260,22 @@ def test_cuda_forward_matches_float64(case: tuple) -> None:
     want = copy.deepcopy(ref).double().cuda()(x.double())
     err = normwise_error(y, want)
     assert err <= tolerance(case[6], "cuda"), f"error {err:.3g}"
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("n", [0, 65536 + 3])
+def test_cuda_fused_takes_an_empty_batch_and_one_beyond_a_launch(n: int) -> None:
+    """N = 0 raised "pool failed: invalid argument" (an empty grid); N > 65535 the same (the grid's
+    batch dimension): now an empty answer, and launches of 65535 samples at most."""
+    if cf.unavailable_reason():
+        pytest.skip(cf.unavailable_reason())
+    ref = ScSE(4, 2, "max", True)
+    x = torch.randn(n, 4, 2, 3, device="cuda")
+    module = cf.build_cuda_fused(ref, torch.device("cuda"), x.dtype)
+    y = module(x)  # with grad enabled: through the operator, as a network in eval mode calls it
+    assert y.shape == x.shape and (n == 0 or y.grad_fn is not None)
+    want = copy.deepcopy(ref).double().cuda()(x.double())
+    assert n == 0 or normwise_error(y, want) <= tolerance("float32", "cuda")
 
 
 @pytest.mark.cuda
@@ -253,11 +304,12 @@ def test_a_cuda_fused_call_is_three_kernels_and_no_torch_compute(layout: str, ki
 
     ref, x = _gpu_input((4, 64, 32, 32, "gate", True, "float16", layout))
     module = cf.build_cuda_fused(ref, torch.device("cuda"), x.dtype)
-    module(x)
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    with torch.no_grad():
         module(x)
         torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            module(x)
+            torch.cuda.synchronize()
     kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     assert len(kernels) == 3 and "excite_kernel" in kernels[1], kernels
     assert f"pool_{kind}" in kernels[0] and f"apply_{kind}" in kernels[2], kernels

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -76,32 +77,56 @@ def pixel_flat(t: torch.Tensor) -> torch.Tensor:
     return t if dense else t.contiguous()
 
 
+#: The most samples one launch takes: the batch is a grid dimension (y or z), which CUDA caps at 65535.
+MAX_LAUNCH_BATCH = 65535
+
+
 @functools.lru_cache(maxsize=256)
-def pool_splits(device_index: int, n: int, c: int, hw: int) -> int:
+def pool_splits(device_index: int, n: int, c: int, hw: int, channels_last: bool = False) -> int:
     """Pixel splits for the pool pass, so that its grid covers the GPU about four times over (cached per shape)."""
     sms = torch.cuda.get_device_properties(device_index).multi_processor_count
-    rows = -(-c // 8)  # blocks along channels in the NCHW kernel (channels_last uses fewer)
+    rows = -(-c // (32 if channels_last else 8))  # blocks along channels: a warp of channels, or 8 rows
     want = max(1, -(-4 * sms // max(1, n * rows)))
     return int(max(1, min(want, -(-hw // 256))))  # at least 256 pixels per split
 
 
 def fused_cuda(x: torch.Tensor, w: KernelWeights) -> torch.Tensor:
     """The fused forward of x with the kernels' weights ``w``: one call into the extension; under
-    ``torch.compile``, one opaque operator (traced, the extension call broke Dynamo on an H200)."""
-    if torch.compiler.is_compiling():
+    ``torch.compile``, one opaque operator (traced, the extension call broke Dynamo on an H200).
+    Where autograd records (grad enabled, and x or a weight needs a gradient) the operator too,
+    whose backward refuses in one line: a network trained through it would else get no gradients."""
+    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and (x.requires_grad or w.w1.requires_grad)):
         return _forward_op(x, *w)
     return _launch(x, w)
 
 
 def _launch(x: torch.Tensor, w: KernelWeights) -> torch.Tensor:
-    ext = load_extension()
     if x.dim() != 4 or not x.is_cuda:
         raise ValueError("cuda_fused needs a 4-D CUDA tensor")
     xk = pixel_flat(x)
+    if xk.numel() == 0:  # an empty batch (or image) is an empty answer; the kernels' grids cannot be empty
+        return torch.empty_like(xk)
+    ext = load_extension()
     n, c, h, width = xk.shape
     device = xk.device.index if xk.device.index is not None else torch.cuda.current_device()
-    return ext.forward(xk, w.w1, w.b1, w.w2, w.b2, w.ws, w.bs, w.alpha, FUSION_CODES[w.fusion],
-                       pool_splits(device, n, c, h * width), torch.cuda.current_stream(xk.device).cuda_stream)
+    stream = torch.cuda.current_stream(xk.device).cuda_stream
+    channels_last = not xk.is_contiguous()
+
+    def launch(part: torch.Tensor) -> torch.Tensor:
+        splits = pool_splits(device, part.shape[0], c, h * width, channels_last)
+        return ext.forward(part, w.w1, w.b1, w.w2, w.b2, w.ws, w.bs, w.alpha, FUSION_CODES[w.fusion], splits, stream)
+
+    return in_batches(xk, launch)
+
+
+def in_batches(x: torch.Tensor, launch: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``launch(x)``, or, for a batch larger than one launch takes, ``launch`` of each slice of
+    ``MAX_LAUNCH_BATCH`` samples joined in ``x``'s layout (a slice along N of an NCHW or
+    channels_last dense tensor is dense in the same layout)."""
+    if x.shape[0] <= MAX_LAUNCH_BATCH:
+        return launch(x)
+    layout = torch.contiguous_format if x.is_contiguous() else torch.channels_last
+    return torch.cat([launch(part) for part in x.split(MAX_LAUNCH_BATCH)]).contiguous(memory_format=layout)
 
 
 @torch.library.custom_op("scse::cuda_fused_forward", mutates_args=())
@@ -114,6 +139,14 @@ def _forward_op(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None, w2: 
 @_forward_op.register_fake
 def _(x: torch.Tensor, *args: object) -> torch.Tensor:
     return torch.empty_like(pixel_flat(x))
+
+
+def _no_backward(ctx: object, grad: torch.Tensor) -> None:
+    raise RuntimeError("cuda_fused is forward only: it has no backward, so nothing before it or in it would get "
+                       "a gradient; train with triton_fused or eager, or call it under torch.no_grad()")
+
+
+_forward_op.register_autograd(_no_backward)
 
 
 def scse_cuda(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
