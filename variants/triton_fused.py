@@ -688,6 +688,7 @@ def fused_forward(x: torch.Tensor, w: KernelWeights, max_block_c: int = MAX_BLOC
         raise ValueError(f"expected an NCHW tensor, got shape {tuple(x.shape)}")
     xk = as_kernel_layout(x)
     n, c, h, width = xk.shape
+    check_channels(xk, w)
     b1, b2, bs, alpha = w.b1, w.b2, w.bs, w.alpha
     plan = launch_plan(n, c, w.w1.shape[0], h * width, _num_sms(x.device), alpha is not None, max_block_c)
     if out is not None and (out.shape != xk.shape or out.stride() != xk.stride() or out.dtype != xk.dtype):
@@ -775,6 +776,8 @@ class ScSEFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        if torch.is_grad_enabled():  # create_graph=True: a gradient penalty would silently get no gradient
+            raise RuntimeError("triton_fused has no double backward (create_graph=True); use eager for it")
         *saved, w1, b1, w2, b2, ws, bs, alpha = ctx.saved_tensors
         w = KernelWeights(w1, b1, w2, b2, ws, bs, alpha, ctx.fusion)
         dx, *grads = fused_backward(dy, tuple(saved), w, ctx.plan)
@@ -815,8 +818,11 @@ def _saving_op(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None, w2: t
 def _(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor | None, w2: torch.Tensor, b2: torch.Tensor | None,
       ws: torch.Tensor, bs: torch.Tensor | None, alpha: torch.Tensor | None, fusion: str,
       max_block_c: int) -> tuple[torch.Tensor, torch.Tensor]:
-    plan = _plan_of(x, w1, alpha is not None, max_block_c)
-    return torch.empty_like(as_kernel_layout(x)), x.new_empty(sum(plan.forward_workspace), dtype=torch.float32)
+    if any(isinstance(d, torch.SymInt) for d in x.shape):  # compiled with dynamic shapes: the plan needs ints
+        size = torch.library.get_ctx().new_dynamic_size()  # the workspace's size, unknown until it runs
+    else:
+        size = sum(_plan_of(x, w1, alpha is not None, max_block_c).forward_workspace)
+    return torch.empty_like(as_kernel_layout(x)), x.new_empty(size, dtype=torch.float32)
 
 
 @torch.library.custom_op("scse::triton_fused_backward", mutates_args=())
@@ -855,11 +861,21 @@ def _saving_backward(ctx: Any, dout: torch.Tensor, _: torch.Tensor) -> tuple[tor
 _saving_op.register_autograd(_saving_backward, setup_context=_saving_context)
 
 
+def check_channels(x: torch.Tensor, w: KernelWeights) -> None:
+    """The kernels index the weights by the input's channels: another count reads (and, backward,
+    writes) past them."""
+    if x.dim() != 4 or x.shape[1] != w.ws.numel():
+        raise ValueError(f"the block takes NCHW input with {w.ws.numel()} channels, got shape {tuple(x.shape)}")
+
+
 def run_fused(x: torch.Tensor, w: KernelWeights, max_block_c: int = MAX_BLOCK_C) -> torch.Tensor:
     """The fused forward, through autograd only when a backward can follow: ``Function.apply`` costs
     more host time than the rest of an inference call (28 of 50 µs on the 2-core VM). Under
     ``torch.compile`` each is an opaque operator (the recording one with a backward of its own), so a
     compiled network keeps the fused blocks in its graph without tracing their launches."""
+    if x.numel() == 0:  # an empty batch: an empty answer, still on autograd's graph (the kernels' grids can't be empty)
+        check_channels(x, w)
+        return x.mul(0)
     records = torch.is_grad_enabled() and (x.requires_grad or any(t is not None and t.requires_grad for t in w[:-1]))
     if torch.compiler.is_compiling():
         return _saving_op(x, *w, max_block_c)[0] if records else _forward_op(x, *w, max_block_c)

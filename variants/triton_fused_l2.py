@@ -21,6 +21,7 @@ from variants.triton_fused import (
     TritonScSE,
     _available,
     as_kernel_layout,
+    check_channels,
     cuda_property,
     fused_forward,
     triton_unavailable,
@@ -54,6 +55,9 @@ def chunked_forward(x: torch.Tensor, w: KernelWeights, cache_bytes: int, max_blo
     if x.dim() != 4:
         raise ValueError(f"expected an NCHW tensor, got shape {tuple(x.shape)}")
     xk = as_kernel_layout(x)
+    if xk.numel() == 0:  # an empty batch: an empty answer (the kernels' grids can't be empty)
+        check_channels(xk, w)
+        return torch.empty_like(xk)
     n = xk.shape[0]
     step = chunk_samples(n, xk[0].numel() * xk.element_size(), cache_bytes)
     if step >= n:

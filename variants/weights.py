@@ -121,8 +121,10 @@ class ReferenceWeights(nn.Module):
     forward its own way (a fused kernel) but must keep the reference's weights and gradients.
 
     ``weights`` is what the kernels read (``kernel_weights``): the parameters themselves, not
-    copies, so an optimizer's in-place update is seen; gathered when built and again whenever
-    ``.to()`` and friends may have replaced the parameters, never per call.
+    copies, so an optimizer's in-place update is seen. They are gathered when built, again whenever
+    ``.to()`` and friends may have replaced the parameters, and again when a call finds that one was
+    replaced (``load_state_dict(assign=True)``, ``torch.func.functional_call``, a new ``Parameter``,
+    a parametrization): a check of identities, not a gathering, per call.
     """
 
     def __init__(self, reference: ScSE) -> None:
@@ -133,9 +135,26 @@ class ReferenceWeights(nn.Module):
         self.sse = ref.sse
         if ref.fusion == "gate":
             self.gate = ref.gate
-        self.weights = kernel_weights(self)
+        self._gather()
+
+    def _gather(self) -> KernelWeights:
+        gathered = kernel_weights(self)
+        fc1, fc2, conv = self.cse.fc[0], self.cse.fc[2], self.sse.Conv1x1
+        slots = [(fc1, "weight"), (fc1, "bias"), (fc2, "weight"), (fc2, "bias"), (conv, "weight"), (conv, "bias"),
+                 (self, "gate")]  # fmt: skip
+        # where each tensor lives: a module's parameter table, which every replacement writes
+        self._held = tuple((owner._parameters, name, t) for (owner, name), t in zip(slots, gathered[:-1], strict=True))
+        self._weights = gathered
+        return gathered
+
+    @property
+    def weights(self) -> KernelWeights:
+        for table, name, tensor in self._held:
+            if table.get(name) is not tensor:
+                return self._gather()
+        return self._weights
 
     def _apply(self, fn: Any, recurse: bool = True) -> ReferenceWeights:
         super()._apply(fn, recurse)
-        self.weights = kernel_weights(self)
+        self._gather()
         return self
