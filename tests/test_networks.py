@@ -163,6 +163,37 @@ def test_in_16_bits_a_wrong_block_is_caught_where_it_sits(temp_variant, dtype: s
     assert ok.status.value == "ok", ok.reason  # a correct block passes its own check there
 
 
+class NoWeightGradient(torch.nn.Module):
+    """Right output and input gradient, but the first excitation conv's weight enters as
+    ``w.detach() + 0·w``: its gradient is exactly zero, an error of 1, which a 16-bit network's own
+    gradient error (above 1 for some of its scSE parameters) let pass."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.reference_names = {f"inner.{n}": n for n, _ in inner.named_parameters()}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        params = {n: (p.detach() + 0 * p if n == "cse.fc.0.weight" else p) for n, p in self.inner.named_parameters()}
+        return torch.func.functional_call(self.inner, params, (x,))
+
+
+@needs_smp
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_in_16_bits_a_block_whose_weight_gets_no_gradient_is_caught_where_it_sits(temp_variant, dtype: str) -> None:
+    eager = get_variant("eager")
+    temp_variant("no_wgrad", lambda ref, device, dtype: NoWeightGradient(eager.build(ref, device, dtype)),
+                 dtypes=("float32", "float16", "bfloat16"))  # fmt: skip
+    result = run_case(unet_case("no_wgrad", "train", dtype), get_variant("no_wgrad"), CpuClock(), FAST, 0,
+                      measures=metric_set())  # fmt: skip
+    assert result.status.value == "mismatch", (result.reason, result.check)
+    assert (result.reason or "").startswith("scSE block decoder.blocks.0.attention1.attention: gradient of "
+                                            "cse.fc.0.weight error 1 > "), result.reason  # fmt: skip
+    right = run_case(unet_case("eager", "train", dtype), get_variant("eager"), CpuClock(), FAST, 0,
+                     measures=metric_set())  # fmt: skip
+    assert right.status.value == "ok", right.reason  # the blocks' gradients check passes a right one
+
+
 class NudgesItsInput(torch.nn.Module):
     """Right output, but it scales its input in place afterwards, by 2%: the network's other
     readers of that activation see it, too little for a bfloat16 network's own limit."""
