@@ -194,6 +194,40 @@ def test_in_16_bits_a_block_whose_weight_gets_no_gradient_is_caught_where_it_sit
     assert right.status.value == "ok", right.reason  # the blocks' gradients check passes a right one
 
 
+class ReplaysZeros(torch.nn.Module):
+    """A CPU stand-in for a CUDA graph that captured wrongly: the plain modules are right, the replay not."""
+
+    def __init__(self, network: torch.nn.Module, wrong: bool) -> None:
+        super().__init__()
+        self.network, self.wrong = network, wrong
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.network(x)
+        return torch.zeros_like(y) if self.wrong else y
+
+
+@needs_smp
+@pytest.mark.parametrize("wrong", [True, False])
+def test_in_16_bits_a_graph_replay_that_differs_from_its_network_is_caught(monkeypatch, wrong: bool) -> None:
+    import variants.swap as swap
+
+    graphed = dataclasses.replace(get_context("unet"), name="unet_graph_stand_in", form="graph",
+                                  devices=frozenset({"cpu"}))  # fmt: skip
+    monkeypatch.setattr(swap, "in_form", lambda context, network: ReplaysZeros(network, wrong))
+    add_context(graphed, replace=True)
+    try:
+        case = dataclasses.replace(unet_case("eager", dtype="bfloat16"), context=graphed.name)
+        result = run_case(case, get_variant("eager"), CpuClock(), FAST, 0, measures=metric_set())
+    finally:
+        remove_context(graphed.name)
+    if wrong:
+        assert result.status.value == "mismatch", (result.reason, result.check)
+        assert (result.reason or "").startswith("the CUDA graph's replay differs from the network it captured: "
+                                                "error 1 > tolerance "), result.reason  # fmt: skip
+    else:
+        assert result.status.value == "ok", result.reason
+
+
 class NudgesItsInput(torch.nn.Module):
     """Right output, but it scales its input in place afterwards, by 2%: the network's other
     readers of that activation see it, too little for a bfloat16 network's own limit."""
