@@ -514,6 +514,25 @@ def test_a_variant_replaying_its_own_cuda_graph_is_skipped_inside_a_compiled_or_
         "replays a CUDA graph of its own inside unet_graphed's capture")
 
 
+@needs_smp
+@pytest.mark.parametrize("variant", ["compile_reduce_overhead", "compile_max_autotune"])
+def test_a_compile_mode_replaying_cuda_graphs_is_skipped_inside_a_compiled_or_graphed_network_on_cuda(
+    variant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both modes replay CUDA graphs (cudagraph trees) on a GPU, as cuda_graph does: inside another
+    compile or capture they were run all the same. On a CPU they compile as the default mode does."""
+    from harness.sweep.runner import skip_reason
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for context in ("unet_compiled", "unet_graphed"):
+        case = Case(variant, "cuda", "float16", "forward", 1, 3, 64, 64, 16, "add", True, context)
+        assert (skip_reason(case, get_variant(variant), True) or "").startswith("replays a CUDA graph of its own")
+        eager_network = dataclasses.replace(case, context="unet")
+        assert "CUDA graph" not in (skip_reason(eager_network, get_variant(variant), True) or "")
+    on_cpu = Case(variant, "cpu", "float32", "forward", 1, 3, 64, 64, 16, "add", True, "unet_compiled")
+    assert "CUDA graph" not in (skip_reason(on_cpu, get_variant(variant), True) or "")
+
+
 def test_every_compiled_network_has_its_own_compile_and_never_falls_back_to_eager() -> None:
     """Compiled as ``torch.compile(network)``, every case's network shared its class's forward in
     dynamo's cache: past ``recompile_limit`` (8) a sweep's 'compiled' networks ran eagerly."""

@@ -1,9 +1,11 @@
 """The runner: correctness gates timing, and one bad case never ends the sweep."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -461,6 +463,48 @@ def test_the_timed_calls_of_a_variant_that_owns_its_input_copy_nothing(temp_vari
     fn = built[-1]
     # the first call's input became the buffer; the check's mirrored call copied once; no timed call copied
     assert fn.calls > 10 and fn.copies == 1
+
+
+class FakeCapture:
+    """torch.cuda's graph API on a CPU: streams that do nothing, a capture that runs its body once
+    (or fails, as one out of memory does), a replay that does nothing."""
+
+    fail = False
+
+    class Stream:
+        def __init__(self, device: object = None) -> None: ...
+
+        def wait_stream(self, other: object) -> None: ...
+
+    class CUDAGraph:
+        def replay(self) -> None: ...
+
+    @staticmethod
+    @contextlib.contextmanager
+    def graph(graph: object) -> Iterator[None]:
+        if FakeCapture.fail:
+            raise RuntimeError("CUDA out of memory (a stand-in)")
+        yield
+
+
+def test_a_failed_capture_leaves_the_previous_graph_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new input buffer replaced the old before the capture, which then failed: the old graph,
+    still used for the old layout, read a buffer freed under it."""
+    from variants.cuda_graph import CudaGraphScSE
+
+    for name in ("Stream", "CUDAGraph", "graph"):
+        monkeypatch.setattr(torch.cuda, name, getattr(FakeCapture, name))
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: FakeCapture.Stream())
+    module = CudaGraphScSE(torch.nn.Identity())
+    x = torch.randn(2, 3, 4, 4)
+    module(x)
+    before = (module._graph, module._static_in, module._static_out)
+    monkeypatch.setattr(FakeCapture, "fail", True)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        module(torch.randn(4, 3, 4, 4))  # another layout: captures again, and fails
+    assert (module._graph, module._static_in, module._static_out) == before  # identities: nothing half-replaced
+    assert module.captures == 1 and torch.equal(module(x), x)
 
 
 def test_a_graphed_form_keeps_what_it_wraps_declares() -> None:

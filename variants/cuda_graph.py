@@ -57,18 +57,21 @@ class CudaGraphScSE(nn.Module):
 
     @torch.no_grad()
     def _capture(self, x: torch.Tensor) -> None:
-        self._static_in = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
-        self._static_in.copy_(x)
+        """Capture for ``x``'s layout. The new buffers and graph replace the old ones only once the
+        capture has succeeded: one that fails (out of memory at a larger batch) must leave the previous
+        graph whole, never pointing at a buffer freed under it."""
+        static_in = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
+        static_in.copy_(x)
         side = torch.cuda.Stream(device=x.device)
         side.wait_stream(torch.cuda.current_stream(x.device))
         with torch.cuda.stream(side):
             for _ in range(self.WARMUP_ITERS):
-                self.module(self._static_in)
+                self.module(static_in)
         torch.cuda.current_stream(x.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            self._static_out = self.module(self._static_in)
-        self._graph = graph
+            static_out = self.module(static_in)
+        self._graph, self._static_in, self._static_out = graph, static_in, static_out
         self.captures += 1
 
     @property

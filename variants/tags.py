@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import torch
 
 DTYPE_NAMES: tuple[str, ...] = ("float32", "float16", "bfloat16", "float64")
+#: The ``torch.compile`` modes that replay CUDA graphs on a GPU.
+GRAPHED_COMPILE_MODES: tuple[str, ...] = ("reduce-overhead", "max-autotune")
 
 
 class Tagged(Protocol):
@@ -76,6 +78,11 @@ class Tags:
     def memory_format(self) -> torch.memory_format:
         """The memory format the variant wants its input in."""
         return torch.channels_last if self.input_memory_format == "channels_last" else torch.contiguous_format
+
+    def replays_graphs(self, device: str) -> bool:
+        """Whether its call replays CUDA graphs of its own on ``device``: a graph variant's, or
+        ``torch.compile``'s in the modes that use CUDA graphs there (cudagraph trees)."""
+        return self.output_reused or (device == "cuda" and self.compile_mode in GRAPHED_COMPILE_MODES)
 
     def dtype_for(self, dtype: str) -> str:
         """The dtype a variant computes in for input of ``dtype``."""

@@ -72,7 +72,7 @@ def skip_reason(case: Case, variant: Variant, explicit: bool) -> str | None:
         reason = context.unsupported(case.device, case.mode) or context.unavailable()
         if reason:
             return reason
-        if tags_of(variant).output_reused and context.form != "eager":  # a graph of its own, replayed
+        if tags_of(variant).replays_graphs(case.device) and context.form != "eager":  # a graph of its own
             return (f"replays a CUDA graph of its own, which torch.compile cannot trace into {context.name}"
                     if context.form == "compile" else f"replays a CUDA graph of its own inside {context.name}'s "
                     "capture: the network's graph holds the block's kernels already, and not every CUDA "
