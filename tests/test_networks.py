@@ -320,6 +320,37 @@ def test_the_scse_share_counts_the_blocks_and_nothing_else() -> None:
     assert train is not None and 0.0 < train < 0.5
 
 
+def cuda_trace(block_kernel_at: tuple[int, int], other_kernel_at: tuple[int, int], direct: bool = False) -> list:
+    """Events shaped as torch's kineto parser builds them on CUDA: a CPU op holding the kernel it
+    launched, and that kernel again as a device-side event at the time the GPU ran it, on the
+    launching thread. A block's range (0–10 µs) and another layer's op (12–13 µs), each launching a
+    4 µs kernel: the blocks' true share is one half."""
+    from torch.autograd import DeviceType
+    from torch.autograd.profiler_util import FunctionEvent
+
+    def event(name: str, start: int, end: int, device: DeviceType = DeviceType.CPU) -> FunctionEvent:
+        return FunctionEvent(id=0, name=name, thread=1, start_us=start, end_us=end, use_device="cuda",
+                             device_type=device)  # fmt: skip
+
+    block, mul, conv = event("scse_block:0", 0, 10), event("aten::mul", 1, 2), event("aten::conv2d", 12, 13)
+    block.append_cpu_child(mul)
+    (block if direct else mul).append_kernel("k_block", 0, 4)  # direct: Triton's launch, or a graph's replay
+    conv.append_kernel("k_conv", 0, 4)
+    ran = [event("k_block", *block_kernel_at, DeviceType.CUDA), event("k_conv", *other_kernel_at, DeviceType.CUDA)]
+    return [block, mul, conv, *ran]
+
+
+@pytest.mark.parametrize(("block_kernel_at", "other_kernel_at", "direct"), [
+    ((3, 7), (13, 17), False),  # the GPU keeps up: each kernel runs inside its launcher's time
+    ((14, 18), (18, 22), False),  # the GPU runs behind: the block's kernel after its range (0.25 before)
+    ((14, 18), (2, 6), False),  # ... and another layer's kernel during a block's range (0.25 before)
+    ((14, 18), (18, 22), True),  # a kernel launched directly in the block's range (0.0 before)
+])  # fmt: skip
+def test_the_scse_share_on_cuda_counts_each_kernel_once_for_the_op_that_launched_it(
+        block_kernel_at: tuple[int, int], other_kernel_at: tuple[int, int], direct: bool) -> None:
+    assert share_of(cuda_trace(block_kernel_at, other_kernel_at, direct), True) == pytest.approx(0.5)
+
+
 @needs_smp
 def test_a_network_run_writes_rows_and_the_report_shows_the_network_and_its_scse_share(tmp_path: Path) -> None:
     frame = harness.run(device="cpu", contexts="unet", variants="eager,smp", shapes="3x64x64", modes="forward",

@@ -5,8 +5,9 @@ separate pass after the timed loop: forward hooks open a ``scse_block:<i>`` rang
 of block ``i`` only while profiling, so the timed calls carry nothing extra, and one trace tells
 the blocks apart.
 
-Attribution: each profiler event has a self time (CPU time, and on CUDA the device time of the
-kernels it launched), and self times add up to the whole without counting anything twice. An event
+Attribution: each CPU-side profiler event has a self time (CPU time, and on CUDA the device time
+of the kernels it launched), and self times add up to the whole without counting anything twice
+(the kernels' own device-side events are left out: they would count each kernel again). An event
 belongs to the blocks when it runs inside a block's range on that thread (the forward), or when it
 is, or runs inside, the backward of an autograd node made inside a block's range (train mode;
 matched by the node's sequence number). The share is the blocks' self time over everyone's: device
@@ -20,6 +21,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import profile, record_function
 
 from harness.measure.profiling import activities_for, quiet_kineto
@@ -95,13 +97,23 @@ def block_events(events: Sequence[Any], which: Collection[int] | None = None) ->
 
 def share_of(events: Sequence[Any], device: bool, which: Collection[int] | None = None) -> float | None:
     """The blocks' share of all self time in ``events`` (of the blocks indexed ``which``, or all);
-    None when nothing was recorded."""
+    None when nothing was recorded.
+
+    Device time is read from the CPU-side events only: each holds the kernels it launched (matched by
+    correlation id), and a kernel's own device-side event would count them twice, at the time the GPU
+    ran them, which a GPU running behind the host puts in another layer's range. A block's range
+    holds the kernels launched directly in it (Triton's, a graph's replay): those are the block's."""
     ours = block_events(events, which)
     total = blocks = 0.0
     for e in events:
-        if is_range(e):
+        if device and getattr(e, "device_type", DeviceType.CPU) != DeviceType.CPU:
             continue
         t = _self_time(e, device)
+        if is_range(e):
+            if device:  # on the CPU its own time is the hooks' and the profiler's
+                total += t
+                blocks += t if which is None or int(e.name.rsplit(":", 1)[1]) in which else 0.0
+            continue
         total += t
         if id(e) in ours:
             blocks += t
