@@ -198,6 +198,11 @@ def test_a_run_whose_every_case_now_skips_is_exit_2_after_the_tables(
     want = f"error: nothing to compare: no case in common was timed on both sides ({len(rows)} ok → skipped)"
     assert err.strip() == want
     assert "triton: not installed" in md.read_text()
+    # neither the terminal nor the Markdown (a CI job's summary) calls it a pass
+    assert "no regression" not in out and "NOT COMPARED: nothing to compare" in out
+    summary = md.read_text()
+    assert summary.startswith("## ⚠️ ") and "no regression" not in summary and "✅" not in summary
+    assert "raw samples missing" not in out + summary  # both sides are results.jsonl: none were missing
 
 
 def test_a_different_thread_count_is_one_plain_line_saying_how_to_match_it(

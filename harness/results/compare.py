@@ -405,7 +405,7 @@ def compare(
             changes.append(StatusChange(key, b_status, c_status, "" if key_value(reason) is None else str(reason)))
     only_b = tuple(k for k in b_rows if k not in c_rows)
     only_c = tuple(k for k in c_rows if k not in b_rows)
-    if not base.has_samples or not cur.has_samples:
+    if results and (not base.has_samples or not cur.has_samples):  # none timed: none missing
         notes.append("raw samples missing on one side (a .csv file?): verdicts use 95% CI overlap where they can")
     order = {Verdict.SLOWER: 0, Verdict.AMBIGUOUS: 1, Verdict.FASTER: 2, Verdict.SAME: 3}
     results.sort(key=lambda r: (order[r.verdict], -abs(math.log(r.ratio)) if r.ratio > 0 else 0.0))

@@ -70,6 +70,8 @@ def _p(value: float | None) -> str:
 def headline(comparison: Comparison) -> str:
     """One line: did it regress, and the counts per verdict."""
     counts = ", ".join(f"{comparison.count(v)} {v.value.lower()}" for v in Verdict)
+    if comparison.nothing_judged:  # never "no regression": a change that made every case skip passed so
+        return f"NOT COMPARED: {comparison.nothing_judged}"
     if comparison.failed:
         parts = []
         if comparison.regressions:
@@ -115,7 +117,7 @@ def _key_frame(keys: Iterable[Key]) -> pd.DataFrame:
 def to_markdown(comparison: Comparison, *, title: str = "Benchmark comparison") -> str:
     """Markdown for a pull-request comment or ``$GITHUB_STEP_SUMMARY``: the news first, the rest folded."""
     c = comparison
-    icon = "❌" if c.failed else "✅"
+    icon = "❌" if c.failed else "⚠️" if c.nothing_judged else "✅"
     lines = [f"## {icon} {title}", ""]
     if c.env_differences:
         lines += ["> [!WARNING]", "> **The environments differ; these timings may not be comparable.**"]
@@ -223,5 +225,5 @@ def render(comparison: Comparison, console: Console) -> None:
         parts.append(f"[dim]note: {escape(note)}[/]")
     if parts:
         console.print(Group(*parts))
-    style = "bold red" if c.failed else "bold green"
+    style = "bold red" if c.failed else "bold yellow" if c.nothing_judged else "bold green"
     console.print(f"[{style}]{escape(headline(c))}[/]")
