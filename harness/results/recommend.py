@@ -256,7 +256,8 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
                 tied, tied_by_speedup = (*tied, BASELINE_VARIANT), True
     wall_best = fastest_end_to_end(best, ranked)
     rested_on = [best, *(r for r in others if str(r["variant"]) in tied), *others[:1], *([eager] if eager else [])]
-    disturbed = tuple(dict.fromkeys(str(r["variant"]) for r in rested_on if "!" in marks(r)))
+    # a disturbed time is an upper bound, so any disturbed variant, however slow it read, may be the winner
+    disturbed = tuple(dict.fromkeys(str(r["variant"]) for r in [*rested_on, *ranked] if "!" in marks(r)))
     few = tuple(dict.fromkeys(str(r["variant"]) for r in rested_on if interval(timing(r))[2] != "95% CI"))
     return Recommendation(
         device, dtype, mode, config, str(best["variant"]),
