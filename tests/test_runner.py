@@ -523,3 +523,25 @@ def test_a_graphed_form_keeps_what_it_wraps_declares() -> None:
     if torch.cuda.is_available():  # what it wraps can be missing where CUDA is not
         gone = graphed(dataclasses.replace(get_variant("eager"), available=lambda: "needs a library"))
         assert gone.unavailable("cuda") == "needs a library"
+
+
+def test_a_case_too_large_for_the_hosts_memory_is_an_oom_row_before_anything_is_allocated(monkeypatch) -> None:
+    """Linux overcommits: ``--shapes 100000x100000x100000`` allocated, touched the memory and had the
+    kernel kill the sweep (no row, no report). Its size is refused against MemAvailable first, and the
+    FLOP count, which traces the reference for real, is refused the same way."""
+    import harness.measure.flops as flops
+    import harness.sweep.oom as oom
+
+    huge = case("eager", channels=100_000, height=100_000, width=100_000, batch=1)
+    needed = oom.host_bytes_needed(huge)
+    assert needed >= 10**15 * (4 + 2 * 4 + 8) + 4 * 2 * 100_000 * 50_000  # draw, x and its copy, float64 input
+    row = run(huge)
+    assert row["status"] == "oom" and "GiB of host memory" in row["reason"], row["reason"]
+    assert row["fvcore_uncounted"].startswith("fvcore not run: its trace needs "), row["fvcore_uncounted"]
+    assert row["analytic_flops"] > 0 and row["torch_flops"] > 0  # the formula and the meta device need no memory
+    small = case("eager")
+    monkeypatch.setattr(oom, "available_host_bytes", lambda: oom.host_bytes_needed(small) - 1)
+    monkeypatch.setattr(flops, "available_host_bytes", lambda: 10**12)
+    assert run(small)["status"] == "oom"  # a bound one byte over what is free refuses it
+    monkeypatch.setattr(oom, "available_host_bytes", lambda: None)  # unknown (no /proc/meminfo): no refusal
+    assert run(small)["status"] == "ok"

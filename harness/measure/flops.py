@@ -32,10 +32,13 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
+from harness.measure.bandwidth import weight_count
+
 # ANALYTIC_FORMULA_MD and analytic_breakdown are only re-exported: the formula's names stay importable from here.
 from harness.measure.flop_formula import ANALYTIC_FORMULA_MD as ANALYTIC_FORMULA_MD
 from harness.measure.flop_formula import analytic_breakdown as analytic_breakdown
 from harness.measure.flop_formula import analytic_flops, check_mode
+from harness.measure.memory import available_host_bytes
 from variants.reference import ScSE
 
 SCOPE_FORWARD = "forward"
@@ -311,6 +314,12 @@ def fvcore_forward(shape: tuple[int, int, int, int], reduction: int, fusion: str
     tensors), at one and two samples and extrapolated (``affine_in_batch``). Forward only, so one
     count serves both modes."""
     n, c, h, w = shape
+    # the trace runs for real at two samples (input, a few intermediates, output) beside the weights
+    needed = 4 * (2 * 6 * c * h * w + weight_count(c, reduction, fusion, bias))
+    available = available_host_bytes()
+    if available is not None and needed > available:  # overcommitted, it would kill the sweep
+        return FlopCount(None, "mac=1", SCOPE_FORWARD, error=f"fvcore not run: its trace needs {needed / 2**30:,.1f} "
+                                                            f"GiB; {available / 2**30:,.1f} GiB is available")
     reference = ScSE(c, reduction, fusion, bias)
 
     def at(batch: int) -> FlopCount:
@@ -332,7 +341,9 @@ def flop_columns(
     n, c, h, w = shape
     check_mode(mode)
     fv = fvcore if fvcore is not None else fvcore_forward(shape, reduction, fusion, bias)
-    tc = torch_flops(ScSE(c, reduction, fusion, bias), torch.empty(shape, device="meta"), mode)
+    with torch.device("meta"):  # counted there: nothing allocated, whatever the size
+        reference = ScSE(c, reduction, fusion, bias)
+    tc = torch_flops(reference, torch.empty(shape, device="meta"), mode)
     return _columns(fv, tc, analytic_flops(n, c, h, w, reduction, fusion, bias, mode, "mac=2"))
 
 

@@ -68,6 +68,18 @@ class MemoryUsage:
 # -- process high-water mark --------------------------------------------------------------------
 
 
+def available_host_bytes(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """The host memory the kernel says a process can still get (``MemAvailable``); None where unknown.
+    Linux overcommits: an allocation beyond it succeeds, and touching it gets the process killed."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def reset_hwm(proc: Path = PROC_SELF) -> bool:
     """Reset the process's VmHWM to its current RSS; False where the OS does not allow it."""
     try:

@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 import torch
 
+from harness.measure.bandwidth import weight_count
+from harness.measure.memory import available_host_bytes
 from harness.results.record import CaseResult, Status
 from harness.sweep.cases import Case
 
@@ -28,6 +30,30 @@ def is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
     return isinstance(exc, RuntimeError) and any(m in str(exc) for m in OOM_MESSAGES)
+
+
+def host_bytes_needed(case: Case) -> int:
+    """A lower bound on the host memory a case takes: its float32 draw (and cotangent) and the
+    float32 reference's weights; on the CPU also the input in its dtype, its copy, and the float64
+    reference's input. Any real run takes more."""
+    elements = case.batch * case.channels * case.height * case.width
+    itemsize = torch.empty((), dtype=getattr(torch, case.dtype)).element_size()
+    per_element = 4 * (2 if case.mode == "train" else 1)
+    if case.device.split(":")[0] == "cpu":
+        per_element += 2 * itemsize + 8
+    weights = 0 if case.context else weight_count(case.channels, case.reduction, case.fusion, case.bias)
+    return elements * per_element + 4 * weights
+
+
+def check_host_memory(case: Case, available: int | None = None) -> None:
+    """Refuse, as an out-of-memory failure, a case that cannot fit in the host's memory before anything
+    is allocated: Linux overcommits, so the allocation succeeded and touching it had the kernel kill
+    the whole sweep (24 GB VM, ``--shapes 100000x100000x100000``: no row, no report)."""
+    available = available_host_bytes() if available is None else available
+    needed = host_bytes_needed(case)
+    if available is not None and needed > available:
+        raise MemoryError(f"the case needs at least {needed / 2**30:,.1f} GiB of host memory; "
+                          f"{available / 2**30:,.1f} GiB is available")
 
 
 def release_memory(device: str) -> None:

@@ -26,7 +26,7 @@ from harness.measure.timing import Clock, CpuClock, Timing, TimingPolicy, measur
 from harness.results.record import PHASE_COLUMNS, CaseResult, FirstCall, Phases, Status
 from harness.sweep.cases import Case
 from harness.sweep.network import network_subject
-from harness.sweep.oom import is_out_of_memory, release_memory
+from harness.sweep.oom import check_host_memory, is_out_of_memory, release_memory
 from harness.sweep.subject import Fn, SharedInputs, Subject, block_subject
 from variants.registry import Variant
 from variants.tags import bias_unsupported, tags_of
@@ -266,6 +266,7 @@ def run_case(case: Case, variant: Variant, clock: Clock | None, policy: TimingPo
         result = failed(case, Status.SKIPPED, reason or "no clock for this device", measures, threads, cache, timer)
         return replace(result, phases=timer.phases())
     try:
+        check_host_memory(case)  # before anything is allocated: overcommitted memory kills, never raises
         result = measure_case(case, variant, clock, policy, seed, measures, inputs, timer)
         with timer.phase("flops"):
             configured = measures.configured(case)  # FLOPs depend on the configuration only: every row has them
