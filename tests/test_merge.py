@@ -224,3 +224,18 @@ def test_a_damaged_config_in_env_json_is_one_line(piece, tmp_path: Path, capsys)
     a, b = piece("a", [0]), piece("b", [1])
     (b / "env.json").write_text(json.dumps({"config": 5}))
     assert "not the sweep's settings" in refused(["merge", str(a), str(b), "--out", str(tmp_path / "m")], capsys)
+
+
+def test_a_configuration_split_between_runs_is_a_warning(piece, tmp_path: Path) -> None:
+    """eager from one run, mean_squeeze from a later one, at the same shape and batch: merged without
+    a word, the report gave a speedup of one over the other as if measured side by side."""
+    a, b = piece("a", [0, 2]), piece("b", [1, 3])  # eager in a, mean_squeeze in b, at both batches
+    with pytest.warns(RuntimeWarning, match=r"2 configuration\(s\) hold variants measured in different runs, "
+                                            r"e\.g\. 4x4x4 b1 .*\(eager from a, mean_squeeze from b\)"):
+        merge([a, b], tmp_path / "m")
+    whole_a, whole_b = piece("c", [0, 1]), piece("d", [2, 3])  # each configuration whole in one run
+    import warnings as w
+
+    with w.catch_warnings():
+        w.simplefilter("error")
+        merge([whole_a, whole_b], tmp_path / "n")

@@ -32,6 +32,7 @@ from harness.results.store import (
     run_folder_of,
     to_frame,
 )
+from harness.sweep.cases import KEY_COLUMNS
 from harness.sweep.config import ConfigError
 
 #: Sweep settings every merged run must share (keys of env.json's ``config``).
@@ -103,8 +104,28 @@ def check_shards(envs: Mapping[Path, Mapping[str, Any]]) -> list[str]:
     return [f"{k}/{n}" for n, got in sorted(seen.items()) for k in range(1, n + 1) if k not in got]
 
 
+def split_configurations(where: Mapping[tuple[object, ...], tuple[Path, Mapping[str, Any]]]) -> list[str]:
+    """The configurations (a case key without its variant) whose variants come from more than one
+    run, each as a label naming the runs: their speedups compare runs made apart, not side by side
+    (shards never split one)."""
+    variant = KEY_COLUMNS.index("variant")
+    runs: dict[tuple[object, ...], dict[Path, str]] = {}
+    first: dict[tuple[object, ...], Mapping[str, Any]] = {}
+    for key, (run, row) in where.items():
+        config = key[:variant] + key[variant + 1:]
+        runs.setdefault(config, {}).setdefault(run, str(row.get("variant")))
+        first.setdefault(config, row)
+    split = []
+    for config, by_run in runs.items():
+        if len(by_run) > 1:
+            shape = _label(first[config]).split(" ", 1)[1]  # the label without its variant
+            split.append(f"{shape} ({', '.join(f'{v} from {r.name}' for r, v in by_run.items())})")
+    return split
+
+
 def collect_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
-    """Every row of every run, refusing a case key that appears twice."""
+    """Every row of every run, refusing a case key that appears twice; warns of configurations split
+    between runs (``split_configurations``)."""
     where: dict[tuple[object, ...], tuple[Path, dict[str, Any]]] = {}
     rows: list[dict[str, Any]] = []
     for run in runs:
@@ -118,6 +139,10 @@ def collect_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
                 raise MergeError(f"{kind} {_label(row)}: {runs_text}")
             where[key] = (run, row)
             rows.append(row)
+    split = split_configurations(where)
+    if split:
+        warnings.warn(f"{len(split)} configuration(s) hold variants measured in different runs, e.g. {split[0]}: "
+                      "their speedups compare runs made apart, not side by side", RuntimeWarning, stacklevel=3)
     return rows
 
 
