@@ -337,6 +337,15 @@ def test_narrow_terminal_drops_optional_columns_not_the_verdict(tmp_path: Path) 
     why = cmp.compare(plain, disturbed)
     assert "disturbed" in why.cases[0].note
     assert "note" in [c.header for c in compare_render.rich_table(why, width=80).columns]  # why it is AMBIGUOUS
+    two = [row(case("mean_squeeze", mode=m), noise(1.0)) for m in ("forward", "train")]
+    busy = [row(case("mean_squeeze", mode=m), noise(41.0, seed=7)) | {"disturbed": True, "noisy": True}
+            for m in ("forward", "train")]  # fmt: skip
+    modes = cmp.compare(write_run(tmp_path / "two", two), write_run(tmp_path / "busy", busy))
+    table = compare_render.rich_table(modes, width=80)  # a CI log: +3995% AMBIGUOUS said nothing of why
+    assert [c.header for c in table.columns][-1] == "note"
+    console = Console(width=80, record=True)
+    console.print(table)
+    assert max(len(line) for line in console.export_text().splitlines()) <= 80
     wide = [c.header for c in compare_render.rich_table(result, width=200).columns]
     assert wide == ["variant", "N×C×H×W", "verdict", "change", "baseline ms", "current ms", "p", "n", "note"]
 

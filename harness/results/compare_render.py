@@ -180,8 +180,9 @@ def rich_table(comparison: Comparison, width: int | None = None) -> Table:
     frame = _case_table_frame(comparison.cases, varying)
     numeric = {"baseline ms", "current ms", "change", "p", "n"}
     widths = {name: max([len(str(v)) for v in frame[name]] + [len(name)]) for name in frame.columns}
-    if "note" in widths:  # it wraps: a dozen columns hold it legibly
-        widths["note"] = min(widths["note"], 12)
+    if "note" in widths:  # it wraps between words: its longest word, up to a dozen columns, holds it legibly
+        words = [len(w) for note in frame["note"] for w in str(note).replace(";", "; ").split()]
+        widths["note"] = min(12, max([6, *words]))
     shown = list(frame.columns)
     for name in OPTIONAL_COLUMNS:
         if width is None or sum(widths[c] + 2 for c in shown) <= width:
