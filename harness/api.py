@@ -141,6 +141,8 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
                         folder.append(result)
                     rows.append(result.to_row())
                     bar.advance(task)
+        except KeyboardInterrupt:  # a second Ctrl-C: say where the run can be finished
+            raise KeyboardInterrupt(*([str(folder.path)] if folder is not None else [])) from None
         finally:  # on any exit, a second Ctrl-C included, the finished rows get their report
             frame = to_frame(rows)
             if folder is not None:

@@ -310,6 +310,9 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     if path.is_file():
         raise UsageError(f"{path}: give the run folder, not a file in it")
     if not (path / "results.jsonl").is_file():
+        if (path / "env.json").is_file():  # a run stopped before its first case finished
+            raise UsageError(f"{path}: no case of this run has finished yet; finish it with: "
+                             f"python -m harness run --resume {path}")  # fmt: skip
         raise UsageError(f"{path}: not a run folder (no results.jsonl)")
     folder = RunFolder(path, create=False)
     rows = folder.rows()
@@ -464,8 +467,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():  # restores Python's own display when main returns
             warnings.showwarning = plain_warnings(errors)
             return int(args.handler(args, console))
-    except KeyboardInterrupt:
-        errors.print("[yellow]interrupted[/]")
+    except KeyboardInterrupt as exc:  # a second Ctrl-C: the run's folder, when it has one, rides on it
+        hint = f"; finish the run with: python -m harness run --resume {exc.args[0]}" if exc.args else ""
+        errors.print(f"[yellow]interrupted[/]{escape(hint)}", soft_wrap=True)
         return EXIT_INTERRUPTED
     except Exception as exc:
         if not is_bad_input(exc):

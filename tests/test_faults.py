@@ -417,3 +417,30 @@ def test_a_resume_of_a_run_without_a_readable_sweep_is_one_line(finished_run: Pa
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err and str(run) in err, err
     assert (run / "results.jsonl").read_bytes() == before
+
+
+def test_a_second_ctrl_c_before_any_case_finished_says_how_to_finish_the_run(tmp_path: Path, capsys) -> None:
+    """It printed only "interrupted", and ``report`` then called the folder "not a run folder"."""
+    out = tmp_path / "run"
+    flags = ["--device", "cpu", "--variants", "eager", "--shapes", "4x4x4", "--batch-sizes", "1", "--modes",
+             "forward", "--dtypes", "float32", "--warmup", "0", "--min-samples", "1000000", "--max-samples",
+             "1000000", "--max-time", "600", "--quiet"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *flags, "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (out / "env.json").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    time.sleep(1.0)  # inside the first case's million samples
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert " ".join(stderr.split()).endswith(f"interrupted; finish the run with: python -m harness run --resume {out}")
+    from harness.cli import main
+
+    assert not (out / "results.jsonl").exists()
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 2  # no row to report, and it says what to do
+    assert " ".join(capsys.readouterr().err.split()) == (f"error: {out}: no case of this run has finished yet; "
+                                                         f"finish it with: python -m harness run --resume {out}")
