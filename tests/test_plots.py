@@ -67,6 +67,23 @@ def test_speedup_bars_have_the_speedup_heights_and_labels() -> None:
     assert "Speedup over eager" in fig.get_suptitle()
 
 
+def test_speedup_bars_carry_the_speedups_95_percent_interval() -> None:
+    """The bars showed point ratios only: a noisy 9.17× looked as sure as a steady 2×. Each carries
+    the interval the answer table gives (stored CIs here: eager's over fast's, 0.95/1.05 each side)."""
+    table = plots.speedup_table(frame())
+    assert table["speedup_low"].tolist() == pytest.approx([2.0 * 0.95 / 1.05] * 4)
+    assert table["speedup_high"].tolist() == pytest.approx([2.0 * 1.05 / 0.95] * 4)
+    fig = plots.speedup_figure(frame())
+    assert fig is not None and "whiskers: its 95% interval" in fig.get_suptitle()
+    for ax in (a for a in fig.axes if a.get_visible()):
+        (whisker,) = [c for c in ax.collections if c.get_segments()]  # errorbar's vertical line
+        (segment,) = whisker.get_segments()
+        assert [y for _, y in segment] == pytest.approx([2.0 * 0.95 / 1.05, 2.0 * 1.05 / 0.95])
+    bare = frame().drop(columns=["ci_low_ms", "ci_high_ms"])  # nothing to make an interval from
+    fig = plots.speedup_figure(bare)
+    assert fig is not None and "whiskers" not in fig.get_suptitle()
+
+
 def test_latency_panels_are_log_log_with_units() -> None:
     fig = plots.latency_figure(frame(batches=(1, 8, 32)), env={"cpu_model": "Test CPU", "torch": "2.13.0"})
     assert fig is not None

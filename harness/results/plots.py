@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogFormatter
 
 from harness.measure.bandwidth import ENV_KEY as COPY_BANDWIDTH_KEY
+from harness.results.recommend import speedup_interval, timing
 from harness.results.record import truthy
 from harness.results.tables import at_batch_asked
 
@@ -31,6 +32,8 @@ BASELINE_VARIANT = "eager"
 CONFIG_COLUMNS: tuple[str, ...] = ("context", "device", "dtype", "mode", "reduction", "fusion", "bias")
 SHAPE_COLUMNS: tuple[str, ...] = ("channels", "height", "width")
 ROOFLINE_COLUMNS: tuple[str, ...] = ("achieved_gbps", "arithmetic_intensity")
+#: A row's columns that its median's interval is made from (``recommend.timing``).
+TIMING_COLUMNS: tuple[str, ...] = ("samples_ms", "ci_low_ms", "ci_high_ms", "iqr_ms")
 FILENAMES: dict[str, str] = {
     "speedup": "speedup.png",
     "latency": "latency_vs_batch.png",
@@ -121,15 +124,20 @@ def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
     keys = list(CONFIG_COLUMNS + SHAPE_COLUMNS) + ["batch"]
     ok = ok.assign(**{column: flagged(ok, column) for column in SPEEDUP_MARKS})
     base = ok[ok["variant"] == BASELINE_VARIANT].drop_duplicates(keys, keep="last").set_index(keys)
-    base = base[["median_ms", *SPEEDUP_MARKS]].rename(columns={"median_ms": "eager_ms"} | {
-        column: f"eager_{column}" for column in SPEEDUP_MARKS})  # fmt: skip
+    spread = [c for c in TIMING_COLUMNS if c in ok.columns]  # what the speedup's interval is made from
+    base = base[["median_ms", *SPEEDUP_MARKS, *spread]].rename(columns={"median_ms": "eager_ms"} | {
+        column: f"eager_{column}" for column in (*SPEEDUP_MARKS, *spread)})  # fmt: skip
     others = ok[ok["variant"] != BASELINE_VARIANT]
     joined = others.join(base, on=keys, how="inner")
     either = {column: joined[column] | joined[f"eager_{column}"] for column in SPEEDUP_MARKS}
     marks = ["".join(mark for mark, flag in zip(SPEEDUP_MARKS.values(), flags, strict=True) if flag)
              for flags in zip(*(either[column].tolist() for column in SPEEDUP_MARKS), strict=True)]
+    bounds = [speedup_interval(timing({"median_ms": r["eager_ms"]} | {c: r.get(f"eager_{c}") for c in spread}),
+                               timing(r))[:2] for r in joined.to_dict("records")]  # fmt: skip
+    low, high = zip(*bounds, strict=True) if bounds else ((), ())
     return joined.assign(speedup=joined["eager_ms"] / joined["median_ms"], **either,
-                         untrusted=either["noisy"] | either["disturbed"], marks=marks)  # fmt: skip
+                         untrusted=either["noisy"] | either["disturbed"], marks=marks,
+                         speedup_low=list(low), speedup_high=list(high))  # fmt: skip
 
 
 def _figure(drawn: Figure | str) -> Figure | None:
@@ -173,6 +181,19 @@ def draw_speedup(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> F
             flags = [str(sub["marks"].get(v, "")) for v in variants]
             offsets = x - 0.4 + bar_width * (i + 0.5)
             bars = ax.bar(offsets, values, bar_width, color=colours[hue], label=hue or None)
+            sub_ci = group[group["hue"] == hue].set_index("variant")[["speedup_low", "speedup_high"]]
+            sub_ci = sub_ci[~sub_ci.index.duplicated(keep="last")]
+            lows = np.array([float(sub_ci["speedup_low"].get(v, np.nan)) for v in variants])
+            highs = np.array([float(sub_ci["speedup_high"].get(v, np.nan)) for v in variants])
+            heights = np.asarray(values, dtype=float)
+            # the speedup's 95% interval, as the answer table gives it; none on a bar cut at the top
+            shown = np.isfinite(lows) & np.isfinite(highs) & np.isfinite(heights) & (heights <= ceiling)
+            if shown.any():
+                centre = heights[shown]
+                below = np.clip(centre - lows[shown], 0, None)
+                above = np.clip(np.minimum(highs[shown], ceiling) - centre, 0, None)
+                ax.errorbar(offsets[shown], centre, yerr=[below, above], fmt="none", ecolor="black",
+                            elinewidth=0.8, capsize=2)  # fmt: skip
             for bar, flag in zip(bars, flags, strict=True):
                 if flag:  # a noisy or disturbed side: hatched and pale, its label's mark says which
                     bar.set_hatch("///")
@@ -204,8 +225,9 @@ def draw_speedup(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> F
         meaning = {"noisy": "'~' noisy (IQR > 10% of the median)", "disturbed": "'!' disturbed (CPU starved)"}
         used = [meaning[column] for column in SPEEDUP_MARKS if table[column].any()]
         caution = f"\nhatched: {', '.join(used)} on either side; trust such a ratio less"
+    whiskers = "; whiskers: its 95% interval" if np.isfinite(table["speedup_low"].astype(float)).any() else ""
     title = (f"Speedup over {BASELINE_VARIANT} (median latency ratio; higher is faster, dashed line = "
-             f"{BASELINE_VARIANT})" + caution + _subtitle(env))  # fmt: skip
+             f"{BASELINE_VARIANT}{whiskers})" + caution + _subtitle(env))  # fmt: skip
     fig.suptitle(_wrapped(title, fig), fontsize=11)
     return fig
 
