@@ -36,7 +36,7 @@ def test_launcher_slurm_without_slurm_is_one_line_naming_the_local_launcher(tmp_
                                                                             capsys) -> None:  # fmt: skip
     pytest.importorskip("submitit")
     monkeypatch.setenv("PATH", str(tmp_path))  # no srun on it, whatever this machine has
-    args = ["run", "--launcher", "slurm", "--shards", "2", *FLAGS, "--out", str(tmp_path / "run")]
+    args = ["run", "--launcher", "slurm", "--shards", "1", *FLAGS, "--out", str(tmp_path / "run")]
     assert main(args) == 2
     err = one_line(capsys)
     assert "no Slurm here (srun not found)" in err and "--launcher local" in err
@@ -53,7 +53,7 @@ def test_any_failure_setting_up_submitit_is_one_line(tmp_path: Path, monkeypatch
             raise ValueError("Unavailable parameter(s): ['gpus_per_node']\nValid parameters are:\n  - name")
 
     monkeypatch.setattr(submitit, "AutoExecutor", Refusing)
-    assert main(["run", "--launcher", "local", "--shards", "2", *FLAGS, "--out", str(tmp_path / "run")]) == 2
+    assert main(["run", "--launcher", "local", "--shards", "1", *FLAGS, "--out", str(tmp_path / "run")]) == 2
     err = one_line(capsys)
     assert "--launcher local: cannot set up submitit: ValueError: Unavailable parameter(s)" in err
 
