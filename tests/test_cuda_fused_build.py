@@ -279,6 +279,22 @@ def test_cuda_fused_takes_an_empty_batch_and_one_beyond_a_launch(n: int) -> None
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("fusion", ["add", "max"])
+def test_cuda_fused_spreads_a_nan_as_eager_does(fusion: str) -> None:
+    """fmaxf drops a NaN operand: relu(NaN) read 0 and hid a NaN pixel from the rest of its sample."""
+    if cf.unavailable_reason():
+        pytest.skip(cf.unavailable_reason())
+    torch.manual_seed(0)
+    ref = ScSE(16, 2, fusion, True)
+    x = torch.randn(2, 16, 8, 8, device="cuda")
+    x[0, 3, 2, 5] = float("nan")
+    with torch.no_grad():
+        got = cf.build_cuda_fused(ref, torch.device("cuda"), x.dtype)(x)
+        want = copy.deepcopy(ref).cuda()(x)
+    assert torch.equal(got.isnan(), want.isnan()) and bool(want[0].isnan().all())
+
+
+@pytest.mark.cuda
 def test_cuda_fused_agrees_with_triton_fused() -> None:
     if cf.unavailable_reason():
         pytest.skip(cf.unavailable_reason())

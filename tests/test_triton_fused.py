@@ -453,6 +453,26 @@ def test_cuda_matches_float64_reference(case: tuple) -> None:
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("fusion", ["add", "max"])
+def test_cuda_a_nan_spreads_as_in_eager(fusion: str) -> None:
+    """One NaN pixel makes its sample's pooled mean NaN, so eager's whole sample is NaN. A GPU's max
+    drops a NaN operand: relu(NaN) read 0 there and hid it from every other pixel (the interpreter's
+    numpy max keeps it, so only a GPU shows this)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    import variants.triton_fused as tf
+
+    torch.manual_seed(0)
+    ref = ScSE(16, 2, fusion, True)
+    x = torch.randn(2, 16, 8, 8, device="cuda")
+    x[0, 3, 2, 5] = float("nan")
+    with torch.no_grad():
+        got = tf.build_triton_fused(ref, torch.device("cuda"), x.dtype)(x)
+        want = copy.deepcopy(ref).cuda()(x)
+    assert torch.equal(got.isnan(), want.isnan()) and bool(want[0].isnan().all())
+
+
+@pytest.mark.cuda
 def test_cuda_large_shape_forward() -> None:
     """A benchmark-sized shape: many pixel tiles and pool splits, float16, both layouts."""
     if not torch.cuda.is_available():

@@ -182,7 +182,7 @@ def _excite_kernel(
         pre += tl.sum(w1 * m[None, :], axis=1)
     if HAS_B1:
         pre += tl.load(b1_ptr + offs_h, mask=mask_h, other=0.0).to(tl.float32)
-    hid = tl.maximum(pre, 0.0)
+    hid = tl.maximum(pre, 0.0, propagate_nan=tl.PropagateNan.ALL)  # relu(NaN) is NaN, as torch's: a GPU's max drops it
     if STORE_SAVED:
         tl.store(hid_ptr + n * HID + offs_h, hid, mask=mask_h)
     for c0 in range(0, C, BLOCK_K):
@@ -246,7 +246,7 @@ def _apply_kernel(
         if FUSION == 0:  # add
             y = xv * (cg + sg)
         elif FUSION == 1:  # max
-            y = tl.maximum(xv * cg, xv * sg)
+            y = tl.maximum(xv * cg, xv * sg, propagate_nan=tl.PropagateNan.ALL)  # torch.maximum keeps NaN
         elif FUSION == 2:  # mul
             y = (xv * cg) * (xv * sg)
         else:  # gate: σ(α)·x·c + (1 − σ(α))·x·σ(s)

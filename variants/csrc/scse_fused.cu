@@ -46,10 +46,14 @@ __device__ __forceinline__ float warp_sum(float v) {
 
 __device__ __forceinline__ float sigmoid(float s) { return 1.0f / (1.0f + expf(-s)); }
 
+// max that keeps NaN, as torch.maximum and torch.relu do (fmaxf returns the other operand, so a NaN
+// pooled from one bad pixel would vanish from every other pixel's output).
+__device__ __forceinline__ float max_nan(float a, float b) { return (a != a || b != b) ? a + b : fmaxf(a, b); }
+
 // combine(x*c, x*sig) for the fusion; g = sigmoid(alpha) of the channel, used by gate only.
 __device__ __forceinline__ float combine(int fusion, float x, float c, float sig, float g) {
   switch (fusion) {
-    case kMax: return fmaxf(x * c, x * sig);
+    case kMax: return max_nan(x * c, x * sig);
     case kMul: return (x * c) * (x * sig);
     case kGate: return x * (g * c + (1.0f - g) * sig);
     default: return x * (c + sig);  // kAdd
@@ -163,7 +167,7 @@ __global__ void excite_kernel(const float* __restrict__ part, const float* __res
     float pre = 0.0f;
     for (int64_t c = lane; c < C; c += kWarp) pre += row[c] * mean[c];
     pre = warp_sum(pre);
-    if (lane == 0) hidden[h] = fmaxf(pre + (b1 != nullptr ? b1[h] : 0.0f), 0.0f);
+    if (lane == 0) hidden[h] = max_nan(pre + (b1 != nullptr ? b1[h] : 0.0f), 0.0f);
   }
   __syncthreads();
   for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
