@@ -545,3 +545,29 @@ def test_a_case_too_large_for_the_hosts_memory_is_an_oom_row_before_anything_is_
     assert run(small)["status"] == "oom"  # a bound one byte over what is free refuses it
     monkeypatch.setattr(oom, "available_host_bytes", lambda: None)  # unknown (no /proc/meminfo): no refusal
     assert run(small)["status"] == "ok"
+
+
+def test_a_sticky_cuda_error_raised_when_memory_is_released_is_a_row_not_the_end_of_the_sweep(monkeypatch) -> None:
+    """After an illegal address every CUDA call fails, empty_cache too: raised from the runner's
+    clean-up it left the executor and ended an in-process sweep before isolation could take over."""
+    import harness.sweep.runner as runner
+
+    def poisoned(device: str) -> None:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(runner, "release_memory", poisoned)
+    row = run(case("eager"))
+    assert row["status"] == "error" and "illegal memory access" in row["reason"], row
+
+
+def test_a_clock_for_a_numbered_gpu_makes_it_the_current_device(monkeypatch) -> None:
+    """torch.cuda._sleep (the clock's hold) and Triton launch on the current device: on cuda:1 the
+    hold ran on GPU 0 while the events timed GPU 1."""
+    import harness.measure.torch_stream as torch_stream
+    import harness.sweep.runner as runner
+
+    chosen: list[torch.device] = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: chosen.append(torch.device(d)))
+    monkeypatch.setattr(torch_stream, "make_cuda_clock", lambda dev, cache: ("clock", dev, cache))
+    assert runner.clock_for("cuda:1", "cold") == ("clock", torch.device("cuda:1"), "cold")
+    assert chosen == [torch.device("cuda:1")]

@@ -260,3 +260,16 @@ def test_end_without_begin_is_empty() -> None:
 
 def test_row_columns() -> None:
     assert tuple(empty().as_row()) == TELEMETRY_COLUMNS
+
+
+def test_a_mig_instance_is_looked_up_by_its_own_uuid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's index helper maps a MIG UUID to NVML GPU 0: another GPU's utilization, power and
+    throttling filled the row. NVML gives a MIG instance no utilization, so its columns stay empty."""
+    from harness.measure.telemetry import nvml_device_id
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-4f2c1b7e-aaaa-bbbb-cccc-0123456789ab")
+    assert nvml_device_id("cuda:0") == "MIG-4f2c1b7e-aaaa-bbbb-cccc-0123456789ab"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-1234,MIG-abcd")
+    assert nvml_device_id("cuda:1") == "MIG-abcd"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")  # a plain GPU: NVML's index, by torch's helper or as is
+    assert not isinstance(nvml_device_id("cuda:0"), str)

@@ -166,10 +166,19 @@ def test_starved_samples_that_move_the_median_disturb() -> None:
     assert not timing_with(samples, [0.0] * 20).disturbed  # the same times, unstarved: a slow tail
 
 
-def test_the_loop_takes_the_prepare_hook_after_warm_up_and_keeps_per_sample_figures() -> None:
-    clock = FakeClock(itertools.repeat(2e-3), waits=itertools.repeat(0.01))
+def test_the_loop_takes_the_prepare_hook_before_and_after_warm_up_and_keeps_per_sample_figures() -> None:
+    """Before: the last case's lessons (a call that syncs, a short launch queue) left the clock
+    holding nothing in this case's warm-up, whose per-call time then set too few calls a sample.
+    After: the warm-up's first calls (a compile) teach nothing about the samples."""
+
+    class Watching(FakeClock):
+        def prepare(self) -> None:
+            super().prepare()
+            self.prepared_at = [*getattr(self, "prepared_at", []), len(self.blocks)]
+
+    clock = Watching(itertools.repeat(2e-3), waits=itertools.repeat(0.01))
     timing = measure(lambda: None, clock, TimingPolicy(warmup_s=0.0, min_samples=10), now=clock.elapsed)
-    assert clock.prepared == 1
+    assert clock.prepared_at == [0, timing.warmup_calls]  # before the first block, and after the warm-up's
     assert len(timing.host_samples_ms) == len(timing.wait_shares) == len(timing.samples_ms)
     assert timing.wait_share == pytest.approx(0.01)
 
@@ -186,7 +195,7 @@ def test_a_starved_case_is_measured_again_once_and_flagged_only_if_still_starved
     clock = FakeClock(itertools.repeat(2e-3))
     timing, _, remeasured = time_step(lambda: None, clock, policy)
     assert not remeasured and not timing.disturbed
-    assert clock.prepared == 1
+    assert clock.prepared == 2  # one measurement: before and after its warm-up
 
 
 def test_pooled_timings_concatenate_in_order_and_add_up() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from harness.measure.correctness import tf32_enabled
+from harness.measure.telemetry import nvml_device_id
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,8 +99,9 @@ def gpu_record(device: torch.device) -> dict[str, Any]:
 
         pynvml.nvmlInit()
         try:
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            which = nvml_device_id(device if device.index is not None else torch.cuda.current_device())
+            by_uuid = isinstance(which, str)  # a MIG instance: NVML knows it by its UUID
+            handle = pynvml.nvmlDeviceGetHandleByUUID(which) if by_uuid else pynvml.nvmlDeviceGetHandleByIndex(which)
             driver = pynvml.nvmlSystemGetDriverVersion()
             record["gpu_driver"] = driver.decode() if isinstance(driver, bytes) else driver
             record["gpu_sm_clock_max_mhz"] = pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM)

@@ -9,6 +9,7 @@ empty: telemetry never fails a case.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -317,12 +318,16 @@ def _or(masks: Sequence[int]) -> int:
 
 
 def nvml_device_id(device: Any) -> int | str:
-    """The NVML id of a torch CUDA device: its index as NVML numbers it (CUDA_VISIBLE_DEVICES and
-    CUDA_DEVICE_ORDER can renumber devices), falling back to the CUDA index."""
+    """The NVML id of a torch CUDA device: a MIG instance's own UUID (NVML gives it no utilization,
+    so its columns stay empty rather than read the whole GPU, or another one); else its index as
+    NVML numbers it (CUDA_VISIBLE_DEVICES renumbers devices), falling back to the CUDA index."""
     import torch
 
     device = torch.device(device)
     index = device.index if device.index is not None else 0
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    if index < len(visible) and visible[index].startswith("MIG-"):  # torch's helper maps these to GPU 0
+        return visible[index]
     try:
         return int(torch.cuda._get_nvml_device_index(index))  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - private helper; absent or failing on some builds

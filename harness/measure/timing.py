@@ -218,8 +218,9 @@ def measure(
     budgets are kept by (a fake one in tests). Without a policy, ``TimingPolicy()``'s defaults.
     """
     policy = policy if policy is not None else TimingPolicy()
+    clock.prepare()  # the last case's calls taught the clock nothing about this case's warm-up
     warmup_calls, per_call = _warm_up(clock, fn, policy.warmup_s, now)
-    clock.prepare()
+    clock.prepare()  # nor do the warm-up's first calls (a compile, a JIT) about its samples
     calls = max(1, math.ceil(clock.min_block_s / max(per_call, 1e-12)))
     samples: list[float] = []
     hosts: list[float] = []

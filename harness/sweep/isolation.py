@@ -53,6 +53,7 @@ STICKY_CUDA_MESSAGES: tuple[str, ...] = (
     "illegal memory access", "illegal address", "ILLEGAL_ADDRESS", "device-side assert",
     "misaligned address", "unspecified launch failure", "illegal instruction", "uncorrectable ECC error",
     "CUDA_ERROR_LAUNCH_FAILED", "cudaErrorIllegalAddress", "cudaErrorLaunchFailure",
+    "CUBLAS_STATUS_EXECUTION_FAILED", "CUDNN_STATUS_EXECUTION_FAILED", "launch timed out",
 )  # fmt: skip
 
 

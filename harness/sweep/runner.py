@@ -274,8 +274,11 @@ def run_case(case: Case, variant: Variant, clock: Clock | None, policy: TimingPo
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - one failing case (sys.exit in a variant too) must never end the sweep
         status = Status.OOM if is_out_of_memory(exc) else Status.ERROR
         result = failed(case, status, one_line(exc), measures, threads, cache, timer)
-    finally:
+    try:
         release_memory(case.device)
+    except Exception as exc:  # noqa: BLE001 - after a sticky CUDA error empty_cache raises it too: a row, not the end
+        if result.status is Status.OK:
+            result = failed(case, Status.ERROR, one_line(exc), measures, threads, cache, timer)
     return replace(result, phases=timer.phases()).finished()
 
 
@@ -304,5 +307,7 @@ def clock_for(device: str, cache: str) -> Clock:
     if dev.type == "cuda":
         from harness.measure.torch_stream import make_cuda_clock
 
+        if dev.index is not None:  # the clock's hold and Triton launch on the current device
+            torch.cuda.set_device(dev)
         return make_cuda_clock(dev, cache)
     return CpuClock(pool_threads=torch.get_num_threads)
