@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -139,6 +140,38 @@ def test_tag_values_that_would_break_a_sweep_fail_at_registration() -> None:
     finally:
         unregister("zz_list_bias")
     assert not {"zz_dict_tag", "zz_text_bias", "zz_listed"} & set(list_variants("zz_*"))
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"tags": {"compute_dtpye": "bfloat16"}}, "unknown tag 'compute_dtpye'; did you mean 'compute_dtype'?"),
+    ({"tags": {"isolated": True}}, "unknown tag 'isolated'; did you mean 'isolate'?"),
+    ({"dtypes": ("fp32",)}, "unknown dtype 'fp32'"),
+    ({"modes": ("forwards",)}, "unknown mode 'forwards'; did you mean 'forward'?"),
+    ({"devices": ("cpu", "gpu")}, "unknown device 'gpu'"),
+    ({"fusions": ("sum",)}, "unknown fusion 'sum'"),
+    ({"dtypes": ()}, "dtypes is empty"),
+    ({"tags": {"compute_dtype": "fp16"}}, "variant 'zz_declared': tag 'compute_dtype' must be one of"),
+])  # fmt: skip
+def test_a_declaration_every_case_would_skip_or_misread_fails_at_registration(kwargs: dict, message: str) -> None:
+    """A misspelt tag went to another tool's tags (an AMP variant then failed every float32 case);
+    ``("fp32",)`` or ``("forwards",)`` was accepted and every case skipped; a bad tag value's
+    message named neither the variant nor the value."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        register("zz_declared", "x", **kwargs)(lambda r, d, t: r)
+    assert "zz_declared" not in list_variants("zz_*")
+
+
+def test_a_comma_separated_declaration_is_split_and_a_build_without_three_arguments_is_refused() -> None:
+    try:
+        register("zz_commas", "x", dtypes="float32, float16", fusions="add,max")(lambda r, d, t: r)
+        assert get_variant("zz_commas").dtypes == frozenset({"float32", "float16"})  # it was one unknown dtype
+        assert get_variant("zz_commas").fusions == frozenset({"add", "max"})
+    finally:
+        unregister("zz_commas")
+    with pytest.raises(ValueError, match=r"variant 'zz_two_args': build must take \(reference, device, dtype\)"):
+        register("zz_two_args", "x")(lambda reference, device: reference)  # failed 200 cases alike before
+    register("zz_star", "x")(lambda *args: args[0])  # any signature that takes three is fine
+    unregister("zz_star")
 
 
 def test_a_plugin_that_exits_on_import_is_a_warning_and_the_rest_still_run(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import difflib
 import fnmatch
 import importlib
 import importlib.metadata
+import inspect
 import re
 import warnings
 from collections.abc import Callable, Iterable
@@ -87,7 +88,36 @@ _entry_points_loaded = False
 
 
 def _as_set(values: Iterable[str] | str) -> frozenset[str]:
-    return frozenset([values] if isinstance(values, str) else values)
+    """A registration's devices, dtypes, modes or fusions: a comma-separated text as the CLI takes
+    them (``"float32,float16"`` was one unknown dtype, so every case skipped), or an iterable."""
+    items = values.split(",") if isinstance(values, str) else values
+    return frozenset(str(v).strip() for v in items)
+
+
+#: What each set a variant declares may hold.
+KNOWN: dict[str, tuple[str, ...]] = {"devices": DEVICES, "dtypes": DTYPES, "modes": MODES, "fusions": FUSIONS}
+
+
+def check_declared(variant: Variant) -> None:
+    """A variant's declared sets hold known values (``("fp32",)``, ``("forwards",)`` and ``("gpu",)``
+    were accepted, and every case then skipped), and its build takes ``(reference, device, dtype)``."""
+    for what, known in KNOWN.items():
+        declared = getattr(variant, what)
+        if not declared:
+            raise ValueError(f"{what} is empty; give at least one of {', '.join(known)}")
+        unknown = sorted(set(declared) - set(known))
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown {what[:-1]} {unknown[0]!r}{hint} (known: {', '.join(known)})")
+    try:
+        signature = inspect.signature(variant.build)
+    except (TypeError, ValueError):  # a callable whose signature Python cannot read: left to the call
+        return
+    try:
+        signature.bind(None, None, None)
+    except TypeError as exc:
+        raise ValueError(f"build must take (reference, device, dtype): {exc}") from None
 
 
 def add_named(table: dict[str, Any], item: Any, kind: str, replace: bool = False) -> Any:
@@ -108,6 +138,7 @@ def add_variant(variant: Variant, *, replace: bool = False) -> Variant:
     try:
         hash(variant.tags)
         Tags.parse(dict(variant.tags))
+        check_declared(variant)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"variant {variant.name!r}: {exc}") from None
     return add_named(_REGISTRY, variant, "variant", replace)
@@ -141,6 +172,10 @@ def register(
     """Decorator: register the decorated ``build(reference, device, dtype)`` function as a variant."""
 
     def decorate(build: Builder) -> Builder:
+        try:
+            checked_tags = tuple(sorted(tags_checked(tags or {}).items()))
+        except ValueError as exc:  # named, as add_variant names what it refuses
+            raise ValueError(f"variant {name!r}: {exc}") from None
         add_variant(
             Variant(
                 name=name,
@@ -151,7 +186,7 @@ def register(
                 modes=_as_set(modes),
                 fusions=_as_set(fusions),
                 available=available,
-                tags=tuple(sorted(tags_checked(tags or {}).items())),
+                tags=checked_tags,
             ),
             replace=replace,
         )

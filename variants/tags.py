@@ -7,6 +7,7 @@ the reference. Keys this module does not know are kept in ``Tags.other`` for oth
 """
 from __future__ import annotations
 
+import difflib
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
@@ -55,6 +56,11 @@ class Tags:
     def parse(cls, values: Mapping[str, object]) -> Tags:
         """Validated tags from a registration's dict; ``ValueError`` naming a tag of the wrong type."""
         known = {f.name for f in fields(cls)} - {"other"}
+        for key in values:  # another tool's tag is kept; one a letter or two from ours is a typo
+            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.8) if key not in known else []
+            if close:
+                raise ValueError(f"unknown tag {key!r}; did you mean {close[0]!r}? (another tool's tag may not "
+                                 "be spelt this close to a known one)")
         given = {k: v for k, v in values.items() if k in known}
         if "biases" in given:  # "False" is truthy: only True and False themselves
             biases = given["biases"]
