@@ -116,7 +116,8 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     listing = list_cache.load(args.device) if cacheable and not args.refresh else None
     if listing is None:
         listing = current_listing(args.device)
-        if cacheable:
+        # a broken plugin is asked again next time: installing what it lacked changes nothing the key reads
+        if cacheable and not listing.problems:
             list_cache.save(args.device, listing)
     else:  # a broken plugin is said to be broken however the answer was found
         import warnings

@@ -367,12 +367,18 @@ def pytest_params(
     A configuration the variant declares unsupported gets no case at all: it can never run
     anywhere, and a skip for it would only inflate the count. A variant unavailable here (no GPU,
     no Triton) is skipped with its reason, since it runs elsewhere. ``marks`` may add marks (e.g.
-    ``slow``) per case. Use with ``check_config`` in the test body.
+    ``slow``) per case. Use with ``check_config`` in the test body. No case at all is a
+    ``ValueError`` (a collection error): pytest read an empty list as one skipped test and a green
+    run, when a plugin had failed to import or the pattern was misspelt.
     """
     import pytest  # only needed here: pytest is not a runtime dependency
 
+    names = list_variants(patterns)
+    if not names:
+        raise ValueError(f"no registered variant matches {patterns!r}: nothing to check (a plugin that failed to "
+                         f"import warns why; `python -m harness list` shows what is registered)")  # fmt: skip
     params = []
-    for name in list_variants(patterns):
+    for name in names:
         v = get_variant(name)
         why_not = unavailable_here(v, device)
         for config, reason in configurations(v, device, **axes):
@@ -382,4 +388,7 @@ def pytest_params(
             if why_not:
                 extra.append(pytest.mark.skip(reason=why_not))
             params.append(pytest.param(name, config, id=f"{name}-{device}-{config.label}", marks=extra))
+    if not params:
+        raise ValueError(f"{', '.join(names)} declare(s) no configuration among those asked for on {device}: "
+                         "nothing to check (see their dtypes, modes and fusions)")  # fmt: skip
     return params

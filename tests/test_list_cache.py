@@ -98,9 +98,11 @@ def make_plugin(root: Path, body: str) -> None:
     (info / "entry_points.txt").write_text("[harness.variants]\nlisted = scse_listed\n")
 
 
-def test_a_plugin_edited_in_place_is_asked_again_and_a_broken_one_stays_said(tmp_path: Path) -> None:
+def test_a_plugin_edited_in_place_is_asked_again_and_a_broken_one_is_never_answered_from_the_cache(
+        tmp_path: Path) -> None:
     """Edited and reinstalled, a plugin kept its entry point, so `list` showed its old description;
-    a plugin that failed to load was simply absent from a cached answer, with no warning."""
+    a plugin that failed to load was absent from a cached answer, with no warning, and still absent
+    once the library it lacked was installed (nothing the cache's key reads had changed)."""
     plugins, cache = tmp_path / "plugins", tmp_path / "cache"
     plugins.mkdir()
     register = 'from variants import register\n@register("zz_listed", "{}")\ndef build(r, d, t):\n    return r\n'
@@ -111,12 +113,15 @@ def test_a_plugin_edited_in_place_is_asked_again_and_a_broken_one_stays_said(tmp
     make_plugin(plugins, register.format("second words") + "# longer now\n")
     text, imported = listed(cache, "zz_*", **env)
     assert imported and "second words" in text
-    make_plugin(plugins, "raise ImportError('needs libfoo')\n")
+    make_plugin(plugins, "import libfoo\n" + register.format("third words"))  # a library not installed yet
     out = subprocess.run([sys.executable, "-c", CHILD, "list", "eager"], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "HARNESS_CACHE_DIR": str(cache), **env}, timeout=300)  # fmt: skip
     again = subprocess.run([sys.executable, "-c", CHILD, "list", "eager"], capture_output=True, text=True, cwd=ROOT,
                            env={**os.environ, "HARNESS_CACHE_DIR": str(cache), **env}, timeout=300)  # fmt: skip
-    assert "torch imported: False" in again.stdout  # answered from the cache
+    assert "torch imported: True" in again.stdout  # asked again, not answered from the cache
     for done in (out, again):
-        assert done.returncode == 0 and "variant plugin 'listed' (scse_listed) failed to load: ImportError: needs " \
-            "libfoo" in done.stderr, done.stderr
+        assert done.returncode == 0 and "variant plugin 'listed' (scse_listed) failed to load: " \
+            "ModuleNotFoundError: No module named 'libfoo'" in done.stderr, done.stderr
+    (plugins / "libfoo.py").write_text("")  # the library it lacked, installed; the plugin itself unchanged
+    text, _ = listed(cache, "zz_*", **env)
+    assert "third words" in text

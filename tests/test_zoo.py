@@ -522,6 +522,17 @@ def test_runner_compares_a_linear_weights_gradient_with_the_convs() -> None:
     assert row["grad_rel_err"] < row["grad_tolerance"]
 
 
+def test_parameters_for_nothing_are_an_error_not_an_empty_green_run() -> None:
+    """pytest took an empty list as one skipped test, exit 0: a plugin that failed to import, or a
+    misspelt pattern, passed CI with nothing checked."""
+    from harness.testing import pytest_params
+
+    with pytest.raises(ValueError, match=r"no registered variant matches 'my_varient\*': nothing to check"):
+        pytest_params("my_varient*")
+    with pytest.raises(ValueError, match=r"cuda_fused declare\(s\) no configuration among those asked for on cpu"):
+        pytest_params("cuda_fused", "cpu")  # it runs on CUDA only
+
+
 def test_on_a_machine_without_a_gpu_cuda_cases_skip_with_the_reason_and_nothing_passes() -> None:
     """Asked for "cuda" here, eager's cases were collected and failed with "Torch not compiled with
     CUDA enabled" instead of skipping; and a report of nothing checked read ``passed``."""
