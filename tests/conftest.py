@@ -50,7 +50,7 @@ def asked_outputs(config: pytest.Config) -> tuple[str, ...]:
     if cache is not None:
         folders.append(Path(cache._cachedir))
     storage = config.getoption("benchmark_storage", None)
-    if isinstance(storage, str) and storage.startswith("file://"):
+    if isinstance(storage, str) and (storage.startswith("file://") or "://" not in storage):  # a bare path, as tox's
         folders.append(Path(config.invocation_params.dir, storage.removeprefix("file://")))
     inside = []
     for folder in folders:
@@ -101,7 +101,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         # the marker, not the keyword: a parametrisation id "cuda" is a keyword too
         if item.get_closest_marker("cuda") is not None and not torch.cuda.is_available():
             item.add_marker(no_gpu)
-        if "slow" in item.keywords and not run_slow:
+        if item.get_closest_marker("slow") is not None and not run_slow:  # a folder named "slow" is a keyword
             item.add_marker(not_asked)
 
 

@@ -13,11 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_in_repo(tmp_path: Path, test_body: str, args: tuple[str, ...] = ("-p", "no:cacheprovider"),
-                ) -> subprocess.CompletedProcess:
-    """pytest, with this suite's conftest, on one test in a fresh git repository."""
+                name: str = "repo") -> subprocess.CompletedProcess:
+    """pytest, with this suite's conftest, on one test in a fresh git repository (folder ``name``)."""
     if shutil.which("git") is None:
         pytest.skip("needs git")
-    repo = tmp_path / "repo"
+    repo = tmp_path / name
     (repo / "tests").mkdir(parents=True)
     for name in ("conftest.py", "torchvision_shim.py"):  # the conftest and what it imports from tests/
         shutil.copy(ROOT / "tests" / name, repo / "tests" / name)
@@ -61,3 +61,21 @@ def test_what_pytest_was_asked_to_write_is_no_stray_file(tmp_path: Path) -> None
     stray = "    Path(__file__).parent.parent.joinpath('stray.log').write_text('x')"
     out = run_in_repo(tmp_path / "again", stray, args=("--rootdir", "."))
     assert out.returncode == 1 and "stray.log" in out.stdout and ".pytest_cache" not in out.stdout, out.stdout
+
+
+def test_a_benchmark_storage_given_as_a_bare_path_is_no_stray_file(tmp_path: Path) -> None:
+    """tox's bench env names its storage ``{toxinidir}/.benchmarks``, a bare path pytest-benchmark
+    accepts: the first ``tox -e bench`` on a fresh checkout failed on the folder it was told to fill."""
+    pytest.importorskip("pytest_benchmark")
+    saves = ("    Path(__file__).parent.parent.joinpath('store', 'Linux').mkdir(parents=True)\n"
+             "    Path(__file__).parent.parent.joinpath('store', 'Linux', '0001_run.json').write_text('{}')")
+    repo = tmp_path / "repo"
+    out = run_in_repo(tmp_path, saves, args=("-p", "no:cacheprovider", f"--benchmark-storage={repo / 'store'}"))
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_checkout_in_a_folder_named_slow_still_runs_its_tests(tmp_path: Path) -> None:
+    """pytest's keywords hold the names of the folders above a test: in a checkout under ``slow/``
+    every test read as marked ``slow`` and was skipped, a silent green run."""
+    out = run_in_repo(tmp_path, "    assert False, 'ran'", name="slow")
+    assert out.returncode == 1 and "ran" in out.stdout, out.stdout

@@ -121,8 +121,9 @@ def test_script_without_a_baseline_passes_with_a_notice(tmp_path: Path) -> None:
     summary = tmp_path / "summary.md"
     out = run_script(tmp_path, current, summary)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "::notice title=No benchmark baseline::" in out.stdout
+    assert "::notice title=No benchmark baseline::no baseline for " in out.stdout  # naming the folder looked for
     assert summary.read_text().startswith("## Benchmark comparison skipped")
+    assert "(cpu-test)" in summary.read_text()
 
 
 @pytest.mark.parametrize(("slowdown", "code", "icon"), [(1.0, 0, "✅"), (1.3, 1, "❌")])
@@ -137,6 +138,22 @@ def test_script_compares_with_the_baseline_and_fails_on_a_regression(tmp_path: P
     assert summary.read_text().startswith(f"## {icon} Benchmark comparison")
     assert ("::error title=Benchmark regression::" in out.stdout) is (code == 1)
     assert re.search(r"results/baselines/cpu-test →\s+\S*bench-run", out.stdout), out.stdout
+
+
+@pytest.mark.parametrize("broken", ["missing", "no env.json", "unreadable env.json"])
+def test_script_refuses_a_missing_or_broken_run_folder_with_exit_2(tmp_path: Path, broken: str) -> None:
+    """All three read as "no baseline for this device" and passed, exit 0."""
+    run_dir = tmp_path / "bench-run"
+    if broken != "missing":
+        run_dir.mkdir()
+    if broken == "unreadable env.json":
+        (run_dir / "env.json").write_text("{")
+    summary = tmp_path / "summary.md"
+    out = run_script(tmp_path, run_dir, summary)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.startswith("error: ") and "::notice" not in out.stdout and not summary.exists()
+    bare = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=60)
+    assert bare.returncode == 2 and "usage: bench-compare.sh RUN_DIR" in bare.stderr  # 1 means a regression
 
 
 def test_script_passes_bad_input_through_as_exit_2(tmp_path: Path) -> None:

@@ -4,27 +4,38 @@
 # Exit 0: no regression, or no baseline for this device yet (a notice says how to make one);
 # 1: a regression (or a case that turned wrong); 2: bad input (compare's one-line error).
 set -uo pipefail
-run_dir="${1:?usage: bench-compare.sh RUN_DIR}"
+if [ "$#" -lt 1 ]; then
+  echo "usage: bench-compare.sh RUN_DIR" >&2
+  exit 2
+fi
+run_dir="$1"
 summary="${GITHUB_STEP_SUMMARY:-/dev/stdout}"
 markdown="$(mktemp)"
 
+# exit 3 only when the run is sound and no baseline was committed for its device (its message on
+# stdout); a missing or broken run folder is bad input (exit 2, its message on stderr)
 baseline="$(python - "$run_dir" <<'PY'
 import sys
-from harness.results.baselines import BaselineError, find_baseline_for
+from harness.results.baselines import BaselineError, NoBaseline, find_baseline_for
 try:
     print(find_baseline_for(sys.argv[1]))
-except BaselineError as exc:
-    print(exc, file=sys.stderr)
+except NoBaseline as exc:
+    print(exc)
     sys.exit(3)
+except BaselineError as exc:
+    print(f"error: {exc}", file=sys.stderr)
+    sys.exit(2)
 PY
 )"
 found=$?
 if [ "$found" -eq 3 ]; then
-  echo "::notice title=No benchmark baseline::no committed baseline for this device; the run is uploaded as an artifact"
+  echo "::notice title=No benchmark baseline::${baseline}; the run is uploaded as an artifact"
   {
     echo "## Benchmark comparison skipped"
     echo
-    echo "No committed baseline in \`results/baselines/\` matches this device. To add one, run on this device model"
+    echo "${baseline}"
+    echo
+    echo "To add one, run on this device model"
     echo "\`python -m harness run --config results/baselines/sweep-<cpu|cuda>.toml --save-baseline\` and commit the folder."
   } >> "$summary"
   exit 0
@@ -40,6 +51,6 @@ if [ -s "$markdown" ]; then
   cat "$markdown" >> "$summary"
 fi
 if [ "$rc" -eq 1 ]; then
-  echo "::error title=Benchmark regression::a case is slower than the baseline beyond the threshold; see the job summary"
+  echo "::error title=Benchmark regression::a case is slower than the baseline beyond the threshold, or a case that was correct is not now; see the job summary"
 fi
 exit "$rc"

@@ -27,6 +27,11 @@ class BaselineError(LookupError):
     """No baseline can be saved or found; the message is one line fit to show a user."""
 
 
+class NoBaseline(BaselineError):
+    """The run is sound, but no baseline was committed for its device yet (CI passes with a notice;
+    any other ``BaselineError`` is bad input)."""
+
+
 def device_model(env: Mapping[str, Any]) -> str:
     """The hardware a run's timings belong to: the GPU model on CUDA, the CPU model otherwise."""
     device = str(env.get("device") or "cpu").split(":")[0]
@@ -160,7 +165,7 @@ def find_baseline(env: Mapping[str, Any], root: str | Path = DEFAULT_ROOT) -> Pa
         return path
     others = list_baselines(root)
     known = f"; baselines exist for: {', '.join(others)}" if others else f"; {root} holds none"
-    raise BaselineError(
+    raise NoBaseline(
         f"no baseline for {device_model(env)!r} ({slug}){known}. "
         "Save one with: python -m harness run ... --save-baseline"
     )
