@@ -32,7 +32,16 @@ from typing import Any
 
 import torch
 
-from harness.conformance import INPUTS, INPUTS_BY_NAME, Config, ConformanceError, ConformanceReport, Failure, InputSpec
+from harness.conformance import (
+    INPUTS,
+    INPUTS_BY_NAME,
+    OVERFLOW_INPUT,
+    Config,
+    ConformanceError,
+    ConformanceReport,
+    Failure,
+    InputSpec,
+)
 from harness.measure import correctness
 from harness.measure.correctness import CONFORMANCE, seed_of
 from harness.measure.envinfo import torch_threads
@@ -42,7 +51,8 @@ from variants.tags import bias_unsupported, compute_dtype, supported_biases, tag
 from variants.weights import parameter_names
 
 __all__ = [
-    "INPUTS", "ConformanceError", "ConformanceReport", "Config", "Failure", "InputSpec", "case_tolerance",
+    "INPUTS", "OVERFLOW_INPUT", "ConformanceError", "ConformanceReport", "Config", "Failure", "InputSpec",
+    "case_tolerance",
     "check_config", "check_run", "check_variant", "configurations", "parameter_names", "pytest_params",
     "supported_biases", "tag", "tie_free_cotangent", "torch_threads",
 ]  # fmt: skip

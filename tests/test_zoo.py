@@ -13,8 +13,8 @@ from harness.measure.timing import TimingPolicy
 from harness.sweep.cases import Case
 from harness.sweep.runner import clock_for, compiled_graphs, run_case
 from harness.testing import (
+    OVERFLOW_INPUT,
     ConformanceError,
-    InputSpec,
     case_tolerance,
     check_variant,
     parameter_names,
@@ -163,10 +163,7 @@ def test_eager_factored_writes_a_fresh_buffer_not_the_input() -> None:
 
 # --- AMP and pytorch/pytorch#43992 ------------------------------------------------------------------
 
-#: channels_last activations around 2 over 256×256 pixels: their sum (~1.3e5) overflows float16
-#: (max 65504), so a squeeze that accumulates in half precision gives Inf, then NaN. The values
-#: themselves stay small, so the gates' logits are as well conditioned as with N(0, 1) input.
-LARGE_CHANNELS_LAST = InputSpec("large_channels_last", 1, 8, 256, 256, "channels_last", scale=0.5, offset=2.0)
+LARGE_CHANNELS_LAST = OVERFLOW_INPUT  # what a plugin author is given for it (harness.testing)
 
 
 def test_the_large_input_overflows_a_half_precision_sum() -> None:
