@@ -72,6 +72,9 @@ def headline(comparison: Comparison) -> str:
     counts = ", ".join(f"{comparison.count(v)} {v.value.lower()}" for v in Verdict)
     if comparison.nothing_judged:  # never "no regression": a change that made every case skip passed so
         return f"NOT COMPARED: {comparison.nothing_judged}"
+    lost = sum(1 for s in comparison.status_changes if s.baseline_status == "ok" and not s.broken)
+    if lost:  # a variant now skipped is no regression, but its cases were not judged: said in the headline
+        counts += f"; {lost} timed before, not now"
     if comparison.failed:
         parts = []
         if comparison.regressions:
