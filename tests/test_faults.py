@@ -181,14 +181,16 @@ def test_a_variant_may_ask_for_isolation(tmp_path: Path, faults: ModuleType) -> 
 
 
 def test_a_hang_is_a_timeout_row_and_the_next_case_runs(tmp_path: Path, faults: ModuleType) -> None:
-    options = TINY | {"variants": "fault_hang,eager", "case_timeout": 4}
+    # the limit holds for eager too, whose first case in a fresh worker (fvcore's import, the
+    # profiler's first run) took over 4 s once on a loaded 2-core VM
+    options = TINY | {"variants": "fault_hang,eager", "case_timeout": 10}
     start = time.monotonic()
     frame = harness.run(**options, out=str(tmp_path))
     assert time.monotonic() - start < 90
     rows = by_variant(assert_complete(tmp_path, **options))
     assert len(frame) == 2
     assert rows["fault_hang"]["status"] == "timeout"
-    assert rows["fault_hang"]["reason"] == "no result within 4 s; the worker was killed"
+    assert rows["fault_hang"]["reason"] == "no result within 10 s; the worker was killed"
     assert rows["eager"]["status"] == "ok"
     assert SweepConfig.build(**options).isolate  # a time limit implies isolation
 
