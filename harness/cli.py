@@ -311,6 +311,10 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     if path.is_file():
         raise UsageError(f"{path}: give the run folder, not a file in it")
     if not (path / "results.jsonl").is_file():
+        csv = path / "results.csv"
+        if csv.is_file() and len(csv.read_text(encoding="utf-8", errors="replace").splitlines()) > 1:
+            raise UsageError(f"{path}: holds results.csv but no results.jsonl; report rebuilds from results.jsonl's "
+                             "raw rows (compare reads a results.csv)")  # fmt: skip
         if (path / "env.json").is_file():  # a run stopped before its first case finished
             raise UsageError(f"{path}: no case of this run has finished yet; finish it with: "
                              f"python -m harness run --resume {path}")  # fmt: skip

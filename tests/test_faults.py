@@ -446,3 +446,6 @@ def test_a_second_ctrl_c_before_any_case_finished_says_how_to_finish_the_run(tmp
     assert main(["report", str(out)]) == 2  # no row to report, and it says what to do
     assert " ".join(capsys.readouterr().err.split()) == (f"error: {out}: no case of this run has finished yet; "
                                                          f"finish it with: python -m harness run --resume {out}")
+    (out / "results.csv").write_text("variant,status\neager,ok\n")  # a finished run's CSV, copied without its jsonl
+    assert main(["report", str(out)]) == 2
+    assert "holds results.csv but no results.jsonl" in capsys.readouterr().err
