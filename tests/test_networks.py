@@ -684,3 +684,24 @@ def test_a_context_declaring_other_blocks_than_it_has_is_refused() -> None:
     with pytest.raises(ValueError, match="block att1 is reduction 2, fusion add, bias False, but the context "
                                          "declares reduction 4, fusion max, bias True"):
         swap_blocks(wrong, wrong.build(), get_variant("eager"), torch.device("cpu"), torch.float32, False)
+
+
+def test_in_train_mode_a_block_whose_output_feeds_nothing_is_judged_on_its_output_alone() -> None:
+    """Its output gets no gradient (nothing the loss reads depends on it), as the unmodified
+    network's block gets none: its gradients are not judged, its output is, and the case runs."""
+    namespace = tiny_module()
+
+    class DeadBranch(namespace["TinyNet"]):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.mid(self.att1(self.stem(x)))
+            self.att2(y)  # computed, never used
+            return self.head(y)
+
+    dead = add_context(dataclasses.replace(namespace["TINY"], name="tiny_dead_branch", build=DeadBranch),
+                       replace=True)  # fmt: skip
+    try:
+        case = unet_case("eager", "train", "float32", size=16, context=dead.name)
+        result = run_case(case, get_variant("eager"), CpuClock(), FAST, 0, measures=metric_set())
+    finally:
+        remove_context(dead.name)
+    assert result.status.value == "ok", result.reason

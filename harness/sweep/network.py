@@ -81,6 +81,7 @@ def blocks_check(context: Context, original: nn.Module, swapped: Swapped, x: tor
         given: dict[str, torch.Tensor] = {}
         seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         cotangents: dict[str, torch.Tensor] = {}
+        carries: dict[str, bool] = {}
 
         def before(path: str) -> Callable[..., None]:
             def hook(module: nn.Module, args: tuple) -> None:
@@ -90,6 +91,7 @@ def blocks_check(context: Context, original: nn.Module, swapped: Swapped, x: tor
         def after(path: str) -> Callable[..., None]:
             def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
                 seen[path] = (args[0].detach().clone(), output.detach().clone())  # a graph's buffers are reused
+                carries[path] = output.requires_grad
                 if train and output.requires_grad:
                     output.register_hook(lambda g: cotangents.__setitem__(path, g.detach().clone()))
             return hook
@@ -115,10 +117,11 @@ def blocks_check(context: Context, original: nn.Module, swapped: Swapped, x: tor
         for path, (now, output) in seen.items():
             ref = context.to_reference(original.get_submodule(path))
             cotangent = cotangents.get(path) if train else None
-            if train and cotangent is None:
-                return Check(math.nan, None, math.nan, None, f"scSE block {path}: no gradient reached its output")
+            if train and not carries[path]:  # its output left autograd's graph: nothing before it learns
+                return Check(math.nan, None, math.nan, None, f"scSE block {path}: its output carries no gradient")
+            # a block whose output feeds nothing the loss reads gets no gradient: its output alone is judged
             grads = block_gradients(by_path[path], now, cotangent, ref) if cotangent is not None else {}
-            judged = tuple(n for n, p in ref.named_parameters() if p.requires_grad) if train else ()
+            judged = tuple(n for n, p in ref.named_parameters() if p.requires_grad) if cotangent is not None else ()
             trial = Trial(ref, now, given[path], cotangent, judged=judged)
             found = correctness.verify(trial, Outcome(output, grads, 0.0), compute)
             if not found.passed:
