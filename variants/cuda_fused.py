@@ -23,7 +23,7 @@ from types import ModuleType
 import torch
 
 from variants.registry import register
-from variants.weights import FUSION_CODES, KernelWeights, ReferenceWeights, kernel_weights
+from variants.weights import FUSION_CODES, KernelWeights, ReferenceWeights, check_channels, kernel_weights
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES: tuple[Path, ...] = (CSRC / "scse_fused.cpp", CSRC / "scse_fused.cu")
@@ -104,8 +104,7 @@ def _launch(x: torch.Tensor, w: KernelWeights) -> torch.Tensor:
     if x.dim() != 4 or not x.is_cuda:
         raise ValueError("cuda_fused needs a 4-D CUDA tensor")
     xk = pixel_flat(x)
-    if xk.shape[1] != w.ws.numel():  # the kernels index the weights by the input's channels
-        raise ValueError(f"the block takes NCHW input with {w.ws.numel()} channels, got shape {tuple(xk.shape)}")
+    check_channels(xk, w)
     if xk.numel() == 0:  # an empty batch (or image) is an empty answer; the kernels' grids cannot be empty
         return torch.empty_like(xk)
     ext = load_extension()

@@ -37,7 +37,7 @@ import torch
 
 from variants.registry import register
 from variants.triton_launch import DirectKernel, direct_launch_problem
-from variants.weights import FUSION_CODES, KernelWeights, ReferenceWeights, kernel_weights
+from variants.weights import FUSION_CODES, KernelWeights, ReferenceWeights, check_channels, kernel_weights
 
 # Triton is imported on first use, not here: its standard library (tl.zeros, tl.sum, ...) is
 # jitted when triton.language is imported, in interpreter mode only if TRITON_INTERPRET=1 is set
@@ -859,13 +859,6 @@ def _saving_backward(ctx: Any, dout: torch.Tensor, _: torch.Tensor) -> tuple[tor
 
 
 _saving_op.register_autograd(_saving_backward, setup_context=_saving_context)
-
-
-def check_channels(x: torch.Tensor, w: KernelWeights) -> None:
-    """The kernels index the weights by the input's channels: another count reads (and, backward,
-    writes) past them."""
-    if x.dim() != 4 or x.shape[1] != w.ws.numel():
-        raise ValueError(f"the block takes NCHW input with {w.ws.numel()} channels, got shape {tuple(x.shape)}")
 
 
 def run_fused(x: torch.Tensor, w: KernelWeights, max_block_c: int = MAX_BLOCK_C) -> torch.Tensor:

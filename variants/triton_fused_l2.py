@@ -21,12 +21,11 @@ from variants.triton_fused import (
     TritonScSE,
     _available,
     as_kernel_layout,
-    check_channels,
     cuda_property,
     fused_forward,
     triton_unavailable,
 )
-from variants.weights import FUSION_CODES, KernelWeights
+from variants.weights import FUSION_CODES, KernelWeights, check_channels
 
 #: The share of L2 a chunk's input and output may fill together: the rest leaves room for the
 #: pool partials, the weights and the lines the hardware keeps for itself.

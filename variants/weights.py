@@ -102,6 +102,13 @@ class KernelWeights(NamedTuple):
     fusion: str
 
 
+def check_channels(x: torch.Tensor, w: KernelWeights) -> None:
+    """The fused kernels (Triton's and CUDA's) index the weights by the input's channels: another
+    count reads (and, backward, writes) past them."""
+    if x.dim() != 4 or x.shape[1] != w.ws.numel():
+        raise ValueError(f"the block takes NCHW input with {w.ws.numel()} channels, got shape {tuple(x.shape)}")
+
+
 def kernel_weights(module: nn.Module) -> KernelWeights:
     """``module``'s parameters (an ``ScSE``'s names), checked once for what the kernels assume."""
     fusion = module.fusion

@@ -37,7 +37,7 @@ def host_bytes_needed(case: Case) -> int:
     float32 reference's weights; on the CPU also the input in its dtype, its copy, and the float64
     reference's input. Any real run takes more."""
     elements = case.batch * case.channels * case.height * case.width
-    itemsize = torch.empty((), dtype=getattr(torch, case.dtype)).element_size()
+    itemsize = getattr(torch, case.dtype).itemsize
     per_element = 4 * (2 if case.mode == "train" else 1)
     if case.device.split(":")[0] == "cpu":
         per_element += 2 * itemsize + 8
