@@ -357,3 +357,24 @@ def test_the_stored_interval_covers_the_median_at_its_level_after_the_stop_rule(
         low, high = median_ci(np.asarray(timing.samples_ms))
         covered += low <= truth <= high
     assert covered / 300 >= 0.90, covered / 300
+
+
+class WallFakeClock(FakeClock):
+    """A primary clock with a second, synchronous one behind it, as on CUDA."""
+
+    def __init__(self, durations, wall_durations) -> None:
+        super().__init__(durations)
+        self.wall = FakeClock(wall_durations, min_block_s=0.0)
+
+
+def test_the_wall_loop_stops_at_twice_the_primary_ci_target_with_half_the_budget() -> None:
+    rng = np.random.default_rng(7)
+    noisy = (1e-3 * rng.lognormal(0.0, 0.05) for _ in itertools.count())  # ±5% sync jitter a sample
+    clock = WallFakeClock(itertools.repeat(1e-3), noisy)
+    policy = TimingPolicy(warmup_s=0.0, rel_ci=0.01, max_time_s=10.0)
+    timing, wall, _ = time_step(lambda: None, clock, policy)
+    assert timing.stop_reason == "converged"
+    assert wall is not None and wall.stop_reason == "converged"
+    width = ci_half_width(wall.samples_ms, stop_confidence(policy.confidence))
+    assert 0.01 < width <= 0.02  # the primary's ±1% would have taken several times as many samples
+    assert policy.for_wall() == TimingPolicy(warmup_s=0.0, rel_ci=0.02, max_time_s=5.0)  # the budget by real time

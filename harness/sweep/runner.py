@@ -239,8 +239,7 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
 def time_step(step: Callable[[], object], clock: Clock, policy: TimingPolicy) -> tuple[Timing, Timing | None, bool]:
     """The primary timing (measured again once if the CPU was starved), then, on CUDA, wall time.
 
-    Wall samples are synchronous calls on an already warm step: they need no warm-up, and half
-    the budget, since each sample is one call and its spread is the host's, not the GPU's.
+    Wall samples are synchronous calls on an already warm step, under ``TimingPolicy.for_wall``.
     """
     timing = measure(step, clock, policy)
     remeasured = timing.disturbed
@@ -248,7 +247,7 @@ def time_step(step: Callable[[], object], clock: Clock, policy: TimingPolicy) ->
         timing = measure(step, clock, policy)
     wall = None
     if clock.wall is not None:
-        wall = measure(step, clock.wall, replace(policy, warmup_s=0.0, max_time_s=policy.max_time_s / 2))
+        wall = measure(step, clock.wall, policy.for_wall())
     return timing, wall, remeasured
 
 
