@@ -273,3 +273,31 @@ def test_a_mig_instance_is_looked_up_by_its_own_uuid(monkeypatch: pytest.MonkeyP
     assert nvml_device_id("cuda:1") == "MIG-abcd"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")  # a plain GPU: NVML's index, by torch's helper or as is
     assert not isinstance(nvml_device_id("cuda:0"), str)
+
+
+def test_a_gpu_is_looked_up_by_its_uuid_whatever_the_numbering(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA numbers GPUs fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID, NVML in bus order, and
+    torch's index helper follows neither: on a mixed machine CUDA's device 0 can be NVML's 1, and
+    the row would read another GPU's telemetry. The UUID names the same GPU in both."""
+    import torch
+
+    from harness.measure.telemetry import nvml_device_id
+
+    uuids = {0: "58E4B3A5-1C2D-4E5F-8A9B-0C1D2E3F4A5B", 1: "0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d"}
+
+    class Uuid:  # torch's _CUuuid prints as the UUID
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        def __str__(self) -> str:
+            return self.text
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid=Uuid(uuids[i])))
+    assert nvml_device_id("cuda:0") == "GPU-58e4b3a5-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
+    assert nvml_device_id(torch.device("cuda", 1)) == "GPU-0a1b2c3d-4e5f-6a7b-8c9d-0e1f2a3b4c5d"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-abcd")  # a MIG instance still by its own UUID
+    assert nvml_device_id("cuda:0") == "MIG-abcd"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    uuids[0] = "not a uuid"  # a build that prints something else: the index, as before
+    assert not isinstance(nvml_device_id("cuda:0"), str)

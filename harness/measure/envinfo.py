@@ -100,7 +100,7 @@ def gpu_record(device: torch.device) -> dict[str, Any]:
         pynvml.nvmlInit()
         try:
             which = nvml_device_id(device if device.index is not None else torch.cuda.current_device())
-            by_uuid = isinstance(which, str)  # a MIG instance: NVML knows it by its UUID
+            by_uuid = isinstance(which, str)  # a UUID: the GPU's, or a MIG instance's
             handle = pynvml.nvmlDeviceGetHandleByUUID(which) if by_uuid else pynvml.nvmlDeviceGetHandleByIndex(which)
             driver = pynvml.nvmlSystemGetDriverVersion()
             record["gpu_driver"] = driver.decode() if isinstance(driver, bytes) else driver

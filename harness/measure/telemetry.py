@@ -10,6 +10,7 @@ empty: telemetry never fails a case.
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -317,10 +318,16 @@ def _or(masks: Sequence[int]) -> int:
     return out
 
 
+#: How CUDA prints a device's UUID (``cudaDeviceProp.uuid``); NVML names the same GPU ``GPU-`` + it.
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def nvml_device_id(device: Any) -> int | str:
     """The NVML id of a torch CUDA device: a MIG instance's own UUID (NVML gives it no utilization,
-    so its columns stay empty rather than read the whole GPU, or another one); else its index as
-    NVML numbers it (CUDA_VISIBLE_DEVICES renumbers devices), falling back to the CUDA index."""
+    so its columns stay empty rather than read the whole GPU, or another one); else the GPU's UUID
+    as CUDA reports it, which names the same GPU whatever the numbering (CUDA counts the fastest GPU
+    first unless ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, NVML in bus order, and torch's index helper
+    follows neither); else its index as NVML numbers it, falling back to the CUDA index."""
     import torch
 
     device = torch.device(device)
@@ -328,6 +335,12 @@ def nvml_device_id(device: Any) -> int | str:
     visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
     if index < len(visible) and visible[index].startswith("MIG-"):  # torch's helper maps these to GPU 0
         return visible[index]
+    try:
+        uuid = str(torch.cuda.get_device_properties(index).uuid).lower()
+    except Exception:  # noqa: BLE001 - no such device, or a build without the property
+        uuid = ""
+    if _UUID.fullmatch(uuid):
+        return f"GPU-{uuid}"
     try:
         return int(torch.cuda._get_nvml_device_index(index))  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - private helper; absent or failing on some builds
