@@ -24,6 +24,9 @@ NVML_UTILIZATION_MD = """
 Telemetry comes from NVML (`nvidia-ml-py`, imported as `pynvml`). Nothing is called inside the
 timed loop: before it the harness notes the time and the energy counter, after it reads the
 samples the driver recorded in between (`nvmlDeviceGetSamples`) and the energy used since.
+The GPU is found by its UUID, so the row reads the GPU that ran the case whatever the numbering
+(CUDA counts the fastest GPU first unless `CUDA_DEVICE_ORDER=PCI_BUS_ID`, NVML in bus order); a
+MIG instance by its own UUID, for which NVML gives no utilization, so those cells stay empty.
 
 - `gpu_util_mean`, `gpu_util_max` (%): NVML's *GPU utilization* is the share of each sample period
   (1/6 s to 1 s, depending on the GPU) during which **at least one kernel was running**. It is
