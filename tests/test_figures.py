@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from sample_orders import without_drift
 
 import harness
 from harness.measure.figures import Figures
@@ -39,7 +40,7 @@ def pool_rows(rows: list[dict], device: str = "cpu") -> dict:
 
 
 def test_cpu_rows_give_the_call_time_as_host_and_wall_and_no_bound() -> None:
-    row = cpu_row([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    row = cpu_row(list(without_drift([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])))
     assert row["median_ms"] == row["host_ms"] == row["wall_ms"] == 4.0
     assert row["host_ci_low_ms"] == row["ci_low_ms"] and row["wall_ci_high_ms"] == row["ci_high_ms"]
     assert row["bound"] is None and row["disturbed"] is False and row["wait_share"] == 0.0

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from sample_orders import without_drift
 
 from harness.measure.stats import median_ci
 from harness.results.recommend import Recommendation, recommend, speedup_interval, speedup_text, table_rows, timing
@@ -108,8 +109,8 @@ def test_eager_itself_can_be_the_answer() -> None:
 def test_speedup_interval_from_raw_samples_uses_each_median_at_root_95_percent() -> None:
     """20 samples a side: the √95% (97.47%) interval of the median is the 5th to the 16th order statistic
     (binomial coverage 1 - 2·P(B(20, ½) ≤ 4) = 98.8%; the 6th to 15th give only 95.9%)."""
-    eager = [2.0 + 0.01 * i for i in range(20)]  # 5th = 2.04, 16th = 2.15
-    fast = [1.0 + 0.01 * i for i in range(20)]  # 5th = 1.04, 16th = 1.15
+    eager = list(without_drift([2.0 + 0.01 * i for i in range(20)]))  # 5th = 2.04, 16th = 2.15
+    fast = list(without_drift([1.0 + 0.01 * i for i in range(20)]))  # 5th = 1.04, 16th = 1.15
     rec = only([row("eager", 2.095, samples_ms=eager), row("fast", 1.095, samples_ms=fast)])
     assert rec.speedup_method == "samples"
     assert rec.speedup_ci == pytest.approx((2.04 / 1.15, 2.15 / 1.04))
@@ -254,8 +255,8 @@ def test_no_verdict_stands_beside_a_disturbed_time() -> None:
 def test_a_speedup_whose_interval_reaches_one_is_a_tie_with_eager() -> None:
     """The 95% intervals of the medians can be apart while the speedup's (each median at √95%, so
     that both hold together) reaches 1: "clear" beside "1.02× [1.00, 1.04]" would contradict itself."""
-    eager = list(np.linspace(0.99, 1.05, 60))
-    fast = list(np.linspace(0.9715, 1.0315, 60))  # its 95% interval ends just below eager's
+    eager = list(without_drift(np.linspace(0.99, 1.05, 60)))
+    fast = list(without_drift(np.linspace(0.9715, 1.0315, 60)))  # its 95% interval ends just below eager's
     rows = [row(name, float(np.median(x)), samples_ms=x) for name, x in (("eager", eager), ("fast", fast))]
     for r in rows:
         r["ci_low_ms"] = r["ci_high_ms"] = None  # from the samples, at 95%

@@ -5,8 +5,17 @@ import math
 
 import numpy as np
 import pytest
+from sample_orders import log_ar1, without_drift
 
-from harness.measure.stats import NOISE_THRESHOLD, STATS_COLUMNS, Stats, ci_half_width, median_ci
+from harness.measure.stats import (
+    NOISE_THRESHOLD,
+    STATS_COLUMNS,
+    Stats,
+    ci_half_width,
+    dependence_factor,
+    median_ci,
+    median_ci_ranks,
+)
 
 
 def test_summary_of_known_samples() -> None:
@@ -26,10 +35,11 @@ def test_quiet_samples_are_not_noisy() -> None:
 
 
 def test_median_ci_is_an_order_statistic_interval() -> None:
-    x = np.arange(1.0, 101.0)  # 100 samples: the 95% interval is (x[39], x[60]) 1-based -> 40 and 61
+    x = without_drift(np.arange(1.0, 101.0))  # 100 samples: the 95% interval is (x[39], x[60]) 1-based -> 40 and 61
     low, high = median_ci(x)
     assert (low, high) == (40.0, 61.0)
     assert low <= np.median(x) <= high
+    assert all(math.isnan(v) for v in median_ci(np.sort(x)))  # taken in that order, one steady drift: no interval
 
 
 def test_too_few_samples_give_no_interval() -> None:
@@ -87,7 +97,7 @@ def test_every_field_of_a_known_summary() -> None:
         "max_ms": 21.0, "p05_ms": 2.0, "p95_ms": 20.0, "ci_low_ms": 6.0, "ci_high_ms": 16.0, "n_samples": 21,
         "noisy": True,
     }  # fmt: skip
-    got = Stats.from_samples(list(x)).as_dict()
+    got = Stats.from_samples(list(without_drift(x))).as_dict()
     assert got == pytest.approx(expected, rel=1e-12)
     assert list(got) == list(expected)
     assert isinstance(got["n_samples"], int) and isinstance(got["noisy"], bool)
@@ -95,7 +105,7 @@ def test_every_field_of_a_known_summary() -> None:
 
 def test_confidence_reaches_the_interval() -> None:
     """A 50% interval is narrower than the 95% default: the level must be passed through, not fixed."""
-    x = np.arange(1.0, 22.0)
+    x = without_drift(np.arange(1.0, 22.0))
     low, high = order_statistic_ci(21, 0.5)
     assert (low, high) == (9, 13)
     s = Stats.from_samples(x, confidence=0.5)
@@ -110,13 +120,13 @@ def test_median_ci_is_an_interval_for_the_median() -> None:
     """An interval for the median (p = 0.5, not another quantile): skewed samples give ranks 6 and 16."""
     x = np.array([1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 3, 4, 5, 6, 7, 8, 9, 10, 50, 100])
     low, high = order_statistic_ci(x.size)
-    assert median_ci(x) == (float(x[low - 1]), float(x[high - 1]))
-    assert median_ci(x) == (1.5, 7.0)
+    assert median_ci(without_drift(x)) == (float(x[low - 1]), float(x[high - 1]))
+    assert median_ci(without_drift(x)) == (1.5, 7.0)
 
 
 def test_six_samples_are_the_fewest_with_a_95_percent_interval() -> None:
     """Six samples give (min, max); five or none give NaN, not an error."""
-    assert median_ci(np.arange(1.0, 7.0)) == (1.0, 6.0)
+    assert median_ci(without_drift(np.arange(1.0, 7.0))) == (1.0, 6.0)
     assert all(math.isnan(v) for v in median_ci(np.arange(1.0, 6.0)))
     assert all(math.isnan(v) for v in median_ci([]))
 
@@ -148,7 +158,7 @@ def test_zero_or_negative_median_is_not_noisy_nor_a_finite_half_width() -> None:
 
 def test_ci_half_width_is_the_larger_side() -> None:
     """Skewed samples: the distance to the high end (not the low one) over the median."""
-    x = [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 3, 4, 5, 6, 7, 8, 9, 10, 50, 100]
+    x = without_drift([1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7, 1.8, 1.9, 2.0, 3, 4, 5, 6, 7, 8, 9, 10, 50, 100])
     assert ci_half_width(x) == pytest.approx((7.0 - 2.0) / 2.0, rel=1e-12)  # not (2.0 - 1.5) / 2.0
 
 
@@ -219,3 +229,56 @@ def test_level_shift_compares_exactly_the_two_halves() -> None:
     assert level_shift(samples) == 1.0
     assert level_shift([0.0] * 20) == math.inf  # a zero first half: no ratio, never "steady"
     assert math.isfinite(level_shift([1.0] * 10))  # ten samples are enough
+
+
+def test_independent_samples_count_as_independent() -> None:
+    """The dependence factor of independent samples stays near 1 (an interval barely wider than
+    quantile_test's), and is exactly 1 where nothing can be estimated."""
+    rng = np.random.default_rng(3)
+    factors = [dependence_factor(rng.lognormal(0.0, 0.05, 2000)) for _ in range(20)]
+    assert min(factors) >= 1.0 and np.median(factors) < 1.1 and max(factors) < 1.4
+    assert dependence_factor([1.0, 2.0, 3.0]) == 1.0  # under 4 samples
+    assert dependence_factor([2.0] * 50) == 1.0  # no spread: "≤ median" is always true
+    assert dependence_factor(without_drift(np.arange(50.0))) == 1.0  # alternating: never below 1
+
+
+def test_the_dependence_factor_of_drifting_samples_is_their_integrated_autocorrelation() -> None:
+    """Log-AR(1) samples with correlation 0.8: "sample ≤ median" has autocorrelation (2/π)·asin(0.8^k)
+    at lag k, so 1 + 2·Σ of it ≈ 6.4 samples make one independent sample for the median."""
+    rho = 0.8
+    expected = 1 + 2 * sum(2 / math.pi * math.asin(rho**k) for k in range(1, 200))
+    got = dependence_factor(log_ar1(50_000, rho, 0.03, seed=5))
+    assert got == pytest.approx(expected, rel=0.15)
+    assert 6.0 < expected < 7.0
+
+
+def test_the_interval_of_drifting_samples_covers_the_median() -> None:
+    """400 samples whose neighbours correlate at 0.8: quantile_test's ranks, which assume
+    independence, covered the true median (1) in about half of 300 series; widened by the
+    dependence factor, at about the 95% it claims."""
+    n, runs = 400, 300
+    naive_low, naive_high = median_ci_ranks(n, 0.95)
+    covered = naive = 0
+    for seed in range(runs):
+        x = log_ar1(n, 0.8, 0.03, seed=1000 + seed)
+        low, high = median_ci(x)
+        covered += low <= 1.0 <= high
+        s = np.sort(x)
+        naive += s[naive_low] <= 1.0 <= s[naive_high]
+    assert naive / runs < 0.75
+    assert covered / runs >= 0.90
+
+
+def test_the_widened_ranks_are_the_effective_samples_scaled_back_outwards(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a factor of 4, 100 samples are 25 independent ones: the 95% ranks of 25 (8th and 18th,
+    1-based) at the same quantiles of 100, rounded outwards: the 32nd and the 69th."""
+    import harness.measure.stats as stats
+
+    x = without_drift(np.arange(1.0, 101.0))
+    monkeypatch.setattr(stats, "dependence_factor", lambda samples: 4.0)
+    assert median_ci_ranks(25, 0.95) == (7, 17)
+    assert median_ci(x) == (32.0, 69.0)
+    monkeypatch.setattr(stats, "dependence_factor", lambda samples: 100 / 7)  # 7 effective: their (min, max),
+    assert median_ci(x) == (14.0, 87.0)  # the 1st and 7th of 7, at 1/7 and 6/7 of the 100
+    monkeypatch.setattr(stats, "dependence_factor", lambda samples: 100 / 5)  # 5: too few for 95%
+    assert all(math.isnan(v) for v in median_ci(x))

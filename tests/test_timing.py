@@ -7,10 +7,12 @@ import time
 
 import numpy as np
 import pytest
+from sample_orders import log_ar1, without_drift
 
 from harness.measure.cpu_wait import ThreadWait
-from harness.measure.stats import ci_half_width
+from harness.measure.stats import ci_half_width, median_ci
 from harness.measure.timing import (
+    MIN_EFFECTIVE_SAMPLES,
     Block,
     CpuClock,
     Timing,
@@ -68,11 +70,14 @@ def test_block_size_is_calibrated_to_the_clock_resolution() -> None:
     assert timing.samples_ms[0] == pytest.approx(0.01)
 
 
-def test_constant_times_converge_at_the_minimum_sample_count() -> None:
+def test_constant_times_converge_once_they_hold_enough_independent_samples() -> None:
+    """Ten identical samples give a zero-width interval, but the stop rule waits for
+    ``MIN_EFFECTIVE_SAMPLES`` samples' worth: a short window hides slow drift."""
     clock = FakeClock(itertools.repeat(2e-3))
     timing = measure(lambda: None, clock, TimingPolicy(warmup_s=0.0, min_samples=10), now=clock.elapsed)
     assert timing.stop_reason == "converged"
-    assert len(timing.samples_ms) == 10
+    assert MIN_EFFECTIVE_SAMPLES == 20
+    assert len(timing.samples_ms) == 21  # the first look at 20 or more: 10, 11, 13, 15, 17, 19, 21
     assert timing.calls_per_sample == 1
 
 
@@ -271,14 +276,14 @@ def test_warm_up_with_no_time_makes_exactly_two_calls_and_counts_them() -> None:
 
 
 def test_the_stop_rule_uses_the_policys_confidence_and_accepts_a_ci_exactly_at_the_target() -> None:
-    first_ten = [1.0 + 0.02 * k for k in (3, 7, 0, 9, 5, 1, 8, 4, 6, 2)]
-    at_half = ci_half_width(first_ten, stop_confidence(0.5))  # the stop rule looks at 95% for a 50% CI
-    assert not ci_half_width(first_ten, stop_confidence(0.95)) <= at_half
-    durations = itertools.chain([1e-3, 1e-3], [v * 1e-3 for v in first_ten], itertools.repeat(5e-3))
+    first = list(without_drift([1.0 + 0.01 * k for k in range(20)]))
+    at_half = ci_half_width(first, stop_confidence(0.5))  # the stop rule looks at 95% for a 50% CI
+    assert not ci_half_width(first, stop_confidence(0.95)) <= at_half
+    durations = itertools.chain([1e-3, 1e-3], [v * 1e-3 for v in first], itertools.repeat(5e-3))
     clock = FakeClock(durations)
-    policy = TimingPolicy(warmup_s=0.0, min_samples=10, rel_ci=at_half, confidence=0.5, max_time_s=1e9)
+    policy = TimingPolicy(warmup_s=0.0, min_samples=20, rel_ci=at_half, confidence=0.5, max_time_s=1e9)
     timing = measure(lambda: None, clock, policy, now=clock.elapsed)
-    assert timing.stop_reason == "converged" and len(timing.samples_ms) == 10
+    assert timing.stop_reason == "converged" and len(timing.samples_ms) == 20
 
 
 class OverrunClock(FakeClock):
@@ -292,7 +297,7 @@ class OverrunClock(FakeClock):
 def test_overruns_add_up_over_the_samples() -> None:
     clock = OverrunClock(itertools.repeat(2e-3))
     timing = measure(lambda: None, clock, TimingPolicy(warmup_s=0.0, min_samples=10), now=clock.elapsed)
-    assert len(timing.samples_ms) == 10 and timing.overran == 10  # warm-up blocks are not samples
+    assert len(timing.samples_ms) == 21 and timing.overran == 21  # warm-up blocks are not samples
 
 
 def test_a_zero_time_block_has_an_unknown_wait_share_not_a_crash() -> None:
@@ -306,7 +311,7 @@ def test_a_zero_time_block_has_an_unknown_wait_share_not_a_crash() -> None:
 def test_without_a_policy_the_defaults_apply() -> None:
     clock = FakeClock(itertools.repeat(2e-3))
     timing = measure(lambda: None, clock, now=clock.elapsed)
-    assert timing.stop_reason == "converged" and len(timing.samples_ms) == TimingPolicy().min_samples
+    assert timing.stop_reason == "converged" and len(timing.samples_ms) == 21  # looks from 10 on: the first past 20
     assert timing.warmup_calls in (50, 51)  # 0.1 s of 2 ms calls
 
 
@@ -367,7 +372,7 @@ class WallFakeClock(FakeClock):
         self.wall = FakeClock(wall_durations, min_block_s=0.0)
 
 
-def test_the_wall_loop_stops_at_twice_the_primary_ci_target_with_half_the_budget() -> None:
+def test_the_wall_loop_stops_at_twice_the_primary_ci_target_with_a_quarter_of_the_budget() -> None:
     rng = np.random.default_rng(7)
     noisy = (1e-3 * rng.lognormal(0.0, 0.05) for _ in itertools.count())  # ±5% sync jitter a sample
     clock = WallFakeClock(itertools.repeat(1e-3), noisy)
@@ -377,4 +382,33 @@ def test_the_wall_loop_stops_at_twice_the_primary_ci_target_with_half_the_budget
     assert wall is not None and wall.stop_reason == "converged"
     width = ci_half_width(wall.samples_ms, stop_confidence(policy.confidence))
     assert 0.01 < width <= 0.02  # the primary's ±1% would have taken several times as many samples
-    assert policy.for_wall() == TimingPolicy(warmup_s=0.0, rel_ci=0.02, max_time_s=5.0)  # the budget by real time
+    assert policy.for_wall() == TimingPolicy(warmup_s=0.0, rel_ci=0.02, max_time_s=2.5)  # the budget by real time
+
+
+def test_a_tight_interval_stops_the_loop_only_with_enough_independent_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Constant times give a zero-width interval at once; when every 4 samples count as one
+    independent sample, the loop goes on to the first look past 4 × 20 = 80 samples."""
+    import harness.measure.timing as timing_module
+
+    monkeypatch.setattr(timing_module, "dependence_factor", lambda samples: 4.0)
+    clock = FakeClock(itertools.repeat(2e-3))
+    timing = measure(lambda: None, clock, TimingPolicy(warmup_s=0.0, min_samples=10, max_time_s=1e9),
+                     now=clock.elapsed)  # fmt: skip
+    assert timing.stop_reason == "converged" and len(timing.samples_ms) == 85  # looks: ..., 70, 77, 85
+
+
+def test_drifting_samples_take_longer_to_stop_than_the_same_samples_shuffled() -> None:
+    """Samples that carry on from their neighbours (correlation 0.9) know less about the median than
+    their count says: the loop runs over twice as long as on the same values shuffled, and the interval
+    it stops with still holds their true median, 1 ms."""
+    drifting = list(log_ar1(2000, 0.9, 0.02, seed=11) * 1e-3)
+    policy = TimingPolicy(warmup_s=0.0, min_samples=10, rel_ci=0.01, max_time_s=1e9)
+    runs = {}
+    shuffled = list(np.random.default_rng(0).permutation(drifting))
+    for name, values in (("drifting", drifting), ("shuffled", shuffled)):
+        clock = FakeClock(itertools.chain([1e-3, 1e-3], values, itertools.repeat(1e-3)), min_block_s=0.0)
+        runs[name] = measure(lambda: None, clock, policy, now=clock.elapsed)
+    assert runs["drifting"].stop_reason == runs["shuffled"].stop_reason == "converged"
+    assert len(runs["drifting"].samples_ms) > 2 * len(runs["shuffled"].samples_ms)
+    low, high = median_ci(runs["drifting"].samples_ms)
+    assert low <= 1.0 <= high
