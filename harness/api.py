@@ -27,8 +27,14 @@ from harness.sweep.runner import clock_for
 from variants.registry import Variant, all_variants
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, a CI cancel, Slurm's time limit, which kills soon after): the case in
+    progress is abandoned at once, as by a second Ctrl-C, and the finished rows get their report."""
+
+
 class StopFlag:
-    """Set by the first Ctrl-C: the sweep stops after the case in progress. A second one interrupts."""
+    """Set by the first Ctrl-C: the sweep stops after the case in progress. A second one interrupts,
+    as SIGTERM does at once (``Terminated``)."""
 
     def __init__(self) -> None:
         self.stop = False
@@ -46,11 +52,16 @@ class StopFlag:
             if console is not None:
                 console.print("[yellow]Ctrl-C: stopping after the current case (press again to abort it)[/]")
 
+        def on_sigterm(signum: int, frame: Any) -> None:
+            raise Terminated
+
         previous = signal.signal(signal.SIGINT, on_sigint)
+        previous_term = signal.signal(signal.SIGTERM, on_sigterm)
         try:
             yield self
         finally:
             signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGTERM, previous_term)
 
 
 def run(
@@ -141,8 +152,8 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
                         folder.append(result)
                     rows.append(result.to_row())
                     bar.advance(task)
-        except KeyboardInterrupt:  # a second Ctrl-C: say where the run can be finished
-            raise KeyboardInterrupt(*([str(folder.path)] if folder is not None else [])) from None
+        except KeyboardInterrupt as exc:  # a second Ctrl-C, or SIGTERM: say where the run can be finished
+            raise type(exc)(*([str(folder.path)] if folder is not None else [])) from None
         finally:  # on any exit, a second Ctrl-C included, the finished rows get their report
             frame = to_frame(rows)
             if folder is not None:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from harness import list_cache
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
 class UsageError(Exception):
@@ -472,10 +472,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():  # restores Python's own display when main returns
             warnings.showwarning = plain_warnings(errors)
             return int(args.handler(args, console))
-    except KeyboardInterrupt as exc:  # a second Ctrl-C: the run's folder, when it has one, rides on it
+    except KeyboardInterrupt as exc:  # a second Ctrl-C or SIGTERM: the run's folder, when it has one, rides on it
         hint = f"; finish the run with: python -m harness run --resume {exc.args[0]}" if exc.args else ""
-        errors.print(f"[yellow]interrupted[/]{escape(hint)}", soft_wrap=True)
-        return EXIT_INTERRUPTED
+        api = sys.modules.get("harness.api")  # whatever raised Terminated imported it
+        terminated = api is not None and isinstance(exc, api.Terminated)
+        errors.print(f"[yellow]{'terminated' if terminated else 'interrupted'}[/]{escape(hint)}", soft_wrap=True)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as exc:
         if not is_bad_input(exc):
             raise

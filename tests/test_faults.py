@@ -449,3 +449,21 @@ def test_a_second_ctrl_c_before_any_case_finished_says_how_to_finish_the_run(tmp
     (out / "results.csv").write_text("variant,status\neager,ok\n")  # a finished run's CSV, copied without its jsonl
     assert main(["report", str(out)]) == 2
     assert "holds results.csv but no results.jsonl" in capsys.readouterr().err
+
+
+def test_sigterm_abandons_the_case_writes_the_report_and_exits_143(tmp_path: Path, faults: ModuleType) -> None:
+    """``timeout``, a cancelled CI job and Slurm's time limit send SIGTERM: the run died at once with
+    neither report.md nor results.csv, and said nothing of how to finish it."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *SWEEP_FLAGS, "--out", str(out)],
+                            env=subprocess_env(tmp_path, faults), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    before = wait_for_rows(out / "results.jsonl", 1, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    rows = read_jsonl(out / "results.jsonl")
+    assert before <= len(rows) < 8 and len(set(keys(rows))) == len(rows)
+    assert f"Unfinished run: {8 - len(rows)} case(s) did not run" in (out / "report.md").read_text()
+    assert len((out / "results.csv").read_text().splitlines()) == len(rows) + 1
+    assert " ".join(stderr.split()).endswith(f"terminated; finish the run with: python -m harness run --resume {out}")
