@@ -242,9 +242,10 @@ def measure(
 
     ``min_samples`` are always taken. Then it stops at the first of: CI half-width ≤ ``rel_ci`` (at
     ``stop_confidence``, stricter than the interval stored, and with ``MIN_EFFECTIVE_SAMPLES``
-    independent samples' worth) (checked from ``min_samples`` on, then after every 10% more samples, since the interval costs a
-    few ms to compute), the time budget spent, or ``max_samples``. ``now`` is the wall clock the
-    budgets are kept by (a fake one in tests). Without a policy, ``TimingPolicy()``'s defaults.
+    independent samples' worth; checked from ``min_samples`` on, then after every 10% more samples,
+    since the interval costs a few ms to compute), the time budget spent, or ``max_samples``.
+    ``now`` is the wall clock the budgets are kept by (a fake one in tests). Without a policy,
+    ``TimingPolicy()``'s defaults.
     """
     policy = policy if policy is not None else TimingPolicy()
     clock.prepare()  # the last case's calls taught the clock nothing about this case's warm-up
