@@ -9,6 +9,13 @@ On CUDA the ranking is by GPU time, what the kernels cost. A program that waits 
 the wall time (``wall_ms``: sync, call, sync), host launch time included: where another variant's
 wall-time interval lies wholly below the winner's, the answer says so beside it ("end to end").
 
+A winner less than ``EQUIVALENT`` (5%) faster than another variant is tied with it too, whatever
+the intervals say: each interval holds for its own case, and variants are measured one after the
+other, while the machine drifts between them. Two identical variants (the reference registered
+twice) measured side by side on the 2-core VM, 20 configurations a run, differed by a standard
+deviation of 3–4% and up to 11%, and 7 of the 20 read "clear" by their intervals alone. 5% is also
+what ``compare`` calls a change (``compare_stats.DEFAULT_THRESHOLD``).
+
 The speedup's interval is built from the two medians' intervals (``stats.median_ci``), the
 conservative way: ``eager_low / winner_high`` to ``eager_high / winner_low``. With raw samples each
 median's interval is taken at √95%, so that both hold together with 95% probability (the runs are
@@ -27,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from harness.measure.stats import median_ci, steady
-from harness.results.compare_stats import CSV_CI_LEVEL, Timing
+from harness.results.compare_stats import CSV_CI_LEVEL, DEFAULT_THRESHOLD, Timing
 from harness.results.tables import (
     CONFIG_COLUMNS,
     GROUP_COLUMNS,
@@ -45,6 +52,8 @@ from harness.results.tables import (
 BASELINE_VARIANT = "eager"
 #: The level of the speedup's interval, as of the stored medians' intervals.
 CONFIDENCE = CSV_CI_LEVEL
+#: A lead smaller than this share of the winner's median is a tie (see the module docstring).
+EQUIVALENT = DEFAULT_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,9 @@ class Recommendation:
     tied: tuple[str, ...] = ()
     #: ``eager`` is among ``tied`` because the speedup's interval reaches 1, not by overlapping intervals.
     tied_by_speedup: bool = False
+    #: Of ``tied``, those whose intervals are apart from the winner's but whose medians lie within
+    #: ``EQUIVALENT`` of it.
+    tied_by_margin: tuple[str, ...] = ()
     runner_up: str | None = None
     runner_up_ms: float = math.nan
     marks: tuple[str, ...] = ()
@@ -118,10 +130,11 @@ class Recommendation:
         if self.disturbed:
             return f"unsure: {', '.join(self.disturbed)} ran while the CPU was busy (!); measure again"
         if self.unsure:
-            return (f"unsure: {', '.join(self.few_samples)} took too few samples for a 95% interval (under 6); "
-                    "measure longer (--min-samples)")
+            return (f"unsure: {', '.join(self.few_samples)} took too few independent samples for a 95% interval "
+                    "(under 6's worth: too few, or drifting); measure longer (--max-time)")
         if self.tie:
-            why = ["intervals overlap"] if len(self.tied) > self.tied_by_speedup else []
+            why = ["intervals overlap"] if len(self.tied) > self.tied_by_speedup + len(self.tied_by_margin) else []
+            why += [f"within {EQUIVALENT:.0%}, which one run cannot tell apart"] if self.tied_by_margin else []
             why += [f"the speedup over {BASELINE_VARIANT} may be 1×"] if self.tied_by_speedup else []
             return f"tie: {', '.join((self.winner, *self.tied))} ({'; '.join(why)}: any of them)"
         if self.runner_up is None:
@@ -243,7 +256,10 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
     best, others = ranked[0], ranked[1:]
     best_t = timing(best)
     best_interval = interval(best_t)
-    tied = tuple(str(r["variant"]) for r in others if _overlap(best_interval, interval(timing(r))))
+    overlapping = {str(r["variant"]) for r in others if _overlap(best_interval, interval(timing(r)))}
+    close = {str(r["variant"]) for r in others if number(r["median_ms"]) <= best_t.median * (1 + EQUIVALENT)}
+    tied = tuple(str(r["variant"]) for r in others if str(r["variant"]) in overlapping | close)
+    by_margin = tuple(v for v in tied if v not in overlapping)
     eager = next((r for r in ranked if r["variant"] == BASELINE_VARIANT), None)
     speedup, speedup_ci, method, tied_by_speedup = math.nan, (math.nan, math.nan), "", False
     if eager is not None and best_t.median > 0:
@@ -269,6 +285,7 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
         speedup_method=method,
         tied=tied,
         tied_by_speedup=tied_by_speedup,
+        tied_by_margin=by_margin,
         runner_up=str(others[0]["variant"]) if others else None,
         runner_up_ms=number(others[0]["median_ms"]) if others else math.nan,
         marks=tuple(marks(best)),

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from harness.results.networks import networks_markdown
 from harness.results.profile_report import profiling_markdown
-from harness.results.recommend import TABLE_COLUMNS, recommend, table_rows, terminal_cells
+from harness.results.recommend import EQUIVALENT, TABLE_COLUMNS, recommend, table_rows, terminal_cells
 from harness.results.record import BROKEN, Status
 from harness.results.tables import (
     CONFIG_COLUMNS,
@@ -115,8 +115,10 @@ def recommendation_markdown(frame: pd.DataFrame) -> list[str]:
         "",
         "Per configuration, the fastest variant that matched the float64 reference (a `mismatch` never wins), "
         f"its median latency, and its speedup over `{BASELINE_VARIANT}` with a 95% confidence interval. "
-        "A *tie* means the winner's interval overlaps another variant's, or its speedup's interval over "
-        f"`{BASELINE_VARIANT}` reaches 1: the data cannot tell them apart, so run whichever of them suits you. "
+        "A *tie* means the winner's interval overlaps another variant's, or leads it by under "
+        f"{EQUIVALENT:.0%} (variants are measured one after the other, and the machine drifts between them), "
+        f"or its speedup's interval over `{BASELINE_VARIANT}` reaches 1: the data cannot tell them apart, so "
+        "run whichever of them suits you. "
         "*unsure*: a variant the answer rests on ran while the CPU was busy. Marks as in the tables below.",
         "",
         *([f"**{busy}**", ""] if (busy := disturbed_count(frame)) else []),
@@ -195,7 +197,8 @@ def recommendation_table(frame: pd.DataFrame) -> Table | None:
     recs = recommend(frame)
     if not recs:
         return None
-    table = Table(title="Which variant to run (fastest correct variant; tie: 95% intervals overlap)")
+    table = Table(title=f"Which variant to run (fastest correct variant; tie: 95% intervals overlap or "
+                        f"within {EQUIVALENT:.0%})")
     table.add_column("case")
     table.add_column("run", style="bold")
     table.add_column("median ms", justify="right", no_wrap=True)
