@@ -65,6 +65,17 @@ def test_disturbed_from_either_side_alone_blocks_a_verdict(side: str) -> None:
     assert faster.verdict is Verdict.AMBIGUOUS and faster.note == "disturbed"
 
 
+def test_two_disturbed_sides_alike_are_ambiguous_never_same() -> None:
+    """Both sides measured the same 40 ms stall of a 0.04 ms case: SAME would say the code did not
+    change, where a regression could hide under the stall."""
+    base = quiet(case(), noise(40.0, seed=1), disturbed=True)
+    cur = quiet(case(), noise(40.0, seed=2), disturbed=True)
+    c = cmp.compare_case(KEY, base, cur, 0.05, 0.01)
+    assert c.verdict is Verdict.AMBIGUOUS and c.note == "disturbed"
+    assert cmp.compare_case(KEY, {**base, "disturbed": False}, {**cur, "disturbed": False}, 0.05,
+                            0.01).verdict is Verdict.SAME  # fmt: skip
+
+
 def test_disturbed_as_csv_text_counts_and_false_text_does_not() -> None:
     base = quiet(case(), noise(1.0, seed=1), disturbed="True")
     cur = quiet(case(), noise(1.5, seed=2), disturbed="False")

@@ -284,8 +284,9 @@ def compare_case(
 ) -> CaseComparison:
     """Compare one case timed on both sides, from raw samples when both have them.
 
-    A case measured while its CPU was starved (``disturbed``) on either side gets no SLOWER or
-    FASTER verdict: its numbers say how busy the machine was, not how fast the code is.
+    A case measured while its CPU was starved (``disturbed``) on either side is AMBIGUOUS: its
+    numbers say how busy the machine was, not how fast the code is, so neither a change nor SAME
+    (two stalls alike read SAME at 40 ms for a 0.04 ms case, and would hide a regression under them).
     """
     b_fig, c_fig = _figure_of(base, metric), _figure_of(cur, metric)
     test = significance(b_fig, c_fig, alpha)
@@ -309,8 +310,7 @@ def compare_case(
         notes.append("noisy")
     if truthy(base.get("disturbed")) or truthy(cur.get("disturbed")):
         notes.append("disturbed")
-        if verdict in (Verdict.SLOWER, Verdict.FASTER):
-            verdict = Verdict.AMBIGUOUS
+        verdict = Verdict.AMBIGUOUS
     if metric == "median" and (base.get("bound") == "host" or cur.get("bound") == "host"):
         hosts = [number(r.get("host_ms")) for r in (base, cur)]
         notes.append(f"host-bound (host {hosts[0]:.4g} → {hosts[1]:.4g} ms)")
