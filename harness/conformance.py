@@ -111,6 +111,19 @@ class ConformanceReport:
         """No failure, and something was checked: a variant unavailable here has passed nothing."""
         return not self.failures and bool(self.checked)
 
+    def __str__(self) -> str:
+        """A summary a person can read (the dataclass's own repr lists every run): the verdict, the
+        counts, each failure, and why configurations were skipped."""
+        verdict = "passed" if self.passed else "FAILED" if self.failures else "nothing checked"
+        lines = [f"{self.variant}: {verdict}: {len(self.checked)} run(s) checked, {len(self.failures)} "
+                 f"failure(s), {len(self.skipped)} configuration(s) skipped"]  # fmt: skip
+        lines += [f"  - {f}" for f in self.failures]
+        reasons: dict[str, int] = {}
+        for _, reason in self.skipped:
+            reasons[reason] = reasons.get(reason, 0) + 1
+        lines += [f"  skipped {n}: {reason}" for reason, n in sorted(reasons.items())]
+        return "\n".join(lines)
+
     def raise_for_failures(self) -> ConformanceReport:
         """Raise ``ConformanceError`` listing every failure; also when nothing at all was checked."""
         if self.failures:

@@ -60,3 +60,21 @@ CUDA_PARAMS = pytest_params("*", "cuda", marks=_marks) if torch.cuda.is_availabl
 @pytest.mark.parametrize(("name", "config"), CUDA_PARAMS or [pytest.param("eager", None, id="no-gpu")])
 def test_conforms_on_cuda(request: pytest.FixtureRequest, name: str, config: Config) -> None:
     _check(request, name, config, "cuda")
+
+
+def test_a_printed_report_is_a_summary_not_every_run() -> None:
+    """print(check_variant(...)) dumped tens of KB: every configuration and input of the dataclass."""
+    from harness.conformance import Config, ConformanceReport, Failure
+
+    config = Config("float32", "forward", "add", False, 2)
+    failure = Failure("mine", config, "odd", "output error 0.1 > tolerance 1e-05")
+    report = ConformanceReport("mine", checked=[(config, "main")] * 40,
+                               skipped=[(config, "needs CUDA")] * 3 + [(config, "no train mode")], failures=[failure])
+    assert str(report).splitlines() == [
+        "mine: FAILED: 40 run(s) checked, 1 failure(s), 4 configuration(s) skipped",
+        "  - mine [float32-forward-add-bias0-r2, input odd]: output error 0.1 > tolerance 1e-05",
+        "  skipped 3: needs CUDA",
+        "  skipped 1: no train mode",
+    ]
+    assert str(ConformanceReport("mine", checked=[(config, "main")])).startswith("mine: passed: 1 run(s)")
+    assert str(ConformanceReport("mine")).startswith("mine: nothing checked: 0 run(s)")
