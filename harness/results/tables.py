@@ -133,8 +133,8 @@ def latency_text(row: Mapping[str, Any]) -> str:
 
 #: What ``latency_text``'s cells mean, for the captions above the tables.
 LATENCY_CAPTION = (
-    "median latency in ms [95% confidence interval of the median]; a case with too few samples for an "
-    "interval shows (IQR p25–p75), the middle half of its samples, instead (or the IQR's width alone where "
+    "median latency in ms [95% confidence interval of the median]; a case with too few (independent) samples "
+    "for an interval shows (IQR p25–p75), the middle half of its samples, instead (or the IQR's width alone where "
     "the raw samples are not at hand)"
 )
 
