@@ -282,3 +282,28 @@ def test_the_widened_ranks_are_the_effective_samples_scaled_back_outwards(monkey
     assert median_ci(x) == (14.0, 87.0)  # the 1st and 7th of 7, at 1/7 and 6/7 of the 100
     monkeypatch.setattr(stats, "dependence_factor", lambda samples: 100 / 5)  # 5: too few for 95%
     assert all(math.isnan(v) for v in median_ci(x))
+
+
+def test_the_dependence_factor_sums_the_linear_not_the_circular_autocorrelation() -> None:
+    """The FFT is padded past 2n: unpadded, lag k would also correlate the last samples with the
+    first. A step (low, then high) is one long excursion; 4 samples are enough to count."""
+    def direct(x: np.ndarray) -> float:
+        below = (x <= np.median(x)).astype(float)
+        below -= below.mean()
+        n = below.size
+        rho = np.array([below[: n - k] @ below[k:] for k in range(n)]) / (below @ below)
+        pairs = rho[: n - n % 2].reshape(-1, 2).sum(axis=1)
+        ends = np.flatnonzero(pairs <= 0)
+        pairs = pairs[: ends[0] if ends.size else pairs.size]
+        return max(1.0, -1 + 2 * float(np.minimum.accumulate(pairs).sum()))
+
+    rng = np.random.default_rng(4)
+    for x in (np.r_[np.ones(7), 2 * np.ones(6)], np.r_[np.ones(20), 2 * np.ones(20)], log_ar1(33, 0.9, 0.05, seed=2),
+              rng.lognormal(0, 0.1, 31)):
+        assert dependence_factor(x) == pytest.approx(direct(x), rel=1e-9)
+    assert dependence_factor(np.r_[np.ones(20), 2 * np.ones(20)]) > 10  # a step: one excursion
+    assert dependence_factor([1.0, 1.0, 2.0, 2.0]) > 1.0  # from 4 samples on
+
+
+def test_a_zero_median_has_no_relative_half_width() -> None:
+    assert ci_half_width([0.0] * 10) == math.inf

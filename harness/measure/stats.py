@@ -34,9 +34,9 @@ def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float
         return (math.nan, math.nan)
     n_eff = max(1, int(n / dependence_factor(raw)))
     low, high = median_ci_ranks(n_eff, float(confidence))
-    if n_eff < n:  # the effective sample's ranks, at the same quantiles of the n samples (outwards)
-        low = (low + 1) * n // n_eff - 1 if low >= 0 else -1
-        high = -(-high * n // n_eff) if high < n_eff else n
+    # the effective sample's ranks at the same quantiles of the n samples, rounded outwards (the
+    # identity when n_eff == n; "no bound", -1 or n_eff, maps to -1 or n)
+    low, high = (low + 1) * n // n_eff - 1, -(-high * n // n_eff)
     return (float(x[low]) if low >= 0 else math.nan, float(x[high]) if high < n else math.nan)
 
 
@@ -58,11 +58,10 @@ def dependence_factor(samples: Sequence[float]) -> float:
     spectrum = np.fft.rfft(below, size)
     acov = np.fft.irfft(spectrum * np.conj(spectrum), size)[:n]
     rho = acov / acov[0]
-    pairs = rho[: n - n % 2].reshape(-1, 2).sum(axis=1)  # Γ_m = ρ_2m + ρ_2m+1
-    positive = np.flatnonzero(pairs <= 0)
-    pairs = pairs[: positive[0] if positive.size else pairs.size]
-    tau = -1.0 + 2.0 * float(np.minimum.accumulate(pairs).sum()) if pairs.size else 1.0
-    return max(1.0, tau)
+    pairs = rho[: n - n % 2].reshape(-1, 2).sum(axis=1)  # Γ_m = ρ_2m + ρ_2m+1; Γ_0 = 1 + ρ_1 > 0
+    ends = np.flatnonzero(pairs <= 0)
+    pairs = pairs[: ends[0] if ends.size else pairs.size]
+    return max(1.0, -1.0 + 2.0 * float(np.minimum.accumulate(pairs).sum()))
 
 
 @functools.lru_cache(maxsize=8192)

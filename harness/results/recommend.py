@@ -99,7 +99,8 @@ class Recommendation:
     #: CPU was starved (``!``): their times say how busy the machine was, so no verdict is drawn.
     disturbed: tuple[str, ...] = ()
     #: Variants the answer rests on with too few samples for a 95% interval of their median (under
-    #: 6 independent samples' worth): their stand-in, the quartiles, covered the median in 30–63% of draws, so no "clear".
+    #: 6 independent samples' worth): their stand-in, the quartiles, covered the median in 30–63% of
+    #: draws, so no "clear".
     few_samples: tuple[str, ...] = ()
 
     @property
