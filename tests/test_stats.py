@@ -282,6 +282,10 @@ def test_the_widened_ranks_are_the_effective_samples_scaled_back_outwards(monkey
     assert median_ci(x) == (14.0, 87.0)  # the 1st and 7th of 7, at 1/7 and 6/7 of the 100
     monkeypatch.setattr(stats, "dependence_factor", lambda samples: 100 / 5)  # 5: too few for 95%
     assert all(math.isnan(v) for v in median_ci(x))
+    monkeypatch.setattr(stats, "dependence_factor", lambda samples: 100.0)  # 1: no bound even at 50%
+    assert all(math.isnan(v) for v in median_ci(x, 0.5))
+    monkeypatch.setattr(stats, "dependence_factor", lambda samples: 50.0)  # 2: at 50%, an upper bound
+    assert math.isnan(median_ci(x, 0.5)[0]) and median_ci(x, 0.5)[1] == 51.0  # the 2nd of 2: at the 51st of 100
 
 
 def test_the_dependence_factor_sums_the_linear_not_the_circular_autocorrelation() -> None:
