@@ -127,7 +127,8 @@ WALL_BUDGET_SHARE = 0.25
 #: worth (``stats.dependence_factor``): a short window hides slow drift, and the factor, estimated from
 #: the window itself, reads low. Simulated (400 runs each, log-AR(1) samples, ±2%): ρ = 0.8 covered the
 #: median in 80% of runs without it, 84% with 20; ρ = 0.95 in 46% and 70%; independent samples and ρ ≤ 0.8 at
-#: ±1% were unchanged (94–95%). Stable GPU samples then take 20, not 10 (about 2 s more in the H200's main job).
+#: ±1% were unchanged (94–95%). Stable GPU samples then take 21 (the first look past 20), not 10:
+#: about 2.5 s more in the H200's main job.
 MIN_EFFECTIVE_SAMPLES = 20
 
 
