@@ -224,14 +224,21 @@ SWEEP_OPTIONS = {"device": "cpu", "variants": "fault_slow,eager", "shapes": "4x4
                  "modes": "forward"}  # fmt: skip
 
 
-def test_first_ctrl_c_stops_after_the_case_writes_the_report_and_exits_130(tmp_path: Path,
-                                                                             faults: ModuleType) -> None:
+def signalled_after_a_row(tmp_path: Path, faults: ModuleType, signum: int) -> tuple[subprocess.Popen, Path, int]:
+    """A sweep of 8 cases in its own process, sent ``signum`` once it has written a row: the process,
+    its run folder and how many rows it had written by then."""
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *SWEEP_FLAGS, "--out", str(out)],
                             env=subprocess_env(tmp_path, faults), cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     before = wait_for_rows(out / "results.jsonl", 1, proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
+    return proc, out, before
+
+
+def test_first_ctrl_c_stops_after_the_case_writes_the_report_and_exits_130(tmp_path: Path,
+                                                                             faults: ModuleType) -> None:
+    proc, out, before = signalled_after_a_row(tmp_path, faults, signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     rows = read_jsonl(out / "results.jsonl")
@@ -454,12 +461,7 @@ def test_a_second_ctrl_c_before_any_case_finished_says_how_to_finish_the_run(tmp
 def test_sigterm_abandons_the_case_writes_the_report_and_exits_143(tmp_path: Path, faults: ModuleType) -> None:
     """``timeout``, a cancelled CI job and Slurm's time limit send SIGTERM: the run died at once with
     neither report.md nor results.csv, and said nothing of how to finish it."""
-    out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *SWEEP_FLAGS, "--out", str(out)],
-                            env=subprocess_env(tmp_path, faults), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    before = wait_for_rows(out / "results.jsonl", 1, proc)
-    proc.send_signal(signal.SIGTERM)
+    proc, out, before = signalled_after_a_row(tmp_path, faults, signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr
     rows = read_jsonl(out / "results.jsonl")
