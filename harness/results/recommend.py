@@ -45,6 +45,7 @@ from harness.results.tables import (
     last_rows,
     marks,
     number,
+    ratio_text,
     raw_samples,
     smaller_batch,
 )
@@ -326,8 +327,8 @@ def speedup_text(rec: Recommendation) -> str:
     if rec.winner == BASELINE_VARIANT:
         return f"1× (is {BASELINE_VARIANT})"
     low, high = rec.speedup_ci
-    ci = f" [{low:.2f}, {high:.2f}]" if math.isfinite(low) and math.isfinite(high) else ""
-    return f"{rec.speedup:.2f}×{ci}{rec.speedup_marks()}"
+    ci = f" [{ratio_text(low)}, {ratio_text(high)}]" if math.isfinite(low) and math.isfinite(high) else ""
+    return f"{ratio_text(rec.speedup)}×{ci}{rec.speedup_marks()}"
 
 
 def table_rows(recs: list[Recommendation]) -> list[tuple[str, ...]]:

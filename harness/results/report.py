@@ -33,6 +33,7 @@ from harness.results.tables import (
     marks,
     md_table,
     pivot,
+    ratio_text,
     smaller_batch,
 )
 
@@ -75,7 +76,7 @@ def _cell(row: Mapping[str, Any]) -> str:
 
 def _speedup_cell(row: Mapping[str, Any]) -> str:
     speed = row["speedup_vs_eager"]
-    return f"{speed:.2f}{row['speedup_marks']}" if pd.notna(speed) else ""
+    return f"{ratio_text(speed)}{row['speedup_marks']}" if pd.notna(speed) else ""
 
 
 def _host_cell(row: Mapping[str, Any]) -> str:
@@ -241,7 +242,7 @@ def summary_tables(frame: pd.DataFrame) -> list[Table]:
                     speed, own = r["speedup_vs_eager"], marks(r)
                     # the ratio carries eager's ~ and ! too, as report.md's speedup table does
                     eager_only = "".join(f" {m}" for m in r["speedup_marks"].split() if m not in own)
-                    tail = f" [cyan]{speed:.2f}×{eager_only}[/]" if pd.notna(speed) else ""
+                    tail = f" [cyan]{ratio_text(speed)}×{eager_only}[/]" if pd.notna(speed) else ""
                     flags = "".join(SUMMARY_MARKS[m].format(host=r.get("host_ms"), batch=smaller_batch(r))
                                     for m in own)
                     cells.append(f"{escape(latency_text(r))}{flags}{tail}")
