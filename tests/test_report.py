@@ -331,3 +331,11 @@ def test_an_answer_resting_on_too_few_samples_for_an_interval_is_unsure() -> Non
     enough = [row("eager", 1.0, ci_low_ms=0.998, ci_high_ms=1.002), row("fast", 0.92, ci_low_ms=0.918,
                                                                           ci_high_ms=0.922)]  # fmt: skip
     assert recommend(to_frame(enough))[0].verdict().startswith("clear")
+
+
+def test_a_speedup_far_below_one_keeps_its_digits() -> None:
+    """A variant 250 times slower than eager read "0.00 !" in the speedup table."""
+    from harness.results.tables import ratio_text
+
+    assert [ratio_text(v) for v in (1.554, 0.1, 0.0996, 0.004, 0.00123, 12.0)] == [
+        "1.55", "0.10", "0.1", "0.004", "0.0012", "12.00"]
