@@ -32,6 +32,11 @@ class Parser(argparse.ArgumentParser):
     #: The sub-commands' parsers by name (``build_parser`` fills it in on the top one).
     commands: dict[str, argparse.ArgumentParser]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # a flag is spelt one way: `--max-t 5` in a CI script would break when a flag `--max-threads` came
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see {self.prog} --help)")
 

@@ -37,6 +37,9 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         (["run", "--modes", "eval"], "unknown mode"),
         (["run", "--config", "/nonexistent/sweep.toml"], "does not exist"),
         (["run", "--bogus-flag"], "unrecognized arguments"),
+        # a flag is spelt in full: an abbreviation in a CI script would break when a longer flag came
+        (["run", "--max-t", "1"], "unrecognized arguments: --max-t 1"),
+        (["compare", "--thresh", "0.1", "a", "b"], "unrecognized arguments: --thresh"),
         (["frobnicate"], "invalid choice"),
     ],
 )
