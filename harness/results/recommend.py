@@ -10,11 +10,15 @@ the wall time (``wall_ms``: sync, call, sync), host launch time included: where 
 wall-time interval lies wholly below the winner's, the answer says so beside it ("end to end").
 
 A winner less than ``EQUIVALENT`` (5%) faster than another variant is tied with it too, whatever
-the intervals say: each interval holds for its own case, and variants are measured one after the
-other, while the machine drifts between them. Two identical variants (the reference registered
-twice) measured side by side on the 2-core VM, 20 configurations a run, differed by a standard
-deviation of 3–4% and up to 11%, and 7 of the 20 read "clear" by their intervals alone. 5% is also
-what ``compare`` calls a change (``compare_stats.DEFAULT_THRESHOLD``).
+the intervals say: each interval holds for its own case, its build and its window of time, not for
+the next. Two identical variants (the reference registered twice) measured side by side on the
+2-core VM, 20 configurations a run, differed by a standard deviation of 3–4% and up to 11%, and 7
+of the 20 read "clear" by their intervals alone. Measuring each case in three rounds instead,
+alternating the twins' order, with a third of the budget each and the samples pooled, did not
+narrow it (standard deviations of the log ratio 2.7% and 5.4%, against 2.8% and 4.1% in one round,
+two runs each; the largest deviations, up to 48% in one round, came from the 2-thread
+train cases at 8×32×64×64): the spread is each case's own, not drift between cases that
+interleaving would cancel. 5% is also what ``compare`` calls a change (``compare_stats.DEFAULT_THRESHOLD``).
 
 The speedup's interval is built from the two medians' intervals (``stats.median_ci``), the
 conservative way: ``eager_low / winner_high`` to ``eager_high / winner_low``. With raw samples each
