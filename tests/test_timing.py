@@ -267,6 +267,36 @@ def test_a_cpu_block_is_its_wall_time_in_seconds_and_the_wait_between_two_reads(
         assert block.wait_s == pytest.approx(wait_s, rel=1e-12)
 
 
+class BusyFakeWait(FakeWait):
+    """As ``FakeWait``, and each read also moves the process's on-CPU time to the next of ``busy``."""
+
+    cores = 2
+
+    def __init__(self, reads: tuple[int, ...], busy: tuple[int, ...]) -> None:
+        super().__init__(*reads)
+        self.busy = iter(busy)
+        self.busy_ns = 0
+
+    def read_ns(self) -> int | None:
+        self.busy_ns = next(self.busy)
+        return super().read_ns()
+
+
+@pytest.mark.parametrize(("pool_threads", "wait_s"), [(1, 0.0005), (3, 0.0)])
+def test_a_cpu_blocks_wait_is_only_what_the_cores_left_to_others_explains(
+    monkeypatch: pytest.MonkeyPatch, pool_threads: int, wait_s: float
+) -> None:
+    """3 ms on 2 cores, 5.5 ms of it on this process's CPU clock (1 ms before the block, 6.5 ms after):
+    others had 0.5 ms, so of a 1.5 ms wait only 0.5 ms is theirs. A pool of 3 threads on 2 cores queues
+    behind itself, so none is."""
+    wait = BusyFakeWait((5_000_000, 6_500_000), (1_000_000, 6_500_000))
+    clock = CpuClock(wait=wait, pool_threads=lambda: pool_threads)
+    ticks = iter([7_000_000_000, 7_003_000_000])
+    monkeypatch.setattr(time, "perf_counter_ns", lambda: next(ticks))
+    block = clock.time_block(lambda: None, 1)
+    assert block.wait_s == pytest.approx(wait_s, abs=1e-12)
+
+
 def test_warm_up_with_no_time_makes_exactly_two_calls_and_counts_them() -> None:
     clock = FakeClock(itertools.repeat(2e-3))
     timing = measure(lambda: None, clock, TimingPolicy(warmup_s=0.0, min_samples=10), now=clock.elapsed)
@@ -395,6 +425,33 @@ def test_a_tight_interval_stops_the_loop_only_with_enough_independent_samples(mo
     timing = measure(lambda: None, clock, TimingPolicy(warmup_s=0.0, min_samples=10, max_time_s=1e9),
                      now=clock.elapsed)  # fmt: skip
     assert timing.stop_reason == "converged" and len(timing.samples_ms) == 85  # looks: ..., 70, 77, 85
+
+
+def test_samples_that_come_in_pairs_count_as_fewer_independent_samples() -> None:
+    """Each time repeated once (a pair of neighbours alike, as a block that straddles one state of the
+    machine): the interval is tight at once, but 21 samples hold only about 12 independent ones
+    (``dependence_factor`` ≈ 1.7), so the loop goes on until they hold 20, not stopping at 21."""
+    from harness.measure.stats import dependence_factor
+
+    values = np.repeat(1 + 0.001 * np.random.default_rng(3).standard_normal(200), 2) * 2e-3
+    clock = FakeClock(itertools.chain([2e-3, 2e-3], values, itertools.repeat(2e-3)))
+    timing = measure(lambda: None, clock, TimingPolicy(warmup_s=0.0, min_samples=10, max_time_s=1e9),
+                     now=clock.elapsed)  # fmt: skip
+    n = len(timing.samples_ms)
+    assert timing.stop_reason == "converged" and timing.calls_per_sample == 1
+    assert n > 21
+    assert n / dependence_factor(timing.samples_ms) >= MIN_EFFECTIVE_SAMPLES
+
+
+def test_the_stop_rule_looks_at_a_tenth_of_the_stored_miss_rate() -> None:
+    assert stop_confidence(0.95) == pytest.approx(0.995, abs=1e-12)  # the README's "checked at 99.5%"
+    assert stop_confidence(0.5) == pytest.approx(0.95, abs=1e-12)
+
+
+def test_the_wall_loop_never_warms_up_again() -> None:
+    """The wall loop follows the primary loop on a step already warm: a warm-up there is time lost."""
+    wall = TimingPolicy(warmup_s=0.3, max_time_s=2.0, rel_ci=0.01).for_wall()
+    assert (wall.warmup_s, wall.max_time_s, wall.rel_ci) == (0.0, 0.5, 0.02)
 
 
 def test_drifting_samples_take_longer_to_stop_than_the_same_samples_shuffled() -> None:
