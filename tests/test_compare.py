@@ -154,6 +154,63 @@ def test_a_case_that_turns_wrong_fails_the_comparison(tmp_path: Path) -> None:
     assert "max rel err 0.3" in compare_render.to_markdown(result)
 
 
+@pytest.mark.parametrize(("status", "fails"), [("mismatch", True), ("error", True), ("skipped", False)])
+def test_a_new_case_that_is_broken_fails_the_comparison(tmp_path: Path, status: str, fails: bool) -> None:
+    """A pull request that adds a wrong variant to the sweep: the baseline never had its case, and it
+    must fail all the same; a new case merely skipped is only listed."""
+    base = write_run(tmp_path / "base", [row(case("eager"), noise(1.0))])
+    cur = write_run(tmp_path / "cur", [row(case("eager"), noise(1.0, seed=4)),
+                                       row(case("wrong"), status=status, reason="error 0.01 > 1e-05")])  # fmt: skip
+    result = cmp.compare(base, cur)
+    assert result.failed is fails
+    if fails:
+        (change,) = result.broken
+        assert (change.baseline_status, change.current_status) == ("absent", status)
+        assert "1 case(s) broken" in compare_render.headline(result)
+        assert "error 0.01 > 1e-05" in compare_render.to_markdown(result)
+        assert not result.only_current
+    else:
+        assert [dict(k)["variant"] for k in result.only_current] == ["wrong"]
+
+
+def test_a_comparison_whose_every_case_is_ambiguous_judged_nothing(tmp_path: Path) -> None:
+    """Both runs' cases disturbed (a busy CI runner): every verdict AMBIGUOUS, a 2× slowdown among them,
+    which must never read "OK: no regression"."""
+    base = write_run(tmp_path / "base", [row(case(v), noise(1.0, seed=i)) for i, v in enumerate("ab")])
+    cur = write_run(tmp_path / "cur", [row(case(v), noise(2.0, seed=9 + i)) | {"disturbed": True}
+                                       for i, v in enumerate("ab")])  # fmt: skip
+    result = cmp.compare(base, cur)
+    assert {c.verdict for c in result.cases} == {Verdict.AMBIGUOUS} and not result.failed
+    assert result.nothing_judged == ("nothing judged: all 2 case(s) timed on both sides are AMBIGUOUS, 2 of them "
+                                     "disturbed (the CPU was busy); measure again on a quiet machine")
+    assert compare_render.headline(result).startswith("NOT COMPARED: nothing judged")
+    assert "✅" not in compare_render.to_markdown(result)
+    mixed = write_run(tmp_path / "mixed", [row(case("a"), noise(1.0, seed=5)),
+                                           row(case("b"), noise(2.0, seed=6)) | {"disturbed": True}])  # fmt: skip
+    assert cmp.compare(base, mixed).nothing_judged is None  # one case judged: the comparison stands
+
+
+@pytest.mark.parametrize(("factor", "warned"), [(0.53, "faster"), (1.0, None), (1.06, None), (1.3, "slower")])
+def test_a_whole_run_that_moved_is_warned_of(tmp_path: Path, factor: float, warned: str | None) -> None:
+    """Every case 1/0.53 = 1.9× faster than its baseline, as against a baseline made on a busier machine:
+    a 2× regression of one variant would read SAME. A move within twice the threshold is no warning."""
+    variants = "abcdef"
+    base = write_run(tmp_path / "base", [row(case(v), noise(1.0, seed=i)) for i, v in enumerate(variants)])
+    cur = write_run(tmp_path / "cur", [row(case(v), noise(factor, seed=20 + i)) for i, v in enumerate(variants)])
+    result = cmp.compare(base, cur)
+    if warned is None:
+        assert result.shift is None
+        return
+    assert result.shift is not None and f"the whole run is {warned} than the baseline" in result.shift
+    assert f"{factor:.2f}× over 6 cases" in result.shift
+    assert result.shift in compare_render.to_markdown(result).replace("\\", "")
+    console = Console(record=True, width=300)
+    compare_render.render(result, console)
+    assert "warning: the whole run is" in console.export_text()
+    few = write_run(tmp_path / "few", [row(case(v), noise(factor, seed=40 + i)) for i, v in enumerate("abcd")])
+    assert cmp.compare(base, few).shift is None  # four cases: too few to call it the whole run
+
+
 def test_a_reason_with_a_pipe_and_a_tag_keeps_its_cell_in_the_markdown(tmp_path: Path) -> None:
     base = write_run(tmp_path / "base", [row(case("eager"), noise(1.0)), row(case("x"), noise(1.0))])
     cur = write_run(tmp_path / "cur", [row(case("eager"), noise(1.0, seed=4)),

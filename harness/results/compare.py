@@ -54,6 +54,12 @@ METRICS: dict[str, Figure] = {
 }
 
 
+#: ``Comparison.shift`` warns when the cases' median ratio is beyond ``1 + SHIFT_FACTOR × threshold``
+#: (or below its inverse), over at least ``SHIFT_CASES`` cases.
+SHIFT_FACTOR = 2.0
+SHIFT_CASES = 5
+
+
 class CompareError(ValueError):
     """Input that cannot be compared; the message is one line fit to show a user."""
 
@@ -125,9 +131,14 @@ class CaseComparison:
         return case_label(self.fields)
 
 
+#: The baseline status of a case the baseline does not have.
+ABSENT = "absent"
+
+
 @dataclass(frozen=True)
 class StatusChange:
-    """A case timed on one side but not the other (a mismatch, an error, a skip)."""
+    """A case timed on one side but not the other (a mismatch, an error, a skip), or new and broken
+    (``baseline_status`` ``ABSENT``)."""
 
     key: Key
     baseline_status: str
@@ -136,8 +147,9 @@ class StatusChange:
 
     @property
     def broken(self) -> bool:
-        """Valid before, wrong or failing now: as bad as a regression."""
-        return self.baseline_status == Status.OK and self.current_status in BROKEN
+        """Valid before, or new, and wrong or failing now: as bad as a regression. A pull request
+        that adds a wrong variant to the sweep must not pass because the baseline never had it."""
+        return self.baseline_status in (Status.OK, ABSENT) and self.current_status in BROKEN
 
     @property
     def label(self) -> str:
@@ -175,13 +187,39 @@ class Comparison:
 
     @property
     def nothing_judged(self) -> str | None:
-        """Why the comparison judged nothing, when no case was timed on both sides and none broke:
-        "no regression" then would pass a change that made every case skip. None otherwise."""
-        if self.cases or self.broken:
+        """Why the comparison judged nothing, when no case was timed on both sides and none broke, or
+        when every one timed is AMBIGUOUS: "no regression" then would pass a change that made every
+        case skip, or a regression measured on a busy machine. None otherwise."""
+        if self.failed:
             return None
+        if self.cases:
+            if any(c.verdict is not Verdict.AMBIGUOUS for c in self.cases):
+                return None
+            disturbed = sum("disturbed" in c.note for c in self.cases)
+            why = f", {disturbed} of them disturbed (the CPU was busy)" if disturbed else ""
+            return (f"nothing judged: all {len(self.cases)} case(s) timed on both sides are AMBIGUOUS{why}; "
+                    "measure again on a quiet machine")
         statuses = Counter(f"{s.baseline_status} → {s.current_status}" for s in self.status_changes)
         changed = f" ({', '.join(f'{n} {s}' for s, n in statuses.most_common())})" if statuses else ""
         return f"nothing to compare: no case in common was timed on both sides{changed}"
+
+    @property
+    def shift(self) -> str | None:
+        """A warning when the whole run moved: the median ratio over at least ``SHIFT_CASES`` cases
+        beyond twice the threshold. A baseline measured on a slower or busier machine reads every case
+        faster, and a regression smaller than that hides under it (a committed baseline 1.9× slower than
+        the runs of the day let a 2× slowdown of eager pass)."""
+        ratios = [c.ratio for c in self.cases if c.ratio > 0 and math.isfinite(c.ratio)]
+        if len(ratios) < SHIFT_CASES:
+            return None
+        middle = float(pd.Series(ratios).median())
+        limit = 1 + SHIFT_FACTOR * self.threshold
+        if 1 / limit <= middle <= limit:
+            return None
+        way = "faster" if middle < 1 else "slower"
+        return (f"the whole run is {way} than the baseline: its cases' median ratio is {middle:.2f}× over "
+                f"{len(ratios)} cases. If the code did not change, the machines or their load differ, and a "
+                f"change smaller than that hides under it; make the baseline again on this machine, idle")
 
     def count(self, verdict: Verdict) -> int:
         return sum(c.verdict is verdict for c in self.cases)
@@ -404,7 +442,14 @@ def compare(
                 reason = f"ran at batch {b_batch or 'none'} before, {c_batch or 'none'} now"
             changes.append(StatusChange(key, b_status, c_status, "" if key_value(reason) is None else str(reason)))
     only_b = tuple(k for k in b_rows if k not in c_rows)
-    only_c = tuple(k for k in c_rows if k not in b_rows)
+    only_c = []
+    for key in (k for k in c_rows if k not in b_rows):
+        status = str(c_rows[key].get("status"))
+        if status in BROKEN:  # new and broken: a failure, not a case merely missing from the baseline
+            reason = key_value(c_rows[key].get("reason"))
+            changes.append(StatusChange(key, ABSENT, status, "" if reason is None else str(reason)))
+        else:
+            only_c.append(key)
     if results and (not base.has_samples or not cur.has_samples):  # none timed: none missing
         notes.append("raw samples missing on one side (a .csv file?): verdicts use 95% CI overlap where they can")
     order = {Verdict.SLOWER: 0, Verdict.AMBIGUOUS: 1, Verdict.FASTER: 2, Verdict.SAME: 3}
@@ -417,7 +462,7 @@ def compare(
         cases=tuple(results),
         status_changes=tuple(changes),
         only_baseline=only_b,
-        only_current=only_c,
+        only_current=tuple(only_c),
         env_differences=tuple(differences),
         notes=tuple(notes),
         metric=metric,
