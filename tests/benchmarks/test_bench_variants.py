@@ -2,8 +2,8 @@
 
 For people who track performance inside pytest::
 
-    pytest tests/benchmarks --benchmark-autosave
-    pytest tests/benchmarks --benchmark-compare --benchmark-compare-fail=median:10%
+    pytest tests/benchmarks --benchmark-save=baseline
+    pytest tests/benchmarks --benchmark-compare='*_baseline' --benchmark-compare-fail=min:15%
 
 Each variant is checked against the float64 reference first (a fast wrong answer is not a
 result), with the harness's own runner functions. ``HARNESS_BENCH_DEVICE`` picks the device
