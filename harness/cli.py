@@ -233,7 +233,8 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
         "compare", help="compare a run with a baseline; exit 1 on a regression",
         description="Match cases by their key columns and judge each: ratio of medians and a Mann-Whitney U "
                     "test on the raw samples. Exit 0: no regression; 1: a case is slower beyond the threshold "
-                    "and significant, or turned wrong; 2: bad input.",
+                    "and significant, or turned wrong (or is new and wrong); 2: bad input, or nothing judged "
+                    "(no case timed on both sides, or every one AMBIGUOUS).",
     )  # fmt: skip
     p.add_argument("runs", nargs="+", metavar="RUN",
                    help="BASELINE CURRENT (run folders or results files); only CURRENT with --baseline")  # fmt: skip
@@ -246,8 +247,11 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=float, default=None, help="significance level of the test (default 0.01)")
     p.add_argument("--markdown", metavar="FILE", help="also write Markdown for a PR comment or a CI job summary")
     p.add_argument("--strict-env", dest="strict_env", action="store_true",
-                   help="different GPU model, torch version or host is an error, not a warning")  # fmt: skip
-    p.add_argument("--baselines-dir", dest="baselines_dir", default=None, help="default results/baselines")
+                   help="any environment difference compare warns of (GPU or CPU model, torch or CUDA version, "
+                        "host, threads, processes, allocator, L2 cache mode) is an error, not a warning")  # fmt: skip
+    p.add_argument("--baselines-dir", dest="baselines_dir", default=None, metavar="DIR",
+                   help="where --baseline looks for <device>/ (default results/baselines, from the current "
+                        "directory)")  # fmt: skip
     p.set_defaults(handler=cmd_compare)
 
 

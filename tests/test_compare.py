@@ -322,6 +322,29 @@ def test_environment_differences_warn_and_strict_env_errors(tmp_path: Path, fiel
         cmp.compare(base, cur, strict_env=True)
 
 
+@pytest.mark.parametrize("env_text", [None, "{not json"])
+def test_a_baseline_without_a_readable_env_json_is_unchecked_not_called_different(
+    tmp_path: Path, capsys: pytest.CaptureFixture, env_text: str | None
+) -> None:
+    """Its settings are unknown: no line may claim the baseline ran with one process (a fact's default)
+    and tell the user to match it; one note says the environment was not checked."""
+    from harness.cli import main
+
+    base = write_run(tmp_path / "base", [row(case(), noise(1.0))])
+    if env_text is None:
+        (base / "env.json").unlink()
+    else:
+        (base / "env.json").write_text(env_text)
+    config = {"config": {"processes": 5, "threads": 1}}
+    cur = write_run(tmp_path / "cur", [row(case(), noise(1.0, seed=5))], env=CPU_ENV | config)
+    result = cmp.compare(base, cur, strict_env=True)  # nothing known to differ: strict passes
+    assert result.env_differences == ()
+    assert any("environment" in n and "not" in n and "checked" in n for n in result.notes)
+    assert main(["compare", str(base), str(cur)]) == 0
+    out = capsys.readouterr().out
+    assert "rerun with" not in out and "differ" not in out
+
+
 def test_gpu_model_difference_is_reported_on_cuda(tmp_path: Path) -> None:
     env = CPU_ENV | {"device": "cuda", "gpu_name": "NVIDIA H100 80GB HBM3"}
     base = write_run(tmp_path / "base", [row(case(device="cuda"), noise(1.0))], env=env)

@@ -474,6 +474,8 @@ def env_differences(a: Mapping[str, Any], b: Mapping[str, Any], device: str | No
                     purpose: str) -> list[tuple[EnvFact, Any, Any]]:
     """The facts of ``ENVIRONMENT`` used for ``purpose`` (``compare``/``merge``) on which two env.json
     differ; ``device`` (``cuda:1`` or ``cuda``) picks the facts of its type."""
+    if purpose == "compare" and (not a or not b):  # no env.json, or an unreadable one: the loader's note
+        return []  # says its environment was not checked; its facts' defaults would read as known values
     device = device_type(device)
     networks = any((env.get("config") or {}).get("contexts") for env in (a, b))
     out = []
