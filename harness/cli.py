@@ -95,7 +95,29 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         return EXIT_INTERRUPTED
     if args.save_baseline:  # never from an interrupted run, whose cases are incomplete
         save_baseline_of(frame.attrs["run_dir"], console, force=args.replace_baseline)
+    failed = failed_cases(frame)
+    if failed:  # said with --quiet too: a CI job must not pass a wrong variant in silence
+        console.print(f"[bold red]{failed}[/]", soft_wrap=True)
+        return EXIT_FAIL
     return EXIT_OK
+
+
+#: Statuses that fail ``run``: wrong numbers, or a case that raised, crashed or hung. ``oom`` is the
+#: device's limit at that size, said in its row (``--oom-retry`` measures a smaller batch instead).
+FAILING = ("mismatch", "error", "crashed", "timeout")
+
+
+def failed_cases(frame: Any) -> str | None:
+    """One line counting the cases that failed, by status and variant, or None."""
+    if frame.empty or "status" not in frame:
+        return None
+    bad = frame[frame["status"].isin(FAILING)]
+    if bad.empty:
+        return None
+    counts = bad.groupby(["status", "variant"], sort=True).size()
+    parts = ", ".join(f"{variant} {n}× {status}" for (status, variant), n in counts.items())
+    return (f"{len(bad)} of {len(frame)} case(s) failed ({parts}): not timed; each row's reason is in "
+            f"results.csv and report.md")
 
 
 def add_list(sub: argparse._SubParsersAction) -> None:

@@ -68,6 +68,37 @@ def by_variant(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 # --- in-process faults ----------------------------------------------------------------------------
 
 
+def test_run_exits_1_when_a_case_failed_and_says_so_even_quiet(tmp_path: Path, faults: ModuleType,
+                                                               capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    """A wrong variant and a raising one: every row written, exit 1, and one line naming them, with
+    --quiet too (a CI job must not pass a wrong variant in silence). Out of memory at a size is the
+    device's limit, said in its row: it alone fails nothing."""
+    from harness.cli import main
+    from variants.registry import register, unregister
+
+    @register("fault_wrong", "1% off", devices=("cpu",), dtypes=("float32",), replace=True)
+    def build_wrong(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+        model = faults._copy(reference, device, dtype)
+        return lambda x: model(x) * 1.01
+
+    common = ["--shapes", "4x4x4", "--modes", "forward", "--quiet", *FAST_FLAGS]
+    try:
+        code = main(["run", "--variants", "eager,fault_wrong,fault_raise", "--batch-sizes", "1,2", *common,
+                     "--out", str(tmp_path / "bad")])  # fmt: skip
+        out = capsys.readouterr().out
+        assert code == 1
+        assert "4 of 6 case(s) failed (fault_raise 2× error, fault_wrong 2× mismatch)" in " ".join(out.split())
+        rows = [json.loads(line) for line in (tmp_path / "bad" / "results.jsonl").read_text().splitlines()]
+        assert sorted(r["status"] for r in rows) == ["error", "error", "mismatch", "mismatch", "ok", "ok"]
+        assert (tmp_path / "bad" / "report.md").is_file()
+        code = main(["run", "--variants", "eager,fault_oom", "--batch-sizes", "1,4", *common,
+                     "--out", str(tmp_path / "oom")])  # fmt: skip
+        assert "oom" in {json.loads(line)["status"] for line in (tmp_path / "oom" / "results.jsonl").open()}
+        assert code == 0 and "failed" not in capsys.readouterr().out
+    finally:
+        unregister("fault_wrong")
+
+
 def test_a_raising_variant_is_an_error_row_and_the_sweep_goes_on(tmp_path: Path, faults: ModuleType) -> None:
     options = TINY | {"variants": "fault_raise,eager", "batch_sizes": [1, 2]}
     frame = harness.run(**options, out=str(tmp_path))
