@@ -24,7 +24,7 @@ from harness.sweep.config import ConfigError, SweepConfig
 from harness.sweep.isolation import WORKERS_LOG
 from harness.sweep.options import by_name
 from harness.sweep.runner import clock_for
-from variants.registry import Variant, all_variants
+from variants.registry import Variant, all_variants, variant_source
 
 
 class Terminated(KeyboardInterrupt):
@@ -125,6 +125,8 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
     with torch_threads(cfg.threads):
         env = envinfo.collect(cfg.device) | {"config": cfg.as_dict()}
         env["cpu_allocator"] = allocator.allocator_name()
+        # which code each name ran: a plugin may replace a built-in (eager, what every speedup is over)
+        env["variant_sources"] = {name: variant_source(name) for name in cfg.variants}
         env["steady_malloc"] = steady_allocator(cfg)
         env[bandwidth.ENV_KEY] = peak_bw = bandwidth.measure_copy_bandwidth(cfg.device)  # once per run
         if folder is not None:

@@ -1,6 +1,7 @@
 """The registry: decorator registration, glob listing, and plugins from another installed package."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -92,6 +93,90 @@ def test_entry_point_plugins_are_loaded(tmp_path: Path, monkeypatch: pytest.Monk
         sys.modules.pop("scse_plugin", None)
 
 
+def make_package(root: Path, package: str, body: str) -> None:
+    """A package ``package`` installed-looking under ``root``, its one entry point named after it."""
+    (root / package).mkdir()
+    (root / package / "__init__.py").write_text(textwrap.dedent(body))
+    info = root / f"{package}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[harness.variants]\n{package} = {package}\n")
+
+
+def test_a_name_two_plugins_register_runs_under_neither_and_their_other_variants_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which plugin won used to hang on the order entry points load in, and the loser's other
+    variants were lost with it; a plugin may replace a built-in only by saying so, and it is said aloud."""
+    from variants.registry import registered, unknown_variant_message, variant_source
+
+    template = """
+        import copy
+        from variants import register
+
+        def build(reference, device, dtype):
+            return copy.deepcopy(reference).to(device, dtype)
+
+        {registrations}
+    """
+    plugins = {
+        "plug_a": 'register("shared_name", "a")(build)\nregister("only_a", "a")(build)',
+        "plug_b": 'register("shared_name", "b")(build)\nregister("only_b", "b")(build)',
+        "plug_c": 'register("eager", "not the built-in")(build)\nregister("only_c", "c")(build)',
+    }
+    for package, registrations in plugins.items():
+        make_package(tmp_path, package, template.format(registrations=registrations.replace("\n", "\n        ")))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    eager = registered("eager")
+    names = ["shared_name", "only_a", "only_b", "only_c"]
+    try:
+        with pytest.warns(RuntimeWarning) as caught:
+            problems = reload_entry_points()
+        assert problems == []  # each conflict a warning; no plugin failed to load
+        messages = [str(w.message) for w in caught]
+        assert any("'shared_name' is registered by two plugins, plugin 'plug_a' (plug_a) and plugin 'plug_b' "
+                   "(plug_b): neither is run" in m for m in messages), messages
+        assert any("plugin 'plug_c' (plug_c) registers variant 'eager', a built-in name, without replace=True: "
+                   "kept the built-in" in m for m in messages), messages
+        found = list_variants("*")
+        assert "shared_name" not in found and {"only_a", "only_b", "only_c"} <= set(found)
+        assert registered("eager") is eager and variant_source("eager") == "built-in"
+        assert variant_source("only_a") == "plugin 'plug_a' (plug_a)"
+        assert unknown_variant_message("shared_name") == ("variant 'shared_name' is registered by 2 plugins, "
+                                                          "plugin 'plug_a' (plug_a), plugin 'plug_b' (plug_b): "
+                                                          "uninstall all but one, or rename")
+    finally:
+        for name in names:
+            unregister(name)
+        for package in plugins:
+            sys.modules.pop(package, None)
+
+
+def test_a_plugin_that_replaces_a_built_in_is_said_aloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from variants.registry import add_variant, registered, variant_source
+
+    make_package(tmp_path, "plug_eager", """
+        import copy
+        from variants import register
+
+        @register("eager", "a faster eager", replace=True)
+        def build(reference, device, dtype):
+            return copy.deepcopy(reference).to(device, dtype)
+    """)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    eager = registered("eager")
+    try:
+        with pytest.warns(RuntimeWarning, match="plugin 'plug_eager' \\(plug_eager\\) replaces the built-in variant "
+                                                "'eager': runs of 'eager' time the plugin's code \\(plug_eager\\)"):
+            reload_entry_points()
+        assert registered("eager").description == "a faster eager"
+        assert variant_source("eager") == "plugin 'plug_eager' (plug_eager)"
+    finally:
+        add_variant(eager, replace=True)
+        sys.modules.pop("plug_eager", None)
+    assert variant_source("eager") == "built-in"
+
+
 def test_plugin_variants_run_from_the_cli(tmp_path: Path) -> None:
     make_plugin(tmp_path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
@@ -107,6 +192,8 @@ def test_plugin_variants_run_from_the_cli(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert "plugin_eager" in (tmp_path / "run" / "results.csv").read_text()
+    sources = json.loads((tmp_path / "run" / "env.json").read_text())["variant_sources"]
+    assert sources == {"plugin_eager": "plugin 'plugin' (scse_plugin)", "eager": "built-in"}
 
 
 def test_tags_are_typed_and_a_mistyped_tag_fails_at_registration() -> None:

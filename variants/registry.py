@@ -85,6 +85,12 @@ class Variant:
 
 _REGISTRY: dict[str, Variant] = {}
 _entry_points_loaded = False
+#: Who registered each variant: "built-in", "plugin 'name' (module)", or "this process".
+_SOURCES: dict[str, str] = {}
+#: Names two plugins both registered: neither is run under it (``unknown_variant_message`` says why).
+_CONFLICTS: dict[str, tuple[str, ...]] = {}
+#: The plugin whose entry point is being loaded, while it is (``load_plugins``).
+_loading: str | None = None
 
 
 def _as_set(values: Iterable[str] | str) -> frozenset[str]:
@@ -141,7 +147,47 @@ def add_variant(variant: Variant, *, replace: bool = False) -> Variant:
         check_declared(variant)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"variant {variant.name!r}: {exc}") from None
-    return add_named(_REGISTRY, variant, "variant", replace)
+    if _loading is not None:
+        return _add_from_plugin(variant, _loading, replace)
+    added = add_named(_REGISTRY, variant, "variant", replace)
+    module = getattr(variant.build, "__module__", None)
+    builtin = isinstance(module, str) and module.split(".")[0] == __name__.split(".")[0]  # this package's
+    _SOURCES[variant.name] = "built-in" if builtin else "this process"
+    return added
+
+
+def _add_from_plugin(variant: Variant, source: str, replace: bool) -> Variant:
+    """A plugin's registration. A name another plugin took too is run under neither: which one won
+    would hang on the order entry points load in, and the loser's other variants were lost with it.
+    A built-in name is kept unless the plugin says ``replace``, and a replaced built-in is said
+    aloud (``eager`` is what every speedup is measured against). Either way the plugin's other
+    variants still load: each problem is one warning, not an exception."""
+    name = variant.name
+    if name in _CONFLICTS:
+        _CONFLICTS[name] = tuple(sorted((*_CONFLICTS[name], source)))
+        return variant
+    owner = _SOURCES.get(name)
+    if name in _REGISTRY and owner is not None and owner != source:
+        if owner == "built-in" and not replace:
+            warnings.warn(f"{source} registers variant {name!r}, a built-in name, without replace=True: "
+                          "kept the built-in, ignored the plugin's", RuntimeWarning, stacklevel=4)
+            return variant
+        if owner != "built-in":
+            first, second = _CONFLICTS[name] = tuple(sorted((owner, source)))  # whichever order they loaded in
+            del _REGISTRY[name]
+            warnings.warn(f"variant {name!r} is registered by two plugins, {first} and {second}: neither is run "
+                          "under that name; uninstall one, or rename its variant", RuntimeWarning, stacklevel=4)
+            return variant
+        warnings.warn(f"{source} replaces the built-in variant {name!r}: runs of {name!r} time the plugin's code "
+                      f"({variant.build.__module__})", RuntimeWarning, stacklevel=4)
+    add_named(_REGISTRY, variant, "variant", replace=True)
+    _SOURCES[name] = source
+    return variant
+
+
+def variant_source(name: str) -> str | None:
+    """Who registered ``name``: "built-in", "plugin 'x' (module)" or "this process"; None if unknown."""
+    return _SOURCES.get(name)
 
 
 def tags_checked(tags: dict[str, object]) -> dict[str, object]:
@@ -203,6 +249,8 @@ def registered(name: str) -> Variant:
 def unregister(name: str) -> None:
     """Remove a variant (tests use this to clean up)."""
     _REGISTRY.pop(name, None)
+    _SOURCES.pop(name, None)
+    _CONFLICTS.pop(name, None)
 
 
 def load_entry_points() -> list[str]:
@@ -211,15 +259,19 @@ def load_entry_points() -> list[str]:
     if _entry_points_loaded:
         return []
     _entry_points_loaded = True
-    return load_plugins(ENTRY_POINT_GROUP, Variant, add_variant, "variant")
+    return load_plugins(ENTRY_POINT_GROUP, Variant, add_variant, "variant", track=True)
 
 
-def load_plugins(group: str, kind: type, add: Callable[[Any], object], what: str) -> list[str]:
+def load_plugins(group: str, kind: type, add: Callable[[Any], object], what: str, track: bool = False) -> list[str]:
     """Import every entry point of ``group``. Each names a module (imported for the registrations it
     makes), an instance of ``kind`` (given to ``add``), or a function returning one or several.
-    One broken plugin never hides the others: it becomes a warning, returned too."""
+    One broken plugin never hides the others: it becomes a warning, returned too. ``track``: the
+    variants registered meanwhile are the plugin's (``_add_from_plugin``)."""
+    global _loading
     problems: list[str] = []
     for ep in importlib.metadata.entry_points(group=group):
+        if track:
+            _loading = f"plugin {ep.name!r} ({ep.value})"
         try:
             obj = ep.load()
             if isinstance(obj, kind):
@@ -232,6 +284,8 @@ def load_plugins(group: str, kind: type, add: Callable[[Any], object], what: str
             message = f"{what} plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}"
             problems.append(message)
             warnings.warn(message, RuntimeWarning, stacklevel=3)
+        finally:
+            _loading = None
     return problems
 
 
@@ -276,7 +330,11 @@ def get_variant(name: str) -> Variant:
 
 
 def unknown_variant_message(name: str, known: Iterable[str] | None = None) -> str:
-    """One line naming the unknown variant and the nearest registered names."""
+    """One line naming the unknown variant and the nearest registered names, or the plugins that
+    both registered it."""
+    if name in _CONFLICTS:
+        return (f"variant {name!r} is registered by {len(_CONFLICTS[name])} plugins, "
+                f"{', '.join(_CONFLICTS[name])}: uninstall all but one, or rename")
     names = sorted(known if known is not None else all_variants())
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(names)}"
