@@ -399,6 +399,13 @@ def pytest_params(
                 extra.append(pytest.mark.skip(reason=why_not))
             params.append(pytest.param(name, config, id=f"{name}-{device}-{config.label}", marks=extra))
     if not params:
+        kind = torch.device(device).type
+        elsewhere = [n for n in names if kind not in get_variant(n).devices]
+        if elsewhere == names:  # a CUDA-only variant asked for on the default device="cpu"
+            devices = sorted({d for n in names for d in get_variant(n).devices})
+            raise ValueError(f"{', '.join(names)} run(s) on {' and '.join(devices)} only, not {device}: ask "
+                             f"pytest_params(..., device={devices[0]!r}) (skipped with the reason on a machine "
+                             "without one)")  # fmt: skip
         raise ValueError(f"{', '.join(names)} declare(s) no configuration among those asked for on {device}: "
                          "nothing to check (see their dtypes, modes and fusions)")  # fmt: skip
     return params

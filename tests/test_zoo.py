@@ -526,8 +526,12 @@ def test_parameters_for_nothing_are_an_error_not_an_empty_green_run() -> None:
 
     with pytest.raises(ValueError, match=r"no registered variant matches 'my_varient\*': nothing to check"):
         pytest_params("my_varient*")
-    with pytest.raises(ValueError, match=r"cuda_fused declare\(s\) no configuration among those asked for on cpu"):
-        pytest_params("cuda_fused", "cpu")  # it runs on CUDA only
+    # a CUDA-only variant asked for on the default device: the message names the device to ask for
+    with pytest.raises(ValueError, match=r"cuda_fused run\(s\) on cuda only, not cpu: ask "
+                                         r"pytest_params\(\.\.\., device='cuda'\)"):
+        pytest_params("cuda_fused")
+    with pytest.raises(ValueError, match=r"smp declare\(s\) no configuration among those asked for on cpu"):
+        pytest_params("smp", "cpu", fusions="max")  # smp declares fusion add only
 
 
 def test_on_a_machine_without_a_gpu_cuda_cases_skip_with_the_reason_and_nothing_passes() -> None:
