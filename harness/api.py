@@ -6,6 +6,7 @@ import signal
 import threading
 import warnings
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from harness.sweep.cases import Case, expand
 from harness.sweep.config import ConfigError, SweepConfig
 from harness.sweep.isolation import WORKERS_LOG
 from harness.sweep.options import by_name
-from harness.sweep.runner import clock_for
+from harness.sweep.runner import TRACEBACK, clock_for
 from variants.registry import Variant, all_variants, variant_source
 
 
@@ -150,6 +151,11 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
                         break
                     bar.update(task, description=case.label)
                     result = executor.run(case)
+                    trace = result.extra.get(TRACEBACK)
+                    if trace is not None:
+                        result = replace(result, extra={k: v for k, v in result.extra.items() if k != TRACEBACK})
+                        if folder is not None:
+                            folder.append_error(case.label, str(trace))
                     if folder is not None:
                         folder.append(result)
                     rows.append(result.to_row())

@@ -76,8 +76,11 @@ def add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from pathlib import Path
+
     from harness import api
     from harness.results import report
+    from harness.results.store import ERRORS_LOG
 
     options = {name: getattr(args, name) for name in OPTION_NAMES}
     if args.replace_baseline and not args.save_baseline:
@@ -96,6 +99,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.save_baseline:  # never from an interrupted run, whose cases are incomplete
         save_baseline_of(frame.attrs["run_dir"], console, force=args.replace_baseline)
     failed = failed_cases(frame)
+    errors = Path(frame.attrs["run_dir"] or ".") / ERRORS_LOG
+    if failed and frame.attrs["run_dir"] and errors.is_file():
+        failed += f"; tracebacks in {errors}"
     if failed:  # said with --quiet too: a CI job must not pass a wrong variant in silence
         console.print(f"[bold red]{failed}[/]", soft_wrap=True)
         return EXIT_FAIL

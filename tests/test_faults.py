@@ -88,8 +88,14 @@ def test_run_exits_1_when_a_case_failed_and_says_so_even_quiet(tmp_path: Path, f
         out = capsys.readouterr().out
         assert code == 1
         assert "4 of 6 case(s) failed (fault_raise 2× error, fault_wrong 2× mismatch)" in " ".join(out.split())
+        errors = tmp_path / "bad" / "errors.log"
+        assert f"tracebacks in {errors}" in "".join(out.split("\n"))
+        log = errors.read_text()  # where the variant raised, for its author; the rows keep one line
+        assert log.count("=== fault_raise ") == 2 and 'raise RuntimeError("injected fault' in log
+        assert "fault_wrong" not in log  # a mismatch raised nothing
         rows = [json.loads(line) for line in (tmp_path / "bad" / "results.jsonl").read_text().splitlines()]
         assert sorted(r["status"] for r in rows) == ["error", "error", "mismatch", "mismatch", "ok", "ok"]
+        assert not any("traceback" in r for r in rows)
         assert (tmp_path / "bad" / "report.md").is_file()
         code = main(["run", "--variants", "eager,fault_oom", "--batch-sizes", "1,4", *common,
                      "--out", str(tmp_path / "oom")])  # fmt: skip

@@ -30,6 +30,8 @@ RESULTS_JSONL = "results.jsonl"
 RESULTS_CSV = "results.csv"
 REPORT_MD = "report.md"
 ENV_JSON = "env.json"
+#: The tracebacks of the run's failed cases (``RunFolder.append_error``).
+ERRORS_LOG = "errors.log"
 
 #: The columns every row has, in the order the CSV shows them. Metrics modules add more.
 COLUMNS: tuple[str, ...] = KEY_COLUMNS + (
@@ -143,7 +145,7 @@ class RunFolder:
             )
         from harness.results.plots import FILENAMES  # matplotlib: only when overwriting
 
-        patterns = (RESULTS_JSONL, RESULTS_CSV, REPORT_MD, ENV_JSON, *FILENAMES.values(), *also)
+        patterns = (RESULTS_JSONL, RESULTS_CSV, REPORT_MD, ENV_JSON, ERRORS_LOG, *FILENAMES.values(), *also)
         removed = sorted({p for pattern in patterns for p in self.path.glob(pattern) if p.is_file()})
         try:
             for path in removed:
@@ -163,6 +165,12 @@ class RunFolder:
             f.write(line + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+    def append_error(self, label: str, text: str) -> None:
+        """A failed case's traceback, under its label, at the end of ``ERRORS_LOG``: the row keeps
+        one line (its ``reason``), the variant's author gets where it was raised."""
+        with (self.path / ERRORS_LOG).open("a", encoding="utf-8") as f:
+            f.write(f"=== {label}\n{text.rstrip()}\n\n")
 
     def rows(self) -> list[dict[str, Any]]:
         """Every whole row, each checked to be one this harness can read (``SchemaError`` if not)."""

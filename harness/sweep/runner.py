@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
@@ -30,6 +31,11 @@ from harness.sweep.oom import check_host_memory, is_out_of_memory, release_memor
 from harness.sweep.subject import Fn, SharedInputs, Subject, block_subject
 from variants.registry import Variant
 from variants.tags import bias_unsupported, tags_of
+
+
+#: The key under which a failed case's result carries its traceback, from the runner to the run
+#: folder's errors.log (never into a row).
+TRACEBACK = "traceback"
 
 
 class PhaseTimer:
@@ -273,6 +279,8 @@ def run_case(case: Case, variant: Variant, clock: Clock | None, policy: TimingPo
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - one failing case (sys.exit in a variant too) must never end the sweep
         status = Status.OOM if is_out_of_memory(exc) else Status.ERROR
         result = failed(case, status, one_line(exc), measures, threads, cache, timer)
+        # the whole story for the variant's author, kept out of the row (``store.RunFolder.append_error``)
+        result = replace(result, extra=dict(result.extra) | {TRACEBACK: traceback.format_exc()})
     try:
         release_memory(case.device)
     except Exception as exc:  # noqa: BLE001 - after a sticky CUDA error empty_cache raises it too: a row, not the end
