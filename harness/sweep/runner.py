@@ -32,7 +32,6 @@ from harness.sweep.subject import Fn, SharedInputs, Subject, block_subject
 from variants.registry import Variant
 from variants.tags import bias_unsupported, tags_of
 
-
 #: The key under which a failed case's result carries its traceback, from the runner to the run
 #: folder's errors.log (never into a row).
 TRACEBACK = "traceback"
