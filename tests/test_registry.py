@@ -152,6 +152,32 @@ def test_a_name_two_plugins_register_runs_under_neither_and_their_other_variants
             sys.modules.pop(package, None)
 
 
+def test_an_entry_point_that_registers_nothing_is_said_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module without @register, a dict, or a function returning a number: each was silent (or a
+    bare "'int' object is not iterable"), and the author's variants simply missing."""
+    (tmp_path / "plug_empty").mkdir()
+    (tmp_path / "plug_empty" / "__init__.py").write_text("SETTINGS = {'a': 1}\n\ndef make():\n    return 3\n")
+    info = tmp_path / "plug_empty-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: plug_empty\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[harness.variants]\nmodule = plug_empty\nsettings = plug_empty:SETTINGS\n"
+                                           "number = plug_empty:make\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with pytest.warns(RuntimeWarning):
+            problems = reload_entry_points()
+    finally:
+        sys.modules.pop("plug_empty", None)
+    assert sorted(problems) == sorted([
+        "variant plugin 'module' (plug_empty) registered no variant: its entry point must name a module that "
+        "registers some, a Variant, or a function returning some",
+        "variant plugin 'settings' (plug_empty:SETTINGS) registered no variant: its entry point must name a module "
+        "that registers some, a Variant, or a function returning some",
+        "variant plugin 'number' (plug_empty:make) failed to load: TypeError: plug_empty:make returned int, not a "
+        "Variant or a list of them",
+    ])
+
+
 def test_a_plugin_that_replaces_a_built_in_is_said_aloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from variants.registry import add_variant, registered, variant_source
 

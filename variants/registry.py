@@ -14,6 +14,7 @@ import importlib
 import importlib.metadata
 import inspect
 import re
+import sys
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -91,6 +92,9 @@ _SOURCES: dict[str, str] = {}
 _CONFLICTS: dict[str, tuple[str, ...]] = {}
 #: The plugin whose entry point is being loaded, while it is (``load_plugins``).
 _loading: str | None = None
+#: Registrations of variants and contexts so far, refused ones included: a plugin that made none
+#: is told so (``load_plugins``).
+_registrations = 0
 
 
 def _as_set(values: Iterable[str] | str) -> frozenset[str]:
@@ -129,6 +133,8 @@ def check_declared(variant: Variant) -> None:
 def add_named(table: dict[str, Any], item: Any, kind: str, replace: bool = False) -> Any:
     """Put ``item`` in ``table`` under its ``name``: letters, digits, '_', '-' or '.', and a name already
     taken by a different ``kind`` only with ``replace`` (the registries of variants and of contexts)."""
+    global _registrations
+    _registrations += 1
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", item.name):
         raise ValueError(f"{kind} name {item.name!r} must be letters, digits, '_', '-' or '.'")
     if item.name in table and not replace and table[item.name] != item:
@@ -162,6 +168,8 @@ def _add_from_plugin(variant: Variant, source: str, replace: bool) -> Variant:
     A built-in name is kept unless the plugin says ``replace``, and a replaced built-in is said
     aloud (``eager`` is what every speedup is measured against). Either way the plugin's other
     variants still load: each problem is one warning, not an exception."""
+    global _registrations
+    _registrations += 1
     name = variant.name
     if name in _CONFLICTS:
         _CONFLICTS[name] = tuple(sorted((*_CONFLICTS[name], source)))
@@ -272,14 +280,25 @@ def load_plugins(group: str, kind: type, add: Callable[[Any], object], what: str
     for ep in importlib.metadata.entry_points(group=group):
         if track:
             _loading = f"plugin {ep.name!r} ({ep.value})"
+        before = _registrations
+        # a module loaded again: its registrations ran on its first import
+        imported = ep.attr is None and ep.module in sys.modules
         try:
             obj = ep.load()
             if isinstance(obj, kind):
                 add(obj)
             elif callable(obj) and not isinstance(obj, type):
                 made = obj()
-                for item in [made] if isinstance(made, kind) else list(made or ()):
+                items = [made] if isinstance(made, kind) else made or ()
+                if not isinstance(items, (list, tuple, set, frozenset)) or not all(isinstance(i, kind) for i in items):
+                    raise TypeError(f"{ep.value} returned {type(made).__name__}, not a {kind.__name__} or a list of them")
+                for item in items:
                     add(item)
+            if _registrations == before and not imported:
+                message = (f"{what} plugin {ep.name!r} ({ep.value}) registered no {what}: its entry point must name a "
+                           f"module that registers some, a {kind.__name__}, or a function returning some")
+                problems.append(message)
+                warnings.warn(message, RuntimeWarning, stacklevel=3)
         except (Exception, SystemExit) as exc:  # one broken plugin (one exiting on import too) must not hide the others
             message = f"{what} plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}"
             problems.append(message)
