@@ -291,7 +291,8 @@ def load_plugins(group: str, kind: type, add: Callable[[Any], object], what: str
                 made = obj()
                 items = [made] if isinstance(made, kind) else made or ()
                 if not isinstance(items, (list, tuple, set, frozenset)) or not all(isinstance(i, kind) for i in items):
-                    raise TypeError(f"{ep.value} returned {type(made).__name__}, not a {kind.__name__} or a list of them")
+                    raise TypeError(f"{ep.value} returned {type(made).__name__}, not a {kind.__name__} or a list "
+                                    "of them")
                 for item in items:
                     add(item)
             if _registrations == before and not imported:
