@@ -290,7 +290,8 @@ def load_plugins(group: str, kind: type, add: Callable[[Any], object], what: str
             elif callable(obj) and not isinstance(obj, type):
                 made = obj()
                 items = [made] if isinstance(made, kind) else made or ()
-                if not isinstance(items, (list, tuple, set, frozenset)) or not all(isinstance(i, kind) for i in items):
+                items = list(items) if isinstance(items, Iterable) and not isinstance(items, (str, bytes)) else None
+                if items is None or not all(isinstance(i, kind) for i in items):
                     raise TypeError(f"{ep.value} returned {type(made).__name__}, not a {kind.__name__} or a list "
                                     "of them")
                 for item in items:
