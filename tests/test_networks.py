@@ -705,3 +705,18 @@ def test_in_train_mode_a_block_whose_output_feeds_nothing_is_judged_on_its_outpu
     finally:
         remove_context(dead.name)
     assert result.status.value == "ok", result.reason
+
+
+def test_a_networks_default_images_have_its_own_input_channels() -> None:
+    """A grey-scale network run without --shapes was refused for 3 channels, naming a flag not given."""
+    import dataclasses
+
+    from harness.sweep.config import SweepConfig
+
+    grey = add_context(dataclasses.replace(tiny_module()["TINY"], name="tiny_grey", in_channels=1), replace=True)
+    try:
+        cfg = SweepConfig.build(device="cpu", contexts=grey.name, variants="eager")
+        assert cfg.shapes == ((1, 128, 128),)
+        assert SweepConfig.build(device="cpu", contexts="unet", variants="eager").shapes == ((3, 128, 128),)
+    finally:
+        remove_context(grey.name)

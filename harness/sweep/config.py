@@ -154,6 +154,8 @@ class SweepConfig:
         device = resolve_device(str(merged.get("device", "auto")))
         contexts = named("contexts", lambda: parse_contexts(merged.get("contexts", ()), device))
         defaults = (CONTEXT_DEFAULTS if contexts else DEFAULTS)[torch.device(device).type]
+        if contexts:  # the default images have the networks' own input channels (a grey-scale network's 1)
+            defaults = defaults | {"shapes": network_default_shapes(contexts, defaults["shapes"])}
         base = cls()  # the dataclass's own defaults, under the device's
         get = lambda key: merged.get(key, defaults.get(key, getattr(base, key)))  # noqa: E731
 
@@ -480,6 +482,17 @@ def parse_contexts(value: Any, device: str) -> tuple[str, ...]:
         if why:
             raise ConfigError(f"{name} is unavailable here: {why}")
     return names
+
+
+def network_default_shapes(contexts: Sequence[str], shapes: Sequence[Shape]) -> tuple[Shape, ...]:
+    """The default shapes with the channels of the networks' input, when the networks agree on it."""
+    from variants.contexts import get_context
+
+    channels = {get_context(n).in_channels for n in contexts}
+    if len(channels) != 1:
+        return tuple(shapes)  # networks of different inputs: --shapes must say which (one line says so)
+    (c,) = channels
+    return tuple((c, h, w) for _, h, w in shapes)
 
 
 def context_settings(name: str) -> str:
