@@ -125,6 +125,40 @@ def test_wrong_variants_are_mismatches_and_not_timed(temp_variant, build, mode: 
     assert row.get("median_ms") is None and "samples_ms" not in row
 
 
+def cropped(ref, device, dtype):
+    """One column short: a wrong shape, which train mode met first inside autograd."""
+    m = copy.deepcopy(ref).to(device, dtype)
+    m.forward = lambda x: m.combine(m.cse(x), m.sse(x))[..., :-1]
+    return m
+
+
+def builds_nothing(ref, device, dtype):
+    return None
+
+
+def returns_a_tuple(ref, device, dtype):
+    m = copy.deepcopy(ref).to(device, dtype)
+    m.forward = lambda x: (m.combine(m.cse(x), m.sse(x)),)
+    return m
+
+
+@pytest.mark.parametrize("mode", ["forward", "train"])
+@pytest.mark.parametrize(
+    ("build", "status", "reason"),
+    [
+        (cropped, "mismatch", "output shape (2, 8, 5, 6) differs from the input's (2, 8, 5, 7)"),
+        (builds_nothing, "error", "TypeError: zz_builds_nothing's build returned NoneType, not a module or a function"),
+        (returns_a_tuple, "error", "TypeError: the variant returned tuple, not a tensor"),
+    ],
+)
+def test_a_variant_of_the_wrong_kind_says_what_it_handed_back(temp_variant, build, status: str, reason: str,
+                                                              mode: str) -> None:  # fmt: skip
+    """Train mode read these as torch's own errors ("Mismatch in shape: grad_output[0] ...", "'tuple'
+    object has no attribute 'detach'"), or a None build as a plain function to skip."""
+    row = run(case(temp_variant(f"zz_{build.__name__}", build, dtypes=("float32",)), mode))
+    assert (row["status"], row["reason"]) == (status, reason)
+
+
 def test_a_variant_calling_sys_exit_is_an_error_row(temp_variant) -> None:
     """A variant that raised SystemExit ended the whole sweep quietly, with exit 0."""
     def build(ref, device, dtype):  # noqa: ANN001, ANN202

@@ -99,17 +99,28 @@ def skip_reason(case: Case, variant: Variant, explicit: bool) -> str | None:
 def first_call(fn: Fn, x: torch.Tensor, params: dict[str, torch.Tensor], grad_out: torch.Tensor | None) -> Outcome:
     """Run the variant once, as the timed loop will, and time it (compilation happens here)."""
     t0 = time.perf_counter()
+    grads: dict[str, torch.Tensor] = {}
     if grad_out is None:
         with torch.no_grad():
-            y = fn(x)
-        grads: dict[str, torch.Tensor] = {}
+            y = returned_tensor(fn(x))
     else:
-        y = fn(x)
+        y = returned_tensor(fn(x))
+        if y.shape != grad_out.shape:  # the check says what is wrong; autograd would only say it cannot
+            sync(x.device)
+            return Outcome(y.detach(), grads, time.perf_counter() - t0)
         names = ["input", *params]
         values = torch.autograd.grad(y, [x, *params.values()], grad_out, allow_unused=True)
         grads = {n: g for n, g in zip(names, values, strict=True) if g is not None}
     sync(x.device)
     return Outcome(y.detach(), grads, time.perf_counter() - t0)
+
+
+def returned_tensor(y: object) -> torch.Tensor:
+    """What a variant's call returned, which must be a tensor (a tuple read as "'tuple' object has no
+    attribute 'detach'")."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"the variant returned {type(y).__name__}, not a tensor")
+    return y
 
 
 def verify(case: Case, variant: Variant, subject: Subject, got: Outcome, seed: int = 0,

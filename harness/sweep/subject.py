@@ -180,6 +180,8 @@ def block_subject(case: Case, variant: Variant, seed: int, inputs: SharedInputs 
     ref = make_reference(case, seed)
     x, x_before, grad_out = case_tensors(case, seed, inputs, tags_of(variant).memory_format)
     fn = variant.build(ref, torch.device(case.device), getattr(torch, case.dtype))
+    if not callable(fn):  # None read as "'NoneType' object is not callable", or as a plain function in train
+        raise TypeError(f"{variant.name}'s build returned {type(fn).__name__}, not a module or a function")
     train = case.mode == "train"
     params = trainable(fn) if train else {}
     judged = tuple(name for name, p in ref.named_parameters() if p.requires_grad) if train else ()
