@@ -173,6 +173,21 @@ def test_a_new_case_that_is_broken_fails_the_comparison(tmp_path: Path, status: 
         assert [dict(k)["variant"] for k in result.only_current] == ["wrong"]
 
 
+def test_a_case_broken_on_both_sides_is_listed_but_no_regression(tmp_path: Path) -> None:
+    """It was left out altogether: "OK: no regression", and the wrong variant never named."""
+    base = write_run(tmp_path / "base", [row(case("eager"), noise(1.0)),
+                                         row(case("wrong"), status="mismatch", reason="error 0.3 > 1e-05")])
+    cur = write_run(tmp_path / "cur", [row(case("eager"), noise(1.0, seed=4)),
+                                       row(case("wrong"), status="mismatch", reason="error 0.2 > 1e-05")])
+    result = cmp.compare(base, cur)
+    (change,) = result.status_changes
+    assert (change.baseline_status, change.current_status, change.reason) == ("mismatch", "mismatch",
+                                                                              "error 0.2 > 1e-05")
+    assert not result.failed and not change.broken
+    md = compare_render.to_markdown(result)
+    assert "### Cases not timed on both sides" in md and "error 0.2 > 1e-05" in md
+
+
 def test_a_comparison_whose_every_case_is_ambiguous_judged_nothing(tmp_path: Path) -> None:
     """Both runs' cases disturbed (a busy CI runner): every verdict AMBIGUOUS, a 2× slowdown among them,
     which must never read "OK: no regression"."""

@@ -126,7 +126,7 @@ def test_without_samples_the_stored_n_is_reported() -> None:
     c = cmp.compare_case(KEY, base, cur, 0.05, 0.01)
     assert c.method == "ci-overlap"
     assert (c.n_baseline, c.n_current) == (30, 12)
-    assert c.verdict is Verdict.SLOWER and c.note == "CI overlap"
+    assert c.verdict is Verdict.SLOWER and c.note == "by CIs"
 
 
 def test_without_samples_a_stored_n_of_zero_stays_zero() -> None:
@@ -155,9 +155,9 @@ def test_a_p_value_equal_to_alpha_is_not_significant() -> None:
     assert bound is not None and CI_OVERLAP_P <= bound < 0.05
     at = cmp.compare_case(KEY, base, cur, 0.05, bound)
     assert at.p_value == bound
-    assert at.verdict is Verdict.AMBIGUOUS and at.note == "CI overlap"
+    assert at.verdict is Verdict.AMBIGUOUS and at.note == "by CIs"
     above = cmp.compare_case(KEY, base, cur, 0.05, math.nextafter(bound, 1.0))
-    assert above.verdict is Verdict.SLOWER and above.note == "CI overlap"
+    assert above.verdict is Verdict.SLOWER and above.note == "by CIs"
 
 
 def test_a_clear_regression_has_no_note() -> None:
@@ -661,7 +661,8 @@ def test_nothing_timed_on_both_sides_is_no_pass() -> None:
     assert result.nothing_judged == ("nothing to compare: no case in common was timed on both sides "
                                      "(2 ok → skipped, 1 error → skipped)")
     cur = in_memory("cur", [row(case(batch=2), status="error", reason="fixed since")])
-    assert cmp.compare(base, cur).nothing_judged == "nothing to compare: no case in common was timed on both sides"
+    assert cmp.compare(base, cur).nothing_judged == ("nothing to compare: no case in common was timed on both sides "
+                                                     "(1 error → error)")  # broken on both: said, never dropped
     one_timed = in_memory("cur", [row(case(), status="skipped"), quiet(case(batch=1), FIVE_BASE)])
     assert cmp.compare(base, one_timed).nothing_judged is None
 

@@ -177,7 +177,7 @@ def test_mann_whitney_with_a_zero_baseline_median_has_an_infinite_ratio() -> Non
 def test_ci_overlap_of_overlapping_intervals_has_p_one_and_its_fields() -> None:
     """Every field of the overlapping case, with medians under 1 ms (a ``m > 1`` guard would drop their spread)."""
     got = cs.ci_overlap(timing(0.5, 0.4, 0.6, iqr=0.1), timing(0.55, 0.5, 0.7, iqr=0.22), 0.01)
-    assert got == Significance(0.5, 0.55, 0.55 / 0.5, 1.0, True, "ci-overlap", 0.22 / 0.55, "CI overlap")
+    assert got == Significance(0.5, 0.55, 0.55 / 0.5, 1.0, True, "ci-overlap", 0.22 / 0.55, "by CIs")
 
 
 def test_ci_overlap_noise_is_the_larger_relative_iqr_of_either_side() -> None:
@@ -196,7 +196,7 @@ def test_disjoint_intervals_give_the_overlap_bound_either_way(cur_above: bool) -
     assert got.p_value == pytest.approx(cs.CI_OVERLAP_P, rel=1e-12)  # equal widths: the smallest bound
     assert (got.baseline_ms, got.current_ms, got.ratio, got.noise) == (base.median, cur.median,
                                                                       cur.median / base.median, 0.0)
-    assert (got.method, got.possible, got.note) == ("ci-overlap", True, "CI overlap")
+    assert (got.method, got.possible, got.note) == ("ci-overlap", True, "by CIs")
 
 
 @pytest.mark.parametrize("cur_above", [True, False])

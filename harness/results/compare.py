@@ -137,8 +137,8 @@ ABSENT = "absent"
 
 @dataclass(frozen=True)
 class StatusChange:
-    """A case timed on one side but not the other (a mismatch, an error, a skip), or new and broken
-    (``baseline_status`` ``ABSENT``)."""
+    """A case not timed on both sides: timed on one only (a mismatch, an error, a skip on the other),
+    new and broken (``baseline_status`` ``ABSENT``), or broken on both (listed, but no regression)."""
 
     key: Key
     baseline_status: str
@@ -435,10 +435,11 @@ def compare(
         b_batch, c_batch = smaller_batch(b_row), smaller_batch(c_row)
         if b_status == "ok" and c_status == "ok" and b_batch == c_batch:
             results.append(compare_case(key, b_row, c_row, threshold, alpha, metric))
-        elif b_status != c_status or b_batch != c_batch:  # a latency of another batch (--oom-retry) is no match
+        elif b_status != c_status or b_batch != c_batch or b_status in BROKEN:  # a latency of another batch
+            # (--oom-retry) is no match; a case broken on both sides is listed, never silently dropped
             b_status, c_status = _at_batch(b_status, b_batch), _at_batch(c_status, c_batch)
             reason = c_row.get("reason") if c_status != "ok" else b_row.get("reason")
-            if b_status == c_status:  # an oom on both sides, halved to different batches
+            if b_status == c_status and b_batch != c_batch:  # an oom on both sides, halved to different batches
                 reason = f"ran at batch {b_batch or 'none'} before, {c_batch or 'none'} now"
             changes.append(StatusChange(key, b_status, c_status, "" if key_value(reason) is None else str(reason)))
     only_b = tuple(k for k in b_rows if k not in c_rows)

@@ -33,7 +33,7 @@ NOTE_LEGEND: dict[str, str] = {
     "within noise": "significant, but the change is no larger than the samples' own IQR / median (or, with "
     "--processes, than the spread of the processes' medians): whole runs shift that much on a busy machine",
     "few samples": "too few samples for the test ever to reach p < alpha",
-    "CI overlap": "no raw samples: judged by whether the 95% CIs of the medians overlap",
+    "by CIs": "no raw samples: judged by whether the 95% CIs of the medians overlap",
     "no raw samples": "no raw samples and no usable confidence interval",
     "processes overlap": "with several processes a side (--processes), some process of one run was as fast as "
     "some process of the other: the change does not show in every process",
@@ -144,7 +144,7 @@ def to_markdown(comparison: Comparison, *, title: str = "Benchmark comparison") 
     if news:
         lines += [md_table(_case_table_frame(news, varying), index=False), ""]
     if c.status_changes:
-        lines += ["### Cases whose status changed", ""]
+        lines += ["### Cases not timed on both sides", ""]
         frame = pd.DataFrame.from_records(
             [
                 {"case": s.label, "baseline": s.baseline_status, "current": s.current_status,

@@ -74,7 +74,7 @@ class Significance:
     possible: bool  # whether these data can reach p < alpha at all
     method: str  # "mann-whitney", "ci-overlap" or "none"
     noise: float  # the larger IQR / median of the two sides
-    note: str = ""  # "few samples", "CI overlap", "no raw samples" or nothing
+    note: str = ""  # "few samples", "by CIs" (no raw samples: judged by the 95% CIs), "no raw samples" or nothing
 
 
 def min_attainable_p(n1: int, n2: int) -> float:
@@ -156,11 +156,11 @@ def ci_overlap(base: Timing, cur: Timing, alpha: float) -> Significance:
     if any(math.isnan(v) for v in lows + highs):
         return none
     if lows[0] <= highs[1] and lows[1] <= highs[0]:  # overlapping intervals show no change (p taken as 1)
-        return Significance(b_med, c_med, ratio, 1.0, True, "ci-overlap", noise, "CI overlap")
+        return Significance(b_med, c_med, ratio, 1.0, True, "ci-overlap", noise, "by CIs")
     bound = overlap_bound(base, cur)  # apart, they bound p by what their widths allow
     if not bound <= alpha:
         return none
-    return Significance(b_med, c_med, ratio, bound, True, "ci-overlap", noise, "CI overlap")
+    return Significance(b_med, c_med, ratio, bound, True, "ci-overlap", noise, "by CIs")
 
 
 def process_gate(b_proc: np.ndarray, c_proc: np.ndarray, ratio: float, noise: float) -> tuple[float, bool]:
