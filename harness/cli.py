@@ -403,6 +403,8 @@ def check_launch_arguments(args: argparse.Namespace) -> bool:
 
 
 def cmd_launch(args: argparse.Namespace, options: dict[str, object], console: Console) -> int:
+    from pathlib import Path
+
     from harness.sweep import slurm
 
     settings = slurm.SlurmOptions(
@@ -421,6 +423,14 @@ def cmd_launch(args: argparse.Namespace, options: dict[str, object], console: Co
         return EXIT_FAIL
     if args.save_baseline:
         save_baseline_of(str(result.out), console, force=args.replace_baseline)
+    import pandas as pd
+
+    from harness.results.store import RESULTS_JSONL, read_jsonl
+
+    problem = failed_cases(pd.DataFrame(read_jsonl(Path(result.out) / RESULTS_JSONL)))
+    if problem:  # as a run without shards says it
+        console.print(f"[bold red]{problem}[/]", soft_wrap=True)
+        return EXIT_FAIL
     return EXIT_OK
 
 

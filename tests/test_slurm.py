@@ -3,6 +3,7 @@ shards run as a job array, then merge into the run folder; a requeued shard resu
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -45,6 +46,23 @@ def test_local_launcher_runs_the_shards_and_merges_them(tmp_path: Path, capsys, 
     assert set(got) == {c.key for c in expand(SweepConfig.build(**SWEEP))}
     assert all(r["status"] == "ok" for r in rows)
     assert (out / "report.md").exists()
+
+
+def test_a_sharded_run_with_a_failed_case_exits_1_as_a_run_without_shards(tmp_path: Path, capsys,
+                                                                          monkeypatch) -> None:  # fmt: skip
+    import fault_variants
+
+    tests = Path(__file__).resolve().parent
+    fault_variants.make_plugin(tmp_path / "plugin")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "plugin"), str(tests), str(tests.parent)]))
+    flags = [*FLAGS[:3], "eager,fault_raise", *FLAGS[4:]]
+    try:
+        code = main(["run", *flags, "--launcher", "local", "--shards", "2", "--slurm-time", "10",
+                     "--out", str(tmp_path / "run")])  # fmt: skip
+    finally:
+        fault_variants.unregister_all()
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 1 and "2 of 4 case(s) failed (fault_raise 2× error)" in out
 
 
 def test_a_requeued_shard_resumes_instead_of_starting_over(tmp_path: Path) -> None:
