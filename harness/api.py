@@ -39,6 +39,27 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.stop = False
+        self._holding = False  # inside ``recording``: an interrupt waits until the row is kept twice
+        self._pending: type[KeyboardInterrupt] | None = None
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        """A finished row written to results.jsonl and kept for the report as one step: an interrupt
+        between the two made the report count one case fewer than the file held."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                raise pending
+
+    def _interrupt(self, kind: type[KeyboardInterrupt]) -> None:
+        if self._holding:
+            self._pending = self._pending or kind
+            return
+        raise kind
 
     @contextlib.contextmanager
     def installed(self, console: Console | None) -> Iterator[StopFlag]:
@@ -48,13 +69,14 @@ class StopFlag:
 
         def on_sigint(signum: int, frame: Any) -> None:
             if self.stop:
-                raise KeyboardInterrupt
+                self._interrupt(KeyboardInterrupt)
+                return
             self.stop = True
             if console is not None:
                 console.print("[yellow]Ctrl-C: stopping after the current case (press again to abort it)[/]")
 
         def on_sigterm(signum: int, frame: Any) -> None:
-            raise Terminated
+            self._interrupt(Terminated)
 
         previous = signal.signal(signal.SIGINT, on_sigint)
         previous_term = signal.signal(signal.SIGTERM, on_sigterm)
@@ -156,9 +178,11 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
                         result = replace(result, extra={k: v for k, v in result.extra.items() if k != TRACEBACK})
                         if folder is not None:
                             folder.append_error(case.label, str(trace))
-                    if folder is not None:
-                        folder.append(result)
-                    rows.append(result.to_row())
+                    row = result.to_row()
+                    with flag.recording():
+                        if folder is not None:
+                            folder.append(row)
+                        rows.append(row)
                     bar.advance(task)
         except KeyboardInterrupt as exc:  # a second Ctrl-C, or SIGTERM: say where the run can be finished
             raise type(exc)(*([str(folder.path)] if folder is not None else [])) from None

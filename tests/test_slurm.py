@@ -56,6 +56,7 @@ def test_a_sharded_run_with_a_failed_case_exits_1_as_a_run_without_shards(tmp_pa
     fault_variants.make_plugin(tmp_path / "plugin")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "plugin"), str(tests), str(tests.parent)]))
     flags = [*FLAGS[:3], "eager,fault_raise", *FLAGS[4:]]
+    fault_variants.register_all()  # imported before in this process, and unregistered since, maybe
     try:
         code = main(["run", *flags, "--launcher", "local", "--shards", "2", "--slurm-time", "10",
                      "--out", str(tmp_path / "run")])  # fmt: skip
