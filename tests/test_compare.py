@@ -360,6 +360,22 @@ def test_a_baseline_without_a_readable_env_json_is_unchecked_not_called_differen
     assert "rerun with" not in out and "differ" not in out
 
 
+def test_a_name_run_from_other_code_is_an_environment_difference(tmp_path: Path) -> None:
+    """A plugin that replaced eager in one run: every speedup there is over the plugin's code."""
+    ours = {"eager": "built-in", "mine": "plugin 'p' (p)"}
+    base = write_run(tmp_path / "base", [row(case(), noise(1.0))], env=CPU_ENV | {"variant_sources": ours})
+    other = ours | {"eager": "plugin 'fast' (fast_eager)", "new": "built-in"}
+    cur = write_run(tmp_path / "cur", [row(case(), noise(1.0, seed=5))], env=CPU_ENV | {"variant_sources": other})
+    (line,) = cmp.compare(base, cur).env_differences
+    assert line == ("variants' code differs: baseline {'eager': 'built-in'}, current {'eager': \"plugin 'fast' "
+                    "(fast_eager)\"}")
+    same_names = write_run(tmp_path / "more", [row(case(), noise(1.0, seed=6))],
+                           env=CPU_ENV | {"variant_sources": ours | {"new": "built-in"}})  # fmt: skip
+    older = write_run(tmp_path / "older", [row(case(), noise(1.0, seed=7))])  # recorded since 2026-11-28
+    assert cmp.compare(base, same_names).env_differences == ()  # a name only one run ran: nothing to compare
+    assert cmp.compare(base, older).env_differences == ()
+
+
 def test_gpu_model_difference_is_reported_on_cuda(tmp_path: Path) -> None:
     env = CPU_ENV | {"device": "cuda", "gpu_name": "NVIDIA H100 80GB HBM3"}
     base = write_run(tmp_path / "base", [row(case(device="cuda"), noise(1.0))], env=env)

@@ -468,7 +468,20 @@ ENVIRONMENT: tuple[EnvFact, ...] = (
     # on CUDA a hot L2 makes a call read faster than a cold one: no slowdown, no speed-up (merge checks it)
     EnvFact("cache", "L2 cache mode", "cuda", merge=False, flag="--cache", in_config=True,
             default="cold"),
+    # a plugin may run under a built-in's name (eager, what every speedup is over): only the names
+    # both runs ran are compared, and runs from before it was recorded (2026-11-28) are unknown, not other
+    EnvFact("variant_sources", "variants' code",
+            remedy="run each name from the same code: install the plugins the baseline ran, or save a baseline "
+                   "with these (run --save-baseline)"),
 )
+
+
+def shared_sources(before: Any, after: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The variant sources of the names both runs ran that differ, as (baseline's, current's)."""
+    if not isinstance(before, Mapping) or not isinstance(after, Mapping):
+        return {}, {}
+    differ = [name for name in before if name in after and before[name] != after[name]]
+    return {n: before[n] for n in differ}, {n: after[n] for n in differ}
 
 
 def device_type(device: Any) -> str | None:
@@ -495,6 +508,8 @@ def env_differences(a: Mapping[str, Any], b: Mapping[str, Any], device: str | No
         before, after = fact.value(a), fact.value(b)
         if fact.networks and (before is None or after is None):  # recorded since 2026-11-27: unknown, not other
             continue
+        if fact.key == "variant_sources":
+            before, after = shared_sources(before, after)
         same = device_type(before) == device_type(after) if fact.key == "device" else before == after
         if not same:
             out.append((fact, before, after))
