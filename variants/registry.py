@@ -176,17 +176,17 @@ def _add_from_plugin(variant: Variant, source: str, replace: bool) -> Variant:
         return variant
     owner = _SOURCES.get(name)
     if name in _REGISTRY and owner is not None and owner != source:
-        if owner == "built-in" and not replace:
-            warnings.warn(f"{source} registers variant {name!r}, a built-in name, without replace=True: "
-                          "kept the built-in, ignored the plugin's", RuntimeWarning, stacklevel=4)
+        if not owner.startswith("plugin ") and not replace:  # built-in, or registered by this process
+            warnings.warn(f"{source} registers variant {name!r}, a {owner} name, without replace=True: "
+                          f"kept the {owner} one, ignored the plugin's", RuntimeWarning, stacklevel=4)
             return variant
-        if owner != "built-in":
+        if owner.startswith("plugin "):
             first, second = _CONFLICTS[name] = tuple(sorted((owner, source)))  # whichever order they loaded in
             del _REGISTRY[name]
             warnings.warn(f"variant {name!r} is registered by two plugins, {first} and {second}: neither is run "
                           "under that name; uninstall one, or rename its variant", RuntimeWarning, stacklevel=4)
             return variant
-        warnings.warn(f"{source} replaces the built-in variant {name!r}: runs of {name!r} time the plugin's code "
+        warnings.warn(f"{source} replaces the {owner} variant {name!r}: runs of {name!r} time the plugin's code "
                       f"({variant.build.__module__})", RuntimeWarning, stacklevel=4)
     add_named(_REGISTRY, variant, "variant", replace=True)
     _SOURCES[name] = source
