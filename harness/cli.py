@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from harness.sweep.options import FAULTS, OPTION_NAMES, OPTIONS, ConfigError
 
 if TYPE_CHECKING:
+    import pandas as pd
     from rich.console import Console
 
     from harness import list_cache
@@ -76,11 +77,8 @@ def add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from pathlib import Path
-
     from harness import api
     from harness.results import report
-    from harness.results.store import ERRORS_LOG
 
     options = {name: getattr(args, name) for name in OPTION_NAMES}
     if args.replace_baseline and not args.save_baseline:
@@ -98,14 +96,24 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         return EXIT_INTERRUPTED
     if args.save_baseline:  # never from an interrupted run, whose cases are incomplete
         save_baseline_of(frame.attrs["run_dir"], console, force=args.replace_baseline)
+    return exit_for_failures(frame, frame.attrs["run_dir"], console)
+
+
+def exit_for_failures(frame: pd.DataFrame, run_dir: str | None, console: Console) -> int:
+    """``EXIT_FAIL`` and one line naming them when cases failed, said with --quiet too (a CI job must
+    not pass a wrong variant in silence); else ``EXIT_OK``."""
+    from pathlib import Path
+
+    from harness.results.store import ERRORS_LOG
+
     failed = failed_cases(frame)
-    errors = Path(frame.attrs["run_dir"] or ".") / ERRORS_LOG
-    if failed and frame.attrs["run_dir"] and errors.is_file():
+    if not failed:
+        return EXIT_OK
+    errors = Path(run_dir) / ERRORS_LOG if run_dir else None
+    if errors is not None and errors.is_file():
         failed += f"; tracebacks in {errors}"
-    if failed:  # said with --quiet too: a CI job must not pass a wrong variant in silence
-        console.print(f"[bold red]{failed}[/]", soft_wrap=True)
-        return EXIT_FAIL
-    return EXIT_OK
+    console.print(f"[bold red]{failed}[/]", soft_wrap=True)
+    return EXIT_FAIL
 
 
 #: Statuses that fail ``run``: wrong numbers, or a case that raised, crashed or hung. ``oom`` is the
@@ -113,7 +121,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 FAILING = ("mismatch", "error", "crashed", "timeout")
 
 
-def failed_cases(frame: Any) -> str | None:
+def failed_cases(frame: pd.DataFrame) -> str | None:
     """One line counting the cases that failed, by status and variant, or None."""
     if frame.empty or "status" not in frame:
         return None
@@ -427,11 +435,8 @@ def cmd_launch(args: argparse.Namespace, options: dict[str, object], console: Co
 
     from harness.results.store import RESULTS_JSONL, read_jsonl
 
-    problem = failed_cases(pd.DataFrame(read_jsonl(Path(result.out) / RESULTS_JSONL)))
-    if problem:  # as a run without shards says it
-        console.print(f"[bold red]{problem}[/]", soft_wrap=True)
-        return EXIT_FAIL
-    return EXIT_OK
+    merged = pd.DataFrame(read_jsonl(Path(result.out) / RESULTS_JSONL))
+    return exit_for_failures(merged, None, console)  # as a run without shards; each shard keeps its errors.log
 
 
 def add_merge(sub: argparse._SubParsersAction) -> None:

@@ -100,14 +100,10 @@ def first_call(fn: Fn, x: torch.Tensor, params: dict[str, torch.Tensor], grad_ou
     """Run the variant once, as the timed loop will, and time it (compilation happens here)."""
     t0 = time.perf_counter()
     grads: dict[str, torch.Tensor] = {}
-    if grad_out is None:
-        with torch.no_grad():
-            y = returned_tensor(fn(x))
-    else:
+    with torch.no_grad() if grad_out is None else contextlib.nullcontext():
         y = returned_tensor(fn(x))
-        if y.shape != grad_out.shape:  # the check says what is wrong; autograd would only say it cannot
-            sync(x.device)
-            return Outcome(y.detach(), grads, time.perf_counter() - t0)
+    # a wrong shape is left to the check, which names it; autograd would only say it cannot go on
+    if grad_out is not None and y.shape == grad_out.shape:
         names = ["input", *params]
         values = torch.autograd.grad(y, [x, *params.values()], grad_out, allow_unused=True)
         grads = {n: g for n, g in zip(names, values, strict=True) if g is not None}
