@@ -99,7 +99,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     return exit_for_failures(frame, frame.attrs["run_dir"], console)
 
 
-def exit_for_failures(frame: pd.DataFrame, run_dir: str | None, console: Console) -> int:
+def exit_for_failures(frame: pd.DataFrame, run_dir: str, console: Console) -> int:
     """``EXIT_FAIL`` and one line naming them when cases failed, said with --quiet too (a CI job must
     not pass a wrong variant in silence); else ``EXIT_OK``."""
     from pathlib import Path
@@ -109,8 +109,8 @@ def exit_for_failures(frame: pd.DataFrame, run_dir: str | None, console: Console
     failed = failed_cases(frame)
     if not failed:
         return EXIT_OK
-    errors = Path(run_dir) / ERRORS_LOG if run_dir else None
-    if errors is not None and errors.is_file():
+    errors = Path(run_dir) / ERRORS_LOG
+    if errors.is_file():
         failed += f"; tracebacks in {errors}"
     console.print(f"[bold red]{failed}[/]", soft_wrap=True)
     return EXIT_FAIL
@@ -436,7 +436,7 @@ def cmd_launch(args: argparse.Namespace, options: dict[str, object], console: Co
     from harness.results.store import RESULTS_JSONL, read_jsonl
 
     merged = pd.DataFrame(read_jsonl(Path(result.out) / RESULTS_JSONL))
-    return exit_for_failures(merged, None, console)  # as a run without shards; each shard keeps its errors.log
+    return exit_for_failures(merged, str(result.out), console)  # as a run without shards
 
 
 def add_merge(sub: argparse._SubParsersAction) -> None:

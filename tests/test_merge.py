@@ -239,3 +239,18 @@ def test_a_configuration_split_between_runs_is_a_warning(piece, tmp_path: Path) 
     with w.catch_warnings():
         w.simplefilter("error")
         merge([whole_a, whole_b], tmp_path / "n")
+
+
+def test_each_runs_tracebacks_follow_it_into_the_merged_folder(piece, tmp_path: Path) -> None:
+    a, b, c = piece("a", [0]), piece("b", [1]), piece("c", [2])
+    (a / "errors.log").write_text("=== eager 4x4x4 b1\nTraceback: boom in a\n\n")
+    (c / "errors.log").write_text("=== eager 4x4x4 b2\nTraceback: boom in c\n\n")
+    merge([a, b, c], tmp_path / "m")
+    text = (tmp_path / "m" / "errors.log").read_text()
+    assert text.index(f"from {a}") < text.index("boom in a") < text.index(f"from {c}") < text.index("boom in c")
+    assert f"from {b}" not in text  # a run without failures adds nothing
+
+
+def test_runs_without_tracebacks_merge_into_a_folder_without_errors_log(piece, tmp_path: Path) -> None:
+    merge([piece("a", [0]), piece("b", [1])], tmp_path / "m")
+    assert not (tmp_path / "m" / "errors.log").exists()

@@ -62,8 +62,11 @@ def test_a_sharded_run_with_a_failed_case_exits_1_as_a_run_without_shards(tmp_pa
                      "--out", str(tmp_path / "run")])  # fmt: skip
     finally:
         fault_variants.unregister_all()
-    out = " ".join(capsys.readouterr().out.split())
-    assert code == 1 and "2 of 4 case(s) failed (fault_raise 2× error)" in out
+    printed = capsys.readouterr().out
+    assert code == 1 and "2 of 4 case(s) failed (fault_raise 2× error)" in " ".join(printed.split())
+    log = tmp_path / "run" / "errors.log"  # both shards' tracebacks, beside the merged rows
+    assert f"tracebacks in {log}" in "".join(printed.split("\n"))
+    assert log.read_text().count("=== fault_raise ") == 2
 
 
 def test_a_requeued_shard_resumes_instead_of_starting_over(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 from harness.results.report import UNFINISHED
 from harness.results.store import (
     ENV_JSON,
+    ERRORS_LOG,
     RESULTS_JSONL,
     RunFolder,
     env_differences,
@@ -146,8 +147,24 @@ def collect_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
     return rows
 
 
+def join_errors(runs: Sequence[Path], folder: RunFolder) -> None:
+    """Every run's ``ERRORS_LOG``, in order, into the merged folder's: a failed case's traceback is not
+    left behind in a shard's folder."""
+    for run in runs:
+        try:
+            text = (run / ERRORS_LOG).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            warnings.warn(f"{run / ERRORS_LOG} not merged: {exc.strerror or exc}", RuntimeWarning, stacklevel=3)
+            continue
+        with (folder.path / ERRORS_LOG).open("a", encoding="utf-8") as f:
+            f.write(f"##### from {run}\n{text.rstrip()}\n\n")
+
+
 def merge(runs: Sequence[str | Path], out: str | Path, allow_mixed_env: bool = False) -> MergeResult:
-    """Join ``runs`` into a new run folder ``out``: results.jsonl, results.csv, report.md, env.json."""
+    """Join ``runs`` into a new run folder ``out``: results.jsonl, results.csv, report.md, env.json,
+    and errors.log where a run has one (each run's tracebacks under its folder's name)."""
     paths = [run_folder_of(r) for r in ([runs] if isinstance(runs, (str, Path)) else runs)]  # RUN/results.jsonl: RUN
     if not paths:
         raise MergeError("give at least one run folder to merge")
@@ -189,4 +206,5 @@ def merge(runs: Sequence[str | Path], out: str | Path, allow_mixed_env: bool = F
         env[UNFINISHED] = left
     folder.write_env(env)
     folder.write_derived(to_frame(rows), env)
+    join_errors(paths, folder)
     return MergeResult(target, tuple(paths), len(rows))
