@@ -116,16 +116,14 @@ def exit_for_failures(frame: pd.DataFrame, run_dir: str, console: Console) -> in
     return EXIT_FAIL
 
 
-#: Statuses that fail ``run``: wrong numbers, or a case that raised, crashed or hung. ``oom`` is the
-#: device's limit at that size, said in its row (``--oom-retry`` measures a smaller batch instead).
-FAILING = ("mismatch", "error", "crashed", "timeout")
-
-
 def failed_cases(frame: pd.DataFrame) -> str | None:
-    """One line counting the cases that failed, by status and variant, or None."""
+    """One line counting the cases that failed (``Status.failed``: not ``oom``, the device's limit at
+    that size), by status and variant, or None."""
+    from harness.results.record import FAILED
+
     if frame.empty or "status" not in frame:
         return None
-    bad = frame[frame["status"].isin(FAILING)]
+    bad = frame[frame["status"].isin(FAILED)]
     if bad.empty:
         return None
     counts = bad.groupby(["status", "variant"], sort=True).size()

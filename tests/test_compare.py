@@ -173,6 +173,19 @@ def test_a_new_case_that_is_broken_fails_the_comparison(tmp_path: Path, status: 
         assert [dict(k)["variant"] for k in result.only_current] == ["wrong"]
 
 
+def test_a_new_case_out_of_memory_is_listed_but_fails_nothing_as_in_run(tmp_path: Path) -> None:
+    """``run`` exits 0 on an ``oom`` (the device's limit at that size); the gate agrees. A case that
+    fitted before and is out of memory now is a regression all the same."""
+    base = write_run(tmp_path / "base", [row(case("eager"), noise(1.0)), row(case("x"), noise(1.0))])
+    cur = write_run(tmp_path / "cur", [row(case("eager"), noise(1.0, seed=4)), row(case("x"), status="oom"),
+                                       row(case("big"), status="oom", reason="CUDA out of memory")])  # fmt: skip
+    result = cmp.compare(base, cur)
+    assert [(s.label.split()[0], s.baseline_status, s.broken) for s in result.status_changes] == [
+        ("x", "ok", True), ("big", "absent", False)]  # fmt: skip
+    assert [s.label.split()[0] for s in result.broken] == ["x"]
+    assert "CUDA out of memory" in compare_render.to_markdown(result)
+
+
 def test_a_case_broken_on_both_sides_is_listed_but_no_regression(tmp_path: Path) -> None:
     """It was left out altogether: "OK: no regression", and the wrong variant never named."""
     base = write_run(tmp_path / "base", [row(case("eager"), noise(1.0)),

@@ -24,7 +24,7 @@ from harness.results.compare_stats import (
     process_gate,
     significance,
 )
-from harness.results.record import BROKEN, Status, truthy
+from harness.results.record import BROKEN, FAILED, Status, truthy
 from harness.results.store import ResultsError, device_type, key_value, load_results
 from harness.results.store import env_differences as store_env_differences
 from harness.results.tables import number, raw_samples, smaller_batch
@@ -147,9 +147,12 @@ class StatusChange:
 
     @property
     def broken(self) -> bool:
-        """Valid before, or new, and wrong or failing now: as bad as a regression. A pull request
-        that adds a wrong variant to the sweep must not pass because the baseline never had it."""
-        return self.baseline_status in (Status.OK, ABSENT) and self.current_status in BROKEN
+        """Valid before and broken now, or new and failed (``Status.failed``): as bad as a regression.
+        A pull request that adds a wrong variant to the sweep must not pass because the baseline never
+        had it; a new case out of memory is the device's limit, as ``run`` judges it."""
+        if self.baseline_status == ABSENT:
+            return self.current_status in FAILED
+        return self.baseline_status == Status.OK and self.current_status in BROKEN
 
     @property
     def label(self) -> str:
@@ -446,7 +449,7 @@ def compare(
     only_c = []
     for key in (k for k in c_rows if k not in b_rows):
         status = str(c_rows[key].get("status"))
-        if status in BROKEN:  # new and broken: a failure, not a case merely missing from the baseline
+        if status in BROKEN:  # new and broken: listed (a failure unless oom), not merely missing from the baseline
             reason = key_value(c_rows[key].get("reason"))
             changes.append(StatusChange(key, ABSENT, status, "" if reason is None else str(reason)))
         else:

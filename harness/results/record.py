@@ -47,9 +47,17 @@ class Status(StrEnum):
         """A case that ran and failed: after ``ok`` in a baseline, as bad as a regression."""
         return self not in (Status.OK, Status.SKIPPED)
 
+    @property
+    def failed(self) -> bool:
+        """A case the variant got wrong, or that raised, crashed or hung: fails ``run``, and a new case
+        in ``compare``. ``oom`` is not: it is the device's limit at that size, said in its row."""
+        return self.broken and self is not Status.OOM
+
 
 #: The statuses of a case that ran and failed.
 BROKEN: frozenset[str] = frozenset(s.value for s in Status if s.broken)
+#: The statuses of a case that failed through the variant (``Status.failed``).
+FAILED: frozenset[str] = frozenset(s.value for s in Status if s.failed)
 
 
 #: The correctness columns, and the ``Check`` field each holds.
