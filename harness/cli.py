@@ -152,12 +152,13 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
 
     fresh = "variants.registry" not in sys.modules  # nothing registered in-process that a saved answer lacks
     cacheable = fresh and (args.device is None or CACHED_DEVICE.fullmatch(args.device) is not None)
-    listing = list_cache.load(args.device) if cacheable and not args.refresh else None
+    key = list_cache.key(args.device) if cacheable else None  # before torch, which changes the environment
+    listing = list_cache.load(key) if key is not None and not args.refresh else None
     if listing is None:
         listing = current_listing(args.device)
         # a broken plugin is asked again next time: installing what it lacked changes nothing the key reads
-        if cacheable and not listing.problems:
-            list_cache.save(args.device, listing)
+        if key is not None and not listing.problems:
+            list_cache.save(key, listing)
     else:  # a broken plugin is said to be broken however the answer was found
         import warnings
 

@@ -4,10 +4,10 @@ Listing the variants means importing torch and asking each variant whether it ca
 compile variants import Inductor to find a C++ compiler): over 4 s on a 2-core VM, most of it
 imports. What the answer depends on is cheap to read without torch: the interpreter and its import
 path, the versions of the packages variants rely on, the plugins' entry points, versions and source
-files, the project's own source files, the environment variables the checks read, and whether an
-NVIDIA driver is loaded. Those make the key; a listing saved under the same key is shown as it was. ``list --refresh``
-asks again. The cache lives in ``$HARNESS_CACHE_DIR`` (default ``~/.cache/scse-harness``); a
-cache that cannot be read or written is ignored.
+files, the project's own source files, the environment (but the shell's bookkeeping, e.g. ``PWD``),
+and whether an NVIDIA driver is loaded. Those make the key; a listing saved under the same key is
+shown as it was. ``list --refresh`` asks again. The cache lives in ``$HARNESS_CACHE_DIR`` (default
+``~/.cache/scse-harness``); a cache that cannot be read or written is ignored.
 """
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 CACHE_ENV = "HARNESS_CACHE_DIR"
-#: Environment variables that availability checks read (compilers, CUDA, Triton's interpreter).
-ENV_KEYS: tuple[str, ...] = ("PATH", "CUDA_HOME", "CUDA_PATH", "CXX", "CC", "TRITON_INTERPRET",
-                             "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH")  # fmt: skip
+#: Environment variables left out of the key: the shell's bookkeeping, which changes between two
+#: commands and no check reads. Every other variable is in it, since a check (a plugin's too) may read
+#: any: an extra miss costs one slow listing, a wrong hit a wrong answer.
+VOLATILE_ENV: frozenset[str] = frozenset({"_", "PWD", "OLDPWD", "SHLVL", "LINES", "COLUMNS", "HISTCMD", "SECONDS",
+                                          "RANDOM", "LINENO", "PS1", "PS2", "PROMPT_COMMAND"})  # fmt: skip
 #: Distributions whose presence or version changes what can run.
 DISTRIBUTIONS: tuple[str, ...] = ("torch", "triton", "torchvision", "segmentation_models_pytorch", "nvidia-ml-py")
 PLUGIN_GROUPS: tuple[str, ...] = ("harness.variants", "harness.contexts")
@@ -124,30 +126,31 @@ def key(device: str | None) -> str:
         "versions": {name: _version(name) for name in DISTRIBUTIONS},
         "plugins": plugins,
         "plugin_sources": _plugin_sources(),
-        "env": {k: os.environ.get(k) for k in ENV_KEYS},
+        "env": {k: v for k, v in os.environ.items() if k not in VOLATILE_ENV},
         "driver": _driver(),
         "sources": _sources(),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _path(device: str | None) -> Path:
-    return cache_dir() / f"list-{key(device)}.json"
+def _path(key: str) -> Path:
+    return cache_dir() / f"list-{key}.json"
 
 
-def load(device: str | None) -> Listing | None:
-    """The listing saved under today's key, or None (never saved, changed since, or unreadable)."""
+def load(key: str) -> Listing | None:
+    """The listing saved under ``key``, or None (never saved, changed since, or unreadable)."""
     try:
-        data = json.loads(_path(device).read_text())
+        data = json.loads(_path(key).read_text())
         return Listing(data["device"], tuple(Entry(**e) for e in data["variants"]),
                        tuple(Entry(**e) for e in data["contexts"]), tuple(data.get("problems", ())))  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def save(device: str | None, listing: Listing) -> None:
-    """Keep ``listing`` under today's key (atomically); a cache that can't be written is skipped."""
-    path = _path(device)
+def save(key: str, listing: Listing) -> None:
+    """Keep ``listing`` under ``key`` (atomically), the key taken before the listing was made: importing
+    torch sets environment variables of its own. A cache that can't be written is skipped."""
+    path = _path(key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         part = path.with_suffix(f".{os.getpid()}.part")

@@ -77,6 +77,13 @@ def test_the_key_follows_the_sources_the_environment_and_the_device(tmp_path: Pa
     changed = list_cache.key(None)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert list_cache.key(None) != changed
+    changed = list_cache.key(None)
+    monkeypatch.setenv("SOME_PLUGIN_USE_GPU", "0")  # a plugin's check may read any variable
+    assert list_cache.key(None) != changed
+    changed = list_cache.key(None)
+    monkeypatch.setenv("OLDPWD", "/elsewhere")  # the shell's bookkeeping: no check reads it
+    monkeypatch.setenv("PWD", "/elsewhere")
+    assert list_cache.key(None) == changed
 
 
 def test_variants_registered_in_this_process_are_listed(temp_variant, capsys: pytest.CaptureFixture) -> None:
