@@ -293,13 +293,11 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     """Differences of environment are shown as ``store.env_advice`` words them: what differs and how
     to make a comparable run ("torch threads differ: baseline 1, this run 2; rerun with --threads 1")."""
-    import dataclasses
     from pathlib import Path
 
     from harness.results import compare as cmp
     from harness.results import compare_render, compare_stats
     from harness.results.baselines import DEFAULT_ROOT, BaselineError, find_baseline_for
-    from harness.results.store import env_advice
 
     try:
         if args.use_baseline:
@@ -311,23 +309,14 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
             raise UsageError("give BASELINE and CURRENT (or --baseline CURRENT)")
         else:
             baseline, current = args.runs
-        base, cur = cmp.load_run(baseline), cmp.load_run(current)
-        if base.device and cur.device and base.device != cur.device:  # compare's own refusal says it best
-            advice = []
-        else:
-            advice = env_advice(base.env, cur.env, cur.device or base.device)
-        if advice and args.strict_env:
-            raise UsageError("environments differ (--strict-env): " + "; ".join(advice))
         result = cmp.compare(
-            base, cur,
+            baseline, current,
             threshold=compare_stats.DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
             alpha=compare_stats.DEFAULT_ALPHA if args.alpha is None else args.alpha,
             strict_env=args.strict_env, metric=args.metric,
         )  # fmt: skip
     except (cmp.CompareError, BaselineError) as exc:
         raise UsageError(str(exc)) from None
-    if advice:
-        result = dataclasses.replace(result, env_differences=tuple(advice))
     compare_render.render(result, console)
     if args.markdown:
         try:

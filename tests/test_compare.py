@@ -380,8 +380,8 @@ def test_a_name_run_from_other_code_is_an_environment_difference(tmp_path: Path)
     other = ours | {"eager": "plugin 'fast' (fast_eager)", "new": "built-in"}
     cur = write_run(tmp_path / "cur", [row(case(), noise(1.0, seed=5))], env=CPU_ENV | {"variant_sources": other})
     (line,) = cmp.compare(base, cur).env_differences
-    assert line == ("variants' code differs: baseline {'eager': 'built-in'}, current {'eager': \"plugin 'fast' "
-                    "(fast_eager)\"}")
+    assert line.startswith("variants' code differs: baseline {'eager': 'built-in'}, this run {'eager': \"plugin "
+                           "'fast' (fast_eager)\"}; run each name from the same code")
     same_names = write_run(tmp_path / "more", [row(case(), noise(1.0, seed=6))],
                            env=CPU_ENV | {"variant_sources": ours | {"new": "built-in"}})  # fmt: skip
     older = write_run(tmp_path / "older", [row(case(), noise(1.0, seed=7))])  # recorded since 2026-11-28
@@ -395,7 +395,9 @@ def test_gpu_model_difference_is_reported_on_cuda(tmp_path: Path) -> None:
     cur = write_run(tmp_path / "cur", [row(case(device="cuda"), noise(1.0, seed=6))],
                     env=env | {"gpu_name": "NVIDIA A100", "cpu_model": "whatever"})  # fmt: skip
     result = cmp.compare(base, cur)
-    assert result.env_differences == ("GPU model differs: baseline 'NVIDIA H100 80GB HBM3', current 'NVIDIA A100'",)
+    assert result.env_differences == ("GPU model differs: baseline NVIDIA H100 80GB HBM3, this run NVIDIA A100; "
+                                      "timings from another machine are not comparable: compare runs from one "
+                                      "machine, or save a baseline on this one (run --save-baseline)",)
 
 
 def test_csv_keys_match_jsonl_keys_and_use_ci_overlap(tmp_path: Path) -> None:

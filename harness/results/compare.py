@@ -25,8 +25,7 @@ from harness.results.compare_stats import (
     significance,
 )
 from harness.results.record import BROKEN, FAILED, Status, truthy
-from harness.results.store import ResultsError, device_type, key_value, load_results
-from harness.results.store import env_differences as store_env_differences
+from harness.results.store import ResultsError, device_type, env_advice, key_value, load_results
 from harness.results.tables import number, raw_samples, smaller_batch
 from harness.sweep.cases import KEY_COLUMNS  # older schemas may lack some: only shared columns are matched
 
@@ -375,10 +374,9 @@ def compare_case(
 
 
 def env_differences(baseline: LoadedRun, current: LoadedRun) -> list[str]:
-    """Human lines for each fact of ``store.ENVIRONMENT`` that differs (missing on both sides is no difference)."""
-    device = current.device or baseline.device
-    return [f"{fact.words} differs: baseline {b!r}, current {c!r}"
-            for fact, b, c in store_env_differences(baseline.env, current.env, device, "compare")]  # fmt: skip
+    """One line for each fact of ``store.ENVIRONMENT`` that differs, with how to make a comparable run
+    (missing on both sides is no difference)."""
+    return env_advice(baseline.env, current.env, current.device or baseline.device)
 
 
 def _at_batch(status: str, batch: int | None) -> str:
