@@ -165,12 +165,10 @@ class CaseResult:
         return row | dict(self.extra)
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any], metric_columns: tuple[str, ...] = ()) -> CaseResult:
-        """A stored row back as a record; ``SchemaError`` when the row cannot be one.
-
-        ``metric_columns``: the columns to read as metrics (the rest unknown to this module are
-        kept in ``extra``). Rows of schema 1 are read as they are.
-        """
+    def from_row(cls, row: Mapping[str, Any]) -> CaseResult:
+        """A stored row back as a record; ``SchemaError`` when the row cannot be one. The columns this
+        module does not know (the metrics among them) are kept in ``extra``; rows of schema 1 are read
+        as they are."""
         check_schema(row)
         missing = [c for c in ("variant", "status") if _empty(row.get(c))]
         if missing:
@@ -198,12 +196,9 @@ class CaseResult:
         if figures is not None:
             used |= {*STATS_COLUMNS, *FIGURE_COLUMNS, *RAW_COLUMNS_ALL, "throughput_img_s", "calls_per_sample",
                      "warmup_calls", "stop_reason"}  # fmt: skip
-        metrics = {c: row[c] for c in metric_columns if c in row}
-        used |= set(metrics)
         return cls(
             case=case_of(row), status=status, reason=_text(row.get("reason")), threads=_int(row.get("threads")),
             cache=_text(row.get("cache")), check=check, first_call=first, figures=figures, phases=phases,
-            metrics=metrics,
             batch_run=_int(row.get("batch_run")), finished_at=_text(row.get("finished_at")),
             extra={k: v for k, v in row.items() if k not in used},
         )  # fmt: skip

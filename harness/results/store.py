@@ -184,13 +184,6 @@ class RunFolder:
                 raise SchemaError(f"{self.jsonl}: {exc}") from None
         return rows
 
-    def results(self, metric_columns: tuple[str, ...] = ()) -> list[CaseResult]:
-        """Every whole row as a ``CaseResult``."""
-        try:
-            return [CaseResult.from_row(row, metric_columns) for row in read_jsonl(self.jsonl)]
-        except SchemaError as exc:
-            raise SchemaError(f"{self.jsonl}: {exc}") from None
-
     def repair(self) -> int:
         """Make results.jsonl end with a whole row (after a kill); returns the bytes dropped."""
         return repair_jsonl(self.jsonl)
