@@ -91,6 +91,7 @@ class FlopCount:
 
 
 def _numel(shape: Sequence[int] | None) -> int:
+    """Elements of a shape (0 for none), as both counters' rules count them."""
     return math.prod(shape) if shape is not None else 0
 
 
@@ -117,7 +118,8 @@ def _fvcore_handles() -> dict[str, Callable[[list[Any], list[Any]], Any]]:
     handles: dict[str, Callable[[list[Any], list[Any]], Any]] = {
         f"aten::{op}": per_output_element for op in ELEMENTWISE_OPS
     }
-    handles.update({f"aten::{op}": per_input_element for op in ("mean", "sum", "adaptive_avg_pool2d")})
+    # the TorchScript graph fvcore reads names the pool without the underscore torch's dispatch shows
+    handles.update({f"aten::{op.lstrip('_')}": per_input_element for op in REDUCTION_OPS})
     handles.update({f"aten::{op}": free for op in ZERO_COST_OPS})
     handles["aten::_convolution"] = conv_with_bias
     return handles
@@ -172,16 +174,12 @@ def fvcore_flops(module: torch.nn.Module, x: torch.Tensor, mode: str) -> FlopCou
 # -- torch.utils.flop_counter -------------------------------------------------------------------
 
 
-def _prod(shape: Any) -> int:
-    return math.prod(shape) if shape is not None else 0
-
-
 def _per_output_element(*args: Any, out_shape: Any = None, **kwargs: Any) -> int:
-    return _prod(out_shape)
+    return _numel(out_shape)
 
 
 def _per_input_element(*args: Any, out_shape: Any = None, **kwargs: Any) -> int:
-    return _prod(args[0])
+    return _numel(args[0])
 
 
 def _shape_of(t: Any) -> Any:
@@ -192,7 +190,7 @@ def _conv_with_bias(*args: Any, out_val: Any = None, **kwargs: Any) -> int:
     """Torch's own conv formula (multiply-adds only), plus one flop per output element for a bias."""
     # args: input, weight, bias (None without), stride, padding, dilation, transposed, ...
     flops = int(flop_registry[torch.ops.aten.convolution](*args, out_val=out_val, **kwargs))
-    return flops + (_prod(_shape_of(out_val)) if args[2] is not None else 0)
+    return flops + (_numel(_shape_of(out_val)) if args[2] is not None else 0)
 
 
 def _conv_backward_with_bias(*args: Any, out_val: Any = None, **kwargs: Any) -> int:
@@ -201,7 +199,7 @@ def _conv_backward_with_bias(*args: Any, out_val: Any = None, **kwargs: Any) -> 
     # output_padding, groups, output_mask.
     flops = int(flop_registry[torch.ops.aten.convolution_backward](*args, out_val=out_val, **kwargs))
     output_mask = args[10]
-    return flops + (_prod(_shape_of(args[0])) if output_mask[2] else 0)
+    return flops + (_numel(_shape_of(args[0])) if output_mask[2] else 0)
 
 
 # FlopCounterMode passes raw tensors (not shapes) to formulas marked like this.
