@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness.measure import allocator, bandwidth, envinfo, metrics
 from harness.measure.envinfo import torch_threads
-from harness.results.report import UNFINISHED
+from harness.results.report import UNFINISHED, write_reports
 from harness.results.store import RunFolder, default_run_dir, to_frame
 from harness.sweep import isolation, sharding
 from harness.sweep import resume as resuming
@@ -193,7 +193,7 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
                 if left:  # kept in env.json too, so a report rebuilt later says so; a resume rewrites it
                     env = env | {UNFINISHED: left}
                     folder.write_env(env)
-                folder.write_derived(frame, env)
+                write_reports(folder, frame, env)
     frame.attrs["run_dir"] = str(folder.path) if folder is not None else None
     frame.attrs["interrupted"] = interrupted
     return frame

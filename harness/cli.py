@@ -338,6 +338,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from harness.results.report import write_reports
     from harness.results.store import REPORT_MD, RunFolder, run_folder_of, to_frame
 
     path = run_folder_of(args.run)  # RUN/results.jsonl means RUN
@@ -356,7 +357,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     rows = folder.rows()
     if not rows:
         raise UsageError(f"{folder.jsonl}: holds no results")
-    written = folder.write_derived(to_frame(rows), folder.read_env(), plots=args.plots)
+    written = write_reports(folder, to_frame(rows), folder.read_env(), plots=args.plots)
     console.print(f"rebuilt: {folder.path / REPORT_MD}, {folder.path / 'results.csv'}"
                   + "".join(f", {p}" for p in written), soft_wrap=True)  # paths stay whole, to copy
     return EXIT_OK

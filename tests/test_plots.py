@@ -11,11 +11,19 @@ from typing import Any
 import pandas as pd
 import pytest
 from compare_helpers import case
+from matplotlib.figure import Figure
 
 from harness.results import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def drawn(draw: Any, *args: Any, **kwargs: Any) -> Figure:
+    """``draw``'s figure, failing with its reason when it drew none."""
+    fig = draw(*args, **kwargs)
+    assert isinstance(fig, Figure), fig
+    return fig
 
 
 def frame(with_roofline: bool = True, batches: tuple[int, ...] = (1, 8), eager: bool = True) -> pd.DataFrame:
@@ -52,7 +60,7 @@ def test_speedup_table_is_eager_over_variant_on_the_same_configuration() -> None
 
 
 def test_speedup_bars_have_the_speedup_heights_and_labels() -> None:
-    fig = plots.speedup_figure(frame())
+    fig = drawn(plots.draw_speedup, frame())
     assert fig is not None
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert len(axes) == 4  # one panel per N×C×H×W
@@ -73,19 +81,19 @@ def test_speedup_bars_carry_the_speedups_95_percent_interval() -> None:
     table = plots.speedup_table(frame())
     assert table["speedup_low"].tolist() == pytest.approx([2.0 * 0.95 / 1.05] * 4)
     assert table["speedup_high"].tolist() == pytest.approx([2.0 * 1.05 / 0.95] * 4)
-    fig = plots.speedup_figure(frame())
+    fig = drawn(plots.draw_speedup, frame())
     assert fig is not None and "whiskers: its 95% interval" in fig.get_suptitle()
     for ax in (a for a in fig.axes if a.get_visible()):
         (whisker,) = [c for c in ax.collections if c.get_segments()]  # errorbar's vertical line
         (segment,) = whisker.get_segments()
         assert [y for _, y in segment] == pytest.approx([2.0 * 0.95 / 1.05, 2.0 * 1.05 / 0.95])
     bare = frame().drop(columns=["ci_low_ms", "ci_high_ms"])  # nothing to make an interval from
-    fig = plots.speedup_figure(bare)
+    fig = drawn(plots.draw_speedup, bare)
     assert fig is not None and "whiskers" not in fig.get_suptitle()
 
 
 def test_latency_panels_are_log_log_with_units() -> None:
-    fig = plots.latency_figure(frame(batches=(1, 8, 32)), env={"cpu_model": "Test CPU", "torch": "2.13.0"})
+    fig = drawn(plots.draw_latency, frame(batches=(1, 8, 32)), env={"cpu_model": "Test CPU", "torch": "2.13.0"})
     assert fig is not None
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert [ax.get_title() for ax in axes] == ["C×H×W = 32×16×16", "C×H×W = 64×8×8"]
@@ -100,7 +108,7 @@ def test_latency_panels_are_log_log_with_units() -> None:
 
 
 def test_roofline_plots_achieved_bandwidth_under_the_ceiling() -> None:
-    fig = plots.roofline_figure(frame())
+    fig = drawn(plots.draw_roofline, frame())
     assert fig is not None
     ax = fig.axes[0]
     assert ax.get_xlabel().startswith("arithmetic intensity (FLOP per byte")
@@ -112,45 +120,46 @@ def test_roofline_plots_achieved_bandwidth_under_the_ceiling() -> None:
 
 
 def test_figures_the_data_cannot_make_are_none() -> None:
-    assert plots.speedup_figure(frame(eager=False)) is None
-    assert plots.latency_figure(frame(batches=(8,))) is None
-    assert plots.roofline_figure(frame(with_roofline=False)) is None
-    assert plots.speedup_figure(pd.DataFrame({"variant": ["eager"], "status": ["error"], "median_ms": [None]})) is None
+    assert isinstance(plots.draw_speedup(frame(eager=False)), str)
+    assert isinstance(plots.draw_latency(frame(batches=(8,))), str)
+    assert isinstance(plots.draw_roofline(frame(with_roofline=False)), str)
+    untimed = pd.DataFrame({"variant": ["eager"], "status": ["error"], "median_ms": [None]})
+    assert isinstance(plots.draw_speedup(untimed), str)
 
 
 def test_write_plots_writes_pngs_and_removes_stale_ones(tmp_path: Path) -> None:
     written = plots.write_plots(frame(), tmp_path)
-    assert [p.name for p in written] == ["speedup.png", "latency_vs_batch.png", "roofline.png"]
-    for path in written:
+    assert [p.name for p in written.paths] == ["speedup.png", "latency_vs_batch.png", "roofline.png"]
+    for path in written.paths:
         assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 10_000
     again = plots.write_plots(frame(with_roofline=False), tmp_path)
-    assert [p.name for p in again] == ["speedup.png", "latency_vs_batch.png"]
+    assert [p.name for p in again.paths] == ["speedup.png", "latency_vs_batch.png"]
     assert not (tmp_path / "roofline.png").exists()
 
 
 def test_markdown_embeds_relative_paths(tmp_path: Path) -> None:
     figs = tmp_path / "figs"
     figs.mkdir()
-    written = [figs / plots.FILENAMES[name] for name in ("speedup", "roofline")]
+    written = plots.Written(tuple(figs / plots.FILENAMES[name] for name in ("speedup", "roofline")))
     md = plots.markdown(written, tmp_path)
     assert "![Speedup over eager](figs/speedup.png)" in md
     assert "![Bandwidth roofline](figs/roofline.png)" in md
-    assert plots.markdown([], tmp_path) == ""
+    assert plots.markdown(plots.Written(), tmp_path) == ""
 
 
 def test_roofline_ceiling_from_the_runs_measured_copy_bandwidth() -> None:
     rows = frame().drop(columns=["peak_bw_gbps"])
-    fig = plots.roofline_figure(rows, env={"copy_bandwidth_bytes_s": 250e9})
+    fig = drawn(plots.draw_roofline, rows, env={"copy_bandwidth_bytes_s": 250e9})
     assert fig is not None
     assert [list(line.get_ydata()) for line in fig.axes[0].get_lines()] == [[250.0, 250.0]]
-    bare = plots.roofline_figure(rows)
+    bare = drawn(plots.draw_roofline, rows)
     assert bare is not None and bare.axes[0].get_lines() == []
 
 
 def test_a_figure_not_drawn_says_why(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="harness.results.plots"):
         written = plots.write_plots(frame(batches=(8,), with_roofline=False), tmp_path)
-    assert [p.name for p in written] == ["speedup.png"]
+    assert [p.name for p in written.paths] == ["speedup.png"]
     assert set(written.skipped) == {"latency_vs_batch.png", "roofline.png"}
     assert "single batch size" in written.skipped["latency_vs_batch.png"]
     assert "no bandwidth columns" in written.skipped["roofline.png"]
@@ -164,11 +173,11 @@ def test_a_figure_not_drawn_says_why(tmp_path: Path, caplog: pytest.LogCaptureFi
 
 def test_report_md_says_why_when_no_figure_could_be_drawn(tmp_path: Path) -> None:
     """With every figure skipped (no case timed), report.md lost the reasons along with the section."""
+    from harness.results.report import write_reports
     from harness.results.store import REPORT_MD, RunFolder, to_frame
 
     rows = to_frame(frame().assign(status="error").to_dict("records"))
-    written = RunFolder(tmp_path).write_derived(rows, {}, plots=True)
-    assert list(written) == [] and set(written.skipped) == set(plots.FILENAMES.values())
+    assert write_reports(RunFolder(tmp_path), rows, {}, plots=True) == ()
     md = (tmp_path / REPORT_MD).read_text()
     assert "## Figures" in md and md.count("- not drawn: ") == len(plots.FILENAMES), md
 
@@ -190,7 +199,7 @@ def test_noisy_and_disturbed_speedups_carry_their_marks() -> None:
     rows.loc[(rows["variant"] == "fast") & (rows["batch"] == 8), "disturbed"] = True
     table = plots.speedup_table(rows).set_index(["channels", "batch"])["marks"]
     assert table.to_dict() == {(32, 1): "~", (32, 8): "~!", (64, 1): "", (64, 8): "!"}
-    fig = plots.speedup_figure(rows)
+    fig = drawn(plots.draw_speedup, rows)
     assert fig is not None
     labels = {ax.get_title(): [t.get_text() for t in ax.texts] for ax in fig.axes if ax.get_visible()}
     assert labels["input 8×32×16×16 (N×C×H×W)"] == ["2.00× ~!"]
@@ -199,7 +208,7 @@ def test_noisy_and_disturbed_speedups_carry_their_marks() -> None:
     assert hatched["input 1×32×16×16 (N×C×H×W)"] == "///" and hatched["input 1×64×8×8 (N×C×H×W)"] is None
     title = " ".join(fig.get_suptitle().split())  # wrapped to the figure's width
     assert "'~' noisy (IQR > 10% of the median), '!' disturbed (CPU starved) on either side" in title
-    clean = plots.speedup_figure(frame())
+    clean = drawn(plots.draw_speedup, frame())
     assert clean is not None and "hatched" not in clean.get_suptitle()
 
 
@@ -209,20 +218,20 @@ def test_one_disturbed_outlier_does_not_set_the_speedup_scale() -> None:
     outlier = (rows["variant"] == "fast") & (rows["channels"] == 64) & (rows["batch"] == 8)
     rows.loc[outlier, "median_ms"] = rows.loc[outlier, "median_ms"] / 99
     rows.loc[outlier, "disturbed"] = True
-    fig = plots.speedup_figure(rows)
+    fig = drawn(plots.draw_speedup, rows)
     assert fig is not None
     panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
     assert all(ax.get_ylim() == (0, 2.4) for ax in panels.values())  # 1.2 × the trusted 2×
     texts = [t.get_text() for t in panels["input 8×64×8×8 (N×C×H×W)"].texts if t.get_text()]
     assert texts == ["↑ 198.00× !"]  # cut at the top, its figure inside
-    assert plots.speedup_figure(rows.assign(disturbed=True)).axes[0].get_ylim()[1] > 198  # none trusted: all
+    assert drawn(plots.draw_speedup, rows.assign(disturbed=True)).axes[0].get_ylim()[1] > 198  # none trusted: all
 
 
 def test_the_speedup_legend_stays_clear_of_a_long_title() -> None:
     rows = frame(batches=(8,))  # two panels: the wrapped title spans the whole width
     rows = pd.concat([rows, rows.assign(mode="train")], ignore_index=True)  # two modes: a legend
     rows.loc[rows["variant"] == "fast", ["noisy", "disturbed"]] = True  # the caution line lengthens the title
-    fig = plots.speedup_figure(rows, {"gpu_name": "NVIDIA H100 80GB HBM3", "torch": "2.11.0+cu130"})
+    fig = drawn(plots.draw_speedup, rows, {"gpu_name": "NVIDIA H100 80GB HBM3", "torch": "2.11.0+cu130"})
     assert fig is not None and fig.legends
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
@@ -244,7 +253,7 @@ def test_the_latency_title_shows_whole_and_the_legend_covers_neither_it_nor_the_
     if shapes == 1:
         rows = rows[(rows["channels"] == 32) & (rows["mode"] == "forward")]
     rows = rows.assign(disturbed=rows["batch"] == 8)  # the longest legend entry
-    fig = plots.latency_figure(rows, {"cpu_model": "AMD EPYC 9654 96-Core Processor", "torch": "2.13.0+cpu"})
+    fig = drawn(plots.draw_latency, rows, {"cpu_model": "AMD EPYC 9654 96-Core Processor", "torch": "2.13.0+cpu"})
     assert fig is not None and len([ax for ax in fig.axes if ax.get_visible()]) == shapes and fig.legends
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
@@ -265,12 +274,12 @@ def test_the_roofline_marks_disturbed_points_as_the_latency_plot_does() -> None:
     rows = frame()
     rows.loc[rows["channels"] == 64, "arithmetic_intensity"] = 0.9
     rows["disturbed"] = (rows["variant"] == "fast") & (rows["batch"] == 8)
-    fig = plots.roofline_figure(rows)
+    fig = drawn(plots.draw_roofline, rows)
     assert fig is not None
     marks = _disturbed_marks(fig)
     assert len(marks) == 1
     assert sorted(map(tuple, marks[0].get_offsets().tolist())) == [(0.75, 200.0), (0.9, 200.0)]
-    latency = plots.latency_figure(rows)
+    latency = drawn(plots.draw_latency, rows)
     assert latency is not None
     same = _disturbed_marks(latency)[0]  # the same red cross, size and layer
     assert marks[0].get_paths()[0].vertices.tolist() == same.get_paths()[0].vertices.tolist()
@@ -279,6 +288,6 @@ def test_the_roofline_marks_disturbed_points_as_the_latency_plot_does() -> None:
     assert marks[0].get_zorder() == same.get_zorder()
     entries = [t.get_text() for t in fig.legends[0].get_texts()]
     assert entries.count("disturbed (CPU starved)") == 1
-    clean = plots.roofline_figure(frame())
+    clean = drawn(plots.draw_roofline, frame())
     assert clean is not None and not _disturbed_marks(clean)
     assert "disturbed (CPU starved)" not in [t.get_text() for t in clean.legends[0].get_texts()]

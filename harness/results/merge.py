@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.results.report import UNFINISHED
+from harness.results.report import UNFINISHED, write_reports
 from harness.results.store import (
     ENV_JSON,
     ERRORS_LOG,
@@ -205,6 +205,6 @@ def merge(runs: Sequence[str | Path], out: str | Path, allow_mixed_env: bool = F
     if left:
         env[UNFINISHED] = left
     folder.write_env(env)
-    folder.write_derived(to_frame(rows), env)
+    write_reports(folder, to_frame(rows), env)
     join_errors(paths, folder)
     return MergeResult(target, tuple(paths), len(rows))

@@ -2,10 +2,10 @@
 
 Built on ``matplotlib.figure.Figure`` with the Agg canvas, never ``pyplot``: no display is needed
 and the caller's global backend (a notebook's, say) is left alone. Only valid (``status == "ok"``)
-rows are drawn. Each function returns None when the data cannot make its figure (no ``eager``
-to compare with, a single batch size, no bandwidth columns), so a report never shows an empty plot;
-``why_not`` says which of those it was, and ``write_plots`` logs it and keeps it in ``Written.skipped``
-(report.md's Figures section lists it), so that ``report --plots`` never leaves a figure missing unexplained.
+rows are drawn. Each ``draw_*`` returns its figure, or a string saying why the data cannot make it
+(no ``eager`` to compare with, a single batch size, no bandwidth columns), so a report never shows an
+empty plot; ``write_plots`` logs that reason and keeps it in ``Written.skipped`` (report.md's Figures
+section lists it), so that ``report --plots`` never leaves a figure missing unexplained.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import logging
 import math
 import textwrap
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from matplotlib.ticker import FormatStrFormatter, LogFormatter
 from harness.measure.bandwidth import ENV_KEY as COPY_BANDWIDTH_KEY
 from harness.results.recommend import speedup_interval, timing
 from harness.results.record import truthy
+from harness.results.store import FIGURE_FILES
 from harness.results.tables import at_batch_asked
 
 BASELINE_VARIANT = "eager"
@@ -34,11 +36,7 @@ SHAPE_COLUMNS: tuple[str, ...] = ("channels", "height", "width")
 ROOFLINE_COLUMNS: tuple[str, ...] = ("achieved_gbps", "arithmetic_intensity")
 #: A row's columns that its median's interval is made from (``recommend.timing``).
 TIMING_COLUMNS: tuple[str, ...] = ("samples_ms", "ci_low_ms", "ci_high_ms", "iqr_ms")
-FILENAMES: dict[str, str] = {
-    "speedup": "speedup.png",
-    "latency": "latency_vs_batch.png",
-    "roofline": "roofline.png",
-}
+FILENAMES: dict[str, str] = FIGURE_FILES
 DPI = 110
 #: How a speedup bar is labelled when either side is noisy or disturbed (as report.md's ``~`` and ``!``).
 SPEEDUP_MARKS: dict[str, str] = {"noisy": "~", "disturbed": "!"}
@@ -140,17 +138,9 @@ def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
                          speedup_low=list(low), speedup_high=list(high))  # fmt: skip
 
 
-def _figure(drawn: Figure | str) -> Figure | None:
-    return drawn if isinstance(drawn, Figure) else None
-
-
-def speedup_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> Figure | None:
-    """Bars of speedup over eager per variant, one panel per input shape N×C×H×W (None: see ``draw_speedup``)."""
-    return _figure(draw_speedup(frame, env))
-
-
 def draw_speedup(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> Figure | str:
-    """``speedup_figure``'s figure, or why the data cannot make it."""
+    """Bars of speedup over eager per variant, one panel per input shape N×C×H×W, or why the data
+    cannot make them."""
     table = speedup_table(frame)
     if table.empty:
         ok = valid_rows(frame)
@@ -238,11 +228,6 @@ def _wrapped(title: str, fig: Figure, fontsize: float = 11) -> str:
     return "\n".join(textwrap.fill(line, width) for line in title.split("\n"))
 
 
-def latency_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> Figure | None:
-    """Median latency against batch size (None: see ``draw_latency``)."""
-    return _figure(draw_latency(frame, env))
-
-
 def draw_latency(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> Figure | str:
     """Median latency against batch size, log–log, one line per variant and one panel per C×H×W; or why
     the data cannot make it.
@@ -317,17 +302,10 @@ def _legend_below(fig: Figure, handles: list[Any], labels: list[str], title: str
     fig.set_figheight(fig.get_figheight() + box.height / fig.dpi)
 
 
-def roofline_figure(frame: pd.DataFrame, env: Mapping[str, Any] | None = None,
-                    peak_gbps: float | None = None) -> Figure | None:  # fmt: skip
-    """The bandwidth roofline (None: see ``draw_roofline``)."""
-    return _figure(draw_roofline(frame, env, peak_gbps))
-
-
-def draw_roofline(frame: pd.DataFrame, env: Mapping[str, Any] | None = None,
-                  peak_gbps: float | None = None) -> Figure | str:  # fmt: skip
+def draw_roofline(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> Figure | str:
     """Achieved bandwidth against arithmetic intensity, under the measured copy-bandwidth ceiling.
 
-    The ceiling is ``peak_gbps``, else a ``peak_bw_gbps`` column, else the copy bandwidth the run
+    The ceiling is a ``peak_bw_gbps`` column, else the copy bandwidth the run
     measured (env.json's ``copy_bandwidth_bytes_s``); without any, the points are drawn alone.
     Disturbed rows carry the latency plot's red cross (``DISTURBED_MARK``), so no plot shows them unflagged.
 
@@ -344,7 +322,8 @@ def draw_roofline(frame: pd.DataFrame, env: Mapping[str, Any] | None = None,
     ok = ok[(ok["arithmetic_intensity"] > 0) & (ok["achieved_gbps"] > 0)]
     if ok.empty:
         return "no timed case has a positive achieved bandwidth and arithmetic intensity"
-    if peak_gbps is None and "peak_bw_gbps" in ok.columns:
+    peak_gbps = None
+    if "peak_bw_gbps" in ok.columns:
         measured = pd.to_numeric(ok["peak_bw_gbps"], errors="coerce").dropna()
         peak_gbps = float(measured.median()) if not measured.empty else None
     if peak_gbps is None and env and env.get(COPY_BANDWIDTH_KEY):  # bytes/s, measured once per run
@@ -392,13 +371,13 @@ def draw_roofline(frame: pd.DataFrame, env: Mapping[str, Any] | None = None,
     return fig
 
 
-class Written(list[Path]):
-    """The figures ``write_plots`` wrote, in order; ``skipped`` maps each other figure's file name to why
-    the data could not make it."""
+@dataclass(frozen=True)
+class Written:
+    """What ``write_plots`` did: the figures it wrote, in order, and, for each other figure's file
+    name, why the data could not make it."""
 
-    def __init__(self, paths: Sequence[Path] = (), skipped: Mapping[str, str] | None = None) -> None:
-        super().__init__(paths)
-        self.skipped: dict[str, str] = dict(skipped or {})
+    paths: tuple[Path, ...] = ()
+    skipped: Mapping[str, str] = field(default_factory=dict)
 
 
 def write_plots(frame: pd.DataFrame, out_dir: str | Path, env: Mapping[str, Any] | None = None) -> Written:
@@ -410,18 +389,18 @@ def write_plots(frame: pd.DataFrame, out_dir: str | Path, env: Mapping[str, Any]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     makers = {"speedup": draw_speedup, "latency": draw_latency, "roofline": draw_roofline}
-    written = Written()
+    paths, skipped = [], {}
     for name, draw in makers.items():
         path = out / FILENAMES[name]
         fig = draw(frame, env)
         if isinstance(fig, str):
             path.unlink(missing_ok=True)
-            written.skipped[path.name] = fig
+            skipped[path.name] = fig
             log.warning("%s not drawn: %s", path.name, fig)
             continue
         fig.savefig(path, dpi=DPI)
-        written.append(path)
-    return written
+        paths.append(path)
+    return Written(tuple(paths), skipped)
 
 
 CAPTIONS: dict[str, str] = {
@@ -431,15 +410,14 @@ CAPTIONS: dict[str, str] = {
 }
 
 
-def markdown(paths: Sequence[Path], relative_to: str | Path, skipped: Mapping[str, str] | None = None) -> str:
-    """A ``## Figures`` section embedding ``paths`` by paths relative to report.md's folder, and saying why
-    each of ``skipped`` (by default a ``Written``'s own) was not drawn."""
-    if skipped is None:
-        skipped = paths.skipped if isinstance(paths, Written) else {}
-    if not paths and not skipped:
+def markdown(written: Written, relative_to: str | Path) -> str:
+    """A ``## Figures`` section embedding the figures written by paths relative to report.md's folder,
+    and saying why each other was not drawn."""
+    skipped = written.skipped
+    if not written.paths and not skipped:
         return ""
     lines = ["## Figures", ""]
-    for path in paths:
+    for path in written.paths:
         caption = CAPTIONS.get(path.name, path.stem)
         rel = Path(path).resolve().relative_to(Path(relative_to).resolve()).as_posix()
         lines += [f"### {caption}", "", f"![{caption}]({rel})", ""]

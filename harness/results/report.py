@@ -8,6 +8,7 @@ of the same configuration, measured in the same run.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -19,6 +20,7 @@ from harness.results.networks import networks_markdown
 from harness.results.profile_report import profiling_markdown
 from harness.results.recommend import EQUIVALENT, TABLE_COLUMNS, recommend, table_rows, terminal_cells
 from harness.results.record import BROKEN, Status
+from harness.results.store import REPORT_MD, RunFolder
 from harness.results.tables import (
     CONFIG_COLUMNS,
     GROUP_COLUMNS,
@@ -37,7 +39,7 @@ from harness.results.tables import (
     smaller_batch,
 )
 
-__all__ = ["MARKS", "marks", "markdown", "print_summary", "summary_tables", "with_speedup"]
+__all__ = ["MARKS", "marks", "markdown", "print_summary", "summary_tables", "with_speedup", "write_reports"]
 
 BASELINE_VARIANT = "eager"
 #: The terminal summary's last line: where the figures come from (``python -m harness report``).
@@ -278,3 +280,22 @@ def print_summary(frame: pd.DataFrame, console: Console) -> None:
         console.print(escape(line.removeprefix("- ").replace("`", "")))
     if (frame["status"] == Status.OK).any():  # else there is nothing to draw
         console.print(escape(PLOTS_HINT.format(run=frame.attrs.get("run_dir") or "RUN")), soft_wrap=True)
+
+
+def write_reports(folder: RunFolder, frame: pd.DataFrame, env: Mapping[str, Any],
+                  plots: bool = False) -> tuple[Path, ...]:  # fmt: skip
+    """Rebuild what is derived from a run's rows: results.csv, report.md and (``plots``) the PNGs,
+    returned; a figure the data cannot make is said why in report.md."""
+    folder.write_csv(frame)
+    text = markdown(frame, env)
+    written: tuple[Path, ...] = ()
+    if plots:
+        from harness.results import plots as plotting  # matplotlib: only when asked
+
+        drawn = plotting.write_plots(frame, folder.path, env)
+        figures = plotting.markdown(drawn, folder.path)  # none drawn: still why each was not
+        if figures:
+            text = text.rstrip("\n") + "\n\n" + figures
+        written = drawn.paths
+    (folder.path / REPORT_MD).write_text(text, encoding="utf-8")
+    return written

@@ -32,6 +32,12 @@ REPORT_MD = "report.md"
 ENV_JSON = "env.json"
 #: The tracebacks of the run's failed cases (``RunFolder.append_error``).
 ERRORS_LOG = "errors.log"
+#: The figures ``report --plots`` writes into the run folder (``harness.results.plots``), by name.
+FIGURE_FILES: dict[str, str] = {
+    "speedup": "speedup.png",
+    "latency": "latency_vs_batch.png",
+    "roofline": "roofline.png",
+}
 
 #: The columns every row has, in the order the CSV shows them. Metrics modules add more.
 COLUMNS: tuple[str, ...] = KEY_COLUMNS + (
@@ -143,9 +149,7 @@ class RunFolder:
                 f"output folder {str(self.path)!r} already holds a run ({', '.join(found)}): choose another --out, "
                 f"or give --overwrite to replace it, or --resume {self.path} to finish it"
             )
-        from harness.results.plots import FILENAMES  # matplotlib: only when overwriting
-
-        patterns = (RESULTS_JSONL, RESULTS_CSV, REPORT_MD, ENV_JSON, ERRORS_LOG, *FILENAMES.values(), *also)
+        patterns = (RESULTS_JSONL, RESULTS_CSV, REPORT_MD, ENV_JSON, ERRORS_LOG, *FIGURE_FILES.values(), *also)
         removed = sorted({p for pattern in patterns for p in self.path.glob(pattern) if p.is_file()})
         try:
             for path in removed:
@@ -187,23 +191,6 @@ class RunFolder:
     def repair(self) -> int:
         """Make results.jsonl end with a whole row (after a kill); returns the bytes dropped."""
         return repair_jsonl(self.jsonl)
-
-    def write_derived(self, frame: pd.DataFrame, env: Mapping[str, Any], plots: bool = False) -> list[Path]:
-        """Rebuild what is derived from the rows: results.csv, report.md and (``plots``) the PNGs."""
-        from harness.results import report
-
-        self.write_csv(frame)
-        text = report.markdown(frame, env)
-        written: list[Path] = []
-        if plots:
-            from harness.results import plots as plotting  # matplotlib: only when asked
-
-            written = plotting.write_plots(frame, self.path, env)
-            figures = plotting.markdown(written, self.path)  # none drawn: still why each was not
-            if figures:
-                text = text.rstrip("\n") + "\n\n" + figures
-        (self.path / REPORT_MD).write_text(text, encoding="utf-8")
-        return written
 
     def write_env(self, env: Mapping[str, Any]) -> Path:
         """env.json, replaced whole (written beside it, then renamed): a kill mid-write, or a second
