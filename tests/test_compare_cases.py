@@ -15,7 +15,7 @@ from harness.results import compare as cmp
 from harness.results import store
 from harness.results.compare import CompareError
 from harness.results.compare_stats import CI_OVERLAP_P, Verdict
-from harness.results.tables import raw_samples
+from harness.results.tables import raw_samples, timing_of
 
 KEY = tuple(case().items())
 FIVE_BASE = [1.0, 1.01, 0.99, 1.02, 0.98]  # median 1.0, relative IQR 0.02
@@ -607,34 +607,34 @@ FIGURES = {
 }  # fmt: skip
 
 
-def test_figure_of_the_median_has_its_iqr() -> None:
-    t = cmp._figure_of(FIGURES | {"device": "cuda"}, "median")
+def test_timing_of_the_median_has_its_iqr() -> None:
+    t = timing_of(FIGURES | {"device": "cuda"}, "median")
     assert t.samples.tolist() == [1.0, 1.1]
     assert (t.median, t.ci_low, t.ci_high, t.iqr) == (1.0, 0.9, 1.2, 0.1)
 
 
-def test_figure_of_host_and_wall_have_no_iqr() -> None:
-    host = cmp._figure_of(FIGURES | {"device": "cuda:0"}, "host")
+def test_timing_of_host_and_wall_have_no_iqr() -> None:
+    host = timing_of(FIGURES | {"device": "cuda:0"}, "host")
     assert host.samples.tolist() == [2.0, 2.1]
     assert (host.median, host.ci_low, host.ci_high) == (2.0, 1.9, 2.2) and math.isnan(host.iqr)
-    wall = cmp._figure_of(FIGURES | {"device": "cuda"}, "wall")
+    wall = timing_of(FIGURES | {"device": "cuda"}, "wall")
     assert wall.samples.tolist() == [3.0, 3.1]
     assert (wall.median, wall.ci_low, wall.ci_high) == (3.0, 2.9, 3.2) and math.isnan(wall.iqr)
 
 
-def test_figure_of_a_cpu_row_is_always_the_median() -> None:
-    t = cmp._figure_of(FIGURES | {"device": "cpu"}, "host")
+def test_timing_of_a_cpu_row_is_always_the_median() -> None:
+    t = timing_of(FIGURES | {"device": "cpu"}, "host")
     assert (t.median, t.iqr) == (1.0, 0.1)
 
 
-def test_figure_of_a_row_without_a_device_uses_the_metric_asked_for() -> None:
-    t = cmp._figure_of(FIGURES, "host")
+def test_timing_of_a_row_without_a_device_uses_the_metric_asked_for() -> None:
+    t = timing_of(FIGURES, "host")
     assert t.median == 2.0 and math.isnan(t.iqr)
-    assert cmp._figure_of(FIGURES, "median").iqr == 0.1
+    assert timing_of(FIGURES, "median").iqr == 0.1
 
 
-def test_figure_of_missing_numbers_are_nan() -> None:
-    t = cmp._figure_of({"device": "cuda", "median_ms": None, "iqr_ms": "n/a"}, "median")
+def test_timing_of_missing_numbers_are_nan() -> None:
+    t = timing_of({"device": "cuda", "median_ms": None, "iqr_ms": "n/a"}, "median")
     assert t.samples.shape == (0,)
     assert all(math.isnan(v) for v in (t.median, t.ci_low, t.ci_high, t.iqr))
 

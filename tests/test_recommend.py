@@ -16,9 +16,9 @@ from harness.results.recommend import (
     speedup_interval,
     speedup_text,
     table_rows,
-    timing,
 )
 from harness.results.store import to_frame
+from harness.results.tables import timing_of
 
 
 def row(variant: str, median: float | None, low: float | None = None, high: float | None = None,
@@ -123,7 +123,7 @@ def test_speedup_interval_from_raw_samples_uses_each_median_at_root_95_percent()
     assert rec.speedup_method == "samples"
     assert rec.speedup_ci == pytest.approx((2.04 / 1.15, 2.15 / 1.04))
     # The same pair without raw samples (results.csv): the stored intervals instead.
-    low, high, method = speedup_interval(timing(row("eager", 2.0, 1.9, 2.1)), timing(row("fast", 1.0, 0.9, 1.25)))
+    low, high, method = speedup_interval(timing_of(row("eager", 2.0, 1.9, 2.1)), timing_of(row("fast", 1.0, 0.9, 1.25)))
     assert (low, high, method) == (pytest.approx(1.9 / 1.25), pytest.approx(2.1 / 0.9), "stored CIs")
 
 

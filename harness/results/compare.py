@@ -18,7 +18,6 @@ import pandas as pd
 from harness.results.compare_stats import (
     DEFAULT_ALPHA,
     DEFAULT_THRESHOLD,
-    Timing,
     Verdict,
     judge,
     process_gate,
@@ -26,30 +25,11 @@ from harness.results.compare_stats import (
 )
 from harness.results.record import BROKEN, FAILED, Status, truthy
 from harness.results.store import ResultsError, device_type, env_advice, key_value, load_results
-from harness.results.tables import number, raw_samples, smaller_batch
+from harness.results.tables import METRICS, number, raw_samples, smaller_batch, timing_of
 from harness.sweep.cases import KEY_COLUMNS  # older schemas may lack some: only shared columns are matched
-
-
-@dataclass(frozen=True)
-class Figure:
-    """Which of a row's time figures a comparison judges, and where its numbers are."""
-
-    median: str
-    samples: str
-    ci_low: str
-    ci_high: str
-    iqr: str | None
-
 
 METRIC_WORDS: dict[str, str] = {
     "median": "median latency (GPU time on CUDA)", "host": "host time per call", "wall": "synchronous wall time",
-}
-#: ``median``: the primary latency (GPU time on CUDA, the call's time on CPU); ``host``: the host's
-#: time to issue a call; ``wall``: sync, call, sync. On CPU all three are the call's time.
-METRICS: dict[str, Figure] = {
-    "median": Figure("median_ms", "samples_ms", "ci_low_ms", "ci_high_ms", "iqr_ms"),
-    "host": Figure("host_ms", "host_samples_ms", "host_ci_low_ms", "host_ci_high_ms", None),
-    "wall": Figure("wall_ms", "wall_samples_ms", "wall_ci_low_ms", "wall_ci_high_ms", None),
 }
 
 
@@ -305,15 +285,6 @@ def _count(value: Any) -> int:
     return int(n) if math.isfinite(n) else 0
 
 
-def _figure_of(row: Mapping[str, Any], metric: str) -> Timing:
-    """Samples, median, CI and IQR of ``metric`` in ``row``. A CPU row keeps one set of samples,
-    which is all three figures': the device is the host there."""
-    fig = METRICS["median" if str(row.get("device", "")).startswith("cpu") else metric]
-    iqr = number(row.get(fig.iqr)) if fig.iqr else math.nan
-    return Timing(raw_samples(row.get(fig.samples)), number(row.get(fig.median)), number(row.get(fig.ci_low)),
-                  number(row.get(fig.ci_high)), iqr)
-
-
 def compare_case(
     key: Key,
     base: Mapping[str, Any],
@@ -328,7 +299,7 @@ def compare_case(
     numbers say how busy the machine was, not how fast the code is, so neither a change nor SAME
     (two stalls alike read SAME at 40 ms for a 0.04 ms case, and would hide a regression under them).
     """
-    b_fig, c_fig = _figure_of(base, metric), _figure_of(cur, metric)
+    b_fig, c_fig = timing_of(base, metric), timing_of(cur, metric)
     test = significance(b_fig, c_fig, alpha)
     ratio, p_value, possible, noise = test.ratio, test.p_value, test.possible, test.noise
     notes: list[str] = [test.note] if test.note else []

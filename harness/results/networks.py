@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from harness.results.tables import (
+    BASELINE_VARIANT,
     GROUP_COLUMNS,
     at_batch_asked,
     last_rows,
@@ -25,7 +26,6 @@ from harness.results.tables import (
     smaller_batch,
 )
 
-BASELINE_VARIANT = "eager"
 #: What identifies a network's configuration besides its form.
 SETTING_COLUMNS: tuple[str, ...] = (*GROUP_COLUMNS, "network", "channels", "height", "width", "batch")
 #: The columns of the table, in order.

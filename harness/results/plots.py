@@ -24,18 +24,15 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogFormatter
 
 from harness.measure.bandwidth import ENV_KEY as COPY_BANDWIDTH_KEY
-from harness.results.recommend import speedup_interval, timing
+from harness.results.recommend import speedup_interval
 from harness.results.record import truthy
 from harness.results.store import FIGURE_FILES
-from harness.results.tables import at_batch_asked
+from harness.results.tables import BASELINE_VARIANT, METRICS, at_batch_asked, timing_of
 
-BASELINE_VARIANT = "eager"
 #: Columns that, with the shape and batch, say which rows are the same configuration.
 CONFIG_COLUMNS: tuple[str, ...] = ("context", "device", "dtype", "mode", "reduction", "fusion", "bias")
 SHAPE_COLUMNS: tuple[str, ...] = ("channels", "height", "width")
 ROOFLINE_COLUMNS: tuple[str, ...] = ("achieved_gbps", "arithmetic_intensity")
-#: A row's columns that its median's interval is made from (``recommend.timing``).
-TIMING_COLUMNS: tuple[str, ...] = ("samples_ms", "ci_low_ms", "ci_high_ms", "iqr_ms")
 FILENAMES: dict[str, str] = FIGURE_FILES
 DPI = 110
 #: How a speedup bar is labelled when either side is noisy or disturbed (as report.md's ``~`` and ``!``).
@@ -122,7 +119,8 @@ def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
     keys = list(CONFIG_COLUMNS + SHAPE_COLUMNS) + ["batch"]
     ok = ok.assign(**{column: flagged(ok, column) for column in SPEEDUP_MARKS})
     base = ok[ok["variant"] == BASELINE_VARIANT].drop_duplicates(keys, keep="last").set_index(keys)
-    spread = [c for c in TIMING_COLUMNS if c in ok.columns]  # what the speedup's interval is made from
+    latency = METRICS["median"]  # what the speedup's interval is made from
+    spread = [c for c in (latency.samples, latency.ci_low, latency.ci_high, latency.iqr) if c in ok.columns]
     base = base[["median_ms", *SPEEDUP_MARKS, *spread]].rename(columns={"median_ms": "eager_ms"} | {
         column: f"eager_{column}" for column in (*SPEEDUP_MARKS, *spread)})  # fmt: skip
     others = ok[ok["variant"] != BASELINE_VARIANT]
@@ -130,8 +128,8 @@ def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
     either = {column: joined[column] | joined[f"eager_{column}"] for column in SPEEDUP_MARKS}
     marks = ["".join(mark for mark, flag in zip(SPEEDUP_MARKS.values(), flags, strict=True) if flag)
              for flags in zip(*(either[column].tolist() for column in SPEEDUP_MARKS), strict=True)]
-    bounds = [speedup_interval(timing({"median_ms": r["eager_ms"]} | {c: r.get(f"eager_{c}") for c in spread}),
-                               timing(r))[:2] for r in joined.to_dict("records")]  # fmt: skip
+    bounds = [speedup_interval(timing_of({"median_ms": r["eager_ms"]} | {c: r.get(f"eager_{c}") for c in spread}),
+                               timing_of(r))[:2] for r in joined.to_dict("records")]  # fmt: skip
     low, high = zip(*bounds, strict=True) if bounds else ((), ())
     return joined.assign(speedup=joined["eager_ms"] / joined["median_ms"], **either,
                          untrusted=either["noisy"] | either["disturbed"], marks=marks,

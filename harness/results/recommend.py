@@ -40,6 +40,7 @@ import pandas as pd
 from harness.measure.stats import median_ci, steady
 from harness.results.compare_stats import CSV_CI_LEVEL, DEFAULT_THRESHOLD, Timing
 from harness.results.tables import (
+    BASELINE_VARIANT,
     CONFIG_COLUMNS,
     GROUP_COLUMNS,
     at_batch_asked,
@@ -52,9 +53,9 @@ from harness.results.tables import (
     ratio_text,
     raw_samples,
     smaller_batch,
+    timing_of,
 )
 
-BASELINE_VARIANT = "eager"
 #: The level of the speedup's interval, as of the stored medians' intervals.
 CONFIDENCE = CSV_CI_LEVEL
 #: A lead smaller than this share of the winner's median is a tie (see the module docstring).
@@ -172,12 +173,6 @@ class Recommendation:
         return "".join(f" {m}" for m in ("~", "!") if m in both)
 
 
-def timing(row: Mapping[str, Any]) -> Timing:
-    """The latency figures of a row: its raw samples (empty in results.csv), median, stored CI and IQR."""
-    return Timing(raw_samples(row.get("samples_ms")), number(row.get("median_ms")), number(row.get("ci_low_ms")),
-                  number(row.get("ci_high_ms")), number(row.get("iqr_ms")))  # fmt: skip
-
-
 def interval(t: Timing) -> tuple[float, float, str]:
     """The 95% CI of the median (stored, else from the samples); without one the samples' 25th to 75th
     percentiles, or, without raw samples (results.csv), the median ± half the stored IQR; else the
@@ -260,16 +255,16 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
         return Recommendation(device, dtype, mode, config, None, not_timed=failed)
     ranked = sorted(timed.to_dict("records"), key=lambda r: (number(r["median_ms"]), str(r["variant"])))
     best, others = ranked[0], ranked[1:]
-    best_t = timing(best)
+    best_t = timing_of(best)
     best_interval = interval(best_t)
-    overlapping = {str(r["variant"]) for r in others if _overlap(best_interval, interval(timing(r)))}
+    overlapping = {str(r["variant"]) for r in others if _overlap(best_interval, interval(timing_of(r)))}
     close = {str(r["variant"]) for r in others if number(r["median_ms"]) <= best_t.median * (1 + EQUIVALENT)}
     tied = tuple(str(r["variant"]) for r in others if str(r["variant"]) in overlapping | close)
     by_margin = tuple(v for v in tied if v not in overlapping)
     eager = next((r for r in ranked if r["variant"] == BASELINE_VARIANT), None)
     speedup, speedup_ci, method, tied_by_speedup = math.nan, (math.nan, math.nan), "", False
     if eager is not None and best_t.median > 0:
-        eager_t = timing(eager)
+        eager_t = timing_of(eager)
         speedup = eager_t.median / best_t.median
         if eager is not best:
             low, high, method = speedup_interval(eager_t, best_t)
@@ -280,7 +275,7 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
     rested_on = [best, *(r for r in others if str(r["variant"]) in tied), *others[:1], *([eager] if eager else [])]
     # a disturbed time is an upper bound, so any disturbed variant, however slow it read, may be the winner
     disturbed = tuple(dict.fromkeys(str(r["variant"]) for r in [*rested_on, *ranked] if "!" in marks(r)))
-    few = tuple(dict.fromkeys(str(r["variant"]) for r in rested_on if interval(timing(r))[2] != "95% CI"))
+    few = tuple(dict.fromkeys(str(r["variant"]) for r in rested_on if interval(timing_of(r))[2] != "95% CI"))
     return Recommendation(
         device, dtype, mode, config, str(best["variant"]),
         median_ms=best_t.median,

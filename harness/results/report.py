@@ -22,6 +22,7 @@ from harness.results.recommend import EQUIVALENT, TABLE_COLUMNS, recommend, tabl
 from harness.results.record import BROKEN, Status
 from harness.results.store import REPORT_MD, RunFolder
 from harness.results.tables import (
+    BASELINE_VARIANT,
     CONFIG_COLUMNS,
     GROUP_COLUMNS,
     LATENCY_CAPTION,
@@ -41,7 +42,6 @@ from harness.results.tables import (
 
 __all__ = ["MARKS", "marks", "markdown", "print_summary", "summary_tables", "with_speedup", "write_reports"]
 
-BASELINE_VARIANT = "eager"
 #: The terminal summary's last line: where the figures come from (``python -m harness report``).
 PLOTS_HINT = "figures (speedup, latency against batch, roofline): python -m harness report {run} --plots"
 

@@ -9,13 +9,17 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from harness.results.compare_stats import Timing
 from harness.results.record import truthy
 
+#: The variant every speedup is over: the seed's module as written, measured in the same run.
+BASELINE_VARIANT = "eager"
 GROUP_COLUMNS: tuple[str, ...] = ("device", "dtype", "mode")
 CONFIG_COLUMNS: tuple[str, ...] = ("context", "channels", "height", "width", "batch", "reduction", "fusion", "bias")
 
@@ -102,6 +106,35 @@ def raw_samples(value: Any) -> np.ndarray:
         return np.array([], dtype=float)
     x = np.asarray(value, dtype=float)
     return x[np.isfinite(x)]
+
+
+@dataclass(frozen=True)
+class TimeColumns:
+    """Where a row keeps one of its time figures: median, raw samples, CI and IQR."""
+
+    median: str
+    samples: str
+    ci_low: str
+    ci_high: str
+    iqr: str | None
+
+
+#: ``median``: the primary latency (GPU time on CUDA, the call's time on CPU); ``host``: the host's
+#: time to issue a call; ``wall``: sync, call, sync. On CPU all three are the call's time.
+METRICS: dict[str, TimeColumns] = {
+    "median": TimeColumns("median_ms", "samples_ms", "ci_low_ms", "ci_high_ms", "iqr_ms"),
+    "host": TimeColumns("host_ms", "host_samples_ms", "host_ci_low_ms", "host_ci_high_ms", None),
+    "wall": TimeColumns("wall_ms", "wall_samples_ms", "wall_ci_low_ms", "wall_ci_high_ms", None),
+}
+
+
+def timing_of(row: Mapping[str, Any], metric: str = "median") -> Timing:
+    """Samples (none in results.csv), median, CI and IQR of ``metric`` in ``row``. A CPU row keeps one
+    set of samples, which is all three figures': the device is the host there."""
+    fig = METRICS["median" if str(row.get("device", "")).startswith("cpu") else metric]
+    iqr = number(row.get(fig.iqr)) if fig.iqr else math.nan
+    return Timing(raw_samples(row.get(fig.samples)), number(row.get(fig.median)), number(row.get(fig.ci_low)),
+                  number(row.get(fig.ci_high)), iqr)  # fmt: skip
 
 
 def decimals(value: float, digits: int = 3) -> int:
