@@ -556,3 +556,41 @@ def test_the_spread_between_processes_is_noise(tmp_path: Path) -> None:
     (c,) = cmp.compare(base, cur).cases
     assert c.verdict is Verdict.AMBIGUOUS and "within noise" in c.note
     assert c.noise == pytest.approx(0.98 / 0.7 - 1)
+
+
+def test_runs_of_other_settings_are_not_judged_but_a_broken_case_still_fails(tmp_path: Path) -> None:
+    """One thread against two read +86% on unchanged code: a setting the user can match is no
+    regression, and the gate says how to match it (exit 2 through ``nothing_judged``)."""
+    base = write_run(tmp_path / "base", [row(case("eager"), noise(1.0)), row(case("x"), noise(1.0))],
+                     env=CPU_ENV | {"threads": 1})  # fmt: skip
+    slower = write_run(tmp_path / "slow", [row(case("eager"), noise(2.0, seed=3)), row(case("x"), noise(1.0, seed=4))])
+    result = cmp.compare(base, slower)
+    assert result.regressions and not result.failed
+    assert result.unlike_settings == ("torch threads differ: baseline 1, this run 2; rerun with --threads 1",)
+    assert result.nothing_judged.startswith("timings not judged: the runs were measured under different settings")
+    assert compare_render.headline(result).startswith("NOT COMPARED: timings not judged")
+    assert not cmp.compare(base, slower.parent / "base").unlike_settings
+    wrong = write_run(tmp_path / "wrong", [row(case("eager"), noise(1.0, seed=3)),
+                                           row(case("x"), status="mismatch", reason="error 0.3")])  # fmt: skip
+    broken = cmp.compare(base, wrong)
+    assert broken.unlike_settings and broken.failed and broken.nothing_judged is None
+    other_host = write_run(tmp_path / "host", [row(case("eager"), noise(2.0, seed=3)), row(case("x"), noise(1.0))],
+                           env=CPU_ENV | {"threads": 1, "hostname": "other"})  # fmt: skip
+    assert cmp.compare(base, other_host).failed  # a fact no flag sets is advice only, as before
+
+
+def test_a_pass_that_judged_few_cases_or_lost_some_says_so(tmp_path: Path) -> None:
+    """Ten of eleven cases AMBIGUOUS passed as "OK" without a word, and so did a run that lost a case."""
+    base = write_run(tmp_path / "base", [row(case(v), noise(1.0, seed=i)) for i, v in enumerate("abcd")])
+    shaky = [row(case(v), noise(1.0, seed=9 + i)) | {"disturbed": v != "a"} for i, v in enumerate("abc")]
+    result = cmp.compare(base, write_run(tmp_path / "cur", shaky))
+    assert not result.failed and result.nothing_judged is None
+    assert result.warnings == (
+        "2 of 3 case(s) timed on both sides are AMBIGUOUS: the gate judged few of them; measure again on a quiet "
+        "machine",
+        "1 case(s) of the baseline are missing from this run, so not judged: if the sweep did not change on "
+        "purpose, it lost them")  # fmt: skip
+    md = compare_render.to_markdown(result)
+    assert md.count("> [!WARNING]") == 2 and "missing from this run" in md
+    half = [row(case(v), noise(1.0, seed=9 + i)) | {"disturbed": v == "a"} for i, v in enumerate("abcd")]
+    assert cmp.compare(base, write_run(tmp_path / "half", half)).warnings == ()  # half is not most

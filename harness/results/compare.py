@@ -25,6 +25,7 @@ from harness.results.compare_stats import (
 )
 from harness.results.record import BROKEN, FAILED, Status, truthy
 from harness.results.store import ResultsError, device_type, env_advice, key_value, load_results
+from harness.results.store import env_differences as store_env_differences
 from harness.results.tables import METRICS, number, raw_samples, smaller_batch, timing_of
 from harness.sweep.cases import KEY_COLUMNS  # older schemas may lack some: only shared columns are matched
 
@@ -153,6 +154,9 @@ class Comparison:
     env_differences: tuple[str, ...]
     notes: tuple[str, ...] = ()
     metric: str = "median"
+    #: Those of ``env_differences`` that are settings of the sweep (``--threads``, ``--processes``,
+    #: ``--cache``...): the runs measured different things, so no slowdown between them is judged.
+    unlike_settings: tuple[str, ...] = ()
 
     @property
     def regressions(self) -> tuple[CaseComparison, ...]:
@@ -164,8 +168,9 @@ class Comparison:
 
     @property
     def failed(self) -> bool:
-        """A significant slowdown beyond the threshold, or a case that was valid and is now wrong."""
-        return bool(self.regressions or self.broken)
+        """A significant slowdown beyond the threshold between runs of the same settings, or a case that
+        was valid and is now wrong."""
+        return bool(self.broken or (self.regressions and not self.unlike_settings))
 
     @property
     def nothing_judged(self) -> str | None:
@@ -174,6 +179,9 @@ class Comparison:
         case skip, or a regression measured on a busy machine. None otherwise."""
         if self.failed:
             return None
+        if self.unlike_settings:  # 1 thread against 2 read as regressions of +86% on unchanged code
+            return (f"timings not judged: the runs were measured under different settings "
+                    f"({'; '.join(self.unlike_settings)})")
         if self.cases:
             if any(c.verdict is not Verdict.AMBIGUOUS for c in self.cases):
                 return None
@@ -202,6 +210,21 @@ class Comparison:
         return (f"the whole run is {way} than the baseline: its cases' median ratio is {middle:.2f}× over "
                 f"{len(ratios)} cases. If the code did not change, the machines or their load differ, and a "
                 f"change smaller than that hides under it; make the baseline again on this machine, idle")
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What a comparison that passed must still say: the whole run moved (``shift``), most cases
+        could not be judged, or cases of the baseline are missing from this run (a sweep that lost
+        them would pass in silence)."""
+        out = [self.shift] if self.shift else []
+        ambiguous = self.count(Verdict.AMBIGUOUS)
+        if not self.nothing_judged and 2 * ambiguous > len(self.cases):
+            out.append(f"{ambiguous} of {len(self.cases)} case(s) timed on both sides are AMBIGUOUS: the gate "
+                       "judged few of them; measure again on a quiet machine")
+        if self.only_baseline:
+            out.append(f"{len(self.only_baseline)} case(s) of the baseline are missing from this run, so not "
+                       "judged: if the sweep did not change on purpose, it lost them")
+        return tuple(out)
 
     def count(self, verdict: Verdict) -> int:
         return sum(c.verdict is verdict for c in self.cases)
@@ -378,7 +401,9 @@ def compare(
     cur = current if isinstance(current, LoadedRun) else load_run(current)
     if base.device and cur.device and base.device != cur.device:
         raise CompareError(f"different devices: baseline ran on {base.device}, current on {cur.device}")
-    differences = env_differences(base, cur)
+    facts = store_env_differences(base.env, cur.env, cur.device or base.device, "compare")
+    differences = [fact.advice(b, c) for fact, b, c in facts]
+    unlike = tuple(fact.advice(b, c) for fact, b, c in facts if fact.flag is not None)
     if differences and strict_env:
         raise CompareError("environments differ (--strict-env): " + "; ".join(differences))
     for run in (base, cur):
@@ -439,4 +464,5 @@ def compare(
         env_differences=tuple(differences),
         notes=tuple(notes),
         metric=metric,
+        unlike_settings=unlike,
     )

@@ -126,8 +126,8 @@ def to_markdown(comparison: Comparison, *, title: str = "Benchmark comparison") 
         lines += ["> [!WARNING]", "> **The environments differ; these timings may not be comparable.**"]
         lines += [f"> - {escape_md(d)}" for d in c.env_differences]
         lines.append("")
-    if c.shift:
-        lines += ["> [!WARNING]", f"> {escape_md(c.shift)}", ""]
+    for warning in c.warnings:
+        lines += ["> [!WARNING]", f"> {escape_md(warning)}", ""]
     lines += [
         f"**{headline(c)}**",
         "",
@@ -231,7 +231,7 @@ def render(comparison: Comparison, console: Console) -> None:
         parts.append(f"[dim]note: {escape(note)}[/]")
     if parts:
         console.print(Group(*parts))
-    if c.shift:
-        console.print(f"[bold yellow]warning: {escape(c.shift)}[/]", soft_wrap=True)
+    for warning in c.warnings:
+        console.print(f"[bold yellow]warning: {escape(warning)}[/]", soft_wrap=True)
     style = "bold red" if c.failed else "bold yellow" if c.nothing_judged else "bold green"
     console.print(f"[{style}]{escape(headline(c))}[/]")
