@@ -100,13 +100,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def exit_for_failures(frame: pd.DataFrame, run_dir: str, console: Console) -> int:
-    """``EXIT_FAIL`` and one line naming them when cases failed, said with --quiet too (a CI job must
-    not pass a wrong variant in silence); else ``EXIT_OK``."""
+    """``EXIT_FAIL`` and one line naming them when cases failed or none was timed, said with --quiet too
+    (a CI job must not pass a wrong variant, or a sweep that measured nothing, in silence); else ``EXIT_OK``."""
     from pathlib import Path
 
+    from harness.results.report import failure_line
     from harness.results.store import ERRORS_LOG
 
-    failed = failed_cases(frame)
+    failed = failure_line(frame)
     if not failed:
         return EXIT_OK
     errors = Path(run_dir) / ERRORS_LOG
@@ -114,22 +115,6 @@ def exit_for_failures(frame: pd.DataFrame, run_dir: str, console: Console) -> in
         failed += f"; tracebacks in {errors}"
     console.print(f"[bold red]{failed}[/]", soft_wrap=True)
     return EXIT_FAIL
-
-
-def failed_cases(frame: pd.DataFrame) -> str | None:
-    """One line counting the cases that failed (``Status.failed``: not ``oom``, the device's limit at
-    that size), by status and variant, or None."""
-    from harness.results.record import FAILED
-
-    if frame.empty or "status" not in frame:
-        return None
-    bad = frame[frame["status"].isin(FAILED)]
-    if bad.empty:
-        return None
-    counts = bad.groupby(["status", "variant"], sort=True).size()
-    parts = ", ".join(f"{variant} {n}× {status}" for (status, variant), n in counts.items())
-    return (f"{len(bad)} of {len(frame)} case(s) failed ({parts}): not timed; each row's reason is in "
-            f"results.csv and report.md")
 
 
 def add_list(sub: argparse._SubParsersAction) -> None:

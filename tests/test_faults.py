@@ -105,6 +105,22 @@ def test_run_exits_1_when_a_case_failed_and_says_so_even_quiet(tmp_path: Path, f
         unregister("fault_wrong")
 
 
+def test_a_run_that_timed_nothing_exits_1_and_says_why_even_quiet(tmp_path: Path, temp_variant,
+                                                                 capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    """Every case skipped (a variant unavailable here) printed only "results: ..." and exited 0."""
+    from harness.cli import main
+
+    def build(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+        return reference
+
+    name = temp_variant("fault_nowhere", build, dtypes=("float32",), available=lambda: "needs a toaster")
+    code = main(["run", "--variants", name, "--shapes", "4x4x4", "--batch-sizes", "1,2", "--modes", "forward",
+                 "--quiet", *FAST_FLAGS, "--out", str(tmp_path / "none")])  # fmt: skip
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 1 and "no case was timed, of 2 (2× skipped: needs a toaster)" in out
+    assert (tmp_path / "none" / "report.md").is_file()
+
+
 def test_a_raising_variant_is_an_error_row_and_the_sweep_goes_on(tmp_path: Path, faults: ModuleType) -> None:
     options = TINY | {"variants": "fault_raise,eager", "batch_sizes": [1, 2]}
     frame = harness.run(**options, out=str(tmp_path))

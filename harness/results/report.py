@@ -19,7 +19,7 @@ from rich.table import Table
 from harness.results.networks import networks_markdown
 from harness.results.profile_report import profiling_markdown
 from harness.results.recommend import EQUIVALENT, TABLE_COLUMNS, recommend, table_rows, terminal_cells
-from harness.results.record import BROKEN, Status
+from harness.results.record import BROKEN, FAILED, Status
 from harness.results.store import REPORT_MD, RunFolder
 from harness.results.tables import (
     BASELINE_VARIANT,
@@ -111,6 +111,26 @@ def disturbed_count(frame: pd.DataFrame) -> str | None:
         line += (f", or, where none is at hand, with --threads 1 (these ran {threads} threads, each of which "
                  "must find a free core)")
     return line
+
+
+def failure_line(frame: pd.DataFrame) -> str | None:
+    """One line when a run must not pass: the cases that failed (``Status.failed``: not ``oom``, the
+    device's limit at that size), by status and variant; or, when none failed, that no case was timed
+    at all (every one skipped or out of memory: nothing answers which variant to run). Else None."""
+    if frame.empty or "status" not in frame:
+        return None
+    bad = frame[frame["status"].isin(FAILED)]
+    if not bad.empty:
+        counts = bad.groupby(["status", "variant"], sort=True).size()
+        parts = ", ".join(f"{variant} {n}× {status}" for (status, variant), n in counts.items())
+        return (f"{len(bad)} of {len(frame)} case(s) failed ({parts}): not timed; each row's reason is in "
+                f"results.csv and report.md")
+    if (frame["status"] == Status.OK).any():
+        return None
+    reasons = frame["reason"].fillna("no reason given") if "reason" in frame else pd.Series("", index=frame.index)
+    why = (frame["status"] + ": " + reasons.astype(str)).value_counts()
+    parts = "; ".join(f"{n}× {text}" for text, n in why.items())
+    return f"no case was timed, of {len(frame)} ({parts})"
 
 
 def recommendation_markdown(frame: pd.DataFrame) -> list[str]:
