@@ -85,6 +85,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         raise UsageError("--replace-baseline only goes with --save-baseline")
     if check_launch_arguments(args):  # the shards go to Slurm (or local processes) instead
         return cmd_launch(args, options, console)
+    if args.save_baseline and not args.replace_baseline and args.resume is None:
+        check_baseline_room(args.config, options)
     frame = api.run(args.config, progress=not args.quiet, console=console, profile=args.profile,
                     resume=args.resume, **options)  # fmt: skip
     if not args.quiet:
@@ -233,6 +235,26 @@ def cmd_env(args: argparse.Namespace, console: Console) -> int:
 
 
 # --- compare, report, baselines --------------------------------------------------------------------
+
+
+def check_baseline_room(config: str | None, options: dict[str, Any]) -> None:
+    """Refuse ``--save-baseline`` before the sweep when the device's baseline times more cases than
+    the sweep holds: it would be kept, and the sweep run for nothing."""
+    import torch
+
+    from harness.measure.envinfo import device_name
+    from harness.results.baselines import BaselineError, check_room
+    from harness.sweep.cases import expand
+    from harness.sweep.config import SweepConfig
+    from harness.sweep.options import by_name
+
+    cfg = SweepConfig.build(config, **by_name(options))
+    device = torch.device(cfg.device)
+    model = "gpu_name" if device.type == "cuda" else "cpu_model"
+    try:
+        check_room({"device": cfg.device, model: device_name(device)}, len(expand(cfg)))
+    except BaselineError as exc:
+        raise UsageError(f"cannot save the baseline: {exc}") from None
 
 
 def save_baseline_of(run_dir: str, console: Console, force: bool = False) -> None:

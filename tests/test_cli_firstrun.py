@@ -269,10 +269,16 @@ def test_run_save_baseline_says_what_it_replaces_and_refuses_fewer_cases(tmp_pat
     saved = next((tmp_path / "results" / "baselines").iterdir())
     capsys.readouterr()
     assert main(["run", *FLAGS, "--batch-sizes", "1", "--out", "small", "--save-baseline"]) == 2
+    err = one_line(capsys)  # refused before the sweep ran: it would have run for nothing
+    assert "cannot save the baseline" in err and "holds 2 timed cases, this sweep only 1" in err
+    assert "--replace-baseline" in err and not (tmp_path / "small").exists()
+    assert len((saved / "results.jsonl").read_text().splitlines()) == 2
+    monkeypatch.setattr("harness.cli.check_baseline_room", lambda config, options: None)  # the check at the end
+    assert main(["run", *FLAGS, "--batch-sizes", "1", "--out", "small", "--save-baseline"]) == 2
     err = one_line(capsys)
     assert "cannot save the baseline" in err and "holds 2 timed cases, this run only 1" in err
-    assert "--replace-baseline" in err
-    assert len((saved / "results.jsonl").read_text().splitlines()) == 2
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
     assert main(["run", *FLAGS, "--batch-sizes", "1", "--out", "again", "--replace-baseline"]) == 2
     assert one_line(capsys) == "error: --replace-baseline only goes with --save-baseline"
     assert not (tmp_path / "again").exists()  # refused before anything ran

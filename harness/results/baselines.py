@@ -110,6 +110,24 @@ def replacement(run_dir: str | Path, root: str | Path = DEFAULT_ROOT) -> Replace
     return Replacement(target, before, _cases(src), changes)
 
 
+def check_room(device_env: Mapping[str, Any], cases: int, root: str | Path = DEFAULT_ROOT) -> None:
+    """Before a sweep of ``cases`` cases that is to be saved as a baseline: refuse it (``BaselineError``)
+    when the device's baseline already times more cases than the sweep has, as ``save_baseline``
+    would refuse it at the end, after the whole sweep ran for nothing. ``device_env``: the ``device``
+    and its ``gpu_name`` or ``cpu_model``."""
+    target = Path(root) / device_slug(device_env)
+    if not (target / "results.jsonl").is_file():
+        return
+    try:
+        before = _cases(target)
+    except (OSError, ValueError):  # a broken baseline must not block its own repair
+        return
+    if before > cases:
+        raise BaselineError(f"{target} holds {before} timed cases, this sweep only {cases}; it would be kept: "
+                            "give --replace-baseline to replace it, or run the sweep it was made with (its "
+                            "env.json's config)")
+
+
 def save_baseline(run_dir: str | Path, root: str | Path = DEFAULT_ROOT, *, force: bool = False) -> Path:
     """Copy a run folder to ``root/<slug>/``, replacing the previous baseline for that device.
 
