@@ -276,7 +276,8 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
         description="Match cases by their key columns and judge each: ratio of medians and a Mann-Whitney U "
                     "test on the raw samples. Exit 0: no regression; 1: a case is slower beyond the threshold "
                     "and significant, or turned wrong (or is new and wrong); 2: bad input, or nothing judged "
-                    "(no case timed on both sides, or every one AMBIGUOUS).",
+                    "(no case timed on both sides, every one AMBIGUOUS, or the runs' settings such as "
+                    "--threads differ).",
     )  # fmt: skip
     p.add_argument("runs", nargs="+", metavar="RUN",
                    help="BASELINE CURRENT (run folders or results files); only CURRENT with --baseline")  # fmt: skip
@@ -327,6 +328,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     compare_render.render(result, console)
     if args.markdown:
         try:
+            Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)  # as run --out makes its folder
             Path(args.markdown).write_text(compare_render.to_markdown(result), encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot write {args.markdown}: {exc.strerror or exc}") from None

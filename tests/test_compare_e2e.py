@@ -71,7 +71,7 @@ def test_a_variant_doing_four_times_the_work_is_a_named_regression(
     before = run(tmp_path / "before", TWIN)
     temp_variant(TWIN, repeated(SLOW_REPEATS), modes="forward")  # same name, four times the work
     after = run(tmp_path / "after", TWIN)
-    md = tmp_path / "summary.md"
+    md = tmp_path / "reports" / "summary.md"  # a folder not made yet: made, as run --out is
     code = main(["compare", str(before), str(after), "--markdown", str(md)])
     out = capsys.readouterr().out
     result = cmp.compare(before, after)
