@@ -295,3 +295,16 @@ def test_a_lead_under_five_percent_is_a_tie_whatever_the_intervals() -> None:
     assert mixed.tied == ("twin", "eager") and mixed.tied_by_margin == ("eager",)
     assert mixed.verdict() == ("tie: fast, twin, eager (intervals overlap; within 5%, which one run cannot tell "
                                "apart: any of them)")
+
+
+def test_a_variant_that_computes_in_lower_precision_is_named_beside_the_answer() -> None:
+    """amp_bf16 tied with eager on a float32 row, "any of them", with an error 20,000 times eager's."""
+    exact = {"tolerance": 1e-5, "max_rel_err": 1.2e-7}
+    rec = only([row("eager", 1.0, **exact), row("amp_bf16", 0.99, tolerance=0.03, max_rel_err=2.4e-3),
+                row("compile", 1.01, tolerance=1e-5, max_rel_err=3e-7)])
+    assert rec.winner == "amp_bf16" and "eager" in rec.tied
+    assert rec.less_precise == (("amp_bf16", 2.4e-3, 1.2e-7),)
+    assert "amp_bf16 computes in lower precision: error 0.0024 against eager's 1.2e-07" in rec.notes()
+    fast = only([row("eager", 1.0, **exact), row("compile", 0.5, **exact), row("amp_bf16", 2.0, tolerance=0.03)])
+    assert fast.less_precise == ()  # named nowhere in the answer: not flagged
+    assert only([row("amp_bf16", 0.5, tolerance=0.03), row("x", 0.6, tolerance=1e-5)]).less_precise == ()  # no eager

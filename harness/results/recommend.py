@@ -108,6 +108,9 @@ class Recommendation:
     #: 6 independent samples' worth): their stand-in, the quartiles, covered the median in 30–63% of
     #: draws, so no "clear".
     few_samples: tuple[str, ...] = ()
+    #: The winner and tied variants judged at a looser tolerance than eager (an AMP variant computing
+    #: float32 input in bfloat16), each with its error and eager's: faster, but not the same numbers.
+    less_precise: tuple[tuple[str, float, float], ...] = ()
 
     @property
     def tie(self) -> bool:
@@ -165,6 +168,9 @@ class Recommendation:
             found.append(f"{BASELINE_VARIANT} {' '.join(flagged)}")
         if self.winner is not None and not math.isfinite(self.speedup) and self.winner != BASELINE_VARIANT:
             found.append(f"no {BASELINE_VARIANT} timed to compare with")
+        for variant, error, eager_error in self.less_precise:
+            found.append(f"{variant} computes in lower precision: error {error:.2g} against "
+                         f"{BASELINE_VARIANT}'s {eager_error:.2g}")  # fmt: skip
         return found
 
     def speedup_marks(self) -> str:
@@ -276,6 +282,7 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
     # a disturbed time is an upper bound, so any disturbed variant, however slow it read, may be the winner
     disturbed = tuple(dict.fromkeys(str(r["variant"]) for r in [*rested_on, *ranked] if "!" in marks(r)))
     few = tuple(dict.fromkeys(str(r["variant"]) for r in rested_on if interval(timing_of(r))[2] != "95% CI"))
+    named = [best, *(r for r in others if str(r["variant"]) in tied)]
     return Recommendation(
         device, dtype, mode, config, str(best["variant"]),
         median_ms=best_t.median,
@@ -298,7 +305,19 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
         wall_best_ms=number(wall_best["wall_ms"]) if wall_best is not None else math.nan,
         disturbed=disturbed,
         few_samples=few,
+        less_precise=less_precise(named, eager),
     )  # fmt: skip
+
+
+def less_precise(named: list[dict[str, Any]], eager: Mapping[str, Any] | None) -> tuple[tuple[str, float, float], ...]:
+    """Of ``named``, the variants checked at a looser tolerance than ``eager`` in the same configuration,
+    with their error and eager's. The tolerance follows the dtype a variant computes in, so a float32
+    row of an AMP variant carries float16's or bfloat16's: a tie with it is a tie of speed only."""
+    if eager is None:
+        return ()
+    bound, own = number(eager.get("tolerance")), number(eager.get("max_rel_err"))
+    return tuple((str(r["variant"]), number(r.get("max_rel_err")), own) for r in named
+                 if r is not eager and number(r.get("tolerance")) > bound)  # fmt: skip
 
 
 def recommend(frame: pd.DataFrame) -> list[Recommendation]:
