@@ -406,6 +406,9 @@ def test_resume_restores_which_variants_were_named(tmp_path: Path, temp_variant)
     ("args", "message"),
     [
         (["run", "--resume", "/nonexistent/run"], "no such run folder"),
+        (["run", "--resume", str(Path(__file__).resolve().parents[1] / "results" / "baselines" / "cpu-amd-epyc"
+                                 / "results.csv")],
+         "results.csv' is a file; give its run folder: --resume"),
         (["run", "--case-timeout", "0"], "--case-timeout must be"),
         (["run", "--shard", "2"], "malformed shard"),
     ],

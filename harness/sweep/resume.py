@@ -33,6 +33,8 @@ def stored_options(config: Mapping[str, Any]) -> dict[str, Any]:
 def config_for(run: str | Path, config_file: str | Path | None, options: Mapping[str, Any]) -> SweepConfig:
     """The sweep to resume: RUN's stored one ← ``config_file`` ← ``options``, written into RUN."""
     path = run_folder_of(run)  # RUN/results.jsonl means RUN
+    if path.is_file():  # results.csv or report.md, tab-completed: name the folder it is in
+        raise ConfigError(f"--resume {str(path)!r} is a file; give its run folder: --resume {str(path.parent)!r}")
     if not path.is_dir():
         raise ConfigError(f"--resume {str(path)!r}: no such run folder")
     env_path = path / ENV_JSON
