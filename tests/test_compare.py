@@ -594,3 +594,10 @@ def test_a_pass_that_judged_few_cases_or_lost_some_says_so(tmp_path: Path) -> No
     assert md.count("> [!WARNING]") == 2 and "missing from this run" in md
     half = [row(case(v), noise(1.0, seed=9 + i)) | {"disturbed": v == "a"} for i, v in enumerate("abcd")]
     assert cmp.compare(base, write_run(tmp_path / "half", half)).warnings == ()  # half is not most
+
+
+def test_a_run_compared_with_itself_says_so(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "base", [row(case("eager"), noise(1.0))])
+    assert any("are the same file" in n for n in cmp.compare(base, base).notes)
+    other = write_run(tmp_path / "other", [row(case("eager"), noise(1.0))])
+    assert not any("same file" in n for n in cmp.compare(base, other).notes)

@@ -412,6 +412,8 @@ def compare(
                                f"time were measured); compare it with --metric median")
     columns = [c for c in KEY_COLUMNS if c in base.columns and c in cur.columns]
     notes = list(base.notes) + list(cur.notes)
+    if Path(base.source).resolve() == Path(cur.source).resolve():  # "OK" here says nothing about any change
+        notes.append(f"the baseline and the current run are the same file ({cur.source}): nothing changed to judge")
     one_sided = sorted((base.columns ^ cur.columns) & set(KEY_COLUMNS))
     if "context" in one_sided and not any(key_value(r.get("context")) for r in (*base.records, *cur.records)):
         one_sided.remove("context")  # rows from before contexts are blocks alone, as the others: an exact match
