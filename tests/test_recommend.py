@@ -308,3 +308,10 @@ def test_a_variant_that_computes_in_lower_precision_is_named_beside_the_answer()
     fast = only([row("eager", 1.0, **exact), row("compile", 0.5, **exact), row("amp_bf16", 2.0, tolerance=0.03)])
     assert fast.less_precise == ()  # named nowhere in the answer: not flagged
     assert only([row("amp_bf16", 0.5, tolerance=0.03), row("x", 0.6, tolerance=1e-5)]).less_precise == ()  # no eager
+
+
+def test_a_winner_that_compiles_says_what_its_first_call_costs() -> None:
+    """compile won 3 of 4 default configurations; its 2.5–7.4 s first call showed only in results.csv."""
+    rec = only([row("eager", 1.0), row("compile", 0.5, compile_s=7.39)])
+    assert "first call compiles 7.4 s" in rec.notes()
+    assert not any("compiles" in n for n in only([row("eager", 1.0), row("fast", 0.5)]).notes())

@@ -111,6 +111,9 @@ class Recommendation:
     #: The winner and tied variants judged at a looser tolerance than eager (an AMP variant computing
     #: float32 input in bfloat16), each with its error and eager's: faster, but not the same numbers.
     less_precise: tuple[tuple[str, float, float], ...] = ()
+    #: What the winner's first call cost to compile or capture (``compile_s``), paid once per process
+    #: and never in its latency: 2.5–7.4 s for ``compile`` on the 2-core VM. NaN: it compiles nothing.
+    compile_s: float = math.nan
 
     @property
     def tie(self) -> bool:
@@ -168,6 +171,8 @@ class Recommendation:
             found.append(f"{BASELINE_VARIANT} {' '.join(flagged)}")
         if self.winner is not None and not math.isfinite(self.speedup) and self.winner != BASELINE_VARIANT:
             found.append(f"no {BASELINE_VARIANT} timed to compare with")
+        if self.compile_s > 0:
+            found.append(f"first call compiles {self.compile_s:.2g} s")  # once per process, never in its latency
         for variant, error, eager_error in self.less_precise:
             found.append(f"{variant} computes in lower precision: error {error:.2g} against "
                          f"{BASELINE_VARIANT}'s {eager_error:.2g}")  # fmt: skip
@@ -306,6 +311,7 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
         disturbed=disturbed,
         few_samples=few,
         less_precise=less_precise(named, eager),
+        compile_s=number(best.get("compile_s")),
     )  # fmt: skip
 
 
