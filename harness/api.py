@@ -114,6 +114,9 @@ def run(
     options = by_name(options)  # one name per option before the stored sweep or a config file is merged
     if resume is not None and options.get("overwrite"):
         raise ConfigError("--overwrite cannot be combined with --resume (which finishes the run in place)")
+    if not write and resume is None and options.get("out") is not None:  # else the folder stays empty, unsaid
+        raise ConfigError(f"out={options['out']!r} names a folder, but write=False keeps nothing on disk; "
+                          "drop one of them")
     cfg = resuming.config_for(resume, config, options) if resume is not None else SweepConfig.build(config, **options)
     registry = all_variants()
     every = expand(cfg)

@@ -79,6 +79,12 @@ def test_an_unknown_keyword_suggests_the_nearest_and_lists_them_all() -> None:
         SweepConfig.build(device="cpu", max_time=1, max_time_s=2)
 
 
+def test_an_out_folder_with_write_false_is_refused_not_left_empty(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"out='.*' names a folder, but write=False keeps nothing on disk"):
+        harness.run(write=False, device="cpu", out=str(tmp_path / "kept"))
+    assert not (tmp_path / "kept").exists()
+
+
 def test_the_known_keys_are_exactly_the_accepted_ones(tmp_path: Path) -> None:
     """The keyword with dashes (``max-time-s``) is accepted besides the flag: unknown keys list it."""
     from harness.sweep.options import SPELLINGS, known_spellings, option_name
