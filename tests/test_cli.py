@@ -70,6 +70,7 @@ BAD_OPTIONS = [
     (["--rel-ci", "nan"], "--rel-ci"),
     (["--warmup", "-1"], "--warmup"),
     (["--warmup", "inf"], "--warmup"),
+    (["--warmup", "1e9"], "--warmup must be ≤ 600"),
     (["--max-time", "0"], "--max-time"),
     (["--max-time", "soon"], "--max-time"),
     (["--seed", "-1"], "--seed"),

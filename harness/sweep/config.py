@@ -238,6 +238,10 @@ def named(name: str, parse: Callable[[], T]) -> T:
         raise ConfigError(f"{FLAGS[name]}: {exc}") from None
 
 
+#: The longest warm-up a case may ask for: ten minutes, past any clock's or cache's settling.
+MAX_WARMUP_S = 600.0
+
+
 def timing_policy(merged: Mapping[str, Any], base: TimingPolicy) -> TimingPolicy:
     """The timing options, each checked and named by its flag; then ``TimingPolicy``'s own checks,
     whose ``ValueError`` becomes a ``ConfigError`` naming the flags too."""
@@ -248,7 +252,8 @@ def timing_policy(merged: Mapping[str, Any], base: TimingPolicy) -> TimingPolicy
         raise ConfigError(f"{FLAGS['min_samples']} {min_samples} exceeds {FLAGS['max_samples']} {max_samples}")
     try:
         return TimingPolicy(
-            warmup_s=parse_float(value("warmup_s"), FLAGS["warmup_s"], minimum=0.0),
+            # seconds per case, before any sample: --warmup 1e9 ran on past the first Ctrl-C, which waits for the case
+            warmup_s=parse_float(value("warmup_s"), FLAGS["warmup_s"], minimum=0.0, maximum=MAX_WARMUP_S),
             min_samples=min_samples,
             max_samples=max_samples,
             rel_ci=parse_float(value("rel_ci"), FLAGS["rel_ci"], minimum=1e-6, below=1.0),
