@@ -299,7 +299,7 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
-    """Differences of environment are shown as ``store.env_advice`` words them: what differs and how
+    """Differences of environment are shown as ``environment.env_advice`` words them: what differs and how
     to make a comparable run ("torch threads differ: baseline 1, this run 2; rerun with --threads 1")."""
     from pathlib import Path
 

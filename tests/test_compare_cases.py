@@ -12,7 +12,7 @@ import pytest
 from compare_helpers import CPU_ENV, case, noise, row, write_run
 
 from harness.results import compare as cmp
-from harness.results import store
+from harness.results import environment as env_rules
 from harness.results.compare import CompareError
 from harness.results.compare_stats import CI_OVERLAP_P, Verdict
 from harness.results.tables import raw_samples, timing_of
@@ -504,12 +504,13 @@ def test_env_differences_read_a_gpus_index_as_its_device_type() -> None:
     GPU model at another index is the same environment."""
     h200 = {"device": "cuda:0", "gpu_name": "NVIDIA H200", "cuda": "13.0"}
     h100 = {"device": "cuda:0", "gpu_name": "NVIDIA H100 80GB HBM3", "cuda": "12.8"}
-    found = store.env_differences(h200, h100, "cuda:0", "merge")
+    found = env_rules.env_differences(h200, h100, "cuda:0", "merge")
     assert [(fact.key, a, b) for fact, a, b in found] == [("gpu_name", "NVIDIA H200", "NVIDIA H100 80GB HBM3"),
                                                           ("cuda", "13.0", "12.8")]  # fmt: skip
-    assert store.env_differences(h200, h200 | {"device": "cuda:1"}, "cuda:1", "merge") == []
-    assert [f.key for f, _, _ in store.env_differences(h200, h200 | {"device": "cpu"}, "cuda", "merge")] == ["device"]
-    assert store.device_type("cuda:3") == "cuda" and store.device_type(None) is None
+    assert env_rules.env_differences(h200, h200 | {"device": "cuda:1"}, "cuda:1", "merge") == []
+    on_cpu = env_rules.env_differences(h200, h200 | {"device": "cpu"}, "cuda", "merge")
+    assert [f.key for f, _, _ in on_cpu] == ["device"]
+    assert env_rules.device_type("cuda:3") == "cuda" and env_rules.device_type(None) is None
 
 
 def test_a_baseline_from_before_contexts_matches_blocks_alone_without_a_note() -> None:
@@ -528,20 +529,20 @@ def test_a_different_number_of_worker_processes_is_said_with_how_to_match_it() -
     """The committed CPU baseline pools 5 processes a case, a default run has one: its medians drift
     more between runs (README, Noise), so compare says so, and a run from before the setting is 1."""
     pooled = {"device": "cpu", "config": {"processes": 5}}
-    assert store.env_advice(pooled, {"device": "cpu", "config": {}}, "cpu") == [
+    assert env_rules.env_advice(pooled, {"device": "cpu", "config": {}}, "cpu") == [
         "worker processes per case differs: baseline 5, this run 1; rerun with --processes 5"]
-    assert store.env_advice(pooled, {"device": "cpu"}, "cpu") != []
-    assert store.env_advice(pooled, pooled, "cpu") == []
-    assert store.env_differences(pooled, {"device": "cpu"}, "cpu", "merge") == []  # merge: its own config checks
+    assert env_rules.env_advice(pooled, {"device": "cpu"}, "cpu") != []
+    assert env_rules.env_advice(pooled, pooled, "cpu") == []
+    assert env_rules.env_differences(pooled, {"device": "cpu"}, "cpu", "merge") == []  # merge: its own config checks
 
 
 def test_a_hot_run_against_a_cold_baseline_on_cuda_is_said() -> None:
     """A hot L2 reads faster than the cold baseline's: no speed-up. On the CPU nothing is flushed."""
     cold = {"device": "cuda", "config": {"cache": "cold"}}
-    assert store.env_advice(cold, {"device": "cuda", "config": {"cache": "hot"}}, "cuda") == [
+    assert env_rules.env_advice(cold, {"device": "cuda", "config": {"cache": "hot"}}, "cuda") == [
         "L2 cache mode differs: baseline cold, this run hot; rerun with --cache cold"]
-    assert store.env_advice({"device": "cuda"}, cold, "cuda") == []  # from before the setting: cold
-    assert store.env_advice({"device": "cpu", "config": {"cache": "cold"}},
+    assert env_rules.env_advice({"device": "cuda"}, cold, "cuda") == []  # from before the setting: cold
+    assert env_rules.env_advice({"device": "cpu", "config": {"cache": "cold"}},
                             {"device": "cpu", "config": {"cache": "hot"}}, "cpu") == []  # fmt: skip
 
 
@@ -550,12 +551,14 @@ def test_the_network_librarys_version_matters_only_to_runs_of_networks() -> None
     neither library runs, and a baseline made without them installed must not warn."""
     old = {"device": "cpu", "smp": "0.5.0", "torchvision": "0.26.0", "config": {"contexts": ["unet"]}}
     new = old | {"smp": "0.6.0"}
-    assert [(f.key, a, b) for f, a, b in store.env_differences(old, new, "cpu", "merge")] == [("smp", "0.5.0", "0.6.0")]
-    assert [f.key for f, _, _ in store.env_differences(old, new, "cpu", "compare")] == ["smp"]
+    found = env_rules.env_differences(old, new, "cpu", "merge")
+    assert [(f.key, a, b) for f, a, b in found] == [("smp", "0.5.0", "0.6.0")]
+    assert [f.key for f, _, _ in env_rules.env_differences(old, new, "cpu", "compare")] == ["smp"]
     older = {"device": "cpu", "config": {"contexts": ["unet"]}}  # a network run from before they were recorded
-    assert store.env_differences(older, new, "cpu", "merge") == []
+    assert env_rules.env_differences(older, new, "cpu", "merge") == []
     blocks = {"device": "cpu", "smp": None, "torchvision": None, "config": {"contexts": []}}
-    assert store.env_differences(blocks, blocks | {"smp": "0.6.0", "torchvision": "0.28.0"}, "cpu", "compare") == []
+    newer = blocks | {"smp": "0.6.0", "torchvision": "0.28.0"}
+    assert env_rules.env_differences(blocks, newer, "cpu", "compare") == []
 
 
 # -------------------------------------------------------------------------------------- labels

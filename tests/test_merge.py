@@ -13,8 +13,9 @@ from conftest import FAST_RUN
 
 import harness
 from harness.cli import main
+from harness.results.environment import env_differences
 from harness.results.merge import MergeError, merge
-from harness.results.store import env_differences, read_jsonl
+from harness.results.store import read_jsonl
 from harness.sweep.cases import KEY_COLUMNS
 
 
@@ -109,7 +110,7 @@ def test_runs_of_different_settings_are_refused(piece, tmp_path: Path, capsys, c
 
 
 def test_what_must_match_depends_on_the_device() -> None:
-    """One table (store.ENVIRONMENT) for merge, resume and compare: the GPU model matters to GPU
+    """One table (environment.ENVIRONMENT) for merge, resume and compare: the GPU model matters to GPU
     timings only, the CPU model and threads to CPU timings only, the host to compare only."""
     a = {"gpu_name": "NVIDIA H100", "cpu_model": "EPYC", "torch": "2.13", "hostname": "a", "threads": 2}
     b = {"gpu_name": "NVIDIA H200", "cpu_model": "Xeon", "torch": "2.13", "hostname": "b", "threads": 1}

@@ -23,9 +23,10 @@ from harness.results.compare_stats import (
     process_gate,
     significance,
 )
+from harness.results.environment import device_type, env_advice
+from harness.results.environment import env_differences as store_env_differences
 from harness.results.record import BROKEN, FAILED, Status, truthy
-from harness.results.store import ResultsError, device_type, env_advice, key_value, load_results
-from harness.results.store import env_differences as store_env_differences
+from harness.results.store import ResultsError, key_value, load_results
 from harness.results.tables import METRICS, number, raw_samples, smaller_batch, timing_of
 from harness.sweep.cases import KEY_COLUMNS  # older schemas may lack some: only shared columns are matched
 
@@ -368,7 +369,7 @@ def compare_case(
 
 
 def env_differences(baseline: LoadedRun, current: LoadedRun) -> list[str]:
-    """One line for each fact of ``store.ENVIRONMENT`` that differs, with how to make a comparable run
+    """One line for each fact of ``environment.ENVIRONMENT`` that differs, with how to make a comparable run
     (missing on both sides is no difference)."""
     return env_advice(baseline.env, current.env, current.device or baseline.device)
 

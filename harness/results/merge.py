@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.results.environment import env_differences
 from harness.results.report import UNFINISHED, write_reports
 from harness.results.store import (
     ENV_JSON,
     ERRORS_LOG,
     RESULTS_JSONL,
     RunFolder,
-    env_differences,
     read_env,
     row_key,
     run_folder_of,

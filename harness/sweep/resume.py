@@ -14,8 +14,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.results.environment import env_differences
 from harness.results.record import case_of
-from harness.results.store import ENV_JSON, RESULTS_JSONL, RunFolder, env_differences, read_env, run_folder_of
+from harness.results.store import ENV_JSON, RESULTS_JSONL, RunFolder, read_env, run_folder_of
 from harness.sweep.cases import Case
 from harness.sweep.config import ConfigError, SweepConfig, read_toml
 from harness.sweep.options import FLAGS, RESUMED_OPTIONS, TIMING_OPTIONS
