@@ -196,20 +196,20 @@ def show_listing(listing: list_cache.Listing, pattern: str, console: Console) ->
     contexts = [c for c in listing.contexts if matches(c)]
     if not picked and not contexts:
         raise ConfigError(f"no variant or context matches {pattern!r}")
-    width = max((len(v.name) for v in picked), default=0)
-    for v in picked:
-        state = "[green]ready[/]" if v.state is None else f"[red]unavailable[/] ({escape(v.state)})"
-        console.print(f"[bold]{v.name:<{width}}[/]  {escape(v.description)}  [dim]\\[{v.devices}][/]  {state}",
-                      highlight=False, soft_wrap=True)
-    if not contexts:
-        return
-    console.print(("\n" if picked else "") + "[bold]contexts[/] (run --context NAME: every scSE block of the network "
-                  "swapped)", highlight=False)  # fmt: skip
-    width = max(len(c.name) for c in contexts)
-    for c in contexts:
-        state = "[green]installed[/]" if c.state is None else f"[red]unavailable[/] ({escape(c.state)})"
-        console.print(f"[bold]{c.name:<{width}}[/]  {escape(c.description)}  [dim]\\[{c.devices}][/]  {state}",
-                      highlight=False, soft_wrap=True)
+
+    def show(entries: list[list_cache.Entry], ready: str) -> None:
+        width = max(len(e.name) for e in entries)
+        for e in entries:
+            state = f"[green]{ready}[/]" if e.state is None else f"[red]unavailable[/] ({escape(e.state)})"
+            console.print(f"[bold]{e.name:<{width}}[/]  {escape(e.description)}  [dim]\\[{e.devices}][/]  {state}",
+                          highlight=False, soft_wrap=True)
+
+    if picked:
+        show(picked, "ready")
+    if contexts:
+        console.print(("\n" if picked else "") + "[bold]contexts[/] (run --context NAME: every scSE block of the "
+                      "network swapped)", highlight=False)  # fmt: skip
+        show(contexts, "installed")
 
 
 def add_env(sub: argparse._SubParsersAction) -> None:
@@ -409,7 +409,6 @@ def check_launch_arguments(args: argparse.Namespace) -> bool:
 
 
 def cmd_launch(args: argparse.Namespace, options: dict[str, object], console: Console) -> int:
-    from pathlib import Path
 
     from harness.sweep import slurm
 
@@ -429,11 +428,9 @@ def cmd_launch(args: argparse.Namespace, options: dict[str, object], console: Co
         return EXIT_FAIL
     if args.save_baseline:
         save_baseline_of(str(result.out), console, force=args.replace_baseline)
-    import pandas as pd
+    from harness.results.store import RunFolder, to_frame
 
-    from harness.results.store import RESULTS_JSONL, read_jsonl
-
-    merged = pd.DataFrame(read_jsonl(Path(result.out) / RESULTS_JSONL))
+    merged = to_frame(RunFolder(result.out, create=False).rows())
     return exit_for_failures(merged, str(result.out), console)  # as a run without shards
 
 
