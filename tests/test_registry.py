@@ -127,7 +127,7 @@ def test_a_name_two_plugins_register_runs_under_neither_and_their_other_variants
     for package, registrations in plugins.items():
         make_package(tmp_path, package, template.format(registrations=registrations.replace("\n", "\n        ")))
     monkeypatch.syspath_prepend(str(tmp_path))
-    eager = registered("eager")
+    eager = get_variant("eager")  # the built-ins loaded: the first test of a fresh xdist worker found none
     names = ["shared_name", "only_a", "only_b", "only_c"]
     try:
         with pytest.warns(RuntimeWarning) as caught:
@@ -179,7 +179,7 @@ def test_an_entry_point_that_registers_nothing_is_said_so(tmp_path: Path, monkey
 
 
 def test_a_plugin_that_replaces_a_built_in_is_said_aloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from variants.registry import add_variant, registered, variant_source
+    from variants.registry import add_variant, get_variant, registered, variant_source
 
     make_package(tmp_path, "plug_eager", """
         import copy
@@ -190,7 +190,7 @@ def test_a_plugin_that_replaces_a_built_in_is_said_aloud(tmp_path: Path, monkeyp
             return copy.deepcopy(reference).to(device, dtype)
     """)
     monkeypatch.syspath_prepend(str(tmp_path))
-    eager = registered("eager")
+    eager = get_variant("eager")  # the built-ins loaded: the first test of a fresh xdist worker had none
     try:
         with pytest.warns(RuntimeWarning, match="plugin 'plug_eager' \\(plug_eager\\) replaces the built-in variant "
                                                 "'eager': runs of 'eager' time the plugin's code \\(plug_eager\\)"):

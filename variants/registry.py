@@ -100,8 +100,7 @@ _registrations = 0
 def _as_set(values: Iterable[str] | str) -> frozenset[str]:
     """A registration's devices, dtypes, modes or fusions: a comma-separated text as the CLI takes
     them (``"float32,float16"`` was one unknown dtype, so every case skipped), or an iterable."""
-    items = values.split(",") if isinstance(values, str) else values
-    return frozenset(str(v).strip() for v in items)
+    return frozenset(_split(values))
 
 
 #: What each set a variant declares may hold.
