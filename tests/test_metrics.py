@@ -85,6 +85,8 @@ def test_run_with_profile_writes_traces_into_the_run_folder(tmp_path: Path) -> N
     traces = sorted(p.name for p in (out / "traces").iterdir())
     assert traces == sorted(Path(t).name for t in frame["trace_file"])
     assert len(traces) == 2
+    report = (out / "report.md").read_text()  # where they are and how to open them
+    assert "## Profiler traces" in report and "2 Chrome trace(s)" in report and "ui.perfetto.dev" in report
     csv = (out / "results.csv").read_text().splitlines()[0].split(",")
     assert {"fvcore_flops", "torch_flops", "analytic_flops", "peak_mem_bytes", "gpu_util_mean"} <= set(csv)
 

@@ -208,7 +208,20 @@ def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
                                      reason=frame["reason"][not_ok].fillna("no reason given"))
         cols = ["variant", "case", "device", "dtype", "mode", "status", "reason"]
         lines += [md_table(cases[cols], index=False), ""]
+    lines += traces_markdown(frame)
     return "\n".join(lines)
+
+
+def traces_markdown(frame: pd.DataFrame) -> list[str]:
+    """Where ``run --profile``'s traces are and how to open them (nothing said of them before)."""
+    if "trace_file" not in frame:
+        return []
+    traces = [str(t) for t in frame["trace_file"] if isinstance(t, str) and t]
+    if not traces:
+        return []
+    return ["## Profiler traces", "",
+            f"{len(traces)} Chrome trace(s) of the timed cases, one per case (the `trace_file` column), e.g. "
+            f"`{traces[0]}`: open one in https://ui.perfetto.dev or chrome://tracing.", ""]  # fmt: skip
 
 
 #: How the terminal summary shows each of ``MARKS``.
