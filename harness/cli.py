@@ -348,7 +348,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     from harness.results.report import write_reports
-    from harness.results.store import REPORT_MD, RunFolder, run_folder_of, to_frame
+    from harness.results.store import REPORT_MD, OutputError, RunFolder, run_folder_of, to_frame
 
     path = run_folder_of(args.run)  # RUN/results.jsonl means RUN
     if path.is_file():
@@ -366,7 +366,14 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     rows = folder.rows()
     if not rows:
         raise UsageError(f"{folder.jsonl}: holds no results")
-    written = write_reports(folder, to_frame(rows), folder.read_env(), plots=args.plots)
+    try:
+        env = folder.read_env()
+    except OutputError as exc:  # as compare reads it: the rows are the run, env.json only its header
+        import warnings
+
+        warnings.warn(f"{exc}; the report is rebuilt without the run's environment", RuntimeWarning, stacklevel=1)
+        env = {}
+    written = write_reports(folder, to_frame(rows), env, plots=args.plots)
     console.print(f"rebuilt: {folder.path / REPORT_MD}, {folder.path / 'results.csv'}"
                   + "".join(f", {p}" for p in written), soft_wrap=True)  # paths stay whole, to copy
     return EXIT_OK

@@ -172,6 +172,16 @@ def test_report_merge_and_resume_take_a_runs_results_jsonl(tiny_run: Path, tmp_p
     assert "give the run folder, not a file in it" in one_line(capsys)
 
 
+def test_report_rebuilds_a_run_whose_env_json_is_damaged(tiny_run: Path, capsys) -> None:
+    """compare reads such a run ("environment not checked"); report refused it outright."""
+    (tiny_run / "env.json").write_text("{")
+    capsys.readouterr()
+    assert main(["report", str(tiny_run)]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "env.json: cannot be read" in err and "rebuilt without the run's environment" in err
+    assert "eager" in (tiny_run / "report.md").read_text()
+
+
 # --- 5. a mistyped flag points to the sub-command's help ------------------------------------------
 
 
