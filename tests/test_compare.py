@@ -601,3 +601,19 @@ def test_a_run_compared_with_itself_says_so(tmp_path: Path) -> None:
     assert any("are the same file" in n for n in cmp.compare(base, base).notes)
     other = write_run(tmp_path / "other", [row(case("eager"), noise(1.0))])
     assert not any("same file" in n for n in cmp.compare(base, other).notes)
+
+
+def test_a_cpu_failure_at_the_default_threshold_names_the_ci_jobs_threshold(tmp_path: Path) -> None:
+    """A new user's unchanged sweep-cpu.toml run failed at 5% (+5.0%, +5.4%); the 0.75 the CI job
+    uses was deep in the README."""
+    base = write_run(tmp_path / "base", [row(case(v), noise(1.0, seed=i)) for i, v in enumerate("ab")])
+    cur = write_run(tmp_path / "cur", [row(case("a"), noise(1.1, seed=7)), row(case("b"), noise(2.0, seed=8))])
+    result = cmp.compare(base, cur)
+    assert len(result.regressions) == 2 and result.device == "cpu"
+    (warning,) = result.warnings
+    assert warning.endswith("--threshold 0.75, at which 1 of these 2 regression(s) would still fail")
+    assert not cmp.compare(base, cur, threshold=0.75).warnings
+    gpu = {**CPU_ENV, "device": "cuda", "gpu_name": "NVIDIA H100"}
+    on_gpu = cmp.compare(write_run(tmp_path / "gb", [row(case("a", device="cuda"), noise(1.0))], env=gpu),
+                         write_run(tmp_path / "gc", [row(case("a", device="cuda"), noise(2.0, seed=3))], env=gpu))
+    assert on_gpu.regressions and not on_gpu.warnings
