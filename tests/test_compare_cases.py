@@ -491,10 +491,11 @@ def test_env_differences_use_whichever_side_knows_its_device() -> None:
     cuda_run = in_memory("cuda", [{"variant": "x"}], cuda_env)
     unknown_run = in_memory("unknown", [{"variant": "x"}], unknown_env)
     assert unknown_run.device is None and cuda_run.device == "cuda"
-    assert cmp.env_differences(cuda_run, unknown_run) == []
-    assert cmp.env_differences(unknown_run, cuda_run) == []
+    assert cmp.env_facts(cuda_run, unknown_run) == []
+    assert cmp.env_facts(unknown_run, cuda_run) == []
     both_unknown = in_memory("unknown2", [{"variant": "x"}], {"cpu_model": "A"})
-    (line,) = cmp.env_differences(both_unknown, unknown_run)
+    ((fact, before, after),) = cmp.env_facts(both_unknown, unknown_run)
+    line = fact.advice(before, after)
     assert line.startswith("CPU model differs: baseline A, this run B; timings from another machine")
 
 

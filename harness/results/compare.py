@@ -23,7 +23,7 @@ from harness.results.compare_stats import (
     process_gate,
     significance,
 )
-from harness.results.environment import device_type, env_advice
+from harness.results.environment import EnvFact, device_type
 from harness.results.environment import env_differences as store_env_differences
 from harness.results.record import BROKEN, FAILED, Status, truthy
 from harness.results.store import ResultsError, key_value, load_results
@@ -219,15 +219,15 @@ class Comparison:
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        """What a comparison that passed must still say: the whole run moved (``shift``), most cases
-        could not be judged, or cases of the baseline are missing from this run (a sweep that lost
-        them would pass in silence)."""
+        """What the verdict alone does not say: the whole run moved (``shift``), most cases could not
+        be judged, a CPU failure would read otherwise at the CI job's threshold, or cases of the
+        baseline are missing from this run (a sweep that lost them would pass in silence)."""
         out = [self.shift] if self.shift else []
         ambiguous = self.count(Verdict.AMBIGUOUS)
         if not self.nothing_judged and 2 * ambiguous > len(self.cases):
             out.append(f"{ambiguous} of {len(self.cases)} case(s) timed on both sides are AMBIGUOUS: the gate "
                        "judged few of them; measure again on a quiet machine")
-        if self.device == "cpu" and self.regressions and self.threshold < CPU_CI_THRESHOLD:
+        if self.device == "cpu" and self.failed and self.regressions and self.threshold < CPU_CI_THRESHOLD:
             gross = sum(c.change > CPU_CI_THRESHOLD for c in self.regressions)
             out.append(f"CPU runs made apart drift by more than {self.threshold:.0%} on a shared machine (README, "
                        f"Noise): the CI job judges CPU baselines with --threshold {CPU_CI_THRESHOLD}, at which "
@@ -378,10 +378,10 @@ def compare_case(
 # ------------------------------------------------------------------------------------------ compare
 
 
-def env_differences(baseline: LoadedRun, current: LoadedRun) -> list[str]:
-    """One line for each fact of ``environment.ENVIRONMENT`` that differs, with how to make a comparable run
-    (missing on both sides is no difference)."""
-    return env_advice(baseline.env, current.env, current.device or baseline.device)
+def env_facts(baseline: LoadedRun, current: LoadedRun) -> list[tuple[EnvFact, Any, Any]]:
+    """Each fact of ``environment.ENVIRONMENT`` that differs, with both values (missing on both sides
+    is no difference), judged for the device type whichever side knows it."""
+    return store_env_differences(baseline.env, current.env, current.device or baseline.device, "compare")
 
 
 def _at_batch(status: str, batch: int | None) -> str:
@@ -412,7 +412,7 @@ def compare(
     cur = current if isinstance(current, LoadedRun) else load_run(current)
     if base.device and cur.device and base.device != cur.device:
         raise CompareError(f"different devices: baseline ran on {base.device}, current on {cur.device}")
-    facts = store_env_differences(base.env, cur.env, cur.device or base.device, "compare")
+    facts = env_facts(base, cur)
     differences = [fact.advice(b, c) for fact, b, c in facts]
     unlike = tuple(fact.advice(b, c) for fact, b, c in facts if fact.flag is not None)
     if differences and strict_env:
