@@ -14,6 +14,7 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from harness import interrupts
 from harness.measure import allocator, bandwidth, envinfo, metrics
 from harness.measure.envinfo import torch_threads
 from harness.results.report import UNFINISHED, write_reports
@@ -39,27 +40,16 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.stop = False
-        self._holding = False  # inside ``recording``: an interrupt waits until the row is kept twice
-        self._pending: type[KeyboardInterrupt] | None = None
 
-    @contextlib.contextmanager
-    def recording(self) -> Iterator[None]:
+    @staticmethod
+    def recording() -> contextlib.AbstractContextManager[None]:
         """A finished row written to results.jsonl and kept for the report as one step: an interrupt
         between the two made the report count one case fewer than the file held."""
-        self._holding = True
-        try:
-            yield
-        finally:
-            self._holding = False
-            pending, self._pending = self._pending, None
-            if pending is not None:
-                raise pending
+        return interrupts.held()
 
-    def _interrupt(self, kind: type[KeyboardInterrupt]) -> None:
-        if self._holding:
-            self._pending = self._pending or kind
-            return
-        raise kind
+    @staticmethod
+    def _interrupt(kind: type[KeyboardInterrupt]) -> None:
+        interrupts.interrupt(kind)
 
     @contextlib.contextmanager
     def installed(self, console: Console | None) -> Iterator[StopFlag]:

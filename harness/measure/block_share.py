@@ -24,6 +24,7 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import profile, record_function
 
+from harness import interrupts
 from harness.measure.profiling import activities_for, quiet_kineto
 
 RANGE = "scse_block"
@@ -127,7 +128,7 @@ def block_share(step: Callable[[], object], blocks: Sequence[torch.nn.Module], d
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.synchronize(device)
-    with block_ranges(blocks), quiet_kineto(), profile(activities=activities_for(device)) as prof:
+    with interrupts.held(), block_ranges(blocks), quiet_kineto(), profile(activities=activities_for(device)) as prof:
         for _ in range(calls):
             step()
         if cuda:

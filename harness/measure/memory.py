@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from harness import interrupts
 from harness.measure.profiling import quiet_kineto
 
 #: Columns :meth:`MemoryUsage.as_row` fills.
@@ -147,7 +148,8 @@ def _cpu_peak(step: Callable[[], object], proc: Path) -> MemoryUsage:
     peak: int | None = None
     started = stepped = False
     try:
-        with quiet_kineto(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        # an interrupt inside a profiler region is raised at its end (``interrupts``)
+        with interrupts.held(), quiet_kineto(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             started = True
             out = step()
             stepped = True

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
+from harness import interrupts
+
 MODES: tuple[str, ...] = ("forward", "train")
 #: Lines kineto writes to stderr on every profiler start and stop, whatever KINETO_LOG_LEVEL says.
 KINETO_NOISE = re.compile(r"^(USDT|STAGE):\S+ \S+ \d+:\d+ \S+\.cpp:\d+\] ")
@@ -84,7 +86,7 @@ def write_step_trace(
         step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    with quiet_kineto(), profile(activities=activities_for(device), record_shapes=True) as prof:
+    with interrupts.held(), quiet_kineto(), profile(activities=activities_for(device), record_shapes=True) as prof:
         for i in range(calls):
             with record_function(f"call {i}"):
                 step()

@@ -1,0 +1,40 @@
+"""Sections of the harness that an interrupt must not cut in two.
+
+The run's signal handlers (``api.StopFlag``) raise ``KeyboardInterrupt`` or ``Terminated`` into
+whatever Python code is running. Two kinds of code must finish first: a finished row written to
+results.jsonl and kept for the report (an interrupt between the two made the report count one case
+fewer than the file held), and a torch.profiler region (SIGTERM raised inside one, as the CPU
+memory pass profiles every case, killed the process with SIGSEGV, before any report was written).
+Inside ``held`` the interrupt waits, and is raised when the outermost section ends. Main thread
+only, as signal handlers are.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+_depth = 0
+_pending: type[BaseException] | None = None
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Run the block whole: an interrupt that arrives meanwhile is raised at its end."""
+    global _depth, _pending
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if _depth == 0 and _pending is not None:
+            pending, _pending = _pending, None
+            raise pending
+
+
+def interrupt(kind: type[BaseException]) -> None:
+    """From a signal handler: raise ``kind`` now, or, inside ``held``, when the section ends."""
+    global _pending
+    if _depth:
+        _pending = _pending or kind
+        return
+    raise kind

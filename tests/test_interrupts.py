@@ -1,0 +1,52 @@
+"""An interrupt waits for the sections it must not cut in two, and is raised when they end."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import torch
+
+from harness import interrupts
+from harness.api import StopFlag, Terminated
+from harness.measure import memory
+
+
+def test_an_interrupt_inside_held_sections_is_raised_when_the_outermost_ends() -> None:
+    done = []
+    with pytest.raises(Terminated):
+        with interrupts.held():
+            with interrupts.held():
+                interrupts.interrupt(Terminated)
+                done.append("inner")
+            done.append("outer")  # the inner section's end raised nothing: the outer still holds
+    assert done == ["inner", "outer"]
+    with pytest.raises(KeyboardInterrupt):  # outside any section: at once
+        interrupts.interrupt(KeyboardInterrupt)
+    with interrupts.held():  # nothing pending is left over from before
+        pass
+
+
+def test_sigterm_during_the_cpu_memory_pass_waits_for_its_profiler_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM raised inside the profiler region that measures a CPU case's peak memory killed the
+    run with SIGSEGV under load ("Requested callback is not found"), before any report was written."""
+    ended = []
+    real = torch.profiler.profile.__exit__
+
+    def exiting(self, *exc):  # the profiler's teardown ran whole, with no exception in flight
+        ended.append(exc[0])
+        return real(self, *exc)
+
+    monkeypatch.setattr(torch.profiler.profile, "__exit__", exiting)
+    model = torch.nn.Conv2d(4, 4, 1)
+    x = torch.randn(2, 4, 8, 8)
+
+    def step() -> torch.Tensor:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the handler has run by now
+        return model(x)
+
+    with StopFlag().installed(None), pytest.raises(Terminated):
+        memory._cpu_peak(step, memory.PROC_SELF)
+    assert ended == [None]
