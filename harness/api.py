@@ -41,16 +41,6 @@ class StopFlag:
     def __init__(self) -> None:
         self.stop = False
 
-    @staticmethod
-    def recording() -> contextlib.AbstractContextManager[None]:
-        """A finished row written to results.jsonl and kept for the report as one step: an interrupt
-        between the two made the report count one case fewer than the file held."""
-        return interrupts.held()
-
-    @staticmethod
-    def _interrupt(kind: type[KeyboardInterrupt]) -> None:
-        interrupts.interrupt(kind)
-
     @contextlib.contextmanager
     def installed(self, console: Console | None) -> Iterator[StopFlag]:
         if threading.current_thread() is not threading.main_thread():
@@ -59,14 +49,14 @@ class StopFlag:
 
         def on_sigint(signum: int, frame: Any) -> None:
             if self.stop:
-                self._interrupt(KeyboardInterrupt)
+                interrupts.interrupt(KeyboardInterrupt)
                 return
             self.stop = True
             if console is not None:
                 console.print("[yellow]Ctrl-C: stopping after the current case (press again to abort it)[/]")
 
         def on_sigterm(signum: int, frame: Any) -> None:
-            self._interrupt(Terminated)
+            interrupts.interrupt(Terminated)
 
         previous = signal.signal(signal.SIGINT, on_sigint)
         previous_term = signal.signal(signal.SIGTERM, on_sigterm)
@@ -172,7 +162,9 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
                         if folder is not None:
                             folder.append_error(case.label, str(trace))
                     row = result.to_row()
-                    with flag.recording():
+                    # written to results.jsonl and kept for the report as one step: an interrupt
+                    # between the two made the report count one case fewer than the file held
+                    with interrupts.held():
                         if folder is not None:
                             folder.append(row)
                         rows.append(row)

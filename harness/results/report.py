@@ -127,8 +127,7 @@ def failure_line(frame: pd.DataFrame) -> str | None:
                 f"results.csv and report.md")
     if (frame["status"] == Status.OK).any():
         return None
-    reasons = frame["reason"].fillna("no reason given") if "reason" in frame else pd.Series("", index=frame.index)
-    why = (frame["status"] + ": " + reasons.astype(str)).value_counts()
+    why = (frame["status"] + ": " + frame["reason"].fillna("no reason given").astype(str)).value_counts()
     parts = "; ".join(f"{n}× {text}" for text, n in why.items())
     return f"no case was timed, of {len(frame)} ({parts})"
 
