@@ -315,3 +315,16 @@ def test_a_winner_that_compiles_says_what_its_first_call_costs() -> None:
     rec = only([row("eager", 1.0), row("compile", 0.5, compile_s=7.39)])
     assert "first call compiles 7.4 s" in rec.notes()
     assert not any("compiles" in n for n in only([row("eager", 1.0), row("fast", 0.5)]).notes())
+
+
+def test_a_winner_timed_in_its_own_layout_says_what_nchw_input_costs() -> None:
+    """channels_last won at 0.262 ms against eager's 0.352, and took 0.747 ms given NCHW input."""
+    rec = only([row("eager", 0.352), row("channels_last", 0.262, nchw_input_ms=0.747)])
+    assert rec.winner == "channels_last" and rec.nchw_input == (("channels_last", 0.747),)
+    assert "channels_last from NCHW input: 0.747 ms, 0.47× eager" in rec.notes()
+    tied = only([row("eager", 0.352), row("fast", 0.26), row("channels_last", 0.262, nchw_input_ms=0.747)])
+    assert tied.winner == "fast" and tied.nchw_input == (("channels_last", 0.747),)  # tied: named, so noted
+    behind = only([row("eager", 0.352), row("fast", 0.1), row("channels_last", 0.262, nchw_input_ms=0.747)])
+    assert behind.nchw_input == ()  # not part of the answer
+    alone = only([row("channels_last", 0.262, nchw_input_ms=0.747)])
+    assert "channels_last from NCHW input: 0.747 ms" in alone.notes()  # no eager to set it against

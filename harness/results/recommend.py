@@ -114,6 +114,12 @@ class Recommendation:
     #: What the winner's first call cost to compile or capture (``compile_s``), paid once per process
     #: and never in its latency: 2.5–7.4 s for ``compile`` on the 2-core VM. NaN: it compiles nothing.
     compile_s: float = math.nan
+    #: The winner and tied variants timed on input in their own layout (``channels_last``: NHWC), each
+    #: with its time given NCHW input, the conversion counted (``nchw_input_ms``): 0.26 ms became 0.75
+    #: on the 2-core VM, slower than eager, as converting 8×64×32×32 alone takes 0.45 ms.
+    nchw_input: tuple[tuple[str, float], ...] = ()
+    #: Eager's median, which ``nchw_input``'s times are set against.
+    eager_ms: float = math.nan
 
     @property
     def tie(self) -> bool:
@@ -173,6 +179,9 @@ class Recommendation:
             found.append(f"no {BASELINE_VARIANT} timed to compare with")
         if self.compile_s > 0:
             found.append(f"first call compiles {self.compile_s:.2g} s")  # once per process, never in its latency
+        for variant, ms in self.nchw_input:
+            versus = f", {ratio_text(self.eager_ms / ms)}× {BASELINE_VARIANT}" if math.isfinite(self.eager_ms) else ""
+            found.append(f"{variant} from NCHW input: {ms:.{decimals(ms)}f} ms{versus}")  # its layout's copy counted
         for variant, error, eager_error in self.less_precise:
             found.append(f"{variant} computes in lower precision: error {error:.2g} against "
                          f"{BASELINE_VARIANT}'s {eager_error:.2g}")  # fmt: skip
@@ -312,6 +321,9 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
         few_samples=few,
         less_precise=less_precise(named, eager),
         compile_s=number(best.get("compile_s")),
+        nchw_input=tuple((str(r["variant"]), number(r.get("nchw_input_ms"))) for r in named
+                         if math.isfinite(number(r.get("nchw_input_ms")))),
+        eager_ms=number(eager["median_ms"]) if eager is not None else math.nan,
     )  # fmt: skip
 
 

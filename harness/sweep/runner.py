@@ -12,6 +12,7 @@ once (``metrics.Flops``), by objects the run owns.
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -239,6 +240,9 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
                     first = replace(first, recompiles=compiled_graphs(fn) - graphs_after_first)
                 calls = sum(t.warmup_calls + len(t.samples_ms) * t.calls_per_sample for t in (timing, wall) if t)
                 figures = Figures.of(timing, wall, device.type == "cuda", case.batch, remeasured)
+                layout = tags_of(variant).memory_format
+                if layout != torch.contiguous_format and not case.context:
+                    swapped["nchw_input_ms"] = converted_input_ms(fn, x, params, grad_out, layout, clock, policy)
             timed = Timed(case, step, device, calls, figures.stats.median_ms, subject.blocks)
             measured = swapped | measures.measured(timed, spent)
     finally:
@@ -246,6 +250,17 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
         for name, seconds in spent.items():
             timer.add(name, seconds)
     return CaseResult(case, Status.OK, check=check, first_call=first, figures=figures, metrics=measured)
+
+
+def converted_input_ms(fn: Fn, x: torch.Tensor, params: dict[str, torch.Tensor], grad_out: torch.Tensor | None,
+                       layout: torch.memory_format, clock: Clock, policy: TimingPolicy) -> float:
+    """The median time per call of a variant that is timed on input in its own ``layout`` (tag
+    ``input_memory_format``), given NCHW input instead, its conversion (and, in train mode, the
+    gradient's conversion back) counted: what a network whose tensors are NCHW pays. A short loop
+    under the wall-time policy, after the timed one: the answer table reads it to a few percent."""
+    nchw = x.detach().contiguous().requires_grad_(x.requires_grad)
+    step = make_step(lambda t: fn(t.contiguous(memory_format=layout)), nchw, params, grad_out)
+    return statistics.median(measure(step, clock, policy.for_wall()).samples_ms)
 
 
 def time_step(step: Callable[[], object], clock: Clock, policy: TimingPolicy) -> tuple[Timing, Timing | None, bool]:
