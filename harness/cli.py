@@ -292,6 +292,9 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strict-env", dest="strict_env", action="store_true",
                    help="any environment difference compare warns of (GPU or CPU model, torch or CUDA version, "
                         "host, threads, processes, allocator, L2 cache mode) is an error, not a warning")  # fmt: skip
+    p.add_argument("--fail-on-missing", dest="fail_on_missing", action="store_true",
+                   help="a case the baseline timed that CURRENT lacks or did not time (skipped) fails, exit 1: "
+                        "a sweep that lost a variant no longer passes on the rest")  # fmt: skip
     p.add_argument("--baselines-dir", dest="baselines_dir", default=None, metavar="DIR",
                    help="where --baseline looks for <device>/ (default results/baselines, from the current "
                         "directory)")  # fmt: skip
@@ -321,7 +324,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
             baseline, current,
             threshold=compare_stats.DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
             alpha=compare_stats.DEFAULT_ALPHA if args.alpha is None else args.alpha,
-            strict_env=args.strict_env, metric=args.metric,
+            strict_env=args.strict_env, metric=args.metric, fail_on_missing=args.fail_on_missing,
         )  # fmt: skip
     except (cmp.CompareError, BaselineError) as exc:
         raise UsageError(str(exc)) from None

@@ -617,3 +617,27 @@ def test_a_cpu_failure_at_the_default_threshold_names_the_ci_jobs_threshold(tmp_
     on_gpu = cmp.compare(write_run(tmp_path / "gb", [row(case("a", device="cuda"), noise(1.0))], env=gpu),
                          write_run(tmp_path / "gc", [row(case("a", device="cuda"), noise(2.0, seed=3))], env=gpu))
     assert on_gpu.regressions and not on_gpu.warnings
+
+
+def test_fail_on_missing_fails_a_run_that_lost_or_skips_a_baseline_case(tmp_path: Path) -> None:
+    """A sweep that lost a variant passed on the rest with a warning: a gate that must see every case asks."""
+    base = write_run(tmp_path / "base", [row(case(v), noise(1.0, seed=i)) for i, v in enumerate("abc")])
+    same = [row(case("a"), noise(1.0, seed=5))]
+    lost = cmp.compare(base, write_run(tmp_path / "lost", same + [row(case("b"), status="skipped", reason="no")]))
+    assert not lost.failed and len(lost.missing) == 2  # "c" absent, "b" skipped now
+    strict = cmp.compare(base, lost.current, fail_on_missing=True)
+    assert strict.failed and strict.nothing_judged is None
+    assert compare_render.headline(strict).startswith("FAIL: 2 baseline case(s) not timed now (")
+    whole = cmp.compare(base, write_run(tmp_path / "whole", [row(case(v), noise(1.0, seed=7 + i))
+                                                             for i, v in enumerate("abc")]), fail_on_missing=True)
+    assert not whole.failed and whole.missing == ()
+
+
+def test_fail_on_missing_on_the_command_line_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    base = write_run(tmp_path / "base", [row(case(v), noise(1.0, seed=i)) for i, v in enumerate("ab")])
+    cur = write_run(tmp_path / "cur", [row(case("a"), noise(1.0, seed=5))])
+    assert main(["compare", str(base), str(cur)]) == 0
+    assert main(["compare", str(base), str(cur), "--fail-on-missing"]) == 1
+    assert "FAIL: 1 baseline case(s) not timed now" in capsys.readouterr().out

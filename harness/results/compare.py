@@ -163,6 +163,8 @@ class Comparison:
     unlike_settings: tuple[str, ...] = ()
     #: The device type both runs timed ("cpu", "cuda"), None when unknown.
     device: str | None = None
+    #: ``--fail-on-missing``: a case timed in the baseline and not now (``missing``) fails the comparison.
+    fail_on_missing: bool = False
 
     @property
     def regressions(self) -> tuple[CaseComparison, ...]:
@@ -173,10 +175,19 @@ class Comparison:
         return tuple(s for s in self.status_changes if s.broken)
 
     @property
+    def missing(self) -> tuple[Key, ...]:
+        """Cases the baseline timed that this run did not: absent from it, or now skipped (a variant
+        unavailable here, say). Neither is a regression, but a CI gate may want them to be
+        (``fail_on_missing``): a sweep that lost a variant would otherwise pass on the rest."""
+        lost = (s.key for s in self.status_changes if s.baseline_status == "ok" and not s.broken)
+        return (*self.only_baseline, *lost)
+
+    @property
     def failed(self) -> bool:
-        """A significant slowdown beyond the threshold between runs of the same settings, or a case that
-        was valid and is now wrong."""
-        return bool(self.broken or (self.regressions and not self.unlike_settings))
+        """A significant slowdown beyond the threshold between runs of the same settings, a case that
+        was valid and is now wrong, or, with ``fail_on_missing``, a case timed before and not now."""
+        lost = self.fail_on_missing and bool(self.missing)
+        return bool(self.broken or lost or (self.regressions and not self.unlike_settings))
 
     @property
     def nothing_judged(self) -> str | None:
@@ -397,6 +408,7 @@ def compare(
     threshold: float = DEFAULT_THRESHOLD,
     alpha: float = DEFAULT_ALPHA,
     strict_env: bool = False,
+    fail_on_missing: bool = False,
     metric: str = "median",
 ) -> Comparison:
     """Match the two runs' cases by their key columns and judge each on ``metric`` (``METRICS``);
@@ -479,4 +491,5 @@ def compare(
         metric=metric,
         unlike_settings=unlike,
         device=cur.device or base.device,
+        fail_on_missing=fail_on_missing,
     )

@@ -81,6 +81,8 @@ def headline(comparison: Comparison) -> str:
             parts.append(f"{len(comparison.regressions)} regression(s)")
         if comparison.broken:
             parts.append(f"{len(comparison.broken)} case(s) broken")
+        if comparison.fail_on_missing and comparison.missing:
+            parts.append(f"{len(comparison.missing)} baseline case(s) not timed now")
         return f"FAIL: {' and '.join(parts)} ({counts})"
     return f"OK: no regression ({counts})"
 
