@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from harness import interrupts
 from harness.measure import allocator, bandwidth, envinfo, metrics
 from harness.measure.envinfo import torch_threads
-from harness.results.report import UNFINISHED, write_reports
+from harness.results.report import UNFINISHED, VARIANT_DESCRIPTIONS, write_reports
 from harness.results.store import RunFolder, default_run_dir, to_frame
 from harness.sweep import isolation, sharding
 from harness.sweep import resume as resuming
@@ -133,6 +133,8 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
         env["cpu_allocator"] = allocator.allocator_name()
         # which code each name ran: a plugin may replace a built-in (eager, what every speedup is over)
         env["variant_sources"] = {name: variant_source(name) for name in cfg.variants}
+        known = all_variants()  # what each is, for report.md, which a plugin's absence must not blank
+        env[VARIANT_DESCRIPTIONS] = {name: known[name].description for name in cfg.variants if name in known}
         env["steady_malloc"] = steady_allocator(cfg)
         env[bandwidth.ENV_KEY] = peak_bw = bandwidth.measure_copy_bandwidth(cfg.device)  # once per run
         if folder is not None:

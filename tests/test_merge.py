@@ -255,3 +255,17 @@ def test_each_runs_tracebacks_follow_it_into_the_merged_folder(piece, tmp_path: 
 def test_runs_without_tracebacks_merge_into_a_folder_without_errors_log(piece, tmp_path: Path) -> None:
     merge([piece("a", [0]), piece("b", [1])], tmp_path / "m")
     assert not (tmp_path / "m" / "errors.log").exists()
+
+
+def test_the_merged_run_describes_every_runs_variants(piece, real_run: Path, tmp_path: Path) -> None:
+    """Shards of other variants: the merged env.json and report.md name what each of them is."""
+    assert json.loads((real_run / "env.json").read_text())["variant_descriptions"]["mean_squeeze"].startswith(
+        "squeeze as x.mean")
+    a = piece("a", [0, 2], variant_descriptions={"eager": "the seed"}, variant_sources={"eager": "built-in"})
+    b = piece("b", [1, 3], variant_descriptions={"mean_squeeze": "a mean"}, variant_sources={"mean_squeeze": "x"})
+    assert main(["merge", str(a), str(b), "--out", str(tmp_path / "m")]) == 0
+    env = json.loads((tmp_path / "m" / "env.json").read_text())
+    assert env["variant_descriptions"] == {"eager": "the seed", "mean_squeeze": "a mean"}
+    assert env["variant_sources"] == {"eager": "built-in", "mean_squeeze": "x"}
+    report = (tmp_path / "m" / "report.md").read_text()
+    assert "| mean_squeeze | a mean" in report and "| eager        | the seed" in report

@@ -124,8 +124,8 @@ CI_FRAME = to_frame([
 def test_report_starts_with_which_variant_to_run() -> None:
     md = markdown(CI_FRAME, {"device": "cpu", "cpu_model": "Test CPU"})
     headings = [line for line in md.splitlines() if line.startswith("## ")]
-    assert headings[0] == "## Which variant to run" and headings[1] == "## cpu · float32 · forward"
-    answer = md[md.index("## Which variant to run"):md.index("## cpu · float32 · forward")]
+    assert headings[:3] == ["## Which variant to run", "## Variants", "## cpu · float32 · forward"]
+    answer = md[md.index("## Which variant to run"):md.index("## Variants")]
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in answer.splitlines() if line.startswith("|")]
     assert cells[0][:6] == ["device · dtype · mode", "case", "run", "median ms [95% CI]",
                             "speedup over eager [95% CI]", "verdict"]  # fmt: skip
@@ -348,3 +348,25 @@ def test_a_speedup_far_below_one_keeps_its_digits() -> None:
 
     assert [ratio_text(v) for v in (1.554, 0.1, 0.0996, 0.004, 0.00123, 12.0)] == [
         "1.55", "0.10", "0.1", "0.004", "0.0012", "12.00"]
+
+
+def test_the_variants_section_says_what_each_is_and_how_often_it_was_the_answer() -> None:
+    def ci(variant: str, median: float, **kw) -> dict:  # a ±2% interval: enough samples for a verdict
+        return row(variant, median, ci_low_ms=median * 0.98, ci_high_ms=median * 1.02, **kw)
+
+    frame = to_frame([
+        ci("eager", 2.0), ci("fast", 0.5), row("wrong", None, status="mismatch"),  # fast: clear
+        ci("eager", 4.0, batch=16), ci("fast", 2.0, batch=16), ci("twin", 2.02, batch=16),  # a tie
+        ci("eager", 10.0, mode="train"), ci("fast", 5.0, mode="train", disturbed=True),  # unsure
+    ])  # fmt: skip
+    env = {"variant_descriptions": {"eager": "the seed's module", "fast": "a fused kernel"},
+           "variant_sources": {"eager": "built-in", "fast": "plugin 'p' (p.mod)"}}
+    md = markdown(frame, env)
+    section = md[md.index("## Variants"):md.index("Cells:")]
+    assert "answer in 3 configuration(s)" in section
+    lines = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| ")}
+    assert "the seed's module" in lines["eager"] and "never first" in lines["eager"]
+    assert "plugin 'p' (p.mod)" in lines["fast"]
+    assert "clear winner in 1 of 3; tied for first in 1; first but unsure in 1" in lines["fast"]
+    assert "tied for first in 1" in lines["twin"] and "never first" in lines["wrong"]
+    assert "## Variants" in markdown(frame)  # an older run's env.json without descriptions: the counts alone

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.results.environment import env_differences
-from harness.results.report import UNFINISHED, write_reports
+from harness.results.report import UNFINISHED, VARIANT_DESCRIPTIONS, write_reports
 from harness.results.store import (
     ENV_JSON,
     ERRORS_LOG,
@@ -200,6 +200,8 @@ def merge(runs: Sequence[str | Path], out: str | Path, allow_mixed_env: bool = F
     seen = lambda key: sorted({str(e[key]) for e in envs.values() if e.get(key)})  # noqa: E731
     env |= {"config": config, "merged_from": [str(p) for p in paths], "merged_hosts": seen("hostname"),
             "merged_git_commits": seen("git_commit")}  # fmt: skip
+    for key in ("variant_sources", VARIANT_DESCRIPTIONS):  # runs of other variants: every run's names
+        env[key] = {k: v for e in envs.values() if isinstance(e.get(key), Mapping) for k, v in e[key].items()}
     left = sum(int(e.get(UNFINISHED) or 0) for e in envs.values())  # every run's, not the first's alone
     env.pop(UNFINISHED, None)
     if left:

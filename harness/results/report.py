@@ -18,7 +18,14 @@ from rich.table import Table
 
 from harness.results.networks import networks_markdown
 from harness.results.profile_report import profiling_markdown
-from harness.results.recommend import EQUIVALENT, TABLE_COLUMNS, recommend, table_rows, terminal_cells
+from harness.results.recommend import (
+    EQUIVALENT,
+    TABLE_COLUMNS,
+    Recommendation,
+    recommend,
+    table_rows,
+    terminal_cells,
+)
 from harness.results.record import BROKEN, FAILED, Status
 from harness.results.store import REPORT_MD, RunFolder
 from harness.results.tables import (
@@ -132,9 +139,8 @@ def failure_line(frame: pd.DataFrame) -> str | None:
     return f"no case was timed, of {len(frame)} ({parts})"
 
 
-def recommendation_markdown(frame: pd.DataFrame) -> list[str]:
+def recommendation_markdown(frame: pd.DataFrame, recs: list[Recommendation]) -> list[str]:
     """The "Which variant to run" section: one line per configuration, the answer before the details."""
-    recs = recommend(frame)
     if not recs:
         return []
     table = pd.DataFrame(table_rows(recs), columns=list(TABLE_COLUMNS))
@@ -158,6 +164,40 @@ def recommendation_markdown(frame: pd.DataFrame) -> list[str]:
 
 #: The env key a report is given when its run stopped before its last case: how many cases are left.
 UNFINISHED = "cases_left"
+#: The env key holding each variant's registered description, by name, as the run found them.
+VARIANT_DESCRIPTIONS = "variant_descriptions"
+
+
+def answers_text(variant: str, recs: list[Recommendation]) -> str:
+    """How often ``variant`` is the answer: ``clear winner in 2 of 8; tied for first in 3``, and
+    apart, where it read fastest on a disturbed time or too few samples, ``first but unsure``."""
+    sure = [r for r in recs if r.winner is not None and not r.unsure]
+    clear = sum(r.winner == variant and not r.tie for r in sure)
+    tied = sum(r.tie and variant in (r.winner, *r.tied) for r in sure)
+    parts = [f"clear winner in {clear} of {len(recs)}"] if clear else []
+    parts += [f"tied for first in {tied}"] if tied else []
+    unsure = sum(r.winner == variant and r.unsure is not None for r in recs)
+    parts += [f"first but unsure in {unsure}"] if unsure else []
+    return "; ".join(parts) or "never first"
+
+
+def variants_markdown(frame: pd.DataFrame, recs: list[Recommendation], env: Mapping[str, Any] | None) -> list[str]:
+    """The "Variants" section: what each variant of the run is (its registered description, kept in
+    env.json, so a plugin's variant reads the same when the plugin is gone), where its code came
+    from, and how often it was the answer."""
+    variants = list(dict.fromkeys(frame["variant"].astype(str)))
+    if not variants or not recs:
+        return []
+    described = (env or {}).get(VARIANT_DESCRIPTIONS) or {}
+    sources = (env or {}).get("variant_sources") or {}
+    table = pd.DataFrame({
+        "variant": variants,
+        "what it is": [str(described.get(v, "")) for v in variants],
+        "code": [str(sources.get(v) or "") for v in variants],
+        f"answer in {len(recs)} configuration(s)": [answers_text(v, recs) for v in variants],
+    })  # fmt: skip
+    table = table.loc[:, (table != "").any()]
+    return ["## Variants", "", md_table(table, index=False), ""]
 
 
 def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
@@ -176,7 +216,9 @@ def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
         lines += [f"> **Unfinished run: {env[UNFINISHED]} case(s) did not run** (it was interrupted), so the "
                   "answers below weigh only the variants that did. Finish it with "
                   "`python -m harness run --resume RUN`, RUN being this folder.", ""]
-    lines += recommendation_markdown(frame)
+    recs = recommend(frame)
+    lines += recommendation_markdown(frame, recs)
+    lines += variants_markdown(frame, recs, env)
     lines += networks_markdown(frame)
     lines += [
         f"Cells: {LATENCY_CAPTION}. On CUDA the latency is the GPU time, without the host's launch gaps. "
