@@ -291,3 +291,17 @@ def test_the_roofline_marks_disturbed_points_as_the_latency_plot_does() -> None:
     clean = drawn(plots.draw_roofline, frame())
     assert clean is not None and not _disturbed_marks(clean)
     assert "disturbed (CPU starved)" not in [t.get_text() for t in clean.legends[0].get_texts()]
+
+
+def test_a_repeated_case_is_drawn_from_its_last_row_as_the_tables_show_it() -> None:
+    """A resumed run holds a case twice: the figures, like every table, use its last row, and a case
+    whose last row failed is no bar at all (its earlier ``ok`` row is history)."""
+    rows = frame()
+    first = rows[(rows["variant"] == "fast") & (rows["batch"] == 1) & (rows["channels"] == 32)]
+    again = first.assign(median_ms=first["median_ms"] * 4)  # measured again, 4× slower: the last word
+    failed = rows[(rows["variant"] == "fast") & (rows["batch"] == 8) & (rows["channels"] == 32)]
+    failed = failed.assign(status="error", median_ms=None)
+    table = plots.speedup_table(pd.concat([rows, again, failed], ignore_index=True))
+    fast = table[(table["variant"] == "fast") & (table["channels"] == 32)]
+    assert fast["batch"].tolist() == [1]  # one bar, and none for the case that failed last
+    assert fast["speedup"].tolist() == pytest.approx([0.5])

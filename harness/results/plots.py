@@ -27,7 +27,7 @@ from harness.measure.bandwidth import ENV_KEY as COPY_BANDWIDTH_KEY
 from harness.results.recommend import speedup_interval
 from harness.results.record import truthy
 from harness.results.store import FIGURE_FILES
-from harness.results.tables import BASELINE_VARIANT, METRICS, at_batch_asked, timing_of
+from harness.results.tables import BASELINE_VARIANT, METRICS, at_batch_asked, last_rows, timing_of
 
 #: Columns that, with the shape and batch, say which rows are the same configuration.
 CONFIG_COLUMNS: tuple[str, ...] = ("context", "device", "dtype", "mode", "reduction", "fusion", "bias")
@@ -55,11 +55,13 @@ class PlainLogFormatter(LogFormatter):
 
 
 def valid_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """Timed rows only, at the batch they were asked for (not ``--oom-retry``'s halved ones), with the
-    columns the figures group on present (older files lack ``bias``)."""
+    """Each case's last row (``tables.last_rows``, as every table shows it) where it was timed, at the
+    batch asked for (not ``--oom-retry``'s halved ones), with the columns the figures group on
+    present (older files lack ``bias``)."""
     needed = {"variant", "status", "median_ms", "batch", *SHAPE_COLUMNS}
     if not needed <= set(frame.columns):
         return pd.DataFrame(columns=sorted(needed | set(CONFIG_COLUMNS)))
+    frame = last_rows(frame)
     ok = frame[(frame["status"] == "ok") & frame["median_ms"].notna() & at_batch_asked(frame)].copy()
     for column in CONFIG_COLUMNS:
         if column not in ok.columns:
@@ -118,7 +120,7 @@ def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
     ok = valid_rows(frame)
     keys = list(CONFIG_COLUMNS + SHAPE_COLUMNS) + ["batch"]
     ok = ok.assign(**{column: flagged(ok, column) for column in SPEEDUP_MARKS})
-    base = ok[ok["variant"] == BASELINE_VARIANT].drop_duplicates(keys, keep="last").set_index(keys)
+    base = ok[ok["variant"] == BASELINE_VARIANT].set_index(keys)  # one row a case: valid_rows keeps the last
     latency = METRICS["median"]  # what the speedup's interval is made from
     spread = [c for c in (latency.samples, latency.ci_low, latency.ci_high, latency.iqr) if c in ok.columns]
     base = base[["median_ms", *SPEEDUP_MARKS, *spread]].rename(columns={"median_ms": "eager_ms"} | {
