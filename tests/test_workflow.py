@@ -164,3 +164,23 @@ def test_script_passes_bad_input_through_as_exit_2(tmp_path: Path) -> None:
     out = run_script(tmp_path, current, tmp_path / "summary.md")
     assert out.returncode == 2
     assert "no case in common" in out.stderr
+
+
+@pytest.mark.parametrize(("fail_on_missing", "code"), [("", 0), ("true", 1)])
+def test_script_fails_a_run_that_lost_a_baseline_case_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 fail_on_missing: str, code: int) -> None:  # fmt: skip
+    """The workflow sets BENCH_FAIL_ON_MISSING: it sweeps the baseline's own config, so a case it lacks is lost."""
+    baselines.save_baseline(write_run(tmp_path / "old", [row(case(), noise(1.0, seed=1)),
+                                                         row(case(variant="lost"), noise(1.0, seed=3))]),
+                            tmp_path / "results" / "baselines")  # fmt: skip
+    current = write_run(tmp_path / "bench-run", [row(case(), noise(1.0, seed=2))])
+    monkeypatch.setenv("BENCH_FAIL_ON_MISSING", fail_on_missing)
+    out = run_script(tmp_path, current, tmp_path / "summary.md")
+    assert out.returncode == code, out.stdout + out.stderr
+    assert ("1 baseline case(s) not timed now" in out.stdout) is (code == 1)
+
+
+def test_both_jobs_fail_on_a_lost_case(workflow: dict[str, Any]) -> None:
+    for job in ("gpu", "cpu"):
+        step = next(s for s in workflow["jobs"][job]["steps"] if "bench-compare.sh" in s.get("run", ""))
+        assert step["env"]["BENCH_FAIL_ON_MISSING"] == "true"

@@ -45,12 +45,18 @@ fi
 
 # BENCH_THRESHOLD: the slowdown that counts as a regression (compare's default 5% on a quiet GPU;
 # shared CPU runners drift 10-20% between processes, see README "Noise").
-python -m harness compare "$baseline" "$run_dir" --markdown "$markdown" --threshold "${BENCH_THRESHOLD:-0.05}"
+# BENCH_FAIL_ON_MISSING=true: a case the baseline timed that this run lacks or skipped fails too (the
+# sweep is the baseline's own config, so a missing case is a lost variant, not a changed sweep).
+extra=()
+if [ "${BENCH_FAIL_ON_MISSING:-}" = "true" ]; then
+  extra+=(--fail-on-missing)
+fi
+python -m harness compare "$baseline" "$run_dir" --markdown "$markdown" --threshold "${BENCH_THRESHOLD:-0.05}" ${extra[@]+"${extra[@]}"}
 rc=$?
 if [ -s "$markdown" ]; then
   cat "$markdown" >> "$summary"
 fi
 if [ "$rc" -eq 1 ]; then
-  echo "::error title=Benchmark regression::a case is slower than the baseline beyond the threshold, or a case that was correct is not now; see the job summary"
+  echo "::error title=Benchmark regression::a case is slower than the baseline beyond the threshold, or a case that was correct is not now (or, with BENCH_FAIL_ON_MISSING, is no longer timed); see the job summary"
 fi
 exit "$rc"
