@@ -588,7 +588,7 @@ def test_a_pass_that_judged_few_cases_or_lost_some_says_so(tmp_path: Path) -> No
     assert result.warnings == (
         "2 of 3 case(s) timed on both sides are AMBIGUOUS: the gate judged few of them; measure again on a quiet "
         "machine",
-        "1 case(s) of the baseline are missing from this run, so not judged: if the sweep did not change on "
+        "1 case(s) the baseline timed are missing from this run, so not judged: if the sweep did not change on "
         "purpose, it lost them")  # fmt: skip
     md = compare_render.to_markdown(result)
     assert md.count("> [!WARNING]") == 2 and "missing from this run" in md

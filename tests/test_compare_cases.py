@@ -189,8 +189,13 @@ def test_overlapping_processes_turn_slower_into_ambiguous() -> None:
     assert c.noise == pytest.approx(0.3)
     faster = cmp.compare_case(KEY, cur, base, 0.05, 0.01)
     assert faster.verdict is Verdict.AMBIGUOUS and faster.note == "processes overlap"
-    # the process gate is the median metric's: for another metric the pooled samples decide
-    assert cmp.compare_case(KEY, base, cur, 0.05, 0.01, "wall").verdict is Verdict.SLOWER
+    # on the CPU host and wall time are the median itself: the same figure gets the same verdict
+    for metric in ("host", "wall"):
+        assert cmp.compare_case(KEY, base, cur, 0.05, 0.01, metric).verdict is Verdict.AMBIGUOUS
+    # on CUDA the process medians are GPU times: for the host's figures the pooled samples decide
+    on_gpu = [r | {"device": "cuda", "wall_samples_ms": r["samples_ms"], "wall_ms": float(np.median(r["samples_ms"]))}
+              for r in (base, cur)]  # fmt: skip
+    assert cmp.compare_case(KEY, *on_gpu, 0.05, 0.01, "wall").verdict is Verdict.SLOWER
 
 
 def test_overlapping_processes_leave_same_as_same() -> None:
@@ -689,3 +694,45 @@ def test_a_run_where_no_case_was_timed_is_read_and_its_broken_cases_fail(tmp_pat
     cur.write_text(json.dumps(case() | {"status": "error", "reason": "RuntimeError: boom"}) + "\n")
     result = cmp.compare(base, cur)
     assert result.failed and [c.current_status for c in result.broken] == ["error"]
+
+
+@pytest.mark.parametrize(("before", "now", "broken"), [
+    ({"status": "skipped", "reason": "triton: not installed"}, {"status": "mismatch"}, True),
+    ({"status": "oom"}, {"status": "error"}, True),
+    ({"batch_run": 4}, {"status": "mismatch"}, True),  # checked and timed at batch 4, wrong now
+    ({"batch_run": 4}, {"batch_run": 2}, True),  # fits half the batch it did: a memory regression
+    ({"batch_run": 4}, {"status": "oom", "batch_run": 1}, True),  # fits no batch now
+    ({"batch_run": 2}, {"batch_run": 4}, False),  # fits more now
+    ({"status": "oom", "batch_run": 1}, {"status": "oom", "batch_run": 1}, False),
+    ({"status": "mismatch"}, {"status": "error"}, False),  # broken before: listed, not new
+    ({}, {"status": "skipped", "reason": "needs CUDA"}, False),
+])  # fmt: skip
+def test_a_case_that_fails_now_fails_the_gate_whatever_it_was_unless_it_failed_before(
+        tmp_path: Path, before: dict[str, Any], now: dict[str, Any], broken: bool) -> None:  # fmt: skip
+    """A wrong case passed with exit 0 when the baseline had skipped it, run out of memory, or timed
+    it at a halved batch: only ``ok`` before counted."""
+    def made(name: str, fields: dict[str, Any], seed: int) -> Path:
+        timed = fields.get("status", "ok") == "ok"
+        r = row(case(), noise(1.0, seed=seed)) if timed else row(case(), status=fields["status"],
+                                                                 reason=fields.get("reason", "boom"))
+        return write_run(tmp_path / name, [r | {k: v for k, v in fields.items() if k != "status"},
+                                           row(case("other"), noise(1.0, seed=seed + 5))])  # fmt: skip
+
+    result = cmp.compare(made("base", before, 1), made("cur", now, 2))
+    assert [s.broken for s in result.status_changes] == [broken]
+    assert result.failed is broken
+
+
+def test_only_cases_the_baseline_timed_count_as_missing(tmp_path: Path) -> None:
+    """The committed H200 baseline holds 8 skipped cuda_graph train rows: a run without them lost nothing."""
+    base = write_run(tmp_path / "base", [row(case(), noise(1.0, seed=1)),
+                                         row(case("cuda_graph"), status="skipped", reason="forward only"),
+                                         row(case("wrong"), status="mismatch", reason="error 0.3"),
+                                         row(case("halved"), noise(1.0, seed=2)) | {"batch_run": 4},
+                                         row(case("lost"), noise(1.0, seed=3))])  # fmt: skip
+    cur = write_run(tmp_path / "cur", [row(case(), noise(1.0, seed=4))])
+    result = cmp.compare(base, cur, fail_on_missing=True)
+    assert [dict(k)["variant"] for k in result.missing] == ["lost"] and result.failed
+    assert result.warnings == ("1 case(s) the baseline timed are missing from this run, so not judged: if the "
+                               "sweep did not change on purpose, it lost them",)  # fmt: skip
+    assert len(result.only_baseline) == 4  # all still listed

@@ -128,15 +128,20 @@ class StatusChange:
     baseline_status: str
     current_status: str
     reason: str
+    #: The largest batch each side measured (``--oom-retry`` may have halved the one asked for; 0: none).
+    baseline_fit: int = 0
+    current_fit: int = 0
 
     @property
     def broken(self) -> bool:
-        """Valid before and broken now, or new and failed (``Status.failed``): as bad as a regression.
-        A pull request that adds a wrong variant to the sweep must not pass because the baseline never
-        had it; a new case out of memory is the device's limit, as ``run`` judges it."""
-        if self.baseline_status == ABSENT:
-            return self.current_status in FAILED
-        return self.baseline_status == Status.OK and self.current_status in BROKEN
+        """As bad as a regression: failed now (``Status.failed``) where the baseline had not, whether
+        the baseline timed it, skipped it, ran out of memory or never had it (a pull request that adds
+        a wrong variant, or makes one that was unavailable run wrong, must not pass); or out of memory
+        now at a batch the baseline measured (``ok`` → ``oom``, or halved to 4 then and to 2 now).
+        A new case out of memory is the device's limit, as ``run`` judges it."""
+        if self.current_status in FAILED:
+            return self.baseline_status not in FAILED
+        return self.current_status == Status.OOM and self.current_fit < self.baseline_fit
 
     @property
     def label(self) -> str:
@@ -165,6 +170,9 @@ class Comparison:
     device: str | None = None
     #: ``--fail-on-missing``: a case timed in the baseline and not now (``missing``) fails the comparison.
     fail_on_missing: bool = False
+    #: Of ``only_baseline``, the cases the baseline timed (``ok`` at the batch asked): its skipped
+    #: or failed rows missing now lose nothing.
+    only_baseline_timed: tuple[Key, ...] = ()
 
     @property
     def regressions(self) -> tuple[CaseComparison, ...]:
@@ -180,7 +188,7 @@ class Comparison:
         unavailable here, say). Neither is a regression, but a CI gate may want them to be
         (``fail_on_missing``): a sweep that lost a variant would otherwise pass on the rest."""
         lost = (s.key for s in self.status_changes if s.baseline_status == "ok" and not s.broken)
-        return (*self.only_baseline, *lost)
+        return (*self.only_baseline_timed, *lost)
 
     @property
     def failed(self) -> bool:
@@ -243,9 +251,9 @@ class Comparison:
             out.append(f"CPU runs made apart drift by more than {self.threshold:.0%} on a shared machine (README, "
                        f"Noise): the CI job judges CPU baselines with --threshold {CPU_CI_THRESHOLD}, at which "
                        f"{gross} of these {len(self.regressions)} regression(s) would still fail")
-        if self.only_baseline:
-            out.append(f"{len(self.only_baseline)} case(s) of the baseline are missing from this run, so not "
-                       "judged: if the sweep did not change on purpose, it lost them")
+        if self.only_baseline_timed:
+            out.append(f"{len(self.only_baseline_timed)} case(s) the baseline timed are missing from this run, "
+                       "so not judged: if the sweep did not change on purpose, it lost them")
         return tuple(out)
 
     def count(self, verdict: Verdict) -> int:
@@ -353,7 +361,8 @@ def compare_case(
     else:
         n_b, n_c = _count(base.get("n_samples")), _count(cur.get("n_samples"))
     overlap = False
-    if metric == "median":
+    # on the CPU host and wall time are the median itself (``timing_of``): one figure, one verdict
+    if metric == "median" or str(cur.get("device")).split(":")[0] == "cpu":
         b_proc, c_proc = raw_samples(base.get("process_medians_ms")), raw_samples(cur.get("process_medians_ms"))
         noise, overlap = process_gate(b_proc, c_proc, ratio, noise)
     verdict = judge(ratio, p_value, possible, threshold, alpha, noise)
@@ -399,6 +408,14 @@ def _at_batch(status: str, batch: int | None) -> str:
     """A status as ``compare`` judges it: an ``ok`` that ``--oom-retry`` measured at a halved batch is
     an ``oom`` at the batch asked for (its ``reason`` says which batch ran)."""
     return Status.OOM.value if status == Status.OK and batch is not None else status
+
+
+def _fit(status: str, batch: int | None, row: Mapping[str, Any]) -> int:
+    """The largest batch a row measured: the halved one ``--oom-retry`` ran, the one asked for, or 0
+    when it was not timed."""
+    if status != Status.OK:
+        return 0
+    return batch if batch is not None else _count(row.get("batch"))
 
 
 def compare(
@@ -459,11 +476,13 @@ def compare(
             results.append(compare_case(key, b_row, c_row, threshold, alpha, metric))
         elif b_status != c_status or b_batch != c_batch or b_status in BROKEN:  # a latency of another batch
             # (--oom-retry) is no match; a case broken on both sides is listed, never silently dropped
+            fits = (_fit(b_status, b_batch, b_row), _fit(c_status, c_batch, c_row))
             b_status, c_status = _at_batch(b_status, b_batch), _at_batch(c_status, c_batch)
             reason = c_row.get("reason") if c_status != "ok" else b_row.get("reason")
             if b_status == c_status and b_batch != c_batch:  # an oom on both sides, halved to different batches
-                reason = f"ran at batch {b_batch or 'none'} before, {c_batch or 'none'} now"
-            changes.append(StatusChange(key, b_status, c_status, "" if key_value(reason) is None else str(reason)))
+                reason = f"ran at batch {fits[0] or 'none'} before, {fits[1] or 'none'} now"
+            changes.append(StatusChange(key, b_status, c_status, "" if key_value(reason) is None else str(reason),
+                                        *fits))  # fmt: skip
     only_b = tuple(k for k in b_rows if k not in c_rows)
     only_c = []
     for key in (k for k in c_rows if k not in b_rows):
@@ -492,4 +511,6 @@ def compare(
         unlike_settings=unlike,
         device=cur.device or base.device,
         fail_on_missing=fail_on_missing,
+        only_baseline_timed=tuple(k for k in only_b if _fit(str(b_rows[k].get("status")), None, b_rows[k])
+                                  and smaller_batch(b_rows[k]) is None),
     )
