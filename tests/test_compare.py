@@ -569,6 +569,11 @@ def test_runs_of_other_settings_are_not_judged_but_a_broken_case_still_fails(tmp
     assert result.unlike_settings == ("torch threads differ: baseline 1, this run 2; rerun with --threads 1",)
     assert result.nothing_judged.startswith("timings not judged: the runs were measured under different settings")
     assert compare_render.headline(result).startswith("NOT COMPARED: timings not judged")
+    console = Console(record=True, width=160)
+    compare_render.render(result, console)
+    shown = console.export_text() + compare_render.to_markdown(result)
+    assert "not judged" in shown and "SLOWER" not in shown  # the change is shown, never a verdict on it
+    assert "+" in shown and "%" in shown
     assert not cmp.compare(base, slower.parent / "base").unlike_settings
     wrong = write_run(tmp_path / "wrong", [row(case("eager"), noise(1.0, seed=3)),
                                            row(case("x"), status="mismatch", reason="error 0.3")])  # fmt: skip

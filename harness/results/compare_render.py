@@ -87,14 +87,20 @@ def headline(comparison: Comparison) -> str:
     return f"OK: no regression ({counts})"
 
 
-def _case_table_frame(cases: Sequence[CaseComparison], config_columns: Sequence[str]) -> pd.DataFrame:
+#: The verdict cell of a case whose runs were measured under different settings (``unlike_settings``):
+#: its change is shown, but judging it SLOWER there read as a regression the gate then did not count.
+NOT_JUDGED = "not judged"
+
+
+def _case_table_frame(cases: Sequence[CaseComparison], config_columns: Sequence[str],
+                      judged: bool = True) -> pd.DataFrame:  # fmt: skip
     records = []
     for c in cases:
         record = {"variant": variant_label(c.fields), "N×C×H×W": shape_label(c.fields)}
         if config_columns:
             record["config"] = config_label(c.fields, config_columns)
         record |= {
-            "verdict": c.verdict.value,
+            "verdict": c.verdict.value if judged else NOT_JUDGED,
             "change": _pct(c.change),
             "baseline ms": f"{c.baseline_ms:.4g}",
             "current ms": f"{c.current_ms:.4g}",
@@ -144,7 +150,7 @@ def to_markdown(comparison: Comparison, *, title: str = "Benchmark comparison") 
     news = [r for r in c.cases if r.verdict is not Verdict.SAME]
     same = [r for r in c.cases if r.verdict is Verdict.SAME]
     if news:
-        lines += [md_table(_case_table_frame(news, varying), index=False), ""]
+        lines += [md_table(_case_table_frame(news, varying, not c.unlike_settings), index=False), ""]
     if c.status_changes:
         lines += ["### Cases not timed on both sides", ""]
         frame = pd.DataFrame.from_records(
@@ -161,7 +167,7 @@ def to_markdown(comparison: Comparison, *, title: str = "Benchmark comparison") 
             lines += [md_table(_key_frame(keys), index=False), "", "</details>", ""]
     if same:
         lines += [f"<details><summary>{len(same)} case(s) within ±{c.threshold:.0%} (SAME)</summary>", ""]
-        lines += [md_table(_case_table_frame(same, varying), index=False), "", "</details>", ""]
+        lines += [md_table(_case_table_frame(same, varying, not c.unlike_settings), index=False), "", "</details>", ""]
     notes = _legend(c.cases) + list(c.notes)
     if notes:
         lines += ["<details><summary>Notes</summary>", ""] + [f"- {escape_md(n)}" for n in notes]
@@ -184,7 +190,8 @@ def rich_table(comparison: Comparison, width: int | None = None) -> Table:
     columns in ``OPTIONAL_COLUMNS`` are left out in that order rather than truncate a verdict.
     """
     varying, common = varying_fields(comparison)
-    frame = _case_table_frame(comparison.cases, varying)
+    judged = not comparison.unlike_settings
+    frame = _case_table_frame(comparison.cases, varying, judged)
     numeric = {"baseline ms", "current ms", "change", "p", "n"}
     widths = {name: max([len(str(v)) for v in frame[name]] + [len(name)]) for name in frame.columns}
     if "note" in widths:  # it wraps between words: its longest word, up to a dozen columns, holds it legibly
@@ -203,7 +210,7 @@ def rich_table(comparison: Comparison, width: int | None = None) -> Table:
                          min_width=None if name == "note" else widths[name])  # fmt: skip
     for r, row in zip(comparison.cases, frame.to_dict("records"), strict=True):
         cells = {k: escape(str(v)) for k, v in row.items() if k in shown}
-        cells["verdict"] = f"[{STYLES[r.verdict]}]{r.verdict.value}[/]"
+        cells["verdict"] = f"[{STYLES[r.verdict]}]{r.verdict.value}[/]" if judged else f"[dim]{NOT_JUDGED}[/]"
         table.add_row(*cells.values())
     return table
 
