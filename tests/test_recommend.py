@@ -89,11 +89,22 @@ def test_a_host_bound_noisy_winner_is_marked() -> None:
     assert speedup_text(rec).endswith(" ~")
 
 
-def test_a_disturbed_eager_makes_the_speedup_doubtful_but_not_the_winner() -> None:
+def test_a_disturbed_side_leaves_no_speedup_figure_but_the_winner_stands() -> None:
+    """A new user on a loaded VM read "149.58× [143.71, 157.31]" for amp_bf16 beside "unsure": a ratio
+    of upper bounds, quoted as a figure. Eager or the winner disturbed: no figure; another variant
+    disturbed leaves eager over the winner as it is."""
+    from harness.results.recommend import terminal_cells
+
     rec = only([row("eager", 2.0, disturbed=True), row("fast", 0.5)])
-    assert rec.marks == () and rec.eager_marks == ("!",)
+    assert rec.winner == "fast" and rec.marks == () and rec.eager_marks == ("!",)
     assert rec.notes() == ["eager !"]
-    assert speedup_text(rec) == "4.00× [3.62, 4.42] !"  # 1.9 / 0.525, 2.1 / 0.475
+    assert speedup_text(rec) == "— (CPU busy) !" and rec.speedup == 4.0
+    assert terminal_cells(rec)[3] == "—\n(CPU busy) !"
+    own = only([row("eager", 2.0), row("fast", 0.5, disturbed=True)])
+    assert speedup_text(own) == "— (CPU busy) !"
+    other = only([row("eager", 2.0), row("fast", 0.5), row("next", 1.0, disturbed=True)])
+    assert speedup_text(other) == "4.00× [3.62, 4.42]"  # 1.9 / 0.525, 2.1 / 0.475
+    assert terminal_cells(other)[3] == "4.00×\n[3.62, 4.42]"
 
 
 @pytest.mark.parametrize("eager", [None, "mismatch"])

@@ -187,6 +187,11 @@ class Recommendation:
                          f"{BASELINE_VARIANT}'s {eager_error:.2g}")  # fmt: skip
         return found
 
+    @property
+    def speedup_disturbed(self) -> bool:
+        """The winner's or eager's time is disturbed, so their ratio is no figure."""
+        return "!" in self.marks or "!" in self.eager_marks
+
     def speedup_marks(self) -> str:
         """The ``~`` and ``!`` that apply to the speedup: from either side."""
         both = set(self.marks) | set(self.eager_marks)
@@ -356,12 +361,21 @@ TABLE_COLUMNS: tuple[str, ...] = (
 )
 
 
+#: The speedup cell where either side's time is disturbed: a ratio of times that each say how busy
+#: the machine was (upper bounds) is no figure, and a tight interval on it ("149.58× [143.71,
+#: 157.31]" for amp_bf16 on a loaded VM) was quoted as one.
+DISTURBED_SPEEDUP = "— (CPU busy) !"
+
+
 def speedup_text(rec: Recommendation) -> str:
-    """``4.00× [3.45, 4.67]``, with the ``~``/``!`` of either side; empty when there is no eager."""
+    """``4.00× [3.45, 4.67]``, with the ``~``/``!`` of either side; empty when there is no eager;
+    ``DISTURBED_SPEEDUP`` when either side was disturbed."""
     if not math.isfinite(rec.speedup):
         return ""
     if rec.winner == BASELINE_VARIANT:
         return f"1× (is {BASELINE_VARIANT})"
+    if rec.speedup_disturbed:
+        return DISTURBED_SPEEDUP
     low, high = rec.speedup_ci
     ci = f" [{ratio_text(low)}, {ratio_text(high)}]" if math.isfinite(low) and math.isfinite(high) else ""
     return f"{ratio_text(rec.speedup)}×{ci}{rec.speedup_marks()}"
@@ -408,8 +422,8 @@ def terminal_cells(rec: Recommendation) -> tuple[str, str, str, str]:
     if rec.interval_kind:
         latency += (f"\n(IQR {high - low:.2g})" if rec.interval_kind == "IQR width"
                     else f"\n[{low:.{d}f}, {high:.{d}f}]" + (" IQR" if rec.interval_kind == "IQR" else ""))
-    speedup = speedup_text(rec).replace(" (is", "\n(is", 1)
-    if math.isfinite(rec.speedup) and rec.winner != BASELINE_VARIANT:
+    speedup = speedup_text(rec).replace(" (", "\n(", 1)
+    if math.isfinite(rec.speedup) and rec.winner != BASELINE_VARIANT and not rec.speedup_disturbed:
         s_low, s_high = rec.speedup_ci
         ci = f"\n[{s_low:.2f}, {s_high:.2f}]" if math.isfinite(s_low) and math.isfinite(s_high) else ""
         speedup = f"{rec.speedup:.2f}×{rec.speedup_marks()}{ci}"
