@@ -646,3 +646,16 @@ def test_fail_on_missing_on_the_command_line_exits_1(tmp_path: Path, capsys: pyt
     assert main(["compare", str(base), str(cur)]) == 0
     assert main(["compare", str(base), str(cur), "--fail-on-missing"]) == 1
     assert "FAIL: 1 baseline case(s) not timed now" in capsys.readouterr().out
+
+
+def test_threads_are_read_from_the_rows_when_env_json_is_lost(tmp_path: Path) -> None:
+    """A user deleted env.json: 1 thread against 2 read FAIL, SLOWER +243%, with only a note."""
+    base = write_run(tmp_path / "base", [row(case(), noise(1.0)) | {"threads": 1}], env=CPU_ENV | {"threads": 1})
+    cur = write_run(tmp_path / "cur", [row(case(), noise(3.4, seed=2)) | {"threads": 2}])
+    (cur / "env.json").unlink()
+    result = cmp.compare(base, cur)
+    assert not result.failed
+    assert result.unlike_settings == ("torch threads differ: baseline 1, this run 2; rerun with --threads 1",)
+    same = write_run(tmp_path / "same", [row(case(), noise(3.4, seed=2)) | {"threads": 1}])
+    (same / "env.json").unlink()
+    assert cmp.compare(base, same).failed  # the same setting: judged, and a regression

@@ -288,8 +288,18 @@ def load_run(path: str | Path) -> LoadedRun:
         loaded = load_results(path, required=("variant", "status"))  # no median_ms where no case was timed
     except ResultsError as exc:
         raise CompareError(str(exc)) from None
-    return LoadedRun(loaded.source, loaded.rows, loaded.env, "samples_ms" in loaded.columns, loaded.columns,
-                     loaded.notes)  # fmt: skip
+    return LoadedRun(loaded.source, loaded.rows, with_row_settings(loaded.env, loaded.rows),
+                     "samples_ms" in loaded.columns, loaded.columns, loaded.notes)  # fmt: skip
+
+
+def with_row_settings(env: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``env``, with the torch threads every row records where env.json does not say (lost, or a
+    bare results file): 1 thread against 2 read SLOWER +243% without it, judged as a regression."""
+    out = dict(env)
+    threads = {int(n) for r in rows if math.isfinite(n := number(r.get("threads")))}
+    if out.get("threads") is None and len(threads) == 1:
+        out["threads"] = threads.pop()
+    return out
 
 
 # -------------------------------------------------------------------------------------------- labels
