@@ -328,13 +328,13 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         )  # fmt: skip
     except (cmp.CompareError, BaselineError) as exc:
         raise UsageError(str(exc)) from None
-    compare_render.render(result, console)
-    if args.markdown:
+    if args.markdown:  # before the terminal's verdict: "OK: no regression", then an error, read as a pass
         try:
             Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)  # as run --out makes its folder
             Path(args.markdown).write_text(compare_render.to_markdown(result), encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot write {args.markdown}: {exc.strerror or exc}") from None
+    compare_render.render(result, console)
     if result.nothing_judged:  # after the tables, which say what became of each case
         raise UsageError(result.nothing_judged)
     return EXIT_FAIL if result.failed else EXIT_OK

@@ -659,3 +659,17 @@ def test_threads_are_read_from_the_rows_when_env_json_is_lost(tmp_path: Path) ->
     same = write_run(tmp_path / "same", [row(case(), noise(3.4, seed=2)) | {"threads": 1}])
     (same / "env.json").unlink()
     assert cmp.compare(base, same).failed  # the same setting: judged, and a regression
+
+
+def test_an_unwritable_markdown_path_is_refused_before_any_verdict(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``--markdown /proc/x.md`` printed the whole table and "OK: no regression", then failed, exit 2."""
+    from harness.cli import main
+
+    base = write_run(tmp_path / "base", [row(case(), noise(1.0))])
+    cur = write_run(tmp_path / "cur", [row(case(), noise(1.0, seed=2))])
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["compare", str(base), str(cur), "--markdown", str(blocker / "x.md")]) == 2
+    out, err = capsys.readouterr()
+    assert "no regression" not in out and err.startswith(f"error: cannot write {blocker / 'x.md'}")
