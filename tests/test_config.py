@@ -148,6 +148,16 @@ def test_a_config_file_takes_the_flags_spellings_too(tmp_path: Path) -> None:
         SweepConfig.build(path)
 
 
+@pytest.mark.parametrize("key", ["quiet", "profile", "save-baseline", "save_baseline", "resume"])
+def test_a_config_key_that_is_a_command_line_flag_says_where_it_belongs(tmp_path: Path, key: str) -> None:
+    """The README said a config file takes "the same options"; quiet read as "unknown key 'quiet'"."""
+    path = tmp_path / "sweep.toml"
+    path.write_text(f"{key} = true\n")
+    flag = key.replace("_", "-")
+    with pytest.raises(ConfigError, match=f"key '{key}' is not a sweep setting: give --{flag} on the command line"):
+        SweepConfig.build(path)
+
+
 def test_every_option_is_a_flag_a_keyword_and_a_field() -> None:
     """One table (harness.sweep.options.OPTIONS) for the CLI, config files, harness.run and resume."""
     import dataclasses

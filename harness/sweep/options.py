@@ -111,8 +111,16 @@ def known_spellings(sep: str = "_") -> str:
     return ", ".join("/".join(group) for group in groups.values())
 
 
+#: ``run`` flags that say how to run a sweep, not what it is: given on the command line only.
+RUN_ONLY_FLAGS: tuple[str, ...] = ("quiet", "profile", "save-baseline", "resume")
+
+
 def unknown_option_message(key: str, what: str = "option", sep: str = "_") -> str:
-    """One line naming the unknown option, the nearest accepted spelling and all of them."""
+    """One line naming the unknown option, the nearest accepted spelling and all of them; for a
+    config key that is a flag of the command line only (``quiet``), where to give it instead."""
+    flag = key.strip().replace("_", "-")
+    if flag in RUN_ONLY_FLAGS and what == "key":  # a config file's; Python has keywords of its own
+        return f"{what} {key!r} is not a sweep setting: give --{flag} on the command line"
     close = difflib.get_close_matches(key.strip().replace("-", "_"), list(SPELLINGS), n=1, cutoff=0.6)
     hint = f"; did you mean {close[0].replace('_', sep)}?" if close else ";"
     return f"unknown {what} {key!r}{hint} known: {known_spellings(sep)}"
