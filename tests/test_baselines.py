@@ -76,10 +76,16 @@ def test_find_for_another_device_names_the_ones_that_exist(tmp_path: Path) -> No
         baselines.find_baseline_for(other, root)
 
 
-def test_find_with_no_baselines_at_all(tmp_path: Path) -> None:
+def test_find_with_no_baselines_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = write_run(tmp_path / "a", [row(case(), noise(1.0))])
+    (tmp_path / "empty").mkdir()
     with pytest.raises(BaselineError, match="holds none"):
-        baselines.find_baseline_for(run, tmp_path / "nowhere")
+        baselines.find_baseline_for(run, tmp_path / "empty")
+    # run outside the repository, the relative default names no folder: say so, not "save one"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BaselineError, match=r"there is no results/baselines folder in .*: run from the "
+                                            r"repository's root, or give --baselines-dir"):  # fmt: skip
+        baselines.find_baseline_for(run)
 
 
 @pytest.mark.parametrize("missing", ["nope", "nowhere/results.jsonl"])

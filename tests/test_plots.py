@@ -305,3 +305,13 @@ def test_a_repeated_case_is_drawn_from_its_last_row_as_the_tables_show_it() -> N
     fast = table[(table["variant"] == "fast") & (table["channels"] == 32)]
     assert fast["batch"].tolist() == [1]  # one bar, and none for the case that failed last
     assert fast["speedup"].tolist() == pytest.approx([0.5])
+
+
+def test_a_speedup_far_below_one_is_labelled_with_its_digits() -> None:
+    """speedup.png labelled a 0.0046× bar "0.00×", as report.md once did."""
+    rows = frame()
+    slow = rows["variant"] == "fast"
+    rows.loc[slow, ["median_ms", "ci_low_ms", "ci_high_ms"]] *= 435  # 2 / 435 = 0.0046
+    fig = drawn(plots.draw_speedup, rows)
+    texts = {t.get_text() for ax in fig.axes for t in ax.texts}
+    assert "0.0046×" in texts and "0.00×" not in texts

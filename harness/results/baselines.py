@@ -182,7 +182,13 @@ def find_baseline(env: Mapping[str, Any], root: str | Path = DEFAULT_ROOT) -> Pa
     if (path / "results.jsonl").is_file():
         return path
     others = list_baselines(root)
-    known = f"; baselines exist for: {', '.join(others)}" if others else f"; {root} holds none"
+    if others:
+        known = f"; baselines exist for: {', '.join(others)}"
+    elif not Path(root).is_dir():  # run from outside the repository: its relative default is not here
+        known = (f"; there is no {root} folder in {Path.cwd()}: run from the repository's root, or give "
+                 f"--baselines-dir")
+    else:
+        known = f"; {root} holds none"
     raise NoBaseline(
         f"no baseline for {device_model(env)!r} ({slug}){known}. "
         "Save one with: python -m harness run ... --save-baseline"

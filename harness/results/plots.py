@@ -27,7 +27,7 @@ from harness.measure.bandwidth import ENV_KEY as COPY_BANDWIDTH_KEY
 from harness.results.recommend import speedup_interval
 from harness.results.record import truthy
 from harness.results.store import FIGURE_FILES
-from harness.results.tables import BASELINE_VARIANT, METRICS, at_batch_asked, last_rows, timing_of
+from harness.results.tables import BASELINE_VARIANT, METRICS, at_batch_asked, last_rows, ratio_text, timing_of
 
 #: Columns that, with the shape and batch, say which rows are the same configuration.
 CONFIG_COLUMNS: tuple[str, ...] = ("context", "device", "dtype", "mode", "reduction", "fusion", "bias")
@@ -188,7 +188,7 @@ def draw_speedup(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> F
                 if flag:  # a noisy or disturbed side: hatched and pale, its label's mark says which
                     bar.set_hatch("///")
                     bar.set_alpha(0.45)
-            labels = [(f"{v:.2f}×" + (f" {flag}" if flag else "")) if np.isfinite(v) else ""
+            labels = [(f"{ratio_text(v)}×" + (f" {flag}" if flag else "")) if np.isfinite(v) else ""
                       for v, flag in zip(values, flags, strict=True)]
             cut = [np.isfinite(v) and v > ceiling for v in values]
             box = {"facecolor": "white", "edgecolor": "none", "pad": 0.5}  # readable where it crosses the 1× line
