@@ -736,3 +736,12 @@ def test_only_cases_the_baseline_timed_count_as_missing(tmp_path: Path) -> None:
     assert result.warnings == ("1 case(s) the baseline timed are missing from this run, so not judged: if the "
                                "sweep did not change on purpose, it lost them",)  # fmt: skip
     assert len(result.only_baseline) == 4  # all still listed
+
+
+def test_a_different_tf32_setting_on_cuda_is_warned_of() -> None:
+    """float32 1x1 convolutions run in TF32 where cuDNN allows it: two such runs time different arithmetic."""
+    on = {"device": "cuda", "gpu_name": "NVIDIA H200", "tf32": True}
+    assert env_rules.env_advice(on, on | {"tf32": False}, "cuda") == [
+        "TF32 setting differs: baseline True, this run False; set torch.backends.cudnn.allow_tf32 and "
+        "torch.backends.cuda.matmul.allow_tf32 as the baseline had them"]
+    assert env_rules.env_advice({"device": "cpu", "tf32": True}, {"device": "cpu", "tf32": False}, "cpu") == []

@@ -74,7 +74,9 @@ ENVIRONMENT: tuple[EnvFact, ...] = (
             remedy="install the baseline's segmentation_models_pytorch: its networks change between releases"),
     EnvFact("torchvision", "torchvision version", networks=True,
             remedy="install the baseline's torchvision: the networks' encoders come from it"),
-    EnvFact("tf32", "TF32 setting", compare=False),
+    # float32 convolutions on CUDA run in TF32 where it is on (cuDNN's default): several times faster
+    EnvFact("tf32", "TF32 setting", "cuda", remedy="set torch.backends.cudnn.allow_tf32 and "
+                                                   "torch.backends.cuda.matmul.allow_tf32 as the baseline had them"),
     EnvFact("hostname", "host", merge=False, remedy="run on the baseline's host, or save a baseline on this one "
                                                     "(run --save-baseline)"),
     # merge checks the sweep's threads setting
