@@ -95,7 +95,8 @@ def test_marks_show_noisy_disturbed_and_host_bound_cells_with_a_legend() -> None
     assert "2.00 (IQR 0.1) !" in md and "0.500 (IQR 0.1) ~" in md
     assert "0.118 (IQR 0.1) (host-bound: host 0.299)" in md
     assert "0.335 (IQR 0.1) (host-bound" not in md  # device-bound: no host mark
-    assert "| fast      | 4.00 ~ !" in md  # the speedup carries fast's noise and eager's disturbance
+    # the speedup carries fast's noise and eager's disturbance, and no figure: a ratio of upper bounds
+    assert "| fast      | — ~ !" in md and "4.00" not in md
     assert "| fused     | 2.84   " in md  # neither side flagged: no mark
     assert "- `!` disturbed" in md and "- `~` noisy" in md and "- `host-bound`" in md
     assert "0.299 / 0.309" in md  # the CUDA group's host / wall table
@@ -103,6 +104,7 @@ def test_marks_show_noisy_disturbed_and_host_bound_cells_with_a_legend() -> None
     print_summary(frame, console)
     text = console.export_text()
     assert "host-bound: host 0.299" in text and "disturbed: the CPU was starved" in text
+    assert "— ! " in text and "4.00×" not in text and "2.84×" in text
 
 
 def test_no_marks_no_legend() -> None:

@@ -84,9 +84,14 @@ def _cell(row: Mapping[str, Any]) -> str:
     return latency_text(row) + "".join(mark_text(mark, row) for mark in marks(row))
 
 
+def _speedup_text(row: Mapping[str, Any]) -> str:
+    """The ratio, or ``—`` where either side is disturbed (``!``): a ratio of upper bounds is no figure."""
+    return "—" if "!" in row["speedup_marks"] else ratio_text(row["speedup_vs_eager"])
+
+
 def _speedup_cell(row: Mapping[str, Any]) -> str:
     speed = row["speedup_vs_eager"]
-    return f"{ratio_text(speed)}{row['speedup_marks']}" if pd.notna(speed) else ""
+    return f"{_speedup_text(row)}{row['speedup_marks']}" if pd.notna(speed) else ""
 
 
 def _host_cell(row: Mapping[str, Any]) -> str:
@@ -325,7 +330,9 @@ def summary_tables(frame: pd.DataFrame) -> list[Table]:
                     speed, own = r["speedup_vs_eager"], marks(r)
                     # the ratio carries eager's ~ and ! too, as report.md's speedup table does
                     eager_only = "".join(f" {m}" for m in r["speedup_marks"].split() if m not in own)
-                    tail = f" [cyan]{ratio_text(speed)}×{eager_only}[/]" if pd.notna(speed) else ""
+                    ratio = _speedup_text(r)
+                    ratio += "" if ratio == "—" else "×"
+                    tail = f" [cyan]{ratio}{eager_only}[/]" if pd.notna(speed) else ""
                     flags = "".join(SUMMARY_MARKS[m].format(host=r.get("host_ms"), batch=smaller_batch(r))
                                     for m in own)
                     cells.append(f"{escape(latency_text(r))}{flags}{tail}")
