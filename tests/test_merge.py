@@ -269,3 +269,69 @@ def test_the_merged_run_describes_every_runs_variants(piece, real_run: Path, tmp
     assert env["variant_sources"] == {"eager": "built-in", "mean_squeeze": "x"}
     report = (tmp_path / "m" / "report.md").read_text()
     assert "| mean_squeeze | a mean" in report and "| eager        | the seed" in report
+
+
+def _foreign_rows(folder: Path) -> None:
+    (folder / "results.jsonl").write_text('{"name": "latency", "value": 1.5}\n{"name": "memory", "value": 3}\n')
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda run, x: _foreign_rows(x), "no env.json: not a run folder made by `harness run`"),
+    (lambda run, x: (x / "results.jsonl").write_text(""), "no env.json: not a run folder made by `harness run`"),
+    (lambda run, x: shutil.copy(run / "results.jsonl", x), "no env.json: not a run folder made by `harness run`"),
+    (lambda run, x: (_foreign_rows(x), (x / "env.json").write_text('{"tool": "other", "seed": 7}')),
+     "env.json: no sweep settings in it (no config): not a run folder made by `harness run`"),
+    # rows read before settings compared: another seed was named, not the rows no run of ours writes
+    (lambda run, x: (_foreign_rows(x), (x / "env.json").write_text(json.dumps(
+        json.loads((run / "env.json").read_text()) | {"config": {"seed": 3}}))),
+     "results.jsonl: a row without a variant or a status"),
+], ids=["other-tools-rows", "empty-results", "run-without-env", "other-tools-env", "rows-before-settings"])  # fmt: skip
+def test_a_folder_not_made_by_harness_run_is_named_as_such(piece, tmp_path: Path, capsys, make,
+                                                           message: str) -> None:
+    """Another tool's folder, an empty results.jsonl, a run whose env.json is gone: each was refused
+    as ``conflicting setting seed: 0 in RUN but None in X``, a setting nobody gave."""
+    run, other = piece("run", [0]), tmp_path / "other"
+    other.mkdir()
+    make(run, other)
+    err = refused(["merge", str(run), str(other), "--out", str(tmp_path / "m")], capsys)
+    assert message in err and str(other) in err and "conflicting setting" not in err, err
+    assert not (tmp_path / "m").exists()
+
+
+def test_an_empty_results_file_merges_only_beside_a_runs_env_json(piece, tmp_path: Path, capsys) -> None:
+    """An empty shard (its env.json, no row) is a run; an empty results.jsonl alone is not."""
+    run, empty = piece("run", [0]), piece("empty", [])
+    assert main(["merge", str(run), str(empty), "--out", str(tmp_path / "m")]) == 0
+    (empty / "env.json").unlink()
+    assert "empty: no env.json" in refused(["merge", str(run), str(empty), "--out", str(tmp_path / "n")], capsys)
+
+
+def test_a_split_configuration_is_said_in_the_merged_report_too(piece, tmp_path: Path, capsys) -> None:
+    """The warning went to stderr only: report.md gave its ties and speedups of eager (one run) over
+    mean_squeeze (another) as if measured side by side, and ``report`` rebuilding it could not know."""
+    a, b = piece("a", [0, 2]), piece("b", [1, 3])
+    assert main(["merge", str(a), str(b), "--out", str(tmp_path / "m")]) == 0
+    warning = capsys.readouterr().err.split("warning: ", 1)[1].strip()
+    assert "measured in different runs" in warning
+    assert json.loads((tmp_path / "m" / "env.json").read_text())["merge_warnings"] == [warning]
+    report = tmp_path / "m" / "report.md"
+    quoted = f"> **Merged runs:** {warning}"
+    assert report.read_text().index(quoted) < report.read_text().index("## Which variant to run")
+    report.unlink()
+    assert main(["report", str(tmp_path / "m")]) == 0
+    assert quoted in report.read_text()
+    merge([tmp_path / "m"], tmp_path / "again")  # merged again: its rows are still split
+    assert quoted in (tmp_path / "again" / "report.md").read_text()
+    merge([piece("c", [0, 1]), piece("d", [2, 3])], tmp_path / "whole")  # each configuration whole in one run
+    assert "merge_warnings" not in json.loads((tmp_path / "whole" / "env.json").read_text())
+    assert "Merged runs" not in (tmp_path / "whole" / "report.md").read_text()
+
+
+def test_environments_waved_through_are_said_in_the_merged_report(piece, tmp_path: Path) -> None:
+    """``--allow-mixed-env``: the report's header names the first run's torch alone."""
+    a, b = piece("a", [0]), piece("b", [2], torch="1.0.0")
+    with pytest.warns(RuntimeWarning, match="torch"):
+        merge([a, b], tmp_path / "m", allow_mixed_env=True)
+    [note] = json.loads((tmp_path / "m" / "env.json").read_text())["merge_warnings"]
+    assert note.startswith("different environment: torch is ") and "'1.0.0'" in note
+    assert f"> **Merged runs:** {note}" in (tmp_path / "m" / "report.md").read_text()

@@ -10,7 +10,12 @@ make the merged run say something no single run measured:
   model for CPU runs). ``allow_mixed_env`` turns the environment differences into warnings.
 
 The inputs are only read. A last line cut off by a kill is skipped with a warning (``run --resume``
-repairs a run folder in place).
+repairs a run folder in place). Every input's env.json and rows are read before any two are compared:
+a folder that is no run of this harness is named as such, not as a setting of None.
+
+What the merged run's readers must know (a configuration split between runs, environments waved
+through by ``allow_mixed_env``) is warned of and kept in its env.json under ``MERGE_WARNINGS``,
+which report.md quotes at its top, also when ``report`` rebuilds it.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.results.environment import env_differences
-from harness.results.report import UNFINISHED, VARIANT_DESCRIPTIONS, write_reports
+from harness.results.report import MERGE_WARNINGS, UNFINISHED, VARIANT_DESCRIPTIONS, write_reports
 from harness.results.store import (
     ENV_JSON,
     ERRORS_LOG,
@@ -65,17 +70,28 @@ def _label(row: Mapping[str, Any]) -> str:
 
 
 def _read_env(run: Path) -> dict[str, Any]:
+    """The run's env.json, refused unless ``harness run`` could have written it: every check of
+    settings reads its config, and a missing one read as a seed of None."""
+    if not (run / ENV_JSON).exists():
+        raise MergeError(f"{run}: no {ENV_JSON}: not a run folder made by `harness run` (or its {ENV_JSON} "
+                         "was lost), so its settings cannot be checked")  # fmt: skip
     try:
         env = read_env(run / ENV_JSON)
     except OSError as exc:
         raise MergeError(str(exc)) from None
-    if not isinstance(env.get("config") or {}, Mapping):  # hand-damaged: every check below reads it
-        raise MergeError(f"{run / ENV_JSON}: its config is {env['config']!r}, not the sweep's settings")
+    config = env.get("config")
+    if config is not None and not isinstance(config, Mapping):  # hand-damaged: every check below reads it
+        raise MergeError(f"{run / ENV_JSON}: its config is {config!r}, not the sweep's settings")
+    if not config:  # another tool's env.json: `harness run` stores its sweep before the first case
+        raise MergeError(f"{run / ENV_JSON}: no sweep settings in it (no config): not a run folder made by "
+                         "`harness run`")  # fmt: skip
     return env
 
 
-def check_settings(envs: Mapping[Path, Mapping[str, Any]], allow_mixed_env: bool = False) -> None:
-    """Refuse runs measured under different sweep settings or (unless allowed) environments."""
+def check_settings(envs: Mapping[Path, Mapping[str, Any]], allow_mixed_env: bool = False) -> list[str]:
+    """Refuse runs measured under different sweep settings or (unless allowed) environments; returns
+    the differences allowed, each warned of, for the merged run to keep."""
+    allowed: list[str] = []
     first, *rest = envs.items()
     for run, env in rest:
         inside = [bool((e.get("config") or {}).get("contexts")) for e in (first[1], env)]
@@ -93,6 +109,8 @@ def check_settings(envs: Mapping[Path, Mapping[str, Any]], allow_mixed_env: bool
             if not allow_mixed_env:
                 raise MergeError(message + " (--allow-mixed-env to merge anyway)")
             warnings.warn(message, RuntimeWarning, stacklevel=3)
+            allowed.append(message)
+    return allowed
 
 
 def check_shards(envs: Mapping[Path, Mapping[str, Any]]) -> list[str]:
@@ -124,13 +142,13 @@ def split_configurations(where: Mapping[tuple[object, ...], tuple[Path, Mapping[
     return split
 
 
-def collect_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
-    """Every row of every run, refusing a case key that appears twice; warns of configurations split
-    between runs (``split_configurations``)."""
+def collect_rows(rows_of: Mapping[Path, Sequence[dict[str, Any]]]) -> tuple[list[dict[str, Any]], str | None]:
+    """Every row of every run, refusing a case key that appears twice; with a warning, or None, of
+    configurations split between runs (``split_configurations``), which the merged report repeats."""
     where: dict[tuple[object, ...], tuple[Path, dict[str, Any]]] = {}
     rows: list[dict[str, Any]] = []
-    for run in runs:
-        for row in RunFolder(run, create=False).rows():
+    for run, run_rows in rows_of.items():
+        for row in run_rows:
             key = row_key(row)
             if key in where:
                 other, seen = where[key]
@@ -141,10 +159,12 @@ def collect_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
             where[key] = (run, row)
             rows.append(row)
     split = split_configurations(where)
-    if split:
-        warnings.warn(f"{len(split)} configuration(s) hold variants measured in different runs, e.g. {split[0]}: "
-                      "their speedups compare runs made apart, not side by side", RuntimeWarning, stacklevel=3)
-    return rows
+    if not split:
+        return rows, None
+    message = (f"{len(split)} configuration(s) hold variants measured in different runs, e.g. {split[0]}: "
+               "their speedups compare runs made apart, not side by side")  # fmt: skip
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    return rows, message
 
 
 def join_errors(runs: Sequence[Path], folder: RunFolder) -> None:
@@ -183,8 +203,10 @@ def merge(runs: Sequence[str | Path], out: str | Path, allow_mixed_env: bool = F
     if any((target / name).exists() for name in (RESULTS_JSONL, ENV_JSON)):  # a run, finished or not
         raise MergeError(f"--out {target} already holds a run; merge into a new folder")
     envs = {p: _read_env(p) for p in paths}
-    check_settings(envs, allow_mixed_env)
-    rows = collect_rows(paths)
+    rows_of = {p: RunFolder(p, create=False).rows() for p in paths}  # each run whole before any is compared
+    notes = check_settings(envs, allow_mixed_env)
+    rows, split = collect_rows(rows_of)
+    notes += [split] if split else []
     missing = check_shards(envs)
     if missing:
         warnings.warn(f"shard(s) {', '.join(missing)} are not among the runs merged: the merged run is not the "
@@ -202,6 +224,10 @@ def merge(runs: Sequence[str | Path], out: str | Path, allow_mixed_env: bool = F
             "merged_git_commits": seen("git_commit")}  # fmt: skip
     for key in ("variant_sources", VARIANT_DESCRIPTIONS):  # runs of other variants: every run's names
         env[key] = {k: v for e in envs.values() if isinstance(e.get(key), Mapping) for k, v in e[key].items()}
+    kept = [str(w) for e in envs.values() if isinstance(e.get(MERGE_WARNINGS), list) for w in e[MERGE_WARNINGS]]
+    env.pop(MERGE_WARNINGS, None)  # a merged run merged again: its runs' warnings still hold of its rows
+    if kept + notes:
+        env[MERGE_WARNINGS] = list(dict.fromkeys(kept + notes))
     left = sum(int(e.get(UNFINISHED) or 0) for e in envs.values())  # every run's, not the first's alone
     env.pop(UNFINISHED, None)
     if left:
