@@ -339,3 +339,20 @@ def test_a_winner_timed_in_its_own_layout_says_what_nchw_input_costs() -> None:
     assert behind.nchw_input == ()  # not part of the answer
     alone = only([row("channels_last", 0.262, nchw_input_ms=0.747)])
     assert "channels_last from NCHW input: 0.747 ms" in alone.notes()  # no eager to set it against
+
+
+def test_a_speedup_bound_that_rounds_to_one_keeps_a_third_decimal() -> None:
+    """A clear lead read "[1.00, 1.04]", as if its interval reached 1×."""
+    from harness.results.recommend import speedup_bounds
+
+    assert speedup_bounds(1.004, 1.04) == "[1.004, 1.04]"
+    assert speedup_bounds(0.996, 1.003) == "[0.996, 1.003]"
+    assert speedup_bounds(1.0, 1.2) == "[1.00, 1.20]" and speedup_bounds(0.05, 0.0812) == "[0.05, 0.081]"
+
+
+def test_the_terminal_keeps_the_digits_of_a_speedup_far_below_one() -> None:
+    from harness.results.recommend import terminal_cells
+
+    rec = only([row("eager", 1.0, low=0.99, high=1.01), row("slow", 230.0, low=220.0, high=240.0)])
+    slow = Recommendation(**{**rec.__dict__, "winner": "slow", "speedup": 1 / 230, "speedup_ci": (0.0041, 0.0046)})
+    assert terminal_cells(slow)[3] == "0.0043×\n[0.0041, 0.0046]"

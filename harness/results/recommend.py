@@ -367,6 +367,16 @@ TABLE_COLUMNS: tuple[str, ...] = (
 DISTURBED_SPEEDUP = "— (CPU busy) !"
 
 
+def speedup_bounds(low: float, high: float) -> str:
+    """``[1.05, 1.12]``; a bound that is not 1 but rounds to it gets a third decimal (``[1.004, 1.04]``),
+    so that a clear lead never shows an interval that reads as reaching 1×, nor a tie one that misses it."""
+    def bound(value: float) -> str:
+        text = ratio_text(value)
+        return f"{value:.3f}" if text == "1.00" and value != 1 else text
+
+    return f"[{bound(low)}, {bound(high)}]"
+
+
 def speedup_text(rec: Recommendation) -> str:
     """``4.00× [3.45, 4.67]``, with the ``~``/``!`` of either side; empty when there is no eager;
     ``DISTURBED_SPEEDUP`` when either side was disturbed."""
@@ -377,7 +387,7 @@ def speedup_text(rec: Recommendation) -> str:
     if rec.speedup_disturbed:
         return DISTURBED_SPEEDUP
     low, high = rec.speedup_ci
-    ci = f" [{ratio_text(low)}, {ratio_text(high)}]" if math.isfinite(low) and math.isfinite(high) else ""
+    ci = f" {speedup_bounds(low, high)}" if math.isfinite(low) and math.isfinite(high) else ""
     return f"{ratio_text(rec.speedup)}×{ci}{rec.speedup_marks()}"
 
 
@@ -425,6 +435,6 @@ def terminal_cells(rec: Recommendation) -> tuple[str, str, str, str]:
     speedup = speedup_text(rec).replace(" (", "\n(", 1)
     if math.isfinite(rec.speedup) and rec.winner != BASELINE_VARIANT and not rec.speedup_disturbed:
         s_low, s_high = rec.speedup_ci
-        ci = f"\n[{s_low:.2f}, {s_high:.2f}]" if math.isfinite(s_low) and math.isfinite(s_high) else ""
-        speedup = f"{rec.speedup:.2f}×{rec.speedup_marks()}{ci}"
+        ci = f"\n{speedup_bounds(s_low, s_high)}" if math.isfinite(s_low) and math.isfinite(s_high) else ""
+        speedup = f"{ratio_text(rec.speedup)}×{rec.speedup_marks()}{ci}"
     return (rec.config, "\n".join([rec.winner, verdict, *notes]), latency, speedup)
