@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
-from harness.results.store import COLUMNS, OutputError, RunFolder, read_jsonl, to_frame
+from harness.results.store import COLUMNS, OutputError, RunFolder, default_run_dir, read_jsonl, to_frame
 
 
 def test_rows_are_durable_as_soon_as_appended(tmp_path: Path) -> None:
@@ -119,3 +120,71 @@ def test_env_json_is_replaced_whole_or_not_at_all(tmp_path: Path, monkeypatch: p
         folder.write_env({"config": {"seed": 1}})
     assert (tmp_path / "env.json").read_text() == before and json.loads(before)["config"]["seed"] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["env.json"]  # no staging file left
+
+
+@pytest.fixture
+def one_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every run started within the same second (UTC 2026-11-28 08:11:25)."""
+    import datetime as dt
+    import types
+
+    import harness.results.store as store
+
+    frozen = dt.datetime(2026, 11, 28, 8, 11, 25, tzinfo=dt.UTC)
+    clock = types.SimpleNamespace(now=lambda tz=None: frozen)
+    monkeypatch.setattr(store, "_dt", types.SimpleNamespace(UTC=dt.UTC, datetime=clock))
+
+
+def test_default_run_folders_started_in_one_second_get_their_own_names(tmp_path: Path, one_second: None) -> None:
+    """Two default-named runs started in the same second were given one folder, and the second was
+    refused ("being written by another run right now: choose another --out") though it named none.
+    The name is taken by creating the folder; a taken one gets -2, -3, …"""
+    root = tmp_path / "results" / "runs"
+    names = [default_run_dir("cuda:0", root) for _ in range(3)]
+    assert [p.name for p in names] == ["20261128-081125-cuda0", "20261128-081125-cuda0-2", "20261128-081125-cuda0-3"]
+    assert all(p.is_dir() and not any(p.iterdir()) for p in names)  # made, and empty: a run's to claim
+    (root / "20261128-081125-cuda0-4").write_text("not a folder")
+    assert default_run_dir("cuda:0", root).name == "20261128-081125-cuda0-5"
+
+
+def test_a_second_default_run_in_the_same_second_holds_and_claims_its_own_folder(tmp_path: Path,
+                                                                                 one_second: None) -> None:
+    """What ``run`` does with the name (``RunFolder``, ``held``, ``claim``) works on a folder made
+    for it, while the first run still holds its own."""
+    first = RunFolder(default_run_dir("cpu", tmp_path))
+    with first.held():
+        first.claim()
+        first.write_env({"run": 1})
+        second = RunFolder(default_run_dir("cpu", tmp_path))
+        with second.held():  # refused before: the same folder, held by the first run
+            assert second.claim() == []
+            second.write_env({"run": 2})
+    assert first.path != second.path
+    assert json.loads((first.path / "env.json").read_text())["run"] == 1
+
+
+def test_runs_choosing_a_default_name_at_once_never_share_one(tmp_path: Path, one_second: None) -> None:
+    """Checking for the name and then creating it would let two runs pass the check together: the
+    folder is created with a mkdir that fails where it exists, so each gets its own."""
+    start, got = threading.Barrier(8), []
+
+    def choose() -> None:
+        start.wait()
+        got.append(default_run_dir("cpu", tmp_path))
+
+    threads = [threading.Thread(target=choose) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(got)) == 8 and all(p.is_dir() for p in got)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_a_default_run_folder_that_cannot_be_made_is_an_output_error(tmp_path: Path) -> None:
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(OutputError, match="cannot be written"):
+            default_run_dir("cpu", tmp_path / "runs")
+    finally:
+        tmp_path.chmod(0o700)

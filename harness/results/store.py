@@ -60,9 +60,25 @@ class OutputError(OSError):
 
 
 def default_run_dir(device: str, root: str | Path = "results/runs") -> Path:
-    """``results/runs/<UTC time>-<device>``: sortable, and never the same twice in a second."""
+    """``results/runs/<UTC time>-<device>``, sortable, made here, empty, and this run's alone: a
+    name already there (a run started in the same second, in this process or another) gets ``-2``,
+    ``-3``, …. Each name is taken by creating its folder, which fails where it exists, so two runs
+    choosing at once never get the same one: the second of two default-named runs started in one
+    second was refused, as if it had named another run's ``--out``."""
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
-    return Path(root) / f"{stamp}-{device.replace(':', '')}"
+    first = Path(root) / f"{stamp}-{device.replace(':', '')}"
+    path, n = first, 1
+    try:
+        first.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:  # taken (or a file of that name): the next one
+                n += 1
+                path = first.with_name(f"{first.name}-{n}")
+    except OSError as exc:
+        raise OutputError(f"output folder {str(path)!r} cannot be written: {exc.strerror or exc}") from None
 
 
 def run_folder_of(path: str | Path) -> Path:
