@@ -240,15 +240,16 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
                     first = replace(first, recompiles=compiled_graphs(fn) - graphs_after_first)
                 calls = sum(t.warmup_calls + len(t.samples_ms) * t.calls_per_sample for t in (timing, wall) if t)
                 figures = Figures.of(timing, wall, device.type == "cuda", case.batch, remeasured)
-                layout = tags_of(variant).memory_format
-                if layout != torch.contiguous_format and not case.context:
-                    swapped["nchw_input_ms"] = converted_input_ms(fn, x, params, grad_out, layout, clock, policy)
             timed = Timed(case, step, device, calls, figures.stats.median_ms, subject.blocks)
             measured = swapped | measures.measured(timed, spent)
     finally:
         measures.close()
         for name, seconds in spent.items():
             timer.add(name, seconds)
+    layout = tags_of(variant).memory_format
+    if layout != torch.contiguous_format and not case.context:  # after the metrics, so that none of them sees it
+        with torch.no_grad() if not train else contextlib.nullcontext(), timer.phase("timing"):
+            measured["nchw_input_ms"] = converted_input_ms(fn, x, params, grad_out, layout, clock, policy)
     return CaseResult(case, Status.OK, check=check, first_call=first, figures=figures, metrics=measured)
 
 
