@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.results.store import RunFolder
+
 CPU_ENV: dict[str, Any] = {
     "device": "cpu",
     "gpu_name": None,
@@ -58,13 +60,13 @@ def noise(median: float, n: int = 30, rel: float = 0.01, seed: int = 0) -> list[
 
 def write_run(folder: Path, rows: Iterable[Mapping[str, Any]], env: Mapping[str, Any] | None = None,
               csv: bool = True) -> Path:  # fmt: skip
-    """A run folder like the core's: results.jsonl, results.csv without samples, env.json."""
+    """A run folder like the core's: results.jsonl, results.csv written as a run writes it, env.json."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = list(rows)
     with (folder / "results.jsonl").open("w", encoding="utf-8") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
     if csv:
-        pd.DataFrame(rows).drop(columns=["samples_ms"]).to_csv(folder / "results.csv", index=False)
+        RunFolder(folder).write_csv(pd.DataFrame(rows))
     (folder / "env.json").write_text(json.dumps(dict(CPU_ENV if env is None else env)), encoding="utf-8")
     return folder

@@ -1,8 +1,10 @@
 """compare: verdicts from synthetic samples whose answer is known, and every way input can be bad."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from compare_helpers import CPU_ENV, case, noise, row, write_run
 from rich.console import Console
@@ -547,6 +549,19 @@ def test_with_several_processes_a_change_must_show_in_every_process(tmp_path: Pa
     mixed = write_run(tmp_path / "mixed", [pooled([1.3, 1.32, 1.0], seed=10)])
     (c,) = cmp.compare(base, mixed).cases
     assert c.verdict is Verdict.AMBIGUOUS and ("processes overlap" in c.note or "within noise" in c.note)
+
+
+def test_a_results_csv_keeps_the_process_medians_and_gets_the_same_verdict(tmp_path: Path) -> None:
+    """The CSV dropped them: one process of five as fast as the baseline read SLOWER from results.csv
+    (the pooled quartiles hide one process in five) and AMBIGUOUS from results.jsonl of the same runs."""
+    base = write_run(tmp_path / "base", [pooled([1.0, 1.01, 1.0, 1.02, 1.01], seed=1)])
+    cur = write_run(tmp_path / "cur", [pooled([1.3, 1.31, 1.3, 1.32, 1.0], seed=10)])
+    assert json.loads(pd.read_csv(cur / "results.csv")["process_medians_ms"][0]) == [1.3, 1.31, 1.3, 1.32, 1.0]
+    from_csv = cmp.compare(base / "results.csv", cur / "results.csv").cases[0]
+    from_jsonl = cmp.compare(base, cur).cases[0]
+    assert from_csv.method == "ci-overlap" and from_jsonl.method == "mann-whitney"
+    assert from_csv.verdict is from_jsonl.verdict is Verdict.AMBIGUOUS
+    assert from_csv.noise == pytest.approx(0.32) and "within noise" in from_csv.note
 
 
 def test_the_spread_between_processes_is_noise(tmp_path: Path) -> None:

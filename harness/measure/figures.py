@@ -32,8 +32,11 @@ FIGURE_COLUMNS: tuple[str, ...] = (
     "host_ms", "host_ci_low_ms", "host_ci_high_ms", "wall_ms", "wall_ci_low_ms", "wall_ci_high_ms", "bound",
     "overran", "wait_share", "disturbed", "remeasured", "processes",
 )  # fmt: skip
-#: Raw per-sample data kept in results.jsonl, left out of the CSV.
+#: Raw per-sample data kept in results.jsonl (the CSV keeps only ``CSV_LIST_COLUMNS`` of them).
 RAW_FIGURE_COLUMNS: tuple[str, ...] = ("host_samples_ms", "wall_samples_ms", "wait_shares", "process_medians_ms")
+#: Lists short enough for the CSV, as JSON text: one median a process, which ``compare``'s
+#: process gate needs, so a results.csv gets the verdict its results.jsonl gets.
+CSV_LIST_COLUMNS: tuple[str, ...] = ("process_medians_ms",)
 #: Every column holding a list of samples.
 RAW_COLUMNS_ALL: tuple[str, ...] = ("samples_ms", *RAW_FIGURE_COLUMNS)
 

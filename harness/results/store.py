@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.measure.figures import FIGURE_COLUMNS, RAW_FIGURE_COLUMNS
+from harness.measure.figures import CSV_LIST_COLUMNS, FIGURE_COLUMNS, RAW_FIGURE_COLUMNS
 from harness.results.record import NUMERIC_COLUMNS, SCHEMA_VERSION, CaseResult, SchemaError, check_schema, jsonable
 from harness.sweep.cases import KEY_COLUMNS
 
@@ -50,7 +50,7 @@ COLUMNS: tuple[str, ...] = KEY_COLUMNS + (
     "finished_at", "schema",
 )  # fmt: skip
 #: Raw data kept in results.jsonl but left out of the CSV.
-RAW_COLUMNS: tuple[str, ...] = ("samples_ms", *RAW_FIGURE_COLUMNS)
+RAW_COLUMNS: tuple[str, ...] = tuple(c for c in ("samples_ms", *RAW_FIGURE_COLUMNS) if c not in CSV_LIST_COLUMNS)
 #: The files that say a folder holds a run: a new run there is refused unless it overwrites or resumes.
 RUN_MARKERS: tuple[str, ...] = (RESULTS_JSONL, ENV_JSON)
 
@@ -231,8 +231,16 @@ class RunFolder:
 
     def write_csv(self, frame: pd.DataFrame) -> Path:
         path = self.path / RESULTS_CSV
-        frame.drop(columns=[c for c in RAW_COLUMNS if c in frame.columns]).to_csv(path, index=False)
+        frame = frame.drop(columns=[c for c in RAW_COLUMNS if c in frame.columns])
+        for name in (c for c in CSV_LIST_COLUMNS if c in frame.columns):
+            frame[name] = frame[name].map(_json_list)
+        frame.to_csv(path, index=False)
         return path
+
+
+def _json_list(value: Any) -> Any:
+    """A list cell as JSON text (``[1.0, 2.0]``), which ``tables.raw_samples`` reads back; else as it is."""
+    return json.dumps([float(v) for v in value]) if isinstance(value, (list, tuple)) else value
 
 
 def read_jsonl(path: str | Path, notes: list[str] | None = None) -> list[dict[str, Any]]:
