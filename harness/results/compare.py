@@ -440,13 +440,7 @@ def compare(
 ) -> Comparison:
     """Match the two runs' cases by their key columns and judge each on ``metric`` (``METRICS``);
     raises ``CompareError``."""
-    if metric not in METRICS:
-        raise CompareError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
-    if not 0 < threshold <= 1:  # 5 meant as 5% would be 500%, and turn the gate off
-        raise CompareError(f"threshold must be a fraction such as 0.05 (5%), at most 1 (twice as slow), "
-                           f"got {threshold}")
-    if not 0 < alpha < 1:
-        raise CompareError(f"alpha must be between 0 and 1, got {alpha}")
+    _check_arguments(metric, threshold, alpha)
     base = baseline if isinstance(baseline, LoadedRun) else load_run(baseline)
     cur = current if isinstance(current, LoadedRun) else load_run(current)
     if base.device and cur.device and base.device != cur.device:
@@ -461,38 +455,19 @@ def compare(
             raise CompareError(f"{run.source}: no {METRICS[metric].median} column (made before host and wall "
                                f"time were measured); compare it with --metric median")
     columns = [c for c in KEY_COLUMNS if c in base.columns and c in cur.columns]
-    notes = list(base.notes) + list(cur.notes)
-    if Path(base.source).resolve() == Path(cur.source).resolve():  # "OK" here says nothing about any change
-        notes.append(f"the baseline and the current run are the same file ({cur.source}): nothing changed to judge")
-    one_sided = sorted((base.columns ^ cur.columns) & set(KEY_COLUMNS))
-    if "context" in one_sided and not any(key_value(r.get("context")) for r in (*base.records, *cur.records)):
-        one_sided.remove("context")  # rows from before contexts are blocks alone, as the others: an exact match
-    if one_sided:
-        notes.append(f"key column(s) {', '.join(one_sided)} on one side only (older file?): matched without them")
     b_rows, b_repeated = base.by_key(columns)
     c_rows, c_repeated = cur.by_key(columns)
-    for run, repeated in ((base, b_repeated), (cur, c_repeated)):
-        if repeated:
-            notes.append(f"{run.source}: {repeated} case(s) appear more than once; the last row of each is used")
+    notes = _matching_notes(base, cur, b_repeated, c_repeated)
     common = [k for k in c_rows if k in b_rows]
     if not common:
         raise CompareError(f"no case in common between {base.source} and {cur.source}")
     results, changes = [], []
     for key in common:
-        b_row, c_row = b_rows[key], c_rows[key]
-        b_status, c_status = str(b_row.get("status")), str(c_row.get("status"))
-        b_batch, c_batch = smaller_batch(b_row), smaller_batch(c_row)
-        if b_status == "ok" and c_status == "ok" and b_batch == c_batch:
-            results.append(compare_case(key, b_row, c_row, threshold, alpha, metric))
-        elif b_status != c_status or b_batch != c_batch or b_status in BROKEN:  # a latency of another batch
-            # (--oom-retry) is no match; a case broken on both sides is listed, never silently dropped
-            fits = (_fit(b_status, b_batch, b_row), _fit(c_status, c_batch, c_row))
-            b_status, c_status = _at_batch(b_status, b_batch), _at_batch(c_status, c_batch)
-            reason = c_row.get("reason") if c_status != "ok" else b_row.get("reason")
-            if b_status == c_status and b_batch != c_batch:  # an oom on both sides, halved to different batches
-                reason = f"ran at batch {fits[0] or 'none'} before, {fits[1] or 'none'} now"
-            changes.append(StatusChange(key, b_status, c_status, "" if key_value(reason) is None else str(reason),
-                                        *fits))  # fmt: skip
+        judged = _judge_pair(key, b_rows[key], c_rows[key], threshold, alpha, metric)
+        if isinstance(judged, CaseComparison):
+            results.append(judged)
+        elif judged is not None:
+            changes.append(judged)
     only_b = tuple(k for k in b_rows if k not in c_rows)
     only_c = []
     for key in (k for k in c_rows if k not in b_rows):
@@ -524,3 +499,48 @@ def compare(
         only_baseline_timed=tuple(k for k in only_b if _fit(str(b_rows[k].get("status")), None, b_rows[k])
                                   and smaller_batch(b_rows[k]) is None),
     )
+
+
+def _check_arguments(metric: str, threshold: float, alpha: float) -> None:
+    if metric not in METRICS:
+        raise CompareError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+    if not 0 < threshold <= 1:  # 5 meant as 5% would be 500%, and turn the gate off
+        raise CompareError(f"threshold must be a fraction such as 0.05 (5%), at most 1 (twice as slow), "
+                           f"got {threshold}")
+    if not 0 < alpha < 1:
+        raise CompareError(f"alpha must be between 0 and 1, got {alpha}")
+
+
+def _matching_notes(base: LoadedRun, cur: LoadedRun, b_repeated: int, c_repeated: int) -> list[str]:
+    """What the reader must know of how the two files' cases were matched."""
+    notes = list(base.notes) + list(cur.notes)
+    if Path(base.source).resolve() == Path(cur.source).resolve():  # "OK" here says nothing about any change
+        notes.append(f"the baseline and the current run are the same file ({cur.source}): nothing changed to judge")
+    one_sided = sorted((base.columns ^ cur.columns) & set(KEY_COLUMNS))
+    if "context" in one_sided and not any(key_value(r.get("context")) for r in (*base.records, *cur.records)):
+        one_sided.remove("context")  # rows from before contexts are blocks alone, as the others: an exact match
+    if one_sided:
+        notes.append(f"key column(s) {', '.join(one_sided)} on one side only (older file?): matched without them")
+    for run, repeated in ((base, b_repeated), (cur, c_repeated)):
+        if repeated:
+            notes.append(f"{run.source}: {repeated} case(s) appear more than once; the last row of each is used")
+    return notes
+
+
+def _judge_pair(key: Key, b_row: Mapping[str, Any], c_row: Mapping[str, Any], threshold: float, alpha: float,
+                metric: str) -> CaseComparison | StatusChange | None:
+    """A case both runs hold: its timing judged when both timed it at one batch, else its change of
+    status, or None when it was skipped alike on both sides. A case broken on both sides is listed,
+    never silently dropped; a latency of another batch (``--oom-retry``) is no match."""
+    b_status, c_status = str(b_row.get("status")), str(c_row.get("status"))
+    b_batch, c_batch = smaller_batch(b_row), smaller_batch(c_row)
+    if b_status == "ok" and c_status == "ok" and b_batch == c_batch:
+        return compare_case(key, b_row, c_row, threshold, alpha, metric)
+    if b_status == c_status and b_batch == c_batch and b_status not in BROKEN:
+        return None
+    fits = (_fit(b_status, b_batch, b_row), _fit(c_status, c_batch, c_row))
+    b_status, c_status = _at_batch(b_status, b_batch), _at_batch(c_status, c_batch)
+    reason = c_row.get("reason") if c_status != "ok" else b_row.get("reason")
+    if b_status == c_status and b_batch != c_batch:  # an oom on both sides, halved to different batches
+        reason = f"ran at batch {fits[0] or 'none'} before, {fits[1] or 'none'} now"
+    return StatusChange(key, b_status, c_status, "" if key_value(reason) is None else str(reason), *fits)
