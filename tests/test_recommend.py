@@ -79,6 +79,28 @@ def test_nothing_correct_is_no_winner() -> None:
     assert rec.winner is None and math.isnan(rec.speedup)
     assert rec.verdict() == "no variant ran correctly: wrong (mismatch), eager (error)"
     assert table_rows([rec])[0][2:5] == ("—", "", "")
+    # out of memory is no wrong result: "no variant ran correctly" read as if every variant were wrong
+    full = only([row("eager", None, status="oom"), row("fast", None, status="oom")])
+    assert full.verdict() == "no variant fit in memory at this batch: eager (oom), fast (oom)"
+    mixed = only([row("eager", None, status="oom"), row("gpu", None, status="skipped")])
+    assert mixed.verdict() == "no variant was timed: eager (oom), gpu (skipped)"
+
+
+def test_a_winner_whose_median_reads_zero_says_so_not_that_eager_is_missing() -> None:
+    rec = only([row("eager", 1.0), row("fast", 0.0, 0.0, 0.0)])
+    assert rec.winner == "fast" and "no speedup: fast's median reads 0 ms" in rec.notes()
+    assert not any("no eager" in n for n in rec.notes())
+
+
+def test_the_terminal_keeps_the_notes_of_a_winner_named_eager_something() -> None:
+    """Dropping eager's own marks by the prefix "eager" dropped eager_amp's lower-precision note too."""
+    from harness.results.recommend import terminal_cells
+
+    rec = only([row("eager", 1.0, tolerance=1e-5, max_rel_err=1e-7, noisy=True),
+                row("eager_amp", 0.5, tolerance=3e-2, max_rel_err=3e-3)])
+    assert rec.notes() == ["eager ~", "eager_amp computes in lower precision: error 0.003 against eager's 1e-07"]
+    assert terminal_cells(rec)[1].splitlines()[2:] == ["eager_amp computes in lower precision: error 0.003 "
+                                                      "against eager's 1e-07"]
 
 
 def test_a_host_bound_noisy_winner_is_marked() -> None:
@@ -215,7 +237,7 @@ def test_a_variant_measured_at_a_halved_batch_never_wins_and_says_why() -> None:
     assert rec.winner == "full" and rec.speedup == pytest.approx(1.25) and rec.runner_up == "eager"
     assert rec.not_timed == (("half", "oom: ran at batch 16"),)
     assert only(rows[2:]).winner is None  # alone, it is still no answer for batch 32
-    assert only(rows[2:]).verdict() == "no variant ran correctly: half (oom: ran at batch 16)"
+    assert only(rows[2:]).verdict() == "no variant fit in memory at this batch: half (oom: ran at batch 16)"
 
 
 @pytest.mark.parametrize("device", ["cuda:0", "cuda:1"])
@@ -314,11 +336,17 @@ def test_a_variant_that_computes_in_lower_precision_is_named_beside_the_answer()
     rec = only([row("eager", 1.0, **exact), row("amp_bf16", 0.99, tolerance=0.03, max_rel_err=2.4e-3),
                 row("compile", 1.01, tolerance=1e-5, max_rel_err=3e-7)])
     assert rec.winner == "amp_bf16" and "eager" in rec.tied
-    assert rec.less_precise == (("amp_bf16", 2.4e-3, 1.2e-7),)
+    assert rec.less_precise == (("amp_bf16", 2.4e-3, "eager", 1.2e-7),)
     assert "amp_bf16 computes in lower precision: error 0.0024 against eager's 1.2e-07" in rec.notes()
     fast = only([row("eager", 1.0, **exact), row("compile", 0.5, **exact), row("amp_bf16", 2.0, tolerance=0.03)])
     assert fast.less_precise == ()  # named nowhere in the answer: not flagged
-    assert only([row("amp_bf16", 0.5, tolerance=0.03), row("x", 0.6, tolerance=1e-5)]).less_precise == ()  # no eager
+    # without eager (not in --variants, or failed), the tightest-held variant timed stands in: the
+    # note vanished, and a tie read as one of equals
+    no_eager = only([row("amp_bf16", 0.5, tolerance=0.03, max_rel_err=3e-3),
+                     row("mean_squeeze", 0.51, tolerance=1e-5, max_rel_err=1e-7), row("eager", None, status="error")])
+    assert no_eager.tie and no_eager.less_precise == (("amp_bf16", 3e-3, "mean_squeeze", 1e-7),)
+    assert "amp_bf16 computes in lower precision: error 0.003 against mean_squeeze's 1e-07" in no_eager.notes()
+    assert only([row("amp_bf16", 0.5, tolerance=0.03)]).less_precise == ()  # nothing held tighter
 
 
 def test_a_winner_that_compiles_says_what_its_first_call_costs() -> None:
@@ -339,6 +367,11 @@ def test_a_winner_timed_in_its_own_layout_says_what_nchw_input_costs() -> None:
     assert behind.nchw_input == ()  # not part of the answer
     alone = only([row("channels_last", 0.262, nchw_input_ms=0.747)])
     assert "channels_last from NCHW input: 0.747 ms" in alone.notes()  # no eager to set it against
+    # a disturbed eager is an upper bound: "3.33× eager" was quoted beside "— (CPU busy) !"
+    busy = only([row("eager", 3.0, disturbed=True), row("channels_last", 0.5, nchw_input_ms=0.9)])
+    assert "channels_last from NCHW input: 0.900 ms" in busy.notes() and "3.33" not in "; ".join(busy.notes())
+    busy_winner = only([row("eager", 0.3, disturbed=True), row("channels_last", 0.31, nchw_input_ms=0.9)])
+    assert busy_winner.winner == "eager" and "channels_last from NCHW input: 0.900 ms" in busy_winner.notes()
 
 
 def test_a_speedup_bound_that_rounds_to_one_keeps_a_third_decimal() -> None:
@@ -347,6 +380,8 @@ def test_a_speedup_bound_that_rounds_to_one_keeps_a_third_decimal() -> None:
 
     assert speedup_bounds(1.004, 1.04) == "[1.004, 1.04]"
     assert speedup_bounds(0.996, 1.003) == "[0.996, 1.003]"
+    assert speedup_bounds(1.0004, 1.2) == "[1.0004, 1.20]"  # "1.000" reads 1× as well
+    assert speedup_bounds(0.99996, 1.0) == "[0.99996, 1.00]"
     assert speedup_bounds(1.0, 1.2) == "[1.00, 1.20]" and speedup_bounds(0.05, 0.0812) == "[0.05, 0.081]"
 
 

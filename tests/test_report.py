@@ -146,6 +146,8 @@ def test_cells_are_the_median_with_its_confidence_interval_or_quartiles() -> Non
     assert "| eager     | 0.864 [0.851, 0.881]" in md and "±" not in md
     few = to_frame([row("eager", 1.0, samples_ms=[0.8, 0.9, 1.0, 1.1, 1.2])])  # too few for a CI
     assert "| eager     | 1.00 (IQR 0.90–1.10)" in markdown(few)
+    one = to_frame([row("eager", 1.0, samples_ms=[1.0], n_samples=1, iqr_ms=0.0)])  # --max-samples 1
+    assert "| eager     | 1.00 (1 sample)" in markdown(one) and "IQR 0" not in markdown(one)
 
 
 def test_summary_answers_first_and_ends_pointing_to_the_plots() -> None:
@@ -196,6 +198,13 @@ def test_a_repeated_case_shows_its_last_row_everywhere() -> None:
     md = markdown(frame)
     assert "| fast      | 1.50 (IQR 0.1)" in md and "0.500" not in md
     assert "1.33" in md and "4.00" not in md
+    # a case that failed, then ran: not listed as not timed, not counted as failed, its old marks unexplained
+    from harness.results.report import failure_line, legend
+
+    resumed = to_frame([row("eager", 2.0), row("fast", None, status="error"), row("fast", 0.5),
+                        row("slow", 3.0, disturbed=True), row("slow", 3.0)])  # fmt: skip
+    assert "Cases not timed" not in markdown(resumed)
+    assert failure_line(resumed) is None and legend(resumed) == []
 
 
 def test_the_terminal_speedup_carries_the_marks_of_either_side() -> None:

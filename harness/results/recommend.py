@@ -109,8 +109,9 @@ class Recommendation:
     #: draws, so no "clear".
     few_samples: tuple[str, ...] = ()
     #: The winner and tied variants judged at a looser tolerance than eager (an AMP variant computing
-    #: float32 input in bfloat16), each with its error and eager's: faster, but not the same numbers.
-    less_precise: tuple[tuple[str, float, float], ...] = ()
+    #: float32 input in bfloat16), each with its error, and eager's name and error (without eager,
+    #: the tightest-held variant's): faster, but not the same numbers.
+    less_precise: tuple[tuple[str, float, str, float], ...] = ()
     #: What the winner's first call cost to compile or capture (``compile_s``), paid once per process
     #: and never in its latency: 2.5–7.4 s for ``compile`` on the 2-core VM. NaN: it compiles nothing.
     compile_s: float = math.nan
@@ -143,9 +144,7 @@ class Recommendation:
         """One phrase: why this is the answer, and how sure it is."""
         if self.winner is None:
             failed = ", ".join(f"{v} ({s})" for v, s in self.not_timed)
-            skipped = self.not_timed and all(s == "skipped" for _, s in self.not_timed)
-            return ("no variant could run here" if skipped else "no variant ran correctly") + (
-                f": {failed}" if failed else "")
+            return no_winner(tuple(s for _, s in self.not_timed)) + (f": {failed}" if failed else "")
         if self.disturbed:
             return f"unsure: {', '.join(self.disturbed)} ran while the CPU was busy (!); measure again"
         if self.unsure:
@@ -176,15 +175,18 @@ class Recommendation:
         if flagged and math.isfinite(self.speedup):
             found.append(f"{BASELINE_VARIANT} {' '.join(flagged)}")
         if self.winner is not None and not math.isfinite(self.speedup) and self.winner != BASELINE_VARIANT:
-            found.append(f"no {BASELINE_VARIANT} timed to compare with")
+            found.append(f"no {BASELINE_VARIANT} timed to compare with" if not math.isfinite(self.eager_ms)
+                         else f"no speedup: {self.winner}'s median reads {self.median_ms:g} ms")
         if self.compile_s > 0:
             found.append(f"first call compiles {self.compile_s:.2g} s")  # once per process, never in its latency
-        for variant, ms in self.nchw_input:
-            versus = f", {ratio_text(self.eager_ms / ms)}× {BASELINE_VARIANT}" if math.isfinite(self.eager_ms) else ""
+        eager_busy = "!" in (self.marks if self.winner == BASELINE_VARIANT else self.eager_marks)
+        for variant, ms in self.nchw_input:  # never set against a disturbed eager: an upper bound
+            versus = (f", {ratio_text(self.eager_ms / ms)}× {BASELINE_VARIANT}"
+                      if math.isfinite(self.eager_ms) and not eager_busy else "")
             found.append(f"{variant} from NCHW input: {ms:.{decimals(ms)}f} ms{versus}")  # its layout's copy counted
-        for variant, error, eager_error in self.less_precise:
+        for variant, error, reference, reference_error in self.less_precise:
             found.append(f"{variant} computes in lower precision: error {error:.2g} against "
-                         f"{BASELINE_VARIANT}'s {eager_error:.2g}")  # fmt: skip
+                         f"{reference}'s {reference_error:.2g}")  # fmt: skip
         return found
 
     @property
@@ -264,6 +266,18 @@ def fastest_end_to_end(best: Mapping[str, Any], ranked: list[dict[str, Any]]) ->
     return min(below, key=lambda r: number(r["wall_ms"])) if below else None
 
 
+def no_winner(statuses: tuple[str, ...]) -> str:
+    """Why a configuration has no answer, by what became of its variants: "ran correctly" only where
+    one gave a wrong result or failed; every variant out of memory read as if they were all wrong."""
+    if statuses and all(s == "skipped" for s in statuses):
+        return "no variant could run here"
+    if statuses and all(s.startswith("oom") for s in statuses):
+        return "no variant fit in memory at this batch"
+    if any(s in ("mismatch", "error", "crashed", "timeout") for s in statuses):
+        return "no variant ran correctly"
+    return "no variant was timed"
+
+
 def _untimed_status(row: Mapping[str, Any]) -> str:
     """Why a row of the configuration is not ranked: its status, or the halved batch it ran at."""
     return str(row["status"]) if row["status"] != "ok" else f"oom: ran at batch {smaller_batch(row)}"
@@ -324,7 +338,7 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
         wall_best_ms=number(wall_best["wall_ms"]) if wall_best is not None else math.nan,
         disturbed=disturbed,
         few_samples=few,
-        less_precise=less_precise(named, eager),
+        less_precise=less_precise(named, ranked),
         compile_s=number(best.get("compile_s")),
         nchw_input=tuple((str(r["variant"]), number(r.get("nchw_input_ms"))) for r in named
                          if math.isfinite(number(r.get("nchw_input_ms")))),
@@ -332,15 +346,20 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
     )  # fmt: skip
 
 
-def less_precise(named: list[dict[str, Any]], eager: Mapping[str, Any] | None) -> tuple[tuple[str, float, float], ...]:
-    """Of ``named``, the variants checked at a looser tolerance than ``eager`` in the same configuration,
-    with their error and eager's. The tolerance follows the dtype a variant computes in, so a float32
+def less_precise(named: list[dict[str, Any]], timed: list[dict[str, Any]]
+                 ) -> tuple[tuple[str, float, str, float], ...]:  # fmt: skip
+    """Of ``named``, the variants checked at a looser tolerance than ``eager`` in the same configuration
+    (without eager, than the tightest-held variant timed there), with their error, and that
+    variant's name and error. The tolerance follows the dtype a variant computes in, so a float32
     row of an AMP variant carries float16's or bfloat16's: a tie with it is a tie of speed only."""
-    if eager is None:
+    held = [r for r in timed if math.isfinite(number(r.get("tolerance")))]
+    reference = next((r for r in held if r["variant"] == BASELINE_VARIANT), None) or min(
+        held, key=lambda r: (number(r.get("tolerance")), str(r["variant"])), default=None)
+    if reference is None:
         return ()
-    bound, own = number(eager.get("tolerance")), number(eager.get("max_rel_err"))
-    return tuple((str(r["variant"]), number(r.get("max_rel_err")), own) for r in named
-                 if r is not eager and number(r.get("tolerance")) > bound)  # fmt: skip
+    bound, own = number(reference.get("tolerance")), number(reference.get("max_rel_err"))
+    return tuple((str(r["variant"]), number(r.get("max_rel_err")), str(reference["variant"]), own) for r in named
+                 if r is not reference and number(r.get("tolerance")) > bound)  # fmt: skip
 
 
 def recommend(frame: pd.DataFrame) -> list[Recommendation]:
@@ -371,8 +390,10 @@ def speedup_bounds(low: float, high: float) -> str:
     """``[1.05, 1.12]``; a bound that is not 1 but rounds to it gets a third decimal (``[1.004, 1.04]``),
     so that a clear lead never shows an interval that reads as reaching 1×, nor a tie one that misses it."""
     def bound(value: float) -> str:
-        text = ratio_text(value)
-        return f"{value:.3f}" if text == "1.00" and value != 1 else text
+        text, digits = ratio_text(value), 3
+        while float(text) == 1 and value != 1 and digits <= 6:  # 1.0004 reads 1.0004, never 1.000
+            text, digits = f"{value:.{digits}f}", digits + 1
+        return text
 
     return f"[{bound(low)}, {bound(high)}]"
 
@@ -422,7 +443,8 @@ def terminal_cells(rec: Recommendation) -> tuple[str, str, str, str]:
         verdict = "only one timed"
     else:
         verdict = f"next: {rec.runner_up} {rec.runner_up_ms:.{decimals(rec.runner_up_ms)}f} ms"
-    notes = [n for n in rec.notes() if not n.startswith(("~", "!", BASELINE_VARIANT, "end to end"))]
+    # eager's own marks and the end-to-end note are shown otherwise; eager_amp's notes are not eager's
+    notes = [n for n in rec.notes() if not n.startswith(("~", "!", f"{BASELINE_VARIANT} ", "end to end"))]
     if rec.wall_best is not None:  # the long note would not fit the column
         notes.append(f"end to end: {rec.wall_best}")
     low, high = rec.interval_ms

@@ -102,8 +102,9 @@ def _host_cell(row: Mapping[str, Any]) -> str:
 
 
 def legend(frame: pd.DataFrame) -> list[str]:
-    """Lines explaining the marks that appear in ``frame``'s timed rows."""
-    used = {m for r in frame[frame["status"] == "ok"].to_dict("records") for m in marks(r)}
+    """Lines explaining the marks that appear in ``frame``'s timed rows (each case's last row: the one shown)."""
+    last = last_rows(frame)
+    used = {m for r in last[last["status"] == "ok"].to_dict("records") for m in marks(r)}
     return [f"- `{mark}` {meaning}" for mark, meaning in MARKS.items() if mark in used]
 
 
@@ -128,9 +129,11 @@ def disturbed_count(frame: pd.DataFrame) -> str | None:
 def failure_line(frame: pd.DataFrame) -> str | None:
     """One line when a run must not pass: the cases that failed (``Status.failed``: not ``oom``, the
     device's limit at that size), by status and variant; or, when none failed, that no case was timed
-    at all (every one skipped or out of memory: nothing answers which variant to run). Else None."""
+    at all (every one skipped or out of memory: nothing answers which variant to run). Else None.
+    Each case counts by its last row: a case that failed and then ran (a resumed run) has not failed."""
     if frame.empty or "status" not in frame:
         return None
+    frame = last_rows(frame)
     bad = frame[frame["status"].isin(FAILED)]
     if not bad.empty:
         counts = bad.groupby(["status", "variant"], sort=True).size()
@@ -251,12 +254,13 @@ def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
             lines += [f"Speedup over `{BASELINE_VARIANT}` (×, higher is faster; `~` `!`: on either side):", ""]
             lines += [pivot(speeds, "cell").fillna("").to_markdown(disable_numparse=True), ""]
         lines += profiling_markdown(group)  # FLOPs, peak memory, GPU telemetry
-    not_ok = (frame["status"] != "ok").to_numpy()
+    last = last_rows(frame)  # a case that failed, then ran (resumed), is timed
+    not_ok = (last["status"] != "ok").to_numpy()
     if not_ok.any():
         lines += ["## Cases not timed", ""]
         # labelled over the whole run: a fusion or reduction the sweep varied tells two rows apart
-        cases = frame[not_ok].assign(case=config_label(frame).to_numpy()[not_ok],
-                                     reason=frame["reason"][not_ok].fillna("no reason given"))
+        cases = last[not_ok].assign(case=config_label(last).to_numpy()[not_ok],
+                                    reason=last["reason"][not_ok].fillna("no reason given"))
         cols = ["variant", "case", "device", "dtype", "mode", "status", "reason"]
         lines += [md_table(cases[cols], index=False), ""]
     lines += traces_markdown(frame)

@@ -154,7 +154,7 @@ def latency_text(row: Mapping[str, Any]) -> str:
     """``0.864 [0.851, 0.881]``: the median and the 95% CI of the median, in ms, to the median's precision.
 
     Without a CI (under 6 samples), ``(IQR 0.85–0.88)``: the samples' 25th and 75th percentiles; a
-    row without raw samples (results.csv) gives the IQR's width, ``(IQR 0.03)``.
+    row without raw samples (results.csv) gives the IQR's width, ``(IQR 0.03)``; one sample, ``(1 sample)``.
     """
     median = number(row.get("median_ms"))
     d = decimals(median)
@@ -167,6 +167,8 @@ def latency_text(row: Mapping[str, Any]) -> str:
         q1, q3 = np.percentile(samples, [25, 75])
         return f"{text} (IQR {q1:.{d}f}–{q3:.{d}f})"
     iqr = number(row.get("iqr_ms"))
+    if number(row.get("n_samples")) < 2:  # one sample has no spread: "(IQR 0)" read as a steady time
+        return f"{text} (1 sample)"
     return f"{text} (IQR {iqr:.2g})" if math.isfinite(iqr) else text
 
 
