@@ -158,17 +158,22 @@ def draw_speedup(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> F
     fig, axes = _grid(len(panels), width=max(4.5, 0.9 * len(variants) * max(1, len(hues)) + 1.5))
     bar_width = 0.8 / max(1, len(hues))
     # one scale for every panel, so bar heights compare across shapes; set by the trusted bars where
-    # there are any: one disturbed 198× bar squashed every other to a sliver. Taller marked bars are
-    # cut at the top, their figure written inside with an arrow.
+    # there are any: one disturbed 198× bar squashed every other to a sliver. Taller noisy bars are
+    # cut at the top, their figure written inside with an arrow; disturbed ones are not drawn.
     trusted = table.loc[~table["untrusted"], "speedup"]
-    ceiling = max(1.2, 1.2 * float(np.nanmax(trusted if trusted.notna().any() else table["speedup"])))
+    drawn = table.loc[~table["disturbed"], "speedup"]
+    scale = trusted if trusted.notna().any() else drawn
+    ceiling = max(1.2, 1.2 * float(np.nanmax(scale))) if scale.notna().any() else 1.2
     for ax, ((batch, c, h, w), group) in zip(axes, panels, strict=True):
         x = np.arange(len(variants))
         for i, hue in enumerate(hues):
             sub = group[group["hue"] == hue].set_index("variant")[["speedup", "marks"]]
             sub = sub[~sub.index.duplicated(keep="last")]
-            values = [float(sub["speedup"].get(v, np.nan)) for v in variants]
             flags = [str(sub["marks"].get(v, "")) for v in variants]
+            # a disturbed side leaves no bar, as the tables leave no figure: a ratio of upper bounds
+            busy = ["!" in flag for flag in flags]
+            values = [np.nan if b else float(sub["speedup"].get(v, np.nan))
+                      for v, b in zip(variants, busy, strict=True)]  # fmt: skip
             offsets = x - 0.4 + bar_width * (i + 0.5)
             bars = ax.bar(offsets, values, bar_width, color=colours[hue], label=hue or None)
             sub_ci = group[group["hue"] == hue].set_index("variant")[["speedup_low", "speedup_high"]]
@@ -194,6 +199,9 @@ def draw_speedup(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> F
             box = {"facecolor": "white", "edgecolor": "none", "pad": 0.5}  # readable where it crosses the 1× line
             ax.bar_label(bars, labels=["" if over else text for text, over in zip(labels, cut, strict=True)],
                          fontsize=7, padding=2, bbox=box)
+            for offset, b in zip(offsets, busy, strict=True):
+                if b:
+                    ax.text(offset, 0.02 * ceiling, "— !", ha="center", va="bottom", fontsize=7, bbox=box)
             for bar, text, over in zip(bars, labels, cut, strict=True):
                 if over:
                     ax.text(bar.get_x() + bar.get_width() / 2, 0.97 * ceiling, f"↑ {text}", ha="center",
@@ -212,9 +220,10 @@ def draw_speedup(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> F
                    title=" · ".join(hue_columns), title_fontsize=8)  # fmt: skip
     caution = ""
     if table["untrusted"].any():  # say what the marks that appear mean
-        meaning = {"noisy": "'~' noisy (IQR > 10% of the median)", "disturbed": "'!' disturbed (CPU starved)"}
-        used = [meaning[column] for column in SPEEDUP_MARKS if table[column].any()]
-        caution = f"\nhatched: {', '.join(used)} on either side; trust such a ratio less"
+        if table["noisy"].any():
+            caution += "\nhatched: '~' noisy (IQR > 10% of the median) on either side; trust such a ratio less"
+        if table["disturbed"].any():
+            caution += "\n'— !': disturbed (CPU starved) on either side, so no ratio (each time is an upper bound)"
     whiskers = "; whiskers: its 95% interval" if np.isfinite(table["speedup_low"].astype(float)).any() else ""
     title = (f"Speedup over {BASELINE_VARIANT} (median latency ratio; higher is faster, dashed line = "
              f"{BASELINE_VARIANT}{whiskers})" + caution + _subtitle(env))  # fmt: skip
