@@ -173,6 +173,10 @@ def test_missing_shards_are_a_warning(piece, tmp_path: Path) -> None:
         merge([a, b], tmp_path / "m")
     keys = [tuple(r[c] for c in KEY_COLUMNS) for r in read_jsonl(tmp_path / "m" / "results.jsonl")]
     assert len(keys) == 2
+    # in the merged report too: said on stderr alone, a partial merge read as the whole sweep
+    [note] = [n for n in json.loads((tmp_path / "m" / "env.json").read_text())["merge_warnings"] if "shard" in n]
+    assert note.startswith("shard(s) 2/3 are not among the runs merged")
+    assert note in (tmp_path / "m" / "report.md").read_text()
 
 
 def test_runs_inside_several_networks_merge_into_a_config_of_all_of_them(piece, tmp_path: Path) -> None:

@@ -208,9 +208,11 @@ def merge(runs: Sequence[str | Path], out: str | Path, allow_mixed_env: bool = F
     rows, split = collect_rows(rows_of)
     notes += [split] if split else []
     missing = check_shards(envs)
-    if missing:
-        warnings.warn(f"shard(s) {', '.join(missing)} are not among the runs merged: the merged run is not the "
-                      "whole sweep", RuntimeWarning, stacklevel=2)  # fmt: skip
+    if missing:  # kept in report.md too: said on stderr alone, the merged report looked complete
+        partial = (f"shard(s) {', '.join(missing)} are not among the runs merged: the merged run is not the "
+                   "whole sweep")  # fmt: skip
+        warnings.warn(partial, RuntimeWarning, stacklevel=2)
+        notes.append(partial)
     folder = RunFolder(target)
     for row in rows:
         folder.append(row)
