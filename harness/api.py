@@ -174,13 +174,17 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
         except KeyboardInterrupt as exc:  # a second Ctrl-C, or SIGTERM: say where the run can be finished
             raise type(exc)(*([str(folder.path)] if folder is not None else [])) from None
         finally:  # on any exit, a second Ctrl-C included, the finished rows get their report
-            frame = to_frame(rows)
-            if folder is not None:
-                left = len(cases) - (len(rows) - kept)
-                if left:  # kept in env.json too, so a report rebuilt later says so; a resume rewrites it
-                    env = env | {UNFINISHED: left}
-                    folder.write_env(env)
-                write_reports(folder, frame, env)
+            try:  # and a Ctrl-C meanwhile (pressed twice, its prompt says) waits until they are written
+                with flag.installed(None), interrupts.held():
+                    frame = to_frame(rows)
+                    if folder is not None:
+                        left = len(cases) - (len(rows) - kept)
+                        if left:  # kept in env.json too, so a report rebuilt later says so; a resume rewrites it
+                            env = env | {UNFINISHED: left}
+                            folder.write_env(env)
+                        write_reports(folder, frame, env)
+            except KeyboardInterrupt as exc:  # then says where the run can be finished, as above
+                raise type(exc)(*([str(folder.path)] if folder is not None else [])) from None
     frame.attrs["run_dir"] = str(folder.path) if folder is not None else None
     frame.attrs["interrupted"] = interrupted
     return frame

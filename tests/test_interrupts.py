@@ -50,3 +50,29 @@ def test_sigterm_during_the_cpu_memory_pass_waits_for_its_profiler_to_end(monkey
     with StopFlag().installed(None), pytest.raises(Terminated):
         memory._cpu_peak(step, memory.PROC_SELF)
     assert ended == [None]
+
+
+def test_ctrl_c_twice_while_the_reports_are_written_waits_for_them(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path) -> None:  # fmt: skip
+    """A new user pressed Ctrl-C twice, as its prompt invites: the second landed while the reports were
+    written, and the run ended "interrupted", with no report.md and no --resume command."""
+    from conftest import FAST_RUN
+
+    from harness import api
+    from harness.results import report
+
+    real = report.write_reports
+
+    def pressed_twice(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        for _ in range(2):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler has run by now
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(api, "write_reports", pressed_twice)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt) as raised:
+        api.run(variants="eager", shapes="8x8x8", batch_sizes="1", dtypes="float32", modes="forward",
+                out=str(out), **FAST_RUN)  # fmt: skip
+    assert raised.value.args == (str(out),)  # the CLI names the --resume command from it
+    assert (out / "report.md").is_file() and (out / "results.csv").is_file()
