@@ -12,6 +12,7 @@ import fnmatch
 import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from harness.sweep.options import FAULTS, OPTION_NAMES, OPTIONS, ConfigError
@@ -70,6 +71,9 @@ def add_run(sub: argparse._SubParsersAction) -> None:
                         "more cases is kept unless --replace-baseline)")
     p.add_argument("--replace-baseline", dest="replace_baseline", action="store_true",
                    help="with --save-baseline: replace the device's baseline even if it holds more cases")
+    p.add_argument("--baselines-dir", dest="baselines_dir", default=None, metavar="DIR",
+                   help="with --save-baseline: the folder of baselines (default: results/baselines, which must "
+                        "be in the current directory: the repository's root)")
     p.add_argument("--profile", action="store_true",
                    help="also write a torch.profiler Chrome trace per timed case to <run>/traces/")
     add_launch_arguments(groups[FAULTS])
@@ -83,10 +87,13 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     options = {name: getattr(args, name) for name in OPTION_NAMES}
     if args.replace_baseline and not args.save_baseline:
         raise UsageError("--replace-baseline only goes with --save-baseline")
+    if args.baselines_dir is not None and not args.save_baseline:
+        raise UsageError("--baselines-dir only goes with --save-baseline")
+    root = baselines_root(args.baselines_dir) if args.save_baseline else None
     if check_launch_arguments(args):  # the shards go to Slurm (or local processes) instead
         return cmd_launch(args, options, console)
-    if args.save_baseline and not args.replace_baseline and args.resume is None:
-        check_baseline_room(args.config, options)
+    if root is not None and not args.replace_baseline and args.resume is None:
+        check_baseline_room(args.config, options, root)
     frame = api.run(args.config, progress=not args.quiet, console=console, profile=args.profile,
                     resume=args.resume, **options)  # fmt: skip
     if not args.quiet:
@@ -96,8 +103,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         console.print("[yellow]interrupted: the report holds the cases finished so far; finish the run with:[/] "
                       f"python -m harness run --resume {frame.attrs['run_dir']}", soft_wrap=True)
         return EXIT_INTERRUPTED
-    if args.save_baseline:  # never from an interrupted run, whose cases are incomplete
-        save_baseline_of(frame.attrs["run_dir"], console, force=args.replace_baseline)
+    if root is not None:  # never from an interrupted run, whose cases are incomplete
+        save_baseline_of(frame.attrs["run_dir"], console, root, force=args.replace_baseline)
     return exit_for_failures(frame, frame.attrs["run_dir"], console)
 
 
@@ -237,7 +244,21 @@ def cmd_env(args: argparse.Namespace, console: Console) -> int:
 # --- compare, report, baselines --------------------------------------------------------------------
 
 
-def check_baseline_room(config: str | None, options: dict[str, Any]) -> None:
+def baselines_root(given: str | None) -> Path:
+    """Where ``--save-baseline`` stores the run: ``given``, or the repository's results/baselines,
+    which must be found from here: run from elsewhere (a plugin's own folder), the relative default
+    started a new tree there, unseen by compare and CI, and the committed baseline stayed as it was."""
+    from harness.results.baselines import DEFAULT_ROOT
+
+    if given is not None:
+        return Path(given)
+    if not DEFAULT_ROOT.is_dir():
+        raise UsageError(f"--save-baseline: there is no {DEFAULT_ROOT} folder in {Path.cwd()}: run from the "
+                         "repository's root, or give --baselines-dir DIR")
+    return DEFAULT_ROOT
+
+
+def check_baseline_room(config: str | None, options: dict[str, Any], root: Path) -> None:
     """Refuse ``--save-baseline`` before the sweep when the device's baseline times more cases than
     the sweep holds: it would be kept, and the sweep run for nothing."""
     import torch
@@ -252,19 +273,19 @@ def check_baseline_room(config: str | None, options: dict[str, Any]) -> None:
     device = torch.device(cfg.device)
     model = "gpu_name" if device.type == "cuda" else "cpu_model"
     try:
-        check_room({"device": cfg.device, model: device_name(device)}, len(expand(cfg)))
+        check_room({"device": cfg.device, model: device_name(device)}, len(expand(cfg)), root)
     except BaselineError as exc:
         raise UsageError(f"cannot save the baseline: {exc}") from None
 
 
-def save_baseline_of(run_dir: str, console: Console, force: bool = False) -> None:
+def save_baseline_of(run_dir: str, console: Console, root: Path, force: bool = False) -> None:
     """Save the run as its device's baseline, saying what it replaces: a committed baseline is
     never swapped silently, nor for one of fewer cases unless ``force`` (``--replace-baseline``)."""
     from harness.results.baselines import BaselineError, replacement, save_baseline
 
     try:
-        replaced = replacement(run_dir)
-        path = save_baseline(run_dir, force=force)
+        replaced = replacement(run_dir, root)
+        path = save_baseline(run_dir, root, force=force)
     except (BaselineError, OSError) as exc:
         raise UsageError(f"cannot save the baseline: {exc}") from None
     console.print(f"baseline: {path}" + (f" (replaced: {replaced})" if replaced is not None else ""), soft_wrap=True)
@@ -437,7 +458,7 @@ def cmd_launch(args: argparse.Namespace, options: dict[str, object], console: Co
             console.print("[yellow]baseline not saved: not every shard ran[/]")
         return EXIT_FAIL
     if args.save_baseline:
-        save_baseline_of(str(result.out), console, force=args.replace_baseline)
+        save_baseline_of(str(result.out), console, baselines_root(args.baselines_dir), force=args.replace_baseline)
     from harness.results.store import RunFolder, to_frame
 
     merged = to_frame(RunFolder(result.out, create=False).rows())

@@ -281,6 +281,18 @@ def test_a_broken_baseline_is_replaced_and_said_to_be_unreadable(tmp_path: Path)
 def test_run_save_baseline_says_what_it_replaces_and_refuses_fewer_cases(tmp_path: Path, monkeypatch,
                                                                          capsys) -> None:  # fmt: skip
     monkeypatch.chdir(tmp_path)
+    # from outside the repository the relative default started a new tree here, unseen by compare and CI
+    assert main(["run", *FLAGS, "--batch-sizes", "1,2", "--out", "big", "--save-baseline"]) == 2
+    assert one_line(capsys) == (f"error: --save-baseline: there is no results/baselines folder in {tmp_path}: run "
+                                "from the repository's root, or give --baselines-dir DIR")
+    assert not (tmp_path / "big").exists() and not (tmp_path / "results").exists()  # refused before the sweep
+    assert main(["run", *FLAGS, "--batch-sizes", "1", "--out", "elsewhere", "--baselines-dir", "mine"]) == 2
+    assert one_line(capsys) == "error: --baselines-dir only goes with --save-baseline"
+    assert main(["run", *FLAGS, "--batch-sizes", "1", "--out", "elsewhere", "--save-baseline",
+                 "--baselines-dir", "mine"]) == 0  # fmt: skip
+    assert len(list((tmp_path / "mine").iterdir())) == 1  # the device's baseline, in the folder given
+    assert "baseline: mine/" in capsys.readouterr().out
+    (tmp_path / "results" / "baselines").mkdir(parents=True)  # as in the repository's root
     assert main(["run", *FLAGS, "--batch-sizes", "1,2", "--out", "big", "--save-baseline"]) == 0
     saved = next((tmp_path / "results" / "baselines").iterdir())
     capsys.readouterr()
@@ -289,7 +301,7 @@ def test_run_save_baseline_says_what_it_replaces_and_refuses_fewer_cases(tmp_pat
     assert "cannot save the baseline" in err and "holds 2 timed cases, this sweep only 1" in err
     assert "--replace-baseline" in err and not (tmp_path / "small").exists()
     assert len((saved / "results.jsonl").read_text().splitlines()) == 2
-    monkeypatch.setattr("harness.cli.check_baseline_room", lambda config, options: None)  # the check at the end
+    monkeypatch.setattr("harness.cli.check_baseline_room", lambda config, options, root: None)  # the check at the end
     assert main(["run", *FLAGS, "--batch-sizes", "1", "--out", "small", "--save-baseline"]) == 2
     err = one_line(capsys)
     assert "cannot save the baseline" in err and "holds 2 timed cases, this run only 1" in err

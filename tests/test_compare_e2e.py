@@ -131,6 +131,7 @@ def test_save_baseline_then_compare_with_it(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.chdir(tmp_path)
     flags = ["--shapes", "16x32x32", "--batch-sizes", "1,2", "--modes", "forward", "--threads", "1",
              "--warmup", "0.02", "--max-time", "0.2", "--quiet"]  # fmt: skip
+    (tmp_path / "results" / "baselines").mkdir(parents=True)  # as in the repository's root
     assert main(["run", *flags, "--out", "first", "--save-baseline"]) == 0
     saved = [p for p in (tmp_path / "results" / "baselines").iterdir()]
     assert len(saved) == 1 and saved[0].name.startswith("cpu-")

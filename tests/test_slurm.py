@@ -29,6 +29,7 @@ FLAGS = ["--device", "cpu", "--variants", "eager,mean_squeeze", "--shapes", "4x4
 def test_local_launcher_runs_the_shards_and_merges_them(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))  # the tasks import harness
     monkeypatch.chdir(tmp_path)  # --save-baseline writes results/baselines/ here
+    (tmp_path / "results" / "baselines").mkdir(parents=True)  # as in the repository's root
     out = tmp_path / "run"
     assert main(["run", *FLAGS, "--launcher", "local", "--shards", "2", "--slurm-time", "10", "--out", str(out),
                  "--save-baseline"]) == 0  # fmt: skip
