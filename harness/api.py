@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from harness import interrupts
 from harness.measure import allocator, bandwidth, envinfo, metrics
 from harness.measure.envinfo import torch_threads
-from harness.results.report import UNFINISHED, VARIANT_DESCRIPTIONS, write_reports
+from harness.results.report import MERGE_WARNINGS, RESUME_WARNINGS, UNFINISHED, VARIANT_DESCRIPTIONS, write_reports
 from harness.results.store import RunFolder, default_run_dir, to_frame
 from harness.sweep import isolation, sharding
 from harness.sweep import resume as resuming
@@ -127,9 +127,12 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
         if not cases and console is not None:  # else the run would end saying nothing of why
             console.print(f"nothing left to run: all {total} cases of {folder.path} are finished", soft_wrap=True)
     kept = len(rows)
+    # what the run's report said of its rows before (merged runs, earlier resumes) still holds of them
+    earlier = folder.read_env() if resume is not None and folder is not None else {}
+    said = {key: earlier[key] for key in (MERGE_WARNINGS, RESUME_WARNINGS) if isinstance(earlier.get(key), list)}
     interrupted = False
     with torch_threads(cfg.threads):
-        env = envinfo.collect(cfg.device) | {"config": cfg.as_dict()}
+        env = envinfo.collect(cfg.device) | {"config": cfg.as_dict()} | said
         env["cpu_allocator"] = allocator.allocator_name()
         # which code each name ran: a plugin may replace a built-in (eager, what every speedup is over)
         env["variant_sources"] = {name: variant_source(name) for name in cfg.variants}
@@ -181,6 +184,10 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
                         left = len(cases) - (len(rows) - kept)
                         if left:  # kept in env.json too, so a report rebuilt later says so; a resume rewrites it
                             env = env | {UNFINISHED: left}
+                        apart = resuming.split_sessions(rows[:kept], rows[kept:]) if kept else None
+                        if apart:
+                            env = env | {RESUME_WARNINGS: list(dict.fromkeys([*said.get(RESUME_WARNINGS, []), apart]))}
+                        if left or apart:
                             folder.write_env(env)
                         write_reports(folder, frame, env)
             except KeyboardInterrupt as exc:  # then says where the run can be finished, as above

@@ -391,6 +391,26 @@ def test_resume_in_process_runs_only_the_missing_cases(tmp_path: Path) -> None:
     assert len(frame) == 4  # the report covers the whole run, the rows kept included
 
 
+def test_a_resume_that_splits_a_configuration_says_so_in_the_report(tmp_path: Path) -> None:
+    """eager timed before the interruption, eager_factored after, in another session: report.md ranked
+    them side by side without a word, though merge says as much of runs."""
+    options = TINY | {"variants": "eager,eager_factored", "batch_sizes": [1], "shapes": "4x4x4,8x4x4"}
+    harness.run(**options, out=str(tmp_path))
+    results = tmp_path / "results.jsonl"
+    lines = results.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 4
+    results.write_bytes(b"".join(lines[:3]))  # the second configuration's eager_factored is left to run
+    harness.run(resume=tmp_path)
+    env = json.loads((tmp_path / "env.json").read_text())
+    [note] = env["resume_warnings"]
+    assert note.startswith("1 configuration(s) hold variants timed before the run was resumed and after it, e.g. "
+                           "8x4x4 b1 float32 forward")
+    assert f"> **Resumed run:** {note}" in (tmp_path / "report.md").read_text()
+    results.write_bytes(b"".join(lines[:2]))  # a whole configuration left: no configuration split
+    harness.run(resume=tmp_path)
+    assert json.loads((tmp_path / "env.json").read_text())["resume_warnings"] == [note]  # the earlier one holds
+
+
 def test_resume_restores_which_variants_were_named(tmp_path: Path, temp_variant) -> None:
     temp_variant("zz_interp", lambda r, d, t: r.to(d, t), tags={"interpreted_on_cpu": True})
     harness.run(**TINY, variants="zz_*,eager", out=str(tmp_path))

@@ -174,6 +174,8 @@ def recommendation_markdown(frame: pd.DataFrame, recs: list[Recommendation]) -> 
 UNFINISHED = "cases_left"
 #: The env key of a merged run's warnings about its rows (variants from different runs), quoted at the top.
 MERGE_WARNINGS = "merge_warnings"
+#: The env key of a resumed run's warnings about its rows (variants from before and after), quoted at the top.
+RESUME_WARNINGS = "resume_warnings"
 #: The env key holding each variant's registered description, by name, as the run found them.
 VARIANT_DESCRIPTIONS = "variant_descriptions"
 
@@ -226,9 +228,10 @@ def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
         lines += [f"> **Unfinished run: {env[UNFINISHED]} case(s) did not run** (it was interrupted), so the "
                   "answers below weigh only the variants that did. Finish it with "
                   "`python -m harness run --resume RUN`, RUN being this folder.", ""]
-    merged = (env or {}).get(MERGE_WARNINGS) or []
-    for warning in [merged] if isinstance(merged, str) else merged:  # hand-edited to one string: still one line
-        lines += [f"> **Merged runs:** {warning}", ""]
+    for key, title in ((MERGE_WARNINGS, "Merged runs"), (RESUME_WARNINGS, "Resumed run")):
+        said = (env or {}).get(key) or []
+        for warning in [said] if isinstance(said, str) else said:  # hand-edited to one string: still one line
+            lines += [f"> **{title}:** {warning}", ""]
     recs = recommend(frame)
     lines += recommendation_markdown(frame, recs)
     lines += variants_markdown(frame, recs, env)

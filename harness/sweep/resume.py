@@ -119,3 +119,19 @@ def split(folder: RunFolder, cases: Sequence[Case],
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"--resume: {folder.jsonl}: a row's case cannot be read ({exc})") from None
     return rows, [c for c in cases if c not in done]
+
+
+def split_sessions(kept: Sequence[Mapping[str, Any]], added: Sequence[Mapping[str, Any]]) -> str | None:
+    """A line for report.md when a configuration's variants were timed some before the run was
+    resumed and some after (a requeued job may resume hours later, elsewhere): their speedups then
+    compare times measured apart, not side by side, as ``merge`` says of runs. None when none is."""
+    def configuration(row: Mapping[str, Any]) -> Case:
+        return dataclasses.replace(case_of(row), variant="")
+
+    before = {configuration(r) for r in kept}
+    split = [c for c in dict.fromkeys(configuration(r) for r in added) if c in before]
+    if not split:
+        return None
+    return (f"{len(split)} configuration(s) hold variants timed before the run was resumed and after it, e.g. "
+            f"{split[0].label.strip()}: their speedups compare times measured apart, not side by side")
+
