@@ -43,9 +43,9 @@ from harness.conformance import (
     InputSpec,
 )
 from harness.measure import correctness
-from harness.measure.correctness import CONFORMANCE, seed_of
+from harness.measure.correctness import CONFORMANCE, seed_of, tie_free_cotangent
 from harness.measure.envinfo import torch_threads
-from variants.reference import FUSIONS, ScSE
+from variants.reference import FUSIONS
 from variants.registry import DTYPES, MODES, Variant, get_variant, list_variants
 from variants.tags import bias_unsupported, compute_dtype, supported_biases, tag
 from variants.weights import parameter_names
@@ -81,24 +81,6 @@ def case_tolerance(variant: Variant, dtype: str, device: torch.device | str, gra
 
 
 # --- the checks ----------------------------------------------------------------------------------
-
-
-def tie_free_cotangent(ref: ScSE, x: torch.Tensor, grad_out: torch.Tensor, margin: float) -> torch.Tensor:
-    """``grad_out`` with zeros where ``max(x·c, x·s)`` is a near tie, so the gradient is well defined.
-
-    max is not differentiable where its arguments are equal: a rounding of c or s flips which
-    branch gets the gradient there, and each flip moves a weight's gradient by a whole term.
-    Where |c − s| is within ``margin`` (the case's tolerance: how far a correct variant's c and s
-    may be from the float64 ones) the cotangent is zeroed, so the loss no longer depends on the
-    branch choice there, and every correct variant must agree on the gradient elsewhere.
-    """
-    with torch.no_grad():
-        x64 = x.to(device="cpu", dtype=torch.float64)
-        ref64 = ref.to(torch.float64) if next(ref.parameters()).dtype != torch.float64 else ref
-        c = ref64.cse.fc(ref64.cse.avg_pool(x64))  # (N, C, 1, 1)
-        s = torch.sigmoid(ref64.sse.Conv1x1(x64))  # (N, 1, H, W)
-        tie = (c - s).abs() < margin
-    return grad_out.masked_fill(tie.expand_as(grad_out), 0.0)
 
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:

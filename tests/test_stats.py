@@ -61,20 +61,6 @@ def test_no_samples_is_an_error() -> None:
         Stats.from_samples([])
 
 
-def test_relative_l2_tolerates_one_flipped_element_but_not_a_scaled_tensor() -> None:
-    import torch
-
-    from harness.measure.correctness import normwise_error, relative_l2_error
-
-    ref = torch.randn(100_000, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    flipped = ref.clone()
-    i = int(torch.argmin((ref.abs() - 1.0).abs()))  # a typical element, |x| ≈ 1: the property holds for any draw
-    flipped[i] = -flipped[i]  # one near-tie resolved the other way
-    assert relative_l2_error(flipped, ref) < 1e-2 < normwise_error(flipped, ref)
-    assert relative_l2_error(ref * 1.01, ref) == pytest.approx(0.01)
-    assert relative_l2_error(ref * float("nan"), ref) == math.inf
-
-
 # ------------------------------------------------------------------------------------ exact summaries (mutation)
 
 

@@ -51,10 +51,18 @@ def output_shape(case: Case) -> tuple[int, int, int, int]:
     return (case.batch, channels, case.height, case.width)
 
 
-def draw_cotangent(case: Case, seed: int) -> torch.Tensor:
-    """The fixed random ``g`` a train step differentiates ``(y * g).sum()`` with; float32, CPU."""
+def draw_cotangent(case: Case, seed: int, x: torch.Tensor | None = None) -> torch.Tensor:
+    """The fixed random ``g`` a train step differentiates ``(y * g).sum()`` with; float32, CPU.
+    A block's max fusion gets zeros where its branches nearly tie on ``x`` (the case's input, by
+    default drawn here), so that its gradient is judged normwise like any other
+    (``correctness.tie_free_cotangent``)."""
     gen = torch.Generator().manual_seed(case_seed(case, seed) + 2)
-    return torch.randn(output_shape(case), generator=gen)
+    g = torch.randn(output_shape(case), generator=gen)
+    if case.fusion != "max" or case.context:
+        return g
+    x = draw_input(case, seed) if x is None else x
+    rounded = x.to(getattr(torch, case.dtype))  # what the variants are given
+    return correctness.tie_free_cotangent(make_reference(case, seed), rounded, g, correctness.SWEEP_TIE_MARGIN)
 
 
 def make_input(case: Case, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -82,8 +90,8 @@ class SharedInputs:
         """The CPU float32 input and, in train mode, cotangent of ``case``: never hand these to a variant."""
         key = configuration(case, seed)
         if key not in self._kept:
-            grad = draw_cotangent(case, seed) if case.mode == "train" else None
-            self._kept[key] = (draw_input(case, seed), grad)
+            x = draw_input(case, seed)
+            self._kept[key] = (x, draw_cotangent(case, seed, x) if case.mode == "train" else None)
         return _recent(self._kept, key, self.size)
 
     def expected(self, case: Case, seed: int, detail: tuple[object, ...], make: Callable[[], Expected]) -> Expected:
