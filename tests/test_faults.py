@@ -411,6 +411,24 @@ def test_a_resume_that_splits_a_configuration_says_so_in_the_report(tmp_path: Pa
     assert json.loads((tmp_path / "env.json").read_text())["resume_warnings"] == [note]  # the earlier one holds
 
 
+def test_a_resume_whose_variant_is_gone_says_so_not_that_a_flag_was_wrong(tmp_path: Path, temp_variant,
+                                                                           capsys) -> None:  # fmt: skip
+    """A plugin uninstalled between the run and its resume read "--variants: unknown variant", a flag
+    the user never gave."""
+    from harness.cli import main
+    from variants.registry import unregister
+
+    temp_variant("zz_plugin", lambda r, d, t: r.to(d, t))
+    harness.run(**TINY, variants="zz_plugin,eager", out=str(tmp_path))
+    (tmp_path / "results.jsonl").unlink()
+    unregister("zz_plugin")
+    assert main(["run", "--resume", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: --resume {str(tmp_path)!r}: its sweep names 'zz_plugin', no longer registered here (its "
+                   "plugin uninstalled, or failing to import: see `python -m harness list`); install it again, or "
+                   "start a new run")
+
+
 def test_resume_restores_which_variants_were_named(tmp_path: Path, temp_variant) -> None:
     temp_variant("zz_interp", lambda r, d, t: r.to(d, t), tags={"interpreted_on_cpu": True})
     harness.run(**TINY, variants="zz_*,eager", out=str(tmp_path))

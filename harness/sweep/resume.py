@@ -56,6 +56,16 @@ def config_for(run: str | Path, config_file: str | Path | None, options: Mapping
             raise
         raise ConfigError(f"--resume {str(path)!r}: env.json cannot be read: {exc}") from None
     given = {k: v for k, v in options.items() if v is not None}
+    if "variants" not in given:  # else "--variants: unknown variant", a flag the user never gave
+        from variants.registry import all_variants
+
+        stored_names = sweep.get("variants") or []
+        gone = [v for v in ([stored_names] if isinstance(stored_names, str) else stored_names)
+                if v not in all_variants()]  # fmt: skip
+        if gone:
+            raise ConfigError(f"--resume {str(path)!r}: its sweep names {', '.join(map(repr, gone))}, no longer "
+                              "registered here (its plugin uninstalled, or failing to import: see `python -m "
+                              "harness list`); install it again, or start a new run")  # fmt: skip
     cfg = SweepConfig.build(None, **(sweep | (read_toml(config_file) if config_file is not None else {}) | given
                                      | {"out": str(path)}))  # fmt: skip
     check_unchanged(SweepConfig.build(None, **(sweep | {"out": str(path)})), cfg)
