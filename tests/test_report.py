@@ -41,6 +41,9 @@ def test_markdown_has_a_table_per_mode_and_lists_failures() -> None:
     assert "MISMATCH" in md and "output error 0.3" in md
     assert "4.00" in md  # the speedup table
     assert "Test CPU" in md
+    assert "errors.log" not in md  # a mismatch has no traceback
+    raised = markdown(to_frame([row("eager", 2.0), row("broken", None, status="error")]))
+    assert "The whole traceback of each failed case is in `errors.log` beside this report" in raised
 
 
 def test_rich_summary_marks_mismatches() -> None:

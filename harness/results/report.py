@@ -266,6 +266,9 @@ def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
                                     reason=last["reason"][not_ok].fillna("no reason given"))
         cols = ["variant", "case", "device", "dtype", "mode", "status", "reason"]
         lines += [md_table(cases[cols], index=False), ""]
+        if cases["status"].isin(["error", "crashed", "timeout"]).any():  # the table gives a first line only
+            lines += ["The whole traceback of each failed case is in `errors.log` beside this report "
+                      "(a crashed worker's stderr in `workers.log`).", ""]
     lines += traces_markdown(frame)
     return "\n".join(lines)
 
