@@ -93,6 +93,26 @@ def test_entry_point_plugins_are_loaded(tmp_path: Path, monkeypatch: pytest.Monk
         sys.modules.pop("scse_plugin", None)
 
 
+def test_a_plugin_slow_to_import_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plugin that slept 8 s on import slowed every run, and every worker, with nothing to say why."""
+    from variants import registry
+
+    make_plugin(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "SLOW_PLUGIN_S", 0.0)  # any import takes longer than that
+    try:
+        with pytest.warns(RuntimeWarning, match=r"variant plugin 'plugin' \(scse_plugin\) took \d+\.\d s to import"):
+            problems = reload_entry_points()
+        assert [p for p in problems if "took" in p] and "plugin_eager" in list_variants("plugin_*")
+        monkeypatch.setattr(registry, "SLOW_PLUGIN_S", 60.0)
+        sys.modules.pop("scse_plugin", None)
+        unregister("plugin_eager")
+        assert not [p for p in reload_entry_points() if "took" in p]
+    finally:
+        unregister("plugin_eager")
+        sys.modules.pop("scse_plugin", None)
+
+
 def make_package(root: Path, package: str, body: str) -> None:
     """A package ``package`` installed-looking under ``root``, its one entry point named after it."""
     (root / package).mkdir()

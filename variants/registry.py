@@ -15,6 +15,7 @@ import importlib.metadata
 import inspect
 import re
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -269,6 +270,11 @@ def load_entry_points() -> list[str]:
     return load_plugins(ENTRY_POINT_GROUP, Variant, add_variant, "variant", track=True)
 
 
+#: A plugin slower to import than this is named (``load_plugins``): a plugin that took 8 s slowed a
+#: one-case run from 4 s to 12 s, and each worker of ``--processes 2`` as much again, unsaid.
+SLOW_PLUGIN_S = 2.0
+
+
 def load_plugins(group: str, kind: type, add: Callable[[Any], object], what: str, track: bool = False) -> list[str]:
     """Import every entry point of ``group``. Each names a module (imported for the registrations it
     makes), an instance of ``kind`` (given to ``add``), or a function returning one or several.
@@ -282,6 +288,7 @@ def load_plugins(group: str, kind: type, add: Callable[[Any], object], what: str
         before = _registrations
         # a module loaded again: its registrations ran on its first import
         imported = ep.attr is None and ep.module in sys.modules
+        started = time.perf_counter()
         try:
             obj = ep.load()
             if isinstance(obj, kind):
@@ -295,6 +302,12 @@ def load_plugins(group: str, kind: type, add: Callable[[Any], object], what: str
                                     "of them")
                 for item in items:
                     add(item)
+            took = time.perf_counter() - started
+            if took > SLOW_PLUGIN_S and not imported:  # else nothing names what slows every run
+                message = (f"{what} plugin {ep.name!r} ({ep.value}) took {took:.1f} s to import: every run, and "
+                           "every worker process of --isolate or --processes, pays that")
+                problems.append(message)
+                warnings.warn(message, RuntimeWarning, stacklevel=3)
             if _registrations == before and not imported:
                 message = (f"{what} plugin {ep.name!r} ({ep.value}) registered no {what}: its entry point must name a "
                            f"module that registers some, a {kind.__name__}, or a function returning some")
