@@ -516,8 +516,9 @@ def is_bad_input(exc: Exception) -> bool:
 
 def plain_warnings(errors: Console) -> Callable[..., None]:
     """A ``warnings.showwarning`` that shows the harness's own warnings (a cut-off row dropped, a
-    shard missing, a plugin that failed to load) as one line, ``warning: ...``, not as Python's
-    file:line and source line; any other warning is shown as Python shows it."""
+    shard missing, a plugin that failed to load or replaces a built-in name, though that one points
+    at the plugin's line) as one line, ``warning: ...``, not as Python's file:line and source line;
+    any other warning is shown as Python shows it."""
     import warnings
     from pathlib import Path
 
@@ -529,7 +530,9 @@ def plain_warnings(errors: Console) -> Callable[..., None]:
     def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
              line: str | None = None) -> None:  # fmt: skip
         where = Path(filename).resolve()
-        if issubclass(category, RuntimeWarning) and any(where.is_relative_to(p) for p in ours):
+        registry = sys.modules.get("variants.registry")  # imported by whatever warned of a plugin
+        plugin = registry is not None and issubclass(category, registry.PluginWarning)
+        if plugin or (issubclass(category, RuntimeWarning) and any(where.is_relative_to(p) for p in ours)):
             errors.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
         else:
             shown(message, category, filename, lineno, file, line)

@@ -223,6 +223,28 @@ def test_a_plugin_that_replaces_a_built_in_is_said_aloud(tmp_path: Path, monkeyp
     assert variant_source("eager") == "built-in"
 
 
+def test_a_plugins_registry_warning_is_one_plain_line_in_a_run(tmp_path: Path) -> None:
+    """`list` said "warning: ..." while `run` showed the same warning as Python does, the plugin's
+    file, line and source line: it points at the plugin's @register, outside the harness."""
+    make_package(tmp_path, "plug_shadow", """
+        import copy
+        from variants import register
+
+        @register("eager", "a second eager")
+        def build(reference, device, dtype):
+            return copy.deepcopy(reference).to(device, dtype)
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    out = subprocess.run([sys.executable, "-m", "harness", "run", "--variants", "eager", "--shapes", "4x4x4",
+                          "--batch-sizes", "1", "--modes", "forward", "--dtypes", "float32", "--max-time", "0.05",
+                          "--warmup", "0", "--quiet", "--out", str(tmp_path / "run")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    said = [line for line in out.stderr.splitlines() if "plug_shadow" in line]
+    assert said == ["warning: plugin 'plug_shadow' (plug_shadow) registers variant 'eager', a built-in name, without "
+                    "replace=True: kept the built-in one, ignored the plugin's"], out.stderr
+
+
 def test_plugin_variants_run_from_the_cli(tmp_path: Path) -> None:
     make_plugin(tmp_path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}

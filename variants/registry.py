@@ -178,16 +178,16 @@ def _add_from_plugin(variant: Variant, source: str, replace: bool) -> Variant:
     if name in _REGISTRY and owner is not None and owner != source:
         if not owner.startswith("plugin ") and not replace:  # built-in, or registered by this process
             warnings.warn(f"{source} registers variant {name!r}, a {owner} name, without replace=True: "
-                          f"kept the {owner} one, ignored the plugin's", RuntimeWarning, stacklevel=4)
+                          f"kept the {owner} one, ignored the plugin's", PluginWarning, stacklevel=4)
             return variant
         if owner.startswith("plugin "):
             first, second = _CONFLICTS[name] = tuple(sorted((owner, source)))  # whichever order they loaded in
             del _REGISTRY[name]
             warnings.warn(f"variant {name!r} is registered by two plugins, {first} and {second}: neither is run "
-                          "under that name; uninstall one, or rename its variant", RuntimeWarning, stacklevel=4)
+                          "under that name; uninstall one, or rename its variant", PluginWarning, stacklevel=4)
             return variant
         warnings.warn(f"{source} replaces the {owner} variant {name!r}: runs of {name!r} time the plugin's code "
-                      f"({variant.build.__module__})", RuntimeWarning, stacklevel=4)
+                      f"({variant.build.__module__})", PluginWarning, stacklevel=4)
     add_named(_REGISTRY, variant, "variant", replace=True)
     _SOURCES[name] = source
     return variant
@@ -270,6 +270,11 @@ def load_entry_points() -> list[str]:
     return load_plugins(ENTRY_POINT_GROUP, Variant, add_variant, "variant", track=True)
 
 
+class PluginWarning(RuntimeWarning):
+    """A plugin's problem, said by the registry: the CLI shows it as one line, though it points at
+    the plugin's own ``@register`` line (``cli.plain_warnings``)."""
+
+
 #: A plugin slower to import than this is named (``load_plugins``): a plugin that took 8 s slowed a
 #: one-case run from 4 s to 12 s, and each worker of ``--processes 2`` as much again, unsaid.
 SLOW_PLUGIN_S = 2.0
@@ -307,16 +312,16 @@ def load_plugins(group: str, kind: type, add: Callable[[Any], object], what: str
                 message = (f"{what} plugin {ep.name!r} ({ep.value}) took {took:.1f} s to import: every run, and "
                            "every worker process of --isolate or --processes, pays that")
                 problems.append(message)
-                warnings.warn(message, RuntimeWarning, stacklevel=3)
+                warnings.warn(message, PluginWarning, stacklevel=3)
             if _registrations == before and not imported:
                 message = (f"{what} plugin {ep.name!r} ({ep.value}) registered no {what}: its entry point must name a "
                            f"module that registers some, a {kind.__name__}, or a function returning some")
                 problems.append(message)
-                warnings.warn(message, RuntimeWarning, stacklevel=3)
+                warnings.warn(message, PluginWarning, stacklevel=3)
         except (Exception, SystemExit) as exc:  # one broken plugin (one exiting on import too) must not hide the others
             message = f"{what} plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}"
             problems.append(message)
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
+            warnings.warn(message, PluginWarning, stacklevel=3)
         finally:
             _loading = None
     return problems
