@@ -277,6 +277,11 @@ def test_a_case_that_now_fits_only_a_halved_batch_is_no_timing_match_and_fails(t
     change = worse.status_changes[0]
     assert (change.baseline_status, change.current_status, change.reason) == (
         "oom", "oom", "ran at batch 4 before, 2 now")
+    nothing = row(case("x"), status="oom", reason="out of memory at batch 8, 4, 2, 1")  # no batch fit at all
+    for before, now, said in ((nothing, halved, "ran at batch none before, 4 now"),
+                              (halved, nothing, "ran at batch 4 before, none now")):
+        (change,) = cmp.compare(write_run(tmp_path / "b4", [before]), write_run(tmp_path / "c4", [now])).status_changes
+        assert (change.baseline_status, change.current_status, change.reason) == ("oom", "oom", said)
 
 
 def test_a_newly_skipped_case_is_listed_but_does_not_fail(tmp_path: Path) -> None:
@@ -425,7 +430,11 @@ def test_repeated_case_keeps_the_last_row(tmp_path: Path) -> None:
     other = write_run(tmp_path / "other", [row(case(), noise(1.0, seed=9))])
     result = cmp.compare(run, other)
     assert result.cases[0].baseline_ms == pytest.approx(1.0, rel=0.02)
-    assert any("more than once" in n for n in result.notes)
+    assert [n for n in result.notes if "more than once" in n] == [
+        f"{run}: 1 case(s) appear more than once; the last row of each is used"]
+    flipped = cmp.compare(other, run)  # repeated in the current run: said of it
+    assert [n for n in flipped.notes if "more than once" in n] == [
+        f"{run}: 1 case(s) appear more than once; the last row of each is used"]
 
 
 def test_older_file_without_bias_column_still_matches(tmp_path: Path) -> None:
@@ -551,6 +560,19 @@ def test_with_several_processes_a_change_must_show_in_every_process(tmp_path: Pa
     assert c.verdict is Verdict.AMBIGUOUS and ("processes overlap" in c.note or "within noise" in c.note)
 
 
+def test_the_process_gate_holds_on_cuda_for_the_gpu_time(tmp_path: Path) -> None:
+    """The GPU time's median is judged by every process on CUDA as on the CPU: one process of five as
+    fast as the baseline's reads SLOWER without the gate."""
+    def on_gpu(medians: list[float], seed: int) -> dict:
+        samples = [v for i, m in enumerate(medians) for v in noise(m, n=20, seed=seed + i)]
+        return row(case(device="cuda"), samples) | {"process_medians_ms": medians, "processes": len(medians)}
+
+    base = write_run(tmp_path / "base", [on_gpu([1.0, 1.01, 1.0, 1.02, 1.01], seed=1)], env=CUDA_ENV)
+    cur = write_run(tmp_path / "cur", [on_gpu([1.3, 1.31, 1.3, 1.32, 1.0], seed=10)], env=CUDA_ENV)
+    (c,) = cmp.compare(base, cur).cases
+    assert c.verdict is Verdict.AMBIGUOUS and c.noise == pytest.approx(0.32)
+
+
 def test_a_results_csv_keeps_the_process_medians_and_gets_the_same_verdict(tmp_path: Path) -> None:
     """The CSV dropped them: one process of five as fast as the baseline read SLOWER from results.csv
     (the pooled quartiles hide one process in five) and AMBIGUOUS from results.jsonl of the same runs."""
@@ -674,6 +696,21 @@ def test_threads_are_read_from_the_rows_when_env_json_is_lost(tmp_path: Path) ->
     same = write_run(tmp_path / "same", [row(case(), noise(3.4, seed=2)) | {"threads": 1}])
     (same / "env.json").unlink()
     assert cmp.compare(base, same).failed  # the same setting: judged, and a regression
+    # env.json, where it says, is the run's setting; the rows stand in only where it is silent
+    assert cmp.with_row_settings({"threads": 2}, [{"threads": 1}])["threads"] == 2
+    assert cmp.with_row_settings({}, [{"threads": 1}, {"threads": 2}]).get("threads") is None  # rows disagree
+
+
+def test_a_new_broken_case_without_a_reason_and_a_run_of_unknown_device(tmp_path: Path) -> None:
+    base = write_run(tmp_path / "base", [row(case("eager"), noise(1.0))])
+    cur = write_run(tmp_path / "cur", [row(case("eager"), noise(1.0, seed=4)), row(case("wrong"), status="error")])
+    (change,) = cmp.compare(base, cur).broken
+    assert change.reason == ""  # never "None"
+    # rows of two device types and no env.json: the baseline's device stands for the comparison
+    mixed = write_run(tmp_path / "mixed", [row(case("eager"), noise(1.0, seed=5)),
+                                           row(case("other", device="cuda"), noise(1.0, seed=6))])  # fmt: skip
+    (mixed / "env.json").unlink()
+    assert cmp.compare(base, mixed).device == "cpu"
 
 
 def test_an_unwritable_markdown_path_is_refused_before_any_verdict(tmp_path: Path,

@@ -285,7 +285,7 @@ class Comparison:
 def load_run(path: str | Path) -> LoadedRun:
     """A run folder (results.jsonl preferred, else results.csv) or one results file, with its env.json."""
     try:
-        loaded = load_results(path, required=("variant", "status"))  # no median_ms where no case was timed
+        loaded = load_results(path)  # requires variant and status only: no median_ms where no case was timed
     except ResultsError as exc:
         raise CompareError(str(exc)) from None
     return LoadedRun(loaded.source, loaded.rows, with_row_settings(loaded.env, loaded.rows),
@@ -372,7 +372,7 @@ def compare_case(
         n_b, n_c = _count(base.get("n_samples")), _count(cur.get("n_samples"))
     overlap = False
     # on the CPU host and wall time are the median itself (``timing_of``): one figure, one verdict
-    if metric == "median" or str(cur.get("device")).split(":")[0] == "cpu":
+    if metric == "median" or device_type(cur.get("device")) == "cpu":
         b_proc, c_proc = raw_samples(base.get("process_medians_ms")), raw_samples(cur.get("process_medians_ms"))
         noise, overlap = process_gate(b_proc, c_proc, ratio, noise)
     verdict = judge(ratio, p_value, possible, threshold, alpha, noise)
