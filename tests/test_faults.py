@@ -406,6 +406,12 @@ def test_a_resume_that_splits_a_configuration_says_so_in_the_report(tmp_path: Pa
     assert note.startswith("1 configuration(s) hold variants timed before the run was resumed and after it, e.g. "
                            "8x4x4 b1 float32 forward")
     assert f"> **Resumed run:** {note}" in (tmp_path / "report.md").read_text()
+    from harness.sweep.resume import split_sessions
+
+    eager, factored = (json.loads(line) for line in lines[2:4])  # the second configuration's two variants
+    assert split_sessions([eager], [factored]) == note
+    skipped = factored | {"status": "skipped", "median_ms": None}  # one side not timed: no speedup spans two
+    assert split_sessions([eager], [skipped]) is None and split_sessions([skipped], [eager]) is None
     results.write_bytes(b"".join(lines[:2]))  # a whole configuration left: no configuration split
     harness.run(resume=tmp_path)
     assert json.loads((tmp_path / "env.json").read_text())["resume_warnings"] == [note]  # the earlier one holds

@@ -271,6 +271,41 @@ def test_a_cancelling_gradient_that_misses_one_runs_limit_is_judged_by_rounding_
     assert wrong["status"] == "mismatch" and "sse.Conv1x1.bias" in wrong["reason"], wrong["reason"]
 
 
+def test_no_rounding_draws_for_a_gradient_that_is_nan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NaN is wrong however the draws fall: at 8×64×128×128 they would cost 34 s for each broken variant."""
+    drawn: list[int] = []
+    real = correctness.seed_errors
+
+    def counted(policy, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        drawn.append(policy.rounding_draws)
+        return real(policy, *args, **kwargs)
+
+    monkeypatch.setattr(correctness, "seed_errors", counted)
+
+    class NanGradient(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):  # noqa: ANN001, ANN205
+            return x.view_as(x)
+
+        @staticmethod
+        def backward(ctx, g):  # noqa: ANN001, ANN205
+            return g * float("nan")
+
+    def nan_input_gradient(ref, device, dtype):  # noqa: ANN001, ANN202
+        m = copy.deepcopy(ref).to(device, dtype)
+        forward = m.forward
+        m.forward = lambda x: forward(NanGradient.apply(x))
+        return m
+
+    c = Case("judged", "cpu", "bfloat16", "train", 2, 16, 8, 8, 2, "add")
+    row = run_case(c, variant("judged", nan_input_gradient), CpuClock(), FAST, seed=0, explicit=True).to_row()
+    assert row["status"] == "mismatch" and "gradient of input" in row["reason"], row["reason"]
+    assert drawn and not any(drawn)  # the seed's own run only
+    drawn.clear()
+    row = run_case(c, variant("judged", doubled_sse_weight_grad), CpuClock(), FAST, seed=0, explicit=True).to_row()
+    assert row["status"] == "mismatch" and correctness.SWEEP.fallback_draws in drawn  # a finite miss: drawn
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_the_max_fusions_sweep_cotangent_is_zero_exactly_at_near_ties(dtype: str) -> None:
     """Normwise gradients need a cotangent blind to which branch a near-tie picks; elsewhere it is
@@ -279,7 +314,10 @@ def test_the_max_fusions_sweep_cotangent_is_zero_exactly_at_near_ties(dtype: str
 
     c = Case("eager", "cpu", dtype, "train", 4, 16, 16, 16, 2, "max")
     x, g = SharedInputs().get(c, seed=0)
-    ref = make_reference(c, 0).double()
+    ref = make_reference(c, 0)
+    masked = correctness.tie_free_cotangent(ref, x.to(getattr(torch, dtype)), g, correctness.SWEEP_TIE_MARGIN)
+    assert torch.equal(masked, g) and next(ref.parameters()).dtype == torch.float32  # the caller's module untouched
+    ref = ref.double()
     x64 = x.to(getattr(torch, dtype)).double()
     with torch.no_grad():
         gap = (ref.cse.fc(ref.cse.avg_pool(x64)) - torch.sigmoid(ref.sse.Conv1x1(x64))).abs().expand_as(g)

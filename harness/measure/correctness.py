@@ -237,7 +237,7 @@ def tie_free_cotangent(ref: ScSE, x: torch.Tensor, grad_out: torch.Tensor, margi
     """
     with torch.no_grad():
         x64 = x.to(device="cpu", dtype=torch.float64)
-        ref64 = ref.to(torch.float64) if next(ref.parameters()).dtype != torch.float64 else ref
+        ref64 = copy.deepcopy(ref).to(torch.float64) if next(ref.parameters()).dtype != torch.float64 else ref
         c = ref64.cse.fc(ref64.cse.avg_pool(x64))  # (N, C, 1, 1)
         s = torch.sigmoid(ref64.sse.Conv1x1(x64))  # (N, 1, H, W)
         tie = (c - s).abs() < margin
@@ -291,6 +291,15 @@ def judge_gradients(
         seed = seed() if any(not err <= floor for err in errors.values()) else None
     own = seed or {}
     return Verdict(errors, {n: allowed(floor, own.get(n), policy.seed_factor) for n in grads})
+
+
+def _draws_may_clear(verdict: Verdict, policy: Policy, trial: Trial) -> bool:
+    """Whether ``policy``'s fallback draws could clear a failed gradient verdict: a block's (a whole
+    network's float64 runs would cost minutes), below float64, and each failure a finite error (NaN
+    or Inf is wrong however the draws fall)."""
+    failed = verdict.failed
+    return (bool(failed) and policy.fallback_draws > 0 and trial.output_shape is None
+            and trial.x.dtype != torch.float64 and all(math.isfinite(verdict.errors[n]) for n in failed))
 
 
 def _with_draws(verdict: Verdict, policy: Policy, trial: Trial, compute: str,
@@ -421,7 +430,7 @@ def verify(trial: Trial, got: Outcome, compute: str, policy: Policy = SWEEP,
     if grad_tol is None:
         return Check(err, None, limit, None, None, seed_err)
     grads = judge_gradients(policy, grad_tol, {n: got.grads[n] for n in grads64}, grads64, seed_grad_errs)
-    if not grads.passed and policy.fallback_draws and trial.output_shape is None and x.dtype != torch.float64:
+    if _draws_may_clear(grads, policy, trial):
         grads = _with_draws(grads, policy, trial, compute, (y64, grads64), grad_tol)
     worst = grads.worst
     grad_err, grad_limit = grads.errors[worst], grads.limits[worst]

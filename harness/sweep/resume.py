@@ -59,9 +59,8 @@ def config_for(run: str | Path, config_file: str | Path | None, options: Mapping
     if "variants" not in given:  # else "--variants: unknown variant", a flag the user never gave
         from variants.registry import all_variants
 
-        stored_names = sweep.get("variants") or []
-        gone = [v for v in ([stored_names] if isinstance(stored_names, str) else stored_names)
-                if v not in all_variants()]  # fmt: skip
+        known = all_variants()
+        gone = [v for v in sweep.get("variants") or [] if v not in known]  # env.json stores a list of names
         if gone:
             raise ConfigError(f"--resume {str(path)!r}: its sweep names {', '.join(map(repr, gone))}, no longer "
                               "registered here (its plugin uninstalled, or failing to import: see `python -m "
@@ -138,8 +137,9 @@ def split_sessions(kept: Sequence[Mapping[str, Any]], added: Sequence[Mapping[st
     def configuration(row: Mapping[str, Any]) -> Case:
         return dataclasses.replace(case_of(row), variant="")
 
-    before = {configuration(r) for r in kept}
-    split = [c for c in dict.fromkeys(configuration(r) for r in added) if c in before]
+    # a speedup sets two timed variants side by side: a row skipped or failed on one side splits nothing
+    before = {configuration(r) for r in kept if r.get("status") == "ok"}
+    split = [c for c in dict.fromkeys(configuration(r) for r in added if r.get("status") == "ok") if c in before]
     if not split:
         return None
     return (f"{len(split)} configuration(s) hold variants timed before the run was resumed and after it, e.g. "
