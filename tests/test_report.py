@@ -43,7 +43,10 @@ def test_markdown_has_a_table_per_mode_and_lists_failures() -> None:
     assert "Test CPU" in md
     assert "errors.log" not in md  # a mismatch has no traceback
     raised = markdown(to_frame([row("eager", 2.0), row("broken", None, status="error")]))
-    assert "The whole traceback of each failed case is in `errors.log` beside this report" in raised
+    assert "The whole traceback of each `error` case is in `errors.log` beside this report" in raised
+    assert "workers.log" not in raised
+    hung = markdown(to_frame([row("eager", 2.0), row("slow", None, status="timeout")]))
+    assert "errors.log" not in hung and "is in `workers.log` beside this report" in hung  # no traceback there
 
 
 def test_rich_summary_marks_mismatches() -> None:

@@ -266,9 +266,11 @@ def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
                                     reason=last["reason"][not_ok].fillna("no reason given"))
         cols = ["variant", "case", "device", "dtype", "mode", "status", "reason"]
         lines += [md_table(cases[cols], index=False), ""]
-        if cases["status"].isin(["error", "crashed", "timeout"]).any():  # the table gives a first line only
-            lines += ["The whole traceback of each failed case is in `errors.log` beside this report "
-                      "(a crashed worker's stderr in `workers.log`).", ""]
+        if (cases["status"] == "error").any():  # the table gives the exception's first line only
+            lines += ["The whole traceback of each `error` case is in `errors.log` beside this report.", ""]
+        if cases["status"].isin(["crashed", "timeout"]).any():  # no Python traceback to keep
+            lines += ["What a `crashed` or `timeout` case's worker wrote (faulthandler's stack) is in "
+                      "`workers.log` beside this report.", ""]
     lines += traces_markdown(frame)
     return "\n".join(lines)
 
