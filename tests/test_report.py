@@ -198,6 +198,19 @@ def test_a_halved_batch_is_shown_with_its_batch_but_gets_no_speedup() -> None:
     assert "0.500 (IQR 0.1) (at batch 4)" in text and "4.00×" not in text
 
 
+def test_a_zero_median_gives_no_infinite_speedup() -> None:
+    """A median of 0 (a coarse timer) read "inf" in the speedup table, and `report --plots` failed on
+    an infinite axis."""
+    from harness.results import plots
+
+    frame = to_frame([row("eager", 1.0), row("fast", 0.0), row("other", 0.5)])
+    s = with_speedup(frame).set_index("variant")["speedup_vs_eager"]
+    assert pd.isna(s["fast"]) and s["other"] == 2.0
+    assert "inf" not in markdown(frame)
+    figure = plots.draw_speedup(frame)
+    assert not isinstance(figure, str) and figure.axes[0].get_ylim() == (0, 2.4)
+
+
 def test_a_repeated_case_shows_its_last_row_everywhere() -> None:
     """A resumed run may hold a case twice: the tables, like the recommendation and compare, use the last."""
     frame = to_frame([row("eager", 2.0), row("fast", 0.5), row("fast", 1.5)])

@@ -133,7 +133,9 @@ def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
     bounds = [speedup_interval(timing_of({"median_ms": r["eager_ms"]} | {c: r.get(f"eager_{c}") for c in spread}),
                                timing_of(r))[:2] for r in joined.to_dict("records")]  # fmt: skip
     low, high = zip(*bounds, strict=True) if bounds else ((), ())
-    return joined.assign(speedup=joined["eager_ms"] / joined["median_ms"], **either,
+    speedup = joined["eager_ms"] / joined["median_ms"]
+    speedup = speedup.where(np.isfinite(speedup.astype(float)))  # a median of 0: no bar (its axis went to inf)
+    return joined.assign(speedup=speedup, **either,
                          untrusted=either["noisy"] | either["disturbed"], marks=marks,
                          speedup_low=list(low), speedup_high=list(high))  # fmt: skip
 

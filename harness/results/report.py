@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.markup import escape
@@ -69,7 +70,9 @@ def with_speedup(frame: pd.DataFrame) -> pd.DataFrame:
     eager_marks = [set(marks(r)) for r in base.to_dict("records")]
     flags = pd.DataFrame({"_eager_ms": base["median_ms"], "_eager_marks": eager_marks}, index=base.index)
     joined = ok.join(flags, on=keys, how="inner")
-    out.loc[joined.index, "speedup_vs_eager"] = joined["_eager_ms"] / joined["median_ms"]
+    ratio = joined["_eager_ms"] / joined["median_ms"]
+    # a median of 0 (below a coarse timer's resolution) gives no ratio, never "inf"
+    out.loc[joined.index, "speedup_vs_eager"] = ratio.where(np.isfinite(ratio.astype(float)))
     out.loc[joined.index, "speedup_marks"] = [
         "".join(f" {m}" for m in ("~", "!") if m in theirs | set(marks(r)))
         for r, theirs in zip(joined.to_dict("records"), joined["_eager_marks"], strict=True)
