@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,16 @@ def test_missing_shards_are_a_warning(piece, tmp_path: Path) -> None:
     [note] = [n for n in json.loads((tmp_path / "m" / "env.json").read_text())["merge_warnings"] if "shard" in n]
     assert note.startswith("shard(s) 2/3 are not among the runs merged")
     assert note in (tmp_path / "m" / "report.md").read_text()
+    # merged again with the shard it lacked: whole, and neither the old warning nor a new one is said
+    c = piece("c", [2], {"shard": {"index": 2, "count": 3}})
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        merge([tmp_path / "m", c], tmp_path / "whole")
+    assert not [w for w in said if "shard(s)" in str(w.message)]
+    env = json.loads((tmp_path / "whole" / "env.json").read_text())
+    assert env["merged_shards"] == ["1/3", "2/3", "3/3"]
+    assert not [n for n in env.get("merge_warnings", []) if "shard(s)" in n]
+    assert "not among the runs merged" not in (tmp_path / "whole" / "report.md").read_text()
 
 
 def test_runs_inside_several_networks_merge_into_a_config_of_all_of_them(piece, tmp_path: Path) -> None:

@@ -113,14 +113,30 @@ def check_settings(envs: Mapping[Path, Mapping[str, Any]], allow_mixed_env: bool
     return allowed
 
 
-def check_shards(envs: Mapping[Path, Mapping[str, Any]]) -> list[str]:
-    """Which shards of an N-way split are missing (a warning, not an error: a shard may be empty)."""
+#: The env key of a merged run: the shards ("K/N") its rows came from, so that merging it again
+#: with the rest of the split counts them (its own config's shard is None).
+MERGED_SHARDS = "merged_shards"
+#: How a missing-shard warning starts: recomputed by each merge, never carried over from a run merged before.
+MISSING_SHARDS = "shard(s) "
+
+
+def shards_of(envs: Mapping[Path, Mapping[str, Any]]) -> dict[int, set[int]]:
+    """The shards the runs hold, by split size: a shard's own, and those a merged run came from."""
     seen: dict[int, set[int]] = {}
     for env in envs.values():
         shard = (env.get("config") or {}).get("shard")
-        if isinstance(shard, Mapping):
-            seen.setdefault(int(shard["count"]), set()).add(int(shard["index"]))
-    return [f"{k}/{n}" for n, got in sorted(seen.items()) for k in range(1, n + 1) if k not in got]
+        held = [f"{shard['index']}/{shard['count']}"] if isinstance(shard, Mapping) else []
+        held += [str(s) for s in env.get(MERGED_SHARDS) or []]
+        for text in held:
+            k, _, n = text.partition("/")
+            if k.isdigit() and n.isdigit():  # a hand-edited env.json's other text names no shard
+                seen.setdefault(int(n), set()).add(int(k))
+    return seen
+
+
+def check_shards(envs: Mapping[Path, Mapping[str, Any]]) -> list[str]:
+    """Which shards of an N-way split are missing (a warning, not an error: a shard may be empty)."""
+    return [f"{k}/{n}" for n, got in sorted(shards_of(envs).items()) for k in range(1, n + 1) if k not in got]
 
 
 def split_configurations(where: Mapping[tuple[object, ...], tuple[Path, Mapping[str, Any]]]) -> list[str]:
@@ -209,8 +225,8 @@ def merge(runs: Sequence[str | Path], out: str | Path, allow_mixed_env: bool = F
     notes += [split] if split else []
     missing = check_shards(envs)
     if missing:  # kept in report.md too: said on stderr alone, the merged report looked complete
-        partial = (f"shard(s) {', '.join(missing)} are not among the runs merged: the merged run is not the "
-                   "whole sweep")  # fmt: skip
+        partial = (f"{MISSING_SHARDS}{', '.join(missing)} are not among the runs merged: the merged run is not "
+                   "the whole sweep")  # fmt: skip
         warnings.warn(partial, RuntimeWarning, stacklevel=2)
         notes.append(partial)
     folder = RunFolder(target)
@@ -226,7 +242,11 @@ def merge(runs: Sequence[str | Path], out: str | Path, allow_mixed_env: bool = F
             "merged_git_commits": seen("git_commit")}  # fmt: skip
     for key in ("variant_sources", VARIANT_DESCRIPTIONS):  # runs of other variants: every run's names
         env[key] = {k: v for e in envs.values() if isinstance(e.get(key), Mapping) for k, v in e[key].items()}
-    kept = [str(w) for e in envs.values() if isinstance(e.get(MERGE_WARNINGS), list) for w in e[MERGE_WARNINGS]]
+    kept = [str(w) for e in envs.values() if isinstance(e.get(MERGE_WARNINGS), list) for w in e[MERGE_WARNINGS]
+            if not str(w).startswith(MISSING_SHARDS)]  # which shards are missing is this merge's to say
+    shards = shards_of(envs)
+    if shards:
+        env[MERGED_SHARDS] = [f"{k}/{n}" for n, got in sorted(shards.items()) for k in sorted(got)]
     env.pop(MERGE_WARNINGS, None)  # a merged run merged again: its runs' warnings still hold of its rows
     if kept + notes:
         env[MERGE_WARNINGS] = list(dict.fromkeys(kept + notes))
