@@ -182,19 +182,28 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
                     frame = to_frame(rows)
                     if folder is not None:
                         left = len(cases) - (len(rows) - kept)
-                        if left:  # kept in env.json too, so a report rebuilt later says so; a resume rewrites it
-                            env = env | {UNFINISHED: left}
-                        apart = resuming.split_sessions(rows[:kept], rows[kept:]) if kept else None
-                        if apart:
-                            env = env | {RESUME_WARNINGS: list(dict.fromkeys([*said.get(RESUME_WARNINGS, []), apart]))}
-                        if left or apart:
-                            folder.write_env(env)
-                        write_reports(folder, frame, env)
+                        write_reports(folder, frame, final_env(folder, env, rows, kept, left))
             except KeyboardInterrupt as exc:  # then says where the run can be finished, as above
                 raise type(exc)(*([str(folder.path)] if folder is not None else [])) from None
     frame.attrs["run_dir"] = str(folder.path) if folder is not None else None
     frame.attrs["interrupted"] = interrupted
     return frame
+
+
+def final_env(folder: RunFolder, env: dict[str, Any], rows: list[dict[str, Any]], kept: int,
+              left: int) -> dict[str, Any]:
+    """``env`` with what the report must say of how the run ended, rewritten to env.json when that
+    is anything (so a report rebuilt later says it too): the ``left`` cases it did not run (a
+    resume rewrites it), and a configuration split between the ``kept`` rows of earlier sessions
+    and the rows added now (``resume.split_sessions``), beside those said before."""
+    apart = resuming.split_sessions(rows[:kept], rows[kept:]) if kept else None
+    if left:
+        env = env | {UNFINISHED: left}
+    if apart:
+        env = env | {RESUME_WARNINGS: list(dict.fromkeys([*env.get(RESUME_WARNINGS, []), apart]))}
+    if left or apart:
+        folder.write_env(env)
+    return env
 
 
 def steady_allocator(cfg: SweepConfig) -> bool:
