@@ -270,6 +270,16 @@ def test_a_cancelling_gradient_that_misses_one_runs_limit_is_judged_by_rounding_
                      explicit=True).to_row()  # fmt: skip
     assert wrong["status"] == "mismatch" and "sse.Conv1x1.bias" in wrong["reason"], wrong["reason"]
 
+    def scaled(ref, device, dtype):  # noqa: ANN001, ANN202
+        m = factored.build(ref, device, dtype)
+        m.sse.Conv1x1.bias.register_hook(lambda g: g * 1.2)
+        return m
+
+    # 20% off reads 0.12: over 2× the draws' largest (0.094), under the 5× the seed run is allowed
+    off = run_case(dataclasses.replace(c, variant="judged"), variant("judged", scaled), CpuClock(), FAST, seed=2,
+                   explicit=True).to_row()  # fmt: skip
+    assert off["status"] == "mismatch" and "sse.Conv1x1.bias" in off["reason"], off["reason"]
+
 
 def test_no_rounding_draws_for_a_gradient_that_is_nan(monkeypatch: pytest.MonkeyPatch) -> None:
     """NaN is wrong however the draws fall: at 8×64×128×128 they would cost 34 s for each broken variant."""

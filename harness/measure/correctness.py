@@ -307,7 +307,7 @@ def _with_draws(verdict: Verdict, policy: Policy, trial: Trial, compute: str,
     """``verdict``'s limits widened to ``EAGER_FACTOR`` times the largest gradient errors of
     ``policy.fallback_draws`` rounding draws (``Policy.fallback_draws``), never narrowed."""
     draws = dataclasses.replace(policy, rounding_draws=policy.fallback_draws)
-    _, drawn = seed_errors(draws, trial.ref, trial.x, trial.grad_out, compute, expected, trial.seed_form)
+    _, drawn = seed_errors(draws, trial.ref, trial.x, trial.grad_out, compute, expected)  # a block: run as it is
     limits = {n: max(limit, allowed(floor, drawn.get(n), EAGER_FACTOR)) for n, limit in verdict.limits.items()}
     return Verdict(verdict.errors, limits)
 

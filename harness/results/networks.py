@@ -138,8 +138,9 @@ def networks_markdown(frame: pd.DataFrame) -> list[str]:
         "Each variant swapped in for every scSE block of a network, checked against the unmodified network in "
         "float64 and timed as a whole. *× eager network*: the network with `eager` blocks, run eagerly, over "
         "this row (higher is faster; the answer table's speedup is over `eager` blocks in the row's own form, "
-        "compiled or graphed, so the two differ there). *saved vs eager blocks*: the share of the network's time this variant "
-        "saves against `eager` blocks in the same form (negative: it costs); *(more than the blocks take: "
+        "compiled or graphed, so the two differ there). *saved vs eager blocks*: the share of the network's "
+        "time this variant saves against `eager` blocks in the same form (negative: it costs); *(more than the "
+        "blocks take: "
         "drift)* where it exceeds the blocks' whole share of the time, so the rest of the network moved "
         "between the runs. *scSE share*: the share of the "
         "network's time spent in its scSE blocks, from the profiler (eager forms only; GPU time on CUDA).",
