@@ -219,25 +219,34 @@ def test_an_amp_variant_is_judged_against_the_seed_under_its_own_autocast(fusion
     assert wrong["status"] == "mismatch" and "sse.Conv1x1.bias" in wrong["reason"], wrong["reason"]
 
 
-class _DropGradient(torch.autograd.Function):
-    """Identity forward; the backward zeroes the gradient at one pixel of every plane."""
+def input_gradient_changed(change: Callable[[torch.Tensor], torch.Tensor]) -> Callable:
+    """A build: the reference in the case's dtype, whose input gradient is ``change(g)`` (the output as it was)."""
 
-    @staticmethod
-    def forward(ctx, x):  # noqa: ANN001, ANN205
-        return x.view_as(x)
+    class Changed(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):  # noqa: ANN001, ANN205
+            return x.view_as(x)
 
-    @staticmethod
-    def backward(ctx, g):  # noqa: ANN001, ANN205
-        g = g.clone()
-        g[:, :, -1, -1] = 0
-        return g
+        @staticmethod
+        def backward(ctx, g):  # noqa: ANN001, ANN205
+            return change(g)
+
+    def build(ref, device, dtype):  # noqa: ANN001, ANN202
+        m = copy.deepcopy(ref).to(device, dtype)
+        forward = m.forward
+        m.forward = lambda x: forward(Changed.apply(x))
+        return m
+
+    return build
 
 
-def one_pixel_gradient_lost(ref, device, dtype):
-    m = copy.deepcopy(ref).to(device, dtype)
-    forward = m.forward
-    m.forward = lambda x: forward(_DropGradient.apply(x))
-    return m
+def _without_last_pixel(g: torch.Tensor) -> torch.Tensor:
+    g = g.clone()
+    g[:, :, -1, -1] = 0
+    return g
+
+
+one_pixel_gradient_lost = input_gradient_changed(_without_last_pixel)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
@@ -292,20 +301,7 @@ def test_no_rounding_draws_for_a_gradient_that_is_nan(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(correctness, "seed_errors", counted)
 
-    class NanGradient(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):  # noqa: ANN001, ANN205
-            return x.view_as(x)
-
-        @staticmethod
-        def backward(ctx, g):  # noqa: ANN001, ANN205
-            return g * float("nan")
-
-    def nan_input_gradient(ref, device, dtype):  # noqa: ANN001, ANN202
-        m = copy.deepcopy(ref).to(device, dtype)
-        forward = m.forward
-        m.forward = lambda x: forward(NanGradient.apply(x))
-        return m
+    nan_input_gradient = input_gradient_changed(lambda g: g * float("nan"))
 
     c = Case("judged", "cpu", "bfloat16", "train", 2, 16, 8, 8, 2, "add")
     row = run_case(c, variant("judged", nan_input_gradient), CpuClock(), FAST, seed=0, explicit=True).to_row()
