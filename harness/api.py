@@ -17,7 +17,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from harness import interrupts
 from harness.measure import allocator, bandwidth, envinfo, metrics
 from harness.measure.envinfo import torch_threads
-from harness.results.report import MERGE_WARNINGS, RESUME_WARNINGS, UNFINISHED, VARIANT_DESCRIPTIONS, write_reports
+from harness.results.report import (
+    CASES_PLANNED,
+    MERGE_WARNINGS,
+    RESUME_WARNINGS,
+    UNFINISHED,
+    VARIANT_DESCRIPTIONS,
+    write_reports,
+    write_unfinished,
+)
 from harness.results.store import RunFolder, default_run_dir, to_frame
 from harness.sweep import isolation, sharding
 from harness.sweep import resume as resuming
@@ -129,10 +137,11 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
     kept = len(rows)
     # what the run's report said of its rows before (merged runs, earlier resumes) still holds of them
     earlier = folder.read_env() if resume is not None and folder is not None else {}
-    said = {key: earlier[key] for key in (MERGE_WARNINGS, RESUME_WARNINGS) if isinstance(earlier.get(key), list)}
+    said = {key: [earlier[key]] if isinstance(earlier[key], str) else earlier[key]  # hand-edited to one line
+            for key in (MERGE_WARNINGS, RESUME_WARNINGS) if isinstance(earlier.get(key), (list, str))}
     interrupted = False
     with torch_threads(cfg.threads):
-        env = envinfo.collect(cfg.device) | {"config": cfg.as_dict()} | said
+        env = envinfo.collect(cfg.device) | {"config": cfg.as_dict(), CASES_PLANNED: kept + len(cases)} | said
         env["cpu_allocator"] = allocator.allocator_name()
         # which code each name ran: a plugin may replace a built-in (eager, what every speedup is over)
         env["variant_sources"] = {name: variant_source(name) for name in cfg.variants}
@@ -142,6 +151,7 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
         env[bandwidth.ENV_KEY] = peak_bw = bandwidth.measure_copy_bandwidth(cfg.device)  # once per run
         if folder is not None:
             folder.write_env(env)
+            write_unfinished(folder, len(cases), str(env["date"]))  # until the report replaces it
         clock = clock_for(cfg.device, cfg.cache)
         cache = cfg.cache if cfg.device.startswith("cuda") else "hot"
         bar = Progress(

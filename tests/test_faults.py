@@ -415,6 +415,11 @@ def test_a_resume_that_splits_a_configuration_says_so_in_the_report(tmp_path: Pa
     results.write_bytes(b"".join(lines[:2]))  # a whole configuration left: no configuration split
     harness.run(resume=tmp_path)
     assert json.loads((tmp_path / "env.json").read_text())["resume_warnings"] == [note]  # the earlier one holds
+    env = json.loads((tmp_path / "env.json").read_text())
+    (tmp_path / "env.json").write_text(json.dumps(env | {"resume_warnings": "edited by hand"}))  # one string
+    results.write_bytes(b"".join(lines[:2]))
+    harness.run(resume=tmp_path)
+    assert json.loads((tmp_path / "env.json").read_text())["resume_warnings"] == ["edited by hand"]  # kept, as a list
 
 
 def test_a_resume_whose_variant_is_gone_says_so_not_that_a_flag_was_wrong(tmp_path: Path, temp_variant,
@@ -569,6 +574,34 @@ def test_sigterm_abandons_the_case_writes_the_report_and_exits_143(tmp_path: Pat
     assert f"Unfinished run: {8 - len(rows)} case(s) did not run" in (out / "report.md").read_text()
     assert len((out / "results.csv").read_text().splitlines()) == len(rows) + 1
     assert " ".join(stderr.split()).endswith(f"terminated; finish the run with: python -m harness run --resume {out}")
+
+
+def test_sigkill_leaves_a_report_saying_the_run_was_cut_short_and_how_to_rebuild_it(tmp_path: Path,
+                                                                                     faults: ModuleType) -> None:
+    """SIGKILL (an OOM killer, a node's hard limit) or a variant's ``os._exit`` without ``--isolate``
+    runs no ``finally``: the folder held rows and no report.md, with nothing saying the run was cut
+    short. The report written at the start says so and how to rebuild it until the real one replaces it."""
+    proc, out, before = signalled_after_a_row(tmp_path, faults, signal.SIGKILL)
+    proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    report = " ".join((out / "report.md").read_text().split())
+    assert report.startswith("# Run not finished This run of 8 case(s), started ")
+    assert f"python -m harness report {out} " in report and report.endswith(f"python -m harness run --resume {out}")
+    from harness.cli import main
+
+    assert main(["report", str(out)]) == 0  # the command it gives rebuilds the report from the rows
+    rows = read_jsonl(out / "results.jsonl")
+    rebuilt = (out / "report.md").read_text()
+    assert before <= len(rows) < 8 and "Run not finished" not in rebuilt and "eager" in rebuilt
+    # the run never said what it left, but its rows fall short of the cases it planned
+    assert f"Unfinished run: {8 - len(rows)} case(s) did not run" in rebuilt
+    from harness.results.merge import merge
+
+    merge([out], tmp_path / "merged")  # a killed shard leaves its merge unfinished too
+    assert f"Unfinished run: {8 - len(rows)} case(s) did not run" in (tmp_path / "merged" / "report.md").read_text()
+    subprocess.run([sys.executable, "-m", "harness", "run", "--resume", str(out), "--quiet"],
+                   env=subprocess_env(tmp_path, faults), cwd=ROOT, check=True, capture_output=True)  # fmt: skip
+    assert len(read_jsonl(out / "results.jsonl")) == 8 and "Unfinished" not in (out / "report.md").read_text()
 
 
 def test_an_interrupt_while_a_row_is_recorded_waits_until_it_is_kept_twice() -> None:

@@ -304,6 +304,24 @@ def test_no_rounding_draws_for_a_gradient_that_is_nan(monkeypatch: pytest.Monkey
     assert row["status"] == "mismatch" and correctness.SWEEP.fallback_draws in drawn  # a finite miss: drawn
 
 
+def test_a_configurations_failing_variants_share_one_set_of_rounding_draws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A draw is a float64 CPU run (8.6 s at 8×64×128×128): each variant of a configuration that
+    missed a gradient's limit paid for its own four."""
+    from harness.sweep.subject import SharedInputs
+
+    drawn: list[int] = []
+    real = correctness.seed_errors
+    monkeypatch.setattr(correctness, "seed_errors",
+                        lambda policy, *a, **k: drawn.append(policy.rounding_draws) or real(policy, *a, **k))
+    inputs = SharedInputs()
+    c = Case("judged", "cpu", "bfloat16", "train", 2, 16, 8, 8, 2, "add")
+    for name in ("judged", "judged_too"):
+        row = run_case(dataclasses.replace(c, variant=name), variant(name, doubled_sse_weight_grad), CpuClock(),
+                       FAST, seed=0, explicit=True, inputs=inputs).to_row()  # fmt: skip
+        assert row["status"] == "mismatch" and "gradient of" in row["reason"], row["reason"]
+    assert drawn.count(correctness.SWEEP.fallback_draws) == 1 and len(drawn) == 2  # the seed's run, the draws
+
+
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_the_max_fusions_sweep_cotangent_is_zero_exactly_at_near_ties(dtype: str) -> None:
     """Normwise gradients need a cotangent blind to which branch a near-tie picks; elsewhere it is

@@ -38,7 +38,9 @@ def piece(real_run: Path, tmp_path: Path) -> Callable[..., Path]:
     def make(name: str, which: list[int], config: dict[str, Any] | None = None, **changes: Any) -> Path:
         folder = tmp_path / name
         folder.mkdir()
-        (folder / "env.json").write_text(json.dumps(env | changes | {"config": env["config"] | (config or {})}))
+        planned = {"cases_planned": len(which) + changes.get("cases_left", 0)}  # as a run of these rows plans
+        header = env | planned | changes | {"config": env["config"] | (config or {})}
+        (folder / "env.json").write_text(json.dumps(header))
         (folder / "results.jsonl").write_text("".join(json.dumps(rows[i]) + "\n" for i in which))
         return folder
 

@@ -27,12 +27,15 @@ import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import torch
 
 from harness.measure.rounding import RandomRounding
 from variants.reference import ScSE
 from variants.weights import parameter_names
+
+T = TypeVar("T")
 
 #: Normwise tolerance per compute dtype. float32 on CUDA with TF32 allowed uses ``TF32_TOLERANCE``.
 TOLERANCES: dict[str, float] = {
@@ -302,12 +305,16 @@ def _draws_may_clear(verdict: Verdict, policy: Policy, trial: Trial) -> bool:
             and trial.x.dtype != torch.float64 and all(math.isfinite(verdict.errors[n]) for n in failed))
 
 
-def _with_draws(verdict: Verdict, policy: Policy, trial: Trial, compute: str,
-                expected: tuple[torch.Tensor, dict[str, torch.Tensor]], floor: float) -> Verdict:
-    """``verdict``'s limits widened to ``EAGER_FACTOR`` times the largest gradient errors of
-    ``policy.fallback_draws`` rounding draws (``Policy.fallback_draws``), never narrowed."""
+def fallback_errors(policy: Policy, trial: Trial, compute: str,
+                    expected: tuple[torch.Tensor, dict[str, torch.Tensor]]) -> dict[str, float]:
+    """The largest gradient errors of ``policy.fallback_draws`` rounding draws of the trial's block
+    (``Policy.fallback_draws``): what a gradient that missed its one-run limit is judged against."""
     draws = dataclasses.replace(policy, rounding_draws=policy.fallback_draws)
-    _, drawn = seed_errors(draws, trial.ref, trial.x, trial.grad_out, compute, expected)  # a block: run as it is
+    return seed_errors(draws, trial.ref, trial.x, trial.grad_out, compute, expected)[1]  # a block: run as it is
+
+
+def _with_draws(verdict: Verdict, drawn: dict[str, float], floor: float) -> Verdict:
+    """``verdict``'s limits widened to ``EAGER_FACTOR`` times the ``drawn`` errors, never narrowed."""
     limits = {n: max(limit, allowed(floor, drawn.get(n), EAGER_FACTOR)) for n, limit in verdict.limits.items()}
     return Verdict(verdict.errors, limits)
 
@@ -362,6 +369,19 @@ class Check:
         return self.problem is None
 
 
+class Once(Generic[T]):
+    """A value made by its first caller and kept for the rest. It holds only what ``make`` returns,
+    never the caller's tensors (a memo holding a variant's device input would cost later cases memory)."""
+
+    def __init__(self) -> None:
+        self._value: T | None = None
+
+    def get(self, make: Callable[[], T]) -> T:
+        if self._value is None:
+            self._value = make()
+        return self._value
+
+
 @dataclass(frozen=True)
 class Expected:
     """What a trial is judged against, the same for every variant given the same reference, input,
@@ -372,6 +392,10 @@ class Expected:
     grads: dict[str, torch.Tensor]
     seed_error: float | None
     seed_grad_errors: dict[str, float]
+    #: ``fallback_errors`` against these, made by the first variant that needs them and kept: every
+    #: variant of the configuration that misses a gradient's limit is judged by the same draws, paid
+    #: for once (a draw is a float64 CPU run: 8.6 s at 8×64×128×128).
+    drawn: Once[dict[str, float]] = dataclasses.field(default_factory=lambda: Once(), compare=False, repr=False)
 
 
 def expected_of(trial: Trial, names: list[str], compute: str, policy: Policy = SWEEP) -> Expected:
@@ -431,7 +455,8 @@ def verify(trial: Trial, got: Outcome, compute: str, policy: Policy = SWEEP,
         return Check(err, None, limit, None, None, seed_err)
     grads = judge_gradients(policy, grad_tol, {n: got.grads[n] for n in grads64}, grads64, seed_grad_errs)
     if _draws_may_clear(grads, policy, trial):
-        grads = _with_draws(grads, policy, trial, compute, (y64, grads64), grad_tol)
+        drawn = found.drawn.get(lambda: fallback_errors(policy, trial, compute, (y64, grads64)))
+        grads = _with_draws(grads, drawn, grad_tol)
     worst = grads.worst
     grad_err, grad_limit = grads.errors[worst], grads.limits[worst]
     problem = None if grads.passed else f"gradient of {worst} error {grad_err:.3g} > tolerance {grad_limit:.3g}"

@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from harness.results.environment import env_differences
-from harness.results.report import MERGE_WARNINGS, UNFINISHED, VARIANT_DESCRIPTIONS, write_reports
+from harness.results.report import (
+    CASES_PLANNED,
+    MERGE_WARNINGS,
+    UNFINISHED,
+    VARIANT_DESCRIPTIONS,
+    cases_left,
+    write_reports,
+)
 from harness.results.store import (
     ENV_JSON,
     ERRORS_LOG,
@@ -250,8 +257,9 @@ def merge(runs: Sequence[str | Path], out: str | Path, allow_mixed_env: bool = F
     env.pop(MERGE_WARNINGS, None)  # a merged run merged again: its runs' warnings still hold of its rows
     if kept + notes:
         env[MERGE_WARNINGS] = list(dict.fromkeys(kept + notes))
-    left = sum(int(e.get(UNFINISHED) or 0) for e in envs.values())  # every run's, not the first's alone
+    left = sum(cases_left(envs[p], len(rows_of[p])) for p in paths)  # every run's, not the first's alone
     env.pop(UNFINISHED, None)
+    env.pop(CASES_PLANNED, None)  # the first run's; the merged run's left cases are counted here
     if left:
         env[UNFINISHED] = left
     folder.write_env(env)

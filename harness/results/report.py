@@ -49,7 +49,8 @@ from harness.results.tables import (
     smaller_batch,
 )
 
-__all__ = ["MARKS", "marks", "markdown", "print_summary", "summary_tables", "with_speedup", "write_reports"]
+__all__ = ["MARKS", "marks", "markdown", "print_summary", "summary_tables", "with_speedup", "write_reports",
+           "write_unfinished", "cases_left"]
 
 #: The terminal summary's last line: where the figures come from (``python -m harness report``).
 PLOTS_HINT = "figures (speedup, latency against batch, roofline): python -m harness report {run} --plots"
@@ -175,6 +176,9 @@ def recommendation_markdown(frame: pd.DataFrame, recs: list[Recommendation]) -> 
 
 #: The env key a report is given when its run stopped before its last case: how many cases are left.
 UNFINISHED = "cases_left"
+#: The env key of how many cases the run set out to have (those a resume kept included): a run killed
+#: before it could write ``UNFINISHED`` is still known to be unfinished by its rows' count.
+CASES_PLANNED = "cases_planned"
 #: The env key of a merged run's warnings about its rows (variants from different runs), quoted at the top.
 MERGE_WARNINGS = "merge_warnings"
 #: The env key of a resumed run's warnings about its rows (variants from before and after), quoted at the top.
@@ -227,8 +231,9 @@ def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
             f"commit {str(env.get('git_commit'))[:10]}{' (dirty)' if env.get('git_dirty') else ''}, {env.get('date')}",
             "",
         ]
-    if env and env.get(UNFINISHED):
-        lines += [f"> **Unfinished run: {env[UNFINISHED]} case(s) did not run** (it was interrupted), so the "
+    left = cases_left(env or {}, len(frame))
+    if left:
+        lines += [f"> **Unfinished run: {left} case(s) did not run** (it was interrupted), so the "
                   "answers below weigh only the variants that did. Finish it with "
                   "`python -m harness run --resume RUN`, RUN being this folder.", ""]
     for key, title in ((MERGE_WARNINGS, "Merged runs"), (RESUME_WARNINGS, "Resumed run")):
@@ -388,6 +393,37 @@ def print_summary(frame: pd.DataFrame, console: Console) -> None:
         console.print(escape(line.removeprefix("- ").replace("`", "")))
     if (frame["status"] == Status.OK).any():  # else there is nothing to draw
         console.print(escape(PLOTS_HINT.format(run=frame.attrs.get("run_dir") or "RUN")), soft_wrap=True)
+
+
+def cases_left(env: Mapping[str, Any], done: int) -> int:
+    """The cases a run did not run: what it said when it stopped (``UNFINISHED``), or, when it was
+    killed before it could say, those it planned (``CASES_PLANNED``) less the ``done`` rows it holds."""
+    if env.get(UNFINISHED):
+        return int(env[UNFINISHED])
+    planned = env.get(CASES_PLANNED)
+    return max(0, planned - done) if isinstance(planned, int) and not isinstance(planned, bool) else 0
+
+
+def write_unfinished(folder: RunFolder, cases: int, started: str) -> Path:
+    """report.md while the run is under way, replaced by the real one at its end: a process ended
+    from outside (SIGKILL, a node's time limit) or from inside (a variant's ``os._exit`` or crash
+    without ``--isolate``) runs no ``finally``, and left a folder of rows with nothing saying that
+    the run was cut short or how to get its report."""
+    run = folder.path
+    text = (
+        "# Run not finished\n\n"
+        f"This run of {cases} case(s), started {started}, has not written its report yet. If this text "
+        "is still here after the run ended, its process was ended before it could write one: killed from "
+        "outside, or ended by a variant (`--isolate` runs each case in a worker process, so that a crash "
+        "becomes a row).\n\n"
+        "Every case that finished is in results.jsonl, one row each. To rebuild this report from them:\n\n"
+        f"    python -m harness report {run}\n\n"
+        "To run the cases that are left:\n\n"
+        f"    python -m harness run --resume {run}\n"
+    )
+    path = run / REPORT_MD
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def write_reports(folder: RunFolder, frame: pd.DataFrame, env: Mapping[str, Any],
