@@ -93,11 +93,14 @@ def main() -> int:
 
     gc.freeze()  # what import made is never garbage: each case's collections skip it (see CaseExecutor)
     send(proto, {"ready": os.getpid()})
+    from harness import interrupts
+
     kept: dict[tuple[object, ...], Any] = {}
-    for line in sys.stdin:
-        if line.strip():
-            send(proto, {"row": run_request(json.loads(line), kept)})
-            gc.freeze()  # the case ended with a full collection: what is left is alive
+    with interrupts.handled():  # SIGINT is ignored here: a KeyboardInterrupt is a variant's own, an error row
+        for line in sys.stdin:
+            if line.strip():
+                send(proto, {"row": run_request(json.loads(line), kept)})
+                gc.freeze()  # the case ended with a full collection: what is left is alive
     gc.unfreeze()  # frozen objects are never freed at exit; some bindings (triton's) then report leaks
     return 0
 

@@ -26,7 +26,7 @@ from harness.results.report import (
     write_reports,
     write_unfinished,
 )
-from harness.results.store import RunFolder, default_run_dir, to_frame
+from harness.results.store import RowNotWritten, RunFolder, RunWriteError, default_run_dir, to_frame
 from harness.sweep import isolation, sharding
 from harness.sweep import resume as resuming
 from harness.sweep.cases import Case, expand
@@ -69,7 +69,8 @@ class StopFlag:
         previous = signal.signal(signal.SIGINT, on_sigint)
         previous_term = signal.signal(signal.SIGTERM, on_sigterm)
         try:
-            yield self
+            with interrupts.handled():
+                yield self
         finally:
             signal.signal(signal.SIGINT, previous)
             signal.signal(signal.SIGTERM, previous_term)
@@ -174,18 +175,23 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
                     trace = result.extra.get(TRACEBACK)
                     if trace is not None:
                         result = replace(result, extra={k: v for k, v in result.extra.items() if k != TRACEBACK})
-                        if folder is not None:
-                            folder.append_error(case.label, str(trace))
                     row = result.to_row()
-                    # written to results.jsonl and kept for the report as one step: an interrupt
-                    # between the two made the report count one case fewer than the file held
+                    # kept for the report and written to results.jsonl as one step: an interrupt
+                    # between the two made the report count one case fewer than the file held; kept
+                    # first, so a row the disk refuses (RowNotWritten) is still in the report
                     with interrupts.held():
+                        rows.append(row)
                         if folder is not None:
                             folder.append(row)
-                        rows.append(row)
+                    if trace is not None and folder is not None:  # after its row: a side file costs no row
+                        folder.append_error(case.label, str(trace))
                     bar.advance(task)
         except KeyboardInterrupt as exc:  # a second Ctrl-C, or SIGTERM: say where the run can be finished
             raise type(exc)(*([str(folder.path)] if folder is not None else [])) from None
+        except RowNotWritten as exc:  # the reports still get written below, with that row
+            folder_path = folder.path if folder is not None else ""
+            raise RowNotWritten(f"{exc}; the run stopped after {case.label}, whose row report.md keeps; once there "
+                                f"is room, finish the run with: python -m harness run --resume {folder_path}") from None
         finally:  # on any exit, a second Ctrl-C included, the finished rows get their report
             try:  # and a Ctrl-C meanwhile (pressed twice, its prompt says) waits until they are written
                 with flag.installed(None), interrupts.held():
@@ -195,6 +201,10 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
                         write_reports(folder, frame, final_env(folder, env, rows, kept, left))
             except KeyboardInterrupt as exc:  # then says where the run can be finished, as above
                 raise type(exc)(*([str(folder.path)] if folder is not None else [])) from None
+            except OSError as exc:  # a full disk: the rows in results.jsonl are the run, the reports derived
+                raise RunWriteError(f"the reports in {folder.path} could not be written ({exc.strerror or exc}); every "
+                                  f"row written is in results.jsonl: once there is room, rebuild them with: "
+                                  f"python -m harness report {folder.path}") from None
     frame.attrs["run_dir"] = str(folder.path) if folder is not None else None
     frame.attrs["interrupted"] = interrupted
     return frame

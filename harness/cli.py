@@ -560,6 +560,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors.print(f"[yellow]{'terminated' if terminated else 'interrupted'}[/]{escape(hint)}", soft_wrap=True)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as exc:
+        store = sys.modules.get("harness.results.store")  # imported by whatever wrote a row
+        if store is not None and isinstance(exc, store.RunWriteError):  # a run that failed, not bad input
+            errors.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            return EXIT_FAIL
+        if isinstance(exc, OSError) and exc.filename is not None and not is_bad_input(exc):
+            # a path the user gave that the system refuses (permission, a name too long): one line, as for a
+            # missing file; whatever wrote or read it last left every finished row in results.jsonl
+            where = exc.filename if exc.filename2 is None else f"{exc.filename} → {exc.filename2}"
+            errors.print(f"[red]error:[/] {escape(str(where))}: {escape(exc.strerror or str(exc))}", highlight=False,
+                         soft_wrap=True)  # fmt: skip
+            return EXIT_USAGE
         if not is_bad_input(exc):
             raise
         errors.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)  # "[slurm]" is no markup

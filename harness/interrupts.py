@@ -15,6 +15,10 @@ from collections.abc import Iterator
 
 _depth = 0
 _pending: type[BaseException] | None = None
+#: The interrupt the run's handlers raised last, and whether they are installed: a KeyboardInterrupt
+#: that is not it was raised by a variant's own code (``raised_by_code``).
+_raised: BaseException | None = None
+_installed = 0
 
 
 @contextlib.contextmanager
@@ -28,7 +32,7 @@ def held() -> Iterator[None]:
         _depth -= 1
         if _depth == 0 and _pending is not None:
             pending, _pending = _pending, None
-            raise pending
+            _raise(pending)
 
 
 def interrupt(kind: type[BaseException]) -> None:
@@ -37,4 +41,27 @@ def interrupt(kind: type[BaseException]) -> None:
     if _depth:
         _pending = _pending or kind
         return
-    raise kind
+    _raise(kind)
+
+
+def _raise(kind: type[BaseException]) -> None:
+    global _raised
+    _raised = kind()
+    raise _raised
+
+
+@contextlib.contextmanager
+def handled() -> Iterator[None]:
+    """While the run's handlers are installed: Ctrl-C and SIGTERM reach the code only through them."""
+    global _installed
+    _installed += 1
+    try:
+        yield
+    finally:
+        _installed -= 1
+
+
+def raised_by_code(exc: BaseException) -> bool:
+    """Whether ``exc``, a KeyboardInterrupt, was raised by code (a variant's ``raise``) rather than by a
+    signal: with the run's handlers installed, every signalled one is theirs."""
+    return _installed > 0 and exc is not _raised

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import ctypes
 import os
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -30,6 +31,32 @@ def _copy(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) 
 
 def build_raise(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     raise RuntimeError("injected fault\nsecond line")
+
+
+class Skipped(BaseException):
+    """As ``pytest.skip`` raises: a BaseException, not an Exception."""
+
+
+def build_interrupt(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    raise KeyboardInterrupt  # a variant's own raise, no signal: the case's error, not the sweep's end
+
+
+def build_base_exception(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    raise Skipped("needs a GPU")
+
+
+def build_torn_reply(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """In a worker (``python -m harness._worker``): the worker writes the start of a reply on its
+    protocol stream and dies, as when it is killed while writing a long row."""
+    frame = sys._getframe()
+    while frame is not None and not (frame.f_code.co_name == "main" and "proto" in frame.f_locals):
+        frame = frame.f_back
+    if frame is not None:
+        proto = frame.f_locals["proto"]
+        proto.write('{"row": {"variant": "fault_torn_reply", "st')  # cut off: no end of line
+        proto.flush()
+        os._exit(9)
+    return _copy(reference, device, dtype)
 
 
 def build_abort(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
@@ -76,6 +103,9 @@ def build_oom(reference: torch.nn.Module, device: torch.device, dtype: torch.dty
 
 FAULTS = {
     "fault_raise": (build_raise, {}),
+    "fault_interrupt": (build_interrupt, {}),
+    "fault_torn_reply": (build_torn_reply, {"isolate": True}),
+    "fault_base_exception": (build_base_exception, {}),
     "fault_abort": (build_abort, {}),
     "fault_abort_tagged": (build_abort, {"isolate": True}),
     "fault_segv": (build_segv, {}),

@@ -51,6 +51,29 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, capsys:
     assert "Traceback" not in err
 
 
+#: A path component over the file system's 255 bytes: Path.exists() raises ENAMETOOLONG, as a
+#: folder the user may not search raises EACCES, where a missing one answers False.
+LONG = "x" * 300
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--out", "{tmp}/" + LONG],
+    ["run", "--resume", "{tmp}/" + LONG],
+    ["report", "{tmp}/" + LONG],
+    ["compare", "{tmp}/" + LONG, "{tmp}/b"],
+    ["merge", "{tmp}/" + LONG, "--out", "{tmp}/m"],
+    ["merge", "{tmp}/" + LONG + "-b", "--out", "{tmp}/" + LONG],
+])  # fmt: skip
+def test_a_path_the_system_refuses_is_one_line_naming_it(args: list[str], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """Each of these ended in a 20-line traceback (OSError: File name too long), exit 1."""
+    given = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert main([*given, *(["--variants", "eager", "--shapes", "4x4x4"] if args[0] == "run" else [])]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert LONG in err and err.endswith("File name too long"), err
+
+
 #: Every run option given nonsense: each must be one line naming the flag, exit 2, before anything runs.
 #: ``{tmp}`` is the test's temporary folder.
 BAD_OPTIONS = [

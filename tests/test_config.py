@@ -97,7 +97,10 @@ def test_auto_device_falls_back_to_cpu_with_cpu_defaults(monkeypatch: pytest.Mon
      ("[sweep]\nmodes = 'forward'\n[other]\nshapes = 3\n", "[other] is not read"),
      ("max-time = 0.05\n[sweep]\nvariants = 'eager'\n", "'max-time' is outside [sweep] and would be ignored"),
      ("shard = {index = 1}\n", "'shard' is given a table; it takes a value, as --shard does"),
-     ("[max-time]\ns = 3\n", "'max-time' is given a table; it takes a value, as --max-time does")],
+     ("[max-time]\ns = 3\n", "'max-time' is given a table; it takes a value, as --max-time does"),
+     # a number made a folder "5" in the current directory, true one named "True"
+     ("out = 5\n", "--out must be a folder name, got 5"), ("out = true\n", "--out must be a folder name, got True"),
+     ("context = []\n", "no context named in []; leave the option out")],  # a templated list left empty
 )
 def test_invalid_config_files_are_refused(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "bad.toml"

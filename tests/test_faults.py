@@ -576,6 +576,143 @@ def test_sigterm_abandons_the_case_writes_the_report_and_exits_143(tmp_path: Pat
     assert " ".join(stderr.split()).endswith(f"terminated; finish the run with: python -m harness run --resume {out}")
 
 
+def test_a_row_the_disk_refuses_is_kept_in_the_report_and_the_run_stops_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    """A full disk at the third row raised a traceback out of the sweep, and the finished case's row
+    was in neither results.jsonl nor the report (it was kept only once written)."""
+    from harness.cli import main
+    from harness.results.store import RunFolder
+
+    real, written = RunFolder.append, []
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "full").symlink_to("/dev/full")  # every write fails: ENOSPC
+
+    def append(self: RunFolder, row: Any) -> None:
+        if len(written) == 2:  # the third row goes to the full disk
+            monkeypatch.setattr(RunFolder, "jsonl", property(lambda folder: folder.path / "full"))
+        written.append(row)
+        real(self, row)
+
+    monkeypatch.setattr(RunFolder, "append", append)
+    code = main(["run", "--device", "cpu", "--variants", "eager,eager_factored", "--shapes", "4x4x4", "--batch-sizes",
+                 "1,2", "--modes", "forward", "--quiet", *FAST_FLAGS, "--out", str(out)])  # fmt: skip
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 1 and "Traceback" not in err
+    assert err == (f"error: cannot write {out / 'full'}: No space left on device; the run stopped after "
+                   f"eager 4x4x4 b2 float32 forward r2 add, whose row report.md keeps; once there is room, finish "
+                   f"the run with: python -m harness run --resume {out}")
+    assert len(read_jsonl(out / "results.jsonl")) == 2
+    assert len((out / "results.csv").read_text().splitlines()) == 1 + 3  # the refused row too
+    assert "Unfinished run: 1 case(s) did not run" in (out / "report.md").read_text()
+
+
+def test_a_csv_the_disk_refuses_still_leaves_the_report_and_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    """results.csv was written first: a full disk there left report.md the "Run not finished"
+    placeholder, blaming a kill, and ended in a traceback."""
+    from harness.cli import main
+    from harness.results.store import RunFolder
+
+    def full(self: RunFolder, frame: Any) -> None:
+        raise OSError(28, "No space left on device", str(self.path / "results.csv"))
+
+    monkeypatch.setattr(RunFolder, "write_csv", full)
+    out = tmp_path / "run"
+    code = main(["run", "--device", "cpu", "--variants", "eager", "--shapes", "4x4x4", "--batch-sizes", "1",
+                 "--modes", "forward", "--quiet", *FAST_FLAGS, "--out", str(out)])  # fmt: skip
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 1 and err == (f"error: the reports in {out} could not be written (No space left on device); every "
+                                 f"row written is in results.jsonl: once there is room, rebuild them with: "
+                                 f"python -m harness report {out}")  # fmt: skip
+    report = (out / "report.md").read_text()
+    assert report.startswith("# scSE benchmark report") and "eager" in report
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_a_traceback_the_disk_refuses_costs_no_row(tmp_path: Path, faults: ModuleType) -> None:
+    """errors.log was written before the row: a failure there lost the error row and ended the sweep."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "errors.log").symlink_to("/dev/full")  # every write fails: ENOSPC
+    with pytest.warns(RuntimeWarning, match="the traceback of fault_raise .* was not written: No space left"):
+        harness.run(**TINY, variants="eager,fault_raise,eager_factored", out=str(out))
+    assert [r["status"] for r in read_jsonl(out / "results.jsonl")] == ["ok", "error", "ok"]
+
+
+def test_a_variant_that_changes_the_working_directory_sends_no_row_elsewhere(tmp_path: Path, temp_variant,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run folder was kept relative (the default ``results/runs/...`` is): after a variant's
+    ``os.chdir`` every later row and the report went to a folder of that name in its directory."""
+    import copy as copying
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def build(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+        os.chdir(elsewhere)
+        return copying.deepcopy(reference).to(device, dtype)
+
+    temp_variant("zz_chdir", build, devices=("cpu",), dtypes=("float32",))
+    monkeypatch.chdir(tmp_path)
+    harness.run(**TINY, variants="eager,zz_chdir,eager_factored", out="run")
+    assert [r["variant"] for r in read_jsonl(tmp_path / "run" / "results.jsonl")] == ["eager", "zz_chdir",
+                                                                                      "eager_factored"]
+    assert "Run not finished" not in (tmp_path / "run" / "report.md").read_text()
+    assert not any(elsewhere.iterdir())
+
+
+@pytest.mark.parametrize("isolate", [False, True])
+def test_a_variant_raising_keyboardinterrupt_or_a_base_exception_is_its_cases_error(tmp_path: Path, faults: ModuleType,
+                                                                                   isolate: bool) -> None:
+    """A KeyboardInterrupt raised by a variant (no signal) stopped the sweep as if Ctrl-C had been
+    pressed, and pytest.skip's BaseException ended it in a traceback; each resume stopped there again."""
+    frame = harness.run(**TINY, variants="eager,fault_interrupt,fault_base_exception,eager_factored",
+                        isolate=isolate, out=str(tmp_path))  # fmt: skip
+    rows = read_jsonl(tmp_path / "results.jsonl")
+    assert [r["status"] for r in rows] == ["ok", "error", "error", "ok"] and not frame.attrs["interrupted"]
+    assert rows[1]["reason"] == "KeyboardInterrupt" and rows[2]["reason"] == "Skipped: needs a GPU"
+
+
+def test_a_worker_that_dies_sending_its_row_is_a_crashed_row_and_the_sweep_goes_on(tmp_path: Path,
+                                                                                   faults: ModuleType) -> None:
+    """A reply cut off mid-line (a worker killed while writing a row of thousands of samples) ended
+    the whole sweep in a JSONDecodeError."""
+    harness.run(**TINY, variants="eager,fault_torn_reply,eager_factored", out=str(tmp_path))
+    rows = read_jsonl(tmp_path / "results.jsonl")
+    assert [r["status"] for r in rows] == ["ok", "crashed", "ok"]
+    assert rows[1]["reason"].startswith("worker process sent a reply that is not whole JSON (43 characters) and "
+                                        "exited with status 9")
+
+
+@pytest.mark.parametrize(("sleep_s", "stuck"), [(60.0, True), (0.2, False)])
+def test_a_thread_left_running_does_not_keep_the_command_alive(sleep_s: float, stuck: bool) -> None:
+    """A variant's non-daemon thread that never ends kept ``run`` alive after its report until a CI
+    time limit killed it, its exit status lost; one that ends soon is waited for."""
+    script = ("import threading, time\n"
+              f"threading.Thread(target=time.sleep, args=({sleep_s},), name='variant-pool').start()\n"
+              "from harness.__main__ import exit_without_stuck_threads\n"
+              "exit_without_stuck_threads(3, grace_s=2.0)\n")  # fmt: skip
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3 and time.monotonic() - start < 30
+    said = "warning: 1 thread(s) still running after 2 s (variant-pool), started by a variant or a plugin"
+    assert (said in done.stderr) is stuck, done.stderr
+
+
+def test_a_dead_workers_reason_quotes_the_cause_not_the_exit_noise() -> None:
+    """A worker that died by an exception quoted nanobind's leak report, its log's last line."""
+    from harness.sweep.isolation import log_hint
+
+    leaks = "nanobind: leaked 2 instances!\n - leaked instance 0x1 of type 'triton.X'\n" \
+            "nanobind: this is likely caused by a reference counting issue\nSee https://nanobind.readthedocs.io/x\n"
+    traceback = 'Traceback (most recent call last):\n  File "w.py", line 3, in main\n    f()\nMemoryError: big\n'
+    assert log_hint("warming up\n" + traceback + leaks) == "MemoryError: big"
+    assert log_hint("Fatal Python error: Segmentation fault\n\nCurrent thread:\n" + leaks).startswith("Fatal")
+    assert log_hint("starting\nout of file handles\n" + leaks) == "out of file handles"
+    assert log_hint(leaks) == ""
+
+
 def test_sigkill_leaves_a_report_saying_the_run_was_cut_short_and_how_to_rebuild_it(tmp_path: Path,
                                                                                      faults: ModuleType) -> None:
     """SIGKILL (an OOM killer, a node's hard limit) or a variant's ``os._exit`` without ``--isolate``

@@ -125,6 +125,9 @@ class CaseResult:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     #: With ``--oom-retry``: the batch actually measured (``case.batch`` is the one asked for).
     batch_run: int | None = None
+    #: The process-wide settings the variant changed during the case, set back after it
+    #: (``process_state``): ``default_dtype float32 → float64; threads 2 → 1``. None: none changed.
+    settings_changed: str | None = None
     finished_at: str | None = None
     #: Columns this harness does not know (a plugin's, a newer minor version's): kept as they are.
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -161,6 +164,8 @@ class CaseResult:
         row |= dict(self.metrics)
         if self.batch_run is not None:
             row["batch_run"] = self.batch_run
+        if self.settings_changed is not None:
+            row["settings_changed"] = self.settings_changed
         row["finished_at"] = self.finished_at
         return row | dict(self.extra)
 
@@ -177,7 +182,8 @@ class CaseResult:
             status = Status(str(row["status"]))
         except ValueError:
             raise SchemaError(f"unknown status {row['status']!r}") from None
-        used = {"schema", "status", "reason", "threads", "cache", "batch_run", "finished_at", *KEY_COLUMNS}
+        used = {"schema", "status", "reason", "threads", "cache", "batch_run", "settings_changed", "finished_at",
+                *KEY_COLUMNS}
         check = None
         if not all(_empty(row.get(c)) for c in CHECK_COLUMNS):
             values = {c: None if _empty(row.get(c)) else row.get(c) for c in CHECK_COLUMNS}
@@ -199,7 +205,8 @@ class CaseResult:
         return cls(
             case=case_of(row), status=status, reason=_text(row.get("reason")), threads=_int(row.get("threads")),
             cache=_text(row.get("cache")), check=check, first_call=first, figures=figures, phases=phases,
-            batch_run=_int(row.get("batch_run")), finished_at=_text(row.get("finished_at")),
+            batch_run=_int(row.get("batch_run")), settings_changed=_text(row.get("settings_changed")),
+            finished_at=_text(row.get("finished_at")),
             extra={k: v for k, v in row.items() if k not in used},
         )  # fmt: skip
 

@@ -28,7 +28,7 @@ from harness.results.recommend import (
     terminal_cells,
 )
 from harness.results.record import BROKEN, FAILED, Status
-from harness.results.store import REPORT_MD, RunFolder
+from harness.results.store import REPORT_MD, RunFolder, write_whole
 from harness.results.tables import (
     BASELINE_VARIANT,
     CONFIG_COLUMNS,
@@ -233,7 +233,7 @@ def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
         ]
     left = cases_left(env or {}, len(frame))
     if left:
-        lines += [f"> **Unfinished run: {left} case(s) did not run** (it was interrupted), so the "
+        lines += [f"> **Unfinished run: {left} case(s) did not run** (the run stopped before them), so the "
                   "answers below weigh only the variants that did. Finish it with "
                   "`python -m harness run --resume RUN`, RUN being this folder.", ""]
     for key, title in ((MERGE_WARNINGS, "Merged runs"), (RESUME_WARNINGS, "Resumed run")):
@@ -279,8 +279,25 @@ def markdown(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> str:
         if cases["status"].isin(["crashed", "timeout"]).any():  # no Python traceback to keep
             lines += ["What a `crashed` or `timeout` case's worker wrote (faulthandler's stack) is in "
                       "`workers.log` beside this report.", ""]
+    lines += settings_markdown(frame)
     lines += traces_markdown(frame)
     return "\n".join(lines)
+
+
+def settings_markdown(frame: pd.DataFrame) -> list[str]:
+    """The variants that changed process-wide settings (grad mode, default dtype, threads, …): set
+    back after each case, so no other row is touched, but a program using such a variant is."""
+    if "settings_changed" not in frame:
+        return []
+    changed = frame[frame["settings_changed"].map(lambda v: isinstance(v, str) and bool(v))]
+    if changed.empty:
+        return []
+    lines = ["## Variants that change process-wide settings", "",
+             "Each changed what outlives a call, in its build or its forward; the harness set it back after the "
+             "case, so no other row is affected. A program that uses the variant keeps the change.", ""]  # fmt: skip
+    for variant, rows in changed.groupby("variant", sort=True):
+        lines.append(f"- `{variant}` ({len(rows)} case(s)): {'; '.join(dict.fromkeys(rows['settings_changed']))}")
+    return lines + [""]
 
 
 def traces_markdown(frame: pd.DataFrame) -> list[str]:
@@ -422,7 +439,7 @@ def write_unfinished(folder: RunFolder, cases: int, started: str) -> Path:
         f"    python -m harness run --resume {run}\n"
     )
     path = run / REPORT_MD
-    path.write_text(text, encoding="utf-8")
+    write_whole(path, text)
     return path
 
 
@@ -430,7 +447,6 @@ def write_reports(folder: RunFolder, frame: pd.DataFrame, env: Mapping[str, Any]
                   plots: bool = False) -> tuple[Path, ...]:  # fmt: skip
     """Rebuild what is derived from a run's rows: results.csv, report.md and (``plots``) the PNGs,
     returned; a figure the data cannot make is said why in report.md."""
-    folder.write_csv(frame)
     text = markdown(frame, env)
     written: tuple[Path, ...] = ()
     if plots:
@@ -441,5 +457,12 @@ def write_reports(folder: RunFolder, frame: pd.DataFrame, env: Mapping[str, Any]
         if figures:
             text = text.rstrip("\n") + "\n\n" + figures
         written = drawn.paths
-    (folder.path / REPORT_MD).write_text(text, encoding="utf-8")
+    failed: list[OSError] = []
+    for write in (lambda: write_whole(folder.path / REPORT_MD, text), lambda: folder.write_csv(frame)):
+        try:  # each whole or not at all, and one's failure (a full disk) does not stop the other
+            write()
+        except OSError as exc:
+            failed.append(exc)
+    if failed:
+        raise failed[0]
     return written

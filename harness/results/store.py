@@ -59,6 +59,31 @@ class OutputError(OSError):
     """The run folder cannot be created or written."""
 
 
+class RunWriteError(OutputError):
+    """A run's file could not be written once the run was under way (a full disk, a lost mount): the
+    run failed (exit 1), where a folder refused at the start is the user's to fix (exit 2)."""
+
+
+class RowNotWritten(RunWriteError):
+    """A finished row could not be appended to results.jsonl: the sweep stops there, as later rows
+    would fail the same way, and its report keeps the row."""
+
+
+def write_whole(path: Path, text: str) -> None:
+    """``text`` into ``path``, written beside it and renamed over it: a kill or a full disk mid-write
+    leaves the old file (or none), never half of the new one."""
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with staging.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+
+
 def default_run_dir(device: str, root: str | Path = "results/runs") -> Path:
     """``results/runs/<UTC time>-<device>``, sortable, made here, empty, and this run's alone: a
     name already there (a run started in the same second, in this process or another) gets ``-2``,
@@ -99,8 +124,10 @@ class RunFolder:
     """A folder holding one run's results; ``append`` makes a finished row durable at once."""
 
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
-        """``create=False`` opens an existing run to read it, and writes nothing there."""
-        self.path = Path(path)
+        """``create=False`` opens an existing run to read it, and writes nothing there. The path is
+        made absolute now: a variant that changes the working directory in-process sent every later
+        row, and the report, to a folder of that name under its directory (or to nowhere)."""
+        self.path = Path(path).absolute()
         if not create:
             return
         if self.path.exists() and not self.path.is_dir():
@@ -181,16 +208,23 @@ class RunFolder:
         """Write one result as a line, flush and fsync: a kill a moment later loses nothing."""
         row = result.to_row() if isinstance(result, CaseResult) else result
         line = json.dumps({k: _clean(v) for k, v in row.items()}, default=jsonable, allow_nan=True)
-        with self.jsonl.open("a", encoding="utf-8") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with self.jsonl.open("a", encoding="utf-8") as f:
+                f.write(line + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:  # a part of the line may be there: a resume drops it (``repair``)
+            raise RowNotWritten(f"cannot write {self.jsonl}: {exc.strerror or exc}") from None
 
     def append_error(self, label: str, text: str) -> None:
         """A failed case's traceback, under its label, at the end of ``ERRORS_LOG``: the row keeps
         one line (its ``reason``), the variant's author gets where it was raised."""
-        with (self.path / ERRORS_LOG).open("a", encoding="utf-8") as f:
-            f.write(f"=== {label}\n{text.rstrip()}\n\n")
+        try:
+            with (self.path / ERRORS_LOG).open("a", encoding="utf-8") as f:
+                f.write(f"=== {label}\n{text.rstrip()}\n\n")
+        except OSError as exc:  # a side file: its row, written already, says what failed
+            warnings.warn(f"{self.path / ERRORS_LOG}: the traceback of {label} was not written: {exc.strerror or exc}",
+                          RuntimeWarning, stacklevel=2)
 
     def rows(self) -> list[dict[str, Any]]:
         """Every whole row, each checked to be one this harness can read (``SchemaError`` if not)."""
@@ -212,17 +246,7 @@ class RunFolder:
         """env.json, replaced whole (written beside it, then renamed): a kill mid-write, or a second
         Ctrl-C at the end of a run, must never leave it empty, or the run could not be resumed."""
         path = self.path / ENV_JSON
-        text = json.dumps(dict(env) | {"schema": SCHEMA_VERSION}, indent=2, default=jsonable)
-        staging = path.with_name(f".{ENV_JSON}.{os.getpid()}.tmp")
-        try:
-            with staging.open("w", encoding="utf-8") as f:
-                f.write(text + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(staging, path)
-        except BaseException:
-            staging.unlink(missing_ok=True)
-            raise
+        write_whole(path, json.dumps(dict(env) | {"schema": SCHEMA_VERSION}, indent=2, default=jsonable) + "\n")
         return path
 
     def read_env(self) -> dict[str, Any]:
@@ -234,7 +258,7 @@ class RunFolder:
         frame = frame.drop(columns=[c for c in RAW_COLUMNS if c in frame.columns])
         for name in (c for c in CSV_LIST_COLUMNS if c in frame.columns):
             frame[name] = frame[name].map(_json_list)
-        frame.to_csv(path, index=False)
+        write_whole(path, frame.to_csv(index=False))
         return path
 
 

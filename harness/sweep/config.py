@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import math
+import os
 import re
 import threading
 import tomllib
@@ -294,6 +295,8 @@ def parse_out(value: Any) -> str | None:
     """The run folder; an empty name would be the current directory, never what was meant."""
     if value is None:
         return None
+    if not isinstance(value, (str, os.PathLike)):  # a config's `out = 5` made a folder "5", `true` one "True"
+        raise ConfigError(f"{FLAGS['out']} must be a folder name, got {value!r}")
     text = str(value)
     if not text.strip():
         raise ConfigError(f"{FLAGS['out']} is empty; name a run folder, e.g. results/runs/mine")
@@ -477,7 +480,7 @@ def parse_contexts(value: Any, device: str) -> tuple[str, ...]:
     from variants.contexts import all_contexts, unknown_context_message
 
     names = tuple(dict.fromkeys(str(v) for v in _items(value)))
-    if not names and isinstance(value, str):  # "--context $NET" with NET unset must not time blocks alone
+    if not names and isinstance(value, (str, list)):  # "--context $NET" or `context = [$NETS]` with nothing in it
         raise ConfigError(f"no context named in {value!r}; leave the option out to time the blocks alone")
     known = all_contexts() if names else {}
     for name in names:

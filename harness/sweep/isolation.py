@@ -76,6 +76,27 @@ def describe_exit(returncode: int | None) -> str:
     return f"exited with status {returncode}"
 
 
+#: What a worker's log may end with that says nothing of why it died: nanobind's (Triton's bindings)
+#: report of objects alive at exit.
+EXIT_NOISE: tuple[str, ...] = ("nanobind:", "- leaked", "See https://nanobind")
+
+
+def log_hint(text: str) -> str:
+    """The line of a dead worker's log that best says why: faulthandler's "Fatal Python error", else
+    the exception line that ends its last traceback, else its last line that is not exit noise."""
+    lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
+    fatal = [ln.strip() for ln in lines if ln.startswith("Fatal Python error")]
+    if fatal:
+        return fatal[0]
+    starts = [i for i, ln in enumerate(lines) if ln.startswith("Traceback (most recent call last)")]
+    if starts:  # the first unindented line after the last traceback's frames is its exception
+        after = [ln for ln in lines[starts[-1] + 1:] if not ln.startswith((" ", "\t"))]
+        if after:
+            return after[0].strip()
+    plain = [ln.strip() for ln in lines if not ln.strip().startswith(EXIT_NOISE)]
+    return plain[-1] if plain else ""
+
+
 class WorkerFailure(Exception):
     """The worker gave no row: ``status`` is crashed or timeout; the message is the reason."""
 
@@ -129,10 +150,7 @@ class Worker:
                 text = f.read().decode("utf-8", "replace")
         except OSError:
             return ""
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        fatal = [ln for ln in lines if ln.startswith("Fatal Python error")]
-        hint = fatal[0] if fatal else (lines[-1] if lines else "")
-        return hint[:200]
+        return log_hint(text)[:200]
 
     def _receive(self, timeout_s: float, log_from: int, what: str) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
@@ -150,7 +168,19 @@ class Worker:
                 prefix = "worker process " if what == "run" else "worker process failed to start: "
                 raise WorkerFailure(Status.CRASHED, f"{prefix}{describe_exit(code)}" + (f" ({hint})" if hint else ""))
             if line.strip():
-                return json.loads(line)
+                try:
+                    return json.loads(line)
+                except json.JSONDecodeError:  # cut off: the worker died writing it (killed, out of memory)
+                    try:
+                        code: int | None = self.proc.wait(timeout=2.0)  # its end may lag the line's
+                    except subprocess.TimeoutExpired:
+                        code = None
+                    self.kill()
+                    how = describe_exit(code) if code is not None else "was killed, alive"
+                    hint = self._log_hint(log_from)
+                    raise WorkerFailure(Status.CRASHED, f"worker process sent a reply that is not whole JSON "
+                                        f"({len(line)} characters) and {how}"
+                                        + (f" ({hint})" if hint else "")) from None
 
     def run(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         """The row for ``request``; ``WorkerFailure`` when the worker dies or overruns ``timeout_s``."""

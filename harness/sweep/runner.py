@@ -15,11 +15,13 @@ import contextlib
 import statistics
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import torch
 
+from harness import interrupts
 from harness.measure import correctness
 from harness.measure.correctness import Check, Expected, Outcome, Trial, expected_of
 from harness.measure.figures import Figures
@@ -29,6 +31,7 @@ from harness.results.record import PHASE_COLUMNS, CaseResult, FirstCall, Phases,
 from harness.sweep.cases import Case
 from harness.sweep.network import network_subject
 from harness.sweep.oom import check_host_memory, is_out_of_memory, release_memory
+from harness.sweep.process_state import ProcessState
 from harness.sweep.subject import Fn, SharedInputs, Subject, block_subject
 from variants.registry import Variant
 from variants.tags import bias_unsupported, tags_of
@@ -287,7 +290,8 @@ def run_case(case: Case, variant: Variant, clock: Clock | None, policy: TimingPo
     ``inputs``: the run's draws (default: drawn for this case alone)."""
     timer = PhaseTimer()
     measures = measures or metric_set()
-    threads = torch.get_num_threads()
+    state = ProcessState.capture()  # what a variant may change for every case after it: set back below
+    threads = state.threads
     reason = skip_reason(case, variant, explicit)
     if reason is not None or clock is None:
         result = failed(case, Status.SKIPPED, reason or "no clock for this device", measures, threads, cache, timer)
@@ -298,7 +302,9 @@ def run_case(case: Case, variant: Variant, clock: Clock | None, policy: TimingPo
         with timer.phase("flops"):
             configured = measures.configured(case)  # FLOPs depend on the configuration only: every row has them
         result = replace(result, threads=threads, cache=cache, metrics=configured | dict(result.metrics))
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - one failing case (sys.exit in a variant too) must never end the sweep
+    except BaseException as exc:  # noqa: BLE001 - one failing case (sys.exit, a raised KeyboardInterrupt, pytest.skip in a variant too) must never end the sweep
+        if isinstance(exc, KeyboardInterrupt) and not interrupts.raised_by_code(exc):
+            raise  # Ctrl-C or SIGTERM, through the run's handlers (or none installed): the sweep's to handle
         status = Status.OOM if is_out_of_memory(exc) else Status.ERROR
         result = failed(case, status, one_line(exc), measures, threads, cache, timer)
         # the whole story for the variant's author, kept out of the row (``store.RunFolder.append_error``)
@@ -308,7 +314,23 @@ def run_case(case: Case, variant: Variant, clock: Clock | None, policy: TimingPo
     except Exception as exc:  # noqa: BLE001 - after a sticky CUDA error empty_cache raises it too: a row, not the end
         if result.status is Status.OK:
             result = failed(case, Status.ERROR, one_line(exc), measures, threads, cache, timer)
-    return replace(result, phases=timer.phases()).finished()
+    return replace(kept_settings(result, state), phases=timer.phases()).finished()
+
+
+def kept_settings(result: CaseResult, state: ProcessState) -> CaseResult:
+    """``result`` with what its variant changed of the process's settings (``state``, from before the
+    case), which are set back for the next case. The threads column gives the count after the case:
+    a count set in the build is what the timing ran on."""
+    after = ProcessState.capture()
+    changes = state.changes(after)
+    if not changes:
+        return result
+    state.restore()
+    said = "; ".join(changes)
+    warnings.warn(f"{result.case.variant} changed the process's settings ({said}); they are set back for the next "
+                  "case", RuntimeWarning, stacklevel=2)  # fmt: skip
+    threads = after.threads if result.threads is not None else None
+    return replace(result, settings_changed=said, threads=threads)
 
 
 def failed(case: Case, status: Status, reason: str | None, measures: MetricSet, threads: int | None,

@@ -1,0 +1,130 @@
+"""The process-wide settings a variant can change for every case after its own, kept around each case.
+
+Cases run one after another in one process (the sweep's, or a reused ``--isolate`` worker), so a
+variant that turns off grad mode, sets the default dtype or the thread count, changes directory or
+replaces a signal handler in its build or forward changed every later case: other variants' train
+rows failed, a correct variant read as a mismatch, later speedups compared 1-thread times with
+2-thread ones, and SIGTERM killed the run without its report. ``ProcessState.capture`` before a case
+and ``restore`` after it undo that; ``changes`` names what the variant changed, for its row.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+
+#: The signals whose handlers the sweep owns: Ctrl-C stops after the case, SIGTERM writes the report.
+SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
+
+
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # the directory was removed: nothing to compare or go back to
+        return None
+
+
+def _handlers() -> tuple[Any, ...] | None:
+    if threading.current_thread() is not threading.main_thread():
+        return None  # handlers are the main thread's to set
+    return tuple(signal.getsignal(s) for s in SIGNALS)
+
+
+@dataclass(frozen=True)
+class ProcessState:
+    """torch's and the process's settings that outlive a case. Each field is read by ``capture`` and
+    set back by ``restore`` (``SETTERS``); None: not readable here, left alone."""
+
+    grad_enabled: bool
+    default_dtype: torch.dtype
+    threads: int
+    deterministic: bool
+    float32_matmul_precision: str
+    cudnn_benchmark: bool
+    cudnn_allow_tf32: bool
+    cuda_matmul_allow_tf32: bool
+    cwd: str | None
+    signal_handlers: tuple[Any, ...] | None
+
+    @classmethod
+    def capture(cls) -> ProcessState:
+        return cls(
+            grad_enabled=torch.is_grad_enabled(),
+            default_dtype=torch.get_default_dtype(),
+            threads=torch.get_num_threads(),
+            deterministic=torch.are_deterministic_algorithms_enabled(),
+            float32_matmul_precision=torch.get_float32_matmul_precision(),
+            cudnn_benchmark=torch.backends.cudnn.benchmark,
+            cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+            cuda_matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
+            cwd=_cwd(),
+            signal_handlers=_handlers(),
+        )
+
+    def changes(self, after: ProcessState) -> list[str]:
+        """What differs in ``after``, as ``name before → after`` (handlers by name only)."""
+        said = []
+        for f in fields(self):
+            old, new = getattr(self, f.name), getattr(after, f.name)
+            if old is None or new is None or old == new:
+                continue
+            said.append(f.name if f.name == "signal_handlers" else f"{f.name} {_text(old)} → {_text(new)}")
+        return said
+
+    def restore(self) -> None:
+        """Set every setting back to this state's (each that was read)."""
+        for name, setter in SETTERS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                setter(value)
+            except (OSError, RuntimeError, ValueError):  # e.g. the first directory was removed since: the rest still
+                pass
+
+
+def _text(value: object) -> str:
+    return str(value).removeprefix("torch.")
+
+
+def _set_cudnn_benchmark(on: bool) -> None:
+    torch.backends.cudnn.benchmark = on
+
+
+def _set_cudnn_tf32(on: bool) -> None:
+    torch.backends.cudnn.allow_tf32 = on
+
+
+def _set_matmul_tf32(on: bool) -> None:
+    torch.backends.cuda.matmul.allow_tf32 = on
+
+
+def _set_deterministic(on: bool) -> None:
+    torch.use_deterministic_algorithms(on, warn_only=torch.is_deterministic_algorithms_warn_only_enabled())
+
+
+def _set_handlers(handlers: tuple[Any, ...]) -> None:
+    if threading.current_thread() is threading.main_thread():
+        for sig, handler in zip(SIGNALS, handlers, strict=True):
+            if handler is not None:  # None: set from outside Python, which signal.signal cannot take back
+                signal.signal(sig, handler)
+
+
+#: How each field of ``ProcessState`` is set back, in this order (the thread count before the rest).
+SETTERS: dict[str, Callable[[Any], None]] = {
+    "threads": torch.set_num_threads,
+    "grad_enabled": torch.set_grad_enabled,
+    "default_dtype": torch.set_default_dtype,
+    "deterministic": _set_deterministic,
+    "float32_matmul_precision": torch.set_float32_matmul_precision,
+    "cudnn_benchmark": _set_cudnn_benchmark,
+    "cudnn_allow_tf32": _set_cudnn_tf32,
+    "cuda_matmul_allow_tf32": _set_matmul_tf32,
+    "cwd": os.chdir,
+    "signal_handlers": _set_handlers,
+}

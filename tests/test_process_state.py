@@ -1,0 +1,64 @@
+"""A variant's change to process-wide settings is set back after its case and said in its row."""
+from __future__ import annotations
+
+import copy
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAST_RUN
+
+import harness
+from harness.results.store import read_jsonl
+from harness.sweep.process_state import ProcessState
+
+
+def test_every_setting_a_variant_changes_is_named_and_set_back(tmp_path: Path) -> None:
+    before = ProcessState.capture()
+    try:
+        torch.set_grad_enabled(False)
+        torch.set_default_dtype(torch.float64)
+        torch.set_num_threads(1 if before.threads != 1 else 2)
+        torch.use_deterministic_algorithms(not before.deterministic)
+        torch.set_float32_matmul_precision("medium" if before.float32_matmul_precision != "medium" else "high")
+        torch.backends.cudnn.benchmark = not before.cudnn_benchmark
+        os.chdir(tmp_path)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if before.signal_handlers[1] is not signal.SIG_IGN
+                      else signal.SIG_DFL)  # fmt: skip
+        changes = before.changes(ProcessState.capture())
+    finally:
+        before.restore()
+    names = [c.split(" ")[0] for c in changes]
+    assert names == ["grad_enabled", "default_dtype", "threads", "deterministic", "float32_matmul_precision",
+                     "cudnn_benchmark", "cuda_matmul_allow_tf32", "cwd", "signal_handlers"]  # fmt: skip
+    assert "grad_enabled True → False" in changes and "default_dtype float32 → float64" in changes
+    assert ProcessState.capture() == before and not before.changes(ProcessState.capture())
+
+
+def test_a_variant_that_changes_settings_spoils_no_other_row(tmp_path: Path, temp_variant) -> None:
+    """Grad mode turned off in one forward build made every later train case fail, eager's too; float64
+    made the next, correct variant a mismatch; one thread timed later variants beside eager's two."""
+
+    def build(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+        module = copy.deepcopy(reference).to(device, dtype)
+        torch.set_grad_enabled(False)
+        torch.set_default_dtype(torch.float64)
+        torch.set_num_threads(1)
+        return module
+
+    temp_variant("zz_settings", build, devices=("cpu",), dtypes=("float32",))
+    options = FAST_RUN | {"device": "cpu", "shapes": "4x4x4", "batch_sizes": [1], "threads": 2}
+    with pytest.warns(RuntimeWarning, match="zz_settings changed the process's settings"):
+        harness.run(**options, variants="zz_settings,eager,eager_factored", modes="forward,train", out=str(tmp_path))
+    rows = read_jsonl(tmp_path / "results.jsonl")
+    others = [r for r in rows if r["variant"] != "zz_settings"]
+    assert len(others) == 4 and all(r["status"] == "ok" for r in others), [r["reason"] for r in others]
+    assert all(r["threads"] == 2 and "settings_changed" not in r for r in others)
+    mine = [r for r in rows if r["variant"] == "zz_settings"]
+    assert all(r["settings_changed"].startswith("grad_enabled True → False; default_dtype float32 → float64; "
+                                                "threads 2 → 1") for r in mine)  # fmt: skip
+    assert [r["threads"] for r in mine] == [1, 1]  # what its timing ran on
+    report = (tmp_path / "report.md").read_text()
+    assert "## Variants that change process-wide settings" in report and "- `zz_settings` (2 case(s)): " in report
