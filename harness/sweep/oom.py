@@ -49,8 +49,12 @@ def is_out_of_memory(exc: BaseException) -> bool:
 #: and its absolute value; the float64 reference's own run holds its input, the two branches ``x·cSE``
 #: and ``x·sSE`` and their sum. Train adds the cotangent's draw and copy, the input's gradient and its
 #: float64 reference, and the runs' saved activations. The estimate, 78 B forward and 106 B train per
-#: float32 element (60 and 92 in 16 bits, 114 and 134 in float64), is above every case measured;
-#: torch.compile's variants and networks (``--context``) were not measured.
+#: float32 element (60 and 92 in 16 bits, 114 and 134 in float64), is above every case measured.
+#: torch.compile's ``compile`` (2026-11-28, float32, 4 and 16×64×128×128, VmHWM reset by
+#: /proc/self/clear_refs just before the case, so with no mmapped tensor held from before): forward
+#: 57 and 22.5 B per element, train 101 and 36, beside eager's 42 and 27, 75 and 40 measured the
+#: same way; its compiler's own ~110 MB weighs at small sizes only, where ``HEADROOM_MIN`` covers
+#: it. Networks (``--context``) were not measured.
 CPU_PEAK_BYTES: dict[str, tuple[int, int]] = {"forward": (42, 9), "train": (78, 7)}
 #: How much higher the peak is where the allocator serves the case's tensors from its heap, whose
 #: freed blocks stay resident (fragmentation): glibc made steady (``allocator.make_steady``, the CPU
