@@ -28,7 +28,8 @@ def stored_options(config: Mapping[str, Any]) -> dict[str, Any]:
     options = {k: v for k, v in config.items() if k in RESUMED_OPTIONS}
     timing = config.get("timing") or {}
     options |= {k: timing[k] for k in TIMING_OPTIONS if k in timing}
-    return {k: v for k, v in options.items() if v is not None}
+    # a block sweep stores no contexts as []: given back, it would read as a context list left empty
+    return {k: v for k, v in options.items() if v is not None and not (k == "contexts" and not v)}
 
 
 def config_for(run: str | Path, config_file: str | Path | None, options: Mapping[str, Any]) -> SweepConfig:
