@@ -378,6 +378,20 @@ def test_a_baseline_without_a_readable_env_json_is_unchecked_not_called_differen
     assert main(["compare", str(base), str(cur)]) == 0
     out = capsys.readouterr().out
     assert "rerun with" not in out and "differ" not in out
+    # a real run's rows record their threads: the lost env.json's other facts, read "unknown" against
+    # the known side's, had the steady allocator "differ" and every case left not judged (exit 2)
+    threaded = write_run(tmp_path / "threaded", [row(case(), noise(1.0)) | {"threads": 2}])
+    (threaded / "env.json").unlink()
+    known = write_run(tmp_path / "known", [row(case(), noise(1.0, seed=5)) | {"threads": 2}],
+                      env=CPU_ENV | {"steady_malloc": True, "torch": "2.13.0+cpu"})  # fmt: skip
+    for pair in ((threaded, known), (known, threaded)):
+        result = cmp.compare(*pair)
+        assert result.env_differences == () and result.unlike_settings == () and not result.failed
+        assert main(["compare", *map(str, pair)]) == 0
+    capsys.readouterr()
+    other = write_run(tmp_path / "other", [row(case(), noise(1.0, seed=6))], env=CPU_ENV | {"threads": 1})
+    assert cmp.compare(threaded, other).unlike_settings == (
+        "torch threads differ: baseline 2, this run 1; rerun with --threads 2",)  # what the rows say still counts
 
 
 def test_a_name_run_from_other_code_is_an_environment_difference(tmp_path: Path) -> None:

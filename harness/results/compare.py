@@ -61,6 +61,9 @@ class LoadedRun:
     has_samples: bool
     columns: frozenset[str]
     notes: tuple[str, ...] = ()
+    #: Whether ``env`` is its env.json's (False: none was beside it, or it could not be read; ``env``
+    #: then holds only what the rows record, ``ROW_SETTINGS``).
+    env_known: bool = True
 
     @property
     def device(self) -> str | None:
@@ -289,7 +292,11 @@ def load_run(path: str | Path) -> LoadedRun:
     except ResultsError as exc:
         raise CompareError(str(exc)) from None
     return LoadedRun(loaded.source, loaded.rows, with_row_settings(loaded.env, loaded.rows),
-                     "samples_ms" in loaded.columns, loaded.columns, loaded.notes)  # fmt: skip
+                     "samples_ms" in loaded.columns, loaded.columns, loaded.notes, bool(loaded.env))  # fmt: skip
+
+
+#: The settings every row records too (``with_row_settings``), so they are compared when an env.json is missing.
+ROW_SETTINGS: tuple[str, ...] = ("threads",)
 
 
 def with_row_settings(env: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -410,8 +417,15 @@ def compare_case(
 
 def env_facts(baseline: LoadedRun, current: LoadedRun) -> list[tuple[EnvFact, Any, Any]]:
     """Each fact of ``environment.ENVIRONMENT`` that differs, with both values (missing on both sides
-    is no difference), judged for the device type whichever side knows it."""
-    return store_env_differences(baseline.env, current.env, current.device or baseline.device, "compare")
+    is no difference), judged for the device type whichever side knows it. Where a side has no
+    env.json (a bare results file, or one that could not be read: the loader's note says its
+    environment was not checked), only the settings its rows record are: else each other fact read
+    "unknown" against the known side, and its steady allocator "differing" had every case not judged."""
+    device = current.device or baseline.device
+    if baseline.env_known and current.env_known:
+        return store_env_differences(baseline.env, current.env, device, "compare")
+    base, cur = ({k: run.env[k] for k in ROW_SETTINGS if k in run.env} for run in (baseline, current))
+    return store_env_differences(base, cur, device, "compare") if base and cur else []
 
 
 def _at_batch(status: str, batch: int | None) -> str:
