@@ -739,3 +739,12 @@ def test_an_unwritable_markdown_path_is_refused_before_any_verdict(tmp_path: Pat
     assert main(["compare", str(base), str(cur), "--markdown", str(blocker / "x.md")]) == 2
     out, err = capsys.readouterr()
     assert "no regression" not in out and err.startswith(f"error: cannot write {blocker / 'x.md'}")
+
+
+@pytest.mark.parametrize("config", ["x", [1], None])
+def test_an_env_json_whose_config_is_not_an_object_is_compared_without_it(tmp_path: Path, config: object) -> None:
+    """``"config": "x"`` ended compare in an AttributeError; merge already refuses it in one line."""
+    base = write_run(tmp_path / "base", [row(case(), noise(1.0))])
+    cur = write_run(tmp_path / "cur", [row(case(), noise(1.0, seed=5))], env=CPU_ENV | {"config": config})
+    result = cmp.compare(base, cur)
+    assert not result.failed and [c.verdict for c in result.cases] == [Verdict.SAME]

@@ -13,6 +13,13 @@ from typing import Any
 from harness.results.store import key_value
 
 
+def config_of(env: Mapping[str, Any]) -> Mapping[str, Any]:
+    """An env.json's sweep settings; none where ``config`` is not an object (a hand-edited ``"x"``
+    ended compare in an AttributeError)."""
+    config = env.get("config")
+    return config if isinstance(config, Mapping) else {}
+
+
 @dataclass(frozen=True)
 class EnvFact:
     """A fact about where a run was measured that decides whether two runs' timings belong together."""
@@ -38,7 +45,7 @@ class EnvFact:
 
     def value(self, env: Mapping[str, Any]) -> Any:
         """Its value in an env.json."""
-        where = (env.get("config") or {}) if self.in_config else env
+        where = config_of(env) if self.in_config else env
         return where.get(self.key, self.default)
 
     def advice(self, baseline: Any, current: Any) -> str:
@@ -117,7 +124,7 @@ def env_differences(a: Mapping[str, Any], b: Mapping[str, Any], device: str | No
     if purpose == "compare" and (not a or not b):  # no env.json, or an unreadable one: the loader's note
         return []  # says its environment was not checked; its facts' defaults would read as known values
     device = device_type(device)
-    networks = any((env.get("config") or {}).get("contexts") for env in (a, b))
+    networks = any(config_of(env).get("contexts") for env in (a, b))
     out = []
     for fact in ENVIRONMENT:
         if not getattr(fact, purpose) or (fact.device is not None and device is not None and fact.device != device):
