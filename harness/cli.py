@@ -251,6 +251,10 @@ def baselines_root(given: str | None) -> Path:
     from harness.results.baselines import DEFAULT_ROOT
 
     if given is not None:
+        if not given.strip():  # Path("") is the current directory: the baseline landed among the sources
+            raise UsageError("--baselines-dir is empty; name the folder of baselines, e.g. results/baselines")
+        if Path(given).exists() and not Path(given).is_dir():  # else found only after the whole sweep
+            raise UsageError(f"--baselines-dir {given}: is a file, not a folder")
         return Path(given)
     if not DEFAULT_ROOT.is_dir():
         raise UsageError(f"--save-baseline: there is no {DEFAULT_ROOT} folder in {Path.cwd()}: run from the "
@@ -336,6 +340,8 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
             if len(args.runs) != 1:
                 raise UsageError("with --baseline give only the current run")
             current = args.runs[0]
+            if args.baselines_dir is not None and not args.baselines_dir.strip():  # "" fell back to the default
+                raise UsageError("--baselines-dir is empty; name the folder of baselines, e.g. results/baselines")
             baseline: str | Path = find_baseline_for(current, args.baselines_dir or DEFAULT_ROOT)
         elif len(args.runs) != 2:
             raise UsageError("give BASELINE and CURRENT (or --baseline CURRENT)")
@@ -564,6 +570,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if store is not None and isinstance(exc, store.RunWriteError):  # a run that failed, not bad input
             errors.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             return EXIT_FAIL
+        if isinstance(exc, RuntimeError) and str(exc).startswith("Symlink loop from"):  # Path.resolve, Python < 3.13
+            errors.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            return EXIT_USAGE
         if isinstance(exc, OSError) and exc.filename is not None and not is_bad_input(exc):
             # a path the user gave that the system refuses (permission, a name too long): one line, as for a
             # missing file; whatever wrote or read it last left every finished row in results.jsonl

@@ -141,10 +141,22 @@ def load(key: str) -> Listing | None:
     """The listing saved under ``key``, or None (never saved, changed since, or unreadable)."""
     try:
         data = json.loads(_path(key).read_text())
-        return Listing(data["device"], tuple(Entry(**e) for e in data["variants"]),
-                       tuple(Entry(**e) for e in data["contexts"]), tuple(data.get("problems", ())))  # fmt: skip
+        listing = Listing(data["device"], tuple(Entry(**e) for e in data["variants"]),
+                          tuple(Entry(**e) for e in data["contexts"]), tuple(data.get("problems", ())))  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    return listing if well_formed(listing) else None
+
+
+def well_formed(listing: Listing) -> bool:
+    """Whether a saved listing is one ``list`` made: text where text belongs and the built-in variants
+    in it (a damaged file's number for a name ended ``list`` in a TypeError, and its empty lists
+    answered "no variant matches 'eager'")."""
+    entries = (*listing.variants, *listing.contexts)
+    return (isinstance(listing.device, str) and bool(listing.variants)
+            and all(isinstance(e.name, str) and isinstance(e.description, str) and isinstance(e.devices, str)
+                    and (e.state is None or isinstance(e.state, str)) for e in entries)
+            and all(isinstance(p, str) for p in listing.problems))  # fmt: skip
 
 
 def save(key: str, listing: Listing) -> None:

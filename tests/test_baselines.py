@@ -86,6 +86,9 @@ def test_find_with_no_baselines_at_all(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(BaselineError, match=r"there is no results/baselines folder in .*: run from the "
                                             r"repository's root, or give --baselines-dir"):  # fmt: skip
         baselines.find_baseline_for(run)
+    # a folder named in full that is not there is just missing: where the command runs is no matter
+    with pytest.raises(BaselineError, match=f"; there is no folder {tmp_path / 'gone'}. Save one with"):
+        baselines.find_baseline_for(run, tmp_path / "gone")
 
 
 @pytest.mark.parametrize("missing", ["nope", "nowhere/results.jsonl"])

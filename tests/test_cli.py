@@ -82,6 +82,11 @@ BAD_OPTIONS = [
     (["--min-samples", "99999999999999999999"], "--min-samples"),
     (["--max-samples", "-3"], "--max-samples"),
     (["--max-samples", "1e3"], "--max-samples"),
+    # the first Ctrl-C waits for the case in progress: one of 1e9 samples or seconds ran on past it
+    (["--min-samples", "1000000000", "--max-samples", "1000000000"], "--min-samples must be ≤ 10000000"),
+    (["--max-time", "1e9"], "--max-time must be ≤ 3600"),
+    (["--save-baseline", "--baselines-dir", ""], "--baselines-dir is empty"),  # the baseline landed in the cwd
+    (["--save-baseline", "--baselines-dir", "{tmp}/file"], "is a file, not a folder"),  # found after the sweep
     (["--processes", "0"], "--processes"),
     (["--processes", "many"], "--processes"),
     (["--processes", "100000"], "--processes must be ≤ 256"),
@@ -148,6 +153,7 @@ def test_every_bad_run_option_is_one_line_naming_its_flag(args: list[str], flag:
     (tmp_path / "unknown.toml").write_text("colour = 'blue'\n")
     (tmp_path / "zero.toml").write_text("[sweep]\nmin-samples = 0\n")
     (tmp_path / "two-caches.toml").write_text("cache = ['hot', 'cold']\n")
+    (tmp_path / "file").write_text("")
     device = [] if "--device" in args else ["--device", "cpu"]
     assert main(["run", *device, *(a.replace("{tmp}", str(tmp_path)) for a in args)]) == 2
     err = capsys.readouterr().err.strip()

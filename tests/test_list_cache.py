@@ -62,6 +62,13 @@ def test_an_unusable_cache_is_ignored(tmp_path: Path) -> None:
         saved.write_text("{broken")
     text, imported = listed(cache)
     assert imported and "eager " in text
+    import json
+
+    for damage in ({"variants": []}, {"variants": [{"name": 5, "description": "d", "devices": "cpu", "state": None}]}):
+        for saved in cache.glob("list-*.json"):  # whole JSON, not a listing: a TypeError, or "no variant matches"
+            saved.write_text(json.dumps(json.loads(saved.read_text()) | damage))
+        text, imported = listed(cache, "eager")
+        assert imported and "eager " in text, damage
 
 
 def test_the_key_follows_the_sources_the_environment_and_the_device(tmp_path: Path,

@@ -216,6 +216,23 @@ def test_a_merge_of_an_unfinished_run_says_so_whatever_the_order(piece, tmp_path
     (lambda row: row | {"median_ms": "fast"}, "median_ms = 'fast', not a number"),
     (lambda row: 42, "line 1 is 42, not a results row"),
     (lambda row: {"variant": "eager"}, "without a variant or a status"),
+    # each of these ended report and merge deep in pandas (a TypeError, an AttributeError) or was
+    # reported as measured
+    (lambda row: row | {"median_ms": None}, "holds median_ms = None: an ok row's latency must be a finite number"),
+    (lambda row: row | {"median_ms": -1.0}, "holds median_ms = -1.0: an ok row's latency"),
+    (lambda row: row | {"batch": None}, "holds batch = None: not a whole number of at least 1"),
+    (lambda row: row | {"batch": 1.5}, "holds batch = 1.5: not a whole number of at least 1"),
+    (lambda row: row | {"samples_ms": ["a", "b"]}, "holds samples_ms = ['a', 'b']: not a list of numbers"),
+    (lambda row: row | {"samples_ms": "abc"}, "holds samples_ms = 'abc': not a list of numbers"),
+    (lambda row: row | {"status": 1}, "holds status = 1: not one of ok, "),
+    (lambda row: row | {"status": "weird"}, "holds status = 'weird': not one of ok, "),
+    (lambda row: row | {"variant": ["eager"]}, "holds variant = ['eager']: not text"),
+    (lambda row: row | {"dtype": "float99"}, "holds dtype = 'float99': not one of float32, "),
+    (lambda row: row | {"mode": "sideways"}, "holds mode = 'sideways': not one of forward, train"),
+    (lambda row: row | {"schema": 2.7}, "a row whose schema is 2.7, not a version number"),
+    (lambda row: row | {"host_ms": "quick"}, "host_ms = 'quick', not a number"),
+    (lambda row: row | {"threads": "two"}, "threads = 'two', not a number"),
+    (lambda row: row | {"context": 5}, "holds context = 5: not text"),
 ])  # fmt: skip
 def test_a_damaged_row_is_one_line_and_merge_writes_nothing(piece, tmp_path: Path, capsys, damage,
                                                              message: str) -> None:
@@ -321,6 +338,11 @@ def test_an_empty_results_file_merges_only_beside_a_runs_env_json(piece, tmp_pat
     assert main(["merge", str(run), str(empty), "--out", str(tmp_path / "m")]) == 0
     (empty / "env.json").unlink()
     assert "empty: no env.json" in refused(["merge", str(run), str(empty), "--out", str(tmp_path / "n")], capsys)
+    # every run empty: "merged 0 rows" made a folder that report then called an unfinished run
+    other = piece("other", [])
+    message = refused(["merge", str(other), "--out", str(tmp_path / "o")], capsys)
+    assert message == f"error: nothing to merge: no results in {other / 'results.jsonl'}"
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_split_configuration_is_said_in_the_merged_report_too(piece, tmp_path: Path, capsys) -> None:
@@ -352,3 +374,11 @@ def test_environments_waved_through_are_said_in_the_merged_report(piece, tmp_pat
     [note] = json.loads((tmp_path / "m" / "env.json").read_text())["merge_warnings"]
     assert note.startswith("different environment: torch is ") and "'1.0.0'" in note
     assert f"> **Merged runs:** {note}" in (tmp_path / "m" / "report.md").read_text()
+
+
+def test_an_out_folder_in_a_symlink_loop_is_one_line(piece, tmp_path: Path, capsys) -> None:
+    """Path.resolve raises RuntimeError, not OSError, on a loop (Python < 3.13): a traceback, exit 1."""
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    message = refused(["merge", str(piece("run", [0])), "--out", str(tmp_path / "loop1")], capsys)
+    assert str(tmp_path / "loop1") in message and ("Symlink loop" in message or "Too many levels" in message)

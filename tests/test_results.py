@@ -188,3 +188,17 @@ def test_a_default_run_folder_that_cannot_be_made_is_an_output_error(tmp_path: P
             default_run_dir("cpu", tmp_path / "runs")
     finally:
         tmp_path.chmod(0o700)
+
+
+def test_a_file_written_whole_is_named_in_its_error_not_its_staging_copy(tmp_path: Path) -> None:
+    """report on a run the user may read but not write said '.report.md.4242.tmp: Permission denied'."""
+    from harness.results.store import write_whole
+
+    (tmp_path / "run").write_text("a file where a folder belongs")
+    target = tmp_path / "run" / "report.md"
+    with pytest.raises(OSError) as caught:
+        write_whole(target, "text")
+    assert caught.value.filename == str(target) and caught.value.strerror == "Not a directory"
+    write_whole(tmp_path / "report.md", "whole")
+    assert (tmp_path / "report.md").read_text() == "whole"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md", "run"]  # no staging copy left

@@ -113,3 +113,8 @@ def test_slurm_options_are_validated() -> None:
 
     with pytest.raises(ConfigError, match="--slurm-time"):
         SlurmOptions(shards=2, time_min=0)
+    with pytest.raises(ConfigError, match="--slurm-gpus must be ≥ 0, got -1"):
+        SlurmOptions(shards=2, gpus_per_task=-1)
+    with pytest.raises(ConfigError, match="--slurm-cpus must be ≥ 1, got 0"):
+        SlurmOptions(shards=2, cpus_per_task=0)
+    assert SlurmOptions(shards=2, gpus_per_task=0, cpus_per_task=1).gpus_per_task == 0

@@ -184,6 +184,8 @@ def find_baseline(env: Mapping[str, Any], root: str | Path = DEFAULT_ROOT) -> Pa
     others = list_baselines(root)
     if others:
         known = f"; baselines exist for: {', '.join(others)}"
+    elif not Path(root).is_dir() and Path(root).is_absolute():  # a folder named, not found
+        known = f"; there is no folder {root}"
     elif not Path(root).is_dir():  # run from outside the repository: its relative default is not here
         known = (f"; there is no {root} folder in {Path.cwd()}: run from the repository's root, or give "
                  f"--baselines-dir")

@@ -227,6 +227,8 @@ def merge(runs: Sequence[str | Path], out: str | Path, allow_mixed_env: bool = F
         raise MergeError(f"--out {target} already holds a run; merge into a new folder")
     envs = {p: _read_env(p) for p in paths}
     rows_of = {p: RunFolder(p, create=False).rows() for p in paths}  # each run whole before any is compared
+    if not any(rows_of.values()):  # a shard may hold none, but not every run: the merge would be no run at all
+        raise MergeError(f"nothing to merge: no results in {' or '.join(str(p / RESULTS_JSONL) for p in paths)}")
     notes = check_settings(envs, allow_mixed_env)
     rows, split = collect_rows(rows_of)
     notes += [split] if split else []

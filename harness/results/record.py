@@ -23,6 +23,7 @@ from harness.measure.correctness import Check
 from harness.measure.figures import FIGURE_COLUMNS, RAW_COLUMNS_ALL, Figures, pooled
 from harness.measure.stats import STATS_COLUMNS
 from harness.sweep.cases import KEY_COLUMNS, Case
+from variants.tags import DTYPE_NAMES as DTYPES
 
 SCHEMA_VERSION = 2
 
@@ -213,8 +214,9 @@ class CaseResult:
 
 #: Columns that hold a number or nothing: a hand-edited ``"fast"`` there ended ``report`` in a pandas TypeError.
 NUMERIC_COLUMNS: tuple[str, ...] = (
-    "batch", "channels", "height", "width", "reduction", *CHECK_COLUMNS, *FIRST_CALL_COLUMNS, *PHASE_COLUMNS,
-    *(name for name in STATS_COLUMNS if name != "noisy"),
+    "batch", "channels", "height", "width", "reduction", "threads", *CHECK_COLUMNS, *FIRST_CALL_COLUMNS,
+    *PHASE_COLUMNS, *(name for name in STATS_COLUMNS if name != "noisy"),
+    *(name for name in FIGURE_COLUMNS if name not in ("bound", "disturbed", "remeasured")),
 )  # fmt: skip
 
 
@@ -229,9 +231,10 @@ def check_schema(row: Any) -> None:
         value = row.get(column)
         if not (_empty(value) or _numeric(value)):
             raise SchemaError(f"a row of {row.get('variant')} holds {column} = {value!r}, not a number")
+    check_values(row)
     schema = row.get("schema")
     try:
-        version = 1 if _empty(schema) else int(schema)
+        version = 1 if _empty(schema) else _whole(schema)
     except (TypeError, ValueError):
         raise SchemaError(f"a row whose schema is {schema!r}, not a version number: not a results row") from None
     if version > SCHEMA_VERSION:
@@ -302,6 +305,59 @@ def jsonable(value: Any) -> Any:
 
 def now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+#: The key columns that hold text, and those that hold a count of at least 1.
+TEXT_KEYS: tuple[str, ...] = ("variant", "device", "dtype", "mode", "fusion", "context")
+COUNT_KEYS: tuple[str, ...] = ("batch", "channels", "height", "width", "reduction")
+#: The modes a row can have been measured in.
+MODES: tuple[str, ...] = ("forward", "train")
+
+
+def check_values(row: Mapping[str, Any]) -> None:
+    """Refuse values no run writes, which the reports would otherwise fail on deep inside pandas
+    (an unhashable variant, a status that is a number, a null batch) or show as measured (a negative
+    latency): the case's key, its status, an ``ok`` row's median and its raw samples."""
+    who = row.get("variant")
+
+    def bad(column: str, why: str) -> SchemaError:
+        return SchemaError(f"a row of {who!r} holds {column} = {row.get(column)!r}: {why}")
+
+    for column in TEXT_KEYS:
+        if column in row and not (_empty(row[column]) or isinstance(row[column], str)):
+            raise bad(column, "not text")
+    status = row.get("status")
+    if not _empty(status) and status not in {s.value for s in Status}:
+        raise bad("status", f"not one of {', '.join(s.value for s in Status)}")
+    if not _empty(row.get("dtype")) and row["dtype"] not in DTYPES:
+        raise bad("dtype", f"not one of {', '.join(DTYPES)}")
+    if not _empty(row.get("mode")) and row["mode"] not in MODES:
+        raise bad("mode", f"not one of {', '.join(MODES)}")
+    for column in COUNT_KEYS:
+        value = row.get(column, 1)
+        if column in row and (_empty(value) or not _numeric(value) or not _count(value)):
+            raise bad(column, "not a whole number of at least 1")
+    median = row.get("median_ms", 0.0)
+    if status == Status.OK and "median_ms" in row and not (_numeric(median) and 0 <= float(median) < math.inf):
+        raise bad("median_ms", "an ok row's latency must be a finite number of at least 0")
+    samples = row.get("samples_ms")
+    if isinstance(samples, str) or (samples is not None and not isinstance(samples, (list, tuple))):
+        raise bad("samples_ms", "not a list of numbers")
+    if isinstance(samples, (list, tuple)) and not all(_numeric(v) and not isinstance(v, str) for v in samples):
+        raise bad("samples_ms", "not a list of numbers")
+
+
+def _count(value: Any) -> bool:
+    number = float(value)
+    return math.isfinite(number) and number >= 1 and number == int(number)
+
+
+def _whole(value: Any) -> int:
+    """A version number: an integer, or its text; 2.7 is none."""
+    number = float(value)
+    if isinstance(value, bool) or not number.is_integer() or number < 1:
+        raise ValueError(value)
+    return int(number)
 
 
 def _numeric(value: Any) -> bool:

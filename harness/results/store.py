@@ -79,8 +79,13 @@ def write_whole(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(staging, path)
+    except OSError as exc:  # named by the file meant, not the staging one
+        with contextlib.suppress(OSError):  # never made, or its folder unusable
+            staging.unlink()
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
     except BaseException:
-        staging.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            staging.unlink()
         raise
 
 

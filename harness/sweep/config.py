@@ -241,14 +241,19 @@ def named(name: str, parse: Callable[[], T]) -> T:
 
 #: The longest warm-up a case may ask for: ten minutes, past any clock's or cache's settling.
 MAX_WARMUP_S = 600.0
+#: The longest time budget a case may ask for (an hour), and the most samples (each kept, 8 bytes, in
+#: its row): the first Ctrl-C waits for the case in progress, so a case of 1e9 s or 1e9 samples ran
+#: on past it, and only a second one ended the run.
+MAX_TIME_S = 3600.0
+MAX_SAMPLES = 10_000_000
 
 
 def timing_policy(merged: Mapping[str, Any], base: TimingPolicy) -> TimingPolicy:
     """The timing options, each checked and named by its flag; then ``TimingPolicy``'s own checks,
     whose ``ValueError`` becomes a ``ConfigError`` naming the flags too."""
     value = lambda name: merged.get(name, getattr(base, name))  # noqa: E731
-    min_samples = parse_int(value("min_samples"), FLAGS["min_samples"])
-    max_samples = parse_int(value("max_samples"), FLAGS["max_samples"])
+    min_samples = parse_int(value("min_samples"), FLAGS["min_samples"], maximum=MAX_SAMPLES)
+    max_samples = parse_int(value("max_samples"), FLAGS["max_samples"], maximum=MAX_SAMPLES)
     if min_samples > max_samples:
         raise ConfigError(f"{FLAGS['min_samples']} {min_samples} exceeds {FLAGS['max_samples']} {max_samples}")
     try:
@@ -258,7 +263,7 @@ def timing_policy(merged: Mapping[str, Any], base: TimingPolicy) -> TimingPolicy
             min_samples=min_samples,
             max_samples=max_samples,
             rel_ci=parse_float(value("rel_ci"), FLAGS["rel_ci"], minimum=1e-6, below=1.0),
-            max_time_s=parse_float(value("max_time_s"), FLAGS["max_time_s"], minimum=1e-3),
+            max_time_s=parse_float(value("max_time_s"), FLAGS["max_time_s"], minimum=1e-3, maximum=MAX_TIME_S),
         )
     except ValueError as exc:
         if isinstance(exc, ConfigError):

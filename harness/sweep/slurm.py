@@ -48,6 +48,9 @@ class SlurmOptions:
             raise ConfigError(f"--shards must be ≥ 1, got {self.shards}")
         if self.time_min < 1:
             raise ConfigError(f"--slurm-time must be ≥ 1 minute, got {self.time_min}")
+        for flag, count, least in (("--slurm-gpus", self.gpus_per_task, 0), ("--slurm-cpus", self.cpus_per_task, 1)):
+            if count is not None and count < least:  # else handed to Slurm, which refuses the job after submission
+                raise ConfigError(f"{flag} must be ≥ {least}, got {count}")
 
 
 def shard_dir(root: Path, index: int, count: int) -> Path:
