@@ -340,7 +340,7 @@ def check_values(row: Mapping[str, Any]) -> None:
     median = row.get("median_ms", 0.0)
     if status == Status.OK and "median_ms" in row and not (_numeric(median) and 0 <= float(median) < math.inf):
         raise bad("median_ms", "an ok row's latency must be a finite number of at least 0")
-    samples = row.get("samples_ms")
+    samples = None if _empty(row.get("samples_ms")) else row["samples_ms"]  # none: a row not timed (NaN in a frame)
     if isinstance(samples, str) or (samples is not None and not isinstance(samples, (list, tuple))):
         raise bad("samples_ms", "not a list of numbers")
     if isinstance(samples, (list, tuple)) and not all(_numeric(v) and not isinstance(v, str) for v in samples):
