@@ -172,11 +172,14 @@ def current_listing(device_arg: str | None) -> list_cache.Listing:
     from variants.contexts import all_contexts
     from variants.registry import all_variants, list_variants
 
-    device = device_arg or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:  # any device may be asked about (cuda on a CPU machine: all unavailable), but not a typo
-        absent = "no CUDA GPU here" if torch.device(device).type == "cuda" and not torch.cuda.is_available() else None
+    device = (device_arg or ("cuda" if torch.cuda.is_available() else "cpu")).strip().lower()  # as run reads it
+    try:  # cuda may be asked about on a CPU machine (all unavailable), but not a typo, nor a device run refuses
+        kind = torch.device(device).type
     except (RuntimeError, ValueError):
         raise ConfigError(f"--device: unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if kind not in ("cpu", "cuda"):
+        raise ConfigError(f"--device: unsupported device {device!r}; use cpu, cuda or cuda:N")
+    absent = "no CUDA GPU here" if kind == "cuda" and not torch.cuda.is_available() else None
     with warnings.catch_warnings(record=True) as caught:  # the plugins that fail to load, kept with the answer
         warnings.simplefilter("always")
         registry, found = all_variants(), all_contexts()

@@ -163,12 +163,21 @@ def test_every_bad_run_option_is_one_line_naming_its_flag(args: list[str], flag:
 
 @pytest.mark.parametrize(
     ("args", "flag"),
-    [(["list", "--device", "tpu"], "--device"), (["env", "--device", "tpu"], "--device")],
+    [(["list", "--device", "tpu"], "--device"), (["env", "--device", "tpu"], "--device"),
+     # list answered "unavailable" for every variant on devices run refuses
+     (["list", "--device", "meta"], "--device: unsupported device 'meta'"),
+     (["env", "--device", "meta"], "--device: unsupported device 'meta'")],
 )
 def test_other_commands_name_a_bad_device(args: list[str], flag: str, capsys: pytest.CaptureFixture) -> None:
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and flag in err, err
+
+
+def test_list_reads_a_device_as_run_does(capsys: pytest.CaptureFixture) -> None:
+    """``run --device CPU`` ran on the CPU, ``list --device CPU`` called it unknown."""
+    assert main(["list", "--device", "CPU", "--refresh", "eager"]) == 0
+    assert "ready" in capsys.readouterr().out
 
 
 TINY_RUN = ["--device", "cpu", "--variants", "eager", "--shapes", "8x4x4", "--batch-sizes", "1", "--modes",
