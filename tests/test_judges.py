@@ -304,6 +304,28 @@ def test_no_rounding_draws_for_a_gradient_that_is_nan(monkeypatch: pytest.Monkey
     assert row["status"] == "mismatch" and correctness.SWEEP.fallback_draws in drawn  # a finite miss: drawn
 
 
+@pytest.mark.parametrize("draws", [0, 1])
+def test_fallback_draws_are_taken_only_when_the_policy_has_some(monkeypatch: pytest.MonkeyPatch, draws: int) -> None:
+    """Conformance (no fallback draws) pays for none; a policy of one draw takes it."""
+    calls: list[int] = []
+    real = correctness.seed_errors
+    monkeypatch.setattr(correctness, "seed_errors",
+                        lambda policy, *a, **k: calls.append(policy.rounding_draws) or real(policy, *a, **k))
+    policy = dataclasses.replace(correctness.SWEEP, fallback_draws=draws)
+    ref = correctness.make_reference(16, 2, "add", False, seed=0)
+    x = torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16).requires_grad_()
+    grad_out = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    wrong = doubled_sse_weight_grad(ref, torch.device("cpu"), torch.bfloat16)
+    params = dict(wrong.named_parameters())
+    y = wrong(x)
+    values = torch.autograd.grad(y, [x, *params.values()], grad_out)
+    grads = {"input": values[0], **dict(zip(params, values[1:], strict=True))}
+    trial = correctness.Trial(ref, x, x.detach().clone(), grad_out)
+    check = correctness.verify(trial, correctness.Outcome(y.detach(), grads, 0.0), "bfloat16", policy)
+    assert not check.passed and "sse.Conv1x1.weight" in str(check.problem)
+    assert calls == [0, *([draws] if draws else [])]  # the seed's own run, then the draws asked for
+
+
 def test_a_configurations_failing_variants_share_one_set_of_rounding_draws(monkeypatch: pytest.MonkeyPatch) -> None:
     """A draw is a float64 CPU run (8.6 s at 8×64×128×128): each variant of a configuration that
     missed a gradient's limit paid for its own four."""
