@@ -32,7 +32,8 @@ def test_every_setting_a_variant_changes_is_named_and_set_back(tmp_path: Path) -
         before.restore()
     names = [c.split(" ")[0] for c in changes]
     assert names == ["grad_enabled", "default_dtype", "threads", "deterministic", "float32_matmul_precision",
-                     "cudnn_benchmark", "cuda_matmul_allow_tf32", "cwd", "signal_handlers"]  # fmt: skip
+                     "cudnn_benchmark", "cuda_matmul_allow_tf32", "matmul_fp32_precision", "cwd",
+                     "signal_handlers"]  # fmt: skip
     assert "grad_enabled True → False" in changes and "default_dtype float32 → float64" in changes
     assert ProcessState.capture() == before and not before.changes(ProcessState.capture())
 
@@ -62,3 +63,23 @@ def test_a_variant_that_changes_settings_spoils_no_other_row(tmp_path: Path, tem
     assert [r["threads"] for r in mine] == [1, 1]  # what its timing ran on
     report = (tmp_path / "report.md").read_text()
     assert "## Variants that change process-wide settings" in report and "- `zz_settings` (2 case(s)): " in report
+
+
+def test_a_variant_using_torchs_newer_tf32_api_is_set_back_not_the_end_of_the_sweep(tmp_path: Path,
+                                                                                   temp_variant) -> None:
+    """Once ``fp32_precision`` is set, torch refuses to read the legacy flags (a RuntimeError): read
+    after the case, outside its try, it ended the sweep with no row for that variant or any after."""
+
+    def build(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        return copy.deepcopy(reference).to(device, dtype)
+
+    temp_variant("zz_tf32", build, devices=("cpu",), dtypes=("float32",))
+    before = torch.get_float32_matmul_precision()
+    options = FAST_RUN | {"device": "cpu", "shapes": "4x4x4", "batch_sizes": [1], "modes": "forward"}
+    with pytest.warns(RuntimeWarning, match="zz_tf32 changed the process's settings"):
+        harness.run(**options, variants="zz_tf32,eager", out=str(tmp_path))
+    rows = read_jsonl(tmp_path / "results.jsonl")
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert "matmul_fp32_precision none → tf32" in rows[0]["settings_changed"]
+    assert torch.get_float32_matmul_precision() == before  # readable again, as it was

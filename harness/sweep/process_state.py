@@ -22,6 +22,15 @@ import torch
 SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
 
 
+def _read(get: Callable[[], Any]) -> Any:
+    """A setting's value, or None where it cannot be read: torch refuses to read its legacy TF32
+    flags once a variant has set the new ``fp32_precision`` ones."""
+    try:
+        return get()
+    except (AttributeError, RuntimeError):
+        return None
+
+
 def _cwd() -> str | None:
     try:
         return os.getcwd()
@@ -44,10 +53,14 @@ class ProcessState:
     default_dtype: torch.dtype
     threads: int
     deterministic: bool
-    float32_matmul_precision: str
+    float32_matmul_precision: str | None
     cudnn_benchmark: bool
-    cudnn_allow_tf32: bool
-    cuda_matmul_allow_tf32: bool
+    cudnn_allow_tf32: bool | None
+    cuda_matmul_allow_tf32: bool | None
+    #: The newer API of the same TF32 choice (``torch.backends.cuda.matmul.fp32_precision``), set back
+    #: after the legacy flags, which reset it.
+    matmul_fp32_precision: str | None
+    cudnn_conv_fp32_precision: str | None
     cwd: str | None
     signal_handlers: tuple[Any, ...] | None
 
@@ -58,10 +71,12 @@ class ProcessState:
             default_dtype=torch.get_default_dtype(),
             threads=torch.get_num_threads(),
             deterministic=torch.are_deterministic_algorithms_enabled(),
-            float32_matmul_precision=torch.get_float32_matmul_precision(),
+            float32_matmul_precision=_read(torch.get_float32_matmul_precision),
             cudnn_benchmark=torch.backends.cudnn.benchmark,
-            cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
-            cuda_matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
+            cudnn_allow_tf32=_read(lambda: torch.backends.cudnn.allow_tf32),
+            cuda_matmul_allow_tf32=_read(lambda: torch.backends.cuda.matmul.allow_tf32),
+            matmul_fp32_precision=_read(lambda: torch.backends.cuda.matmul.fp32_precision),
+            cudnn_conv_fp32_precision=_read(lambda: torch.backends.cudnn.conv.fp32_precision),
             cwd=_cwd(),
             signal_handlers=_handlers(),
         )
@@ -84,7 +99,7 @@ class ProcessState:
                 continue
             try:
                 setter(value)
-            except (OSError, RuntimeError, ValueError):  # e.g. the first directory was removed since: the rest still
+            except Exception:  # noqa: BLE001 - e.g. the first directory was removed since: the rest still
                 pass
 
 
@@ -102,6 +117,14 @@ def _set_cudnn_tf32(on: bool) -> None:
 
 def _set_matmul_tf32(on: bool) -> None:
     torch.backends.cuda.matmul.allow_tf32 = on
+
+
+def _set_matmul_fp32(precision: str) -> None:
+    torch.backends.cuda.matmul.fp32_precision = precision
+
+
+def _set_conv_fp32(precision: str) -> None:
+    torch.backends.cudnn.conv.fp32_precision = precision
 
 
 def _set_deterministic(on: bool) -> None:
@@ -125,6 +148,8 @@ SETTERS: dict[str, Callable[[Any], None]] = {
     "cudnn_benchmark": _set_cudnn_benchmark,
     "cudnn_allow_tf32": _set_cudnn_tf32,
     "cuda_matmul_allow_tf32": _set_matmul_tf32,
+    "matmul_fp32_precision": _set_matmul_fp32,
+    "cudnn_conv_fp32_precision": _set_conv_fp32,
     "cwd": os.chdir,
     "signal_handlers": _set_handlers,
 }

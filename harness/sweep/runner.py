@@ -321,11 +321,17 @@ def kept_settings(result: CaseResult, state: ProcessState) -> CaseResult:
     """``result`` with what its variant changed of the process's settings (``state``, from before the
     case), which are set back for the next case. The threads column gives the count after the case:
     a count set in the build is what the timing ran on."""
-    after = ProcessState.capture()
-    changes = state.changes(after)
+    try:
+        after = ProcessState.capture()
+        changes = state.changes(after)
+        if changes:
+            state.restore()
+    except Exception as exc:  # noqa: BLE001 - never the end of the sweep, nor the loss of this row
+        warnings.warn(f"the process's settings after {result.case.variant} could not be read or set back: "
+                      f"{one_line(exc)}", RuntimeWarning, stacklevel=2)  # fmt: skip
+        return result
     if not changes:
         return result
-    state.restore()
     said = "; ".join(changes)
     warnings.warn(f"{result.case.variant} changed the process's settings ({said}); they are set back for the next "
                   "case", RuntimeWarning, stacklevel=2)  # fmt: skip
