@@ -152,7 +152,7 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
         env[bandwidth.ENV_KEY] = peak_bw = bandwidth.measure_copy_bandwidth(cfg.device)  # once per run
         if folder is not None:
             folder.write_env(env)
-            write_unfinished(folder, len(cases), str(env["date"]))  # until the report replaces it
+            write_unfinished(folder, kept + len(cases), str(env["date"]))  # until the report replaces it
         clock = clock_for(cfg.device, cfg.cache)
         cache = cfg.cache if cfg.device.startswith("cuda") else "hot"
         bar = Progress(

@@ -8,6 +8,7 @@ once; each handler imports what it needs.
 from __future__ import annotations
 
 import argparse
+import errno
 import fnmatch
 import re
 import sys
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from harness import list_cache
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+#: Errors of a path that are the machine's, not the user's: exit 1, as ``run`` gives for them.
+DISK_FAILURES: frozenset[int] = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
 
 
 class UsageError(Exception):
@@ -582,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             where = exc.filename if exc.filename2 is None else f"{exc.filename} → {exc.filename2}"
             errors.print(f"[red]error:[/] {escape(str(where))}: {escape(exc.strerror or str(exc))}", highlight=False,
                          soft_wrap=True)  # fmt: skip
-            return EXIT_USAGE
+            return EXIT_FAIL if exc.errno in DISK_FAILURES else EXIT_USAGE  # a full disk is no mistake of the user's
         if not is_bad_input(exc):
             raise
         errors.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)  # "[slurm]" is no markup

@@ -149,9 +149,9 @@ def load(key: str) -> Listing | None:
 
 
 def well_formed(listing: Listing) -> bool:
-    """Whether a saved listing is one ``list`` made: text where text belongs and the built-in variants
-    in it (a damaged file's number for a name ended ``list`` in a TypeError, and its empty lists
-    answered "no variant matches 'eager'")."""
+    """Whether a saved listing is one ``list`` made: text where text belongs and some variant in it (a
+    damaged file's number for a name ended ``list`` in a TypeError, and its empty lists answered "no
+    variant matches 'eager'")."""
     entries = (*listing.variants, *listing.contexts)
     return (isinstance(listing.device, str) and bool(listing.variants)
             and all(isinstance(e.name, str) and isinstance(e.description, str) and isinstance(e.devices, str)

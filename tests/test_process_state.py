@@ -21,7 +21,7 @@ def test_every_setting_a_variant_changes_is_named_and_set_back(tmp_path: Path) -
         torch.set_grad_enabled(False)
         torch.set_default_dtype(torch.float64)
         torch.set_num_threads(1 if before.threads != 1 else 2)
-        torch.use_deterministic_algorithms(not before.deterministic)
+        torch.use_deterministic_algorithms(before.deterministic[0], warn_only=not before.deterministic[1])  # only warns
         torch.set_float32_matmul_precision("medium" if before.float32_matmul_precision != "medium" else "high")
         torch.backends.cudnn.benchmark = not before.cudnn_benchmark
         os.chdir(tmp_path)
@@ -83,3 +83,20 @@ def test_a_variant_using_torchs_newer_tf32_api_is_set_back_not_the_end_of_the_sw
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert "matmul_fp32_precision none → tf32" in rows[0]["settings_changed"]
     assert torch.get_float32_matmul_precision() == before  # readable again, as it was
+
+
+def test_a_ctrl_c_past_a_handler_the_variant_installed_still_stops_the_sweep(tmp_path: Path, temp_variant) -> None:
+    """A variant that put Python's own SIGINT handler back made the user's Ctrl-C read as the variant's
+    own KeyboardInterrupt: an error row, and the sweep went on."""
+
+    def build(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.kill(os.getpid(), signal.SIGINT)  # the user's Ctrl-C, now Python's KeyboardInterrupt
+        return copy.deepcopy(reference).to(device, dtype)
+
+    temp_variant("zz_handler", build, devices=("cpu",), dtypes=("float32",))
+    options = FAST_RUN | {"device": "cpu", "shapes": "4x4x4", "batch_sizes": [1], "modes": "forward"}
+    with pytest.raises(KeyboardInterrupt):
+        harness.run(**options, variants="eager,zz_handler,eager_factored", out=str(tmp_path))
+    assert [r["variant"] for r in read_jsonl(tmp_path / "results.jsonl")] == ["eager"]  # stopped there
+    assert "Unfinished run: 2 case(s) did not run" in (tmp_path / "report.md").read_text()

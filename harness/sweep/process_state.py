@@ -52,7 +52,8 @@ class ProcessState:
     grad_enabled: bool
     default_dtype: torch.dtype
     threads: int
-    deterministic: bool
+    #: ``torch.use_deterministic_algorithms``: on, and whether it only warns.
+    deterministic: tuple[bool, bool]
     float32_matmul_precision: str | None
     cudnn_benchmark: bool
     cudnn_allow_tf32: bool | None
@@ -70,7 +71,8 @@ class ProcessState:
             grad_enabled=torch.is_grad_enabled(),
             default_dtype=torch.get_default_dtype(),
             threads=torch.get_num_threads(),
-            deterministic=torch.are_deterministic_algorithms_enabled(),
+            deterministic=(torch.are_deterministic_algorithms_enabled(),
+                           torch.is_deterministic_algorithms_warn_only_enabled()),
             float32_matmul_precision=_read(torch.get_float32_matmul_precision),
             cudnn_benchmark=torch.backends.cudnn.benchmark,
             cudnn_allow_tf32=_read(lambda: torch.backends.cudnn.allow_tf32),
@@ -90,6 +92,12 @@ class ProcessState:
                 continue
             said.append(f.name if f.name == "signal_handlers" else f"{f.name} {_text(old)} → {_text(new)}")
         return said
+
+    def handlers_replaced(self) -> bool:
+        """Whether the SIGINT/SIGTERM handlers differ from this state's: a Ctrl-C then reaches the
+        code as Python's own KeyboardInterrupt, which only the run's handlers could have told apart."""
+        now = _handlers()
+        return self.signal_handlers is not None and now is not None and now != self.signal_handlers
 
     def restore(self) -> None:
         """Set every setting back to this state's (each that was read)."""
@@ -127,8 +135,9 @@ def _set_conv_fp32(precision: str) -> None:
     torch.backends.cudnn.conv.fp32_precision = precision
 
 
-def _set_deterministic(on: bool) -> None:
-    torch.use_deterministic_algorithms(on, warn_only=torch.is_deterministic_algorithms_warn_only_enabled())
+def _set_deterministic(setting: tuple[bool, bool]) -> None:
+    on, warn_only = setting
+    torch.use_deterministic_algorithms(on, warn_only=warn_only)
 
 
 def _set_handlers(handlers: tuple[Any, ...]) -> None:

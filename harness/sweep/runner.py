@@ -303,8 +303,10 @@ def run_case(case: Case, variant: Variant, clock: Clock | None, policy: TimingPo
             configured = measures.configured(case)  # FLOPs depend on the configuration only: every row has them
         result = replace(result, threads=threads, cache=cache, metrics=configured | dict(result.metrics))
     except BaseException as exc:  # noqa: BLE001 - one failing case (sys.exit, a raised KeyboardInterrupt, pytest.skip in a variant too) must never end the sweep
-        if isinstance(exc, KeyboardInterrupt) and not interrupts.raised_by_code(exc):
-            raise  # Ctrl-C or SIGTERM, through the run's handlers (or none installed): the sweep's to handle
+        if isinstance(exc, KeyboardInterrupt) and (not interrupts.raised_by_code(exc) or state.handlers_replaced()):
+            # Ctrl-C or SIGTERM through the run's handlers (or none installed), or past a handler the
+            # variant put in their place: the sweep's to handle
+            raise
         status = Status.OOM if is_out_of_memory(exc) else Status.ERROR
         result = failed(case, status, one_line(exc), measures, threads, cache, timer)
         # the whole story for the variant's author, kept out of the row (``store.RunFolder.append_error``)
