@@ -23,6 +23,7 @@ from harness.measure.correctness import Check
 from harness.measure.figures import FIGURE_COLUMNS, RAW_COLUMNS_ALL, Figures, pooled
 from harness.measure.stats import STATS_COLUMNS
 from harness.sweep.cases import KEY_COLUMNS, Case
+from variants.registry import MODES
 from variants.tags import DTYPE_NAMES as DTYPES
 
 SCHEMA_VERSION = 2
@@ -310,8 +311,6 @@ def now() -> str:
 #: The key columns that hold text, and those that hold a count of at least 1.
 TEXT_KEYS: tuple[str, ...] = ("variant", "device", "dtype", "mode", "fusion", "context")
 COUNT_KEYS: tuple[str, ...] = ("batch", "channels", "height", "width", "reduction")
-#: The modes a row can have been measured in.
-MODES: tuple[str, ...] = ("forward", "train")
 
 
 def check_values(row: Mapping[str, Any]) -> None:

@@ -176,7 +176,7 @@ class Worker:
                     except subprocess.TimeoutExpired:
                         code = None
                     self.kill()
-                    how = describe_exit(code) if code is not None else "was killed, alive"
+                    how = describe_exit(code) if code is not None else "was killed, still running"
                     hint = self._log_hint(log_from)
                     raise WorkerFailure(Status.CRASHED, f"worker process sent a reply that is not whole JSON "
                                         f"({len(line)} characters) and {how}"
