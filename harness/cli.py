@@ -572,24 +572,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors.print(f"[yellow]{'terminated' if terminated else 'interrupted'}[/]{escape(hint)}", soft_wrap=True)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as exc:
-        store = sys.modules.get("harness.results.store")  # imported by whatever wrote a row
-        if store is not None and isinstance(exc, store.RunWriteError):  # a run that failed, not bad input
-            errors.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            return EXIT_FAIL
-        if isinstance(exc, RuntimeError) and str(exc).startswith("Symlink loop from"):  # Path.resolve, Python < 3.13
-            errors.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            return EXIT_USAGE
-        if isinstance(exc, OSError) and exc.filename is not None and not is_bad_input(exc):
-            # a path the user gave that the system refuses (permission, a name too long): one line, as for a
-            # missing file; whatever wrote or read it last left every finished row in results.jsonl
-            where = exc.filename if exc.filename2 is None else f"{exc.filename} → {exc.filename2}"
-            errors.print(f"[red]error:[/] {escape(str(where))}: {escape(exc.strerror or str(exc))}", highlight=False,
-                         soft_wrap=True)  # fmt: skip
-            return EXIT_FAIL if exc.errno in DISK_FAILURES else EXIT_USAGE  # a full disk is no mistake of the user's
-        if not is_bad_input(exc):
+        said = failure_line(exc)
+        if said is None:
             raise
-        errors.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)  # "[slurm]" is no markup
-        return EXIT_USAGE
+        text, code = said
+        errors.print(f"[red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)  # "[slurm]" is no markup
+        return code
+
+
+def failure_line(exc: Exception) -> tuple[str, int] | None:
+    """The one line and exit status for a failure that is not the harness's bug, or None (a traceback):
+    a run that failed writing (exit 1), bad input (exit 2), a path the system refuses (2; a full disk 1)."""
+    store = sys.modules.get("harness.results.store")  # imported by whatever wrote a row
+    if store is not None and isinstance(exc, store.RunWriteError):  # a run that failed, not bad input
+        return str(exc), EXIT_FAIL
+    if isinstance(exc, RuntimeError) and str(exc).startswith("Symlink loop from"):  # Path.resolve, Python < 3.13
+        return str(exc), EXIT_USAGE
+    if isinstance(exc, OSError) and exc.filename is not None and not is_bad_input(exc):
+        # a path the user gave that the system refuses (permission, a name too long): one line, as for a
+        # missing file; whatever wrote or read it last left every finished row in results.jsonl
+        where = exc.filename if exc.filename2 is None else f"{exc.filename} → {exc.filename2}"
+        return f"{where}: {exc.strerror or exc}", EXIT_FAIL if exc.errno in DISK_FAILURES else EXIT_USAGE
+    return (str(exc), EXIT_USAGE) if is_bad_input(exc) else None
 
 
 if __name__ == "__main__":

@@ -115,24 +115,9 @@ def _text(value: object) -> str:
     return str(value).removeprefix("torch.")
 
 
-def _set_cudnn_benchmark(on: bool) -> None:
-    torch.backends.cudnn.benchmark = on
-
-
-def _set_cudnn_tf32(on: bool) -> None:
-    torch.backends.cudnn.allow_tf32 = on
-
-
-def _set_matmul_tf32(on: bool) -> None:
-    torch.backends.cuda.matmul.allow_tf32 = on
-
-
-def _set_matmul_fp32(precision: str) -> None:
-    torch.backends.cuda.matmul.fp32_precision = precision
-
-
-def _set_conv_fp32(precision: str) -> None:
-    torch.backends.cudnn.conv.fp32_precision = precision
+def _flag(owner: Callable[[], object], name: str) -> Callable[[Any], None]:
+    """A setter of one of torch's backend flags (looked up when set: a build may lack the object)."""
+    return lambda value: setattr(owner(), name, value)
 
 
 def _set_deterministic(setting: tuple[bool, bool]) -> None:
@@ -147,18 +132,19 @@ def _set_handlers(handlers: tuple[Any, ...]) -> None:
                 signal.signal(sig, handler)
 
 
-#: How each field of ``ProcessState`` is set back, in this order (the thread count before the rest).
+#: How each field of ``ProcessState`` is set back, in this order: the legacy TF32 flags before the
+#: ``fp32_precision`` ones, since setting a legacy flag resets the newer setting.
 SETTERS: dict[str, Callable[[Any], None]] = {
     "threads": torch.set_num_threads,
     "grad_enabled": torch.set_grad_enabled,
     "default_dtype": torch.set_default_dtype,
     "deterministic": _set_deterministic,
     "float32_matmul_precision": torch.set_float32_matmul_precision,
-    "cudnn_benchmark": _set_cudnn_benchmark,
-    "cudnn_allow_tf32": _set_cudnn_tf32,
-    "cuda_matmul_allow_tf32": _set_matmul_tf32,
-    "matmul_fp32_precision": _set_matmul_fp32,
-    "cudnn_conv_fp32_precision": _set_conv_fp32,
+    "cudnn_benchmark": _flag(lambda: torch.backends.cudnn, "benchmark"),
+    "cudnn_allow_tf32": _flag(lambda: torch.backends.cudnn, "allow_tf32"),
+    "cuda_matmul_allow_tf32": _flag(lambda: torch.backends.cuda.matmul, "allow_tf32"),
+    "matmul_fp32_precision": _flag(lambda: torch.backends.cuda.matmul, "fp32_precision"),
+    "cudnn_conv_fp32_precision": _flag(lambda: torch.backends.cudnn.conv, "fp32_precision"),
     "cwd": os.chdir,
     "signal_handlers": _set_handlers,
 }
