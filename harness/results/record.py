@@ -332,17 +332,15 @@ def check_values(row: Mapping[str, Any]) -> None:
         raise bad("dtype", f"not one of {', '.join(DTYPES)}")
     if not _empty(row.get("mode")) and row["mode"] not in MODES:
         raise bad("mode", f"not one of {', '.join(MODES)}")
-    for column in COUNT_KEYS:
-        value = row.get(column, 1)
-        if column in row and (_empty(value) or not _numeric(value) or not _count(value)):
+    for column in (c for c in COUNT_KEYS if c in row):
+        if _empty(row[column]) or not _numeric(row[column]) or not _count(row[column]):
             raise bad(column, "not a whole number of at least 1")
     median = row.get("median_ms", 0.0)
     if status == Status.OK and "median_ms" in row and not (_numeric(median) and 0 <= float(median) < math.inf):
         raise bad("median_ms", "an ok row's latency must be a finite number of at least 0")
-    samples = None if _empty(row.get("samples_ms")) else row["samples_ms"]  # none: a row not timed (NaN in a frame)
-    if isinstance(samples, str) or (samples is not None and not isinstance(samples, (list, tuple))):
-        raise bad("samples_ms", "not a list of numbers")
-    if isinstance(samples, (list, tuple)) and not all(_numeric(v) and not isinstance(v, str) for v in samples):
+    samples = row.get("samples_ms")
+    if not _empty(samples) and not (  # none: a row not timed (NaN in a frame)
+            isinstance(samples, (list, tuple)) and all(_numeric(v) and not isinstance(v, str) for v in samples)):
         raise bad("samples_ms", "not a list of numbers")
 
 
