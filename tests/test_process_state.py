@@ -63,6 +63,7 @@ def test_a_variant_that_changes_settings_spoils_no_other_row(tmp_path: Path, tem
     assert [r["threads"] for r in mine] == [1, 1]  # what its timing ran on
     report = (tmp_path / "report.md").read_text()
     assert "## Variants that change process-wide settings" in report and "- `zz_settings` (2 case(s)): " in report
+    assert "zz_settings not ranked: timed on 1 thread, the others on 2" in report  # its time is not eager's kind
 
 
 def test_a_variant_using_torchs_newer_tf32_api_is_set_back_not_the_end_of_the_sweep(tmp_path: Path,

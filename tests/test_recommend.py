@@ -391,3 +391,25 @@ def test_the_terminal_keeps_the_digits_of_a_speedup_far_below_one() -> None:
     rec = only([row("eager", 1.0, low=0.99, high=1.01), row("slow", 230.0, low=220.0, high=240.0)])
     slow = Recommendation(**{**rec.__dict__, "winner": "slow", "speedup": 1 / 230, "speedup_ci": (0.0041, 0.0046)})
     assert terminal_cells(slow)[3] == "0.0043×\n[0.0041, 0.0046]"
+
+
+def test_a_cpu_variant_timed_on_its_own_thread_count_is_not_ranked_but_named() -> None:
+    """A variant that set 8 threads in a 2-thread run read fastest; its lead is the threads', not its own."""
+    rec = only([row("eager", 2.0, threads=2), row("greedy", 0.5, threads=8), row("fused", 1.0, threads=2)])
+    assert rec.winner == "fused" and rec.threads == 2
+    assert rec.other_threads == (("greedy", 8),)
+    assert "greedy not ranked: timed on 8 threads, the others on 2 (it sets its own count)" in rec.notes()
+    assert rec.speedup == 2.0
+
+
+def test_without_eager_the_count_most_rows_ran_on_ranks() -> None:
+    rec = only([row("a", 1.0, threads=1), row("b", 1.5, threads=2), row("c", 2.0, threads=2)])
+    assert rec.winner == "b" and rec.other_threads == (("a", 1),)
+    assert "a not ranked: timed on 1 thread, the others on 2 (it sets its own count)" in rec.notes()
+
+
+def test_thread_counts_do_not_rank_gpu_rows_nor_rows_without_a_count() -> None:
+    gpu = only([row("eager", 2.0, threads=2, device="cuda"), row("fast", 0.5, threads=8, device="cuda")])
+    assert gpu.winner == "fast" and gpu.other_threads == ()
+    unknown = only([row("eager", 2.0), row("fast", 0.5)])
+    assert unknown.winner == "fast" and unknown.other_threads == () and unknown.threads is None

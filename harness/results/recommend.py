@@ -20,6 +20,11 @@ two runs each; the largest deviations, up to 48% in one round, came from the 2-t
 train cases at 8×32×64×64): the spread is each case's own, not drift between cases that
 interleaving would cancel. 5% is also what ``compare`` calls a change (``compare_stats.DEFAULT_THRESHOLD``).
 
+On the CPU the thread count is part of what was measured. A variant that sets its own count (the
+runner sets it back after the case, and the row's ``threads`` is the count its timing ran on) is not
+ranked against variants timed on another: its rows are named in the notes instead. The count that
+ranks is ``eager``'s, or, without eager, the one most of the configuration's timed rows ran on.
+
 The speedup's interval is built from the two medians' intervals (``stats.median_ci``), the
 conservative way: ``eager_low / winner_high`` to ``eager_high / winner_low``. With raw samples each
 median's interval is taken at √95%, so that both hold together with 95% probability (the runs are
@@ -121,6 +126,10 @@ class Recommendation:
     nchw_input: tuple[tuple[str, float], ...] = ()
     #: Eager's median, which ``nchw_input``'s times are set against.
     eager_ms: float = math.nan
+    #: CPU variants timed on another thread count than the ranked ones, each with its count, and
+    #: that count (see the module docstring): not ranked, whatever their time.
+    other_threads: tuple[tuple[str, int], ...] = ()
+    threads: int | None = None
 
     @property
     def tie(self) -> bool:
@@ -184,6 +193,9 @@ class Recommendation:
             versus = (f", {ratio_text(self.eager_ms / ms)}× {BASELINE_VARIANT}"
                       if math.isfinite(self.eager_ms) and not eager_busy else "")
             found.append(f"{variant} from NCHW input: {ms:.{decimals(ms)}f} ms{versus}")  # its layout's copy counted
+        for variant, count in self.other_threads:
+            found.append(f"{variant} not ranked: timed on {count} thread{'s' * (count != 1)}, the others on "
+                         f"{self.threads} (it sets its own count)")  # fmt: skip
         for variant, error, reference, reference_error in self.less_precise:
             found.append(f"{variant} computes in lower precision: error {error:.2g} against "
                          f"{reference}'s {reference_error:.2g}")  # fmt: skip
@@ -290,6 +302,7 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
     timed = rows[(rows["status"] == "ok") & asked & rows["median_ms"].map(lambda v: math.isfinite(number(v)))]
     untimed = rows[(rows["status"] != "ok") | ~asked]
     failed = tuple((str(r["variant"]), _untimed_status(r)) for r in untimed.to_dict("records"))
+    timed, other_threads, threads = same_threads(timed, device)
     if timed.empty:
         return Recommendation(device, dtype, mode, config, None, not_timed=failed)
     ranked = sorted(timed.to_dict("records"), key=lambda r: (number(r["median_ms"]), str(r["variant"])))
@@ -343,7 +356,22 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
         nchw_input=tuple((str(r["variant"]), number(r.get("nchw_input_ms"))) for r in named
                          if math.isfinite(number(r.get("nchw_input_ms")))),
         eager_ms=number(eager["median_ms"]) if eager is not None else math.nan,
+        other_threads=other_threads,
+        threads=threads,
     )  # fmt: skip
+
+
+def same_threads(timed: pd.DataFrame, device: str) -> tuple[pd.DataFrame, tuple[tuple[str, int], ...], int | None]:
+    """On the CPU, the timed rows on the ranking thread count (eager's, else the most common), the
+    others as (variant, threads), and that count; elsewhere, or without counts, every row."""
+    counts = timed["threads"].map(number) if "threads" in timed.columns else None
+    if device.split(":")[0] != "cpu" or counts is None or not counts.map(math.isfinite).any():
+        return timed, (), None
+    eager = counts[(timed["variant"] == BASELINE_VARIANT) & counts.map(math.isfinite)]
+    ranking = eager.iloc[0] if len(eager) else counts[counts.map(math.isfinite)].mode().min()
+    apart = counts.map(math.isfinite) & (counts != ranking)
+    others = tuple((str(v), int(c)) for v, c in zip(timed.loc[apart, "variant"], counts[apart], strict=True))
+    return timed[~apart], others, int(ranking)
 
 
 def less_precise(named: list[dict[str, Any]], timed: list[dict[str, Any]]
