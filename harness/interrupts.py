@@ -15,10 +15,13 @@ from collections.abc import Iterator
 
 _depth = 0
 _pending: type[BaseException] | None = None
-#: The interrupt the run's handlers raised last, and whether they are installed: a KeyboardInterrupt
-#: that is not it was raised by a variant's own code (``raised_by_code``).
-_raised: BaseException | None = None
+#: Whether the run's handlers are installed: then a KeyboardInterrupt without ``SIGNALLED`` set was
+#: raised by a variant's own code (``raised_by_code``).
 _installed = 0
+#: The attribute set on each interrupt the run's handlers raise. A mark on the exception, not a
+#: module global holding it: that kept the last one, its traceback and the frames' tensors, for the
+#: life of the process.
+SIGNALLED = "_harness_signalled"
 
 
 @contextlib.contextmanager
@@ -45,9 +48,9 @@ def interrupt(kind: type[BaseException]) -> None:
 
 
 def _raise(kind: type[BaseException]) -> None:
-    global _raised
-    _raised = kind()
-    raise _raised
+    exc = kind()
+    setattr(exc, SIGNALLED, True)
+    raise exc
 
 
 @contextlib.contextmanager
@@ -64,4 +67,4 @@ def handled() -> Iterator[None]:
 def raised_by_code(exc: BaseException) -> bool:
     """Whether ``exc``, a KeyboardInterrupt, was raised by code (a variant's ``raise``) rather than by a
     signal: with the run's handlers installed, every signalled one is theirs."""
-    return _installed > 0 and exc is not _raised
+    return _installed > 0 and not getattr(exc, SIGNALLED, False)

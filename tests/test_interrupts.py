@@ -28,6 +28,29 @@ def test_an_interrupt_inside_held_sections_is_raised_when_the_outermost_ends() -
         pass
 
 
+def test_a_signalled_interrupt_is_told_from_a_variants_own_and_not_kept_alive() -> None:
+    """The last signalled interrupt was kept in a module global, and with it its traceback's frames
+    and every tensor they held, for the life of the process."""
+    import gc
+    import weakref
+
+    def case() -> None:
+        held_tensor = torch.ones(4)
+        kept.append(weakref.ref(held_tensor))
+        interrupts.interrupt(KeyboardInterrupt)
+
+    kept: list[weakref.ref] = []
+    with interrupts.handled():
+        with pytest.raises(KeyboardInterrupt) as caught:
+            case()
+        assert not interrupts.raised_by_code(caught.value)  # the run's handler raised it
+        assert interrupts.raised_by_code(KeyboardInterrupt())  # a variant's own raise
+    assert not interrupts.raised_by_code(KeyboardInterrupt())  # without the run's handlers: never swallowed
+    del caught
+    gc.collect()
+    assert kept[0]() is None  # the frame's tensor is gone with the exception
+
+
 def test_sigterm_during_the_cpu_memory_pass_waits_for_its_profiler_to_end(monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGTERM raised inside the profiler region that measures a CPU case's peak memory killed the
     run with SIGSEGV under load ("Requested callback is not found"), before any report was written."""
