@@ -42,7 +42,7 @@ def test_every_zoo_variant_is_registered_with_what_it_supports() -> None:
     names = set(list_variants())
     assert set(ZOO) <= names, f"missing: {sorted(set(ZOO) - names)}"
     assert get_variant("cuda_graph").devices == {"cuda"}
-    assert get_variant("cuda_graph").modes == {"forward"}
+    assert get_variant("cuda_graph").modes == {"forward", "train"}  # in train, forward and backward graphed
     assert get_variant("smp").fusions == {"add"}
     assert tags_of(get_variant("smp")).biases == (True,)
     assert tags_of(get_variant("amp_fp16")).compute_dtype == "float16"
@@ -299,6 +299,87 @@ def test_a_graphed_call_given_its_own_buffer_copies_nothing(name: str) -> None:
         other = torch.randn_like(x)  # any other tensor is copied in
         torch.testing.assert_close(fn(other).clone(), eager(other), rtol=2e-2, atol=2e-3)
     assert compiled_graphs(fn) == 1
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["cuda_graph", "graphed_eager_factored", "graphed_triton_fused"])
+def test_a_graphed_train_step_conforms_and_replays_two_graphs(name: str) -> None:
+    """The graphed forms' train mode: gradients against the float64 reference on every input of the
+    suite; then a step launches the forward and the backward graph and runs none of the block's operators."""
+    variant = get_variant(name)
+    if variant.unavailable("cuda"):
+        pytest.skip(variant.unavailable("cuda"))
+    check_variant(name, device="cuda", dtypes="float32", modes="train", fusions="add", biases=False, reductions=2)
+    dev = torch.device("cuda")
+    fn = variant.build(ScSE(32, 2), dev, torch.float32)
+    x = torch.randn(4, 32, 16, 16, device=dev, requires_grad=True)
+    cotangent, params = torch.randn_like(x), list(fn.parameters())
+    torch.autograd.grad(fn(x), [x, *params], cotangent)  # captures
+    activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    with torch.profiler.profile(activities=activities) as prof:
+        torch.autograd.grad(fn(x), [x, *params], cotangent)
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events()]
+    assert sum("cudaGraphLaunch" in n for n in names) == 2, sorted(set(names))
+    assert not {"aten::sigmoid", "aten::mul", "aten::convolution", "aten::mean"} & set(names), sorted(set(names))
+    assert fn.compiled_graphs == 1
+
+
+class FakeGraphedCallables:
+    """``torch.cuda.make_graphed_callables`` on the CPU: records each capture and returns the function
+    itself, so a step runs (and differentiates) eagerly; ``fail`` makes the next capture raise."""
+
+    def __init__(self) -> None:
+        self.captures: list[tuple[object, tuple[torch.Tensor, ...]]] = []
+        self.fail = False
+
+    def __call__(self, fn, sample_args, num_warmup_iters: int = 3):  # noqa: ANN001, ANN204
+        if self.fail:
+            raise RuntimeError("CUDA out of memory (a stand-in)")
+        self.captures.append((fn, tuple(sample_args)))
+        return fn
+
+
+def test_a_graphed_train_step_captures_forward_and_backward_once_per_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a training step the graphed form hands the block to make_graphed_callables with the module's
+    own parameters as inputs, so their gradients come out of the backward graph; it captures again
+    only for another layout or replaced parameters, and a failed capture keeps the graph it had."""
+    from variants.cuda_graph import CudaGraphScSE
+
+    fake = FakeGraphedCallables()
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", fake)
+    replays: list[torch.Tensor] = []
+    monkeypatch.setattr(CudaGraphScSE, "_replay", lambda self, x: replays.append(x) or x)
+    block = ScSE(8, 2)
+    graphed = CudaGraphScSE(copy.deepcopy(block))
+    params = list(graphed.parameters())
+    x = torch.randn(2, 8, 5, 5, requires_grad=True)
+    cotangent = torch.randn_like(x)
+    got = torch.autograd.grad(graphed(x), [x, *params], cotangent)
+    want = torch.autograd.grad(block(x), [x, *block.parameters()], cotangent)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+    (fn, sample), = fake.captures
+    assert sample[0] is not x and torch.equal(sample[0], x) and sample[0].requires_grad  # its own buffer
+    assert all(a is b for a, b in zip(sample[1:], params, strict=True))  # the parameters themselves
+    graphed(torch.randn(2, 8, 5, 5, requires_grad=True))  # the same layout: replayed
+    assert len(fake.captures) == 1 and graphed.compiled_graphs == 1
+    graphed(torch.randn(3, 8, 5, 5, requires_grad=True))  # another: captured again
+    assert len(fake.captures) == 2
+    graphed.module.sse.Conv1x1.weight = nn.Parameter(graphed.module.sse.Conv1x1.weight.detach().clone())
+    graphed(torch.randn(3, 8, 5, 5, requires_grad=True))  # a replaced parameter: captured again
+    assert len(fake.captures) == 3
+    kept = graphed._step
+    fake.fail = True
+    with pytest.raises(RuntimeError, match="out of memory"):
+        graphed(torch.randn(4, 8, 5, 5, requires_grad=True))
+    assert graphed._step is kept and graphed.captures == 3
+    with torch.no_grad():  # inference: the forward graph alone
+        graphed(x)
+    for p in graphed.parameters():
+        p.requires_grad_(False)
+    graphed(x.detach())  # grad enabled, yet nothing requires it: inference too
+    assert len(replays) == 2
 
 
 # --- the suite catches wrong variants -----------------------------------------------------------
