@@ -333,7 +333,7 @@ class FakeGraphedCallables:
         self.captures: list[tuple[object, tuple[torch.Tensor, ...]]] = []
         self.fail = False
 
-    def __call__(self, fn, sample_args, num_warmup_iters: int = 3):  # noqa: ANN001, ANN204
+    def __call__(self, fn, sample_args, num_warmup_iters: int = 3, allow_unused_input: bool = False):  # noqa: ANN001, ANN204
         if self.fail:
             raise RuntimeError("CUDA out of memory (a stand-in)")
         self.captures.append((fn, tuple(sample_args)))

@@ -114,7 +114,8 @@ class CudaGraphScSE(nn.Module):
 
             # a plain function given the parameters as inputs: given the module itself, torch would
             # replace its forward, which the inference graph calls too
-            graphed = torch.cuda.make_graphed_callables(step, (static_x, *params), num_warmup_iters=self.WARMUP_ITERS)
+            graphed = torch.cuda.make_graphed_callables(step, (static_x, *params), num_warmup_iters=self.WARMUP_ITERS,
+                                                        allow_unused_input=True)  # a parameter a fusion leaves out
             self._step, self._step_key = graphed, key  # only once captured: a failed capture keeps the old
             self.captures += 1
         assert self._step is not None
