@@ -53,14 +53,14 @@ def run_request(request: dict[str, Any], kept: dict[tuple[object, ...], Any]) ->
     from harness.sweep.cases import Case
     from harness.sweep.runner import clock_for, failed, one_line, run_case
     from harness.sweep.subject import SharedInputs
-    from variants.registry import all_variants
+    from variants.registry import find_variant
 
     case = Case(**request["case"])
     try:
-        variant = all_variants().get(case.variant)
+        variant = find_variant(case.variant)  # registered, or a form of one (graphed_<name>)
         if variant is None and request.get("module"):
             importlib.import_module(request["module"])  # a module that registers the variant on import
-            variant = all_variants().get(case.variant)
+            variant = find_variant(case.variant)
         if variant is None:
             raise LookupError(f"variant {case.variant!r} is not registered in the worker process; register it in "
                               "an importable module or a harness.variants plugin")  # fmt: skip

@@ -199,6 +199,10 @@ def current_listing(device_arg: str | None) -> list_cache.Listing:
     return Listing(device, variants, contexts, problems)
 
 
+#: The prefix of a variant's graphed form, which ``list`` does not list (``variants.cuda_graph``).
+GRAPHED_PREFIX = "graphed_"
+
+
 def show_listing(listing: list_cache.Listing, pattern: str, console: Console) -> None:
     """The variants and the contexts whose names match ``pattern`` (globs, comma-separated)."""
     from rich.markup import escape  # a reason may hold brackets: pip install 'scse-harness[unet]'
@@ -208,6 +212,10 @@ def show_listing(listing: list_cache.Listing, pattern: str, console: Console) ->
     picked = [v for v in listing.variants if matches(v)]
     contexts = [c for c in listing.contexts if matches(c)]
     if not picked and not contexts:
+        inner = pattern.removeprefix(GRAPHED_PREFIX)
+        if pattern.startswith(GRAPHED_PREFIX) and any(v.name == inner for v in listing.variants):
+            raise ConfigError(f"{pattern} is not listed, but asked for by name it is {inner} captured in CUDA graphs: "
+                              f"run --variants {pattern}")  # fmt: skip
         raise ConfigError(f"no variant or context matches {pattern!r}")
 
     def show(entries: list[list_cache.Entry], ready: str) -> None:
@@ -219,6 +227,9 @@ def show_listing(listing: list_cache.Listing, pattern: str, console: Console) ->
 
     if picked:
         show(picked, "ready")
+        console.print(f"[dim]and {GRAPHED_PREFIX}NAME for any variant NAME that runs on CUDA and replays no graph of "
+                      f"its own: NAME captured in CUDA graphs (run --variants {GRAPHED_PREFIX}NAME)[/]",
+                      highlight=False, soft_wrap=True)  # fmt: skip
     if contexts:
         console.print(("\n" if picked else "") + "[bold]contexts[/] (run --context NAME: every scSE block of the "
                       "network swapped)", highlight=False)  # fmt: skip

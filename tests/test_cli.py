@@ -180,6 +180,18 @@ def test_list_reads_a_device_as_run_does(capsys: pytest.CaptureFixture) -> None:
     assert "ready" in capsys.readouterr().out
 
 
+def test_list_says_how_to_ask_for_a_graphed_form(capsys: pytest.CaptureFixture) -> None:
+    """Graphed forms of any variant are made when asked for, so ``list`` cannot show them all: it says
+    they exist, and asked for one by name it says how to run it rather than that nothing matches."""
+    assert main(["list", "--device", "cpu", "eager"]) == 0
+    assert "graphed_NAME for any variant NAME that runs on CUDA" in capsys.readouterr().out
+    assert main(["list", "--device", "cpu", "graphed_channels_last"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("channels_last captured in CUDA graphs: run --variants graphed_channels_last"), err
+    assert main(["list", "--device", "cpu", "graphed_nosuch"]) == 2
+    assert "no variant or context matches 'graphed_nosuch'" in capsys.readouterr().err
+
+
 TINY_RUN = ["--device", "cpu", "--variants", "eager", "--shapes", "8x4x4", "--batch-sizes", "1", "--modes",
             "forward", "--quiet", *FAST_FLAGS]  # fmt: skip
 

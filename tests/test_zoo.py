@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import io
 import time
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -323,6 +324,48 @@ def test_a_graphed_train_step_conforms_and_replays_two_graphs(name: str) -> None
     assert sum("cudaGraphLaunch" in n for n in names) == 2, sorted(set(names))
     assert not {"aten::sigmoid", "aten::mul", "aten::convolution", "aten::mean"} & set(names), sorted(set(names))
     assert fn.compiled_graphs == 1
+
+
+@pytest.fixture()
+def forms_unregistered() -> Iterator[None]:
+    """A form asked for registers itself for the process: gone again after the test."""
+    from variants.registry import all_variants, unregister
+
+    before = set(all_variants())
+    yield
+    for name in set(all_variants()) - before:
+        unregister(name)
+
+
+@pytest.mark.usefixtures("forms_unregistered")
+def test_any_cuda_variant_has_a_graphed_form_asked_for_by_name(tmp_path) -> None:  # noqa: ANN001
+    """Graphs for any variant, as the built-in graphed forms: ``graphed_<name>`` is made when asked for
+    (by run, by a worker, by get_variant), with what it wraps declares, and refused in one line where
+    there is nothing to graph."""
+    from harness import run
+    from harness.sweep.config import ConfigError
+    from variants.registry import find_variant
+
+    assert "graphed_channels_last" not in list_variants()  # not listed: asked for
+    form = get_variant("graphed_channels_last")
+    inner = get_variant("channels_last")
+    assert form.name == "graphed_channels_last" and form.description.startswith("channels_last, captured in CUDA")
+    assert (form.devices, form.modes, form.dtypes) == ({"cuda"}, inner.modes, inner.dtypes)
+    assert tags_of(form).output_reused and tags_of(form).memory_format == tags_of(inner).memory_format
+    assert find_variant("graphed_channels_last") is form  # registered now, as a worker finds it
+    assert find_variant("graphed_nosuch") is None
+    for name, why in [("graphed_cuda_graph", "cuda_graph replays CUDA graphs of its own"),
+                      ("graphed_compile_reduce_overhead", "compile_reduce_overhead replays CUDA graphs of its own")]:
+        with pytest.raises(KeyError, match=why):
+            get_variant(name)
+        with pytest.raises(ConfigError, match=f"--variants: {why}, so it has no graphed form"):
+            run(device="cpu", variants=name, shapes="8x8x8", write=False)
+    frame = run(device="cpu", variants="graphed_mean_squeeze,eager", shapes="8x8x8", modes="forward",
+                max_time_s=0.05, min_samples=3, out=str(tmp_path / "run"))
+    rows = frame.set_index("variant")
+    assert rows.loc["eager", "status"] == "ok"
+    assert rows.loc["graphed_mean_squeeze", "status"] == "skipped"
+    assert "CUDA" in rows.loc["graphed_mean_squeeze", "reason"]
 
 
 class FakeGraphedCallables:

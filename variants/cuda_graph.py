@@ -25,7 +25,8 @@ import torch
 import torch.nn as nn
 
 from variants.reference import ScSE
-from variants.registry import Variant, add_variant, register
+from variants.registry import Variant, add_form, add_variant, register
+from variants.tags import tags_of
 from variants.weights import parameter_names, rebuild
 
 #: The built-in variants that also get a graphed form (``graphed_<name>``); cuda_graph is eager's.
@@ -144,7 +145,12 @@ def build_cuda_graph(reference: nn.Module, device: torch.device, dtype: torch.dt
 
 def graphed(inner: Variant) -> Variant:
     """``inner`` captured in CUDA graphs: ``graphed_<name>``, with inner's dtypes, modes, fusions and
-    tags (its first call captures, and its output is reused)."""
+    tags (its first call captures, and its output is reused). A ValueError where inner does not run
+    on CUDA or replays graphs of its own (a graph cannot capture a graph's replay on every CUDA version)."""
+    if "cuda" not in inner.devices:
+        raise ValueError(f"{inner.name} does not run on CUDA, so it has no graphed form")
+    if tags_of(inner).replays_graphs("cuda"):
+        raise ValueError(f"{inner.name} replays CUDA graphs of its own, so it has no graphed form")
 
     def build(reference: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
         return CudaGraphScSE(inner.build(reference, device, dtype))
@@ -163,3 +169,6 @@ def graphed(inner: Variant) -> Variant:
 def register_graphed(inner: Variant) -> Variant:
     """Register ``graphed(inner)``: how a plugin adds the graphed form of its own variant."""
     return add_variant(graphed(inner))
+
+
+add_form("graphed_", graphed)  # graphed_<name> for any variant, asked for by name

@@ -359,12 +359,40 @@ def list_variants(patterns: Iterable[str] | str = "*", exclude: Iterable[str] | 
     return sorted(picked, key=_natural_key)
 
 
-def get_variant(name: str) -> Variant:
-    """The variant called ``name``; a KeyError that suggests the nearest names otherwise."""
+#: Forms of any variant, asked for by name and registered on first asking: a name's prefix, and
+#: what makes that form of a variant, raising ValueError where it has none (``graphed_<name>``,
+#: added by ``variants.cuda_graph``). A form per variant registered up front would double ``list``.
+_FORMS: dict[str, Callable[[Variant], Variant]] = {}
+
+
+def add_form(prefix: str, make: Callable[[Variant], Variant]) -> None:
+    """Let ``<prefix><name>`` name ``make(variant <name>)`` for every variant, plugins' too."""
+    _FORMS[prefix] = make
+
+
+def find_variant(name: str) -> Variant | None:
+    """The variant called ``name``, registered or a form of one (registered now); None when it is neither.
+    A ValueError says why a variant has no such form."""
     found = all_variants()
     if name in found:
         return found[name]
-    raise KeyError(unknown_variant_message(name, found))
+    for prefix, make in _FORMS.items():
+        inner = name[len(prefix):]
+        if name.startswith(prefix) and inner in found:
+            return add_variant(make(found[inner]))
+    return None
+
+
+def get_variant(name: str) -> Variant:
+    """The variant called ``name`` (or a form of one, ``find_variant``); a KeyError that suggests the
+    nearest names, or says why a variant has no such form, otherwise."""
+    try:
+        found = find_variant(name)
+    except ValueError as exc:
+        raise KeyError(str(exc)) from None
+    if found is not None:
+        return found
+    raise KeyError(unknown_variant_message(name))
 
 
 def unknown_variant_message(name: str, known: Iterable[str] | None = None) -> str:

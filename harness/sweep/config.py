@@ -24,7 +24,7 @@ from harness.measure.timing import CACHE_MODES, TimingPolicy
 from harness.sweep.options import FLAGS, TIMING_OPTIONS, ConfigError, by_name, option_name
 from harness.sweep.options import OPTION_NAMES as OPTION_NAMES  # re-exported: the names build takes
 from variants.reference import FUSIONS
-from variants.registry import DTYPES, MODES, all_variants, unknown_variant_message
+from variants.registry import DTYPES, MODES, all_variants, find_variant, unknown_variant_message
 
 Shape = tuple[int, int, int]  # (C, H, W)
 #: Beyond these a value is a typo: torch's thread pool crashed the process at 99999 threads on the
@@ -541,10 +541,14 @@ def expand_variants(patterns: list[str]) -> tuple[list[str], list[str]]:
             matched = [n for n in known if fnmatch.fnmatchcase(n, pattern)]
             if not matched:
                 raise ConfigError(f"no variant matches {pattern!r}; known: {', '.join(sorted(known))}")
-        elif pattern in known:
+        else:
+            try:
+                found = find_variant(pattern)  # a registered name, or a form of one (graphed_<name>)
+            except ValueError as exc:
+                raise ConfigError(f"{FLAGS['variants']}: {exc}") from None
+            if found is None:
+                raise ConfigError(unknown_variant_message(pattern, known))
             matched = [pattern]
             explicit.append(pattern)
-        else:
-            raise ConfigError(unknown_variant_message(pattern, known))
         names.extend(m for m in matched if m not in names)
     return names, explicit
