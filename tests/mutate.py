@@ -34,7 +34,8 @@ JUDGES: dict[str, tuple[str, ...]] = {
     "harness/measure/rounding.py": ("tests/test_judges.py",),
     "harness/results/compare_stats.py": ("tests/test_compare_stats.py", "tests/test_compare.py",
                                          "tests/test_judges.py"),
-    "harness/results/compare.py": ("tests/test_compare.py", "tests/test_compare_cases.py", "tests/test_judges.py"),
+    "harness/results/compare.py": ("tests/test_compare.py", "tests/test_compare_cases.py", "tests/test_judges.py",
+                                   "tests/test_compare_edges.py"),
 }
 #: Code left unmutated, per module: a pattern of the lines whose expressions are not mutated, and why.
 NOT_MUTATED: dict[str, tuple[tuple[str, str], ...]] = {

@@ -249,7 +249,8 @@ class Comparison:
         if not self.nothing_judged and 2 * ambiguous > len(self.cases):
             out.append(f"{ambiguous} of {len(self.cases)} case(s) timed on both sides are AMBIGUOUS: the gate "
                        "judged few of them; measure again on a quiet machine")
-        if self.device == "cpu" and self.failed and self.regressions and self.threshold < CPU_CI_THRESHOLD:
+        if (self.device == "cpu" and self.failed and self.regressions and not self.unlike_settings
+                and self.threshold < CPU_CI_THRESHOLD):  # under unlike settings they fail at no threshold
             gross = sum(c.change > CPU_CI_THRESHOLD for c in self.regressions)
             out.append(f"CPU runs made apart drift by more than {self.threshold:.0%} on a shared machine (README, "
                        f"Noise): the CI job judges CPU baselines with --threshold {CPU_CI_THRESHOLD}, at which "
@@ -425,7 +426,7 @@ def env_facts(baseline: LoadedRun, current: LoadedRun) -> list[tuple[EnvFact, An
     if baseline.env_known and current.env_known:
         return store_env_differences(baseline.env, current.env, device, "compare")
     base, cur = ({k: run.env[k] for k in ROW_SETTINGS if k in run.env} for run in (baseline, current))
-    return store_env_differences(base, cur, device, "compare") if base and cur else []
+    return store_env_differences(base, cur, device, "compare")  # [] where a side has none
 
 
 def _at_batch(status: str, batch: int | None) -> str:
