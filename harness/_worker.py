@@ -53,13 +53,15 @@ def run_request(request: dict[str, Any], kept: dict[tuple[object, ...], Any]) ->
     from harness.sweep.cases import Case
     from harness.sweep.runner import clock_for, failed, one_line, run_case
     from harness.sweep.subject import SharedInputs
-    from variants.registry import find_variant
+    from variants.registry import all_variants, find_variant
 
     case = Case(**request["case"])
     try:
-        variant = find_variant(case.variant)  # registered, or a form of one (graphed_<name>)
+        variant = all_variants().get(case.variant)
         if variant is None and request.get("module"):
-            importlib.import_module(request["module"])  # a module that registers the variant on import
+            importlib.import_module(request["module"])  # a module that registers the variant (or the one a form wraps)
+            variant = all_variants().get(case.variant)
+        if variant is None:  # a form of a registered variant (graphed_<name>), made only once none is registered
             variant = find_variant(case.variant)
         if variant is None:
             raise LookupError(f"variant {case.variant!r} is not registered in the worker process; register it in "

@@ -34,7 +34,7 @@ from harness.sweep.config import ConfigError, SweepConfig
 from harness.sweep.isolation import WORKERS_LOG
 from harness.sweep.options import by_name
 from harness.sweep.runner import TRACEBACK, clock_for
-from variants.registry import Variant, all_variants, variant_source
+from variants.registry import Variant, variant_source, with_forms
 
 
 class Terminated(KeyboardInterrupt):
@@ -107,7 +107,7 @@ def run(
         raise ConfigError(f"out={options['out']!r} names a folder, but write=False keeps nothing on disk; "
                           "drop one of them")
     cfg = resuming.config_for(resume, config, options) if resume is not None else SweepConfig.build(config, **options)
-    registry = all_variants()
+    registry = with_forms(cfg.variants)  # graphed_<name> forms too
     every = expand(cfg)
     cases = sharding.select(every, cfg.shard, registry)  # all cases without a shard
     if cfg.shard is not None and not cases and console is not None:  # else it ends saying nothing of why
@@ -146,8 +146,8 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
         env["cpu_allocator"] = allocator.allocator_name()
         # which code each name ran: a plugin may replace a built-in (eager, what every speedup is over)
         env["variant_sources"] = {name: variant_source(name) for name in cfg.variants}
-        known = all_variants()  # what each is, for report.md, which a plugin's absence must not blank
-        env[VARIANT_DESCRIPTIONS] = {name: known[name].description for name in cfg.variants if name in known}
+        # what each is, for report.md, which a plugin's absence must not blank
+        env[VARIANT_DESCRIPTIONS] = {name: registry[name].description for name in cfg.variants if name in registry}
         env["steady_malloc"] = steady_allocator(cfg)
         env[bandwidth.ENV_KEY] = peak_bw = bandwidth.measure_copy_bandwidth(cfg.device)  # once per run
         if folder is not None:

@@ -214,6 +214,12 @@ def show_listing(listing: list_cache.Listing, pattern: str, console: Console) ->
     if not picked and not contexts:
         inner = pattern.removeprefix(GRAPHED_PREFIX)
         if pattern.startswith(GRAPHED_PREFIX) and any(v.name == inner for v in listing.variants):
+            from variants.registry import find_variant  # imports torch: only on this path
+
+            try:
+                find_variant(pattern)
+            except ValueError as exc:  # a variant that has no graphed form: what run would say
+                raise ConfigError(str(exc)) from None
             raise ConfigError(f"{pattern} is not listed, but asked for by name it is {inner} captured in CUDA graphs: "
                               f"run --variants {pattern}")  # fmt: skip
         raise ConfigError(f"no variant or context matches {pattern!r}")

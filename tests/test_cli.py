@@ -190,6 +190,9 @@ def test_list_says_how_to_ask_for_a_graphed_form(capsys: pytest.CaptureFixture) 
     assert err.endswith("channels_last captured in CUDA graphs: run --variants graphed_channels_last"), err
     assert main(["list", "--device", "cpu", "graphed_nosuch"]) == 2
     assert "no variant or context matches 'graphed_nosuch'" in capsys.readouterr().err
+    assert main(["list", "--device", "cpu", "graphed_cuda_graph"]) == 2  # what run would refuse is not offered
+    refused = capsys.readouterr().err.strip()
+    assert refused.endswith("cuda_graph replays CUDA graphs of its own, so it has no graphed form")
 
 
 TINY_RUN = ["--device", "cpu", "--variants", "eager", "--shapes", "8x4x4", "--batch-sizes", "1", "--modes",

@@ -398,14 +398,14 @@ def test_a_cpu_variant_timed_on_its_own_thread_count_is_not_ranked_but_named() -
     rec = only([row("eager", 2.0, threads=2), row("greedy", 0.5, threads=8), row("fused", 1.0, threads=2)])
     assert rec.winner == "fused" and rec.threads == 2
     assert rec.other_threads == (("greedy", 8),)
-    assert "greedy not ranked: timed on 8 threads, the others on 2 (it sets its own count)" in rec.notes()
+    assert "greedy not ranked: timed on 8 threads, the others on 2" in rec.notes()
     assert rec.speedup == 2.0
 
 
 def test_without_eager_the_count_most_rows_ran_on_ranks() -> None:
     rec = only([row("a", 1.0, threads=1), row("b", 1.5, threads=2), row("c", 2.0, threads=2)])
     assert rec.winner == "b" and rec.other_threads == (("a", 1),)
-    assert "a not ranked: timed on 1 thread, the others on 2 (it sets its own count)" in rec.notes()
+    assert "a not ranked: timed on 1 thread, the others on 2" in rec.notes()
 
 
 def test_thread_counts_do_not_rank_gpu_rows_nor_rows_without_a_count() -> None:

@@ -541,6 +541,29 @@ def test_a_failed_capture_leaves_the_previous_graph_whole(monkeypatch: pytest.Mo
     assert module.captures == 1 and torch.equal(module(x), x)
 
 
+def test_a_replaced_parameter_is_captured_again_never_read_where_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inference graph's key was the input's layout alone: a parameter replaced since the capture
+    (functional_call, load_state_dict(assign=True)) was read at its old address, freed memory once the
+    last reference to it went."""
+    from variants.cuda_graph import CudaGraphScSE
+
+    for name in ("Stream", "CUDAGraph", "graph"):
+        monkeypatch.setattr(torch.cuda, name, getattr(FakeCapture, name))
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: FakeCapture.Stream())
+    conv = torch.nn.Conv2d(3, 3, 1)
+    module = CudaGraphScSE(torch.nn.Sequential(conv))
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        module(x)
+        module(x)
+        assert module.captures == 1
+        old = conv.weight
+        conv.weight = torch.nn.Parameter(old.detach().clone())
+        module(x)
+    assert module.captures == 2 and module._held[0] is conv.weight  # the graph's parameters, kept alive
+
+
 def test_a_graphed_form_keeps_what_it_wraps_declares() -> None:
     from variants.cuda_graph import GRAPHED, graphed
 

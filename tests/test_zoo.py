@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import time
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -312,10 +312,19 @@ def test_a_graphed_train_step_conforms_and_replays_two_graphs(name: str) -> None
         pytest.skip(variant.unavailable("cuda"))
     check_variant(name, device="cuda", dtypes="float32", modes="train", fusions="add", biases=False, reductions=2)
     dev = torch.device("cuda")
-    fn = variant.build(ScSE(32, 2), dev, torch.float32)
+    ref = ScSE(32, 2)
+    fn = variant.build(ref, dev, torch.float32)
+    eager = ScSE(32, 2).to(dev)
+    eager.load_state_dict(ref.state_dict())
     x = torch.randn(4, 32, 16, 16, device=dev, requires_grad=True)
     cotangent, params = torch.randn_like(x), list(fn.parameters())
     torch.autograd.grad(fn(x), [x, *params], cotangent)  # captures
+    for _ in range(2):  # replays, on new values copied into the graph's buffers: the input's gradient as eager's
+        fresh = torch.randn_like(x).requires_grad_(True)
+        grad_out = torch.randn_like(x)
+        (got,) = torch.autograd.grad(fn(fresh), [fresh], grad_out)
+        (want,) = torch.autograd.grad(eager(fresh), [fresh], grad_out)
+        torch.testing.assert_close(got, want, rtol=1e-2, atol=1e-3)  # TF32 convolutions in eager
     activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
     with torch.profiler.profile(activities=activities) as prof:
         torch.autograd.grad(fn(x), [x, *params], cotangent)
@@ -326,25 +335,13 @@ def test_a_graphed_train_step_conforms_and_replays_two_graphs(name: str) -> None
     assert fn.compiled_graphs == 1
 
 
-@pytest.fixture()
-def forms_unregistered() -> Iterator[None]:
-    """A form asked for registers itself for the process: gone again after the test."""
-    from variants.registry import all_variants, unregister
-
-    before = set(all_variants())
-    yield
-    for name in set(all_variants()) - before:
-        unregister(name)
-
-
-@pytest.mark.usefixtures("forms_unregistered")
 def test_any_cuda_variant_has_a_graphed_form_asked_for_by_name(tmp_path) -> None:  # noqa: ANN001
     """Graphs for any variant, as the built-in graphed forms: ``graphed_<name>`` is made when asked for
     (by run, by a worker, by get_variant), with what it wraps declares, and refused in one line where
     there is nothing to graph."""
     from harness import run
     from harness.sweep.config import ConfigError
-    from variants.registry import find_variant
+    from variants.registry import find_variant, variant_source
 
     assert "graphed_channels_last" not in list_variants()  # not listed: asked for
     form = get_variant("graphed_channels_last")
@@ -352,8 +349,12 @@ def test_any_cuda_variant_has_a_graphed_form_asked_for_by_name(tmp_path) -> None
     assert form.name == "graphed_channels_last" and form.description.startswith("channels_last, captured in CUDA")
     assert (form.devices, form.modes, form.dtypes) == ({"cuda"}, inner.modes, inner.dtypes)
     assert tags_of(form).output_reused and tags_of(form).memory_format == tags_of(inner).memory_format
-    assert find_variant("graphed_channels_last") is form  # registered now, as a worker finds it
+    assert find_variant("graphed_channels_last") is form  # made once, as a worker finds it
     assert find_variant("graphed_nosuch") is None
+    # asked for once, it is still no registered variant: globs, list and test parametrisation do not
+    # depend on what a process asked for before; its code is channels_last's, and so is its source
+    assert "graphed_channels_last" not in list_variants("graphed_*")
+    assert variant_source("graphed_channels_last") == variant_source("channels_last") == "built-in"
     for name, why in [("graphed_cuda_graph", "cuda_graph replays CUDA graphs of its own"),
                       ("graphed_compile_reduce_overhead", "compile_reduce_overhead replays CUDA graphs of its own")]:
         with pytest.raises(KeyError, match=why):
@@ -366,6 +367,11 @@ def test_any_cuda_variant_has_a_graphed_form_asked_for_by_name(tmp_path) -> None
     assert rows.loc["eager", "status"] == "ok"
     assert rows.loc["graphed_mean_squeeze", "status"] == "skipped"
     assert "CUDA" in rows.loc["graphed_mean_squeeze", "reason"]
+    env = json.loads((tmp_path / "run" / "env.json").read_text())
+    assert env["variant_descriptions"]["graphed_mean_squeeze"].startswith("mean_squeeze, captured in CUDA graphs")
+    (tmp_path / "run" / "results.jsonl").write_text("")  # as if killed before any row
+    resumed = run(resume=str(tmp_path / "run"))  # its stored sweep names the form: made again, not "gone"
+    assert set(resumed["variant"]) == {"eager", "graphed_mean_squeeze"}
 
 
 class FakeGraphedCallables:
@@ -392,7 +398,7 @@ def test_a_graphed_train_step_captures_forward_and_backward_once_per_layout(monk
     fake = FakeGraphedCallables()
     monkeypatch.setattr(torch.cuda, "make_graphed_callables", fake)
     replays: list[torch.Tensor] = []
-    monkeypatch.setattr(CudaGraphScSE, "_replay", lambda self, x: replays.append(x) or x)
+    monkeypatch.setattr(CudaGraphScSE, "_replay", lambda self, x, params: replays.append(x) or x)
     block = ScSE(8, 2)
     graphed = CudaGraphScSE(copy.deepcopy(block))
     params = list(graphed.parameters())

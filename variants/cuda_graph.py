@@ -1,4 +1,4 @@
-"""Forward passes captured once in a ``torch.cuda.CUDAGraph`` and replayed: CUDA only.
+"""Variants captured in CUDA graphs and replayed (forward; in train, forward and backward): CUDA only.
 
 A replay launches every kernel of the block with one call, so what remains is the kernels' own
 time. The graph reads a static input buffer and writes a static output buffer, which the next call
@@ -12,7 +12,9 @@ one autograd node: a step then runs none of the block's Python and launches two 
 eager or a Triton step launches each kernel of both passes (the H200's triton_fused step took
 0.59–0.94 ms of host time for 0.25–0.44 ms of GPU time). The step copies its input into the
 graph's buffer, as a graphed block inside an ungraphed network would; the gradients it returns
-are that graph's buffers too, overwritten by the next step.
+are that graph's buffers too, overwritten by the next step (a parameter's ``.grad`` then holds the
+buffer itself, which the next step overwrites before adding to it: gradients accumulated over
+steps come out wrong, so clear them with ``set_to_none=True``).
 
 ``cuda_graph`` is the seed's module graphed; ``graphed(variant)`` makes the graphed form of any
 variant, in the modes it supports, and ``graphed_<name>`` are registered for the fast built-in ones.
@@ -57,6 +59,9 @@ class CudaGraphScSE(nn.Module):
         self._static_in: torch.Tensor | None = None
         self._static_out: torch.Tensor | None = None
         self._step_key: tuple[object, ...] | None = None
+        self._slots = [(owner, name) for owner in module.modules() for name, p in owner._parameters.items()
+                       if p is not None] if isinstance(module, nn.Module) else []  # fmt: skip
+        self._held: tuple[torch.Tensor, ...] = ()  # the parameters the inference graph reads, kept alive
         self._step: Callable[..., torch.Tensor] | None = None
         self.captures = 0
 
@@ -91,14 +96,17 @@ class CudaGraphScSE(nn.Module):
         return self.captures
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():  # asked first: an inference call under no_grad pays for nothing more
-            params = self._trainable()
-            if x.requires_grad or any(p.requires_grad for p in params):
-                return self._train_step(x, params)
-        return self._replay(x)
+        params = self._parameters_now()
+        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+            return self._train_step(x, params)
+        return self._replay(x, params)
 
-    def _trainable(self) -> tuple[torch.Tensor, ...]:
-        return tuple(self.module.parameters()) if isinstance(self.module, nn.Module) else ()
+    def _parameters_now(self) -> tuple[torch.Tensor, ...]:
+        """The wrapped module's parameters as they are now, read from the slots found at construction
+        (cheaper per call than ``parameters()``): a graph reads its parameters at the addresses they had
+        when it was captured, so one replaced since (``functional_call``, ``load_state_dict(assign=True)``)
+        must be captured again, never read freed memory."""
+        return tuple(owner._parameters[name] for owner, name in self._slots)  # type: ignore[misc]
 
     def _train_step(self, x: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """The forward graph's replay, as an autograd node whose backward replays the backward graph;
@@ -123,11 +131,11 @@ class CudaGraphScSE(nn.Module):
         return self._step(x, *params)
 
     @torch.no_grad()
-    def _replay(self, x: torch.Tensor) -> torch.Tensor:
-        key = (tuple(x.shape), x.stride(), x.dtype, x.device)
+    def _replay(self, x: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        key = (tuple(x.shape), x.stride(), x.dtype, x.device, tuple(map(id, params)))  # ids: ``_held`` keeps them
         if key != self._key:
             self._capture(x)
-            self._key = key
+            self._key, self._held = key, params
         assert self._graph is not None and self._static_in is not None and self._static_out is not None
         if x.data_ptr() != self._static_in.data_ptr():  # same layout, so the same pointer is the buffer
             self._static_in.copy_(x)
@@ -154,6 +162,9 @@ def graphed(inner: Variant) -> Variant:
 
     def build(reference: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
         return CudaGraphScSE(inner.build(reference, device, dtype))
+
+    # the module a worker process imports to find a variant: for a form, the one that registers inner
+    build.__module__ = getattr(inner.build, "__module__", None) or __name__
 
     def available() -> str | None:
         return cuda_available() or inner.unavailable("cuda")

@@ -194,7 +194,10 @@ def _add_from_plugin(variant: Variant, source: str, replace: bool) -> Variant:
 
 
 def variant_source(name: str) -> str | None:
-    """Who registered ``name``: "built-in", "plugin 'x' (module)" or "this process"; None if unknown."""
+    """Who registered ``name``: "built-in", "plugin 'x' (module)" or "this process"; None if unknown.
+    A made form (``graphed_<name>``) is its wrapped variant's, since that is whose code it runs."""
+    if name not in _SOURCES and name in _MADE:
+        return _SOURCES.get(_MADE[name][1].name)
     return _SOURCES.get(name)
 
 
@@ -359,10 +362,13 @@ def list_variants(patterns: Iterable[str] | str = "*", exclude: Iterable[str] | 
     return sorted(picked, key=_natural_key)
 
 
-#: Forms of any variant, asked for by name and registered on first asking: a name's prefix, and
-#: what makes that form of a variant, raising ValueError where it has none (``graphed_<name>``,
-#: added by ``variants.cuda_graph``). A form per variant registered up front would double ``list``.
+#: Forms of any variant, asked for by name: a name's prefix, and what makes that form of a variant,
+#: raising ValueError where it has none (``graphed_<name>``, added by ``variants.cuda_graph``). A
+#: form per variant registered up front would double ``list``; made forms are kept apart from the
+#: registry (``_MADE``), so that no glob, ``list`` or test parametrisation depends on which forms a
+#: process happened to ask for before.
 _FORMS: dict[str, Callable[[Variant], Variant]] = {}
+_MADE: dict[str, tuple[Variant, Variant]] = {}  # a form made, and the variant it wraps
 
 
 def add_form(prefix: str, make: Callable[[Variant], Variant]) -> None:
@@ -371,16 +377,26 @@ def add_form(prefix: str, make: Callable[[Variant], Variant]) -> None:
 
 
 def find_variant(name: str) -> Variant | None:
-    """The variant called ``name``, registered or a form of one (registered now); None when it is neither.
-    A ValueError says why a variant has no such form."""
+    """The variant called ``name``: registered, or a form of a registered one (made once); None when
+    it is neither. A ValueError says why a variant has no such form."""
     found = all_variants()
     if name in found:
         return found[name]
     for prefix, make in _FORMS.items():
         inner = name[len(prefix):]
         if name.startswith(prefix) and inner in found:
-            return add_variant(make(found[inner]))
+            if name not in _MADE or _MADE[name][1] is not found[inner]:  # made again for a replaced variant
+                form = make(found[inner])
+                check_declared(form)
+                _MADE[name] = (form, found[inner])
+            return _MADE[name][0]
     return None
+
+
+def with_forms(names: Iterable[str]) -> dict[str, Variant]:
+    """Every registered variant, and the forms among ``names`` (a sweep's): what a run looks its
+    variants up in."""
+    return all_variants() | {n: v for n in names if n not in _REGISTRY and (v := find_variant(n)) is not None}
 
 
 def get_variant(name: str) -> Variant:

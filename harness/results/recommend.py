@@ -20,9 +20,10 @@ two runs each; the largest deviations, up to 48% in one round, came from the 2-t
 train cases at 8×32×64×64): the spread is each case's own, not drift between cases that
 interleaving would cancel. 5% is also what ``compare`` calls a change (``compare_stats.DEFAULT_THRESHOLD``).
 
-On the CPU the thread count is part of what was measured. A variant that sets its own count (the
-runner sets it back after the case, and the row's ``threads`` is the count its timing ran on) is not
-ranked against variants timed on another: its rows are named in the notes instead. The count that
+On the CPU the thread count is part of what was measured. A variant timed on another count than
+the ranked ones (one that sets its own, which the runner sets back after the case, the row's
+``threads`` being the count its timing ran on; or a row merged from another run) is not ranked
+against them: its rows are named in the notes instead. The count that
 ranks is ``eager``'s, or, without eager, the one most of the configuration's timed rows ran on.
 
 The speedup's interval is built from the two medians' intervals (``stats.median_ci``), the
@@ -195,7 +196,7 @@ class Recommendation:
             found.append(f"{variant} from NCHW input: {ms:.{decimals(ms)}f} ms{versus}")  # its layout's copy counted
         for variant, count in self.other_threads:
             found.append(f"{variant} not ranked: timed on {count} thread{'s' * (count != 1)}, the others on "
-                         f"{self.threads} (it sets its own count)")  # fmt: skip
+                         f"{self.threads}")  # fmt: skip
         for variant, error, reference, reference_error in self.less_precise:
             found.append(f"{variant} computes in lower precision: error {error:.2g} against "
                          f"{reference}'s {reference_error:.2g}")  # fmt: skip

@@ -58,10 +58,15 @@ def config_for(run: str | Path, config_file: str | Path | None, options: Mapping
         raise ConfigError(f"--resume {str(path)!r}: env.json cannot be read: {exc}") from None
     given = {k: v for k, v in options.items() if v is not None}
     if "variants" not in given:  # else "--variants: unknown variant", a flag the user never gave
-        from variants.registry import all_variants
+        from variants.registry import find_variant
 
-        known = all_variants()
-        gone = [v for v in sweep.get("variants") or [] if v not in known]  # env.json stores a list of names
+        def known(name: str) -> bool:  # registered, or a form of a registered one (graphed_<name>)
+            try:
+                return find_variant(name) is not None
+            except ValueError:
+                return False
+
+        gone = [v for v in sweep.get("variants") or [] if not known(v)]  # env.json stores a list of names
         if gone:
             raise ConfigError(f"--resume {str(path)!r}: its sweep names {', '.join(map(repr, gone))}, no longer "
                               "registered here (its plugin uninstalled, or failing to import: see `python -m "

@@ -157,6 +157,9 @@ def mirrored_check(fn: Fn, x: torch.Tensor, first: torch.Tensor, check: Check) -
     try:
         with torch.no_grad():
             plain.copy_(kept.flip(-1))
+        # in train mode as the timed calls run it, so that the call checked is the one timed (a graphed
+        # form's train graph, a compiled train graph), not an inference form made for the check alone
+        with torch.enable_grad() if x.requires_grad else torch.no_grad():
             second = fn(x).detach().flip(-1)
     finally:
         with torch.no_grad():
