@@ -12,6 +12,11 @@ fused block still matters once the network is compiled or graphed.
 Other packages add contexts through the entry-point group ``harness.contexts``; each entry point
 names a module (imported for its ``add_context`` calls), a ``Context``, or a function returning one
 or several.
+
+A context may say what one of its CPU cases holds in host memory at its peak (``host_peak``, a
+``HostPeak``), so that the sweep refuses a case too large for the machine as an ``oom`` row before it
+runs (``harness.sweep.oom``) instead of being ended by the kernel's OOM killer; a context that gives
+none is estimated with the harness's measured figure for its network, or a stated default.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ import difflib
 import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch.nn as nn
 
@@ -30,6 +36,26 @@ ENTRY_POINT_GROUP = "harness.contexts"
 BUILTIN_MODULES: tuple[str, ...] = ("variants.unet",)
 #: How the whole network runs.
 FORMS: tuple[str, ...] = ("eager", "compile", "graph")
+
+
+@dataclass(frozen=True)
+class HostPeak:
+    """The host memory one CPU case of a network takes at its peak: ``per_element`` bytes by mode per
+    element of the network's input (N·C·H·W; above every float32 and 16-bit case measured, the
+    allocator's heap counted; the harness doubles it in float64), plus the network's weights,
+    ``parameters`` × 4 B × ``WEIGHT_COPIES[mode]``."""
+
+    #: The network's parameters (its float32 weights are 4 B each).
+    parameters: int
+    #: Bytes per element of the network's input, by mode ("forward", "train").
+    per_element: Mapping[str, int]
+    #: Copies of the weights a case holds: the unmodified float32 network, its swapped copy, the
+    #: float64 reference (two), the unmodified network in the case's dtype; in train each one's gradients.
+    WEIGHT_COPIES: ClassVar[Mapping[str, int]] = {"forward": 5, "train": 10}
+
+    def bytes(self, mode: str, elements: int) -> int:
+        """The estimate for a case of ``mode`` whose input has ``elements`` elements."""
+        return elements * self.per_element[mode] + self.parameters * 4 * self.WEIGHT_COPIES[mode]
 
 
 @dataclass(frozen=True)
@@ -61,6 +87,9 @@ class Context:
     available: Callable[[], str | None] = always_available
     #: Height and width must be multiples of this (a U-Net halves them five times).
     size_multiple: int = 1
+    #: What one CPU case takes in host memory at its peak (``HostPeak``); None: the harness's figure
+    #: for this network, else its default (``harness.sweep.oom.network_host_peak``).
+    host_peak: HostPeak | None = None
 
     def __post_init__(self) -> None:
         if self.form not in FORMS:
