@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -650,6 +651,19 @@ def test_the_network_count_from_one_and_two_samples_is_the_full_batch_count() ->
     columns = network_flop_columns("unet", (3, 3, 64, 64), "forward")
     assert traced.flops is not None and columns["fvcore_flops"] == traced.flops
     assert columns["fvcore_uncounted"] == traced.uncounted_text
+
+
+@needs_smp
+def test_a_network_trace_too_large_for_the_host_is_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A case refused as out of memory still got its FLOP columns: fvcore traced the network for real
+    at two samples of the full image, with no check, which at 32×3×1024×1024 alone needs gigabytes."""
+    import harness.measure.flops as flops
+
+    monkeypatch.setattr(flops, "available_host_bytes", lambda: 2 * 2**30)  # 2 GiB free
+    columns = flops.network_flop_columns("unet", (32, 3, 1024, 1024), "forward")
+    assert columns["fvcore_flops"] is None or math.isnan(columns["fvcore_flops"])
+    assert "fvcore not run: its trace needs about" in str(columns.get("flop_errors") or columns)
+    assert columns["torch_flops"] > 0  # the meta-device count needs no memory
 
 
 def test_a_network_whose_blocks_are_the_harness_scse_swaps_cleanly() -> None:

@@ -408,7 +408,17 @@ def network_flop_columns(context: str, shape: tuple[int, int, int, int], mode: s
     from variants.contexts import get_context
 
     check_mode(mode)
+    found = get_context(context)
     with torch.random.fork_rng(devices=[]):  # the weights do not change the count; the caller's RNG is left alone
-        network = get_context(context).build().float().eval()
-    fv = affine_in_batch(lambda batch: fvcore_flops(network, torch.zeros(batch, *shape[1:]), "forward"), shape[0])
+        network = found.build().float().eval()
+    _, c, h, w = shape
+    # the trace runs the network for real at two samples: what a forward case of that size holds at most
+    needed = found.host_peak.bytes("forward", 2 * c * h * w) if found.host_peak is not None else 0
+    available = available_host_bytes()
+    if available is not None and needed > available:  # overcommitted, it would kill the sweep
+        fv = FlopCount(None, "mac=1", SCOPE_FORWARD, error=f"fvcore not run: its trace needs about "
+                                                           f"{needed / 2**30:,.1f} GiB; {available / 2**30:,.1f} GiB "
+                                                           "is available")  # fmt: skip
+    else:
+        fv = affine_in_batch(lambda batch: fvcore_flops(network, torch.zeros(batch, *shape[1:]), "forward"), shape[0])
     return _columns(fv, torch_flops(network, torch.empty(shape, device="meta"), mode), None)
