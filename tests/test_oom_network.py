@@ -20,7 +20,7 @@ from harness.measure.metrics import MetricSet
 from harness.measure.timing import CpuClock, TimingPolicy
 from harness.results.record import Status
 from harness.sweep.cases import Case
-from variants.contexts import HostPeak, add_context, get_context, remove_context
+from variants.contexts import DEFAULT_HOST_PEAK, HostPeak, add_context, get_context, remove_context
 from variants.registry import get_variant
 from variants.unet import UNET_HOST_PEAK, smp_unavailable
 
@@ -115,10 +115,10 @@ def test_a_context_supplies_its_own_figure_or_gets_the_default() -> None:
     unknown = add_context(dataclasses.replace(unet, name="zz_no_peak", network="zz_other", host_peak=None),
                           replace=True)
     try:
-        assert oom.network_host_peak(mine) is own
-        assert oom.network_host_peak(unknown) is oom.DEFAULT_HOST_PEAK
-        assert oom.network_host_peak(unet) is UNET_HOST_PEAK
-        assert oom.network_host_peak(get_context("unet_compiled")) is UNET_HOST_PEAK
+        assert mine.peak is own
+        assert unknown.peak is DEFAULT_HOST_PEAK
+        assert unet.peak is UNET_HOST_PEAK
+        assert get_context("unet_compiled").peak is UNET_HOST_PEAK
         c = unet_case(2, 64, "train", context="zz_own_peak")
         assert oom.host_bytes_needed(c) == 2 * 3 * 64 * 64 * 20 + 1_000 * 4 * HostPeak.WEIGHT_COPIES["train"]
         default = oom.host_bytes_needed(unet_case(2, 64, context="zz_no_peak"))

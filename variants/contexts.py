@@ -16,7 +16,7 @@ or several.
 A context may say what one of its CPU cases holds in host memory at its peak (``host_peak``, a
 ``HostPeak``), so that the sweep refuses a case too large for the machine as an ``oom`` row before it
 runs (``harness.sweep.oom``) instead of being ended by the kernel's OOM killer; a context that gives
-none is estimated with the harness's measured figure for its network, or a stated default.
+none is estimated with a stated default (``DEFAULT_HOST_PEAK``).
 """
 from __future__ import annotations
 
@@ -58,6 +58,12 @@ class HostPeak:
         return elements * self.per_element[mode] + self.parameters * 4 * self.WEIGHT_COPIES[mode]
 
 
+#: A network whose context gives no ``host_peak``: a guess, not a bound — twice the U-Net's measured
+#: figures (``variants.unet``), with weights of its size. A network larger per input element than
+#: that may still be killed; its context should say (``Context.host_peak``).
+DEFAULT_HOST_PEAK = HostPeak(parameters=25_000_000, per_element={"forward": 4096, "train": 8192})
+
+
 @dataclass(frozen=True)
 class Context:
     """A network with scSE blocks, and what the harness must know to swap them."""
@@ -87,13 +93,18 @@ class Context:
     available: Callable[[], str | None] = always_available
     #: Height and width must be multiples of this (a U-Net halves them five times).
     size_multiple: int = 1
-    #: What one CPU case takes in host memory at its peak (``HostPeak``); None: the harness's figure
-    #: for this network, else its default (``harness.sweep.oom.network_host_peak``).
+    #: What one CPU case takes in host memory at its peak (``HostPeak``); None: ``DEFAULT_HOST_PEAK``
+    #: (``peak``).
     host_peak: HostPeak | None = None
 
     def __post_init__(self) -> None:
         if self.form not in FORMS:
             raise ValueError(f"context {self.name!r}: form {self.form!r} is not one of {', '.join(FORMS)}")
+
+    @property
+    def peak(self) -> HostPeak:
+        """What one CPU case of this network takes at its peak: its own figure, else the default."""
+        return self.host_peak or DEFAULT_HOST_PEAK
 
     @property
     def network_name(self) -> str:

@@ -307,17 +307,26 @@ def affine_in_batch(count_at: Callable[[int], FlopCount], batch: int) -> FlopCou
     return replace(one, flops=one.flops + (batch - 1) * (two.flops - one.flops), by_op=by_op)
 
 
+def trace_refused(needed: int) -> FlopCount | None:
+    """fvcore's count, not made, where its trace needs more host memory than is available (an
+    overcommitted allocation would have the kernel kill the sweep); None where it fits."""
+    available = available_host_bytes()
+    if available is None or needed <= available:
+        return None
+    return FlopCount(None, "mac=1", SCOPE_FORWARD, error=f"fvcore not run: its trace needs about "
+                                                        f"{needed / 2**30:,.1f} GiB; {available / 2**30:,.1f} GiB "
+                                                        "is available")  # fmt: skip
+
+
 def fvcore_forward(shape: tuple[int, int, int, int], reduction: int, fusion: str, bias: bool) -> FlopCount:
     """fvcore's count of a fresh reference: traced on the CPU in float32 (jit tracing needs real
     tensors), at one and two samples and extrapolated (``affine_in_batch``). Forward only, so one
     count serves both modes."""
     n, c, h, w = shape
     # the trace runs for real at two samples (input, a few intermediates, output) beside the weights
-    needed = 4 * (2 * 6 * c * h * w + weight_count(c, reduction, fusion, bias))
-    available = available_host_bytes()
-    if available is not None and needed > available:  # overcommitted, it would kill the sweep
-        return FlopCount(None, "mac=1", SCOPE_FORWARD, error=f"fvcore not run: its trace needs {needed / 2**30:,.1f} "
-                                                            f"GiB; {available / 2**30:,.1f} GiB is available")
+    refused = trace_refused(4 * (2 * 6 * c * h * w + weight_count(c, reduction, fusion, bias)))
+    if refused is not None:
+        return refused
     reference = ScSE(c, reduction, fusion, bias)
 
     def at(batch: int) -> FlopCount:
@@ -412,13 +421,7 @@ def network_flop_columns(context: str, shape: tuple[int, int, int, int], mode: s
     with torch.random.fork_rng(devices=[]):  # the weights do not change the count; the caller's RNG is left alone
         network = found.build().float().eval()
     _, c, h, w = shape
-    # the trace runs the network for real at two samples: what a forward case of that size holds at most
-    needed = found.host_peak.bytes("forward", 2 * c * h * w) if found.host_peak is not None else 0
-    available = available_host_bytes()
-    if available is not None and needed > available:  # overcommitted, it would kill the sweep
-        fv = FlopCount(None, "mac=1", SCOPE_FORWARD, error=f"fvcore not run: its trace needs about "
-                                                           f"{needed / 2**30:,.1f} GiB; {available / 2**30:,.1f} GiB "
-                                                           "is available")  # fmt: skip
-    else:
-        fv = affine_in_batch(lambda batch: fvcore_flops(network, torch.zeros(batch, *shape[1:]), "forward"), shape[0])
+    # the trace runs the network for real at two samples: at most what a forward case of that size holds
+    fv = trace_refused(found.peak.bytes("forward", 2 * c * h * w)) or affine_in_batch(
+        lambda batch: fvcore_flops(network, torch.zeros(batch, *shape[1:]), "forward"), shape[0])
     return _columns(fv, torch_flops(network, torch.empty(shape, device="meta"), mode), None)

@@ -20,7 +20,7 @@ from harness.measure.bandwidth import weight_count
 from harness.measure.memory import available_host_bytes
 from harness.results.record import CaseResult, Status
 from harness.sweep.cases import Case
-from variants.contexts import Context, HostPeak, get_context
+from variants.contexts import get_context
 
 #: Messages of allocation failures that are not ``torch.OutOfMemoryError``: the CPU allocator
 #: raises a plain RuntimeError ("DefaultCPUAllocator: can't allocate memory: you tried to allocate
@@ -64,10 +64,6 @@ CPU_PEAK_BYTES: dict[str, tuple[int, int]] = {"forward": (42, 9), "train": (78, 
 #: element in float32 (64 in float16), train 114–117 (eager add), 129 (channels_last) and up to 158
 #: (max) in float32, 110–121 in float16.
 HEAP_FACTOR: dict[str, float] = {"forward": 1.15, "train": 1.6}
-#: A network whose context gives no ``host_peak``: a guess, not a bound — twice the U-Net's measured
-#: figures (``variants.unet``), with weights of its size. A network larger per input element than that may
-#: still be killed; its context should say (``Context.host_peak``).
-DEFAULT_HOST_PEAK = HostPeak(parameters=25_000_000, per_element={"forward": 4096, "train": 8192})
 #: How much more a float64 network case holds per input element than a float32 one.
 FLOAT64_FACTOR = 2
 #: glibc's largest dynamic mmap threshold (64-bit): after a freed mmapped block up to this size,
@@ -88,25 +84,17 @@ def heap_served(nbytes: int) -> bool:
     return nbytes < threshold
 
 
-def network_host_peak(context: Context) -> HostPeak:
-    """What a network's CPU case takes: its context's own figure, else ``DEFAULT_HOST_PEAK``."""
-    return context.host_peak or DEFAULT_HOST_PEAK
-
-
 def host_bytes_needed(case: Case) -> int:
     """An estimate of the host memory a case takes at its peak. On the CPU, everything: measured
     peaks per element of the input (``CPU_PEAK_BYTES``; ``HEAP_FACTOR`` more when its tensors come
     from the allocator's heap), and the float32 reference's weights; for a network (``--context``)
-    its own figures per input element and its weights (``network_host_peak``). On another device,
+    its own figures per input element and its weights (``Context.peak``). On another device,
     only what the host holds: the float32 draw (and cotangent) and the reference's weights, or the
     network's float32 weights, built on the CPU."""
     elements = case.batch * case.channels * case.height * case.width
     itemsize = getattr(torch, case.dtype).itemsize
-    network = network_host_peak(get_context(case.context)) if case.context else None
-    if network is not None:
-        weights = network.parameters
-    else:
-        weights = weight_count(case.channels, case.reduction, case.fusion, case.bias)
+    network = get_context(case.context).peak if case.context else None
+    weights = network.parameters if network else weight_count(case.channels, case.reduction, case.fusion, case.bias)
     if case.device.split(":")[0] != "cpu":
         return elements * 4 * (2 if case.mode == "train" else 1) + 4 * weights
     if network is not None:
