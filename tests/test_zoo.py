@@ -332,6 +332,11 @@ def test_a_graphed_train_step_conforms_and_replays_two_graphs(name: str) -> None
     names = [e.name for e in prof.events()]
     assert sum("cudaGraphLaunch" in n for n in names) == 2, sorted(set(names))
     assert not {"aten::sigmoid", "aten::mul", "aten::convolution", "aten::mean"} & set(names), sorted(set(names))
+    buffer = fn.static_input  # the step's own input buffer: given it, only the cotangent is copied in
+    assert buffer.requires_grad and buffer.shape == x.shape
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        torch.autograd.grad(fn(buffer), [buffer, *params], cotangent)
+    assert [e.name for e in prof.events()].count("aten::copy_") == 1
     assert fn.compiled_graphs == 1
 
 
@@ -410,6 +415,7 @@ def test_a_graphed_train_step_captures_forward_and_backward_once_per_layout(monk
         torch.testing.assert_close(g, w)
     (fn, sample), = fake.captures
     assert sample[0] is not x and torch.equal(sample[0], x) and sample[0].requires_grad  # its own buffer
+    assert graphed.static_input is sample[0]  # offered to the caller: given it, the node copies nothing in
     assert all(a is b for a, b in zip(sample[1:], params, strict=True))  # the parameters themselves
     graphed(torch.randn(2, 8, 5, 5, requires_grad=True))  # the same layout: replayed
     assert len(fake.captures) == 1 and graphed.compiled_graphs == 1

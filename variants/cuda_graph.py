@@ -10,11 +10,13 @@ In a training step (grad enabled, and the input or a parameter requiring grad) t
 backward are captured as two graphs by ``torch.cuda.make_graphed_callables`` and replayed through
 one autograd node: a step then runs none of the block's Python and launches two replays, where an
 eager or a Triton step launches each kernel of both passes (the H200's triton_fused step took
-0.59–0.94 ms of host time for 0.25–0.44 ms of GPU time). The step copies its input into the
-graph's buffer, as a graphed block inside an ungraphed network would; the gradients it returns
-are that graph's buffers too, overwritten by the next step (a parameter's ``.grad`` then holds the
-buffer itself, which the next step overwrites before adding to it: gradients accumulated over
-steps come out wrong, so clear them with ``set_to_none=True``).
+0.59–0.94 ms of host time for 0.25–0.44 ms of GPU time). The step reads its own input buffer
+too (``static_input``, requiring grad as the captured input did): given it, the step copies
+nothing in; the cotangent is copied into the backward graph's buffer (torch's node does that, one
+output-sized copy a step). The gradients it returns are that graph's buffers, overwritten by the
+next step (a parameter's ``.grad`` then holds the buffer itself, which the next step overwrites
+before adding to it: gradients accumulated over steps come out wrong, so clear them with
+``set_to_none=True``).
 
 ``cuda_graph`` is the seed's module graphed; ``graphed(variant)`` makes the graphed form of any
 variant, in the modes it supports, and ``graphed_<name>`` are registered for the fast built-in ones.
@@ -63,13 +65,15 @@ class CudaGraphScSE(nn.Module):
                        if p is not None] if isinstance(module, nn.Module) else []  # fmt: skip
         self._held: tuple[torch.Tensor, ...] = ()  # the parameters the inference graph reads, kept alive
         self._step: Callable[..., torch.Tensor] | None = None
+        self._step_in: torch.Tensor | None = None
+        self._latest: torch.Tensor | None = None  # the input buffer of the latest capture, either kind
         self.captures = 0
 
     @property
     def static_input(self) -> torch.Tensor | None:
-        """The buffer the graph reads (None before the first call): write the next input here and
-        pass it, and the call copies nothing."""
-        return self._static_in
+        """The buffer the latest capture reads (None before the first call), the forward graph's or
+        a training step's: write the next input here and pass it, and the call copies nothing."""
+        return self._latest
 
     @torch.no_grad()
     def _capture(self, x: torch.Tensor) -> None:
@@ -88,6 +92,7 @@ class CudaGraphScSE(nn.Module):
         with torch.cuda.graph(graph):
             static_out = self.module(static_in)
         self._graph, self._static_in, self._static_out = graph, static_in, static_out
+        self._latest = static_in
         self.captures += 1
 
     @property
@@ -126,6 +131,7 @@ class CudaGraphScSE(nn.Module):
             graphed = torch.cuda.make_graphed_callables(step, (static_x, *params), num_warmup_iters=self.WARMUP_ITERS,
                                                         allow_unused_input=True)  # a parameter a fusion leaves out
             self._step, self._step_key = graphed, key  # only once captured: a failed capture keeps the old
+            self._step_in = self._latest = static_x  # read by the node unless it is given this very tensor
             self.captures += 1
         assert self._step is not None
         return self._step(x, *params)

@@ -185,14 +185,17 @@ def make_step(
 
 def timed_input(fn: Fn, x: torch.Tensor) -> torch.Tensor:
     """What the timed calls are given: ``x``, or, for a variant that owns its input buffer (a CUDA
-    graph's ``static_input``), that buffer holding ``x``'s values, as the previous layer of a graphed
-    network would have written it, so no copy into it is timed."""
+    graph's ``static_input``, in train mode a graphed step's, requiring grad as ``x`` does), that
+    buffer holding ``x``'s values, as the previous layer of a graphed network would have written it,
+    so no copy into it is timed."""
     buffer = getattr(fn, "static_input", None)
-    if not isinstance(buffer, torch.Tensor) or x.requires_grad:
+    if not isinstance(buffer, torch.Tensor):
         return x
-    if (buffer.shape, buffer.stride(), buffer.dtype, buffer.device) != (x.shape, x.stride(), x.dtype, x.device):
+    seen = (buffer.shape, buffer.stride(), buffer.dtype, buffer.device, buffer.requires_grad)
+    if seen != (x.shape, x.stride(), x.dtype, x.device, x.requires_grad):
         return x
-    buffer.copy_(x)
+    with torch.no_grad():  # a buffer requiring grad is a leaf: written outside autograd
+        buffer.copy_(x)
     return buffer
 
 
