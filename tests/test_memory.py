@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 import torch
 
-from harness.measure.memory import MEMORY_COLUMNS, measure_memory, peak_from_events, read_hwm, reset_hwm, unavailable
+from harness.measure.memory import (
+    MEMORY_COLUMNS,
+    graph_pool_bytes,
+    measure_memory,
+    peak_from_events,
+    read_hwm,
+    reset_hwm,
+    unavailable,
+)
 from variants.reference import ScSE
 
 MiB = 1 << 20
@@ -112,6 +120,7 @@ class FakeCuda:
         self.calls.append("empty_cache")
         self.reserved -= self.cached
         self.cached = 0
+        self.segments = [s for s in getattr(self, "segments", []) if not s.get("unused")]
 
     def memory_allocated(self, device: Any = None) -> int:
         return self.allocated
@@ -166,6 +175,60 @@ def test_cuda_peaks_are_above_the_baseline(tmp_path: Path) -> None:
     assert usage.process_hwm_bytes == 2048 * 1024 and usage.process_hwm_reset
     # The cache is emptied and the stale peaks reset before the call, and the call is waited for.
     assert fake.calls == ["synchronize", "empty_cache", "reset", "synchronize"]
+
+
+class FakeCudaWithPools(FakeCuda):
+    """FakeCuda with the allocator's snapshot: segments by device and pool; a segment marked
+    ``unused`` (the pool of a graph already gone) is freed by ``empty_cache``."""
+
+    def __init__(self, segments: list[dict[str, Any]]) -> None:
+        super().__init__(allocated=0, reserved=0, cached=0)
+        self.segments = segments
+
+    def current_device(self) -> int:
+        return 0
+
+    def memory_snapshot(self) -> list[dict[str, Any]]:
+        return [dict(s) for s in self.segments]
+
+
+def segment(device: int, mib: int, pool: tuple[int, int] = (0, 0), unused: bool = False) -> dict[str, Any]:
+    return {"device": device, "total_size": mib * MiB, "segment_pool_id": pool, "unused": unused}
+
+
+def test_what_cuda_graphs_hold_is_read_from_their_pools_above_the_cases_start() -> None:
+    """A replay allocates nothing, so its peak reads 0; what its capture holds is the bytes of the
+    device's segments in private pools (not the default pool), after the cache is emptied (a gone
+    graph's pool is then freed), above what the pools held before the case."""
+    fake = FakeCudaWithPools([segment(0, 20), segment(0, 8, (1, 0)), segment(1, 4, (2, 0)),
+                              segment(0, 16, (3, 0), unused=True)])
+    assert graph_pool_bytes("cuda:1", fake) == 4 * MiB
+    usage = measure_memory(lambda: None, "cuda", warmup=0, cuda=fake, pool_base=2 * MiB)
+    assert usage.graph_pool_bytes == 6 * MiB  # device 0's live pool, 8 MiB, less the 2 held before
+    assert usage.as_row()["graph_pool_bytes"] == 6 * MiB
+    assert graph_pool_bytes("cuda:0", fake) == 8 * MiB  # the gone graph's 16 MiB were freed first
+    assert measure_memory(lambda: None, "cuda", warmup=0, cuda=fake, pool_base=None).graph_pool_bytes is None
+    assert measure_memory(lambda: None, "cuda", warmup=0, cuda=fake, pool_base=20 * MiB).graph_pool_bytes == 0
+    assert measure_memory(lambda: None, "cuda:0", warmup=0, cuda=FakeCuda(0, 0, 0)).graph_pool_bytes is None
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_real_graph_holds_its_output_in_its_pool_and_eager_holds_none() -> None:
+    from variants.registry import get_variant
+
+    x = torch.randn(8, 64, 32, 32, device="cuda")
+    held = {}
+    for name in ("eager", "cuda_graph"):
+        base = graph_pool_bytes("cuda")
+        fn = get_variant(name).build(ScSE(64, 4), torch.device("cuda"), torch.float32)
+        with torch.no_grad():
+            fn(x)
+            held[name] = measure_memory(lambda fn=fn: fn(x), "cuda", pool_base=base)
+        del fn
+    assert held["eager"].graph_pool_bytes == 0
+    assert held["cuda_graph"].graph_pool_bytes is not None and held["cuda_graph"].graph_pool_bytes >= x.nbytes
+    assert held["cuda_graph"].peak_mem_bytes is not None and held["cuda_graph"].peak_mem_bytes < x.nbytes
 
 
 def test_row_columns() -> None:

@@ -47,6 +47,20 @@ def test_gpu_group_gets_telemetry_and_reserved() -> None:
     assert "97/100" in md and "1755–1980" in md and "12.3" in md and "sw_power_cap" in md
 
 
+def test_what_a_cuda_graph_holds_is_shown_beside_its_zero_peak() -> None:
+    """A replay allocates nothing, so its peak reads 0: the pool its capture holds is shown beside it."""
+    frame = to_frame([row("eager", 1.0, gpu=True, graph_pool_bytes=0),
+                      row("cuda_graph", 0.5, gpu=True, peak_mem_bytes=0, peak_reserved_bytes=0,
+                          graph_pool_bytes=6 << 20)])
+    lines = "\n".join(memory_table(frame)).splitlines()
+    memory = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in lines if line.startswith("| ")}
+    assert memory["eager"] == "3 (20)" and memory["cuda_graph"] == "0 (0) +6 held"
+    assert "+N held: MiB a CUDA graph keeps in its own pool" in lines[0]
+    assert "+N held" in "\n".join(profiling_markdown(frame))
+    plain = "\n".join(memory_table(to_frame([row("eager", 1.0, gpu=True, graph_pool_bytes=0)])))
+    assert "held" not in plain  # no graph, no note
+
+
 def test_uncounted_ops_are_listed() -> None:
     frame = to_frame([row("eager", 1.0, torch_uncounted="aten.tanh")])
     assert "Not counted: aten.tanh" in "\n".join(profiling_markdown(frame))

@@ -9,6 +9,10 @@
 * CPU: torch has no peak API and ``tracemalloc`` sees no tensors, so the peak comes from the
   profiler's memory events (``profile_memory=True``): every allocation and free, summed in time
   order.
+* CUDA graphs: a replay allocates nothing (its output and intermediates live in the graph's private
+  pool, allocated at capture and held from then on), so its peak reads 0. What it holds is read
+  apart, from the allocator's snapshot: the bytes of segments in private pools (pool id not
+  ``(0, 0)``), at the memory pass, above what they were before the case was set up.
 * Both: the process's resident high-water mark (``VmHWM``), reset right before the call by
   writing ``5`` to ``/proc/self/clear_refs`` where the OS allows it. It counts the whole process
   (interpreter, libraries, the profiler), so it is a ceiling, not the call's own footprint.
@@ -30,6 +34,7 @@ from harness.measure.profiling import quiet_kineto
 #: Columns :meth:`MemoryUsage.as_row` fills.
 MEMORY_COLUMNS: tuple[str, ...] = (
     "peak_mem_bytes", "peak_reserved_bytes", "process_hwm_bytes", "process_hwm_reset", "mem_source",
+    "graph_pool_bytes",
 )
 
 PROC_SELF = Path("/proc/self")
@@ -51,6 +56,8 @@ class MemoryUsage:
     source: str = ""
     #: CUDA only: times the allocator freed its cache and retried (a sign of memory pressure).
     alloc_retries: int | None = None
+    #: CUDA only: bytes held in CUDA graph pools, above those held before the case was set up.
+    graph_pool_bytes: int | None = None
 
     def as_row(self) -> dict[str, object]:
         """The row's memory columns."""
@@ -60,6 +67,7 @@ class MemoryUsage:
             "process_hwm_bytes": self.process_hwm_bytes,
             "process_hwm_reset": self.process_hwm_reset,
             "mem_source": self.source,
+            "graph_pool_bytes": self.graph_pool_bytes,
         }
 
     def as_dict(self) -> dict[str, Any]:
@@ -166,11 +174,25 @@ def _cpu_peak(step: Callable[[], object], proc: Path) -> MemoryUsage:
 # -- CUDA: the caching allocator's counters -----------------------------------------------------
 
 
+def graph_pool_bytes(device: torch.device | str, cuda: ModuleType | Any = None) -> int | None:
+    """Bytes of ``device``'s segments in CUDA graph private pools (every pool but the default one,
+    ``(0, 0)``): what captured graphs hold between replays. None where the allocator cannot say."""
+    cuda = cuda if cuda is not None else torch.cuda
+    device = torch.device(device)
+    try:
+        index = device.index if device.index is not None else int(cuda.current_device())
+        return sum(int(s["total_size"]) for s in cuda.memory_snapshot()
+                   if s.get("device") == index and tuple(s.get("segment_pool_id", (0, 0))) != (0, 0))
+    except Exception:  # noqa: BLE001 - a snapshot the allocator refuses costs this figure, never the row
+        return None
+
+
 def _cuda_peak(step: Callable[[], object], device: torch.device, cuda: ModuleType | Any, proc: Path,
-               empty_cache: bool) -> MemoryUsage:
+               empty_cache: bool, pool_base: int | None) -> MemoryUsage:
     cuda.synchronize(device)
     if empty_cache:
-        cuda.empty_cache()
+        cuda.empty_cache()  # frees the segments of graphs already gone, too: pools count what is held
+    pools = graph_pool_bytes(device, cuda)
     base_allocated = int(cuda.memory_allocated(device))
     base_reserved = int(cuda.memory_reserved(device))
     cuda.reset_peak_memory_stats(device)
@@ -190,6 +212,7 @@ def _cuda_peak(step: Callable[[], object], device: torch.device, cuda: ModuleTyp
         reset,
         "cuda_allocator",
         int(retries) if retries is not None else None,
+        None if pools is None or pool_base is None else max(0, pools - pool_base),
     )
 
 
@@ -201,9 +224,12 @@ def measure_memory(
     empty_cache: bool = True,
     cuda: ModuleType | Any = None,
     proc: Path = PROC_SELF,
+    pool_base: int | None = 0,
 ) -> MemoryUsage:
     """Peak memory of one ``step()`` (the runner's timed call) after ``warmup`` calls.
 
+    ``pool_base``: the CUDA graph pool bytes (``graph_pool_bytes``) before the step's variant was
+    built; the usage's ``graph_pool_bytes`` is what the pools hold above it (None: unknown).
     ``cuda`` stands in for ``torch.cuda`` (tests pass a fake); ``proc`` for ``/proc/self``.
     Errors in the measurement itself give None fields; errors in ``step`` propagate, as they
     would have in the timed loop.
@@ -213,7 +239,7 @@ def measure_memory(
         step()
     gc.collect()
     if device.type == "cuda":
-        return _cuda_peak(step, device, cuda if cuda is not None else torch.cuda, proc, empty_cache)
+        return _cuda_peak(step, device, cuda if cuda is not None else torch.cuda, proc, empty_cache, pool_base)
     if device.type == "cpu":
         return _cpu_peak(step, proc)
     reset = reset_hwm(proc)

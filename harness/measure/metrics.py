@@ -45,6 +45,8 @@ class Timed:
     median_ms: float
     #: The scSE blocks inside a network's step (a context case); empty for a block alone.
     blocks: tuple[torch.nn.Module, ...] = ()
+    #: CUDA only: the bytes CUDA graph pools held before the case was set up (``memory.graph_pool_bytes``).
+    graph_pool_base: int | None = None
 
 
 class Metric(Protocol):
@@ -200,7 +202,7 @@ class PeakMemory:
 
     def measured(self, timed: Timed) -> dict[str, Any]:
         try:
-            return measure_memory(timed.step, timed.device, warmup=0).as_row()
+            return measure_memory(timed.step, timed.device, warmup=0, pool_base=timed.graph_pool_base).as_row()
         except Exception as exc:  # noqa: BLE001 - a metric never fails a case, but running out of memory
             from harness.sweep.oom import is_out_of_memory  # does (a CPU one is a RuntimeError): the step
 

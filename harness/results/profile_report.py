@@ -68,23 +68,32 @@ def flop_table(group: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _known(value: object) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
 def memory_table(group: pd.DataFrame) -> list[str]:
-    """Variants × configurations: peak MiB above the baseline (reserved in brackets on CUDA)."""
+    """Variants × configurations: peak MiB above the baseline (reserved in brackets on CUDA; what a
+    CUDA graph holds in its pool after a plus, since a replay's own peak reads 0)."""
     ok = group[group["status"] == "ok"] if "status" in group else group
     if not _has(ok, "peak_mem_bytes"):
         return []
 
     def cell(row: dict[str, object]) -> str:
         text = _num(float(row["peak_mem_bytes"]) / MiB if row.get("peak_mem_bytes") is not None else None, ".3g")
-        reserved = row.get("peak_reserved_bytes")
-        if text and reserved is not None and not (isinstance(reserved, float) and math.isnan(reserved)):
+        reserved, pooled = row.get("peak_reserved_bytes"), row.get("graph_pool_bytes")
+        if text and _known(reserved):
             text += f" ({float(reserved) / MiB:.3g})"  # type: ignore[arg-type]
+        if text and _known(pooled) and float(pooled) > 0:  # type: ignore[arg-type]
+            text += f" +{float(pooled) / MiB:.3g} held"  # type: ignore[arg-type]
         return text + _at_batch(row) if text else text
 
     cells = ok.assign(mem_cell=[cell(r) for r in ok.to_dict("records")])
     title = "Peak memory during one call, MiB above what was live before it"
     if _has(ok, "peak_reserved_bytes"):
         title += " (in brackets: reserved by the caching allocator)"
+    if "graph_pool_bytes" in ok and (pd.to_numeric(ok["graph_pool_bytes"], errors="coerce") > 0).any():
+        title += "; +N held: MiB a CUDA graph keeps in its own pool between calls, allocated when it was captured"
     return [title + ":", "", pivot(cells, "mem_cell").fillna("").to_markdown(disable_numparse=True), ""]
 
 

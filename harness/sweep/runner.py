@@ -25,6 +25,7 @@ from harness import interrupts
 from harness.measure import correctness
 from harness.measure.correctness import Check, Expected, Outcome, Trial, expected_of
 from harness.measure.figures import Figures
+from harness.measure.memory import graph_pool_bytes
 from harness.measure.metrics import MetricSet, Timed, metric_set
 from harness.measure.timing import Clock, CpuClock, Timing, TimingPolicy, measure
 from harness.results.record import PHASE_COLUMNS, CaseResult, FirstCall, Phases, Status
@@ -215,6 +216,7 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
     device = torch.device(case.device)
     train = case.mode == "train"
     with timer.phase("setup"):
+        pool_base = graph_pool_bytes(device) if device.type == "cuda" else None  # what the graphs it makes hold
         if case.context:
             subject = network_subject(case, variant, seed, inputs)
         else:
@@ -249,7 +251,7 @@ def measure_case(case: Case, variant: Variant, clock: Clock, policy: TimingPolic
                     first = replace(first, recompiles=compiled_graphs(fn) - graphs_after_first)
                 calls = sum(t.warmup_calls + len(t.samples_ms) * t.calls_per_sample for t in (timing, wall) if t)
                 figures = Figures.of(timing, wall, device.type == "cuda", case.batch, remeasured)
-            timed = Timed(case, step, device, calls, figures.stats.median_ms, subject.blocks)
+            timed = Timed(case, step, device, calls, figures.stats.median_ms, subject.blocks, pool_base)
             measured = swapped | measures.measured(timed, spent)
     finally:
         measures.close()
