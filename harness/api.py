@@ -26,7 +26,7 @@ from harness.results.report import (
     write_reports,
     write_unfinished,
 )
-from harness.results.store import RowNotWritten, RunFolder, RunWriteError, default_run_dir, to_frame
+from harness.results.store import RowNotWritten, RunFolder, RunWriteError, default_run_dir, row_line, to_frame
 from harness.sweep import isolation, sharding
 from harness.sweep import resume as resuming
 from harness.sweep.cases import Case, expand
@@ -161,6 +161,7 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
             console=console, disable=not progress, transient=False,
         )  # fmt: skip
         flag = StopFlag()
+        refused: str | None = None  # a finished row results.jsonl refused
         try:
             executor = isolation.CaseExecutor(cfg, registry, clock, cache, trace_dir,  # crashes → rows
                                               folder.path if folder is not None else None, peak_bw)
@@ -189,6 +190,7 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
         except KeyboardInterrupt as exc:  # a second Ctrl-C, or SIGTERM: say where the run can be finished
             raise type(exc)(*([str(folder.path)] if folder is not None else [])) from None
         except RowNotWritten as exc:  # the reports still get written below, with that row
+            refused = row_line(row)  # ... and if they cannot be, the error carries it: no file holds it
             folder_path = folder.path if folder is not None else ""
             raise RowNotWritten(f"{exc}; the run stopped after {case.label}, whose row report.md keeps; once there "
                                 f"is room, finish the run with: python -m harness run --resume {folder_path}") from None
@@ -202,9 +204,12 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
             except KeyboardInterrupt as exc:  # then says where the run can be finished, as above
                 raise type(exc)(*([str(folder.path)] if folder is not None else [])) from None
             except OSError as exc:  # a full disk: the rows in results.jsonl are the run, the reports derived
+                kept_row = (f"; the last case's row, refused by results.jsonl too, is on stdout: once there is room, "
+                            f"append it to {folder.path / 'results.jsonl'} and rebuild them with: "
+                            if refused is not None else ": once there is room, rebuild them with: ")
                 raise RunWriteError(f"the reports in {folder.path} could not be written ({exc.strerror or exc}); every "
-                                  f"row written is in results.jsonl: once there is room, rebuild them with: "
-                                  f"python -m harness report {folder.path}") from None
+                                    f"row written is in results.jsonl{kept_row}python -m harness report {folder.path}",
+                                    refused) from None
     frame.attrs["run_dir"] = str(folder.path) if folder is not None else None
     frame.attrs["interrupted"] = interrupted
     return frame

@@ -594,6 +594,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         text, code = said
         errors.print(f"[red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)  # "[slurm]" is no markup
+        unwritten = getattr(exc, "unwritten", None)
+        if unwritten:  # a finished row no file holds: stdout keeps it (``> row.jsonl``), whole and unwrapped
+            print(unwritten, flush=True)
         return code
 
 

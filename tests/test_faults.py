@@ -612,6 +612,50 @@ def test_a_row_the_disk_refuses_is_kept_in_the_report_and_the_run_stops_in_one_l
     assert "Unfinished run: 1 case(s) did not run" in (out / "report.md").read_text()
 
 
+@NEEDS_DEV_FULL
+def test_a_row_neither_results_jsonl_nor_the_reports_can_hold_is_printed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    """A disk still full when the reports are written: the refused row was kept only for them, and
+    was lost with them. It is printed on stdout, as its results.jsonl line, after the one error line."""
+    import harness.api
+    from harness.cli import main
+    from harness.results.store import RunFolder
+
+    real, written = RunFolder.append, []
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "full").symlink_to("/dev/full")
+
+    def append(self: RunFolder, row: Any) -> None:
+        if len(written) == 1:  # the second row goes to the full disk
+            monkeypatch.setattr(RunFolder, "jsonl", property(lambda folder: folder.path / "full"))
+        written.append(row)
+        real(self, row)
+
+    def no_room(*args: Any) -> None:
+        raise OSError(28, "No space left on device", str(out / "results.csv"))
+
+    monkeypatch.setattr(RunFolder, "append", append)
+    monkeypatch.setattr(harness.api, "write_reports", no_room)
+    code = main(["run", "--device", "cpu", "--variants", "eager", "--shapes", "4x4x4", "--batch-sizes", "1,2",
+                 "--modes", "forward", "--quiet", *FAST_FLAGS, "--out", str(out)])  # fmt: skip
+    captured = capsys.readouterr()
+    err = " ".join(captured.err.split())
+    assert code == 1 and "Traceback" not in err
+    assert err == (f"error: the reports in {out} could not be written (No space left on device); every row written "
+                   f"is in results.jsonl; the last case's row, refused by results.jsonl too, is on stdout: once there "
+                   f"is room, append it to {out / 'results.jsonl'} and rebuild them with: python -m harness report "
+                   f"{out}")  # fmt: skip
+    (kept,) = read_jsonl(out / "results.jsonl")
+    (line,) = captured.out.splitlines()
+    (out / "results.jsonl").open("a").write(line + "\n")  # as the message says
+    rows = read_jsonl(out / "results.jsonl")
+    assert [(r["batch"], r["status"]) for r in rows] == [(1, "ok"), (2, "ok")] and rows[0] == kept
+    assert rows[1]["samples_ms"] and json.loads(line)["variant"] == "eager"
+    monkeypatch.undo()
+    assert main(["report", str(out)]) == 0 and "4x4x4 b2" in (out / "report.md").read_text()
+
+
 def test_a_csv_the_disk_refuses_still_leaves_the_report_and_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                       capsys: pytest.CaptureFixture) -> None:
     """results.csv was written first: a full disk there left report.md the "Run not finished"

@@ -1,6 +1,7 @@
 """Peak memory: the profiler-derived CPU peak, the CUDA allocator arithmetic (fake), VmHWM parsing."""
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 from pathlib import Path
@@ -220,6 +221,8 @@ def test_a_real_graph_holds_its_output_in_its_pool_and_eager_holds_none() -> Non
     x = torch.randn(8, 64, 32, 32, device="cuda")
     held = {}
     for name in ("eager", "cuda_graph"):
+        gc.collect()
+        torch.cuda.empty_cache()  # as the runner's case before starts from: no pool of a gone graph left
         base = graph_pool_bytes("cuda")
         fn = get_variant(name).build(ScSE(64, 4), torch.device("cuda"), torch.float32)
         with torch.no_grad():

@@ -61,7 +61,12 @@ class OutputError(OSError):
 
 class RunWriteError(OutputError):
     """A run's file could not be written once the run was under way (a full disk, a lost mount): the
-    run failed (exit 1), where a folder refused at the start is the user's to fix (exit 2)."""
+    run failed (exit 1), where a folder refused at the start is the user's to fix (exit 2).
+    ``unwritten``: a finished row that no file holds, as its results.jsonl line, for the user to keep."""
+
+    def __init__(self, message: str, unwritten: str | None = None) -> None:
+        super().__init__(message)
+        self.unwritten = unwritten
 
 
 class RowNotWritten(RunWriteError):
@@ -211,8 +216,7 @@ class RunFolder:
 
     def append(self, result: CaseResult | Mapping[str, Any]) -> None:
         """Write one result as a line, flush and fsync: a kill a moment later loses nothing."""
-        row = result.to_row() if isinstance(result, CaseResult) else result
-        line = json.dumps({k: _clean(v) for k, v in row.items()}, default=jsonable, allow_nan=True)
+        line = row_line(result.to_row() if isinstance(result, CaseResult) else result)
         try:
             with self.jsonl.open("a", encoding="utf-8") as f:
                 f.write(line + "\n")
@@ -265,6 +269,11 @@ class RunFolder:
             frame[name] = frame[name].map(_json_list)
         write_whole(path, frame.to_csv(index=False))
         return path
+
+
+def row_line(row: Mapping[str, Any]) -> str:
+    """One row as its line of results.jsonl (without the newline)."""
+    return json.dumps({k: _clean(v) for k, v in row.items()}, default=jsonable, allow_nan=True)
 
 
 def _json_list(value: Any) -> Any:
