@@ -9,7 +9,7 @@ On CUDA the ranking is by GPU time, what the kernels cost. A program that waits 
 the wall time (``wall_ms``: sync, call, sync), host launch time included: where another variant's
 wall-time interval lies wholly below the winner's, the answer says so beside it ("end to end").
 
-A winner less than ``EQUIVALENT`` (5%) faster than another variant is tied with it too, whatever
+A winner ``EQUIVALENT`` (5%) or less faster than another variant is tied with it too, whatever
 the intervals say: each interval holds for its own case, its build and its window of time, not for
 the next. Two identical variants (the reference registered twice) measured side by side on the
 2-core VM, 20 configurations a run, differed by a standard deviation of 3–4% and up to 11%, and 7
@@ -64,7 +64,8 @@ from harness.results.tables import (
 
 #: The level of the speedup's interval, as of the stored medians' intervals.
 CONFIDENCE = CSV_CI_LEVEL
-#: A lead smaller than this share of the winner's median is a tie (see the module docstring).
+#: A lead of this share of the winner's median or less is a tie (see the module docstring), on the log
+#: scale ``compare`` judges no change on (``within_margin``).
 EQUIVALENT = DEFAULT_THRESHOLD
 
 
@@ -250,6 +251,15 @@ def speedup_interval(eager: Timing, winner: Timing, confidence: float = CONFIDEN
     return (math.nan, math.nan, "")
 
 
+def within_margin(best_ms: float, other_ms: float) -> bool:
+    """Whether ``other_ms`` is within ``EQUIVALENT`` of ``best_ms``, as ``compare_stats.judge`` reads
+    no change (``|log ratio| <= log1p(threshold)``): 0.21 against 0.20 ms and 1.05 against 1.00
+    differ in the last bit of their ratio, and the answer table and ``compare`` must not disagree there."""
+    if other_ms == best_ms:
+        return True
+    return best_ms > 0 and abs(math.log(other_ms / best_ms)) <= math.log1p(EQUIVALENT)
+
+
 def _overlap(a: tuple[float, float, str], b: tuple[float, float, str]) -> bool:
     return a[0] <= b[1] and b[0] <= a[1]
 
@@ -311,7 +321,7 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
     best_t = timing_of(best)
     best_interval = interval(best_t)
     overlapping = {str(r["variant"]) for r in others if _overlap(best_interval, interval(timing_of(r)))}
-    close = {str(r["variant"]) for r in others if number(r["median_ms"]) <= best_t.median * (1 + EQUIVALENT)}
+    close = {str(r["variant"]) for r in others if within_margin(best_t.median, number(r["median_ms"]))}
     tied = tuple(str(r["variant"]) for r in others if str(r["variant"]) in overlapping | close)
     by_margin = tuple(v for v in tied if v not in overlapping)
     eager = next((r for r in ranked if r["variant"] == BASELINE_VARIANT), None)
@@ -420,7 +430,7 @@ def speedup_bounds(low: float, high: float) -> str:
     so that a clear lead never shows an interval that reads as reaching 1×, nor a tie one that misses it."""
     def bound(value: float) -> str:
         text, digits = ratio_text(value), 3
-        while float(text) == 1 and value != 1 and digits <= 6:  # 1.0004 reads 1.0004, never 1.000
+        while float(text) == 1 and value != 1 and digits <= 17:  # 1.0004 reads 1.0004, never 1.000 (17: any double)
             text, digits = f"{value:.{digits}f}", digits + 1
         return text
 
