@@ -1,7 +1,9 @@
 """Shared fixtures: fast timing policies and temporary variants that are always unregistered."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,8 +20,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torchvision_shim  # noqa: E402 - before anything imports torchvision (tests/torchvision_shim.py says why)
 
 torchvision_shim.install()
-# `harness list` keeps its answer in a cache (harness/list_cache.py): the tests' own, never the user's.
-os.environ.setdefault("HARNESS_CACHE_DIR", tempfile.mkdtemp(prefix="harness-test-cache-"))
+# `harness list` keeps its answer in a cache (harness/list_cache.py): the tests' own, never the user's,
+# made by the process that starts the run (xdist workers and the harness's children inherit it) and
+# removed when that process ends: not by a forked child (mutmut's), whose exit runs the same handler.
+if "HARNESS_CACHE_DIR" not in os.environ:
+    os.environ["HARNESS_CACHE_DIR"] = _CACHE_DIR = tempfile.mkdtemp(prefix="harness-test-cache-")
+    _CACHE_OWNER = os.getpid()
+
+    @atexit.register
+    def _remove_cache_dir() -> None:
+        if os.getpid() == _CACHE_OWNER:
+            shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 # A test run leaves the checkout as it found it: no bytecode from this process or its children.
 sys.dont_write_bytecode = True
 os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
