@@ -68,6 +68,9 @@ def test_uncounted_ops_are_listed() -> None:
 
 def test_si() -> None:
     assert si(4940) == "4.94 k" and si(1.234e9) == "1.23 G" and si(12) == "12" and si(None) == ""
+    # a count that rounds up to the next scale is written in it: 999,779 FLOPs read "1e+03 k"
+    assert si(999_779) == "1 M" and si(999.6) == "1 k" and si(999_499) == "999 k" and si(999_999_999) == "1 G"
+    assert si(-999_779) == "-1 M" and si(999.4) == "999"
 
 
 def test_a_halved_batch_gives_neither_its_flops_nor_its_memory_as_the_batch_asked() -> None:

@@ -111,3 +111,15 @@ def test_the_terminal_cell_of_the_winner_gives_its_verdict_in_a_few_words() -> N
     assert run(wall_best="graphed", wall_best_ms=0.5, wall_ms=0.8) == ["fast", "next: other 1.50 ms",
                                                                      "end to end: graphed"]
     assert terminal_cells(replace(WON, winner="eager", speedup=1.0))[3] == "1×\n(is eager)"
+
+
+def test_a_speedup_is_written_to_its_intervals_precision_so_it_lies_inside_it() -> None:
+    """1.004× with both bounds above 1 read "1.00× [1.004, 1.004]": a point outside the interval printed
+    beside it, in report.md and in the terminal."""
+    close = replace(WON, speedup=1.00400, speedup_ci=(1.00393, 1.00408))
+    assert speedup_text(close) == "1.004× [1.004, 1.004]"
+    assert terminal_cells(close)[3] == "1.004×\n[1.004, 1.004]"
+    assert speedup_text(replace(WON, speedup=1.00004, speedup_ci=(1.00002, 1.03))) == "1.00004× [1.00002, 1.03]"
+    # two decimals where the bounds need no more, and with no interval at all
+    assert speedup_text(replace(WON, speedup=1.004, speedup_ci=(0.98, 1.03))) == "1.00× [0.98, 1.03]"
+    assert speedup_text(replace(WON, speedup=1.004, speedup_ci=(math.nan, math.nan))) == "1.00×"

@@ -128,12 +128,13 @@ class Stats:
             raise ValueError("no samples")
         p05, q1, med, q3, p95 = np.percentile(x, [5, 25, 50, 75, 95])
         low, high = median_ci(x, confidence)
-        iqr = float(q3 - q1)
+        # one sample has no spread to give: NaN (empty in results.csv), never a 0 that reads as a steady time
+        iqr = float(q3 - q1) if x.size > 1 else math.nan
         return cls(
             median_ms=float(med),
             iqr_ms=iqr,
             mean_ms=float(x.mean()),
-            std_ms=float(x.std(ddof=1)) if x.size > 1 else 0.0,
+            std_ms=float(x.std(ddof=1)) if x.size > 1 else math.nan,
             min_ms=float(x.min()),
             max_ms=float(x.max()),
             p05_ms=float(p05),

@@ -21,8 +21,9 @@ def si(value: object) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     v = float(value)  # type: ignore[arg-type]
+    shown = abs(float(f"{v:.3g}"))  # the scale of the rounded count: 999,779 is "1 M", never "1e+03 k"
     for scale, suffix in ((1e12, " T"), (1e9, " G"), (1e6, " M"), (1e3, " k")):
-        if abs(v) >= scale:
+        if shown >= scale:
             return f"{v / scale:.3g}{suffix}"
     return f"{v:.3g}"
 

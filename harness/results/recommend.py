@@ -425,17 +425,29 @@ TABLE_COLUMNS: tuple[str, ...] = (
 DISTURBED_SPEEDUP = "— (CPU busy) !"
 
 
+def _bound_text(value: float) -> str:
+    """A speedup bound as ``ratio_text`` writes it, with decimals added while it would round to 1 and is not."""
+    text, digits = ratio_text(value), 3
+    # 1.0004 reads 1.0004, never 1.000; ends by 16 decimals, where 1's neighbours (1 ± 2.2e-16) differ from it
+    while float(text) == 1 and value != 1:
+        text, digits = f"{value:.{digits}f}", digits + 1
+    return text
+
+
 def speedup_bounds(low: float, high: float) -> str:
     """``[1.05, 1.12]``; a bound that is not 1 but rounds to it gets a third decimal (``[1.004, 1.04]``),
     so that a clear lead never shows an interval that reads as reaching 1×, nor a tie one that misses it."""
-    def bound(value: float) -> str:
-        text, digits = ratio_text(value), 3
-        # 1.0004 reads 1.0004, never 1.000; ends by 16 decimals, where 1's neighbours (1 ± 2.2e-16) differ from it
-        while float(text) == 1 and value != 1:
-            text, digits = f"{value:.{digits}f}", digits + 1
-        return text
+    return f"[{_bound_text(low)}, {_bound_text(high)}]"
 
-    return f"[{bound(low)}, {bound(high)}]"
+
+def speedup_point(speedup: float, low: float, high: float) -> str:
+    """The speedup to as many decimals as its interval's bounds were given (``1.004`` beside ``[1.004, 1.004]``,
+    never ``1.00``, which would lie outside the interval printed next to it); ``ratio_text`` otherwise."""
+    text = ratio_text(speedup)
+    if not (math.isfinite(low) and math.isfinite(high)) or not math.isfinite(speedup) or abs(speedup) < 0.1:
+        return text
+    places = max(len(b.partition(".")[2]) for b in (_bound_text(low), _bound_text(high)))
+    return f"{speedup:.{places}f}" if places > 2 else text
 
 
 def speedup_text(rec: Recommendation) -> str:
@@ -449,7 +461,7 @@ def speedup_text(rec: Recommendation) -> str:
         return DISTURBED_SPEEDUP
     low, high = rec.speedup_ci
     ci = f" {speedup_bounds(low, high)}" if math.isfinite(low) and math.isfinite(high) else ""
-    return f"{ratio_text(rec.speedup)}×{ci}{rec.speedup_marks()}"
+    return f"{speedup_point(rec.speedup, low, high)}×{ci}{rec.speedup_marks()}"
 
 
 def table_rows(recs: list[Recommendation]) -> list[tuple[str, ...]]:
@@ -498,5 +510,5 @@ def terminal_cells(rec: Recommendation) -> tuple[str, str, str, str]:
     if math.isfinite(rec.speedup) and rec.winner != BASELINE_VARIANT and not rec.speedup_disturbed:
         s_low, s_high = rec.speedup_ci
         ci = f"\n{speedup_bounds(s_low, s_high)}" if math.isfinite(s_low) and math.isfinite(s_high) else ""
-        speedup = f"{ratio_text(rec.speedup)}×{rec.speedup_marks()}{ci}"
+        speedup = f"{speedup_point(rec.speedup, s_low, s_high)}×{rec.speedup_marks()}{ci}"
     return (rec.config, "\n".join([rec.winner, verdict, *notes]), latency, speedup)
