@@ -441,13 +441,11 @@ def speedup_bounds(low: float, high: float) -> str:
 
 
 def speedup_point(speedup: float, low: float, high: float) -> str:
-    """The speedup to as many decimals as its interval's bounds were given (``1.004`` beside ``[1.004, 1.004]``,
-    never ``1.00``, which would lie outside the interval printed next to it); ``ratio_text`` otherwise."""
-    text = ratio_text(speedup)
-    if not (math.isfinite(low) and math.isfinite(high)) or not math.isfinite(speedup) or abs(speedup) < 0.1:
-        return text
-    places = max(len(b.partition(".")[2]) for b in (_bound_text(low), _bound_text(high)))
-    return f"{speedup:.{places}f}" if places > 2 else text
+    """The speedup to as many decimals as a bound that would have rounded to 1 was given (``1.004`` beside
+    ``[1.004, 1.004]``, never ``1.00``, outside the interval printed next to it); else ``ratio_text``."""
+    widened = [_bound_text(v) for v in (low, high) if _bound_text(v) != ratio_text(v)]  # near 1, so is the point
+    places = max((len(b.partition(".")[2]) for b in widened), default=0)
+    return f"{speedup:.{places}f}" if places else ratio_text(speedup)
 
 
 def speedup_text(rec: Recommendation) -> str:
