@@ -188,7 +188,6 @@ def test_float32_samples_are_summarised_in_double_precision() -> None:
 
 def test_no_samples_give_nan_without_a_numpy_warning() -> None:
     """An empty input returns (nan, nan) before any median of nothing is taken (no "Mean of empty slice")."""
-
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         low, high = median_ci([])
