@@ -282,16 +282,67 @@ def test_a_cancelling_gradient_that_misses_one_runs_limit_is_judged_by_rounding_
         assert wrong["status"] == "mismatch" and "sse.Conv1x1.bias" in wrong["reason"], (factor, wrong["reason"])
 
 
+def rejudged(got: torch.Tensor, g64: torch.Tensor, draws: list[torch.Tensor],
+             one_run: float = 0.06) -> tuple[float, float]:
+    """``_nearest_rounding`` on one gradient ``w`` that missed a one-run limit of ``one_run``: its (error, limit)."""
+    missed = correctness.Verdict({"w": correctness.normwise_error(got, g64)}, {"w": one_run})
+    verdict = correctness._nearest_rounding(missed, {"w": got}, {"w": g64}, [{"w": d} for d in draws], 0.06)
+    return verdict.errors["w"], verdict.limits["w"]
+
+
+def switched(g: torch.Tensor, row: int) -> torch.Tensor:
+    """``g`` with one hidden unit's weight-gradient row gone: that unit switched off by a rounding at its ReLU."""
+    out = g.clone()
+    out[row] = 0
+    return out
+
+
+def test_a_relu_unit_switched_by_one_draw_does_not_let_a_zero_gradient_pass() -> None:
+    """At a U-Net block in bfloat16, one of four draws switched off a hidden unit whose pre-activation
+    was 0.0022 and read 0.57 from float64: 2× the farthest draw passed a weight gradient of zeros.
+    Zeros lie near no run; a variant that switched the same unit lies near that draw and passes."""
+    g64 = torch.randn(48, 768, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    g64[7] *= 8  # the unit that switches holds the gradient's largest entries, as at the U-Net block
+    def noise(seed: int) -> torch.Tensor:
+        return 0.004 * g64.abs().max() * torch.rand(g64.shape, generator=torch.Generator().manual_seed(seed),
+                                                     dtype=torch.float64)  # fmt: skip
+
+    draws = [switched(g64, 7) + noise(1), g64 + noise(2), g64 - noise(3), g64 + noise(4)]
+    assert correctness.normwise_error(draws[0], g64) > 0.5  # the switched draw, far from float64
+
+    err, limit = rejudged(torch.zeros_like(g64), g64, draws)
+    assert (err, limit) == (1.0, 0.06)  # reported against float64, at the one-run limit
+    err, limit = rejudged(switched(g64, 7) - noise(5), g64, draws)
+    assert err <= limit == 0.06 and err < 0.01  # near the switched draw
+    err, limit = rejudged(switched(g64, 3), g64, draws)  # a unit no draw switched
+    assert err > limit
+
+
+def test_a_cancelling_sums_draws_widen_only_around_float64() -> None:
+    """Continuous rounding noise spreads the draws into float64's group: 2× the farthest one around
+    float64 (the rule the sSE bias was calibrated with), never 2× the group's width around a draw,
+    which would pass a gradient 1.2× too large."""
+    g64 = torch.tensor([1.0], dtype=torch.float64)
+    draws = [g64 * f for f in (1.047, 1.02, 0.99, 0.96)]  # chained within 0.06: one group
+    assert rejudged(g64 * 1.09, g64, draws) == pytest.approx((0.09, 0.094))
+    err, limit = rejudged(g64 * 1.2, g64, draws)
+    assert err == pytest.approx(0.2) and err > limit == pytest.approx(0.094)
+    # the same draws farther apart than the one-run limit are groups of their own, each a centre
+    apart = [g64 * 1.5, g64 * 1.52]
+    assert rejudged(g64 * 1.53, g64, apart) == pytest.approx((0.01, 0.06))
+    assert rejudged(g64 * 1.3, g64, apart)[0] == pytest.approx(0.3)  # none passes: float64's error
+
+
 def test_no_rounding_draws_for_a_gradient_that_is_nan(monkeypatch: pytest.MonkeyPatch) -> None:
     """NaN is wrong however the draws fall: at 8×64×128×128 they would cost 34 s for each broken variant."""
     drawn: list[int] = []
-    real = correctness.seed_errors
+    real = correctness.rounding_draws
 
-    def counted(policy, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        drawn.append(policy.rounding_draws)
-        return real(policy, *args, **kwargs)
+    def counted(count, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        drawn.append(count)
+        return real(count, *args, **kwargs)
 
-    monkeypatch.setattr(correctness, "seed_errors", counted)
+    monkeypatch.setattr(correctness, "rounding_draws", counted)
 
     nan_input_gradient = input_gradient_changed(lambda g: g * float("nan"))
 
@@ -308,9 +359,9 @@ def test_no_rounding_draws_for_a_gradient_that_is_nan(monkeypatch: pytest.Monkey
 def test_fallback_draws_are_taken_only_when_the_policy_has_some(monkeypatch: pytest.MonkeyPatch, draws: int) -> None:
     """Conformance (no fallback draws) pays for none; a policy of one draw takes it."""
     calls: list[int] = []
-    real = correctness.seed_errors
-    monkeypatch.setattr(correctness, "seed_errors",
-                        lambda policy, *a, **k: calls.append(policy.rounding_draws) or real(policy, *a, **k))
+    real = correctness.rounding_draws
+    monkeypatch.setattr(correctness, "rounding_draws",
+                        lambda count, *a, **k: calls.append(count) or real(count, *a, **k))
     policy = dataclasses.replace(correctness.SWEEP, fallback_draws=draws)
     ref = correctness.make_reference(16, 2, "add", False, seed=0)
     x = torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16).requires_grad_()
@@ -332,9 +383,9 @@ def test_a_configurations_failing_variants_share_one_set_of_rounding_draws(monke
     from harness.sweep.subject import SharedInputs
 
     drawn: list[int] = []
-    real = correctness.seed_errors
-    monkeypatch.setattr(correctness, "seed_errors",
-                        lambda policy, *a, **k: drawn.append(policy.rounding_draws) or real(policy, *a, **k))
+    real = correctness.rounding_draws
+    monkeypatch.setattr(correctness, "rounding_draws",
+                        lambda count, *a, **k: drawn.append(count) or real(count, *a, **k))
     inputs = SharedInputs()
     c = Case("judged", "cpu", "bfloat16", "train", 2, 16, 8, 8, 2, "add")
     for name in ("judged", "judged_too"):
