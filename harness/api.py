@@ -30,7 +30,7 @@ from harness.results.store import RowNotWritten, RunFolder, RunWriteError, defau
 from harness.sweep import isolation, sharding
 from harness.sweep import resume as resuming
 from harness.sweep.cases import Case, expand
-from harness.sweep.config import ConfigError, SweepConfig
+from harness.sweep.config import ConfigError, SweepConfig, read_toml
 from harness.sweep.isolation import WORKERS_LOG
 from harness.sweep.options import by_name
 from harness.sweep.runner import TRACEBACK, clock_for
@@ -107,6 +107,12 @@ def run(
         raise ConfigError(f"out={options['out']!r} names a folder, but write=False keeps nothing on disk; "
                           "drop one of them")
     cfg = resuming.config_for(resume, config, options) if resume is not None else SweepConfig.build(config, **options)
+    if resume is None and not cfg.device.startswith("cuda"):
+        asked = options.get("cache", read_toml(config).get("cache") if config is not None else None)
+        if asked == "cold":  # the default is not the user asking
+            warnings.warn(f"--cache cold flushes a GPU's L2 only: on {cfg.device} calls are timed back to back, "
+                          "with whatever they left in the caches (the rows say cache=hot)", RuntimeWarning,
+                          stacklevel=2)  # fmt: skip
     registry = with_forms(cfg.variants)  # graphed_<name> forms too
     every = expand(cfg)
     cases = sharding.select(every, cfg.shard, registry)  # all cases without a shard

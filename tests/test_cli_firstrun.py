@@ -6,6 +6,7 @@ import json
 import tomllib
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from compare_helpers import CPU_ENV, case, noise, row, write_run
 from conftest import FAST_RUN
@@ -356,3 +357,23 @@ def test_why_smp_is_unavailable_says_what_to_do(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(importlib, "import_module", failing(ImportError("cannot import name 'y'")))
     assert unet.smp_unavailable() == ("segmentation-models-pytorch is installed but does not import: "
                                       "ImportError: cannot import name 'y'")  # fmt: skip
+
+
+def test_a_cold_cache_asked_for_on_the_cpu_is_one_warning_line(tmp_path: Path, capsys) -> None:
+    """``--cache`` flushes a GPU's L2; on the CPU calls run back to back whatever was asked, and the rows
+    say ``hot``. Asking for ``cold`` there, by flag or in a config file, is told so; the default,
+    ``hot`` and a resumed run are not."""
+    (tmp_path / "cold.toml").write_text('cache = "cold"\n')
+    for extra in (["--cache", "cold"], ["--config", str(tmp_path / "cold.toml")]):
+        capsys.readouterr()
+        assert main(["run", *FLAGS, *extra, "--batch-sizes", "1", "--out", str(tmp_path / extra[0][2:])]) == 0
+        err = capsys.readouterr().err.strip()
+        assert err == ("warning: --cache cold flushes a GPU's L2 only: on cpu calls are timed back to back, with "
+                       "whatever they left in the caches (the rows say cache=hot)"), err
+    for extra in ([], ["--cache", "hot"]):
+        out = tmp_path / f"quiet{len(extra)}"
+        assert main(["run", *FLAGS, *extra, "--batch-sizes", "1", "--out", str(out)]) == 0
+        assert "warning" not in capsys.readouterr().err
+    assert main(["run", "--resume", str(tmp_path / "cache"), "--quiet"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert pd.read_csv(out / "results.csv")["cache"].tolist() == ["hot"]

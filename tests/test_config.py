@@ -176,3 +176,16 @@ def test_every_option_is_a_flag_a_keyword_and_a_field() -> None:
     for option in OPTIONS:
         assert option.flag in flags
         assert option.name in (timing_fields if option.timing else config_fields), option.name
+
+
+def test_a_cold_cache_asked_for_on_the_cpu_is_a_warning() -> None:
+    """``--cache`` flushes a GPU's L2; on the CPU calls run back to back whatever was asked, and the
+    rows say ``hot``: asking for ``cold`` there is told so, the default and ``hot`` are not."""
+    import warnings
+
+    with pytest.warns(RuntimeWarning, match=r"^--cache cold flushes a GPU's L2 only: on cpu calls are timed back"):
+        SweepConfig.build(device="cpu", cache="cold")
+    for quiet in ({}, {"cache": "hot"}):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert SweepConfig.build(device="cpu", **quiet).device == "cpu"
