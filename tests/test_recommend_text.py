@@ -111,6 +111,8 @@ def test_the_terminal_cell_of_the_winner_gives_its_verdict_in_a_few_words() -> N
     assert run(wall_best="graphed", wall_best_ms=0.5, wall_ms=0.8) == ["fast", "next: other 1.50 ms",
                                                                      "end to end: graphed"]
     assert terminal_cells(replace(WON, winner="eager", speedup=1.0))[3] == "1×\n(is eager)"
+    # eager over itself is 1× however busy the CPU was (README: "whatever its time")
+    assert terminal_cells(replace(WON, winner="eager", speedup=1.0, marks=("!",)))[3] == "1×\n(is eager)"
 
 
 def test_a_speedup_is_written_to_its_intervals_precision_so_it_lies_inside_it() -> None:
