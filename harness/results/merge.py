@@ -95,6 +95,13 @@ def _read_env(run: Path) -> dict[str, Any]:
     return env
 
 
+def setting_text(key: str, value: Any) -> str:
+    """A setting as a message shows it: a threads setting of None is no number but torch's default."""
+    if value is None:
+        return "torch's default" if key == "threads" else "not set"
+    return repr(value)
+
+
 def check_settings(envs: Mapping[Path, Mapping[str, Any]], allow_mixed_env: bool = False) -> list[str]:
     """Refuse runs measured under different sweep settings or (unless allowed) environments; returns
     the differences allowed, each warned of, for the merged run to keep."""
@@ -109,7 +116,8 @@ def check_settings(envs: Mapping[Path, Mapping[str, Any]], allow_mixed_env: bool
         for key in CONFIG_MUST_MATCH:
             a, b = (first[1].get("config") or {}).get(key), (env.get("config") or {}).get(key)
             if a != b:
-                raise MergeError(f"conflicting setting {key}: {a!r} in {first[0]} but {b!r} in {run}; "
+                raise MergeError(f"conflicting setting {key}: {setting_text(key, a)} in {first[0]} but "
+                                 f"{setting_text(key, b)} in {run}; "
                                  "merge only runs of the same sweep")  # fmt: skip
         for fact, a, b in env_differences(first[1], env, env.get("device"), "merge"):
             message = f"different environment: {fact.key} is {a!r} in {first[0]} but {b!r} in {run}"
