@@ -406,6 +406,8 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     path = run_folder_of(args.run)  # RUN/results.jsonl means RUN
     if path.is_file():
         raise UsageError(f"{path}: give the run folder, not a file in it")
+    if not path.exists():
+        raise UsageError(f"{path}: no such run folder")
     if not (path / "results.jsonl").is_file():
         csv = path / "results.csv"
         if csv.is_file() and len(csv.read_text(encoding="utf-8", errors="replace").splitlines()) > 1:

@@ -150,7 +150,8 @@ def test_save_baseline_then_compare_with_it(tmp_path: Path, monkeypatch: pytest.
         (["compare", "nope", "nope2"], "nope: no such file or folder"),
         (["compare", "one"], "give BASELINE and CURRENT"),
         (["compare", "--baseline", "a", "b"], "with --baseline give only the current run"),
-        (["report", "nowhere"], "not a run folder"),
+        (["report", "nowhere"], "nowhere: no such run folder"),
+        (["report", "."], ".: not a run folder (no results.jsonl)"),  # a folder, just not a run's
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

@@ -137,6 +137,8 @@ def test_bad_folders_are_refused(piece, tmp_path: Path, capsys) -> None:
     a, b = piece("a", [0]), piece("b", [1])
     (tmp_path / "empty").mkdir()
     assert "not a run folder" in refused(["merge", str(tmp_path / "empty"), "--out", str(tmp_path / "m")], capsys)
+    assert f"{tmp_path / 'gone'}: no such run folder" in refused(["merge", str(a), str(tmp_path / "gone"), "--out",
+                                                                  str(tmp_path / "m")], capsys)  # fmt: skip
     assert "given twice" in refused(["merge", str(a), str(a) + "/", "--out", str(tmp_path / "m")], capsys)
     assert "is one of the runs" in refused(["merge", str(a), str(b), "--out", str(a)], capsys)
     shutil.copytree(b, tmp_path / "taken")

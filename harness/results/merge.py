@@ -224,6 +224,8 @@ def merge(runs: Sequence[str | Path], out: str | Path, allow_mixed_env: bool = F
     target = Path(out)
     resolved: dict[Path, Path] = {}
     for path in paths:
+        if not path.exists():
+            raise MergeError(f"{path}: no such run folder")
         if not path.is_dir() or not ((path / RESULTS_JSONL).exists() or (path / ENV_JSON).exists()):
             raise MergeError(f"{path}: not a run folder (no results.jsonl or env.json)")
         if path.resolve() in resolved:
