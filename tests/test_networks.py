@@ -281,6 +281,29 @@ def test_a_block_weight_left_without_a_gradient_makes_the_network_a_mismatch(tem
 
 
 @needs_smp
+def test_a_cancelling_scse_gradient_that_misses_the_networks_one_run_is_judged_where_it_sits(temp_variant) -> None:
+    """channels_last in a float16 U-Net (seed 0) read 0.118 on an sSE bias gradient, a sum over the
+    image, against 5× the unmodified network's own 0.0176 (one run: one draw of its rounding), and
+    every block passed where it sat, with its rounding draws: a correct variant called a mismatch.
+    The blocks' check judges the scSE parameters now; a wrong one is still caught there."""
+    case = unet_case("channels_last", "train", "float16")
+    right = run_case(case, get_variant("channels_last"), CpuClock(), FAST, 0, measures=metric_set())
+    assert right.status.value == "ok", right.reason
+    assert right.check is not None and right.check.grad_rel_err <= right.check.grad_tolerance
+
+    def doubled_bias_grad(ref: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+        module = get_variant("channels_last").build(ref, device, dtype)
+        module.sse.Conv1x1.bias.register_hook(lambda g: 2 * g)
+        return module
+
+    temp_variant("doubled_bias_grad", doubled_bias_grad, dtypes=("float16",))
+    wrong = run_case(dataclasses.replace(case, variant="doubled_bias_grad"), get_variant("doubled_bias_grad"),
+                     CpuClock(), FAST, 0, measures=metric_set())  # fmt: skip
+    assert wrong.status.value == "mismatch"
+    assert (wrong.reason or "").startswith("scSE block decoder.") and "sse.Conv1x1.bias error" in wrong.reason
+
+
+@needs_smp
 def test_float32_is_judged_against_the_unmodified_networks_own_error() -> None:
     result = run_case(unet_case("eager_factored"), get_variant("eager_factored"), CpuClock(), FAST, 0,
                       measures=metric_set())

@@ -376,6 +376,12 @@ def _nearest_rounding(verdict: Verdict, got: dict[str, torch.Tensor], expected: 
     return Verdict(errors, limits)
 
 
+def _without(verdict: Verdict, names: list[str]) -> Verdict:
+    """``verdict`` without ``names`` (judged elsewhere), so the worst it reports is one it judged."""
+    return Verdict({n: e for n, e in verdict.errors.items() if n not in names},
+                   {n: v for n, v in verdict.limits.items() if n not in names})
+
+
 @dataclass(frozen=True)
 class Trial:
     """What a variant was given: the reference it was built from, its input (and a copy from before
@@ -398,6 +404,12 @@ class Trial:
     #: detached, or frozen, would go unjudged and make the step look cheaper. Empty: only the
     #: gradients the variant gives are judged.
     judged: tuple[str, ...] = ()
+    #: Of ``judged``, those whose finite miss here is left to a check where they sit: a network's scSE
+    #: parameters, judged block by block (``harness.sweep.network.blocks_check``, with its rounding
+    #: draws). One run of the unmodified network is one draw of its rounding: channels_last in a
+    #: float16 U-Net read 0.118 on an sSE bias gradient (a cancelling sum) against 5× the network's
+    #: own 0.0176, and every block passed where it sat. They must still get a gradient.
+    judged_where_they_sit: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -515,6 +527,8 @@ def verify(trial: Trial, got: Outcome, compute: str, policy: Policy = SWEEP,
     if _draws_may_clear(grads, policy, trial):
         drawn = found.drawn.get(lambda: fallback_draws(policy, trial, compute, list(grads64)))
         grads = _nearest_rounding(grads, got.grads, grads64, drawn, grad_tol)
+    elsewhere = [n for n in grads.failed if n in trial.judged_where_they_sit and math.isfinite(grads.errors[n])]
+    grads = _without(grads, elsewhere)
     worst = grads.worst
     grad_err, grad_limit = grads.errors[worst], grads.limits[worst]
     problem = None if grads.passed else f"gradient of {worst} error {grad_err:.3g} > tolerance {grad_limit:.3g}"

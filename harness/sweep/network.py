@@ -12,7 +12,9 @@ That whole-network limit says little in 16-bit: the unmodified smp U-Net misses 
 output by 0.37 (bfloat16) and 0.09 (float16), so five times that passed blocks returning zeros. So
 each block is judged too, where it sits (``blocks_check``): its output against the reference block
 in float64 on the very input it received in the network, and in train mode its gradients for the
-gradient that reached its output there, as a block alone is judged.
+gradient that reached its output there, as a block alone is judged. An scSE parameter's gradient
+that misses the whole network's limit is left to that check (``Trial.judged_where_they_sit``): one
+run of the unmodified network is one draw of its rounding, too few for a cancelling sum.
 """
 from __future__ import annotations
 
@@ -180,6 +182,7 @@ def network_subject(case: Case, variant: Variant, seed: int, inputs: SharedInput
         # and fused across layers): the unmodified network is compiled, as the swapped one, to show it
         seed_form=CompiledNetwork if context.form == "compile" else None,
         judged=judged,
+        judged_where_they_sit=judged,  # block by block, below: the network's one run says too little
         untrainable=PLAIN_FUNCTION if train and any(isinstance(b, Block) for b in swapped.blocks) else None,
         parts_check=blocks_check(context, original, swapped, x, grad_out),
     )  # fmt: skip

@@ -129,7 +129,7 @@ def verify(case: Case, variant: Variant, subject: Subject, got: Outcome, seed: i
     """The engine's check (``correctness.verify``, sweep policy) of the variant's first call on this
     case; with ``inputs``, against the reference its configuration's first variant computed."""
     trial = Trial(subject.reference, subject.x, subject.x_before, subject.grad_out, subject.output_shape,
-                  subject.seed_form, subject.judged)
+                  subject.seed_form, subject.judged, subject.judged_where_they_sit)
     compute = tags_of(variant).dtype_for(case.dtype)
     if inputs is None:
         check = correctness.verify(trial, got, compute)

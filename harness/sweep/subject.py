@@ -154,6 +154,8 @@ class Subject:
     seed_form: Callable[[torch.nn.Module], Callable] | None = None
     #: The reference's parameters whose gradients a train step must give (``correctness.Trial.judged``).
     judged: tuple[str, ...] = ()
+    #: Of ``judged``, those a miss of the whole is left to ``parts_check`` for (``correctness.Trial``).
+    judged_where_they_sit: tuple[str, ...] = ()
     #: Why a train step of this subject cannot be judged (its variant built a plain function, whose
     #: weights autograd cannot reach), or None.
     untrainable: str | None = None
