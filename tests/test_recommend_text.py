@@ -91,7 +91,7 @@ def test_the_terminal_cell_of_the_latency_carries_the_winners_marks_over_its_int
     assert latency() == "1.00\n[0.90, 1.10]"
     assert latency(marks=("~", "!", "host-bound")) == "1.00 ~ !\n[0.90, 1.10]"
     assert latency(marks=("!",)) == "1.00 !\n[0.90, 1.10]"
-    assert latency(interval_kind="IQR") == "1.00\n[0.90, 1.10] IQR"
+    assert latency(interval_kind="IQR") == "1.00\n(IQR 0.90–1.10)"  # as report.md writes quartiles
     assert latency(interval_kind="IQR width") == "1.00\n(IQR 0.2)"
     assert latency(interval_kind="") == "1.00"
 
@@ -125,3 +125,14 @@ def test_a_speedup_is_written_to_its_intervals_precision_so_it_lies_inside_it() 
     # two decimals where the bounds need no more, and with no interval at all
     assert speedup_text(replace(WON, speedup=1.004, speedup_ci=(0.98, 1.03))) == "1.00× [0.98, 1.03]"
     assert speedup_text(replace(WON, speedup=1.004, speedup_ci=(math.nan, math.nan))) == "1.00×"
+
+
+@pytest.mark.parametrize(("kind", "cell"), [
+    ("95% CI", "1.00\n[0.90, 1.10]"), ("IQR", "1.00\n(IQR 0.90–1.10)"), ("IQR width", "1.00\n(IQR 0.2)"), ("", "1.00"),
+])  # fmt: skip
+def test_the_terminal_writes_a_winners_spread_as_report_md_does(kind: str, cell: str) -> None:
+    """Quartiles in the terminal read ``[0.90, 1.10] IQR``, a CI's brackets, where report.md wrote
+    ``(IQR 0.90–1.10)``: one notation for each kind of spread in both."""
+    rec = replace(WON, interval_kind=kind)
+    assert terminal_cells(rec)[2] == cell
+    assert table_rows([rec])[0][3] == cell.replace("\n", " ")

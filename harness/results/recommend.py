@@ -501,9 +501,9 @@ def terminal_cells(rec: Recommendation) -> tuple[str, str, str, str]:
     d = decimals(rec.median_ms)
     own = "".join(f" {m}" for m in ("~", "!") if m in rec.marks)
     latency = f"{rec.median_ms:.{d}f}{own}"
-    if rec.interval_kind:
-        latency += (f"\n(IQR {high - low:.2g})" if rec.interval_kind == "IQR width"
-                    else f"\n[{low:.{d}f}, {high:.{d}f}]" + (" IQR" if rec.interval_kind == "IQR" else ""))
+    spread = {"95% CI": f"\n[{low:.{d}f}, {high:.{d}f}]", "IQR": f"\n(IQR {low:.{d}f}–{high:.{d}f})",
+              "IQR width": f"\n(IQR {high - low:.2g})"}  # as report.md's answer table writes them
+    latency += spread.get(rec.interval_kind, "")
     speedup = speedup_text(rec).replace(" (", "\n(", 1)
     if math.isfinite(rec.speedup) and rec.winner != BASELINE_VARIANT and not rec.speedup_disturbed:
         s_low, s_high = rec.speedup_ci
