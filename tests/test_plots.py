@@ -5,6 +5,7 @@ import json
 import logging
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -243,7 +244,9 @@ def test_the_speedup_legend_stays_clear_of_a_long_title() -> None:
     rows.loc[rows["variant"] == "fast", ["noisy", "disturbed"]] = True  # the caution line lengthens the title
     fig = drawn(plots.draw_speedup, rows, {"gpu_name": "NVIDIA H100 80GB HBM3", "torch": "2.11.0+cu130"})
     assert fig is not None and fig.legends
-    fig.canvas.draw()
+    with warnings.catch_warnings():  # "constrained_layout not applied": a panel squeezed to no height
+        warnings.simplefilter("error")
+        fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     title = fig._suptitle.get_window_extent(renderer)
     legend = fig.legends[0].get_window_extent(renderer)

@@ -212,7 +212,10 @@ def draw_speedup(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> F
         ax.set_xticks(x, variants, rotation=30, ha="right", fontsize=8)
         ax.set_title(f"input {batch}×{c}×{h}×{w} (N×C×H×W)", fontsize=10)
         ax.set_ylabel(f"speedup over {BASELINE_VARIANT} (×)")
-        ax.margins(x=0.02)
+        # every variant's slot, bar or not: autoscaling skips the NaN bars of disturbed ratios, and a
+        # panel of those alone shrank to ±0.05 around its tick, its "— !" marks far outside the axes,
+        # and constrained layout gave the panels no width (the title and legend then sat on them)
+        ax.set_xlim(-0.5, len(variants) - 0.5)
     for ax in axes:
         ax.set_ylim(0, ceiling)
     if any(hues):
