@@ -333,6 +333,49 @@ def test_a_cancelling_sums_draws_widen_only_around_float64() -> None:
     assert rejudged(g64 * 1.3, g64, apart)[0] == pytest.approx(0.3)  # none passes: float64's error
 
 
+def test_the_groups_and_limits_of_the_draws_at_their_edges() -> None:
+    """Exact binary fractions, so each edge is met exactly: a draw at the one-run limit from float64 is
+    in its group; groups chain; the one-run limit is the least any centre allows; float64's verdict is
+    reported when it passes, else the nearest passing draw's."""
+    one = torch.tensor([1.0], dtype=torch.float64)
+    # at exactly the one-run limit (0.0625) from float64: one group, float64 allows 2 × 0.0625
+    assert rejudged(one * 1.1, one, [one * 1.0625], one_run=0.0625) == pytest.approx((0.1, 0.125))
+    # 1.05 joins float64, then 1.1 joins 1.05: one group reaching 0.1 from float64
+    assert rejudged(one * 1.15, one, [one * 1.1, one * 1.05]) == pytest.approx((0.15, 0.2))
+    # a draw of its own group passes a gradient exactly at the one-run limit from it
+    assert rejudged(one * 1.5625, one, [one * 1.5], one_run=0.0625) == (0.0625, 0.0625)
+    # float64 passes (0.19 ≤ 0.2) and so would the draw at 1.24: float64's verdict is the one reported
+    assert rejudged(one * 1.19, one, [one * 1.05, one * 1.1, one * 1.24]) == pytest.approx((0.19, 0.2))
+    # a one-run limit above twice every reach is kept
+    assert rejudged(one * 1.25, one, [one * 1.005], one_run=0.2) == pytest.approx((0.25, 0.2))
+    # a gradient that is zero in float64: distances are absolute, as normwise_error's are
+    assert rejudged(one * 0.1, one * 0, [one * 0]) == pytest.approx((0.1, 0.06))
+
+
+def test_a_gradient_judged_where_it_sits_is_left_to_that_check_unless_it_is_not_finite() -> None:
+    """A network's scSE parameters (``Trial.judged_where_they_sit``): a finite miss of the whole
+    network's limit is left to the blocks' check, so the row reports what was judged here; NaN or
+    Inf is wrong wherever it is judged."""
+    ref = correctness.make_reference(16, 2, "add", True, seed=0)
+    x = torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    grad_out = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    params = dict(ref.named_parameters())
+    y = ref(x)
+    values = torch.autograd.grad(y, [x, *params.values()], grad_out)
+    grads = {"input": values[0], **dict(zip(params, values[1:], strict=True))}
+    trial = correctness.Trial(ref, x, x.detach().clone(), grad_out, judged=tuple(params),
+                              judged_where_they_sit=("sse.Conv1x1.bias",))  # fmt: skip
+    for factor, passed in ((3.0, True), (math.inf, False)):
+        given = grads | {"sse.Conv1x1.bias": grads["sse.Conv1x1.bias"] * factor}
+        check = correctness.verify(trial, correctness.Outcome(y.detach(), given, 0.0), "float32")
+        assert check.passed is passed, check.problem
+        assert passed or check.problem == "gradient of sse.Conv1x1.bias error inf > tolerance 2e-05"
+        assert not passed or check.grad_rel_err <= check.grad_tolerance  # the worst it reports passed
+    tripled = grads | {"sse.Conv1x1.weight": grads["sse.Conv1x1.weight"] * 3}  # not left elsewhere
+    check = correctness.verify(trial, correctness.Outcome(y.detach(), tripled, 0.0), "float32")
+    assert check.problem is not None and check.problem.startswith("gradient of sse.Conv1x1.weight error 2 > ")
+
+
 def test_no_rounding_draws_for_a_gradient_that_is_nan(monkeypatch: pytest.MonkeyPatch) -> None:
     """NaN is wrong however the draws fall: at 8×64×128×128 they would cost 34 s for each broken variant."""
     drawn: list[int] = []

@@ -335,7 +335,7 @@ def _groups(apart: list[list[float]], within: float) -> list[int]:
     group = list(range(len(apart)))
     for i in range(len(apart)):
         for j in range(i + 1, len(apart)):
-            if apart[i][j] <= within and group[i] != group[j]:
+            if apart[i][j] <= within:
                 old = group[j]
                 group = [group[i] if g == old else g for g in group]
     return group
