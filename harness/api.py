@@ -32,7 +32,7 @@ from harness.sweep import resume as resuming
 from harness.sweep.cases import Case, expand
 from harness.sweep.config import ConfigError, SweepConfig, read_toml
 from harness.sweep.isolation import WORKERS_LOG
-from harness.sweep.options import by_name
+from harness.sweep.options import as_keywords, by_name
 from harness.sweep.runner import TRACEBACK, clock_for
 from variants.registry import Variant, variant_source, with_forms
 
@@ -76,7 +76,16 @@ class StopFlag:
             signal.signal(signal.SIGTERM, previous_term)
 
 
-def run(
+def run(config: str | Path | None = None, **kwargs: Any) -> pd.DataFrame:
+    """``sweep`` for a Python caller: a bad option's error names it as the caller spelt it
+    (``batch_sizes``, ``max_time``), not by its command-line flag (``--batch-sizes``)."""
+    try:
+        return sweep(config, **kwargs)
+    except ConfigError as exc:
+        raise ConfigError(as_keywords(str(exc), kwargs)) from None
+
+
+def sweep(
     config: str | Path | None = None,
     *,
     write: bool = True,

@@ -97,7 +97,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         return cmd_launch(args, options, console)
     if root is not None and not args.replace_baseline and args.resume is None:
         check_baseline_room(args.config, options, root)
-    frame = api.run(args.config, progress=not args.quiet, console=console, profile=args.profile,
+    frame = api.sweep(args.config, progress=not args.quiet, console=console, profile=args.profile,
                     resume=args.resume, **options)  # fmt: skip
     if not args.quiet:
         report.print_summary(frame, console)

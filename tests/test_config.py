@@ -178,14 +178,39 @@ def test_every_option_is_a_flag_a_keyword_and_a_field() -> None:
         assert option.name in (timing_fields if option.timing else config_fields), option.name
 
 
-def test_a_cold_cache_asked_for_on_the_cpu_is_a_warning() -> None:
-    """``--cache`` flushes a GPU's L2; on the CPU calls run back to back whatever was asked, and the
-    rows say ``hot``: asking for ``cold`` there is told so, the default and ``hot`` are not."""
+def test_a_cold_cache_asked_for_on_the_cpu_from_python_is_a_warning() -> None:
+    """``cache`` flushes a GPU's L2; on the CPU calls run back to back whatever was asked, and the
+    rows say ``hot``: asking for ``cold`` there is told so, the default and ``hot`` are not (the
+    command line's one warning line: ``tests/test_cli_firstrun.py``)."""
     import warnings
 
+    from conftest import FAST_RUN
+
+    import harness
+
+    tiny = {"device": "cpu", "variants": "eager", "shapes": "4x4x4", "batch_sizes": "1", "modes": "forward",
+            "write": False, **FAST_RUN}  # fmt: skip
     with pytest.warns(RuntimeWarning, match=r"^--cache cold flushes a GPU's L2 only: on cpu calls are timed back"):
-        SweepConfig.build(device="cpu", cache="cold")
+        harness.run(cache="cold", **tiny)
     for quiet in ({}, {"cache": "hot"}):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            assert SweepConfig.build(device="cpu", **quiet).device == "cpu"
+            assert harness.run(**quiet, **tiny)["cache"].tolist() == ["hot"]
+
+
+def test_the_python_api_names_a_bad_option_as_the_caller_spelt_it(capsys: pytest.CaptureFixture) -> None:
+    """``harness.run(max_time=-1)`` said ``--max-time must be ≥ 0.001``: a flag the caller never typed.
+    The command line keeps its flags."""
+    import harness
+    from harness.cli import main
+
+    for given, message in (({"variants": "nope"}, "variants: unknown variant 'nope'"),
+                           ({"max_time": -1}, "max_time must be ≥ 0.001, got -1"),
+                           ({"max_time_s": -1}, "max_time_s must be ≥ 0.001, got -1"),
+                           ({"batch_sizes": "x"}, "batch_sizes: batch size must be an integer, got 'x'"),
+                           ({"resume": "/nonexistent"}, "resume '/nonexistent': no such run folder")):  # fmt: skip
+        with pytest.raises(ConfigError) as caught:
+            harness.run(device="cpu", write=False, **given)
+        assert str(caught.value).startswith(message), caught.value
+    assert main(["run", "--device", "cpu", "--max-time", "-1"]) == 2
+    assert "error: --max-time must be ≥ 0.001, got '-1'" in capsys.readouterr().err

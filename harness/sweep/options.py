@@ -9,7 +9,8 @@ This module imports nothing heavy (no torch): ``python -m harness --help`` build
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +97,16 @@ FLAGS: dict[str, str] = {o.name: o.flag for o in OPTIONS}
 SPELLINGS: dict[str, str] = {
     spelling.replace("-", "_"): o.name for o in OPTIONS for spelling in (o.key, o.name)
 }
+
+
+def as_keywords(message: str, given: Iterable[str] = ()) -> str:
+    """``message`` with each flag of a sweep option (``--batch-sizes``), and ``--config`` and
+    ``--resume``, written as a Python caller names it: the keyword it gave (``batch_size``), else
+    the option's name (``batch_sizes``)."""
+    typed = {option_name(key): key for key in given}
+    keywords = {flag: typed.get(name) or name for name, flag in FLAGS.items()} | {"--config": "config",
+                                                                                 "--resume": "resume"}
+    return re.sub(r"--[a-z][a-z0-9-]*", lambda m: keywords.get(m.group(), m.group()), message)
 
 
 def option_name(key: str) -> str | None:

@@ -72,9 +72,9 @@ class ShardJob:
         out = shard_dir(Path(self.root), index, self.count)
         options = self.options | {"shard": f"{index}/{self.count}"}
         if (out / ENV_JSON).exists():  # requeued or rerun: go on after the last finished case
-            frame = api.run(None, resume=out, **{k: v for k, v in options.items() if k != "out"})
+            frame = api.sweep(None, resume=out, **{k: v for k, v in options.items() if k != "out"})
         else:
-            frame = api.run(self.config_file, **(options | {"out": str(out)}))
+            frame = api.sweep(self.config_file, **(options | {"out": str(out)}))
         return str(frame.attrs["run_dir"])
 
     def checkpoint(self, index: int) -> Any:
