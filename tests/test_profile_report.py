@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.results.profile_report import memory_table, profiling_markdown, si
+from harness.results.profile_report import MiB, memory_table, profiling_markdown, si
 from harness.results.report import markdown
 from harness.results.store import to_frame
 
@@ -87,3 +87,13 @@ def test_a_halved_batch_gives_neither_its_flops_nor_its_memory_as_the_batch_aske
     assert "32x64x64 b4 (at batch 1)" in alone and "100 k" in alone
     gpu = "\n".join(profiling_markdown(to_frame([row("oom", 0.1, gpu=True, batch=4, batch_run=1)])))
     assert "32x64x64 b4 (at batch 1)" in gpu.split("GPU telemetry")[1]
+
+
+def test_peak_memory_of_a_gib_and_more_is_whole_mib_never_an_exponent() -> None:
+    """``.3g`` wrote 1530 MiB as ``1.53e+03``; below 1000 MiB three significant figures stay."""
+    frame = to_frame([row("eager", 1.0, gpu=True, peak_mem_bytes=int(1530.4 * MiB), peak_reserved_bytes=2048 * MiB),
+                      row("fast", 0.5, gpu=True, peak_mem_bytes=int(999.4 * MiB),
+                          peak_reserved_bytes=12 * MiB + MiB // 3, graph_pool_bytes=1500 * MiB)])  # fmt: skip
+    lines = "\n".join(memory_table(frame)).splitlines()
+    memory = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in lines if line.startswith("| ")}
+    assert memory["eager"] == "1530 (2048)" and memory["fast"] == "999 (12.3) +1500 held"

@@ -73,6 +73,13 @@ def _known(value: object) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
+def _mib(value: object) -> str:
+    """Bytes as MiB to 3 significant figures, whole MiB from 1000 up: ``.3g`` wrote 1530 MiB as
+    ``1.53e+03``."""
+    mib = float(value) / MiB  # type: ignore[arg-type]
+    return f"{mib:.0f}" if abs(mib) >= 1000 else f"{mib:.3g}"
+
+
 def memory_table(group: pd.DataFrame) -> list[str]:
     """Variants × configurations: peak MiB above the baseline (reserved in brackets on CUDA; what a
     CUDA graph holds in its pool after a plus, since a replay's own peak reads 0)."""
@@ -81,12 +88,13 @@ def memory_table(group: pd.DataFrame) -> list[str]:
         return []
 
     def cell(row: dict[str, object]) -> str:
-        text = _num(float(row["peak_mem_bytes"]) / MiB if row.get("peak_mem_bytes") is not None else None, ".3g")
+        peak = row.get("peak_mem_bytes")
+        text = "" if peak is None or (isinstance(peak, float) and math.isnan(peak)) else _mib(peak)
         reserved, pooled = row.get("peak_reserved_bytes"), row.get("graph_pool_bytes")
         if text and _known(reserved):
-            text += f" ({float(reserved) / MiB:.3g})"  # type: ignore[arg-type]
+            text += f" ({_mib(reserved)})"
         if text and _known(pooled) and float(pooled) > 0:  # type: ignore[arg-type]
-            text += f" +{float(pooled) / MiB:.3g} held"  # type: ignore[arg-type]
+            text += f" +{_mib(pooled)} held"
         return text + _at_batch(row) if text else text
 
     cells = ok.assign(mem_cell=[cell(r) for r in ok.to_dict("records")])
