@@ -324,8 +324,8 @@ def fallback_draws(policy: Policy, trial: Trial, compute: str, names: list[str])
 
 
 def _distance(a: torch.Tensor, b: torch.Tensor, scale: float) -> float:
-    """``max|a - b|``, in float64 on ``b``'s device, over ``scale`` (the float64 gradient's largest value)."""
-    diff = (a.to(device=b.device, dtype=torch.float64) - b.to(torch.float64)).abs().max().item()
+    """``max|a - b|`` in float64 over ``scale`` (the float64 gradient's largest value)."""
+    diff = (a.to(torch.float64) - b.to(torch.float64)).abs().max().item()
     return diff / scale if scale > 0 else diff
 
 
@@ -359,17 +359,18 @@ def _nearest_rounding(verdict: Verdict, got: dict[str, torch.Tensor], expected: 
     1.2× too large in a cancelling sum's wide group."""
     errors, limits = dict(verdict.errors), dict(verdict.limits)
     for name in verdict.failed:
-        g64 = expected[name]
-        scale = g64.detach().abs().max().item()
+        g64 = expected[name].detach().cpu()  # where the draws are: each tensor crosses once
+        scale = g64.abs().max().item()
         runs = [g64, *(draw[name] for draw in draws if name in draw)]
         apart = [[_distance(a, b, scale) for b in runs] for a in runs]
+        mine = got[name].detach().cpu()
         group = _groups(apart, limits[name])
         centres = [i for i in range(len(runs)) if i == 0 or group[i] != group[0]]
         judged = []
         for i in centres:
             reach = max((apart[i][j] for j in range(len(runs)) if j != i and group[j] == group[i]), default=None)
             limit = max(limits[name], allowed(floor, reach, EAGER_FACTOR))
-            judged.append((_distance(got[name], runs[i], scale), limit))
+            judged.append((_distance(mine, runs[i], scale), limit))
         passing = [pair for pair in judged[1:] if pair[0] <= pair[1]]
         near = min(passing, key=lambda pair: pair[0] / pair[1], default=judged[0])
         errors[name], limits[name] = judged[0] if judged[0][0] <= judged[0][1] else near

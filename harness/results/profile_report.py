@@ -89,7 +89,7 @@ def memory_table(group: pd.DataFrame) -> list[str]:
 
     def cell(row: dict[str, object]) -> str:
         peak = row.get("peak_mem_bytes")
-        text = "" if peak is None or (isinstance(peak, float) and math.isnan(peak)) else _mib(peak)
+        text = _mib(peak) if _known(peak) else ""
         reserved, pooled = row.get("peak_reserved_bytes"), row.get("graph_pool_bytes")
         if text and _known(reserved):
             text += f" ({_mib(reserved)})"

@@ -462,6 +462,15 @@ def speedup_text(rec: Recommendation) -> str:
     return f"{speedup_point(rec.speedup, low, high)}×{ci}{rec.speedup_marks()}"
 
 
+def spread_text(rec: Recommendation) -> str:
+    """The winner's interval as report.md and the terminal both write it: ``[0.90, 1.10]`` (95% CI),
+    ``(IQR 0.90–1.10)`` (quartiles), ``(IQR 0.2)`` (a stored IQR's width); empty without one."""
+    low, high = rec.interval_ms
+    d = decimals(rec.median_ms)
+    return {"95% CI": f"[{low:.{d}f}, {high:.{d}f}]", "IQR": f"(IQR {low:.{d}f}–{high:.{d}f})",
+            "IQR width": f"(IQR {high - low:.2g})"}.get(rec.interval_kind, "")
+
+
 def table_rows(recs: list[Recommendation]) -> list[tuple[str, ...]]:
     """The recommendation table's cells, ``TABLE_COLUMNS`` in order."""
     rows = []
@@ -469,11 +478,8 @@ def table_rows(recs: list[Recommendation]) -> list[tuple[str, ...]]:
         if rec.winner is None:
             latency = ""
         else:
-            low, high = rec.interval_ms
-            d = decimals(rec.median_ms)
-            spread = {"95% CI": f" [{low:.{d}f}, {high:.{d}f}]", "IQR": f" (IQR {low:.{d}f}–{high:.{d}f})",
-                      "IQR width": f" (IQR {high - low:.2g})"}  # as the latency cells write it
-            latency = f"{rec.median_ms:.{d}f}" + spread.get(rec.interval_kind, "")
+            spread = spread_text(rec)
+            latency = f"{rec.median_ms:.{decimals(rec.median_ms)}f}" + (f" {spread}" if spread else "")
         rows.append((f"{rec.device} · {rec.dtype} · {rec.mode}", rec.config, rec.winner or "—", latency,
                      speedup_text(rec), rec.verdict(), "; ".join(rec.notes())))  # fmt: skip
     return rows
@@ -497,13 +503,9 @@ def terminal_cells(rec: Recommendation) -> tuple[str, str, str, str]:
     notes = [n for n in rec.notes() if not n.startswith(("~", "!", f"{BASELINE_VARIANT} ", "end to end"))]
     if rec.wall_best is not None:  # the long note would not fit the column
         notes.append(f"end to end: {rec.wall_best}")
-    low, high = rec.interval_ms
-    d = decimals(rec.median_ms)
     own = "".join(f" {m}" for m in ("~", "!") if m in rec.marks)
-    latency = f"{rec.median_ms:.{d}f}{own}"
-    spread = {"95% CI": f"\n[{low:.{d}f}, {high:.{d}f}]", "IQR": f"\n(IQR {low:.{d}f}–{high:.{d}f})",
-              "IQR width": f"\n(IQR {high - low:.2g})"}  # as report.md's answer table writes them
-    latency += spread.get(rec.interval_kind, "")
+    spread = spread_text(rec)
+    latency = f"{rec.median_ms:.{decimals(rec.median_ms)}f}{own}" + (f"\n{spread}" if spread else "")
     speedup = speedup_text(rec).replace(" (", "\n(", 1)
     if math.isfinite(rec.speedup) and rec.winner != BASELINE_VARIANT and not rec.speedup_disturbed:
         s_low, s_high = rec.speedup_ci
