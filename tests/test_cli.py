@@ -124,6 +124,8 @@ BAD_OPTIONS = [
     (["--case-timeout", "-1"], "--case-timeout"),
     (["--case-timeout", "inf"], "--case-timeout"),
     (["--case-timeout", "1e10"], "--case-timeout must be ≤"),  # past Python's longest wait: a queue would raise
+    (["--case-timeout", "2"], "--case-timeout 2 s would kill every case: each warms up and samples for 2.1 s"),
+    (["--case-timeout", "1", "--max-time", "4", "--processes", "2"], "(--warmup 0.1 + --max-time 4 / --processes 2)"),
     (["--out", ""], "--out"),
     (["--out", "{tmp}/two-caches.toml"], "is a file; name a folder"),
     (["--device", "tpu"], "--device"),

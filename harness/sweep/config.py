@@ -189,6 +189,7 @@ class SweepConfig:
         if contexts:
             config = config.fixed_by_contexts(merged)
         config.check_reductions()
+        config.check_case_timeout()
         return config
 
     def fixed_by_contexts(self, given: Mapping[str, Any]) -> SweepConfig:
@@ -219,6 +220,20 @@ class SweepConfig:
                 if c // r < 1:
                     raise ConfigError(f"{FLAGS['reductions']}: reduction {r} leaves no hidden channel for C={c} "
                                       f"(C//r = {c // r}) in {FLAGS['shapes']}")
+
+    def check_case_timeout(self) -> None:
+        """A time limit no longer than what each worker call warms up and samples for would kill every
+        case, and each kill starts a fresh worker whose first case also pays its imports: ``--case-timeout
+        1`` timed out every case of a default run on the 2-core VM."""
+        if self.case_timeout is None:
+            return
+        busy = self.timing.warmup_s + self.timing.max_time_s / self.processes
+        if self.case_timeout <= busy:
+            share = f" / {FLAGS['processes']} {self.processes}" if self.processes > 1 else ""
+            raise ConfigError(f"{FLAGS['case_timeout']} {self.case_timeout:g} s would kill every case: each warms up "
+                              f"and samples for {busy:g} s ({FLAGS['warmup_s']} {self.timing.warmup_s:g} + "
+                              f"{FLAGS['max_time_s']} {self.timing.max_time_s:g}{share}) before its other passes; "
+                              "give several times that")
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-friendly record of the configuration (for env.json)."""
