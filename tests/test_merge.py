@@ -102,7 +102,7 @@ def test_a_case_twice_in_one_run_is_refused(piece, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("config", "env", "message"), [
     ({"seed": 1}, {}, "conflicting setting seed: 0 in"),
-    ({"timing": {"warmup_s": 1.0}}, {}, "conflicting setting timing"),
+    ({"timing": {"warmup_s": 1.0}}, {}, "conflicting setting timing.warmup_s: "),  # the one that differs
     ({"threads": 1}, {}, "conflicting setting threads: torch's default in"),  # None is no number
     ({}, {"torch": "1.0.0"}, "different environment: torch"),
     ({}, {"cpu_model": "Other CPU"}, "different environment: cpu_model"),

@@ -95,6 +95,16 @@ def _read_env(run: Path) -> dict[str, Any]:
     return env
 
 
+def _first_difference(key: str, a: Any, b: Any) -> tuple[str, Any, Any]:
+    """Where two values of a setting first differ: inside a group of settings (``timing``), the one
+    that differs (``timing.max_time_s``), not the two whole groups."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        for sub in (*a, *(k for k in b if k not in a)):
+            if a.get(sub) != b.get(sub):
+                return _first_difference(f"{key}.{sub}", a.get(sub), b.get(sub))
+    return key, a, b
+
+
 def setting_text(key: str, value: Any) -> str:
     """A setting as a message shows it: a threads setting of None is no number but torch's default."""
     if value is None:
@@ -116,8 +126,9 @@ def check_settings(envs: Mapping[Path, Mapping[str, Any]], allow_mixed_env: bool
         for key in CONFIG_MUST_MATCH:
             a, b = (first[1].get("config") or {}).get(key), (env.get("config") or {}).get(key)
             if a != b:
-                raise MergeError(f"conflicting setting {key}: {setting_text(key, a)} in {first[0]} but "
-                                 f"{setting_text(key, b)} in {run}; "
+                name, a, b = _first_difference(key, a, b)
+                raise MergeError(f"conflicting setting {name}: {setting_text(name, a)} in {first[0]} but "
+                                 f"{setting_text(name, b)} in {run}; "
                                  "merge only runs of the same sweep")  # fmt: skip
         for fact, a, b in env_differences(first[1], env, env.get("device"), "merge"):
             message = f"different environment: {fact.key} is {a!r} in {first[0]} but {b!r} in {run}"
