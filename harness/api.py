@@ -26,7 +26,15 @@ from harness.results.report import (
     write_reports,
     write_unfinished,
 )
-from harness.results.store import RowNotWritten, RunFolder, RunWriteError, default_run_dir, row_line, to_frame
+from harness.results.store import (
+    OutputError,
+    RowNotWritten,
+    RunFolder,
+    RunWriteError,
+    default_run_dir,
+    row_line,
+    to_frame,
+)
 from harness.sweep import isolation, sharding
 from harness.sweep import resume as resuming
 from harness.sweep.cases import Case, expand
@@ -83,6 +91,8 @@ def run(config: str | Path | None = None, **kwargs: Any) -> pd.DataFrame:
         return sweep(config, **kwargs)
     except ConfigError as exc:
         raise ConfigError(as_keywords(str(exc), kwargs)) from None
+    except OutputError as exc:  # "choose another --out, or give --overwrite" is the command line's advice
+        raise OutputError(as_keywords(str(exc), kwargs)) from None
 
 
 def sweep(

@@ -214,3 +214,20 @@ def test_the_python_api_names_a_bad_option_as_the_caller_spelt_it(capsys: pytest
         assert str(caught.value).startswith(message), caught.value
     assert main(["run", "--device", "cpu", "--max-time", "-1"]) == 2
     assert "error: --max-time must be ≥ 0.001, got '-1'" in capsys.readouterr().err
+
+
+def test_the_python_api_advises_on_a_taken_folder_in_keywords(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A folder holding a run told a Python caller to "give --overwrite"; the command line keeps its flags."""
+    import harness
+    from harness.cli import main
+    from harness.results.store import OutputError
+
+    tiny = {"device": "cpu", "variants": "eager", "shapes": "8x8x8", "batch_sizes": 1, "modes": "forward",
+            "dtypes": "float32", "max_time": 0.02, "min_samples": 3, "out": str(tmp_path)}
+    harness.run(**tiny)
+    with pytest.raises(OutputError) as caught:
+        harness.run(**tiny)
+    assert str(caught.value).endswith(f"choose another out, or give overwrite=True to replace it, or resume "
+                                      f"{str(tmp_path)!r} to finish it"), caught.value
+    assert main(["run", "--device", "cpu", "--out", str(tmp_path)]) == 2
+    assert f"or give --overwrite to replace it, or --resume {str(tmp_path)!r} to finish it" in capsys.readouterr().err

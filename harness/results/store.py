@@ -200,7 +200,7 @@ class RunFolder:
         if not overwrite:
             raise OutputError(
                 f"output folder {str(self.path)!r} already holds a run ({', '.join(found)}): choose another --out, "
-                f"or give --overwrite to replace it, or --resume {self.path} to finish it"
+                f"or give --overwrite to replace it, or --resume {str(self.path)!r} to finish it"
             )
         patterns = (RESULTS_JSONL, RESULTS_CSV, REPORT_MD, ENV_JSON, ERRORS_LOG, *FIGURE_FILES.values(), *also)
         removed = sorted({p for pattern in patterns for p in self.path.glob(pattern) if p.is_file()})

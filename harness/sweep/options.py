@@ -106,6 +106,9 @@ def as_keywords(message: str, given: Iterable[str] = ()) -> str:
     typed = {option_name(key): key for key in given}
     keywords = {flag: typed.get(name) or name for name, flag in FLAGS.items()} | {"--config": "config",
                                                                                  "--resume": "resume"}
+    switches = {o.flag for o in OPTIONS if o.switch}
+    message = re.sub(r"give (--[a-z][a-z0-9-]*)",  # "give --overwrite": a switch is given as name=True
+                     lambda m: f"give {keywords[m.group(1)]}=True" if m.group(1) in switches else m.group(), message)
     return re.sub(r"--[a-z][a-z0-9-]*", lambda m: keywords.get(m.group(), m.group()), message)
 
 
