@@ -241,6 +241,23 @@ def test_a_whole_run_that_moved_is_warned_of(tmp_path: Path, factor: float, warn
     assert cmp.compare(base, few).shift is None  # four cases: too few to call it the whole run
 
 
+def test_a_whole_run_that_moved_names_the_machines_copy_bandwidths_when_they_differ(tmp_path: Path) -> None:
+    """A new user's unchanged sweep-cpu.toml read 3.97× slower than the committed baseline: the VM copied
+    at 9.3 GB/s that day, the baseline's at 41. Bandwidths within the threshold of each other say nothing."""
+    variants = "abcdef"
+    base = write_run(tmp_path / "base", [row(case(v), noise(1.0, seed=i)) for i, v in enumerate(variants)],
+                     CPU_ENV | {"copy_bandwidth_bytes_s": 4.1e10})  # fmt: skip
+    slow = [row(case(v), noise(4.0, seed=20 + i)) for i, v in enumerate(variants)]
+    result = cmp.compare(base, write_run(tmp_path / "cur", slow, CPU_ENV | {"copy_bandwidth_bytes_s": 9.3e9}))
+    assert result.shift is not None
+    assert ("This run's machine copied memory at 9.3 GB/s, the baseline's at 41 GB/s (4.41× slower)."
+            in result.shift), result.shift
+    same = cmp.compare(base, write_run(tmp_path / "same", slow, CPU_ENV | {"copy_bandwidth_bytes_s": 4.0e10}))
+    assert same.shift is not None and "copied memory" not in same.shift  # the code, or the load, not the memory
+    unknown = cmp.compare(base, write_run(tmp_path / "unknown", slow, CPU_ENV))
+    assert unknown.shift is not None and "copied memory" not in unknown.shift
+
+
 def test_a_reason_with_a_pipe_and_a_tag_keeps_its_cell_in_the_markdown(tmp_path: Path) -> None:
     base = write_run(tmp_path / "base", [row(case("eager"), noise(1.0)), row(case("x"), noise(1.0))])
     cur = write_run(tmp_path / "cur", [row(case("eager"), noise(1.0, seed=4)),

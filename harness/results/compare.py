@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.measure.bandwidth import ENV_KEY as COPY_BANDWIDTH_KEY
 from harness.results.compare_stats import (
     DEFAULT_ALPHA,
     DEFAULT_THRESHOLD,
@@ -176,6 +177,9 @@ class Comparison:
     #: Of ``only_baseline``, the cases the baseline timed (``ok`` at the batch asked): its skipped
     #: or failed rows missing now lose nothing.
     only_baseline_timed: tuple[Key, ...] = ()
+    #: The copy bandwidth each run measured on its machine (env.json, bytes/s; baseline, current):
+    #: when the whole run moved, a machine that copies slower says why (None: not measured).
+    copy_bandwidths: tuple[float | None, float | None] = (None, None)
 
     @property
     def regressions(self) -> tuple[CaseComparison, ...]:
@@ -236,8 +240,20 @@ class Comparison:
             return None
         way = "faster" if middle < 1 else "slower"
         return (f"the whole run is {way} than the baseline: its cases' median ratio is {middle:.2f}× over "
-                f"{len(ratios)} cases. If the code did not change, the machines or their load differ, and a "
-                f"change smaller than that hides under it; make the baseline again on this machine, idle")
+                f"{len(ratios)} cases.{self._copy_speeds()} If the code did not change, the machines or their "
+                f"load differ, and a change smaller than that hides under it; make the baseline again on this "
+                f"machine, idle")
+
+    def _copy_speeds(self) -> str:
+        """The two runs' copy bandwidths, when they differ beyond the threshold: the memory system's speed
+        that day (on the 2-core VM a run 3.97× slower than its baseline copied at 9.3 GB/s against 41)."""
+        base, now = self.copy_bandwidths
+        if not base or not now or base <= 0 or now <= 0:
+            return ""
+        if 1 / (1 + self.threshold) <= now / base <= 1 + self.threshold:
+            return ""
+        return (f" This run's machine copied memory at {now / 1e9:.3g} GB/s, the baseline's at {base / 1e9:.3g} "
+                f"GB/s ({max(base / now, now / base):.2f}× {'slower' if now < base else 'faster'}).")
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -416,6 +432,12 @@ def compare_case(
 # ------------------------------------------------------------------------------------------ compare
 
 
+def _bandwidth(env: Mapping[str, Any]) -> float | None:
+    """The copy bandwidth a run's env.json recorded (bytes/s), or None."""
+    value = number(env.get(COPY_BANDWIDTH_KEY))
+    return value if math.isfinite(value) and value > 0 else None
+
+
 def env_facts(baseline: LoadedRun, current: LoadedRun) -> list[tuple[EnvFact, Any, Any]]:
     """Each fact of ``environment.ENVIRONMENT`` that differs, with both values (missing on both sides
     is no difference), judged for the device type whichever side knows it. Where a side has no
@@ -511,6 +533,7 @@ def compare(
         unlike_settings=unlike,
         device=cur.device or base.device,
         fail_on_missing=fail_on_missing,
+        copy_bandwidths=(_bandwidth(base.env), _bandwidth(cur.env)),
         only_baseline_timed=tuple(k for k in only_b if _fit(str(b_rows[k].get("status")), None, b_rows[k])
                                   and smaller_batch(b_rows[k]) is None),
     )
