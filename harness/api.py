@@ -167,23 +167,29 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
             for key in (MERGE_WARNINGS, RESUME_WARNINGS) if isinstance(earlier.get(key), (list, str))}
     interrupted = False
     with torch_threads(cfg.threads):
-        env = envinfo.collect(cfg.device) | {"config": cfg.as_dict(), CASES_PLANNED: kept + len(cases)} | said
-        env["cpu_allocator"] = allocator.allocator_name()
-        # which code each name ran: a plugin may replace a built-in (eager, what every speedup is over)
-        env["variant_sources"] = {name: variant_source(name) for name in cfg.variants}
-        # what each is, for report.md, which a plugin's absence must not blank
-        env[VARIANT_DESCRIPTIONS] = {name: registry[name].description for name in cfg.variants if name in registry}
-        env["steady_malloc"] = steady_allocator(cfg)
-        env[bandwidth.ENV_KEY] = peak_bw = bandwidth.measure_copy_bandwidth(cfg.device)  # once per run
+        if resume is not None and not cases:  # nothing is measured now: the run's own environment stands
+            env = {k: v for k, v in earlier.items() if k != UNFINISHED} | {CASES_PLANNED: kept}
+            peak_bw = env.get(bandwidth.ENV_KEY)
+        else:
+            env = envinfo.collect(cfg.device) | {"config": cfg.as_dict(), CASES_PLANNED: kept + len(cases)} | said
+            env["cpu_allocator"] = allocator.allocator_name()
+            # which code each name ran: a plugin may replace a built-in (eager, what every speedup is over)
+            env["variant_sources"] = {name: variant_source(name) for name in cfg.variants}
+            # what each is, for report.md, which a plugin's absence must not blank
+            env[VARIANT_DESCRIPTIONS] = {name: registry[name].description for name in cfg.variants
+                                         if name in registry}  # fmt: skip
+            env["steady_malloc"] = steady_allocator(cfg)
+            env[bandwidth.ENV_KEY] = peak_bw = bandwidth.measure_copy_bandwidth(cfg.device)  # once per run
         if folder is not None:
             folder.write_env(env)
-            write_unfinished(folder, kept + len(cases), str(env["date"]))  # until the report replaces it
+            if cases:
+                write_unfinished(folder, kept + len(cases), str(env["date"]))  # until the report replaces it
         clock = clock_for(cfg.device, cfg.cache)
         cache = cfg.cache if cfg.device.startswith("cuda") else "hot"
         bar = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=console, disable=not progress, transient=False,
+            console=console, disable=not progress or not cases, transient=False,
         )  # fmt: skip
         flag = StopFlag()
         refused: str | None = None  # a finished row results.jsonl refused

@@ -197,10 +197,19 @@ def test_an_unknown_flag_points_to_the_subcommands_help(capsys) -> None:
 
 
 def test_resuming_a_finished_run_says_there_is_nothing_left(tiny_run: Path, capsys) -> None:
+    """It rewrites the reports and nothing else: env.json still describes the machine and the day the
+    cases were measured (a resume measured the copy bandwidth and took the date again), and no empty
+    progress bar is drawn."""
+    env_before = json.loads((tiny_run / "env.json").read_text())
+    (tiny_run / "report.md").unlink()
     capsys.readouterr()
-    assert main(["run", "--resume", str(tiny_run), "--quiet"]) == 0
-    assert f"nothing left to run: all 1 cases of {tiny_run} are finished" in capsys.readouterr().out
-    assert (tiny_run / "report.md").is_file()
+    assert main(["run", "--resume", str(tiny_run)]) == 0
+    out = capsys.readouterr().out
+    assert f"nothing left to run: all 1 cases of {tiny_run} are finished" in out
+    assert "0/0" not in out, out
+    assert json.loads((tiny_run / "env.json").read_text()) == env_before
+    assert (tiny_run / "report.md").read_text().startswith("# ")
+    assert "Run not finished" not in (tiny_run / "report.md").read_text()
 
 
 def test_a_row_from_before_bias_and_contexts_is_a_finished_case(tiny_run: Path, capsys) -> None:
