@@ -94,6 +94,20 @@ def test_speedup_bars_carry_the_speedups_95_percent_interval() -> None:
     assert fig is not None and "whiskers" not in fig.get_suptitle()
 
 
+def test_a_whisker_cut_at_the_top_ends_in_an_arrowhead() -> None:
+    """The scale is set by the bars, so a wide interval is cut at the panel's top: a plain cap there
+    read as the interval's end (a new user's noisy 1.43× whose interval reached far above)."""
+    rows = frame()
+    wide = (rows["variant"] == "fast") & (rows["channels"] == 32) & (rows["batch"] == 1)
+    rows.loc[wide, "ci_low_ms"] = rows.loc[wide, "median_ms"] * 0.1  # speedup up to 10× the bar
+    fig = drawn(plots.draw_speedup, rows)
+    heads = {ax.get_title(): [tuple(line.get_xydata()[0]) for line in ax.lines if line.get_marker() == "^"]
+             for ax in fig.axes if ax.get_visible()}  # fmt: skip
+    top = next(ax for ax in fig.axes if ax.get_visible()).get_ylim()[1]
+    assert heads.pop("input 1×32×16×16 (N×C×H×W)") == [(pytest.approx(0.0), pytest.approx(top))]
+    assert all(not h for h in heads.values()), heads  # the others end within the panel
+
+
 def test_latency_panels_are_log_log_with_units() -> None:
     fig = drawn(plots.draw_latency, frame(batches=(1, 8, 32)), env={"cpu_model": "Test CPU", "torch": "2.13.0"})
     assert fig is not None

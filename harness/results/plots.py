@@ -191,6 +191,10 @@ def draw_speedup(frame: pd.DataFrame, env: Mapping[str, Any] | None = None) -> F
                 above = np.clip(np.minimum(highs[shown], ceiling) - centre, 0, None)
                 ax.errorbar(offsets[shown], centre, yerr=[below, above], fmt="none", ecolor="black",
                             elinewidth=0.8, capsize=2)  # fmt: skip
+                past = highs[shown] > ceiling  # a whisker cut at the top: an arrowhead says it goes on
+                if past.any():
+                    ax.plot(offsets[shown][past], np.full(int(past.sum()), ceiling), linestyle="none", marker="^",
+                            color="black", markersize=4, clip_on=False)  # fmt: skip
             for bar, flag in zip(bars, flags, strict=True):
                 if flag:  # a noisy or disturbed side: hatched and pale, its label's mark says which
                     bar.set_hatch("///")
