@@ -109,6 +109,8 @@ BAD_OPTIONS = [
     (["--shapes", "1x2x3x4"], "--shapes"),
     (["--batch-sizes", ""], "--batch-sizes"),
     (["--batch-sizes", "0"], "--batch-sizes"),
+    (["--batch-sizes", "1,,32"], "--batch-sizes: '1,,32' has an empty item between two commas"),  # a lost 8
+    (["--variants", "eager,, eager_factored"], "--variants: 'eager,, eager_factored' has an empty item"),
     (["--dtypes", ""], "--dtypes"),
     (["--modes", "eval"], "--modes"),
     (["--reductions", "-2"], "--reductions"),

@@ -386,9 +386,14 @@ def resolve_device(device: str) -> str:
 
 
 def _items(value: Any) -> list[Any]:
-    """A flat list from a comma-separated string, a scalar or an iterable of either."""
+    """A flat list from a comma-separated string, a scalar or an iterable of either. An empty item
+    between two others is refused (``1,,32``: a value lost in typing, and the sweep ran without it);
+    a comma at either end is not."""
     if isinstance(value, str):
-        return [p.strip() for p in value.split(",") if p.strip()]
+        parts = [p.strip() for p in value.split(",")]
+        if ",," in ",".join(parts).strip(","):
+            raise ConfigError(f"{value!r} has an empty item between two commas")
+        return [p for p in parts if p]
     if isinstance(value, Iterable) and not isinstance(value, (bytes, Mapping)):
         out: list[Any] = []
         for v in value:
