@@ -247,8 +247,8 @@ class Comparison:
     def _copy_speeds(self) -> str:
         """The two runs' copy bandwidths, when they differ beyond the threshold: the memory system's speed
         that day (on the 2-core VM a run 3.97× slower than its baseline copied at 9.3 GB/s against 41)."""
-        base, now = self.copy_bandwidths
-        if not base or not now or base <= 0 or now <= 0:
+        base, now = self.copy_bandwidths  # each positive, or None (``_bandwidth``)
+        if base is None or now is None:
             return ""
         if 1 / (1 + self.threshold) <= now / base <= 1 + self.threshold:
             return ""
