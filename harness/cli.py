@@ -336,6 +336,10 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
                    help="what to compare: median latency (GPU time on CUDA, default), host time per call, "
                         "or synchronous wall time")
     p.add_argument("--alpha", type=float, default=None, help="significance level of the test (default 0.01)")
+    p.add_argument("--relative-to", dest="relative_to", metavar="VARIANT", default=None,
+                   help="divide each case by VARIANT's at its configuration in the same run before judging it, so "
+                        "that a machine slower or faster that day cancels; VARIANT's own cases are shown, not "
+                        "judged (e.g. --relative-to eager)")  # fmt: skip
     p.add_argument("--markdown", metavar="FILE", help="also write Markdown for a PR comment or a CI job summary")
     p.add_argument("--strict-env", dest="strict_env", action="store_true",
                    help="any environment difference compare warns of (GPU or CPU model, torch or CUDA version, "
@@ -375,6 +379,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
             threshold=compare_stats.DEFAULT_THRESHOLD if args.threshold is None else args.threshold,
             alpha=compare_stats.DEFAULT_ALPHA if args.alpha is None else args.alpha,
             strict_env=args.strict_env, metric=args.metric, fail_on_missing=args.fail_on_missing,
+            relative_to=args.relative_to,
         )  # fmt: skip
     except (cmp.CompareError, BaselineError) as exc:
         raise UsageError(str(exc)) from None

@@ -184,3 +184,27 @@ def test_both_jobs_fail_on_a_lost_case(workflow: dict[str, Any]) -> None:
     for job in ("gpu", "cpu"):
         step = next(s for s in workflow["jobs"][job]["steps"] if "bench-compare.sh" in s.get("run", ""))
         assert step["env"]["BENCH_FAIL_ON_MISSING"] == "true"
+
+
+@pytest.mark.parametrize(("relative_to", "code"), [("", 1), ("eager", 0)])
+def test_script_judges_over_a_reference_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   relative_to: str, code: int) -> None:  # fmt: skip
+    """A runner 3× slower than the baseline's machine, code unchanged: every case SLOWER in ms, none over eager."""
+    def run(folder: str, scale: float, seed: int) -> Path:
+        return write_run(tmp_path / folder, [row(case(v), noise(m * scale, seed=seed + i))
+                                             for i, (v, m) in enumerate((("eager", 1.0), ("fused", 0.5)))])
+    baselines.save_baseline(run("old", 1.0, 1), tmp_path / "results" / "baselines")
+    current = run("bench-run", 3.0, 7)
+    monkeypatch.setenv("BENCH_RELATIVE_TO", relative_to)
+    monkeypatch.setenv("BENCH_THRESHOLD", "0.25")
+    out = run_script(tmp_path, current, tmp_path / "summary.md")
+    assert out.returncode == code, out.stdout + out.stderr
+    assert ("eager, the reference, is not judged" in out.stdout) is bool(relative_to)
+
+
+def test_the_cpu_job_judges_over_eager(workflow: dict[str, Any]) -> None:
+    """The hosted runner is not the baseline's machine, and the 2-core VM moved 2.1–4.9× between days."""
+    step = next(s for s in workflow["jobs"]["cpu"]["steps"] if "bench-compare.sh" in s.get("run", ""))
+    assert step["env"]["BENCH_RELATIVE_TO"] == "eager" and float(step["env"]["BENCH_THRESHOLD"]) == 0.25
+    gpu = next(s for s in workflow["jobs"]["gpu"]["steps"] if "bench-compare.sh" in s.get("run", ""))
+    assert "BENCH_RELATIVE_TO" not in gpu["env"]  # one machine model, its drift not yet measured

@@ -47,9 +47,14 @@ fi
 # shared CPU runners drift 10-20% between processes, see README "Noise").
 # BENCH_FAIL_ON_MISSING=true: a case the baseline timed that this run lacks or skipped fails too (the
 # sweep is the baseline's own config, so a missing case is a lost variant, not a changed sweep).
+# BENCH_RELATIVE_TO=VARIANT: judge each case divided by VARIANT's in its own run (compare --relative-to), so
+# that a runner slower or faster than the baseline's machine cancels; VARIANT's own cases are shown, not judged.
 extra=()
 if [ "${BENCH_FAIL_ON_MISSING:-}" = "true" ]; then
   extra+=(--fail-on-missing)
+fi
+if [ -n "${BENCH_RELATIVE_TO:-}" ]; then
+  extra+=(--relative-to "$BENCH_RELATIVE_TO")
 fi
 python -m harness compare "$baseline" "$run_dir" --markdown "$markdown" --threshold "${BENCH_THRESHOLD:-0.05}" ${extra[@]+"${extra[@]}"}
 rc=$?

@@ -31,7 +31,8 @@ from harness.results.tables import escape_md, md_table
 NOTE_LEGEND: dict[str, str] = {
     "noisy": "IQR above 10% of the median on one side",
     "within noise": "significant, but the change is no larger than the samples' own IQR / median (or, with "
-    "--processes, than the spread of the processes' medians): whole runs shift that much on a busy machine",
+    "--processes, than the spread of the processes' medians; with --relative-to, than the reference's own): whole "
+    "runs shift that much on a busy machine",
     "few samples": "too few samples for the test ever to reach p < alpha",
     "by CIs": "no raw samples: judged by whether the 95% CIs of the medians overlap",
     "no raw samples": "no raw samples and no usable confidence interval",
@@ -92,8 +93,13 @@ def headline(comparison: Comparison) -> str:
 NOT_JUDGED = "not judged"
 
 
-def _case_table_frame(cases: Sequence[CaseComparison], config_columns: Sequence[str],
-                      judged: bool = True) -> pd.DataFrame:  # fmt: skip
+def value_columns(comparison: Comparison) -> tuple[str, str]:
+    """The headings of the two sides' figures: ``baseline ms``, or ``baseline /eager`` with ``--relative-to``."""
+    return f"baseline {comparison.unit}", f"current {comparison.unit}"
+
+
+def _case_table_frame(cases: Sequence[CaseComparison], config_columns: Sequence[str], judged: bool = True,
+                      values: tuple[str, str] = ("baseline ms", "current ms")) -> pd.DataFrame:  # fmt: skip
     records = []
     for c in cases:
         record = {"variant": variant_label(c.fields), "N×C×H×W": shape_label(c.fields)}
@@ -102,8 +108,8 @@ def _case_table_frame(cases: Sequence[CaseComparison], config_columns: Sequence[
         record |= {
             "verdict": c.verdict.value if judged else NOT_JUDGED,
             "change": _pct(c.change),
-            "baseline ms": f"{c.baseline_ms:.4g}",
-            "current ms": f"{c.current_ms:.4g}",
+            values[0]: f"{c.baseline_ms:.4g}",
+            values[1]: f"{c.current_ms:.4g}",
             "p": _p(c.p_value),
             "n": f"{c.n_baseline}/{c.n_current}",
             "note": c.note,
@@ -139,7 +145,8 @@ def to_markdown(comparison: Comparison, *, title: str = "Benchmark comparison") 
     lines += [
         f"**{headline(c)}**",
         "",
-        f"Baseline `{c.baseline}` → current `{c.current}`, compared on {METRIC_WORDS[c.metric]}. "
+        f"Baseline `{c.baseline}` → current `{c.current}`, compared on {METRIC_WORDS[c.metric]}"
+        f"{_relative_words(c)}. "
         f"A regression is a case slower by more than "
         f"{c.threshold:.0%} with Mann–Whitney p < {c.alpha:g} on the raw samples.",
         "",
@@ -150,7 +157,7 @@ def to_markdown(comparison: Comparison, *, title: str = "Benchmark comparison") 
     news = [r for r in c.cases if r.verdict is not Verdict.SAME]
     same = [r for r in c.cases if r.verdict is Verdict.SAME]
     if news:
-        lines += [md_table(_case_table_frame(news, varying, not c.unlike_settings), index=False), ""]
+        lines += [md_table(_case_table_frame(news, varying, not c.unlike_settings, value_columns(c)), index=False), ""]
     if c.status_changes:
         lines += ["### Cases not timed on both sides", ""]
         frame = pd.DataFrame.from_records(
@@ -161,13 +168,17 @@ def to_markdown(comparison: Comparison, *, title: str = "Benchmark comparison") 
             ]  # fmt: skip
         )
         lines += [md_table(frame, index=False), ""]
-    for keys, words in ((c.only_baseline, "only in the baseline"), (c.only_current, "only in the current run")):
+    if c.reference_line:
+        lines += [escape_md(c.reference_line) + ".", ""]
+    for keys, words in ((c.only_baseline, "only in the baseline"), (c.only_current, "only in the current run"),
+                        (c.unreferenced, f"not judged: no {c.relative_to} beside them")):  # fmt: skip
         if keys:
             lines += [f"<details><summary>{len(keys)} case(s) {words}</summary>", ""]
             lines += [md_table(_key_frame(keys), index=False), "", "</details>", ""]
     if same:
         lines += [f"<details><summary>{len(same)} case(s) within ±{c.threshold:.0%} (SAME)</summary>", ""]
-        lines += [md_table(_case_table_frame(same, varying, not c.unlike_settings), index=False), "", "</details>", ""]
+        frame = _case_table_frame(same, varying, not c.unlike_settings, value_columns(c))
+        lines += [md_table(frame, index=False), "", "</details>", ""]
     notes = _legend(c.cases) + list(c.notes)
     if notes:
         lines += ["<details><summary>Notes</summary>", ""] + [f"- {escape_md(n)}" for n in notes]
@@ -175,12 +186,22 @@ def to_markdown(comparison: Comparison, *, title: str = "Benchmark comparison") 
     return "\n".join(lines)
 
 
+def _relative_words(comparison: Comparison) -> str:
+    """How the figures were made comparable, with ``--relative-to``: each over the reference in its own run."""
+    ref = comparison.relative_to
+    if ref is None:
+        return ""
+    return (f", each case divided by {ref}'s at its configuration in the same run (`--relative-to {ref}`: a machine "
+            f"slower that day cancels)")
+
+
 STYLES = {Verdict.SLOWER: "bold red", Verdict.FASTER: "green", Verdict.AMBIGUOUS: "yellow", Verdict.SAME: "dim"}
 
 
-#: Columns a narrow terminal may drop, least useful first (the Markdown keeps them all). The note
-#: goes last: it says why a large change is AMBIGUOUS (disturbed, noisy), and it wraps instead.
-OPTIONAL_COLUMNS: tuple[str, ...] = ("n", "p", "baseline ms", "note")
+#: Columns a narrow terminal may drop, least useful first (the Markdown keeps them all; "baseline" is
+#: the baseline's figure, ``value_columns``). The note goes last: it says why a large change is
+#: AMBIGUOUS (disturbed, noisy), and it wraps instead.
+OPTIONAL_COLUMNS: tuple[str, ...] = ("n", "p", "baseline", "note")
 
 
 def rich_table(comparison: Comparison, width: int | None = None) -> Table:
@@ -191,14 +212,15 @@ def rich_table(comparison: Comparison, width: int | None = None) -> Table:
     """
     varying, common = varying_fields(comparison)
     judged = not comparison.unlike_settings
-    frame = _case_table_frame(comparison.cases, varying, judged)
-    numeric = {"baseline ms", "current ms", "change", "p", "n"}
+    values = value_columns(comparison)
+    frame = _case_table_frame(comparison.cases, varying, judged, values)
+    numeric = {*values, "change", "p", "n"}
     widths = {name: max([len(str(v)) for v in frame[name]] + [len(name)]) for name in frame.columns}
     if "note" in widths:  # it wraps between words: its longest word, up to a dozen columns, holds it legibly
         words = [len(w) for note in frame["note"] for w in str(note).replace(";", "; ").split()]
         widths["note"] = min(12, max([6, *words]))
     shown = list(frame.columns)
-    for name in OPTIONAL_COLUMNS:
+    for name in (values[0] if n == "baseline" else n for n in OPTIONAL_COLUMNS):
         if width is None or sum(widths[c] + 2 for c in shown) <= width:
             break
         if name in shown:
@@ -233,9 +255,12 @@ def render(comparison: Comparison, console: Console) -> None:
     for s in c.status_changes:
         style = "bold red" if s.broken else "yellow"
         parts.append(f"[{style}]{s.baseline_status} → {s.current_status}[/] {escape(s.label)}: {escape(s.reason)}")
-    for keys, words in ((c.only_baseline, "only in the baseline"), (c.only_current, "only in the current run")):
+    for keys, words in ((c.only_baseline, "only in the baseline"), (c.only_current, "only in the current run"),
+                        (c.unreferenced, f"not judged, no {c.relative_to} beside it")):  # fmt: skip
         for k in keys:
             parts.append(f"[dim]{words}:[/] {escape(case_label(dict(k)))}")
+    if c.reference_line:
+        parts.append(f"[dim]{escape(c.reference_line)}[/]")
     for note in _legend(c.cases) + list(c.notes):
         parts.append(f"[dim]note: {escape(note)}[/]")
     if parts:
