@@ -233,6 +233,7 @@ def test_a_whole_run_that_moved_is_warned_of(tmp_path: Path, factor: float, warn
         return
     assert result.shift is not None and f"the whole run is {warned} than the baseline" in result.shift
     assert f"{factor:.2f}× over 6 cases" in result.shift
+    assert result.shift.endswith("or judge each case over a variant of its own run (--relative-to VARIANT)")
     assert result.shift in compare_render.to_markdown(result).replace("\\", "")
     console = Console(record=True, width=300)
     compare_render.render(result, console)

@@ -41,6 +41,7 @@ def test_a_machine_slower_that_day_cancels(tmp_path: Path) -> None:
     base, cur = sweep(tmp_path / "base"), sweep(tmp_path / "cur", scale=3.0, seed=50)
     absolute = cmp.compare(base, cur)
     assert absolute.count(Verdict.SLOWER) == 8 and absolute.failed
+    assert (absolute.shift or "").endswith("judge each case over a variant of its own run (--relative-to eager)")
     relative = cmp.compare(base, cur, relative_to="eager")
     assert not relative.failed and relative.nothing_judged is None
     assert {c.verdict for c in relative.cases} == {Verdict.SAME}

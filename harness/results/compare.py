@@ -263,7 +263,12 @@ class Comparison:
         return (f"the whole run is {way} than the baseline: its cases' median ratio is {middle:.2f}× over "
                 f"{len(ratios)} cases.{self._copy_speeds()} If the code did not change, the machines or their "
                 f"load differ, and a change smaller than that hides under it; make the baseline again on this "
-                f"machine, idle")
+                f"machine, idle, or judge each case over a variant of its own run ({self._relative_flag()})")
+
+    def _relative_flag(self) -> str:
+        """``--relative-to eager`` where eager was compared, else the flag with a placeholder."""
+        variants = {dict(c.key).get("variant") for c in self.cases}
+        return f"--relative-to {CPU_CI_REFERENCE if CPU_CI_REFERENCE in variants else 'VARIANT'}"
 
     def _copy_speeds(self) -> str:
         """The two runs' copy bandwidths, when they differ beyond the threshold: the memory system's speed
