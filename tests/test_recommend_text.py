@@ -12,6 +12,7 @@ from harness.results.recommend import (
     Recommendation,
     no_winner,
     speedup_text,
+    spread_text,
     table_rows,
     terminal_cells,
 )
@@ -136,3 +137,4 @@ def test_the_terminal_writes_a_winners_spread_as_report_md_does(kind: str, cell:
     rec = replace(WON, interval_kind=kind)
     assert terminal_cells(rec)[2] == cell
     assert table_rows([rec])[0][3] == cell.replace("\n", " ")
+    assert spread_text(rec) == cell.partition("\n")[2]  # a string either way: "" without an interval

@@ -506,7 +506,7 @@ def terminal_cells(rec: Recommendation) -> tuple[str, str, str, str]:
     own = "".join(f" {m}" for m in ("~", "!") if m in rec.marks)
     spread = spread_text(rec)
     latency = f"{rec.median_ms:.{decimals(rec.median_ms)}f}{own}" + (f"\n{spread}" if spread else "")
-    speedup = speedup_text(rec).replace(" (", "\n(", 1)
+    speedup = speedup_text(rec).replace(" (", "\n(")  # "1× (is eager)", "— (CPU busy) !": the words go below
     if math.isfinite(rec.speedup) and rec.winner != BASELINE_VARIANT and not rec.speedup_disturbed:
         s_low, s_high = rec.speedup_ci
         ci = f"\n{speedup_bounds(s_low, s_high)}" if math.isfinite(s_low) and math.isfinite(s_high) else ""
