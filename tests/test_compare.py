@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -255,8 +256,30 @@ def test_a_whole_run_that_moved_names_the_machines_copy_bandwidths_when_they_dif
             in result.shift), result.shift
     same = cmp.compare(base, write_run(tmp_path / "same", slow, CPU_ENV | {"copy_bandwidth_bytes_s": 4.0e10}))
     assert same.shift is not None and "copied memory" not in same.shift  # the code, or the load, not the memory
+    assert "6 cases. If the code did not change" in same.shift  # nothing said between the sentences
     unknown = cmp.compare(base, write_run(tmp_path / "unknown", slow, CPU_ENV))
-    assert unknown.shift is not None and "copied memory" not in unknown.shift
+    assert unknown.shift is not None and "6 cases. If the code did not change" in unknown.shift
+
+
+#: A baseline's copy bandwidth that a power of two makes exact: now / base is the factor itself.
+BASE_BW = 2.0**35  # 34.4 GB/s
+
+
+@pytest.mark.parametrize(("now", "said"), [
+    (BASE_BW * 1.05, None), (BASE_BW / 1.05, None),  # at the threshold either way: the same machine
+    (BASE_BW * 1.5, "This run's machine copied memory at 51.5 GB/s, the baseline's at 34.4 GB/s (1.50× faster)."),
+    (BASE_BW * 0.6, "This run's machine copied memory at 20.6 GB/s, the baseline's at 34.4 GB/s (1.67× slower)."),
+    (0.5, "This run's machine copied memory at 5e-10 GB/s, the baseline's at 34.4 GB/s (68719476736.00× slower)."),
+    (0.0, None), (-1.0, None), (math.inf, None), (math.nan, None),  # not a measurement
+])  # fmt: skip
+def test_copy_bandwidths_are_named_only_beyond_the_threshold(tmp_path: Path, now: float, said: str | None) -> None:
+    variants = "abcdef"
+    base = write_run(tmp_path / "base", [row(case(v), noise(1.0, seed=i)) for i, v in enumerate(variants)],
+                     CPU_ENV | {"copy_bandwidth_bytes_s": BASE_BW})  # fmt: skip
+    slow = [row(case(v), noise(2.0, seed=20 + i)) for i, v in enumerate(variants)]
+    result = cmp.compare(base, write_run(tmp_path / "cur", slow, CPU_ENV | {"copy_bandwidth_bytes_s": now}))
+    assert result.shift is not None
+    assert f"6 cases. {said} If the code" in result.shift if said else "6 cases. If the code" in result.shift
 
 
 def test_a_reason_with_a_pipe_and_a_tag_keeps_its_cell_in_the_markdown(tmp_path: Path) -> None:

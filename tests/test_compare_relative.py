@@ -9,13 +9,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+from compare_helpers import case, noise, row, write_run
 
 from harness.cli import main
 from harness.results import compare as cmp
 from harness.results.compare_render import rich_table, to_markdown, value_columns
 from harness.results.compare_stats import Verdict
-from tests.compare_helpers import case, noise, row, write_run
 
 VARIANTS = ("eager", "fused", "factored", "linear")
 
@@ -196,3 +197,81 @@ def test_the_cli_judges_relative_to_a_variant(tmp_path: Path, capsys: pytest.Cap
     assert main(["compare", str(base), str(cur), "--relative-to", "eagr"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: --relative-to eagr: no such variant in both runs (both hold eager, factored, fused, linear)"]
+
+
+def test_a_reference_absent_at_one_configuration_divides_nothing_there(tmp_path: Path) -> None:
+    """eager not in the current run at batch 8 (a sweep that lost it): the cases beside it are not judged."""
+    cur = sweep(tmp_path / "cur", seed=50)
+    kept = write_run(tmp_path / "kept", [r for r in map(dict, cmp.load_run(cur).records)
+                                         if not (r["variant"] == "eager" and r["batch"] == 8)])  # fmt: skip
+    result = cmp.compare(sweep(tmp_path / "base"), kept, relative_to="eager")
+    assert len(result.unreferenced) == 3 and {dict(c.key)["batch"] for c in result.cases} == {1}
+
+
+def test_a_reference_with_a_zero_median_divides_nothing(tmp_path: Path) -> None:
+    """An ``ok`` row with a median of 0 (a hand-made results file: the loader refuses a blank one) has
+    nothing to divide by."""
+    broken = row(case("eager", batch=8), noise(8.0, seed=9)) | {"median_ms": 0.0}
+    result = cmp.compare(sweep(tmp_path / "base"), sweep(tmp_path / "cur", eager=broken, seed=50),
+                         relative_to="eager")  # fmt: skip
+    assert len(result.unreferenced) == 3 and {dict(c.key)["batch"] for c in result.cases} == {1}
+
+
+def test_tight_processes_divided_by_the_reference_show_a_change_in_every_one(tmp_path: Path) -> None:
+    """The processes' medians over the reference, 0.5 of eager before and 0.75 now in each: SLOWER."""
+    def with_processes(variant: str, median: float, processes: list[float], seed: int) -> dict:
+        return row(case(variant, batch=8), noise(median, seed=seed)) | {"process_medians_ms": processes}
+
+    base = sweep(tmp_path / "base", fused=with_processes("fused", 4.0, [4.0] * 5, 1),
+                 eager=with_processes("eager", 8.0, [8.0] * 5, 2))  # fmt: skip
+    cur = sweep(tmp_path / "cur", scale=3.0, seed=50, fused=with_processes("fused", 18.0, [18.0] * 5, 3),
+                eager=with_processes("eager", 24.0, [24.0] * 5, 4))  # fmt: skip
+    fused = next(c for c in cmp.compare(base, cur, relative_to="eager").cases
+                 if c.label == cmp.case_label(case("fused", batch=8)))  # fmt: skip
+    assert fused.verdict is Verdict.SLOWER and "processes overlap" not in fused.note
+
+
+GPU_ENV = {"device": "cuda", "gpu_name": "NVIDIA H100", "torch": "2.11.0", "hostname": "h"}
+
+
+def gpu_row(variant: str, gpu_ms: float, host_ms: float, seed: int, processes: list[float] | None = None) -> dict:
+    """A CUDA row: GPU time in ``median_ms``, host time per call in ``host_ms``, each with its samples."""
+    out = row(case(variant, device="cuda"), noise(gpu_ms, seed=seed))
+    host = noise(host_ms, seed=seed + 100)
+    out |= {"host_ms": float(np.median(host)), "host_samples_ms": host, "host_ci_low_ms": min(host),
+            "host_ci_high_ms": max(host), "process_medians_ms": processes}  # fmt: skip
+    return out
+
+
+def test_on_cuda_the_metric_chosen_is_divided_by_the_references_own(tmp_path: Path) -> None:
+    """--metric host: fused's host time over eager's host time (launches 2× slower now, GPU time alike);
+    the GPU time over eager's GPU time reads SAME."""
+    base = write_run(tmp_path / "base", [gpu_row("eager", 1.0, 0.2, 1), gpu_row("fused", 0.5, 0.1, 2)], GPU_ENV)
+    cur = write_run(tmp_path / "cur", [gpu_row("eager", 2.0, 0.4, 3), gpu_row("fused", 1.0, 0.4, 4)], GPU_ENV)
+    (host,) = cmp.compare(base, cur, relative_to="eager", metric="host").cases
+    assert host.verdict is Verdict.SLOWER and host.ratio == pytest.approx(2.0, rel=0.03)
+    (gpu,) = cmp.compare(base, cur, relative_to="eager").cases
+    assert gpu.verdict is Verdict.SAME
+
+
+def test_on_cuda_the_references_process_spread_joins_the_gate(tmp_path: Path) -> None:
+    """GPU time: eager's processes 1.0-1.6 ms apart make fused's 30% move within noise."""
+    base = write_run(tmp_path / "base", [gpu_row("eager", 1.0, 0.2, 1, [1.0] * 5),
+                                         gpu_row("fused", 0.5, 0.1, 2, [0.5] * 5)], GPU_ENV)  # fmt: skip
+    wide = [1.0, 1.0, 1.0, 1.0, 1.6]
+    cur = write_run(tmp_path / "cur", [gpu_row("eager", 1.0, 0.2, 3, wide),
+                                       gpu_row("fused", 0.65, 0.1, 4, [0.65] * 5)], GPU_ENV)  # fmt: skip
+    (fused,) = cmp.compare(base, cur, relative_to="eager").cases
+    assert fused.ratio == pytest.approx(1.3, rel=0.03) and fused.noise == pytest.approx(0.6)
+    assert fused.verdict is Verdict.AMBIGUOUS and "within noise" in fused.note
+
+
+def test_a_cpu_hint_over_the_reference_counts_only_changes_beyond_the_ci_threshold(tmp_path: Path) -> None:
+    """A change of exactly +25% over eager does not fail at the CI job's 25%: it is not counted."""
+    flat = [1.0] * 20
+    base = write_run(tmp_path / "base", [row(case("eager"), flat), row(case("a"), flat), row(case("b"), flat)])
+    cur = write_run(tmp_path / "cur", [row(case("eager"), flat), row(case("a"), [1.25] * 20),
+                                       row(case("b"), [1.5] * 20)])  # fmt: skip
+    result = cmp.compare(base, cur, relative_to="eager")
+    assert [c.change for c in result.regressions] == [0.5, 0.25]
+    assert result.warnings[-1].endswith("at which 1 of these 2 regression(s) would still fail")

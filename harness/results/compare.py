@@ -452,10 +452,10 @@ def compare_case(
     b_proc, c_proc = _processes(base, metric), _processes(cur, metric)
     reference_noise = 0.0
     if references is not None:
-        refs = [timing_of(r, metric) for r in references]
-        b_fig, c_fig = divided(b_fig, refs[0].median), divided(c_fig, refs[1].median)
-        b_proc, c_proc = b_proc / refs[0].median, c_proc / refs[1].median
-        reference_noise = max(own_noise(fig, _processes(r, metric)) for fig, r in zip(refs, references, strict=True))
+        (b_ref, b_ref_proc), (c_ref, c_ref_proc) = ((timing_of(r, metric), _processes(r, metric)) for r in references)
+        b_fig, c_fig = divided(b_fig, b_ref.median), divided(c_fig, c_ref.median)
+        b_proc, c_proc = b_proc / b_ref.median, c_proc / c_ref.median
+        reference_noise = max(own_noise(b_ref, b_ref_proc), own_noise(c_ref, c_ref_proc))
     test = significance(b_fig, c_fig, alpha)
     ratio, p_value, possible, noise = test.ratio, test.p_value, test.possible, max(test.noise, reference_noise)
     notes: list[str] = [test.note] if test.note else []
