@@ -244,14 +244,25 @@ def gpu_row(variant: str, gpu_ms: float, host_ms: float, seed: int, processes: l
 
 
 def test_on_cuda_the_metric_chosen_is_divided_by_the_references_own(tmp_path: Path) -> None:
-    """--metric host: fused's host time over eager's host time (launches 2× slower now, GPU time alike);
-    the GPU time over eager's GPU time reads SAME."""
+    """--metric host: fused's host time over eager's host time, 0.5 of it before and 1.0 now (over eager's
+    GPU time it would read 0.1 and 0.27); its GPU time over eager's GPU time, 0.5 both times, reads SAME."""
     base = write_run(tmp_path / "base", [gpu_row("eager", 1.0, 0.2, 1), gpu_row("fused", 0.5, 0.1, 2)], GPU_ENV)
-    cur = write_run(tmp_path / "cur", [gpu_row("eager", 2.0, 0.4, 3), gpu_row("fused", 1.0, 0.4, 4)], GPU_ENV)
+    cur = write_run(tmp_path / "cur", [gpu_row("eager", 1.5, 0.4, 3), gpu_row("fused", 0.75, 0.4, 4)], GPU_ENV)
     (host,) = cmp.compare(base, cur, relative_to="eager", metric="host").cases
     assert host.verdict is Verdict.SLOWER and host.ratio == pytest.approx(2.0, rel=0.03)
     (gpu,) = cmp.compare(base, cur, relative_to="eager").cases
-    assert gpu.verdict is Verdict.SAME
+    assert gpu.verdict is Verdict.SAME and gpu.ratio == pytest.approx(1.0, rel=0.03)
+
+
+def test_on_cuda_a_reference_is_needed_in_the_metric_compared(tmp_path: Path) -> None:
+    """eager's host time read 0 (a hand-made file): nothing to divide fused's host time by, though its GPU
+    time divides fused's GPU time."""
+    base = write_run(tmp_path / "base", [gpu_row("eager", 1.0, 0.2, 1), gpu_row("fused", 0.5, 0.1, 2)], GPU_ENV)
+    zero = gpu_row("eager", 1.0, 0.2, 3) | {"host_ms": 0.0}
+    cur = write_run(tmp_path / "cur", [zero, gpu_row("fused", 0.5, 0.1, 4)], GPU_ENV)
+    host = cmp.compare(base, cur, relative_to="eager", metric="host")
+    assert not host.cases and len(host.unreferenced) == 1
+    assert len(cmp.compare(base, cur, relative_to="eager").cases) == 1
 
 
 def test_on_cuda_the_references_process_spread_joins_the_gate(tmp_path: Path) -> None:
