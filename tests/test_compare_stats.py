@@ -317,3 +317,28 @@ def test_unequal_widths_hide_a_larger_p_than_equal_ones() -> None:
     # overlapping intervals of any widths show no change: p = 1, so a small change is SAME
     wide, narrow = timing(1.0, 0.5, 1.5), timing(1.01, 1.0, 1.02)
     assert cs.ci_overlap(wide, narrow, 0.01).p_value == 1.0
+
+
+def test_divided_puts_every_figure_in_units_of_the_reference() -> None:
+    """``compare --relative-to``: samples, median, CI and IQR alike (results.csv is judged by the last four)."""
+    out = cs.divided(Timing(np.array([2.0, 4.0]), 3.0, 2.5, 3.5, 1.0), 2.0)
+    assert out.samples.tolist() == [1.0, 2.0]
+    assert (out.median, out.ci_low, out.ci_high, out.iqr) == (1.5, 1.25, 1.75, 0.5)
+
+
+NO_SAMPLES = np.array([])
+
+
+@pytest.mark.parametrize(("fig", "processes", "noise"), [
+    (Timing(np.array([1.0, 2.0, 3.0, 4.0, 5.0]), 3.0, math.nan, math.nan, 99.0), NO_SAMPLES, 2 / 3),  # samples' own
+    (Timing(NO_SAMPLES, 2.0, math.nan, math.nan, 0.5), NO_SAMPLES, 0.25),  # a results.csv row: its stored IQR
+    (Timing(NO_SAMPLES, 0.5, math.nan, math.nan, 0.25), NO_SAMPLES, 0.5),  # a median under 1 ms is a median
+    (Timing(NO_SAMPLES, 0.0, math.nan, math.nan, 0.25), NO_SAMPLES, 0.0),  # nothing to divide by
+    (Timing(NO_SAMPLES, 2.0, math.nan, math.nan, math.nan), NO_SAMPLES, 0.0),  # no IQR stored
+    (Timing(NO_SAMPLES, 2.0, math.nan, math.nan, 0.5), np.array([1.0, 1.5]), 0.5),  # two processes 50% apart
+    (Timing(NO_SAMPLES, 2.0, math.nan, math.nan, 0.5), np.array([1.0, 1.1]), 0.25),  # their spread under the IQR's
+    (Timing(NO_SAMPLES, 2.0, math.nan, math.nan, 0.5), np.array([0.0, 1.0]), 0.25),  # a process of 0: no spread
+])  # fmt: skip
+def test_own_noise_is_the_larger_of_the_iqr_and_the_processes_spread(fig: Timing, processes: np.ndarray,
+                                                                      noise: float) -> None:  # fmt: skip
+    assert cs.own_noise(fig, processes) == pytest.approx(noise)
