@@ -44,8 +44,8 @@ METRIC_WORDS: dict[str, str] = {
 SHIFT_FACTOR = 2.0
 SHIFT_CASES = 5
 #: How the CI job judges CPU runs (.github/workflows/bench.yml): each case over eager of its own run, at
-#: 25%. A hosted runner is not the baseline's machine, and the 2-core VM read whole runs 2.1–4.9× slower
-#: than its baseline on 2026-11-29, and up to 2× between runs minutes apart (README, Noise).
+#: 25%. A hosted runner is another machine of the baseline's model, and the 2-core VM read whole runs
+#: 2.1–4.9× slower than its baseline on 2026-11-29, and up to 2× between runs minutes apart (README, Noise).
 CPU_CI_REFERENCE = "eager"
 CPU_CI_THRESHOLD = 0.25
 
