@@ -318,9 +318,9 @@ class Comparison:
     @property
     def reference_line(self) -> str | None:
         """With ``relative_to``: how far the reference itself moved, which the verdicts do not judge."""
-        ratios = [c.ratio for c in self.reference_cases if c.ratio > 0 and math.isfinite(c.ratio)]
         if self.relative_to is None:
             return None
+        ratios = [c.ratio for c in self.reference_cases if c.ratio > 0 and math.isfinite(c.ratio)]
         if not ratios:
             return f"{self.relative_to}, the reference, was timed on both sides in no case"
         spread = f", {min(ratios):.2f}–{max(ratios):.2f}×" if len(ratios) > 1 else ""
