@@ -198,12 +198,8 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
                                               folder.path if folder is not None else None, peak_bw)
             with bar, flag.installed(console if progress else None), executor:
                 task = bar.add_task("starting", total=len(cases))
-                for case in cases:
-                    if flag.stop:
-                        interrupted = True
-                        break
-                    bar.update(task, description=case.label)
-                    result = executor.run(case)
+                for result in executor.run_all(cases, lambda: flag.stop,
+                                               lambda label: bar.update(task, description=label)):
                     trace = result.extra.get(TRACEBACK)
                     if trace is not None:
                         result = replace(result, extra={k: v for k, v in result.extra.items() if k != TRACEBACK})
@@ -216,15 +212,17 @@ def _sweep(cfg: SweepConfig, cases: list[Case], folder: RunFolder | None, regist
                         if folder is not None:
                             folder.append(row)
                     if trace is not None and folder is not None:  # after its row: a side file costs no row
-                        folder.append_error(case.label, str(trace))
+                        folder.append_error(result.case.label, str(trace))
                     bar.advance(task)
+                interrupted = flag.stop and len(rows) - kept < len(cases)
         except KeyboardInterrupt as exc:  # a second Ctrl-C, or SIGTERM: say where the run can be finished
             raise type(exc)(*([str(folder.path)] if folder is not None else [])) from None
         except RowNotWritten as exc:  # the reports still get written below, with that row
             refused = row_line(row)  # ... and if they cannot be, the error carries it: no file holds it
             folder_path = folder.path if folder is not None else ""
-            raise RowNotWritten(f"{exc}; the run stopped after {case.label}, whose row report.md keeps; once there "
-                                f"is room, finish the run with: python -m harness run --resume {folder_path}") from None
+            raise RowNotWritten(f"{exc}; the run stopped after {result.case.label}, whose row report.md keeps; once "
+                                f"there is room, finish the run with: python -m harness run --resume "
+                                f"{folder_path}") from None
         finally:  # on any exit, a second Ctrl-C included, the finished rows get their report
             try:  # and a Ctrl-C meanwhile (pressed twice, its prompt says) waits until they are written
                 with flag.installed(None), interrupts.held():

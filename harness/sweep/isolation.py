@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +39,7 @@ from harness.sweep import oom
 from harness.sweep.cases import Case
 from harness.sweep.config import SweepConfig
 from harness.sweep.runner import failed, run_case, skip_reason
+from harness.sweep.sharding import group_key
 from harness.sweep.subject import SharedInputs
 from variants.registry import Variant
 from variants.tags import tags_of
@@ -55,6 +57,19 @@ STICKY_CUDA_MESSAGES: tuple[str, ...] = (
     "CUDA_ERROR_LAUNCH_FAILED", "cudaErrorIllegalAddress", "cudaErrorLaunchFailure",
     "CUBLAS_STATUS_EXECUTION_FAILED", "CUDNN_STATUS_EXECUTION_FAILED", "launch timed out",
 )  # fmt: skip
+
+
+def configurations(cases: list[Case]) -> Iterator[list[Case]]:
+    """The sweep's cases in runs of one configuration each (``sharding.group_key``; the context
+    too), in sweep order, where its variants are adjacent (``cases.expand``)."""
+    group: list[Case] = []
+    for case in cases:
+        if group and (group_key(case), case.context) != (group_key(group[0]), group[0].context):
+            yield group
+            group = []
+        group.append(case)
+    if group:
+        yield group
 
 
 def is_sticky_cuda_error(result: CaseResult) -> bool:
@@ -275,15 +290,85 @@ class CaseExecutor:
 
     def run(self, case: Case) -> CaseResult:
         """The case's result; with ``oom_retry``, at smaller batches until it fits."""
+        if self.cfg.processes > 1 and self.runnable(case):
+            return next(iter(self.rounds([case])))
         return oom.run_with_retry(self.run_once, case) if self.cfg.oom_retry else self.run_once(case)
 
+    def run_all(self, cases: list[Case], stop: Callable[[], bool] = lambda: False,
+                starting: Callable[[str], object] = lambda label: None) -> Iterator[CaseResult]:
+        """Each case's result as it is finished, until ``stop()`` says the sweep ends; ``starting``
+        is told what is measured next. With ``processes`` above 1, each configuration's variants
+        are measured together, in rounds (``rounds``)."""
+        if self.cfg.processes == 1:
+            for case in cases:
+                if stop():
+                    return
+                starting(case.label)
+                yield self.run(case)
+            return
+        for group in configurations(cases):
+            yield from self.rounds(group, stop, starting)
+
+    def rounds(self, cases: list[Case], stop: Callable[[], bool] = lambda: False,
+               starting: Callable[[str], object] = lambda label: None) -> Iterator[CaseResult]:
+        """The cases of one configuration measured in ``processes`` rounds, their samples pooled
+        (``record.pool``). Round r runs each case still measured in worker r with an r-th share of
+        the time budget, starting one case later than round r-1. Measured one case after the other,
+        each variant took all its samples within its own few seconds, and a machine that drifted
+        between them (another tenant, a clock stepping down) moved one variant and not the next,
+        which no ratio between them cancels (``compare --relative-to``): a CPU sweep of unchanged
+        code read one case twice as slow as eager that it had matched the day before. Interleaved,
+        drift slower than a round touches every variant alike.
+
+        A case is yielded once its last round is done, or as soon as one fails (one failing process
+        is enough to distrust it); ``--oom-retry`` halves the batch in the first round and the
+        later ones run at the batch that fitted. The cases not finished when ``stop()`` turns true
+        are not yielded: their samples are partial, and ``--resume`` measures them again."""
+        k = self.cfg.processes
+        policy = replace(self.cfg.timing, max_time_s=self.cfg.timing.max_time_s / k)
+        taken: dict[int, list[CaseResult]] = {}  # each measured case's rounds so far, by its place
+        ran: dict[int, Case] = {}  # the case at the batch the first round ran it at
+        for i, case in enumerate(cases):
+            if stop():
+                return
+            starting(case.label)
+            if not self.runnable(case):
+                yield self.run_once(case)
+                continue
+            in_first = lambda c: self._in_worker(c, *self._variant(c), 0, policy)  # noqa: E731
+            first = oom.run_with_retry(in_first, case) if self.cfg.oom_retry else in_first(case)
+            if first.status is not Status.OK:
+                yield pool([first])
+                continue
+            ran[i] = replace(case, batch=first.batch_run) if first.batch_run is not None else case
+            taken[i] = [first]
+        for r in range(1, k):
+            order = list(taken)
+            for i in order[r % len(order):] + order[:r % len(order)] if order else []:
+                if stop():
+                    return
+                starting(f"{cases[i].label} · process {r + 1}/{k}")
+                result = self._in_worker(ran[i], *self._variant(ran[i]), r, policy)
+                result = replace(result, case=cases[i], batch_run=taken[i][0].batch_run)
+                taken[i].append(result)
+                if result.status is not Status.OK:
+                    yield pool(taken.pop(i))
+        for i in sorted(taken):
+            yield pool(taken[i])
+
+    def runnable(self, case: Case) -> bool:
+        """Whether the case is measured at all here (else ``run_once`` makes its skipped row)."""
+        variant, explicit = self._variant(case)
+        return skip_reason(case, variant, explicit) is None and self.clock is not None
+
+    def _variant(self, case: Case) -> tuple[Variant, bool]:
+        """The case's variant, and whether the sweep named it explicitly."""
+        return self.registry[case.variant], case.variant in self.cfg.explicit_variants
+
     def run_once(self, case: Case) -> CaseResult:
-        variant = self.registry[case.variant]
-        explicit = case.variant in self.cfg.explicit_variants
-        runnable = skip_reason(case, variant, explicit) is None and self.clock is not None
-        if runnable and self.cfg.processes > 1:
-            return self._in_processes(case, variant, explicit)
-        if runnable and self.isolated(variant):
+        """The case's result from one process: this one, or a worker when it is isolated."""
+        variant, explicit = self._variant(case)
+        if self.runnable(case) and self.isolated(variant):
             return self._in_worker(case, variant, explicit)
         result = run_case(case, variant, self.clock, self.cfg.timing, self.cfg.seed, explicit, self.cache,
                           self.measures, self.inputs)  # fmt: skip
@@ -296,20 +381,6 @@ class CaseExecutor:
             reason = f"sticky CUDA error (later cases run isolated): {result.reason}"
             result = replace(result, status=Status.CRASHED, reason=reason)
         return result
-
-    def _in_processes(self, case: Case, variant: Variant, explicit: bool) -> CaseResult:
-        """The case measured in each of ``processes`` workers, each with its share of the time
-        budget, and their samples pooled: the spread between processes (heap layout, thread
-        placement, what else the machine ran) then shows in the row, as pyperf's workers show it."""
-        k = self.cfg.processes
-        policy = replace(self.cfg.timing, max_time_s=self.cfg.timing.max_time_s / k)
-        results = []
-        for slot in range(k):
-            result = self._in_worker(case, variant, explicit, slot, policy)
-            results.append(result)
-            if result.status is not Status.OK:
-                break
-        return pool(results)
 
     def request(self, case: Case, variant: Variant, explicit: bool,
                 policy: TimingPolicy | None = None) -> dict[str, Any]:
