@@ -53,7 +53,9 @@ def test_each_round_runs_every_variant_in_its_own_worker_starting_one_later() ->
     cfg = config()
     executor = Recorded(cfg)
     cases = expand(cfg)
-    results = finished(executor, cases)
+    told: list[str] = []
+    results = list(executor.run_all(cases, starting=told.append))
+    assert told[:4] == [f"{c.label} · process 1/3" for c in cases[:3]] + [f"{cases[1].label} · process 2/3"]
     e, m, lin = VARIANTS.split(",")
     per_configuration = [(e, 0), (m, 0), (lin, 0), (m, 1), (lin, 1), (e, 1), (lin, 2), (e, 2), (m, 2)]
     assert [(v, slot) for v, _, slot, _ in executor.calls] == per_configuration * 2

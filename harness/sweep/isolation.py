@@ -331,10 +331,11 @@ class CaseExecutor:
         for i, case in enumerate(cases):
             if stop():
                 return
-            starting(case.label)
             if not self.runnable(case):
+                starting(case.label)
                 yield self.run_once(case)
                 continue
+            starting(f"{case.label} · process 1/{k}")
             in_first = lambda c: self._in_worker(c, *self._variant(c), 0, policy)  # noqa: E731
             first = oom.run_with_retry(in_first, case) if self.cfg.oom_retry else in_first(case)
             if first.status is not Status.OK:
