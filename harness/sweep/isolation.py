@@ -4,7 +4,9 @@ In-process is the default: it is fast, and the runner already turns exceptions i
 runs in a worker (``python -m harness._worker``, one JSON row a line over a pipe) when the sweep
 asks for it (``--isolate``, ``--case-timeout``), when its variant is tagged ``isolate=True``, or
 for the rest of the sweep after an in-process case left a sticky CUDA error (after which this
-process's CUDA context is unusable). The worker is reused from case to case and replaced when it:
+process's CUDA context is unusable). With ``--processes K``, each case runs in K workers, and a
+configuration's variants are measured together, round by round (``CaseExecutor.rounds``). A
+worker is reused from case to case and replaced when it:
 
 - dies (a segfault, ``abort()``, a fatal CUDA error): ``status=crashed``, with the signal or exit
   status and the first line of the Python stack that ``faulthandler`` left in ``workers.log``;
@@ -312,13 +314,15 @@ class CaseExecutor:
     def rounds(self, cases: list[Case], stop: Callable[[], bool] = lambda: False,
                starting: Callable[[str], object] = lambda label: None) -> Iterator[CaseResult]:
         """The cases of one configuration measured in ``processes`` rounds, their samples pooled
-        (``record.pool``). Round r runs each case still measured in worker r with an r-th share of
-        the time budget, starting one case later than round r-1. Measured one case after the other,
-        each variant took all its samples within its own few seconds, and a machine that drifted
-        between them (another tenant, a clock stepping down) moved one variant and not the next,
-        which no ratio between them cancels (``compare --relative-to``): a CPU sweep of unchanged
-        code read one case twice as slow as eager that it had matched the day before. Interleaved,
-        drift slower than a round touches every variant alike.
+        (``record.pool``). Round r runs each case still measured in worker r with a ``processes``-th
+        of the time budget, starting one case later than round r-1. Measured one case after the
+        other, each variant took all its samples within its own few seconds, and a machine that
+        drifted between them (another tenant, a clock stepping down) moved one variant and not the
+        next, which no ratio between them cancels (``compare --relative-to``): a CPU sweep of
+        unchanged code read one case twice as slow as eager that it had matched the day before.
+        Interleaved, drift slower than a round touches every variant alike: between runs of the
+        same day a case's ratio to eager moved a median 10% instead of 16-22%
+        (``results/baselines/noise-cpu/judge_rounds.py``).
 
         A case is yielded once its last round is done, or as soon as one fails (one failing process
         is enough to distrust it); ``--oom-retry`` halves the batch in the first round and the

@@ -70,7 +70,8 @@ OPTIONS: tuple[Option, ...] = (
            timing=True),
     Option("max_time_s", "--max-time", "time budget per case in seconds (default 2)", timing=True),
     Option("processes", "--processes",
-           "spread each case's samples over K worker processes (started once, reused) and pool them (default 1)",
+           "spread each case's samples over K worker processes (started once, reused) and pool them, a "
+           "configuration's variants measured round by round (default 1)",
            metavar="K"),
     Option("seed", "--seed", "seed for weights and inputs (default 0)"),
     Option("out", "--out", "run folder (default results/runs/<time>-<device>)", per_run=True),
