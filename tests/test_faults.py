@@ -312,6 +312,29 @@ def test_first_ctrl_c_stops_after_the_case_writes_the_report_and_exits_130(tmp_p
     assert "Unfinished run" not in (out / "report.md").read_text()  # finished now
 
 
+def test_ctrl_c_between_rounds_keeps_whole_configurations_for_resume(tmp_path: Path, faults: ModuleType) -> None:
+    """With ``--processes 2`` a configuration's variants are measured round by round: a Ctrl-C
+    keeps the configurations whose rounds all ended, never a case with one process's samples, and
+    ``--resume`` measures the rest in both processes."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *SWEEP_FLAGS, "--processes", "2", "--out",
+                             str(out)], env=subprocess_env(tmp_path, faults), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for_rows(out / "results.jsonl", 2, proc, timeout_s=240)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 130, stderr
+    rows = read_jsonl(out / "results.jsonl")
+    assert len(rows) in (2, 4, 6), rows  # whole configurations of two variants
+    assert all(r["status"] == "ok" and r["processes"] == 2 for r in rows), [r["reason"] for r in rows]
+    assert f"Unfinished run: {8 - len(rows)} case(s) did not run" in (out / "report.md").read_text()
+    subprocess.run([sys.executable, "-m", "harness", "run", "--resume", str(out), "--quiet"],
+                   env=subprocess_env(tmp_path, faults), cwd=ROOT, check=True, capture_output=True, timeout=600)
+    rows = read_jsonl(out / "results.jsonl")
+    assert len(rows) == len(set(keys(rows))) == 8
+    assert all(r["status"] == "ok" and len(r["process_medians_ms"]) == 2 for r in rows), [r["reason"] for r in rows]
+
+
 def worker_pids(marker: str) -> list[int]:
     """Worker processes started under this test (their environment carries ``marker``)."""
     found = []
