@@ -331,7 +331,6 @@ class CaseExecutor:
         k = self.cfg.processes
         policy = replace(self.cfg.timing, max_time_s=self.cfg.timing.max_time_s / k)
         taken: dict[int, list[CaseResult]] = {}  # each measured case's rounds so far, by its place
-        ran: dict[int, Case] = {}  # the case at the batch the first round ran it at
         for i, case in enumerate(cases):
             if stop():
                 return
@@ -345,7 +344,6 @@ class CaseExecutor:
             if first.status is not Status.OK:
                 yield pool([first])
                 continue
-            ran[i] = replace(case, batch=first.batch_run) if first.batch_run is not None else case
             taken[i] = [first]
         for r in range(1, k):
             order = list(taken)
@@ -353,8 +351,10 @@ class CaseExecutor:
                 if stop():
                     return
                 starting(f"{cases[i].label} · process {r + 1}/{k}")
-                result = self._in_worker(ran[i], *self._variant(ran[i]), r, policy)
-                result = replace(result, case=cases[i], batch_run=taken[i][0].batch_run)
+                fitted = taken[i][0].batch_run  # the batch the first round ran at, after --oom-retry
+                at = replace(cases[i], batch=fitted) if fitted is not None else cases[i]
+                result = self._in_worker(at, *self._variant(at), r, policy)
+                result = replace(result, case=cases[i], batch_run=fitted)
                 taken[i].append(result)
                 if result.status is not Status.OK:
                     yield pool(taken.pop(i))
