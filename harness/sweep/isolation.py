@@ -293,7 +293,7 @@ class CaseExecutor:
     def run(self, case: Case) -> CaseResult:
         """The case's result; with ``oom_retry``, at smaller batches until it fits."""
         if self.cfg.processes > 1 and self.runnable(case):
-            return next(iter(self.rounds([case])))
+            return next(self.rounds([case]))
         return oom.run_with_retry(self.run_once, case) if self.cfg.oom_retry else self.run_once(case)
 
     def run_all(self, cases: list[Case], stop: Callable[[], bool] = lambda: False,
@@ -331,6 +331,7 @@ class CaseExecutor:
         k = self.cfg.processes
         policy = replace(self.cfg.timing, max_time_s=self.cfg.timing.max_time_s / k)
         taken: dict[int, list[CaseResult]] = {}  # each measured case's rounds so far, by its place
+        in_first = lambda c: self._in_worker(c, *self._variant(c), 0, policy)  # noqa: E731
         for i, case in enumerate(cases):
             if stop():
                 return
@@ -339,7 +340,6 @@ class CaseExecutor:
                 yield self.run_once(case)
                 continue
             starting(f"{case.label} · process 1/{k}")
-            in_first = lambda c: self._in_worker(c, *self._variant(c), 0, policy)  # noqa: E731
             first = oom.run_with_retry(in_first, case) if self.cfg.oom_retry else in_first(case)
             if first.status is not Status.OK:
                 yield pool([first])
