@@ -107,6 +107,19 @@ def test_out_of_memory_halves_the_batch_in_the_first_round_and_the_later_rounds_
     assert row["process_medians_ms"] == [1.0, 2.0, 3.0]
 
 
+def test_a_later_round_failing_after_the_batch_was_halved_says_so() -> None:
+    def outcome(case: Case, slot: int) -> Status:
+        if case.variant == "mean_squeeze":
+            return Status.OOM if case.batch > 2 else (Status.ERROR if slot == 1 else Status.OK)
+        return Status.OK
+
+    cfg = config(batch_sizes="8", oom_retry=True)
+    results = finished(Recorded(cfg, outcome), expand(cfg))
+    row = next(r for r in results if r.case.variant == "mean_squeeze").to_row()
+    assert row["status"] == "error" and row["batch"] == 8 and row["batch_run"] == 2
+    assert row["reason"] == "out of memory at batch 8, 4; ran at batch 2: error in process 2"
+
+
 def test_stopping_mid_configuration_yields_only_finished_cases() -> None:
     """A case with some rounds measured is not finished: its partial samples are no row, and
     ``--resume`` measures it again. A failed case is finished, and kept."""

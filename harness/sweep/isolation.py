@@ -355,6 +355,10 @@ class CaseExecutor:
                 at = replace(cases[i], batch=fitted) if fitted is not None else cases[i]
                 result = self._in_worker(at, *self._variant(at), r, policy)
                 result = replace(result, case=cases[i], batch_run=fitted)
+                if result.status is not Status.OK and fitted is not None and fitted != cases[i].batch:
+                    # the row's latency fields are empty, its batch_run is kept: say why it differs
+                    note = (taken[i][0].reason or "").split(";")[0]
+                    result = replace(result, reason=f"{note}; ran at batch {fitted}: {result.reason}")
                 taken[i].append(result)
                 if result.status is not Status.OK:
                     yield pool(taken.pop(i))
