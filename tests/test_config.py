@@ -40,6 +40,8 @@ def test_toml_file_is_read_and_flags_override_it(tmp_path: Path) -> None:
     ("options", "message"),
     [
         ({"variants": "eagr"}, "unknown variant 'eagr'; did you mean eager"),
+        ({"variants": "nope"}, "unknown variant 'nope'; known: amp_bf16,"),  # at cutoff 0.5 it said compile
+        ({"variants": "cuda"}, "unknown variant 'cuda'; did you mean cuda_fused, cuda_graph"),
         ({"variants": "nothing*"}, "no variant matches 'nothing*'"),
         ({"shapes": "32x64"}, "malformed shape '32x64'"),
         ({"shapes": "axbxc"}, "malformed shape 'axbxc'"),

@@ -20,7 +20,6 @@ none is estimated with a stated default (``DEFAULT_HOST_PEAK``).
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from typing import ClassVar
 import torch.nn as nn
 
 from variants.reference import ScSE
-from variants.registry import add_named, always_available, checked, load_plugins
+from variants.registry import add_named, always_available, checked, load_plugins, nearest
 
 ENTRY_POINT_GROUP = "harness.contexts"
 #: Modules whose import registers the built-in contexts.
@@ -165,6 +164,6 @@ def get_context(name: str) -> Context:
 
 def unknown_context_message(name: str, known: Iterable[str]) -> str:
     names = sorted(known)
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    close = nearest(name, names)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(names) or 'none'}"
     return f"unknown context {name!r}{hint}"

@@ -418,9 +418,19 @@ def unknown_variant_message(name: str, known: Iterable[str] | None = None) -> st
         return (f"variant {name!r} is registered by {len(_CONFLICTS[name])} plugins, "
                 f"{', '.join(_CONFLICTS[name])}: uninstall all but one, or rename")
     names = sorted(known if known is not None else all_variants())
-    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    close = nearest(name, names)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(names)}"
     return f"unknown variant {name!r}{hint}"
+
+
+def nearest(name: str, names: Iterable[str], n: int = 3) -> list[str]:
+    """The names a mistyped ``name`` most likely meant: close spellings (difflib's default cutoff;
+    at 0.5, ``nope`` suggested ``compile``), then the names that contain it (``cuda``: ``cuda_fused``,
+    ``cuda_graph``). Empty when nothing is near, so the caller lists them all instead."""
+    names = list(names)
+    found = difflib.get_close_matches(name, names, n=n, cutoff=0.6)
+    found += [k for k in names if name and name in k and k not in found]
+    return found[:n]
 
 
 def _split(values: Iterable[str] | str) -> list[str]:
