@@ -18,6 +18,12 @@ def clone(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) 
 def build_eager(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     return clone(reference, device, dtype)
 
+
+@register("control", "eager built and measured a second time, as a control: how far it reads from eager is "
+          "noise no single case's interval shows; never ranked", dtypes=("float32", "float16", "bfloat16", "float64"))
+def build_control(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    return clone(reference, device, dtype)
+
 # The variant zoo: one module per family, each registering on import.
 import variants.amp  # noqa: E402,F401
 import variants.compiled  # noqa: E402,F401

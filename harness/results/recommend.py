@@ -20,6 +20,14 @@ two runs each; the largest deviations, up to 48% in one round, came from the 2-t
 train cases at 8×32×64×64): the spread is each case's own, not drift between cases that
 interleaving would cancel. 5% is also what ``compare`` calls a change (``compare_stats.DEFAULT_THRESHOLD``).
 
+Where the run measured the control (``CONTROL_VARIANT``: eager built and timed a second time, an A/A
+test), the run says how far apart identical code read on its own machine that day, and the margin
+is the largest such distance over the device's configurations where both were timed undisturbed,
+if above 5%: on 2026-11-29 the 2-core VM read eager and an identical twin 1.26× apart (a "clear"
+1.26× [1.13, 1.41]) in one of 8 configurations, and 3 of 24 twin configurations read "clear" at
+the default budget. One pair per configuration is one draw of that noise; the largest of the
+run's draws is a high quantile of it, not its bound. The control itself is never ranked.
+
 On the CPU the thread count is part of what was measured. A variant timed on another count than
 the ranked ones (one that sets its own, which the runner sets back after the case, the row's
 ``threads`` being the count its timing ran on; or a row merged from another run) is not ranked
@@ -48,6 +56,7 @@ from harness.results.compare_stats import CSV_CI_LEVEL, DEFAULT_THRESHOLD, Timin
 from harness.results.tables import (
     BASELINE_VARIANT,
     CONFIG_COLUMNS,
+    CONTROL_VARIANT,
     GROUP_COLUMNS,
     at_batch_asked,
     config_label,
@@ -67,6 +76,20 @@ CONFIDENCE = CSV_CI_LEVEL
 #: A lead of this share of the winner's median or less is a tie (see the module docstring), on the log
 #: scale ``compare`` judges no change on (``within_margin``).
 EQUIVALENT = DEFAULT_THRESHOLD
+
+
+@dataclass(frozen=True)
+class ControlSpread:
+    """How far the control read from eager on one device, at most: the ratio of the two medians
+    (≥ 1, whichever was faster), and the configuration where it did (``float32 · forward 32x64x64 b8``)."""
+
+    ratio: float
+    where: str
+
+    @property
+    def margin(self) -> float:
+        """The lead this spread makes a tie: the ratio less 1, at least ``EQUIVALENT``."""
+        return max(EQUIVALENT, self.ratio - 1)
 
 
 @dataclass(frozen=True)
@@ -132,6 +155,10 @@ class Recommendation:
     #: that count (see the module docstring): not ranked, whatever their time.
     other_threads: tuple[tuple[str, int], ...] = ()
     threads: int | None = None
+    #: A lead this share of the winner's median or less is a tie: ``EQUIVALENT``, or more where the
+    #: run's control read further from eager (``control``).
+    margin: float = EQUIVALENT
+    control: ControlSpread | None = None
 
     @property
     def tie(self) -> bool:
@@ -163,12 +190,19 @@ class Recommendation:
                     "(under 6's worth: too few, or drifting); measure longer (--max-time)")
         if self.tie:
             why = ["intervals overlap"] if len(self.tied) > self.tied_by_speedup + len(self.tied_by_margin) else []
-            why += [f"within {EQUIVALENT:.0%}, which one run cannot tell apart"] if self.tied_by_margin else []
+            why += [self.margin_text()] if self.tied_by_margin else []
             why += [f"the speedup over {BASELINE_VARIANT} may be 1×"] if self.tied_by_speedup else []
             return f"tie: {', '.join((self.winner, *self.tied))} ({'; '.join(why)}: any of them)"
         if self.runner_up is None:
             return "the only variant timed"
         return f"clear: next is {self.runner_up} at {self.runner_up_ms:.{decimals(self.runner_up_ms)}f} ms"
+
+    def margin_text(self) -> str:
+        """Why a lead within the margin is a tie: one run cannot tell so little apart, or, where the
+        control set the margin, eager read that far from itself."""
+        if self.control is not None and self.margin > EQUIVALENT:
+            return f"within {self.margin:.0%}, as far as {BASELINE_VARIANT} read from itself ({CONTROL_VARIANT})"
+        return f"within {self.margin:.0%}, which one run cannot tell apart"
 
     def notes(self) -> list[str]:
         """What to keep in mind: the winner's marks, and eager's when it makes the speedup doubtful."""
@@ -251,13 +285,13 @@ def speedup_interval(eager: Timing, winner: Timing, confidence: float = CONFIDEN
     return (math.nan, math.nan, "")
 
 
-def within_margin(best_ms: float, other_ms: float) -> bool:
-    """Whether ``other_ms`` is within ``EQUIVALENT`` of ``best_ms``, as ``compare_stats.judge`` reads
+def within_margin(best_ms: float, other_ms: float, margin: float = EQUIVALENT) -> bool:
+    """Whether ``other_ms`` is within ``margin`` of ``best_ms``, as ``compare_stats.judge`` reads
     no change (``|log ratio| <= log1p(threshold)``): 0.21 against 0.20 ms and 1.05 against 1.00
     differ in the last bit of their ratio, and the answer table and ``compare`` must not disagree there."""
     if other_ms == best_ms:
         return True
-    return best_ms > 0 and abs(math.log(other_ms / best_ms)) <= math.log1p(EQUIVALENT)
+    return best_ms > 0 and abs(math.log(other_ms / best_ms)) <= math.log1p(margin)
 
 
 def _overlap(a: tuple[float, float, str], b: tuple[float, float, str]) -> bool:
@@ -306,9 +340,13 @@ def _untimed_status(row: Mapping[str, Any]) -> str:
     return str(row["status"]) if row["status"] != "ok" else f"oom: ran at batch {smaller_batch(row)}"
 
 
-def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config: str) -> Recommendation:
-    """The recommendation for one configuration's rows (one per variant; a repeated variant's last row counts)."""
+def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config: str,
+                  control: ControlSpread | None = None) -> Recommendation:
+    """The recommendation for one configuration's rows (one per variant; a repeated variant's last
+    row counts; the control is never ranked), ties judged within ``control``'s margin."""
     rows = last_rows(rows)
+    rows = rows[rows["variant"] != CONTROL_VARIANT]
+    margin = control.margin if control is not None else EQUIVALENT
     asked = at_batch_asked(rows)  # a latency of a halved batch (--oom-retry) is not this column's
     timed = rows[(rows["status"] == "ok") & asked & rows["median_ms"].map(lambda v: math.isfinite(number(v)))]
     untimed = rows[(rows["status"] != "ok") | ~asked]
@@ -321,7 +359,7 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
     best_t = timing_of(best)
     best_interval = interval(best_t)
     overlapping = {str(r["variant"]) for r in others if _overlap(best_interval, interval(timing_of(r)))}
-    close = {str(r["variant"]) for r in others if within_margin(best_t.median, number(r["median_ms"]))}
+    close = {str(r["variant"]) for r in others if within_margin(best_t.median, number(r["median_ms"]), margin)}
     tied = tuple(str(r["variant"]) for r in others if str(r["variant"]) in overlapping | close)
     by_margin = tuple(v for v in tied if v not in overlapping)
     eager = next((r for r in ranked if r["variant"] == BASELINE_VARIANT), None)
@@ -369,6 +407,8 @@ def recommend_one(rows: pd.DataFrame, device: str, dtype: str, mode: str, config
         eager_ms=number(eager["median_ms"]) if eager is not None else math.nan,
         other_threads=other_threads,
         threads=threads,
+        margin=margin,
+        control=control,
     )  # fmt: skip
 
 
@@ -404,12 +444,53 @@ def less_precise(named: list[dict[str, Any]], timed: list[dict[str, Any]]
 def recommend(frame: pd.DataFrame) -> list[Recommendation]:
     """One recommendation per device · dtype · mode and configuration, in the report's order."""
     found = []
-    for (device, dtype, mode), group in groups(frame):
+    spreads = control_spreads(frame)
+    for (device, dtype, mode), rows, config in configurations(frame):
+        found.append(recommend_one(rows, device, dtype, mode, config, spreads.get(device)))
+    return found
+
+
+def configurations(frame: pd.DataFrame) -> list[tuple[tuple[str, str, str], pd.DataFrame, str]]:
+    """Each device · dtype · mode with one configuration's rows and its column label, in report order."""
+    found = []
+    for group_key, group in groups(frame):
         g = group.assign(_config=config_label(group))
         keys = [c for c in CONFIG_COLUMNS if c in g.columns]
         for _, rows in g.groupby(keys, sort=False, dropna=False):
-            found.append(recommend_one(rows, device, dtype, mode, str(rows["_config"].iloc[0])))
+            found.append((group_key, rows, str(rows["_config"].iloc[0])))
     return found
+
+
+def control_spreads(frame: pd.DataFrame) -> dict[str, ControlSpread]:
+    """Per device, the largest ratio between the control's median and eager's in one configuration,
+    over the configurations where both were timed at the batch asked and neither was disturbed (a
+    disturbed time says how busy the machine was, not how far apart identical code reads)."""
+    spreads: dict[str, ControlSpread] = {}
+    for (device, dtype, mode), rows, config in configurations(frame):
+        rows = last_rows(rows)
+        ok = rows[(rows["status"] == "ok") & at_batch_asked(rows)]
+        pair = {str(r["variant"]): r for r in ok.to_dict("records")
+                if r["variant"] in (BASELINE_VARIANT, CONTROL_VARIANT) and "!" not in marks(r)}
+        if len(pair) < 2:
+            continue
+        eager_ms, control_ms = (number(pair[v]["median_ms"]) for v in (BASELINE_VARIANT, CONTROL_VARIANT))
+        if not (eager_ms > 0 and control_ms > 0):
+            continue
+        ratio = max(eager_ms / control_ms, control_ms / eager_ms)
+        if device not in spreads or ratio > spreads[device].ratio:
+            spreads[device] = ControlSpread(ratio, f"{dtype} · {mode} {config}")
+    return spreads
+
+
+def control_line(frame: pd.DataFrame) -> list[str]:
+    """One line per device whose run measured the control: how far eager read from itself, where,
+    and what lead that makes a tie."""
+    lines = []
+    for device, spread in control_spreads(frame).items():
+        lines.append(f"control on {device}: {BASELINE_VARIANT} measured twice read up to {spread.ratio:.2f}× apart "
+                     f"({spread.where}), noise no single case's interval shows; a lead within {spread.margin:.0%} "
+                     "is called a tie")  # fmt: skip
+    return lines
 
 
 #: The columns of the recommendation table, in report.md and the terminal.

@@ -23,6 +23,7 @@ from harness.results.recommend import (
     EQUIVALENT,
     TABLE_COLUMNS,
     Recommendation,
+    control_line,
     recommend,
     table_rows,
     terminal_cells,
@@ -32,6 +33,7 @@ from harness.results.store import REPORT_MD, RunFolder, write_whole
 from harness.results.tables import (
     BASELINE_VARIANT,
     CONFIG_COLUMNS,
+    CONTROL_VARIANT,
     GROUP_COLUMNS,
     LATENCY_CAPTION,
     MARKS,
@@ -163,12 +165,14 @@ def recommendation_markdown(frame: pd.DataFrame, recs: list[Recommendation]) -> 
         "Per configuration, the fastest variant that matched the float64 reference (a `mismatch` never wins), "
         f"its median latency, and its speedup over `{BASELINE_VARIANT}` with a 95% confidence interval. "
         "A *tie* means the winner's interval overlaps another variant's, or leads it by under "
-        f"{EQUIVALENT:.0%} (variants are measured one after the other, and the machine drifts between them), "
+        f"{EQUIVALENT:.0%} (variants are measured one after the other, and the machine drifts between them; "
+        f"more, where `{CONTROL_VARIANT}`, eager measured twice, read further apart), "
         f"or its speedup's interval over `{BASELINE_VARIANT}` reaches 1: the data cannot tell them apart, so "
         "run whichever of them suits you. "
         "*unsure*: a variant the answer rests on ran while the CPU was busy. Marks as in the tables below.",
         "",
         *([f"**{busy}**", ""] if (busy := disturbed_count(frame)) else []),
+        *[line for said in control_line(frame) for line in (said, "")],
         table.to_markdown(index=False, disable_numparse=True),
         "",
     ]
@@ -190,6 +194,8 @@ VARIANT_DESCRIPTIONS = "variant_descriptions"
 def answers_text(variant: str, recs: list[Recommendation]) -> str:
     """How often ``variant`` is the answer: ``clear winner in 2 of 8; tied for first in 3``, and
     apart, where it read fastest on a disturbed time or too few samples, ``first but unsure``."""
+    if variant == CONTROL_VARIANT:
+        return "the control: never ranked"
     sure = [r for r in recs if r.winner is not None and not r.unsure]
     clear = sum(r.winner == variant and not r.tie for r in sure)
     tied = sum(r.tie and variant in (r.winner, *r.tied) for r in sure)
@@ -394,6 +400,8 @@ def print_summary(frame: pd.DataFrame, console: Console) -> None:
     busy = disturbed_count(frame)
     if busy:
         console.print(f"[bold red]{escape(busy)}[/]")
+    for line in control_line(frame):
+        console.print(escape(line), soft_wrap=True)
     for table in summary_tables(frame):
         console.print(table)
     broken = frame["status"].isin(BROKEN).to_numpy()

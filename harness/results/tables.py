@@ -20,6 +20,9 @@ from harness.results.record import truthy
 
 #: The variant every speedup is over: the seed's module as written, measured in the same run.
 BASELINE_VARIANT = "eager"
+#: The A/A control (``variants.builtin``): eager again, as a variant of its own. The answer table
+#: never ranks it, and reads how far it lies from eager as the run's own noise (``recommend``).
+CONTROL_VARIANT = "control"
 GROUP_COLUMNS: tuple[str, ...] = ("device", "dtype", "mode")
 CONFIG_COLUMNS: tuple[str, ...] = ("context", "channels", "height", "width", "batch", "reduction", "fusion", "bias")
 
