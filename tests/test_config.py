@@ -87,7 +87,8 @@ def test_auto_device_falls_back_to_cpu_with_cpu_defaults(monkeypatch: pytest.Mon
     assert cfg.device == "cpu"
     # the CPU sweep, not the GPU one: CPU-sized shapes, one batch, float32 only
     assert cfg.shapes == ((32, 64, 64), (64, 32, 32)) and cfg.batch_sizes == (8,) and cfg.dtypes == ("float32",)
-    assert set(cfg.variants) == {"eager", "control", "eager_factored", "mean_squeeze", "channels_last", "amp_bf16", "compile"}
+    assert set(cfg.variants) == {"eager", "control", "eager_factored", "mean_squeeze", "channels_last", "amp_bf16",
+                                 "compile"}
     assert cfg.modes == ("forward", "train") and cfg.explicit_variants == frozenset()
 
 
