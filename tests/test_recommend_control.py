@@ -7,7 +7,7 @@ import pytest
 from test_recommend import only, row
 
 from harness.results.recommend import EQUIVALENT, control_line, control_spreads, recommend
-from harness.results.report import answers_text, markdown
+from harness.results.report import answers_text, markdown, recommendation_table
 from harness.results.store import to_frame
 
 
@@ -67,3 +67,11 @@ def test_the_report_says_what_the_control_read() -> None:
             "no single case's interval shows; a lead within 18% is called a tie")
     assert control_line(frame) == [line]
     assert line in markdown(frame)
+
+
+def test_the_terminal_title_names_the_margin_the_control_set() -> None:
+    frame = to_frame([row("eager", 1.15, 1.14, 1.16), row("fast", 1.0, 0.99, 1.01), row("control", 1.357, 1.35, 1.36)])
+    table = recommendation_table(frame)
+    assert table is not None and str(table.title).endswith("within 18%)")
+    plain = recommendation_table(to_frame([row("eager", 1.15, 1.14, 1.16), row("fast", 1.0, 0.99, 1.01)]))
+    assert plain is not None and str(plain.title).endswith("within 5%)")

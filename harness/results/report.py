@@ -334,8 +334,9 @@ def recommendation_table(frame: pd.DataFrame) -> Table | None:
     recs = recommend(frame)
     if not recs:
         return None
+    margin = max((r.margin for r in recs), default=EQUIVALENT)  # the control's spread, where it is wider
     table = Table(title=f"Which variant to run (fastest correct variant; tie: 95% intervals overlap or "
-                        f"within {EQUIVALENT:.0%})")
+                        f"within {margin:.0%})")
     table.add_column("case")
     table.add_column("run", style="bold")
     table.add_column("median ms", justify="right", no_wrap=True)
