@@ -23,10 +23,11 @@ interleaving would cancel. 5% is also what ``compare`` calls a change (``compare
 Where the run measured the control (``CONTROL_VARIANT``: eager built and timed a second time, an A/A
 test), the run says how far apart identical code read on its own machine that day, and the margin
 is the largest such distance over the device's configurations where both were timed undisturbed,
-if above 5%: on 2026-11-29 the 2-core VM read eager and an identical twin 1.26× apart (a "clear"
-1.26× [1.13, 1.41]) in one of 8 configurations, and 3 of 24 twin configurations read "clear" at
-the default budget. One pair per configuration is one draw of that noise; the largest of the
-run's draws is a high quantile of it, not its bound. The control itself is never ranked.
+if above 5%. On 2026-11-29, a slow day on the 2-core VM, eager and an identical twin read "clear"
+in 3 and 2 of 24 configurations at the default budget (one at 1.26× [1.13, 1.41]), and in 1 of 24
+with the control beside them (``results/baselines/noise-cpu/2026-11-29/twins/``). One pair per
+configuration is one draw of that noise: the largest of the run's draws is a high quantile of it,
+not its bound. The control itself is never ranked.
 
 On the CPU the thread count is part of what was measured. A variant timed on another count than
 the ranked ones (one that sets its own, which the runner sets back after the case, the row's
