@@ -66,7 +66,7 @@ class Shard:
 #: The default sweep, per device type. The CPU one must finish in under 3 minutes on 2 cores with
 #: every variant registered: seven variants × 2 shapes × 1 batch × 2 modes = 28 cases, at
 #: ≤ 2.1 s of timing each plus torch.compile's four compiles (≈ 10 s cold, 2–6 s after). On the CPU
-#: the control (eager measured twice) is one of them: a shared VM reads identical code up to 1.36×
+#: the control (eager measured twice) is one of them: a shared VM read identical code up to 1.48×
 #: apart, and the answer table's ties follow what the run saw. A GPU run asks for it by name.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "cpu": {
