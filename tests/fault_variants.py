@@ -21,8 +21,14 @@ from variants.registry import register, unregister
 
 #: A batch above this makes ``fault_oom`` ask the CPU allocator for more memory than exists.
 OOM_ABOVE_BATCH = 2
-#: Seconds ``fault_slow`` takes to build, so a subprocess sweep lasts long enough to be killed.
-SLOW_BUILD_S = 0.4
+#: The environment variable naming ``fault_gated``'s gate: a file that, until it exists, holds the build
+#: of every case with ``GATED_CHANNELS`` channels. A test that signals a run waits for the rows before
+#: the gate and signals a run that cannot have finished meanwhile: a fixed delay (a 0.4 s build) let
+#: a stalled test process find the run done, send no signal and read exit 0 where 143 was due.
+GATE_ENV = "HARNESS_FAULT_GATE"
+GATED_CHANNELS = 8
+#: How long a closed gate holds a build before it fails the case instead (a test that never opens it).
+GATE_LIMIT_S = 300.0
 
 
 def _copy(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
@@ -73,8 +79,14 @@ def build_hang(reference: torch.nn.Module, device: torch.device, dtype: torch.dt
         time.sleep(60)
 
 
-def build_slow(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    time.sleep(SLOW_BUILD_S)
+def build_gated(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    gate = os.environ.get(GATE_ENV)
+    if gate and reference.channels == GATED_CHANNELS:
+        deadline = time.monotonic() + GATE_LIMIT_S
+        while not Path(gate).exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the gate {gate} never opened")
+            time.sleep(0.01)
     return _copy(reference, device, dtype)
 
 
@@ -110,7 +122,7 @@ FAULTS = {
     "fault_abort_tagged": (build_abort, {"isolate": True}),
     "fault_segv": (build_segv, {}),
     "fault_hang": (build_hang, {}),
-    "fault_slow": (build_slow, {}),
+    "fault_gated": (build_gated, {}),
     "fault_print": (build_print, {}),
     "fault_oom": (build_oom, {}),
 }

@@ -271,34 +271,45 @@ def wait_for_rows(path: Path, count: int, proc: subprocess.Popen, timeout_s: flo
     pytest.fail(f"no {count} rows within {timeout_s} s")
 
 
-SWEEP_FLAGS = ["--device", "cpu", "--variants", "fault_slow,eager", "--shapes", "4x4x4,8x4x4", "--batch-sizes", "1,2",
-               "--modes", "forward", *FAST_FLAGS, "--quiet"]  # fmt: skip
-SWEEP_OPTIONS = {"device": "cpu", "variants": "fault_slow,eager", "shapes": "4x4x4,8x4x4", "batch_sizes": [1, 2],
+SWEEP_FLAGS = ["--device", "cpu", "--variants", "fault_gated,eager", "--shapes", "4x4x4,8x4x4", "--batch-sizes",
+               "1,2", "--modes", "forward", *FAST_FLAGS, "--quiet"]  # fmt: skip
+SWEEP_OPTIONS = {"device": "cpu", "variants": "fault_gated,eager", "shapes": "4x4x4,8x4x4", "batch_sizes": [1, 2],
                  "modes": "forward"}  # fmt: skip
+#: The rows a sweep of ``SWEEP_FLAGS`` writes before its gate: both variants at 4x4x4, batches 1 and 2;
+#: the fifth case, fault_gated at 8x4x4, waits there until the gate opens.
+BEFORE_GATE = 4
 
 
-def signalled_after_a_row(tmp_path: Path, faults: ModuleType, signum: int) -> tuple[subprocess.Popen, Path, int]:
-    """A sweep of 8 cases in its own process, sent ``signum`` once it has written a row: the process,
-    its run folder and how many rows it had written by then."""
+def gated_env(tmp_path: Path, faults: ModuleType, **extra: str) -> tuple[dict[str, str], Path]:
+    """``subprocess_env`` with fault_gated's gate closed, and the gate: a file, opened by touching it."""
+    gate = tmp_path / "gate"
+    return subprocess_env(tmp_path, faults, **{faults.GATE_ENV: str(gate)}, **extra), gate
+
+
+def signalled_at_the_gate(tmp_path: Path, faults: ModuleType, signum: int) -> tuple[subprocess.Popen, Path, Path]:
+    """A sweep of 8 cases in its own process, sent ``signum`` once it has written the rows before its
+    gate, so it is signalled mid-run however slow this machine is: the process, its run folder and
+    the gate, still closed."""
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *SWEEP_FLAGS, "--out", str(out)],
-                            env=subprocess_env(tmp_path, faults), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    before = wait_for_rows(out / "results.jsonl", 1, proc)
+    env, gate = gated_env(tmp_path, faults)
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *SWEEP_FLAGS, "--out", str(out)], env=env,
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for_rows(out / "results.jsonl", BEFORE_GATE, proc)
     proc.send_signal(signum)
-    return proc, out, before
+    return proc, out, gate
 
 
 def test_first_ctrl_c_stops_after_the_case_writes_the_report_and_exits_130(tmp_path: Path,
                                                                              faults: ModuleType) -> None:
-    proc, out, before = signalled_after_a_row(tmp_path, faults, signal.SIGINT)
+    proc, out, gate = signalled_at_the_gate(tmp_path, faults, signal.SIGINT)
+    gate.touch()  # the case in progress may finish now
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     rows = read_jsonl(out / "results.jsonl")
-    assert before <= len(rows) <= before + 1 < 8  # the case in progress finished; no later case started
+    assert BEFORE_GATE <= len(rows) <= BEFORE_GATE + 1  # the case in progress finished; no later case started
     assert len(set(keys(rows))) == len(rows)
     report = (out / "report.md").read_text()
-    assert "eager" in report or "fault_slow" in report
+    assert "eager" in report and "fault_gated" in report
     assert f"Unfinished run: {8 - len(rows)} case(s) did not run" in report  # its answers are partial
     assert len((out / "results.csv").read_text().splitlines()) == len(rows) + 1
     assert "interrupted" in stdout and f"python -m harness run --resume {out}" in " ".join(stdout.split())
@@ -317,15 +328,18 @@ def test_ctrl_c_between_rounds_keeps_whole_configurations_for_resume(tmp_path: P
     keeps the configurations whose rounds all ended, never a case with one process's samples, and
     ``--resume`` measures the rest in both processes."""
     out = tmp_path / "run"
+    env, gate = gated_env(tmp_path, faults)
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *SWEEP_FLAGS, "--processes", "2", "--out",
-                             str(out)], env=subprocess_env(tmp_path, faults), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    wait_for_rows(out / "results.jsonl", 2, proc, timeout_s=240)
+                             str(out)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    wait_for_rows(out / "results.jsonl", BEFORE_GATE, proc, timeout_s=240)
     proc.send_signal(signal.SIGINT)
+    gate.touch()
     stdout, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 130, stderr
     rows = read_jsonl(out / "results.jsonl")
-    assert len(rows) in (2, 4, 6), rows  # whole configurations of two variants
+    # whole configurations of two variants: none of those after the gate, or the one held there
+    assert len(rows) in (BEFORE_GATE, BEFORE_GATE + 2), rows
     assert all(r["status"] == "ok" and r["processes"] == 2 for r in rows), [r["reason"] for r in rows]
     assert f"Unfinished run: {8 - len(rows)} case(s) did not run" in (out / "report.md").read_text()
     subprocess.run([sys.executable, "-m", "harness", "run", "--resume", str(out), "--quiet"],
@@ -354,16 +368,16 @@ def worker_pids(marker: str) -> list[int]:
 def test_sigkill_mid_sweep_then_resume_completes_every_case_once(tmp_path: Path, faults: ModuleType) -> None:
     out = tmp_path / "run"
     marker = f"HARNESS_TEST_{uuid.uuid4().hex}"
-    env = subprocess_env(tmp_path, faults, HARNESS_TEST_MARKER=marker)
+    env, gate = gated_env(tmp_path, faults, HARNESS_TEST_MARKER=marker)
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *SWEEP_FLAGS, "--isolate", "--out", str(out)],
                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    wait_for_rows(out / "results.jsonl", 2, proc)
+    wait_for_rows(out / "results.jsonl", BEFORE_GATE, proc)
     assert worker_pids(marker), "the isolated run has no worker"
-    proc.kill()
+    proc.kill()  # its worker is held at the gate
     proc.wait()
     results = out / "results.jsonl"
     kept = results.read_bytes()
-    assert 2 <= kept.count(b"\n") < 8
+    assert kept.count(b"\n") == BEFORE_GATE
     with results.open("ab") as f:  # what a kill in the middle of a write leaves
         f.write(b'{"variant": "eager", "device": "cpu", "dtype": "flo')
     deadline = time.monotonic() + 10
@@ -371,6 +385,7 @@ def test_sigkill_mid_sweep_then_resume_completes_every_case_once(tmp_path: Path,
         time.sleep(0.1)
     assert not worker_pids(marker)
 
+    gate.touch()
     done = subprocess.run([sys.executable, "-m", "harness", "run", "--resume", str(out), "--quiet"],
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -589,11 +604,11 @@ def test_a_second_ctrl_c_before_any_case_finished_says_how_to_finish_the_run(tmp
 def test_sigterm_abandons_the_case_writes_the_report_and_exits_143(tmp_path: Path, faults: ModuleType) -> None:
     """``timeout``, a cancelled CI job and Slurm's time limit send SIGTERM: the run died at once with
     neither report.md nor results.csv, and said nothing of how to finish it."""
-    proc, out, before = signalled_after_a_row(tmp_path, faults, signal.SIGTERM)
+    proc, out, _ = signalled_at_the_gate(tmp_path, faults, signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr
     rows = read_jsonl(out / "results.jsonl")
-    assert before <= len(rows) < 8 and len(set(keys(rows))) == len(rows)
+    assert len(rows) == BEFORE_GATE and len(set(keys(rows))) == len(rows)  # the case at the gate was abandoned
     assert f"Unfinished run: {8 - len(rows)} case(s) did not run" in (out / "report.md").read_text()
     assert len((out / "results.csv").read_text().splitlines()) == len(rows) + 1
     assert " ".join(stderr.split()).endswith(f"terminated; finish the run with: python -m harness run --resume {out}")
@@ -800,7 +815,7 @@ def test_sigkill_leaves_a_report_saying_the_run_was_cut_short_and_how_to_rebuild
     """SIGKILL (an OOM killer, a node's hard limit) or a variant's ``os._exit`` without ``--isolate``
     runs no ``finally``: the folder held rows and no report.md, with nothing saying the run was cut
     short. The report written at the start says so and how to rebuild it until the real one replaces it."""
-    proc, out, before = signalled_after_a_row(tmp_path, faults, signal.SIGKILL)
+    proc, out, _ = signalled_at_the_gate(tmp_path, faults, signal.SIGKILL)
     proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL
     report = " ".join((out / "report.md").read_text().split())
@@ -811,7 +826,7 @@ def test_sigkill_leaves_a_report_saying_the_run_was_cut_short_and_how_to_rebuild
     assert main(["report", str(out)]) == 0  # the command it gives rebuilds the report from the rows
     rows = read_jsonl(out / "results.jsonl")
     rebuilt = (out / "report.md").read_text()
-    assert before <= len(rows) < 8 and "Run not finished" not in rebuilt and "eager" in rebuilt
+    assert len(rows) == BEFORE_GATE and "Run not finished" not in rebuilt and "eager" in rebuilt
     from harness.results.report import cases_left
 
     assert cases_left({"cases_left": "many", "cases_planned": 8}, 5) == 3  # hand-edited: the rows' count stands
