@@ -64,9 +64,25 @@ def test_a_disturbed_or_failed_control_says_nothing() -> None:
 def test_the_report_says_what_the_control_read() -> None:
     frame = to_frame([row("eager", 1.15, 1.14, 1.16), row("fast", 1.0, 0.99, 1.01), row("control", 1.357, 1.35, 1.36)])
     line = ("control on cpu: eager measured twice read up to 1.18× apart (float32 · forward 32x16x16 b8), noise "
-            "no single case's interval shows; a lead within 18% is called a tie")
+            "no single case's interval shows; a lead within 18% is called a tie; measured in one process: rounds "
+            "across processes (--processes 3) narrow such noise")
     assert control_line(frame) == [line]
     assert line in markdown(frame)
+
+
+@pytest.mark.parametrize(("control", "processes", "advised"), [
+    (1.357, 1, True),  # 1.18× apart, a margin of 18%, in one process: the remedy is named
+    (1.357, 3, False),  # already in rounds across processes
+    (1.22, None, True),  # 1.06× apart, in a run from before the column: one process
+    (1.2, 1, False),  # 1.04× apart: the margin stays at 5%, nothing to narrow
+])  # fmt: skip
+def test_the_control_line_names_rounds_across_processes_only_where_they_would_narrow_it(
+        control: float, processes: int | None, advised: bool) -> None:  # fmt: skip
+    extra = {} if processes is None else {"processes": processes}
+    frame = to_frame([row("eager", 1.15, **extra), row("fast", 1.0, **extra), row("control", control, **extra)])
+    assert control_spreads(frame)["cpu"].processes == (processes or 1)
+    [line] = control_line(frame)
+    assert line.endswith("narrow such noise") is advised, line
 
 
 def test_the_terminal_title_names_the_margin_the_control_set() -> None:

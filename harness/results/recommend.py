@@ -82,10 +82,12 @@ EQUIVALENT = DEFAULT_THRESHOLD
 @dataclass(frozen=True)
 class ControlSpread:
     """How far the control read from eager on one device, at most: the ratio of the two medians
-    (≥ 1, whichever was faster), and the configuration where it did (``float32 · forward 32x64x64 b8``)."""
+    (≥ 1, whichever was faster), the configuration where it did (``float32 · forward 32x64x64 b8``),
+    and how many processes each of the two was measured in (``--processes``)."""
 
     ratio: float
     where: str
+    processes: int = 1
 
     @property
     def margin(self) -> float:
@@ -479,18 +481,27 @@ def control_spreads(frame: pd.DataFrame) -> dict[str, ControlSpread]:
             continue
         ratio = max(eager_ms / control_ms, control_ms / eager_ms)
         if device not in spreads or ratio > spreads[device].ratio:
-            spreads[device] = ControlSpread(ratio, f"{dtype} · {mode} {config}")
+            processes = number(pair[CONTROL_VARIANT].get("processes"))
+            spreads[device] = ControlSpread(ratio, f"{dtype} · {mode} {config}",
+                                            int(processes) if processes >= 1 else 1)  # fmt: skip
     return spreads
+
+
+#: What narrows the control's spread, said where a run measured in one process widened the margin: on
+#: the 2-core VM, eager and an identical twin read up to 1.10-1.48× apart a run in one process and
+#: 1.05-1.17× in rounds across three (results/baselines/noise-cpu/2026-11-29/twins).
+NARROWER = "measured in one process: rounds across processes (--processes 3) narrow such noise"
 
 
 def control_line(frame: pd.DataFrame) -> list[str]:
     """One line per device whose run measured the control: how far eager read from itself, where,
-    and what lead that makes a tie."""
+    what lead that makes a tie, and, when that is above 5% in one process, how to narrow it."""
     lines = []
     for device, spread in control_spreads(frame).items():
+        advice = f"; {NARROWER}" if spread.margin > EQUIVALENT and spread.processes == 1 else ""
         lines.append(f"control on {device}: {BASELINE_VARIANT} measured twice read up to {spread.ratio:.2f}× apart "
                      f"({spread.where}), noise no single case's interval shows; a lead within {spread.margin:.0%} "
-                     "is called a tie")  # fmt: skip
+                     f"is called a tie{advice}")  # fmt: skip
     return lines
 
 
