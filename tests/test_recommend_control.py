@@ -91,3 +91,28 @@ def test_the_terminal_title_names_the_margin_the_control_set() -> None:
     assert table is not None and str(table.title).endswith("within 18%)")
     plain = recommendation_table(to_frame([row("eager", 1.15, 1.14, 1.16), row("fast", 1.0, 0.99, 1.01)]))
     assert plain is not None and str(plain.title).endswith("within 5%)")
+
+
+def test_a_control_at_another_batch_or_that_missed_the_reference_says_nothing() -> None:
+    """--oom-retry's halved batch, or a wrong result: neither is eager's code measured twice at one batch."""
+    base = [row("eager", 1.15, 1.14, 1.16), row("fast", 1.0, 0.99, 1.01)]
+    for control in (row("control", 0.6, batch_run=4), row("control", 0.6, status="mismatch")):
+        assert control_spreads(to_frame([*base, control])) == {}
+
+
+def test_configurations_without_a_usable_pair_are_passed_over_not_the_end() -> None:
+    """Before the pair that counts: a configuration without the control, and two whose medians are no
+    times (a zero on either side, as a hand-edited CSV may hold), which must divide nothing."""
+    rows = [row("eager", 1.0, batch=1),
+            row("eager", 0.0, batch=2), row("control", 1.2, batch=2),
+            row("eager", 1.2, batch=4), row("control", 0.0, batch=4),
+            row("eager", 0.10, batch=8), row("control", 0.12, batch=8)]  # fmt: skip
+    spread = control_spreads(to_frame(rows))["cpu"]
+    assert spread.ratio == pytest.approx(1.2) and spread.where == "float32 · forward 32x16x16 b8"
+
+
+def test_the_first_of_two_equal_spreads_names_where() -> None:
+    rows = [row("eager", 1.0, batch=1), row("control", 1.2, batch=1),
+            row("eager", 2.0, batch=2), row("control", 2.4, batch=2)]  # fmt: skip
+    assert 2.4 / 2.0 == 1.2 / 1.0  # the two ratios are one double
+    assert control_spreads(to_frame(rows))["cpu"].where == "float32 · forward 32x16x16 b1"
