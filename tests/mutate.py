@@ -7,13 +7,16 @@ mutant made the tests run far longer than unmutated, e.g. a stop rule that never
 killed, as mutmut does, once it times out again when run alone), survived, and each survivor by name with its diff.
 
 A survivor is either killed by a new test or explained as equivalent (no test could tell it from
-the original) in ``tests/mutation_equivalents.txt``: one line per mutant, ``name  # why``.
-Exit status 1 when a module kills under ``GOAL`` of its non-equivalent mutants or an unexplained
-mutant survives.
+the original) in ``tests/mutation_equivalents.txt``: one line per mutant, ``name@pin  # why``, where
+the pin is a digest of the mutant's changed lines (``pin``). Exit status 1 when a module kills under
+``GOAL`` of its non-equivalent mutants, an unexplained mutant survives, or an explanation is stale:
+its name now names another mutant, or none. ``--pins`` only generates the mutants and prints each
+explained one's pin and changed lines, to check and pin explanations without the full run.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
@@ -21,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,15 +59,54 @@ EQUIVALENTS = ROOT / "tests" / "mutation_equivalents.txt"
 KILLED = {"killed", "timeout"}
 
 
-def equivalents() -> dict[str, str]:
-    """Mutants explained as equivalent: name → why."""
+@dataclass(frozen=True)
+class Explanation:
+    """Why a mutant is equivalent, and the pin of the mutant it was written for (None: not pinned)."""
+
+    pin: str | None
+    why: str
+
+
+def pin(diff: str) -> str:
+    """A mutant's changed lines (``show``) as 8 hex digits. mutmut numbers a function's mutants in
+    order, so an edit to the function hands a name to another mutant: after the control was added
+    to the answer table, the excuse for ``to_dict("RECORDS")`` named a ``failed = None`` mutant."""
+    lines = [line[0] + line[1:].strip() for line in diff.splitlines() if line]
+    return hashlib.sha1("\n".join(lines).encode()).hexdigest()[:8]
+
+
+def equivalents(path: Path = EQUIVALENTS) -> dict[str, Explanation]:
+    """Mutants explained as equivalent: name → its explanation."""
     out = {}
-    if EQUIVALENTS.exists():
-        for line in EQUIVALENTS.read_text(encoding="utf-8").splitlines():
-            name, _, why = line.partition("#")
-            if name.strip():
-                out[name.strip()] = why.strip()
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            entry, _, why = line.partition("#")
+            name, _, pinned = entry.strip().partition("@")
+            if name:
+                out[name] = Explanation(pinned or None, why.strip())
     return out
+
+
+def prefix(module: str) -> str:
+    """The start of every mutant name of ``module``: ``harness.results.recommend.``."""
+    return module.removesuffix(".py").replace("/", ".") + "."
+
+
+def audit(module: str, found: dict[str, str], explained: dict[str, Explanation],
+          diffs: dict[str, str]) -> tuple[set[str], list[str]]:
+    """The explained mutants of ``module`` whose pin matches the mutant now under that name, and a line
+    for each stale explanation: one whose name now names another mutant (``diffs``: each explained
+    mutant's changed lines), or none."""
+    ours = {n: e for n, e in explained.items() if n.startswith(prefix(module))}
+    matched = {n for n, e in ours.items() if n in found and e.pin == pin(diffs[n])}
+    stale = []
+    for name in sorted(set(ours) - matched):
+        if name not in found:
+            stale.append(f"{name}: no such mutant now")
+        else:
+            now = diffs[name].replace("\n", " | ")
+            stale.append(f"{name}@{ours[name].pin}: now names {pin(diffs[name])}, {found[name]}: {now}")
+    return matched, stale
 
 
 def scratch_copy() -> Path:
@@ -92,8 +135,9 @@ process_isolation = "forkserver"
 """)
 
 
-def mutate(module: str, children: int) -> tuple[dict[str, str], Path]:
-    """Every mutant of ``module`` and how it ended."""
+def mutate(module: str, children: int, only: tuple[str, ...] | None = None) -> tuple[dict[str, str], Path]:
+    """Every mutant of ``module`` and how it ended; with ``only``, those alone are run (the others
+    read ``not checked``)."""
     tree = scratch_copy()
     configure(tree, module, JUDGES[module])
     # Forked from a server that has only collected the tests: a fork of a process whose torch thread
@@ -108,6 +152,8 @@ def mutate(module: str, children: int) -> tuple[dict[str, str], Path]:
                                  text=True, check=False).stdout  # fmt: skip
         return dict(re.findall(r"^\s*(\S+): (.+?)\s*$", listing, flags=re.M))
 
+    if only is not None:  # the mutants are generated, whichever run
+        return run(*only, children=children), tree
     found = run(children=children)
     # A forked test process can stall on a lock its parent held and be reported as a timeout; only a
     # mutant that times out again, run alone, is counted as killed by its timeout.
@@ -129,6 +175,8 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", default=list(JUDGES), help="judging modules (default: all)")
     parser.add_argument("--children", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--keep", action="store_true", help="keep the scratch trees (to run mutmut browse there)")
+    parser.add_argument("--pins", action="store_true",
+                        help="run only the explained mutants; print each one's pin, status and changed lines")
     args = parser.parse_args()
     explained = equivalents()
     failed = False
@@ -137,8 +185,20 @@ def main() -> int:
             print(f"error: {module} is not a judging module; choose from {', '.join(JUDGES)}", file=sys.stderr)
             return 2
         started = time.monotonic()
-        found, tree = mutate(module, args.children)
-        equivalent = {n for n in found if n in explained}
+        ours = tuple(n for n in explained if n.startswith(prefix(module)))
+        if args.pins and not ours:
+            continue
+        found, tree = mutate(module, args.children, ours if args.pins else None)
+        diffs = {n: show(n, tree) for n in ours if n in found}
+        equivalent, stale = audit(module, found, explained, diffs)
+        if args.pins:
+            for name in ours:
+                status = found.get(name, "no such mutant")
+                print(f"{name}@{pin(diffs[name]) if name in diffs else '-'}  {status}: "
+                      f"{diffs.get(name, '').replace(chr(10), ' | ')}")
+            shutil.rmtree(tree, ignore_errors=True)
+            failed |= bool(stale)
+            continue
         counted = {n: s for n, s in found.items() if n not in equivalent}
         killed = sum(s in KILLED for s in counted.values())
         timeouts = sum(s == "timeout" for s in counted.values())
@@ -149,10 +209,12 @@ def main() -> int:
               f"({score:.0%}, {timeouts} by timeout), {len(survivors)} survived, {minutes:.1f} min")  # fmt: skip
         for pattern, why in NOT_MUTATED.get(module, ()):
             print(f"  not mutated: {pattern!r}: {why}")
+        for line in stale:
+            print(f"  stale explanation: {line}")
         for name in survivors:
-            print(f"  survived: {name} ({counted[name]})")
+            print(f"  survived: {name} ({counted[name]}), pin {pin(show(name, tree))}")
             print("    " + show(name, tree).replace("\n", "\n    "))
-        failed |= score < GOAL or bool(survivors) or not found
+        failed |= score < GOAL or bool(survivors) or bool(stale) or not found
         if args.keep:
             print(f"  scratch tree: {tree}")
         else:
