@@ -10,8 +10,8 @@ A survivor is either killed by a new test or explained as equivalent (no test co
 the original) in ``tests/mutation_equivalents.txt``: one line per mutant, ``name@pin  # why``, where
 the pin is a digest of the mutant's changed lines (``pin``). Exit status 1 when a module kills under
 ``GOAL`` of its non-equivalent mutants, an unexplained mutant survives, or an explanation is stale:
-its name now names another mutant, or none. ``--pins`` only generates the mutants and prints each
-explained one's pin and changed lines, to check and pin explanations without the full run.
+its name now names another mutant, or none. ``--pins`` runs only the explained mutants and prints
+each one's pin, status and changed lines, to check and pin explanations without the full run.
 """
 from __future__ import annotations
 
@@ -212,8 +212,9 @@ def main() -> int:
         for line in stale:
             print(f"  stale explanation: {line}")
         for name in survivors:
-            print(f"  survived: {name} ({counted[name]}), pin {pin(show(name, tree))}")
-            print("    " + show(name, tree).replace("\n", "\n    "))
+            diff = show(name, tree)
+            print(f"  survived: {name} ({counted[name]}), pin {pin(diff)}")
+            print("    " + diff.replace("\n", "\n    "))
         failed |= score < GOAL or bool(survivors) or bool(stale) or not found
         if args.keep:
             print(f"  scratch tree: {tree}")
