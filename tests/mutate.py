@@ -196,6 +196,8 @@ def main() -> int:
                 status = found.get(name, "no such mutant")
                 print(f"{name}@{pin(diffs[name]) if name in diffs else '-'}  {status}: "
                       f"{diffs.get(name, '').replace(chr(10), ' | ')}")
+            for line in stale:
+                print(f"  stale explanation: {line}")
             shutil.rmtree(tree, ignore_errors=True)
             failed |= bool(stale)
             continue

@@ -257,13 +257,12 @@ def subprocess_env(tmp_path: Path, faults: ModuleType, **extra: str) -> dict[str
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin), str(TESTS), str(ROOT)]), **extra}
 
 
-def wait_for_rows(path: Path, count: int, proc: subprocess.Popen, timeout_s: float = 120.0) -> int:
+def wait_for_rows(path: Path, count: int, proc: subprocess.Popen, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if path.exists():
-            rows = path.read_bytes().count(b"\n")
-            if rows >= count:
-                return rows
+            if path.read_bytes().count(b"\n") >= count:
+                return
         if proc.poll() is not None:
             pytest.fail(f"the run ended (status {proc.returncode}) before {count} rows were written")
         time.sleep(0.02)
