@@ -433,7 +433,10 @@ def test_the_executor_freezes_start_up_objects_only_while_it_runs() -> None:
     with CaseExecutor(cfg, all_variants(), CLOCK, "hot") as executor:
         assert gc.get_freeze_count() > before
         row = executor.run(case("eager")).to_row()
-    assert gc.get_freeze_count() == before == 0
+    # Nothing the sweep froze stays frozen. Python 3.12 starts with a few hundred objects frozen
+    # (375 on 3.12.1; 0 on 3.11 and 3.13), and gc.unfreeze has no way to spare them: it thaws them too,
+    # which costs them a collector's walk and nothing else.
+    assert gc.get_freeze_count() <= before
     assert row["status"] == "ok" and row["phase_total_s"] > 0
 
 

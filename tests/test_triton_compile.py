@@ -61,10 +61,12 @@ CASES: list[tuple[str, int, int, int, int, int, str, str, str, bool, bool]] = [
     ("c256-r16-bf16-mul", 32, 256, 64, 64, 16, "bfloat16", "nchw", "mul", False, False),
 ]
 #: Spills ptxas is known to make, tolerated up to this many bytes of spill stores and reported as a
-#: warning, never silently: (target, kernel) -> bytes. The ptxas triton 3.9 uses below sm_90 (CUDA
-#: 12.9) spills 8 to 16 bytes in ``_bwd_excite_kernel`` on sm_80 at 64 to 72 registers (C = 64 and
-#: C = 32 here); one program per sample, so it costs nothing measurable. sm_90 (ptxas 13.4): none.
-KNOWN_SPILLS: dict[tuple[str, str], int] = {("sm_80", "bwd_excite"): 32}
+#: warning, never silently: (ptxas major version, kernel) -> bytes. ptxas 12 spills 8 to 16 bytes in
+#: ``_bwd_excite_kernel`` at 64 to 72 registers (C = 64 and C = 32 here): triton 3.9's ptxas below
+#: sm_90 (12.9), and triton 3.6's for every target (12.8; the H200 of 2026-11-27 ran triton 3.6).
+#: One program per sample, so it costs nothing measurable. ptxas 13 (triton 3.9 from sm_90): none.
+#: Eight warps instead of four spill more under ptxas 12.8 (20 B at 48 registers).
+KNOWN_SPILLS: dict[tuple[int, str], int] = {(12, "bwd_excite"): 32}
 KERNELS = ["pool", "excite", "apply", "bwd_reduce", "bwd_excite", "bwd_dx", "bwd_params"]
 SPILL_RE = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 REGS_RE = re.compile(r"Used (\d+) registers")
@@ -85,6 +87,16 @@ def backend_problem(arch: int) -> str | None:
     if not (ptxas and os.access(ptxas, os.X_OK)):
         return f"ptxas at {ptxas!r} is not executable"
     return None
+
+
+def ptxas_major(arch: int) -> int:
+    """The major version of the ptxas triton runs for ``arch`` ("release 12.8" -> 12): spills differ by it."""
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    text = subprocess.run([get_ptxas(arch).path, "--version"], capture_output=True, text=True, check=True).stdout
+    found = re.search(r"release (\d+)\.", text)
+    assert found, f"no release in ptxas --version:\n{text}"
+    return int(found.group(1))
 
 
 class Recorder:
@@ -185,6 +197,7 @@ def worker(arch: int, num_sms: int) -> None:
 
         target = GPUTarget("cuda", arch, 32)
         seen = record_launches(tf, make_backend(target), num_sms)
+        report["ptxas"] = ptxas_major(arch)
         report["results"] = [compile_one(entry, target) for entry in seen.values()]
     print("@@RESULT@@" + json.dumps(report, default=repr))
 
@@ -233,10 +246,11 @@ def test_every_kernel_compiles_to_cubin_without_spills(name: str, arch: int, num
     unparsed = [f"{describe(r)}:\n{r['log']}" for r in results if "log" in r]
     assert not unparsed, "no registers or spills found in ptxas's log:\n" + "\n\n".join(unparsed)
     spills = [r for r in results if r["spill_stores"] or r["spill_loads"]]
-    unexpected = [spill_line(r) for r in spills if r["spill_stores"] > KNOWN_SPILLS.get((name, r["kernel"]), 0)]
-    assert not unexpected, f"register spills on {name}:\n" + "\n".join(unexpected)
+    known = {kernel: limit for (major, kernel), limit in KNOWN_SPILLS.items() if major == report["ptxas"]}
+    unexpected = [spill_line(r) for r in spills if r["spill_stores"] > known.get(r["kernel"], 0)]
+    assert not unexpected, f"register spills on {name} (ptxas {report['ptxas']}):\n" + "\n".join(unexpected)
     for r in spills:
-        warnings.warn(f"known register spill on {name}: {spill_line(r)}", stacklevel=1)
+        warnings.warn(f"known register spill on {name} (ptxas {report['ptxas']}): {spill_line(r)}", stacklevel=1)
 
 
 if __name__ == "__main__" and "--worker" in sys.argv:
