@@ -351,6 +351,46 @@ def test_availability_reasons_without_interpreter() -> None:
     assert found["late_env_kernels"] and "after triton was imported" in found["late_env_kernels"]
 
 
+INTERPRETER_PROBE = """
+import json
+import variants.triton_fused as tf
+import triton.language as tl  # the interpreter wants it among a kernel's globals
+from variants.registry import get_variant
+found = {"working": [tf.triton_unavailable("cpu"), tf._available()]}
+
+def broken(out_ptr, n):  # fails as triton 3.6's interpreter does beside numpy 2.4, in the loop bound
+    for _ in range(0, n):
+        raise TypeError("only 0-dimensional arrays can be converted to Python scalars")
+
+def miscounting(out_ptr, n):
+    tl.store(out_ptr, n + 1)
+
+for name, probe in (("broken", broken), ("miscounting", miscounting)):
+    tf._interpreter_problem.cache_clear()
+    tf._loop_probe = probe
+    found[name] = [tf.triton_unavailable("cpu"), get_variant("triton_fused").unavailable("cpu"),
+                   get_variant("triton_fused_l2").unavailable("cpu")]
+print("@@RESULT@@" + json.dumps(found))
+"""
+
+
+def test_an_interpreter_that_cannot_run_the_kernels_is_one_reason_not_an_error_per_case() -> None:
+    """Triton 3.6's interpreter beside numpy 2.4 failed every kernel in its first loop: 221 tests
+    failed, each with the same TypeError. The variant is unavailable with that reason instead."""
+    require("triton")
+    proc = subprocess.run([sys.executable, "-c", INTERPRETER_PROBE],
+                          env=child_env(True), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout.split("@@RESULT@@")[-1])
+    assert found["working"] == [None, None]
+    broken = found["broken"][0]
+    assert broken.startswith("triton ") and "interpreter cannot run a kernel loop beside numpy" in broken, broken
+    assert "TypeError: only 0-dimensional arrays" in broken and "\n" not in broken, broken
+    assert found["broken"] == [broken] * 3  # the registry's reason, for the L2 variant too
+    assert found["miscounting"] == [found["miscounting"][0]] * 3
+    assert "ran a 3-step loop 4 times" in found["miscounting"][0]
+
+
 def test_reports_missing_triton(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 

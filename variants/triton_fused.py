@@ -76,6 +76,34 @@ def _mode_problem() -> str | None:
             "(or before anything imports triton)")
 
 
+def _loop_probe(out_ptr, n):
+    """Counts a loop whose bound is a runtime argument, as the kernels' tile loops are."""
+    count = 0
+    for _ in range(0, n):
+        count += 1
+    tl.store(out_ptr, count)
+
+
+@functools.cache
+def _interpreter_problem() -> str | None:
+    """Why Triton's CPU interpreter cannot run these kernels here, or None. Triton 3.6's reads a
+    runtime loop bound with ``int()`` of a one-element numpy array, which numpy 2.4 refuses (2.3.5 did
+    not): every kernel then fails in its first loop, and each case would report it as its own error."""
+    import numpy
+
+    _import_triton()
+    out = torch.zeros(1, dtype=torch.int32)
+    try:
+        triton.jit(_loop_probe)[(1,)](out, 3)
+    except Exception as exc:  # noqa: BLE001 - whatever stops it stops the kernels too
+        cause = exc.__cause__ or exc
+        return (f"triton {triton.__version__}'s interpreter cannot run a kernel loop beside numpy {numpy.__version__} "
+                f"({type(cause).__name__}: {cause}); triton 3.6's needs numpy older than 2.4, triton 3.9's does not")
+    if int(out[0]) != 3:
+        return f"triton {triton.__version__}'s interpreter ran a 3-step loop {int(out[0])} times"
+    return None
+
+
 def triton_installed() -> bool:
     return triton is not None or importlib.util.find_spec("triton") is not None
 
@@ -88,7 +116,7 @@ def triton_unavailable(device: torch.device | str = "cuda") -> str | None:
     if problem:
         return problem
     if interpret_requested():
-        return None
+        return _interpreter_problem()
     dev = torch.device(device).type
     if dev == "cpu":
         return "triton on CPU needs CUDA or TRITON_INTERPRET=1 (the interpreter, for correctness only)"
@@ -104,7 +132,9 @@ def _available() -> str | None:
     problem = _mode_problem()
     if problem:
         return problem
-    if interpret_requested() or torch.cuda.is_available():
+    if interpret_requested():
+        return _interpreter_problem()
+    if torch.cuda.is_available():
         return None
     return "triton needs CUDA or TRITON_INTERPRET=1 (the CPU interpreter, for correctness only)"
 
