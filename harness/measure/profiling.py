@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -22,11 +23,15 @@ from harness import interrupts
 MODES: tuple[str, ...] = ("forward", "train")
 #: Lines kineto writes to stderr on every profiler start and stop, whatever KINETO_LOG_LEVEL says.
 KINETO_NOISE = re.compile(r"^(USDT|STAGE):\S+ \S+ \d+:\d+ \S+\.cpp:\d+\] ")
+#: The warning torch 2.11's profiler gives on every start without ``acc_events``, schedule or not:
+#: a profile here is one cycle, so there is nothing it could lose.
+CYCLE_WARNING = r"Warning: Profiler clears events at the end of each cycle"
 
 
 @contextlib.contextmanager
 def quiet_kineto() -> Iterator[None]:
-    """Drop kineto's per-session log lines from stderr; everything else written there is passed on.
+    """Drop kineto's per-session log lines from stderr, and the profiler's warning about cycles (see
+    ``CYCLE_WARNING``); everything else written there, or warned, is passed on.
 
     They come from C++ straight to file descriptor 2, so the descriptor itself is swapped for a
     temporary file for the duration, then the other lines are written back in order.
@@ -36,9 +41,12 @@ def quiet_kineto() -> Iterator[None]:
     try:
         saved = os.dup(fd)
     except OSError:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", CYCLE_WARNING, UserWarning)
+            yield
         return
-    with tempfile.TemporaryFile() as tmp:
+    with tempfile.TemporaryFile() as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", CYCLE_WARNING, UserWarning)
         os.dup2(tmp.fileno(), fd)
         try:
             yield
