@@ -59,8 +59,12 @@ def test_kineto_noise_is_dropped_and_the_rest_kept(capfd: pytest.CaptureFixture[
         os.write(2, b"USDT:2026-11-25 18:47:15 4493:4493 SyncActivityProfilerHandler.cpp:52] profiler_start\n")
         os.write(2, b"a real warning\n")
         os.write(2, b"STAGE:2026-11-25 18:47:34 4552:4552 SyncActivityProfilerHandler.cpp:51] Completed Stage\n")
+        # torch 2.11+cu130 on this CPU VM, at a CPU run's first profile
+        os.write(2, b"ERROR:2026-11-29 20:54:46 5950:5950 DeviceProperties.cpp:48] gpuGetDeviceCount failed "
+                    b"with code 35\n")
+        os.write(2, b"ERROR:2026-11-29 20:54:46 5950:5950 Other.cpp:48] a real kineto error\n")
     _, err = capfd.readouterr()
-    assert err == "a real warning\n"
+    assert err == "a real warning\nERROR:2026-11-29 20:54:46 5950:5950 Other.cpp:48] a real kineto error\n"
 
 
 def test_the_profilers_cycle_warning_is_dropped_and_other_warnings_kept() -> None:

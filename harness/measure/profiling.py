@@ -21,8 +21,11 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from harness import interrupts
 
 MODES: tuple[str, ...] = ("forward", "train")
-#: Lines kineto writes to stderr on every profiler start and stop, whatever KINETO_LOG_LEVEL says.
-KINETO_NOISE = re.compile(r"^(USDT|STAGE):\S+ \S+ \d+:\d+ \S+\.cpp:\d+\] ")
+#: Lines kineto writes to stderr on every profiler start and stop, whatever KINETO_LOG_LEVEL says;
+#: and, from a CUDA build of torch on a machine without a usable GPU, its first start's complaint
+#: that it found none (a CPU run's profile needs none; a CUDA run there is refused before it).
+KINETO_NOISE = re.compile(r"^(USDT|STAGE):\S+ \S+ \d+:\d+ \S+\.cpp:\d+\] "
+                          r"|^ERROR:\S+ \S+ \d+:\d+ DeviceProperties\.cpp:\d+\] gpuGetDeviceCount failed")
 #: The warning torch 2.11's profiler gives on every start without ``acc_events``, schedule or not:
 #: a profile here is one cycle, so there is nothing it could lose.
 CYCLE_WARNING = r"Warning: Profiler clears events at the end of each cycle"
