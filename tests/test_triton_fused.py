@@ -360,7 +360,7 @@ found = {"working": [tf.triton_unavailable("cpu"), tf._available()]}
 
 def broken(out_ptr, n):  # fails as triton 3.6's interpreter does beside numpy 2.4, in the loop bound
     for _ in range(0, n):
-        raise TypeError("only 0-dimensional arrays can be converted to Python scalars")
+        raise TypeError("only 0-dimensional arrays can be converted\\n to Python scalars")
 
 def miscounting(out_ptr, n):
     tl.store(out_ptr, n + 1)
@@ -385,7 +385,7 @@ def test_an_interpreter_that_cannot_run_the_kernels_is_one_reason_not_an_error_p
     assert found["working"] == [None, None]
     broken = found["broken"][0]
     assert broken.startswith("triton ") and "interpreter cannot run a kernel loop beside numpy" in broken, broken
-    assert "TypeError: only 0-dimensional arrays" in broken and "\n" not in broken, broken
+    assert "TypeError: only 0-dimensional arrays can be converted to Python scalars" in broken, broken  # one line
     assert found["broken"] == [broken] * 3  # the registry's reason, for the L2 variant too
     assert found["miscounting"] == [found["miscounting"][0]] * 3
     assert "ran a 3-step loop 4 times" in found["miscounting"][0]

@@ -97,8 +97,9 @@ def _interpreter_problem() -> str | None:
         triton.jit(_loop_probe)[(1,)](out, 3)
     except Exception as exc:  # noqa: BLE001 - whatever stops it stops the kernels too
         cause = exc.__cause__ or exc
+        said = " ".join(str(cause).split())  # one line, whatever the exception spans
         return (f"triton {triton.__version__}'s interpreter cannot run a kernel loop beside numpy {numpy.__version__} "
-                f"({type(cause).__name__}: {cause}); triton 3.6's needs numpy older than 2.4, triton 3.9's does not")
+                f"({type(cause).__name__}: {said}); triton 3.6's needs numpy older than 2.4, triton 3.9's does not")
     if int(out[0]) != 3:
         return f"triton {triton.__version__}'s interpreter ran a 3-step loop {int(out[0])} times"
     return None
