@@ -33,23 +33,26 @@ CYCLE_WARNING = r"Warning: Profiler clears events at the end of each cycle"
 
 @contextlib.contextmanager
 def quiet_kineto() -> Iterator[None]:
-    """Drop kineto's per-session log lines from stderr, and the profiler's warning about cycles (see
-    ``CYCLE_WARNING``); everything else written there, or warned, is passed on.
+    """Drop kineto's per-session log lines from stderr (``KINETO_NOISE``) and the profiler's warning
+    about cycles (``CYCLE_WARNING``); everything else written there, or warned, is passed on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", CYCLE_WARNING, UserWarning)
+        with _kineto_lines_dropped():
+            yield
 
-    They come from C++ straight to file descriptor 2, so the descriptor itself is swapped for a
-    temporary file for the duration, then the other lines are written back in order.
-    """
+
+@contextlib.contextmanager
+def _kineto_lines_dropped() -> Iterator[None]:
+    """kineto's lines come from C++ straight to file descriptor 2, so the descriptor itself is swapped
+    for a temporary file for the duration, then the other lines are written back in order."""
     fd = 2  # C++ writes to descriptor 2, whatever Python's sys.stderr is now
     sys.stderr.flush()
     try:
         saved = os.dup(fd)
     except OSError:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", CYCLE_WARNING, UserWarning)
-            yield
+        yield
         return
-    with tempfile.TemporaryFile() as tmp, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", CYCLE_WARNING, UserWarning)
+    with tempfile.TemporaryFile() as tmp:
         os.dup2(tmp.fileno(), fd)
         try:
             yield
