@@ -118,26 +118,16 @@ def triton_unavailable(device: torch.device | str = "cuda") -> str | None:
         return problem
     if interpret_requested():
         return _interpreter_problem()
-    dev = torch.device(device).type
-    if dev == "cpu":
+    if torch.device(device).type == "cpu":
         return "triton on CPU needs CUDA or TRITON_INTERPRET=1 (the interpreter, for correctness only)"
     if not torch.cuda.is_available():
-        return "triton needs a CUDA GPU (none found) or TRITON_INTERPRET=1"
+        return "triton needs a CUDA GPU (none found) or TRITON_INTERPRET=1 (the CPU interpreter, for correctness only)"
     return None
 
 
 def _available() -> str | None:
     """Registry check (no device given): usable when CUDA works or the interpreter is on."""
-    if not triton_installed():
-        return "triton is not installed"
-    problem = _mode_problem()
-    if problem:
-        return problem
-    if interpret_requested():
-        return _interpreter_problem()
-    if torch.cuda.is_available():
-        return None
-    return "triton needs CUDA or TRITON_INTERPRET=1 (the CPU interpreter, for correctness only)"
+    return triton_unavailable("cuda")
 
 
 def _import_triton() -> None:
