@@ -29,6 +29,9 @@ GATE_ENV = "HARNESS_FAULT_GATE"
 GATED_CHANNELS = 8
 #: How long a closed gate holds a build before it fails the case instead (a test that never opens it).
 GATE_LIMIT_S = 300.0
+#: What ``fault_gated`` appends to the gate's path for the file it writes once a build waits there: a
+#: test that must signal a run inside a case waits for it, not for a fixed delay.
+REACHED_SUFFIX = ".reached"
 
 
 def _copy(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
@@ -82,6 +85,7 @@ def build_hang(reference: torch.nn.Module, device: torch.device, dtype: torch.dt
 def build_gated(reference: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     gate = os.environ.get(GATE_ENV)
     if gate and reference.channels == GATED_CHANNELS:
+        Path(gate + REACHED_SUFFIX).touch()
         deadline = time.monotonic() + GATE_LIMIT_S
         while not Path(gate).exists():
             if time.monotonic() > deadline:

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -570,22 +571,41 @@ def test_a_resume_of_a_run_without_a_readable_sweep_is_one_line(finished_run: Pa
     assert (run / "results.jsonl").read_bytes() == before
 
 
-def test_a_second_ctrl_c_before_any_case_finished_says_how_to_finish_the_run(tmp_path: Path, capsys) -> None:
-    """It printed only "interrupted", and ``report`` then called the folder "not a run folder"."""
+def test_a_second_ctrl_c_before_any_case_finished_says_how_to_finish_the_run(tmp_path: Path, faults: ModuleType,
+                                                                             capsys) -> None:
+    """It printed only "interrupted", and ``report`` then called the folder "not a run folder".
+
+    Both Ctrl-Cs land inside the first case, held at fault_gated's gate, which never opens: the first
+    once the case waits there, the second once the run has said it stops after the case (two
+    signals sent together can reach Python's handler as one)."""
     out = tmp_path / "run"
-    flags = ["--device", "cpu", "--variants", "eager", "--shapes", "4x4x4", "--batch-sizes", "1", "--modes",
-             "forward", "--dtypes", "float32", "--warmup", "0", "--min-samples", "1000000", "--max-samples",
-             "1000000", "--max-time", "600", "--quiet"]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *flags, "--out", str(out)], cwd=ROOT,
+    env, gate = gated_env(tmp_path, faults)
+    flags = ["--device", "cpu", "--variants", "fault_gated", "--shapes", "8x4x4", "--batch-sizes", "1", "--modes",
+             "forward", "--dtypes", "float32", *FAST_FLAGS]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", *flags, "--out", str(out)], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    stdout: list[str] = []
+    said = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            stdout.append(line)
+            if "Ctrl-C: stopping after the current case" in line:
+                said.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reached = Path(str(gate) + faults.REACHED_SUFFIX)
     deadline = time.monotonic() + 120
-    while not (out / "env.json").exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-    time.sleep(1.0)  # inside the first case's million samples
+    while not reached.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert reached.exists(), "the run never reached the gate"
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.5)
+    assert said.wait(60), "".join(stdout)
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    reader.join(timeout=10)
+    stderr = proc.stderr.read()  # type: ignore[union-attr]
     assert proc.returncode == 130, stderr
     assert " ".join(stderr.split()).endswith(f"interrupted; finish the run with: python -m harness run --resume {out}")
     from harness.cli import main
