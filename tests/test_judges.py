@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -350,6 +350,91 @@ def test_the_groups_and_limits_of_the_draws_at_their_edges() -> None:
     assert rejudged(one * 1.25, one, [one * 1.005], one_run=0.2) == pytest.approx((0.25, 0.2))
     # a gradient that is zero in float64: distances are absolute, as normwise_error's are
     assert rejudged(one * 0.1, one * 0, [one * 0]) == pytest.approx((0.1, 0.06))
+
+
+def test_the_nearest_passing_draw_is_the_one_passed_by_the_smallest_share_of_its_limit() -> None:
+    """Two draws of other groups pass the gradient: the one alone (limit 0.0625) at 0.039, and the first
+    of a chain of five reaching 0.25 (limit 0.5) at 0.055. The nearer by ratio (0.11 against 0.62)
+    is reported, not the nearer in distance. Exact binary fractions, float64 at 1."""
+    one = torch.tensor([1.0], dtype=torch.float64)
+    chain = [one * (1.59375 + k * 0.0625) for k in range(5)]
+    assert rejudged(one * 1.5390625, one, [one * 1.5, *chain], one_run=0.0625) == (0.0546875, 0.5)
+
+
+def test_a_gradient_at_float64s_limit_is_reported_against_float64_though_a_draw_lies_nearer() -> None:
+    """float64's group reaches 0.0625 (a draw at 1.0625), so it allows 0.125; a draw of another group
+    lies at 1.15625. A gradient at exactly 1.125 passes float64's limit and is reported there; just
+    past it, against the draw."""
+    one = torch.tensor([1.0], dtype=torch.float64)
+    draws = [one * 1.0625, one * 1.15625]
+    assert rejudged(one * 1.125, one, draws, one_run=0.0625) == (0.125, 0.125)
+    assert rejudged(one * 1.1328125, one, draws, one_run=0.0625) == (0.0234375, 0.0625)
+
+
+def test_distances_between_draws_are_relative_to_float64s_largest_gradient() -> None:
+    """The same draws and gradient as in the chained-group case, all halved: the same verdict, so a
+    gradient whose entries are all below 1 is not judged by absolute distances (half as far)."""
+    half = torch.tensor([0.5], dtype=torch.float64)
+    assert rejudged(half * 1.15, half, [half * 1.1, half * 1.05]) == pytest.approx((0.15, 0.2))
+
+
+@pytest.fixture
+def tf32_switches() -> Iterator[None]:
+    """cuDNN's and cuBLAS's TF32 switches, set back after the test (cuBLAS's module answers through
+    ``__getattr__``, which monkeypatch takes for an attribute that is not there)."""
+    kept = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = kept
+
+
+@pytest.mark.usefixtures("tf32_switches")
+def test_tf32_widens_float32s_tolerance_on_cuda_when_either_switch_allows_it() -> None:
+    """cuDNN's switch (convolutions) or cuBLAS's (matmuls): either lets float32 run in TF32. Read on a
+    CPU-only build too: the switches and ``torch.device("cuda")`` need no GPU."""
+    for cudnn, matmul in ((False, False), (True, False), (False, True), (True, True)):
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = cudnn, matmul
+        assert correctness.tf32_enabled("cuda") is (cudnn or matmul)
+        assert correctness.tf32_enabled(torch.device("cuda", 1)) is (cudnn or matmul)
+        assert correctness.tf32_enabled("cpu") is False
+        expected = correctness.TF32_TOLERANCE if cudnn or matmul else correctness.TOLERANCES["float32"]
+        assert correctness.tolerance("float32", "cuda") == expected
+        assert correctness.tolerance("float32", "cpu") == correctness.TOLERANCES["float32"]
+        assert correctness.tolerance("bfloat16", "cuda") == correctness.TOLERANCES["bfloat16"]
+
+
+def seed_case(mode: str) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor | None,
+                                  tuple[torch.Tensor, dict[str, torch.Tensor]]]:
+    """A reference block, a float32 input, the cotangent (train) and the float64 expected outputs."""
+    ref = correctness.make_reference(16, 2, "add", True, seed=0)
+    x = torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(0))
+    grad_out = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)) if mode == "train" else None
+    names = ["input", *dict(ref.named_parameters())] if grad_out is not None else []
+    return ref, x, grad_out, correctness.reference_outputs(ref, x, grad_out, torch.float64, names)
+
+
+@pytest.mark.parametrize("mode", ["forward", "train"])
+def test_the_seed_runs_under_autocast_at_the_variants_precision(mode: str) -> None:
+    """An AMP variant computes in bfloat16 on float32 input: the seed's error it may lean on is the
+    seed's under the same autocast (about bfloat16's rounding), not its float32 error (about 1e-7)."""
+    ref, x, grad_out, expected = seed_case(mode)
+    out_amp, grads_amp = correctness.seed_errors(correctness.SWEEP, ref, x, grad_out, "bfloat16", expected)
+    out_32, grads_32 = correctness.seed_errors(correctness.SWEEP, ref, x, grad_out, "float32", expected)
+    plain = dataclasses.replace(correctness.SWEEP, seed_autocast=False)
+    out_plain, grads_plain = correctness.seed_errors(plain, ref, x, grad_out, "bfloat16", expected)
+    assert 1e-3 < out_amp < 0.05 and out_32 < 1e-5 and out_plain == out_32
+    assert set(grads_amp) == set(grads_32) == set(expected[1])
+    if mode == "train":
+        assert min(grads_amp.values()) > 1e-4 > max(grads_32.values()) and grads_plain == grads_32
+
+
+def test_the_seed_runs_in_the_form_its_variant_runs_in() -> None:
+    """A compiled network's own error is its compiler's too (``Trial.seed_form``): the seed is run as
+    ``form(module)``; a form that scales the output by 1 + 2^-8 reads an error of about 2^-8."""
+    ref, x, _, expected = seed_case("forward")
+    scaled = lambda module: (lambda t: module(t) * (1 + 2**-8))  # noqa: E731
+    plain, _ = correctness.seed_errors(correctness.SWEEP, ref, x, None, "float32", expected)
+    formed, _ = correctness.seed_errors(correctness.SWEEP, ref, x, None, "float32", expected, scaled)
+    assert plain < 1e-5 and formed == pytest.approx(2**-8, rel=0.01)
 
 
 def test_a_gradient_judged_where_it_sits_is_left_to_that_check_unless_it_is_not_finite() -> None:

@@ -197,7 +197,7 @@ def seed_errors(
     y64, grads64 = expected
     low = getattr(torch, compute)
     autocast = low if policy.seed_autocast and low != x.dtype else None
-    names = list(grads64) or ["input"]
+    names = list(grads64)  # empty in forward mode, where no gradient is taken
     runs = [reference_outputs(ref, x, grad_out, x.dtype, names, autocast, form)]
     runs += rounding_draws(policy.rounding_draws, ref, x, grad_out, compute, names)
     out_err = _worst([normwise_error(y.to(y64.device), y64) for y, _ in runs])
