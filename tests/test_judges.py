@@ -378,6 +378,22 @@ def test_distances_between_draws_are_relative_to_float64s_largest_gradient() -> 
     assert rejudged(half * 1.15, half, [half * 1.1, half * 1.05]) == pytest.approx((0.15, 0.2))
 
 
+def test_what_a_case_is_judged_against_carries_the_seeds_errors_in_its_form() -> None:
+    """``expected_of``: below float64 the seed's output and per-gradient errors, the seed run in the
+    trial's form; in float64 no seed error at all (float64 is the reference)."""
+    ref, x, grad_out, _ = seed_case("train")
+    names = ["input", *dict(ref.named_parameters())]
+    scaled = lambda module: (lambda t: module(t) * (1 + 2**-8))  # noqa: E731
+    for form, (low, high) in ((None, (0, 1e-5)), (scaled, (2**-8 * 0.99, 2**-8 * 1.01))):
+        trial = correctness.Trial(ref, x, x.clone(), grad_out, seed_form=form)
+        found = correctness.expected_of(trial, names, "float32")
+        assert found.seed_error is not None and low < found.seed_error < high, (form, found.seed_error)
+        assert set(found.seed_grad_errors) == set(names) and all(e > 0 for e in found.seed_grad_errors.values())
+    x64 = x.double()
+    found = correctness.expected_of(correctness.Trial(ref, x64, x64.clone(), grad_out.double()), names, "float64")
+    assert found.seed_error is None and found.seed_grad_errors == {} and set(found.grads) == set(names)
+
+
 @pytest.fixture
 def tf32_switches() -> Iterator[None]:
     """cuDNN's and cuBLAS's TF32 switches, set back after the test (cuBLAS's module answers through
