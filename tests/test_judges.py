@@ -394,6 +394,43 @@ def test_what_a_case_is_judged_against_carries_the_seeds_errors_in_its_form() ->
     assert found.seed_error is None and found.seed_grad_errors == {} and set(found.grads) == set(names)
 
 
+@pytest.mark.parametrize("mode", ["forward", "train"])
+def test_each_refusal_before_the_numbers_names_its_problem_and_both_limits(mode: str) -> None:
+    """``verify``'s refusals before any error is measured: the problem exactly, no error (NaN), and the
+    limits the case would have been judged by, so a mismatch row still says them."""
+    ref, x, grad_out, _ = seed_case(mode)
+    y = ref(x).detach()
+    grads = {"input": torch.zeros_like(x)} if mode == "train" else {}
+    trial = correctness.Trial(ref, x, x.clone(), grad_out)
+    grad_tol = correctness.tolerance("bfloat16", "cpu", grad=True) if mode == "train" else None
+
+    def problem(got: correctness.Outcome, t: correctness.Trial = trial) -> str | None:
+        check = correctness.verify(t, got, "bfloat16")
+        assert math.isnan(check.max_rel_err) and check.grad_rel_err is None, check
+        assert (check.tolerance, check.grad_tolerance) == (correctness.tolerance("bfloat16", "cpu"), grad_tol)
+        return check.problem
+
+    modified = x.clone()
+    modified[0, 0, 0, 0] += 1
+    assert problem(correctness.Outcome(y, grads, 0.0), dataclasses.replace(trial, x_before=modified)) == \
+        "the variant modified its input"
+    assert problem(correctness.Outcome(y, grads, 0.0), dataclasses.replace(trial, output_shape=(2, 1, 8, 8))) == \
+        "output shape (2, 16, 8, 8) differs from the reference's (2, 1, 8, 8)"
+    assert problem(correctness.Outcome(y[..., :-1], grads, 0.0)) == \
+        "output shape (2, 16, 8, 7) differs from the input's (2, 16, 8, 8)"
+    assert problem(correctness.Outcome(y.to("meta"), grads, 0.0)) == "output is on meta, not cpu"
+    if mode == "train":
+        assert problem(correctness.Outcome(y, {}, 0.0)) == "no gradient reached the input"
+
+
+def test_a_seed_run_that_is_not_finite_excuses_nothing() -> None:
+    """The largest of the seed's errors, unless one of them is NaN or Inf: then infinite, wherever it
+    stands among them (``max`` alone skips a NaN after a number)."""
+    assert correctness._worst([0.25, 0.5]) == 0.5
+    for errors in ([0.25, math.nan], [math.nan, 0.25], [0.25, math.inf]):
+        assert correctness._worst(errors) == math.inf, errors
+
+
 @pytest.fixture
 def tf32_switches() -> Iterator[None]:
     """cuDNN's and cuBLAS's TF32 switches, set back after the test (cuBLAS's module answers through
