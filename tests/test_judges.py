@@ -421,6 +421,40 @@ def test_each_refusal_before_the_numbers_names_its_problem_and_both_limits(mode:
     assert problem(correctness.Outcome(y.to("meta"), grads, 0.0)) == "output is on meta, not cpu"
     if mode == "train":
         assert problem(correctness.Outcome(y, {}, 0.0)) == "no gradient reached the input"
+        strays = grads | {"b.weight": torch.zeros(1), "a.weight": torch.zeros(1)}
+        assert problem(correctness.Outcome(y, strays, 0.0)) == \
+            "parameter a.weight has no counterpart in the reference (set reference_names)"
+    check = correctness.verify(trial, correctness.Outcome(y * math.nan, grads, 0.0), "bfloat16")
+    assert (check.problem, check.max_rel_err, check.grad_rel_err) == ("NaN or Inf in the output", math.inf, None)
+    assert (check.tolerance, check.grad_tolerance) == (correctness.tolerance("bfloat16", "cpu"), grad_tol)
+
+
+@pytest.mark.parametrize("mode", ["forward", "train"])
+def test_the_limits_lean_on_the_seeds_errors_where_they_exceed_the_floor(mode: str) -> None:
+    """Given the seed's errors (``expected``, as the runner's memo gives them), each limit is
+    ``SEED_FACTOR`` times the seed's error where that is above the floor, and the check carries the
+    seed's output error: seed errors of 0.01 and 0.02 allow 0.05 and 0.1 over bfloat16's 0.03 and 0.06."""
+    ref, x, grad_out, (y64, grads64) = seed_case(mode)
+    trial = correctness.Trial(ref, x, x.clone(), grad_out)
+    found = correctness.Expected(y64, grads64, 0.01, {n: 0.02 for n in grads64})
+    got = correctness.Outcome(y64.float(), {n: g.float() for n, g in grads64.items()}, 0.0)
+    check = correctness.verify(trial, got, "bfloat16", expected=lambda names: found)
+    assert check.passed and check.eager_rel_err == 0.01 and check.tolerance == pytest.approx(0.05)
+    assert check.grad_tolerance == (pytest.approx(0.1) if mode == "train" else None)
+
+
+def test_without_a_memo_the_reference_is_computed_under_the_policy_given() -> None:
+    """The conformance policy's sixteen rounding draws join the seed's run, so the seed error it
+    reports is the largest of seventeen runs, not the sweep's one run."""
+    ref, x, grad_out, (y64, grads64) = seed_case("train")
+    trial = correctness.Trial(ref, x, x.clone(), grad_out)
+    got = correctness.Outcome(y64.float(), {n: g.float() for n, g in grads64.items()}, 0.0)
+    names = list(grads64)
+    for policy in (correctness.CONFORMANCE, correctness.SWEEP):
+        check = correctness.verify(trial, got, "bfloat16", policy)
+        assert check.eager_rel_err == correctness.expected_of(trial, names, "bfloat16", policy).seed_error
+    conformance = correctness.verify(trial, got, "bfloat16", correctness.CONFORMANCE).eager_rel_err
+    assert conformance > correctness.verify(trial, got, "bfloat16").eager_rel_err
 
 
 def test_a_seed_run_that_is_not_finite_excuses_nothing() -> None:
