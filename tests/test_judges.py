@@ -441,6 +441,10 @@ def test_the_limits_lean_on_the_seeds_errors_where_they_exceed_the_floor(mode: s
     check = correctness.verify(trial, got, "bfloat16", expected=lambda names: found)
     assert check.passed and check.eager_rel_err == 0.01 and check.tolerance == pytest.approx(0.05)
     assert check.grad_tolerance == (pytest.approx(0.1) if mode == "train" else None)
+    fourfold = dataclasses.replace(correctness.SWEEP, seed_factor=4.0)  # the policy's factor, not the default 5
+    check = correctness.verify(trial, got, "bfloat16", fourfold, expected=lambda names: found)
+    assert check.tolerance == pytest.approx(0.04)
+    assert check.grad_tolerance == (pytest.approx(0.08) if mode == "train" else None)
 
 
 def test_without_a_memo_the_reference_is_computed_under_the_policy_given() -> None:
