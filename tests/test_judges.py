@@ -441,6 +441,10 @@ def test_the_limits_lean_on_the_seeds_errors_where_they_exceed_the_floor(mode: s
     check = correctness.verify(trial, got, "bfloat16", expected=lambda names: found)
     assert check.passed and check.eager_rel_err == 0.01 and check.tolerance == pytest.approx(0.05)
     assert check.grad_tolerance == (pytest.approx(0.1) if mode == "train" else None)
+    wide = dataclasses.replace(found, seed_error=0.05)  # twice it would allow 0.1
+    check = correctness.verify(trial, got, "bfloat16", correctness.CONFORMANCE, expected=lambda names: wide)
+    assert check.tolerance == 0.03  # conformance: the output to the floor alone, whatever the seed's error
+    assert check.grad_tolerance == (0.06 if mode == "train" else None)  # 2 × 0.02 is under the floor
     fourfold = dataclasses.replace(correctness.SWEEP, seed_factor=4.0)  # the policy's factor, not the default 5
     check = correctness.verify(trial, got, "bfloat16", fourfold, expected=lambda names: found)
     assert check.tolerance == pytest.approx(0.04)
@@ -467,6 +471,31 @@ def test_a_seed_run_that_is_not_finite_excuses_nothing() -> None:
     assert correctness._worst([0.25, 0.5]) == 0.5
     for errors in ([0.25, math.nan], [math.nan, 0.25], [0.25, math.inf]):
         assert correctness._worst(errors) == math.inf, errors
+
+
+class WritesItsInput(torch.nn.Module):
+    """A network whose first layer works in place on its input (``nn.ReLU(inplace=True)`` first), with
+    a parameter it never uses (a network's idle block)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(2.0))
+        self.idle = torch.nn.Parameter(torch.tensor(1.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu_(x) * self.scale if not x.requires_grad else torch.relu(x) * self.scale
+
+
+@pytest.mark.parametrize("mode", ["forward", "train"])
+def test_the_reference_copies_its_input_and_leaves_out_idle_parameters(mode: str) -> None:
+    x = torch.tensor([-1.0, 3.0])
+    kept = x.clone()
+    grad_out = torch.ones(2) if mode == "train" else None
+    names = ["input", "scale", "idle"] if mode == "train" else []
+    y, grads = correctness.reference_outputs(WritesItsInput(), x, grad_out, torch.float32, names)
+    assert torch.equal(x, kept) and torch.equal(y, torch.tensor([0.0, 6.0]))
+    if mode == "train":
+        assert set(grads) == {"input", "scale"} and torch.equal(grads["scale"], torch.tensor(3.0))
 
 
 @pytest.fixture
