@@ -498,6 +498,12 @@ def test_the_reference_copies_its_input_and_leaves_out_idle_parameters(mode: str
         assert set(grads) == {"input", "scale"} and torch.equal(grads["scale"], torch.tensor(3.0))
 
 
+def test_the_normwise_error_refuses_another_shape_and_reads_an_empty_answer_as_exact() -> None:
+    with pytest.raises(ValueError, match=r"^shape \(2,\) differs from the reference's \(3,\)$"):
+        correctness.normwise_error(torch.zeros(2), torch.zeros(3))
+    assert correctness.normwise_error(torch.zeros(0, 4), torch.zeros(0, 4, dtype=torch.float64)) == 0.0
+
+
 @pytest.fixture
 def tf32_switches() -> Iterator[None]:
     """cuDNN's and cuBLAS's TF32 switches, set back after the test (cuBLAS's module answers through
