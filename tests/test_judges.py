@@ -548,6 +548,8 @@ def test_the_seed_runs_under_autocast_at_the_variants_precision(mode: str) -> No
     plain = dataclasses.replace(correctness.SWEEP, seed_autocast=False)
     out_plain, grads_plain = correctness.seed_errors(plain, ref, x, grad_out, "bfloat16", expected)
     assert 1e-3 < out_amp < 0.05 and out_32 < 1e-5 and out_plain == out_32
+    out_half, _ = correctness.seed_errors(correctness.SWEEP, ref, x, grad_out, "float16", expected)
+    assert 1e-5 < out_half < out_amp / 3  # float16's rounding, not autocast's default (bfloat16 on the CPU)
     assert set(grads_amp) == set(grads_32) == set(expected[1])
     if mode == "train":
         assert min(grads_amp.values()) > 1e-4 > max(grads_32.values()) and grads_plain == grads_32
