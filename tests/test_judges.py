@@ -26,6 +26,7 @@ from harness.measure.timing import Block, CpuClock, TimingPolicy, measure, stop_
 from harness.results import compare as cmp
 from harness.results.compare_stats import Verdict
 from harness.sweep.cases import Case
+from harness.sweep.process_state import ProcessState
 from harness.sweep.runner import run_case
 from variants.registry import Variant
 
@@ -506,11 +507,13 @@ def test_the_normwise_error_refuses_another_shape_and_reads_an_empty_answer_as_e
 
 @pytest.fixture
 def tf32_switches() -> Iterator[None]:
-    """cuDNN's and cuBLAS's TF32 switches, set back after the test (cuBLAS's module answers through
-    ``__getattr__``, which monkeypatch takes for an attribute that is not there)."""
-    kept = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    """cuDNN's and cuBLAS's TF32 switches, set back after the test as the runner sets back a variant's
+    (``ProcessState``): setting a legacy flag also sets the newer ``fp32_precision`` ("none" became
+    "ieee", and a later test read that), which the flags alone cannot set back."""
+    kept = ProcessState.capture()
     yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = kept
+    kept.restore()
+    assert ProcessState.capture().changes(kept) == []
 
 
 @pytest.mark.usefixtures("tf32_switches")
