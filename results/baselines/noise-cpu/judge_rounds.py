@@ -8,8 +8,6 @@ below is false. Each pair of runs (``SETS``) is judged over eager (``compare --r
 eager``) at three thresholds; each non-eager variant of the later run is then made 2× slower, and
 the cases of it judged SLOWER counted. Each non-eager case's ratio to eager is read in both runs
 of a pair: how far it moved (in percent, either way) is the drift no division cancels.
-
-``judge_rounds.py BASELINE`` judges the last set against another baseline's run folder (run 0).
 """
 from __future__ import annotations
 
@@ -49,11 +47,10 @@ SETS = (("quiet: runs 1-4, every pair", list(itertools.combinations(range(1, 5),
         ("1-6 against the committed baseline", [(0, b) for b in range(1, 7)]))  # fmt: skip
 #: Run 0 of either order: the committed CPU baseline (2026-11-28, one process after another, 41 GB/s).
 BASELINE = HERE.parent / "cpu-amd-epyc"
-baseline = BASELINE
 
 
 def run_path(order: str, number: int) -> Path:
-    return baseline if number == 0 else DAY / f"{order}{number}"
+    return BASELINE if number == 0 else DAY / f"{order}{number}"
 
 
 def judge(order: str, pairs: list[tuple[int, int]]) -> str:
@@ -77,8 +74,6 @@ def judge(order: str, pairs: list[tuple[int, int]]) -> str:
 
 
 def main() -> None:
-    global baseline
-    baseline = Path(sys.argv[1]) if len(sys.argv) > 1 else BASELINE
     print("| runs | order | false SLOWER over eager at 0.05 / 0.25 / 0.75 | 2× caught at 0.05 / 0.25 / 0.75 "
           "| ratio to eager moved: median, p90, max |")
     print("|---|---|---|---|---|")
