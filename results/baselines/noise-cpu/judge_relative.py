@@ -32,6 +32,10 @@ def slowed(run: LoadedRun, variant: str, factor: float) -> LoadedRun:
 
 
 def slower(result, variant: str | None = None) -> int:
+    """The cases of ``result`` (of ``variant``) judged SLOWER; a pair of runs that compare calls not
+    comparable (another CPU model, say) ends the script, as it would the CLI's judgement."""
+    if result.env_differences:
+        raise SystemExit(f"{result.baseline} → {result.current}: {result.env_differences[0]}")
     return sum(c.verdict is Verdict.SLOWER and (variant is None or dict(c.key)["variant"] == variant)
                for c in result.cases)  # fmt: skip
 
