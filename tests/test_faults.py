@@ -597,13 +597,17 @@ def test_a_second_ctrl_c_before_any_case_finished_says_how_to_finish_the_run(tmp
     reader.start()
     reached = Path(str(gate) + faults.REACHED_SUFFIX)
     deadline = time.monotonic() + 120
-    while not reached.exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    assert reached.exists(), "the run never reached the gate"
-    proc.send_signal(signal.SIGINT)
-    assert said.wait(60), "".join(stdout)
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=120)
+    try:
+        while not reached.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        assert reached.exists(), "the run never reached the gate"
+        proc.send_signal(signal.SIGINT)
+        assert said.wait(60), "".join(stdout)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:  # a failed wait leaves no run holding its build at the gate for GATE_LIMIT_S
+        if proc.poll() is None:
+            proc.kill()
     reader.join(timeout=10)
     stderr = proc.stderr.read()  # type: ignore[union-attr]
     assert proc.returncode == 130, stderr
